@@ -1,0 +1,151 @@
+"""`FEM`: the Xplique-compatible explainer, fused and jitted.
+
+``FEM(model, batch_size=32, conv_layer=None, k=2.0).explain(inputs)`` returns (N, H, W, 1)
+float32 maps like ``xplique.attributions.FEM``, but the whole step — activations up to the layer,
+the FEM kernel (`fastfem.kernels.fem`), and the resize to the input size — is one ``jax.jit``
+with the batch sharded over every local device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..batch_runner import BatchRunner
+from ..converters import FeatureExtractor, load
+from ..inputs import image_stream
+from ..kernels.fem import RESIZE_METHOD, Variant, check_variant, fem_map
+from ..kernels.resize import resize_map, resize_matrices
+from ..parallel import data_mesh
+
+OnNonFinite = Literal["raise", "nan"]
+
+
+def check_finite_flags(finite: np.ndarray, offset: int, layer: str) -> None:
+    """Raise a ValueError naming the inputs whose activations are NaN/inf."""
+    bad = np.flatnonzero(~finite)
+    if bad.size:
+        shown = ", ".join(str(offset + int(i)) for i in bad[:20])
+        more = f" and {bad.size - 20} more" if bad.size > 20 else ""
+        raise ValueError(
+            f"non-finite activations (NaN or inf) at layer {layer!r} for input index(es) "
+            f"{shown}{more}; check those inputs (NaN/inf pixels?), or pass on_nonfinite='nan' "
+            "to get NaN maps for them instead of an error"
+        )
+
+
+def make_fem_step(
+    extractor: FeatureExtractor,
+    k: float,
+    variant: Variant,
+    resize: tuple[np.ndarray, np.ndarray] | None,
+):
+    """The fused per-batch step: ``x -> (maps (N, H, W) or (N, h, w), finite (N,))``."""
+
+    def step(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        activations = extractor.apply(params, x).activations[0]
+        finite = jnp.all(jnp.isfinite(activations), axis=(1, 2, 3))
+        maps = fem_map(activations, k=k, variant=variant)
+        if resize is not None:
+            rh, rw = (jnp.asarray(m) for m in resize)
+            maps = jax.vmap(resize_map, in_axes=(0, None, None))(maps, rh, rw)
+        return maps, finite
+
+    return step
+
+
+class FEM:
+    """Feature Explanation Method (Fuad et al. 2020), Xplique-compatible, under ``jax.jit``.
+
+    Args:
+      model: a Keras 3 model, a path to a ``.keras``/``.h5`` file, or a
+        `fastfem.converters.FeatureExtractor`.
+      batch_size: the most images per device step (a memory bound, as in Xplique); rounded up to
+        a multiple of the number of devices. None: 256.
+      conv_layer: the explained layer, as Xplique: None -> last layer with ``filters``, int ->
+        ``model.layers[i]``, str -> by name.
+      k: the k of the k-sigma threshold.
+      variant: ``"xplique"`` (default, Xplique's numbers), ``"original"`` or ``"gradcam"``; see
+        `fastfem.kernels.fem`.
+      on_nonfinite: ``"raise"`` (default) raises a ValueError naming the inputs whose activations
+        are NaN/inf; ``"nan"`` returns NaN maps for them (`last_nonfinite` lists them).
+      devices: devices to shard the batch over; default all local devices.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        batch_size: int | None = 32,
+        conv_layer: str | int | None = None,
+        k: float = 2.0,
+        variant: Variant = "xplique",
+        on_nonfinite: OnNonFinite = "raise",
+        devices: Sequence[jax.Device] | None = None,
+    ):
+        check_variant(variant)
+        if on_nonfinite not in ("raise", "nan"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'nan'; got {on_nonfinite!r}")
+        self.extractor = load(model, layers=conv_layer)
+        self.layer_name = self.extractor.layer_name
+        self.batch_size = 256 if batch_size is None else int(batch_size)
+        self.k = float(k)
+        self.variant = variant
+        self.on_nonfinite = on_nonfinite
+        self.devices = devices
+        self.last_nonfinite: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._runners: dict[tuple[Any, ...], BatchRunner] = {}
+
+    def feature_shape(self, sample_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(h, w, C) of the explained layer's activations for images of ``sample_shape``."""
+        spec = jax.ShapeDtypeStruct((1, *sample_shape), jnp.float32)
+        feats = jax.eval_shape(self.extractor.apply, self.extractor.params, spec)
+        return tuple(feats.activations[0].shape[1:])  # type: ignore[return-value]
+
+    def _runner(self, sample_shape: tuple[int, int, int], resize: bool) -> BatchRunner:
+        key = (sample_shape, resize)
+        if key not in self._runners:
+            matrices = None
+            if resize:
+                h, w, _ = self.feature_shape(sample_shape)
+                matrices = resize_matrices((h, w), sample_shape[:2], RESIZE_METHOD[self.variant])
+            step = make_fem_step(self.extractor, self.k, self.variant, matrices)
+            mesh = data_mesh(self.devices) if self.devices is not None else None
+            self._runners[key] = BatchRunner(step, self.extractor.params, self.batch_size, mesh)
+        return self._runners[key]
+
+    def explain(self, inputs: Any, targets: Any = None, resize: bool = True) -> np.ndarray:
+        """FEM maps of ``inputs``.
+
+        Args:
+          inputs: (N, H, W, C) NumPy array, ``tf.Tensor``, ``jax.Array``, or a
+            ``tf.data.Dataset`` of images / ``(image, label)`` pairs, batched or not.
+          targets: ignored (FEM is class-agnostic); accepted for API symmetry with Xplique.
+          resize: True -> (N, H, W, 1) at the input size; False -> (N, h, w) at the layer's
+            resolution.
+
+        Returns:
+          float32 NumPy array of maps.
+        """
+        del targets
+        stream = image_stream(inputs, self.batch_size, self.extractor.input_shape)
+        runner = self._runner(stream.sample_shape, resize)
+        maps: list[np.ndarray] = []
+        nonfinite: list[np.ndarray] = []
+        seen = 0
+        for batch_maps, finite in runner.run(stream.batches, stream.count):
+            if self.on_nonfinite == "raise":
+                check_finite_flags(finite, seen, self.layer_name)
+            else:
+                nonfinite.append(seen + np.flatnonzero(~finite))
+                batch_maps = np.where(finite[:, None, None], batch_maps, np.nan)
+            maps.append(batch_maps)
+            seen += finite.shape[0]
+        self.last_nonfinite = np.concatenate(nonfinite) if nonfinite else np.zeros(0, np.int64)
+        out = np.concatenate(maps, axis=0).astype(np.float32, copy=False)
+        return out[..., None] if resize else out
+
+    __call__ = explain
