@@ -11,6 +11,8 @@ from .keras import (
 )
 from .load import load
 
+prefer_jax_backend()
+
 __all__ = [
     "Apply",
     "FeatureExtractor",

@@ -4,9 +4,7 @@ Explainers (Xplique's API): `FEM`. Kernels for JAX users: `fem_map` (per-sample 
 `fastfem.kernels.fem`). Model front-ends: `fastfem.converters`.
 """
 
-from . import converters
-
-converters.prefer_jax_backend()
+from . import converters  # first: makes JAX the Keras backend if Keras is not imported yet
 from .explainers import FEM
 from .kernels.fem import VARIANTS, fem_map, fem_sample
 

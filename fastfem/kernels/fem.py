@@ -12,13 +12,13 @@ For each channel ``c``, over the spatial axes::
 
 Variants (``variant=``):
 
-============  ==========  ==========================  ========================  ===========================
-variant       mask M_c    channel weight w_c          map                       post-processing (at (h, w))
-============  ==========  ==========================  ========================  ===========================
-``xplique``   A_c >= T_c  mu_c                        sum_c w_c * M_c           none
-``original``  A_c >  T_c  mu_c                        sum_c w_c * M_c           divide by max if max > 0
-``gradcam``   A_c >  T_c  mean(M_c) (fraction on)     sum_c w_c * A_c           ReLU, then min-max to [0, 1]
-============  ==========  ==========================  ========================  ===========================
+===========  ==========  ===================  ================  ============================
+variant      mask M_c    channel weight w_c   map               post-processing (at (h, w))
+===========  ==========  ===================  ================  ============================
+xplique      A_c >= T_c  mu_c                 sum_c w_c * M_c   none
+original     A_c >  T_c  mu_c                 sum_c w_c * M_c   divide by max if max > 0
+gradcam      A_c >  T_c  mean(M_c) (on frac)  sum_c w_c * A_c   ReLU, then min-max to [0, 1]
+===========  ==========  ===================  ================  ============================
 
 The post-processing is applied at feature resolution, before the single resize to the input
 size (pytorch-grad-cam's order: ReLU, min-max, then ``cv2.resize``).
@@ -100,7 +100,8 @@ def fem_sample(activations: jax.Array, k: float = 2.0, variant: Variant = "xpliq
     check_variant(variant)
     if activations.ndim != 3:
         raise ValueError(
-            f"fem_sample expects one sample's activations of shape (h, w, C); got {activations.shape}"
+            "fem_sample expects one sample's activations of shape (h, w, C); "
+            f"got {activations.shape}"
         )
     stats = channel_stats(activations)
     if variant == "gradcam":
