@@ -26,15 +26,23 @@ OnNonFinite = Literal["raise", "nan"]
 
 
 def check_finite_flags(finite: np.ndarray, offset: int, layer: str) -> None:
-    """Raise a ValueError naming the inputs whose activations are NaN/inf."""
-    bad = np.flatnonzero(~finite)
+    """Raise a ValueError naming the inputs with NaN/inf pixels or activations.
+
+    ``finite`` is (N, 2) bool: column 0 the input pixels, column 1 the layer's activations. Both
+    are checked because a NaN pixel does not always reach the activations (XLA's max-pooling
+    can drop it), which would give a finite map computed from a corrupt image.
+    """
+    bad = np.flatnonzero(~finite.all(axis=1))
     if bad.size:
-        shown = ", ".join(str(offset + int(i)) for i in bad[:20])
+        shown = ", ".join(
+            f"{offset + int(i)} ({'input' if not finite[i, 0] else 'activations'})"
+            for i in bad[:20]
+        )
         more = f" and {bad.size - 20} more" if bad.size > 20 else ""
         raise ValueError(
-            f"non-finite activations (NaN or inf) at layer {layer!r} for input index(es) "
-            f"{shown}{more}; check those inputs (NaN/inf pixels?), or pass on_nonfinite='nan' "
-            "to get NaN maps for them instead of an error"
+            f"non-finite values (NaN or inf) in the inputs or in the activations at layer "
+            f"{layer!r} for input index(es) {shown}{more}; fix those inputs, or pass "
+            "on_nonfinite='nan' to get NaN maps for them instead of an error"
         )
 
 
@@ -44,11 +52,20 @@ def make_fem_step(
     variant: Variant,
     resize: tuple[np.ndarray, np.ndarray] | None,
 ):
-    """The fused per-batch step: ``x -> (maps (N, H, W) or (N, h, w), finite (N,))``."""
+    """The fused per-batch step: ``x -> (maps (N, H, W) or (N, h, w), finite (N, 2))``.
+
+    ``finite[:, 0]``: every input pixel is finite; ``finite[:, 1]``: every activation is.
+    """
 
     def step(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         activations = extractor.apply(params, x).activations[0]
-        finite = jnp.all(jnp.isfinite(activations), axis=(1, 2, 3))
+        finite = jnp.stack(
+            [
+                jnp.all(jnp.isfinite(x), axis=(1, 2, 3)),
+                jnp.all(jnp.isfinite(activations), axis=(1, 2, 3)),
+            ],
+            axis=1,
+        )
         maps = fem_map(activations, k=k, variant=variant)
         if resize is not None:
             rh, rw = (jnp.asarray(m) for m in resize)
@@ -71,8 +88,9 @@ class FEM:
       k: the k of the k-sigma threshold.
       variant: ``"xplique"`` (default, Xplique's numbers), ``"original"`` or ``"gradcam"``; see
         `fastfem.kernels.fem`.
-      on_nonfinite: ``"raise"`` (default) raises a ValueError naming the inputs whose activations
-        are NaN/inf; ``"nan"`` returns NaN maps for them (`last_nonfinite` lists them).
+      on_nonfinite: ``"raise"`` (default) raises a ValueError naming the inputs whose pixels or
+        activations are NaN/inf; ``"nan"`` returns all-NaN maps for exactly those inputs (the
+        others are unaffected; `last_nonfinite` lists their indices).
       devices: devices to shard the batch over; default all local devices.
     """
 
@@ -140,8 +158,11 @@ class FEM:
             if self.on_nonfinite == "raise":
                 check_finite_flags(finite, seen, self.layer_name)
             else:
-                nonfinite.append(seen + np.flatnonzero(~finite))
-                batch_maps = np.where(finite[:, None, None], batch_maps, np.nan)
+                ok = finite.all(axis=1)
+                nonfinite.append(seen + np.flatnonzero(~ok))
+                batch_maps = np.where(
+                    ok.reshape(-1, *[1] * (batch_maps.ndim - 1)), batch_maps, np.nan
+                )
             maps.append(batch_maps)
             seen += finite.shape[0]
         self.last_nonfinite = np.concatenate(nonfinite) if nonfinite else np.zeros(0, np.int64)

@@ -1,0 +1,24 @@
+"""Test set-up: Keras runs the JAX backend in the pytest process (set before anything imports it).
+
+Tests that need Keras on the TensorFlow backend (Xplique, the call_tf bridge) run it in a
+subprocess. Small fixed-seed models come from tiny_models.py.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from tiny_models import small_cnn  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cnn32():
+    return small_cnn((32, 32, 3))
+
+
+@pytest.fixture(scope="session")
+def images32():
+    return np.random.default_rng(1).random((70, 32, 32, 3), dtype=np.float32)
