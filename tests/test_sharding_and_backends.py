@@ -1,0 +1,103 @@
+"""Runs that need a fresh process: 4 simulated CPU devices, and Keras on the TensorFlow backend.
+
+XLA_FLAGS and KERAS_BACKEND are read once per process, so each case runs a subprocess that
+writes its maps to disk; the pytest process (1 device, Keras-JAX) computes the reference.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from tiny_models import small_cnn
+
+import fastfem
+
+TESTS_DIR = Path(__file__).parent
+
+PRELUDE = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+OUT = sys.argv[2]
+import numpy as np
+"""
+
+SHARDED = """
+import jax
+import fastfem
+from tiny_models import small_cnn
+assert jax.device_count() == 4, jax.devices()
+model = small_cnn((32, 32, 3))
+x = np.random.default_rng(1).random((70, 32, 32, 3), dtype=np.float32)
+result = {}
+for variant in ("xplique", "gradcam"):
+    fem = fastfem.FEM(model, batch_size=30, conv_layer="relu_b", variant=variant)
+    maps = fem.explain(x)
+    runner = next(iter(fem._runners.values()))
+    out, _ = runner.step(runner.params, runner.put(x[:runner.batch_size], runner.batch_size))
+    one = fastfem.FEM(model, batch_size=30, conv_layer="relu_b", variant=variant,
+                      devices=jax.devices()[:1]).explain(x)
+    np.save(os.path.join(OUT, variant + ".npy"), maps)
+    result[variant] = dict(
+        batch=runner.batch_size, n_devices=runner.n_devices,
+        out_devices=len(out.sharding.device_set),
+        max_diff_vs_one_device=float(np.abs(maps - one).max()),
+    )
+print(json.dumps(result))
+"""
+
+TF_BACKEND = """
+import keras
+assert keras.backend.backend() == "tensorflow"
+import fastfem
+from tiny_models import small_cnn
+model = small_cnn((32, 32, 3))
+x = np.random.default_rng(1).random((70, 32, 32, 3), dtype=np.float32)
+fem = fastfem.FEM(model, batch_size=32)
+np.save(os.path.join(OUT, "tf.npy"), fem.explain(x))
+print(json.dumps(dict(source=fem.extractor.source, layer=fem.layer_name)))
+"""
+
+
+def run_script(body: str, out: Path, env: dict) -> dict:
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}
+    proc = subprocess.run(
+        [sys.executable, "-c", PRELUDE + body, str(TESTS_DIR), str(out)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_four_devices_equal_one_device(tmp_path):
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "KERAS_BACKEND": "jax"}
+    result = run_script(SHARDED, tmp_path, env)
+    model = small_cnn((32, 32, 3))
+    x = np.random.default_rng(1).random((70, 32, 32, 3), dtype=np.float32)
+    assert jax.device_count() == 1
+    for variant, r in result.items():
+        assert r["n_devices"] == 4 and r["out_devices"] == 4
+        assert r["batch"] == 32  # 30 rounded up to a multiple of 4 devices
+        assert r["max_diff_vs_one_device"] <= 1e-6
+        here = fastfem.FEM(model, conv_layer="relu_b", variant=variant).explain(x)
+        sharded = np.load(tmp_path / f"{variant}.npy")
+        assert np.ptp(here) > 0
+        np.testing.assert_allclose(sharded, here, rtol=0, atol=1e-5 * np.abs(here).max())
+
+
+@pytest.mark.slow
+def test_keras_already_on_tensorflow_backend(tmp_path):
+    pytest.importorskip("tensorflow")
+    result = run_script(TF_BACKEND, tmp_path, {"KERAS_BACKEND": "tensorflow"})
+    assert "call_tf" in result["source"]
+    assert result["layer"] == "conv_b"
+    x = np.random.default_rng(1).random((70, 32, 32, 3), dtype=np.float32)
+    here = fastfem.FEM(small_cnn((32, 32, 3)), batch_size=32).explain(x)
+    np.testing.assert_allclose(np.load(tmp_path / "tf.npy"), here, atol=1e-5 * np.abs(here).max())
