@@ -50,23 +50,35 @@ class BatchRunner:
             return self.batch_size
         return min(self.batch_size, round_up(count, self.n_devices))
 
-    def put(self, x: np.ndarray, size: int) -> jax.Array:
-        """Pad ``x`` to ``size`` and shard it over the mesh's batch axis."""
-        return jax.device_put(pad_batch(x, size), self._x_sharding)
+    def put(self, x: Any, size: int) -> Any:
+        """Pad every array of the pytree ``x`` to ``size`` rows and shard it over the mesh."""
+        return jax.device_put(jax.tree.map(lambda a: pad_batch(a, size), x), self._x_sharding)
 
-    def run(self, batches: Iterator[np.ndarray], count: int | None = None) -> Iterator[Any]:
-        """Yield the step's outputs for each host batch as NumPy, padding rows removed."""
+    def run(self, batches: Iterator[Any], count: int | None = None) -> Iterator[Any]:
+        """Yield the step's outputs for each host batch as NumPy, padding rows removed.
+
+        A batch is an array or a pytree of arrays (e.g. (queries, references)) sharing their
+        leading axis; a host batch larger than the device batch is split.
+        """
         size = self.device_batch(count)
         pending: tuple[Any, int] | None = None
         for x in batches:
-            for start in range(0, x.shape[0], size):
-                chunk = x[start : start + size]
+            n = _rows(x)
+            for start in range(0, n, size):
+                chunk = jax.tree.map(lambda a, s=start: a[s : s + size], x)
                 out = self.step(self.params, self.put(chunk, size))
                 if pending is not None:
                     yield _fetch(*pending)
-                pending = (out, chunk.shape[0])
+                pending = (out, min(size, n - start))
         if pending is not None:
             yield _fetch(*pending)
+
+
+def _rows(x: Any) -> int:
+    sizes = {a.shape[0] for a in jax.tree.leaves(x)}
+    if len(sizes) != 1:
+        raise ValueError(f"arrays of one batch have different lengths {sorted(sizes)}")
+    return sizes.pop()
 
 
 def _fetch(out: Any, n_valid: int) -> Any:

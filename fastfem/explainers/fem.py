@@ -21,6 +21,7 @@ from ..inputs import image_stream
 from ..kernels.fem import RESIZE_METHOD, Variant, check_variant, fem_map
 from ..kernels.resize import resize_map, resize_matrices
 from ..parallel import data_mesh
+from ..progress import progress_bar
 
 OnNonFinite = Literal["raise", "nan"]
 
@@ -135,7 +136,9 @@ class FEM:
             self._runners[key] = BatchRunner(step, self.extractor.params, self.batch_size, mesh)
         return self._runners[key]
 
-    def explain(self, inputs: Any, targets: Any = None, resize: bool = True) -> np.ndarray:
+    def explain(
+        self, inputs: Any, targets: Any = None, resize: bool = True, progress: bool = False
+    ) -> np.ndarray:
         """FEM maps of ``inputs``.
 
         Args:
@@ -144,6 +147,7 @@ class FEM:
           targets: ignored (FEM is class-agnostic); accepted for API symmetry with Xplique.
           resize: True -> (N, H, W, 1) at the input size; False -> (N, h, w) at the layer's
             resolution.
+          progress: show a progress bar (images/s, ETA) on stderr.
 
         Returns:
           float32 NumPy array of maps.
@@ -154,6 +158,7 @@ class FEM:
         maps: list[np.ndarray] = []
         nonfinite: list[np.ndarray] = []
         seen = 0
+        bar = progress_bar(stream.count, enabled=progress)
         for batch_maps, finite in runner.run(stream.batches, stream.count):
             if self.on_nonfinite == "raise":
                 check_finite_flags(finite, seen, self.layer_name)
@@ -165,6 +170,8 @@ class FEM:
                 )
             maps.append(batch_maps)
             seen += finite.shape[0]
+            bar.update(finite.shape[0])
+        bar.close()
         self.last_nonfinite = np.concatenate(nonfinite) if nonfinite else np.zeros(0, np.int64)
         out = np.concatenate(maps, axis=0).astype(np.float32, copy=False)
         return out[..., None] if resize else out
