@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .kernels.fam import SIMILARITIES
 from .kernels.fem import VARIANTS
 
 
@@ -38,8 +39,59 @@ def load_explain_inputs(
     return x, ids, str(images)
 
 
+def _make_explainer(args: argparse.Namespace, model: str):
+    """The explainer of ``--method`` with its command-line options."""
+    from . import FAM, FEM, MLFEM
+
+    if args.method != "fam" and args.references is not None:
+        raise ValueError("--references is only used with --method fam")
+    if args.method != "mlfem" and args.layers is not None:
+        raise ValueError("--layers is only used with --method mlfem (use --layer otherwise)")
+    if args.method == "fem":
+        return FEM(
+            model, batch_size=args.batch_size, conv_layer=args.layer, k=args.k, variant=args.variant
+        )
+    if args.method == "fam":
+        return FAM(
+            model, conv_layer=args.layer, similarity=args.similarity, batch_size=args.batch_size
+        )
+    if args.layer is not None:
+        raise ValueError(
+            "--method mlfem takes --layers NAME,NAME,... (default: the last conv "
+            "layer of each resolution stage), not --layer"
+        )
+    layers = None if args.layers is None else [layer_arg(t) for t in args.layers.split(",") if t]
+    return MLFEM(
+        model,
+        layers=layers,
+        fusion=args.fusion,
+        k=args.k,
+        variant=args.variant,
+        batch_size=args.batch_size,
+    )
+
+
+def _explain_fam(fam, args, x, ids) -> tuple[np.ndarray, list[dict], str]:
+    """FAM maps of each image vs its reference (``--references``, paired one to one) or, by
+    default, vs its nearest neighbour among the other images (leave-one-out retrieval)."""
+    if args.references is not None:
+        r, r_ids, _ = load_explain_inputs(args.references, fam.extractor.input_shape)
+        if args.limit is not None:
+            r, r_ids = r[: args.limit], r_ids[: args.limit]
+        maps = fam.explain(x, r, progress=not args.quiet)
+        sims, refs, how = fam.last_similarities, list(r_ids), "references (paired one to one)"
+    else:
+        res = fam.explain_retrieval(x, x, top_k=1, exclude_self=True, progress=not args.quiet)
+        maps, sims = res.maps[:, 0], res.similarities[:, 0]
+        refs, how = [ids[i] for i in res.indices[:, 0]], "nearest neighbour among the others"
+    pairs = [
+        {"id": i, "reference": r, "similarity": float(s)}
+        for i, r, s in zip(ids, refs, sims, strict=True)
+    ]
+    return maps, pairs, how
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
-    from . import FEM
     from .overlay import save_overlay_grid
 
     if args.model is None:
@@ -48,34 +100,85 @@ def cmd_explain(args: argparse.Namespace) -> int:
         model, model_name = str(MODEL_PATH), "bundled sample CNN"
     else:
         model, model_name = args.model, args.model
-    fem = FEM(
-        model, batch_size=args.batch_size, conv_layer=args.layer, k=args.k, variant=args.variant
-    )
-    x, ids, source = load_explain_inputs(args.images, fem.extractor.input_shape)
+    explainer = _make_explainer(args, model)
+    x, ids, source = load_explain_inputs(args.images, explainer.extractor.input_shape)
     if args.limit is not None:
         x, ids = x[: args.limit], ids[: args.limit]
-    start = time.perf_counter()
-    maps = fem.explain(x, progress=not args.quiet)
-    seconds = time.perf_counter() - start
     out = Path(args.out)
+    start = time.perf_counter()
+    method_info: dict = {}
+    outputs = {"maps": "maps.npy", "ids": "ids.json"}
+    if args.method == "fam":
+        maps, pairs, how = _explain_fam(explainer, args, x, ids)
+        method_info = {"similarity": args.similarity, "pooling": "gap", "reference": how}
+    else:
+        maps = explainer.explain(x, progress=not args.quiet)
+        method_info = {"variant": args.variant, "k": args.k}
+        if args.method == "mlfem":
+            method_info["fusion"] = args.fusion
+    seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "maps.npy", maps)
     (out / "ids.json").write_text(json.dumps(ids))
+    if args.method == "fam":
+        (out / "pairs.json").write_text(json.dumps(pairs, indent=1))
+        outputs["pairs"] = "pairs.json"
     grid = save_overlay_grid(x, maps, out / "overlay.png", titles=ids)
+    outputs["overlay"] = grid.name
+    layers = getattr(explainer, "layer_names", None)
     summary = {
         "source": source,
         "model": model_name,
-        "layer": fem.layer_name,
-        "variant": args.variant,
-        "k": args.k,
+        "method": args.method,
+        "layer": list(layers) if args.method == "mlfem" else explainer.layer_name,
+        **method_info,
         "images": int(len(x)),
         "map_shape": list(maps.shape[1:]),
         "seconds": round(seconds, 3),
         "images_per_second": round(len(x) / seconds, 1),
-        "outputs": {"maps": "maps.npy", "ids": "ids.json", "overlay": grid.name},
+        "outputs": outputs,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit
+
+    distributed: bool | dict = False
+    if args.coordinator or args.num_processes is not None or args.process_id is not None:
+        distributed = {
+            "coordinator_address": args.coordinator,
+            "num_processes": args.num_processes,
+            "process_id": args.process_id,
+        }
+    elif args.distributed:
+        distributed = True
+    summary = audit(
+        args.source,
+        model=args.model,
+        out=args.out,
+        method=args.method,
+        layer=args.layer,
+        k=args.k,
+        variant=args.variant,
+        batch_size=args.batch_size,
+        resume=args.resume,
+        resize=args.resize,
+        distributed=distributed,
+        progress=not args.quiet and sys.stderr.isatty(),
+        threads=args.threads,
+    )
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .audit.report import write_report
+
+    path = write_report(args.store, out=args.out, top=args.top)
+    print(path)
     return 0
 
 
@@ -85,19 +188,65 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "explain",
-        help="FEM maps for a set of images (default: the bundled sample and model)",
-        description="Writes maps.npy (N, H, W, 1), ids.json, overlay.png and summary.json.",
+        help="FEM / FAM / MLFEM maps for a set of images (default: the bundled sample and model)",
+        description="Writes maps.npy (N, H, W, 1), ids.json, overlay.png and summary.json "
+        "(and pairs.json for FAM). FAM explains each image against its --references image, or "
+        "by default against its nearest neighbour among the other images (the model's pooled "
+        "features at the layer as the embedding: for the bundled CNN, its 'embedding' layer).",
     )
     p.add_argument("images", nargs="?", help="image folder, .npy or .npz (default: bundled)")
     p.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
+    p.add_argument("--method", choices=["fem", "fam", "mlfem"], default="fem")
     p.add_argument("--layer", type=layer_arg, default=None, help="layer name or index")
     p.add_argument("--k", type=float, default=2.0, help="k of the k-sigma threshold")
     p.add_argument("--variant", choices=VARIANTS, default="xplique")
+    p.add_argument("--references", help="fam: reference images, paired one to one")
+    p.add_argument("--similarity", choices=SIMILARITIES, default="cosine", help="fam")
+    p.add_argument("--layers", help="mlfem: comma-separated layers (default: one per stage)")
+    p.add_argument("--fusion", choices=["mean", "product"], default="mean", help="mlfem")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="explain only the first N images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_explain)
+
+    a = sub.add_parser(
+        "audit",
+        help="audit a dataset into a resumable result store (default: the bundled sample)",
+        description="Streams SOURCE through the jitted explainer into DIR: Parquet parts (one "
+        "row per input, status ok/error), feature-resolution maps, manifest.json.",
+    )
+    a.add_argument("source", nargs="?", help="image folder, .npy/.npz or .tfrecord")
+    a.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
+    a.add_argument("--method", choices=["fem"], default="fem")
+    a.add_argument("--layer", type=layer_arg, default=None)
+    a.add_argument("--k", type=float, default=2.0)
+    a.add_argument("--variant", choices=VARIANTS, default="xplique")
+    a.add_argument("--batch-size", type=int, default=256)
+    a.add_argument("--threads", type=int, default=4, help="host decoding threads")
+    a.add_argument(
+        "--resize",
+        action="store_true",
+        help="convert/resize images that do not fit the model (default: error rows)",
+    )
+    a.add_argument("--resume", action="store_true", help="continue an interrupted audit")
+    a.add_argument(
+        "--distributed",
+        action="store_true",
+        help="jax.distributed.initialize() from the cluster environment",
+    )
+    a.add_argument("--coordinator", help="host:port of process 0 (multi-process runs)")
+    a.add_argument("--num-processes", type=int)
+    a.add_argument("--process-id", type=int)
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.add_argument("--out", required=True, help="result store folder")
+    a.set_defaults(func=cmd_audit)
+
+    r = sub.add_parser("report", help="self-contained HTML report of an audit's result store")
+    r.add_argument("store", help="the audit's --out folder")
+    r.add_argument("--out", help="HTML file (default: STORE/report.html)")
+    r.add_argument("--top", type=int, default=24, help="flagged images in the gallery")
+    r.set_defaults(func=cmd_report)
     return parser
 
 
@@ -105,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, TypeError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, TypeError) as err:
         print(f"fastfem {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -109,6 +109,15 @@ def _append_ok(rows: dict[str, list], rec: Record, out: Mapping[str, np.ndarray]
             rows[c].append(out[c][i].item())
 
 
+def source_location(source: Any) -> str | None:
+    """Where the report can read the images again: a path, "bundled:test", or None."""
+    if source is None:
+        return "bundled:test"
+    if isinstance(source, (str, Path)):
+        return str(Path(source).resolve())
+    return None
+
+
 def init_distributed(kwargs: Mapping[str, Any]) -> None:
     """Start JAX's multi-controller runtime (gloo collectives on CPU) unless already started."""
     if jax.distributed.is_initialized():
@@ -286,6 +295,7 @@ def audit(
         "method": method,
         "config": {"variant": variant, "k": k, "batch_size": runner.batch_size, "resize": resize},
         "source": src.description,
+        "source_location": source_location(source),
         "map_shape": list(map_shape[0]) if map_shape else None,
         "versions": _versions(),
         "devices": [str(d) for d in jax.local_devices()],
@@ -314,6 +324,9 @@ def _finish(
         body = dict(store.manifest())
         if info is not None:
             body.update(info)
+        body["last_run"] = {
+            k: v for k, v in summary.to_dict().items() if k not in ("flagged", "out")
+        }
         body["counts"] = {
             "rows": summary.committed_total,
             "errors": int(np.sum(rows["status"] == "error")) if rows else 0,

@@ -1,0 +1,175 @@
+"""`fastfem report DIR`: one self-contained HTML page for an audit's result store.
+
+The page holds the run summary, the distribution of every map statistic (flagged rows
+highlighted), and a gallery of the top flagged images with their maps overlaid — every picture
+embedded as a base64 PNG, so the file opens from disk with no server and nothing fetched.
+Images are read again from the source recorded in the manifest (a folder, an array file, or the
+bundled sample); for in-memory sources the gallery shows the maps alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..kernels.map_stats import MapStats
+from ..overlay import normalize_for_display
+from .flags import flag_rows
+from .sources import open_source
+from .store import ResultStore
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def images_by_id(location: str | None, ids: list[str]) -> dict[str, np.ndarray]:
+    """Re-read the images ``ids`` from where the audit read them (empty if not possible)."""
+    if not location or not ids:
+        return {}
+    wanted = set(ids)
+    if location == "bundled:test":
+        from ..sample import generate
+
+        s = generate("test")
+        return {rid: s.images[i] for i, rid in enumerate(s.ids) if rid in wanted}
+    try:
+        src = open_source(location, (None, None, None), resize=False, threads=2)
+    except (OSError, ValueError):
+        return {}
+    return {r.id: r.image for r in src.read(lambda i, rid: rid in wanted) if r.image is not None}
+
+
+def _histograms(rows: dict[str, np.ndarray], flagged: np.ndarray) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = rows["status"] == "ok"
+    names = list(MapStats._fields) + (["confidence"] if "confidence" in rows else [])
+    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(3.2 * ((len(names) + 1) // 2), 5))
+    for ax, name in zip(axes.flat, names, strict=False):
+        v = np.asarray(rows[name], dtype=np.float64)
+        ax.hist(v[ok & ~flagged], bins=40, color="#4c72b0", alpha=0.8, label="ok")
+        if np.any(flagged):
+            ax.hist(v[flagged], bins=40, color="#dd5555", alpha=0.8, label="flagged")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _overlay(image: np.ndarray | None, fmap: np.ndarray) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.axis("off")
+    if image is not None:
+        h, w = image.shape[:2]
+        img = image[..., 0] if image.shape[-1] == 1 else image
+        ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None)
+        ax.imshow(
+            normalize_for_display(fmap),
+            cmap="jet",
+            alpha=0.45,
+            extent=(0, w, h, 0),
+            interpolation="bilinear",
+        )
+    else:
+        ax.imshow(normalize_for_display(fmap), cmap="jet", interpolation="nearest")
+    return _png(fig)
+
+
+def write_report(store_dir: str | Path, out: str | Path | None = None, top: int = 24) -> Path:
+    """Write the audit's HTML report (default ``DIR/report.html``); returns its path."""
+    store = ResultStore(store_dir)
+    rows = store.read_rows()
+    if not rows:
+        raise ValueError(f"{store_dir} holds no committed audit rows")
+    manifest = store.manifest()
+    flags = flag_rows(rows)
+    maps = store.read_maps()
+    top_ids = flags.top_ids(top)
+    index = {rid: i for i, rid in enumerate(rows["id"])}
+    images = images_by_id(manifest.get("source_location"), top_ids)
+    n = len(rows["id"])
+    errors = int(np.sum(rows["status"] == "error"))
+    run = manifest.get("last_run", {})
+    facts = [
+        ("images", n),
+        ("errors", errors),
+        ("flagged", int(flags.flagged.sum())),
+        ("model", manifest.get("model")),
+        ("layer", manifest.get("layer")),
+        ("method", f"{manifest.get('method')} {manifest.get('config', {})}"),
+        ("source", manifest.get("source")),
+        ("throughput (last run)", f"{run.get('images_per_second')} images/s"),
+        ("versions", manifest.get("versions")),
+        ("flag rule", flags.rule),
+    ]
+    cards = []
+    for rid in top_ids:
+        i = index[rid]
+        label = rows["label"][i] if "label" in rows else None
+        pred = rows["prediction"][i] if "prediction" in rows else None
+        conf = rows["confidence"][i] if "confidence" in rows else None
+        caption = f"{html.escape(rid)}<br>score {flags.score[i]:.1f}"
+        caption += f" · corner {rows['corner_energy'][i]:.2f}"
+        if label is not None:
+            caption += f"<br>label {html.escape(str(label))}"
+        if pred is not None:
+            caption += f" · pred {pred} ({conf:.2f})"
+        src = _overlay(images.get(rid), maps[i])
+        cards.append(
+            f'<figure><img src="{src}" alt="{html.escape(rid)}">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+    error_rows = "".join(
+        f"<tr><td>{html.escape(str(rows['id'][i]))}</td>"
+        f"<td>{html.escape(str(rows['error'][i]))}</td></tr>"
+        for i in np.flatnonzero(rows["status"] == "error")[:200]
+    )
+    fact_rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts
+    )
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fastfem audit report</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} h1{{margin-top:0}}
+table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}
+.gallery{{display:flex;flex-wrap:wrap;gap:10px}} figure{{margin:0;width:170px;font-size:11px}}
+figure img{{width:160px;height:160px;object-fit:contain;border:1px solid #ddd}}
+</style></head><body>
+<h1>fastfem audit report</h1>
+<table>{fact_rows}</table>
+<h2>Top flagged images</h2>
+<p>{len(top_ids)} of {int(flags.flagged.sum())} flagged, highest score first. Overlay: the
+feature-resolution map, clipped to its 0.1–99.9 percentiles.</p>
+<div class="gallery">{"".join(cards) or "<p>No image is flagged.</p>"}</div>
+<h2>Map statistics</h2>
+<img alt="distributions" src="{_histograms(rows, flags.flagged)}">
+<h2>Errors ({errors})</h2>
+<table><tr><th>id</th><th>error</th></tr>{error_rows}</table>
+</body></html>
+"""
+    path = Path(out) if out is not None else store.root / "report.html"
+    path.write_text(body, encoding="utf-8")
+    return path
