@@ -103,7 +103,9 @@ def test_bad_files_become_error_rows_and_good_ones_match_a_clean_run(tmp_path):
 
 
 def test_model_source_mismatch_fails_fast(tmp_path):
-    with pytest.raises(ValueError, match="model/source mismatch: grayscale image where the model expects 3"):
+    with pytest.raises(
+        ValueError, match="model/source mismatch: grayscale image where the model expects 3"
+    ):
         audit(np.zeros((4, 64, 64, 1), np.float32), out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
@@ -260,3 +262,43 @@ def test_peak_memory_flat_in_dataset_size(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         rss[n] = int(r.stdout.strip().splitlines()[-1])
     assert rss[20_480] <= 1.5 * rss[2_048], rss
+
+
+def test_every_source_type_gives_the_same_rows(tmp_path):
+    import io
+
+    tf = pytest.importorskip("tensorflow")
+    s = sample.generate("test", n=12)
+    audit(s.images, out=tmp_path / "array")
+    ref = rows_by_id(tmp_path / "array")
+
+    np.savez(tmp_path / "x.npz", images=s.images, ids=np.arange(12).astype(str), labels=s.labels)
+    audit(tmp_path / "x.npz", out=tmp_path / "npz")
+    npz = rows_by_id(tmp_path / "npz")
+    assert npz["3"]["label"] == str(s.labels[3])
+
+    with tf.io.TFRecordWriter(str(tmp_path / "x.tfrecord")) as w:
+        for i, img in enumerate(s.images):
+            buf = io.BytesIO()
+            Image.fromarray(np.round(img * 255).astype(np.uint8)).save(buf, format="PNG")
+            feat = {
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
+                "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(i).encode()])),
+            }
+            w.write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+    audit(tmp_path / "x.tfrecord", out=tmp_path / "tfr")
+    tfr = rows_by_id(tmp_path / "tfr")
+
+    ds = tf.data.Dataset.from_tensor_slices((s.images, s.labels)).batch(5)
+    audit(ds, out=tmp_path / "ds")
+    audit(iter([s.images[:7], s.images[7:]]), out=tmp_path / "it")
+    for other, tol in (
+        (npz, 0),
+        (rows_by_id(tmp_path / "ds"), 0),
+        (rows_by_id(tmp_path / "it"), 0),
+        (tfr, 0.02),
+    ):
+        assert other.keys() == ref.keys()
+        for rid in ref:
+            for c in ("corner_energy", "entropy", "confidence"):
+                assert other[rid][c] == pytest.approx(ref[rid][c], abs=tol + 1e-6), (rid, c)
