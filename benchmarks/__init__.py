@@ -1,0 +1,1 @@
+"""Benchmark harness and the eager-TensorFlow peers fastfem is measured against."""
