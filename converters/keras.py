@@ -12,9 +12,10 @@ add, so activations and channel means can be negative); for VGG16 ``block5_conv3
 
 Backend: Keras 3 picks its backend once, at its first import. ``import fastfem`` selects JAX when
 Keras is not imported yet and ``KERAS_BACKEND`` is unset (`prefer_jax_backend`). In a process
-whose Keras already runs TensorFlow (the common case for TF users), the same sub-model's
-TensorFlow ``stateless_call`` is compiled with XLA and inlined into the JAX step by
-``jax2tf.call_tf``, so it still runs under ``jax.jit`` (CPU/GPU; not TPU).
+whose Keras already runs TensorFlow (the common case for TF users), `from_keras` hands the model
+to `fastfem.converters.tf_graph.from_tf`: the sub-model is converted to JAX ops by tf2jax, or,
+when tf2jax is missing or cannot convert an op, its TensorFlow ``stateless_call`` is compiled
+with XLA and inlined into the JAX step by ``jax2tf.call_tf`` (CPU/GPU; not TPU).
 """
 
 from __future__ import annotations
@@ -158,6 +159,12 @@ def from_keras(
             f"model {model.name!r} has {len(inputs)} inputs; FEM needs one image input"
         )
 
+    if backend == "tensorflow":
+        # Keras already runs TensorFlow: convert the sub-model with tf2jax (call_tf fallback).
+        from .tf_graph import from_tf
+
+        return from_tf(model, layers, include_output=include_output)
+
     chosen = [resolve_layer(model, spec) for spec in _as_list(layers)]
     outputs = [layer.output for layer in chosen]
     for layer, out in zip(chosen, outputs, strict=True):
@@ -219,7 +226,9 @@ def _stateless_call_tf(sub: Any):
         out, _ = sub.stateless_call(trainable, non_trainable, x, training=False)
         return out
 
-    bridged = jax2tf.call_tf(tf.function(tf_call, jit_compile=True, autograph=False))
+    bridged = jax2tf.call_tf(
+        tf.function(tf_call, jit_compile=True, autograph=False), has_side_effects=False
+    )
 
     def call(p: Any, x: jax.Array) -> Any:
         trainable, non_trainable = p
