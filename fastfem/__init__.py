@@ -1,13 +1,33 @@
 """fastfem: FEM and FAM activation-based CNN explanations under ``jax.jit``, vmapped and sharded.
 
-Explainers (Xplique's API): `FEM`. Kernels for JAX users: `fem_map` (per-sample formula in
-`fastfem.kernels.fem`). Model front-ends: `fastfem.converters`.
+Explainers (Xplique's API): `FEM`, `MLFEM` (multi-layer FEM), `FAM` (similarity models: pairs,
+retrieval, few-shot episodes). Kernels for JAX users: `fem_map` (per-sample formula in
+`fastfem.kernels.fem`), `fam_map` and `fam_contributions` (`fastfem.kernels.fam`). Model
+front-ends: `fastfem.converters`.
 """
 
-from . import converters  # first: makes JAX the Keras backend if Keras is not imported yet
-from .explainers import FEM
+from . import (
+    converters,  # first: makes JAX the Keras backend if Keras is not imported yet
+    metrics,
+)
+from .evaluate import evaluate
+from .explainers import FAM, FEM, MLFEM
+from .kernels.fam import fam_contributions, fam_map
 from .kernels.fem import VARIANTS, fem_map, fem_sample
 
 __version__ = "0.1.0"
 
-__all__ = ["FEM", "VARIANTS", "converters", "fem_map", "fem_sample", "__version__"]
+__all__ = [
+    "FAM",
+    "FEM",
+    "MLFEM",
+    "VARIANTS",
+    "converters",
+    "evaluate",
+    "fam_contributions",
+    "fam_map",
+    "fem_map",
+    "fem_sample",
+    "metrics",
+    "__version__",
+]

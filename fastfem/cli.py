@@ -182,6 +182,156 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _next_same_label(labels: np.ndarray) -> np.ndarray:
+    """For each image, the next image (cyclically) with the same label (itself if none)."""
+    out = np.arange(len(labels))
+    for i, y in enumerate(labels):
+        order = np.r_[np.arange(i + 1, len(labels)), np.arange(0, i)]
+        same = order[labels[order] == y]
+        if same.size:
+            out[i] = same[0]
+    return out
+
+
+def _load_array(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file not found: {p}")
+    if p.suffix == ".json":
+        return np.asarray(json.loads(p.read_text()))
+    if p.suffix == ".npy":
+        return np.load(p)
+    raise ValueError(f"{what}: expected a .npy or .json file; got {p.name}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import Evaluator
+    from .metrics import MeanActivation, UniformMap
+
+    if args.model is None:
+        from .sample import MODEL_PATH
+
+        model, model_name = str(MODEL_PATH), "bundled sample CNN"
+    else:
+        model, model_name = args.model, args.model
+    if args.method == "mean":
+        explainer = MeanActivation(model, batch_size=args.batch_size, conv_layer=args.layer)
+    elif args.method == "uniform":
+        explainer = UniformMap()
+    else:
+        explainer = _make_explainer(args, model)
+    shape = explainer.extractor.input_shape if hasattr(explainer, "extractor") else (None,) * 3
+    labels = None
+    if args.images is None:
+        from .sample import generate
+
+        sample = generate("test", args.limit)
+        x, ids, source = sample.images, list(sample.ids), "bundled sample (test split)"
+        boxes, labels = sample.boxes, sample.labels
+    else:
+        x, ids, source = load_explain_inputs(args.images, shape)
+        boxes = None
+    if args.limit is not None:
+        x, ids = x[: args.limit], ids[: args.limit]
+    if args.boxes is not None:
+        boxes = _load_array(args.boxes, "--boxes")
+    if boxes is not None:
+        boxes = boxes[: len(x)]
+    targets = None
+    if args.method == "fam":
+        if args.references is not None:
+            targets, _, _ = load_explain_inputs(args.references, shape)
+            targets = targets[: len(x)]
+        elif labels is not None:
+            targets = x[_next_same_label(labels[: len(x)])]
+        else:
+            raise ValueError("--method fam needs --references (reference images, one per image)")
+    elif args.targets is not None:
+        targets = _load_array(args.targets, "--targets")[: len(x)]
+    metrics = None if args.metrics is None else [m for m in args.metrics.split(",") if m]
+    evaluator = Evaluator(
+        explainer,
+        metrics,
+        model=None if args.method == "fam" else model,
+        threshold=args.threshold,
+        normalize=args.normalize,
+        steps=args.steps,
+        activation=args.activation,
+        batch_size=min(args.batch_size, 64),
+    )
+    result = evaluator(x, boxes=boxes, targets=targets, progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(result.per_sample)
+    rows = ["id," + ",".join(names)]
+    for i, id_ in enumerate(ids):
+        rows.append(f"{id_}," + ",".join(f"{result.per_sample[n][i]:.6g}" for n in names))
+    (out / "per_sample.csv").write_text("\n".join(rows) + "\n")
+    outputs = {"summary": "metrics.json", "per_sample": "per_sample.csv"}
+    if result.curves:
+        np.savez(out / "curves.npz", **result.curves)
+        outputs["curves"] = "curves.npz"
+    summary = {
+        "source": source,
+        "model": model_name,
+        "method": args.method,
+        "images": int(len(x)),
+        "boxes": boxes is not None,
+        **result.summary(),
+        "outputs": outputs,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _shape_arg(text: str) -> tuple[int, int, int]:
+    """``H,W,C`` -> (H, W, C)."""
+    parts = [int(t) for t in text.replace("x", ",").split(",") if t]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected H,W,C; got {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .converters import load, save_extractor
+
+    layers = None
+    if args.layer:
+        layers = [layer_arg(t) for t in args.layer.split(",") if t]
+        layers = layers[0] if len(layers) == 1 else layers
+    options = {"signature": args.signature} if args.signature else {}
+    extractor = load(
+        args.model,
+        layers,
+        include_output=args.include_output,
+        input_shape=args.input_shape,
+        method=args.method,
+        safe_mode=not args.unsafe,
+        **options,
+    )
+    summary = {
+        "model": args.model,
+        "path": extractor.source,
+        "layers": list(extractor.layer_names),
+        "out": args.out,
+    }
+    if args.tf_savedmodel:
+        from .converters.export import export_explainer_savedmodel
+        from .explainers import FEM
+
+        if args.method == "auto" and "call_tf" in extractor.source:
+            raise ValueError("--tf-savedmodel needs a tf2jax or native path, not call_tf")
+        fem = FEM(extractor, k=args.k, variant=args.variant)
+        export_explainer_savedmodel(fem, args.out, input_shape=args.input_shape)
+        summary["format"] = "TF SavedModel of the FEM explainer (jax2tf)"
+    else:
+        save_extractor(extractor, args.out, input_shape=args.input_shape)
+        summary["format"] = "jax.export extractor artifact"
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastfem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -247,6 +397,79 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="HTML file (default: STORE/report.html)")
     r.add_argument("--top", type=int, default=24, help="flagged images in the gallery")
     r.set_defaults(func=cmd_report)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="explanation quality metrics (default: the bundled sample, its boxes and model)",
+        description="Localisation (pointing game, energy pointing game, IoU@t, component-box "
+        "IoU; need boxes) and faithfulness (average drop, increase in confidence, deletion and "
+        "insertion AUC; need the model) of a method's maps. Writes metrics.json (means, "
+        "settings), per_sample.csv and curves.npz. FAM is scored by the similarity to its "
+        "reference (--references; on the bundled sample, the next image of the same class).",
+    )
+    e.add_argument("images", nargs="?", help="image folder, .npy or .npz (default: bundled)")
+    e.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
+    e.add_argument("--method", choices=["fem", "fam", "mlfem", "mean", "uniform"], default="fem")
+    e.add_argument("--boxes", help=".npy/.json xyxy boxes (N, 4) in pixels (bundled: built in)")
+    e.add_argument("--targets", help=".npy/.json class indices (default: predicted class)")
+    e.add_argument("--references", help="fam: reference images, paired one to one")
+    e.add_argument("--metrics", help="comma-separated metric names (default: all that apply)")
+    e.add_argument("--steps", type=int, default=16, help="deletion/insertion steps T")
+    e.add_argument("--threshold", type=float, default=0.5, help="t of IoU@t")
+    e.add_argument(
+        "--normalize",
+        choices=["relu_minmax", "minmax", "abs_minmax", "abs_max", "none"],
+        default="relu_minmax",
+    )
+    e.add_argument("--activation", choices=["softmax", "sigmoid"], default=None)
+    e.add_argument("--layer", type=layer_arg, default=None, help="layer name or index")
+    e.add_argument("--k", type=float, default=2.0, help="k of the k-sigma threshold")
+    e.add_argument("--variant", choices=VARIANTS, default="xplique")
+    e.add_argument("--similarity", choices=SIMILARITIES, default="cosine", help="fam")
+    e.add_argument("--layers", help="mlfem: comma-separated layers (default: one per stage)")
+    e.add_argument("--fusion", choices=["mean", "product"], default="mean", help="mlfem")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--out", required=True, help="output folder")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser(
+        "convert",
+        help="convert a model to a portable jax.export artifact (or a TF SavedModel of FEM)",
+        description="Writes OUT/ with apply.jaxexport, params.npz and extractor.json: the "
+        "feature extractor of MODEL at --layer, runnable later with JAX alone (no TensorFlow), "
+        "e.g. `fastfem explain --model OUT`. MODEL: .keras/.h5 file, SavedModel directory. With "
+        "--tf-savedmodel, OUT is instead a TF SavedModel of the whole jitted FEM explainer "
+        "(extractor + FEM + resize), callable from TensorFlow as explain(images).",
+    )
+    c.add_argument("model", help=".keras/.h5 file or TF SavedModel directory")
+    c.add_argument(
+        "--layer", help="layer name/index, or several comma-separated (default: last conv)"
+    )
+    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument("--input-shape", type=_shape_arg, help="H,W,C when the model leaves it free")
+    c.add_argument(
+        "--method",
+        choices=["auto", "tf2jax", "call_tf"],
+        default="auto",
+        help="TF models: tf2jax conversion or call_tf wrapping (default: auto)",
+    )
+    c.add_argument("--signature", help="SavedModel signature (default: serving_default)")
+    c.add_argument("--include-output", action="store_true", help="also export the model output")
+    c.add_argument(
+        "--tf-savedmodel",
+        action="store_true",
+        help="write a TF SavedModel of the FEM explainer instead (jax2tf)",
+    )
+    c.add_argument("--k", type=float, default=2.0, help="--tf-savedmodel: FEM's k")
+    c.add_argument("--variant", choices=VARIANTS, default="xplique", help="--tf-savedmodel")
+    c.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="allow model files that execute stored code (Lambda layers): trusted only",
+    )
+    c.set_defaults(func=cmd_convert)
     return parser
 
 

@@ -9,8 +9,8 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
-"${PIP[@]}" -e ".[dev,tf]"
-# Xplique and tf-keras pin tensorflow[and-cuda] / full tensorflow: install them without deps,
+"${PIP[@]}" -e ".[dev,tf,flax]"
+# Xplique, tf-keras and tf2jax pin tensorflow[and-cuda] / full tensorflow: install them without deps,
 # then what they import (tests/requirements-peers.txt).
 "${PIP[@]}" --no-deps -r tests/requirements-nodeps.txt
 "${PIP[@]}" -r tests/requirements-peers.txt

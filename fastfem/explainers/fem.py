@@ -155,11 +155,16 @@ class FEM:
         del targets
         stream = image_stream(inputs, self.batch_size, self.extractor.input_shape)
         runner = self._runner(stream.sample_shape, resize)
+        # With a known count (arrays) each batch is copied straight into the result and its
+        # device buffer freed; collecting the batches and concatenating at the end would hold
+        # every map twice (the batches + the result) at the peak.
+        out: np.ndarray | None = None
         maps: list[np.ndarray] = []
         nonfinite: list[np.ndarray] = []
         seen = 0
         bar = progress_bar(stream.count, enabled=progress)
         for batch_maps, finite in runner.run(stream.batches, stream.count):
+            n = finite.shape[0]
             if self.on_nonfinite == "raise":
                 check_finite_flags(finite, seen, self.layer_name)
             else:
@@ -168,12 +173,18 @@ class FEM:
                 batch_maps = np.where(
                     ok.reshape(-1, *[1] * (batch_maps.ndim - 1)), batch_maps, np.nan
                 )
-            maps.append(batch_maps)
-            seen += finite.shape[0]
-            bar.update(finite.shape[0])
+            if stream.count is None:
+                maps.append(batch_maps)
+            else:
+                if out is None:
+                    out = np.empty((stream.count, *batch_maps.shape[1:]), np.float32)
+                out[seen : seen + n] = batch_maps
+            seen += n
+            bar.update(n)
         bar.close()
         self.last_nonfinite = np.concatenate(nonfinite) if nonfinite else np.zeros(0, np.int64)
-        out = np.concatenate(maps, axis=0).astype(np.float32, copy=False)
+        if out is None:
+            out = np.concatenate(maps, axis=0).astype(np.float32, copy=False)
         return out[..., None] if resize else out
 
     __call__ = explain
