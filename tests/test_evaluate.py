@@ -246,3 +246,20 @@ def test_fused_explanation_equals_explain_then_metrics(cnn32, data):
     other = small_cnn((32, 32, 3), seed=9)
     ev = Evaluator(fastfem.FEM(cnn32), ["average_drop"], model=other)
     assert not ev.fused
+
+
+def test_explainer_model_is_scored_without_model_argument(cnn32, data):
+    """``evaluate(FEM(model), images)``: the explainer's own model gives the scores."""
+    x, _, _, _ = data
+    for explainer in (
+        fastfem.FEM(cnn32, conv_layer="relu_b"),
+        fastfem.MLFEM(cnn32, layers=["relu_a", "relu_b"]),
+    ):
+        own = fastfem.evaluate(explainer, x, metrics=["average_drop"], activation="softmax")
+        given = fastfem.evaluate(
+            explainer, x, metrics=["average_drop"], model=cnn32, activation="softmax"
+        )
+        np.testing.assert_array_equal(own.targets, given.targets)
+        np.testing.assert_allclose(
+            own.per_sample["average_drop"], given.per_sample["average_drop"], rtol=1e-6
+        )

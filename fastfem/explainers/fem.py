@@ -108,6 +108,8 @@ class FEM:
         check_variant(variant)
         if on_nonfinite not in ("raise", "nan"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'nan'; got {on_nonfinite!r}")
+        #: the model as given; `fastfem.evaluate` scores it for the faithfulness metrics
+        self.model = model
         self.extractor = load(model, layers=conv_layer)
         self.layer_name = self.extractor.layer_name
         self.batch_size = 256 if batch_size is None else int(batch_size)

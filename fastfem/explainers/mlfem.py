@@ -111,6 +111,8 @@ class MLFEM:
         devices: Sequence[jax.Device] | None = None,
     ):
         check_variant(variant)
+        #: the model as given; `fastfem.evaluate` scores it for the faithfulness metrics
+        self.model = model
         if isinstance(layers, (str, int)):
             raise TypeError(f"layers must be a list of layer names/indices; got {layers!r}")
         if isinstance(model, FeatureExtractor):
