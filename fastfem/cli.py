@@ -155,6 +155,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         }
     elif args.distributed:
         distributed = True
+    from .audit.steps import enable_persistent_compile_cache
+
+    enable_persistent_compile_cache()  # each CLI run is a new process: reuse compiled steps
     summary = audit(
         args.source,
         model=args.model,
@@ -169,6 +172,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         distributed=distributed,
         progress=not args.quiet and sys.stderr.isatty(),
         threads=args.threads,
+        boxes=args.boxes,
+        fusion=args.fusion,
+        references=args.references,
     )
     print(json.dumps(summary.to_dict(), indent=2))
     return 0
@@ -368,8 +374,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("source", nargs="?", help="image folder, .npy/.npz or .tfrecord")
     a.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
-    a.add_argument("--method", choices=["fem"], default="fem")
-    a.add_argument("--layer", type=layer_arg, default=None)
+    a.add_argument(
+        "--method",
+        choices=["fem", "mlfem", "fam"],
+        default="fem",
+        help="fem (default); mlfem: fused multi-layer FEM map at the input size; fam: each image "
+        "against its class prototype (mean embedding), see --references",
+    )
+    a.add_argument(
+        "--layer",
+        type=layer_arg,
+        default=None,
+        help="explained layer (name or index); mlfem: comma-separated layers (default: the "
+        "last conv of each resolution stage)",
+    )
+    a.add_argument(
+        "--boxes",
+        help="ground-truth boxes: CSV (columns id,x0,y0,x1,y1 in model-input pixels, x1/y1 "
+        "exclusive, several rows per id = union) or JSON {id: [[x0,y0,x1,y1], ...]}, or "
+        "'sample' for the bundled sample's boxes; adds pointing_game, energy_pointing_game, "
+        "iou and the outside-box flag",
+    )
+    a.add_argument(
+        "--references",
+        help="fam: a labelled source (folder with class sub-folders, .npz with labels) whose "
+        "class prototypes the images are explained against (default: the audited source)",
+    )
+    a.add_argument(
+        "--fusion", choices=["mean", "product"], default="mean", help="mlfem fusion rule"
+    )
     a.add_argument("--k", type=float, default=2.0)
     a.add_argument("--variant", choices=VARIANTS, default="xplique")
     a.add_argument("--batch-size", type=int, default=256)

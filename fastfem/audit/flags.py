@@ -1,14 +1,21 @@
 """Which images look wrong: outlier explanations, ranked by a score.
 
-Rule (stated in the summary and the report): an ``ok`` row is flagged when its map puts an
-outlying share of its energy in one corner, i.e. its robust z-score
+Rules (stated in the summary and the report); a row is flagged when ANY rule fires:
 
-    z = (corner_energy - median) / (1.4826 * MAD + 1e-6)      (median/MAD over the ok rows)
+1. corner (always): an ``ok`` row whose map puts an outlying share of its energy in one
+   corner, i.e. its robust z-score
 
-is above ``Z_CORNER`` *and* ``corner_energy >= MIN_CORNER`` (a corner block holds at least that
-share of the map's energy). With ground-truth boxes, a row is also flagged when the share of the
-map's energy outside the object's box is above ``MAX_OUTSIDE_BOX``. The score ranks the flagged
-rows: the largest z (corner) or the outside-box share.
+       z = (corner_energy - median) / (1.4826 * MAD + 1e-6)      (median/MAD over the ok rows)
+
+   is above ``Z_CORNER`` *and* ``corner_energy >= MIN_CORNER`` (a corner block holds at least
+   that share of the map's energy).
+2. outside the box (when the audit had ground-truth boxes): an ``ok`` row with a box whose
+   map's energy is mostly outside the object, ``outside = 1 - energy_pointing_game`` above
+   ``MAX_OUTSIDE_BOX``.
+
+Score: each rule's statistic in units of its threshold, ``z / Z_CORNER`` and
+``outside / MAX_OUTSIDE_BOX`` (both >= 1 when the rule fires); a row's score is the largest
+over the rules that fire, so the two rules rank on one scale. ``reason`` names the rules.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class Flags:
     score: np.ndarray
     flagged: np.ndarray
     rule: str
+    reason: np.ndarray  # per row: "", "corner", "outside box" or "corner, outside box"
 
     def top_ids(self, n: int) -> list[str]:
         order = np.argsort(-np.where(self.flagged, self.score, -np.inf), kind="stable")
@@ -45,17 +53,41 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     return (x - med) / (1.4826 * mad + 1e-6)
 
 
-def flag_rows(rows: Mapping[str, np.ndarray]) -> Flags:
+def float_column(values: np.ndarray) -> np.ndarray:
+    """A column as float64 with nulls (None) as NaN (an all-null Parquet column reads back as
+    objects)."""
+    values = np.asarray(values)
+    if values.dtype == object:
+        return np.asarray([np.nan if v is None else float(v) for v in values], np.float64)
+    return values.astype(np.float64)
+
+
+def outside_box(rows: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``1 - energy_pointing_game`` per row (NaN for error rows and rows without a box)."""
+    epg = float_column(rows["energy_pointing_game"])
     ok = np.asarray(rows["status"]) == "ok"
-    corner = np.where(ok, np.asarray(rows["corner_energy"], dtype=np.float64), np.nan)
+    return np.where(ok, 1.0 - epg, np.nan)
+
+
+def flag_rows(rows: Mapping[str, np.ndarray]) -> Flags:
+    """Apply the rules of the module docstring to the committed rows."""
+    ok = np.asarray(rows["status"]) == "ok"
+    corner = np.where(ok, float_column(rows["corner_energy"]), np.nan)
     z = robust_z(corner)
-    flagged = ok & (np.nan_to_num(z) > Z_CORNER) & (np.nan_to_num(corner) >= MIN_CORNER)
-    score = np.nan_to_num(z, nan=-np.inf)
+    corner_flag = ok & (np.nan_to_num(z) > Z_CORNER) & (np.nan_to_num(corner) >= MIN_CORNER)
+    score = np.where(corner_flag, np.nan_to_num(z) / Z_CORNER, -np.inf)
+    flagged = corner_flag
+    reasons = [np.where(corner_flag, "corner", "")]
     rule = f"corner_energy robust z-score > {Z_CORNER} and corner_energy >= {MIN_CORNER}"
-    if "outside_box" in rows:
-        outside = np.where(ok, np.asarray(rows["outside_box"], dtype=np.float64), np.nan)
-        box_flag = ok & (np.nan_to_num(outside) > MAX_OUTSIDE_BOX)
+    if "energy_pointing_game" in rows:
+        outside = outside_box(rows)
+        box_flag = ok & (np.nan_to_num(outside, nan=0.0) > MAX_OUTSIDE_BOX)
+        score = np.maximum(score, np.where(box_flag, outside / MAX_OUTSIDE_BOX, -np.inf))
         flagged = flagged | box_flag
-        score = np.maximum(score, np.where(box_flag, outside, -np.inf))
-        rule += f"; or energy outside the box > {MAX_OUTSIDE_BOX}"
-    return Flags(np.asarray(rows["id"]), score, flagged, rule)
+        reasons.append(np.where(box_flag, "outside box", ""))
+        rule += f"; or energy outside the object box (1 - energy_pointing_game) > {MAX_OUTSIDE_BOX}"
+    rule += f"; score = z / {Z_CORNER}" + (
+        f" or outside / {MAX_OUTSIDE_BOX}" if len(reasons) > 1 else ""
+    )
+    reason = np.asarray([", ".join(r for r in parts if r) for parts in zip(*reasons, strict=True)])
+    return Flags(np.asarray(rows["id"]), score, flagged, rule, reason)

@@ -19,8 +19,9 @@ import numpy as np
 
 from ..kernels.map_stats import MapStats
 from ..overlay import normalize_for_display
-from .flags import flag_rows
-from .sources import open_source
+from .flags import flag_rows, float_column
+from .sources import open_source, unit_float
+from .steps import LOCALISATION_COLUMNS
 from .store import ResultStore
 
 
@@ -47,7 +48,15 @@ def images_by_id(location: str | None, ids: list[str]) -> dict[str, np.ndarray]:
         src = open_source(location, (None, None, None), resize=False, threads=2)
     except (OSError, ValueError):
         return {}
-    return {r.id: r.image for r in src.read(lambda i, rid: rid in wanted) if r.image is not None}
+    chosen = src.read(lambda i, rid: rid in wanted)
+    return {r.id: unit_float(r.image) for r in chosen if r.image is not None}
+
+
+def plotted_columns(rows: dict[str, np.ndarray]) -> list[str]:
+    """The numeric columns shown as histograms: the map statistics, then whichever of the
+    confidence, FAM similarity and localisation metrics the audit has."""
+    extra = ["confidence", "similarity", *LOCALISATION_COLUMNS]
+    return list(MapStats._fields) + [c for c in extra if c in rows]
 
 
 def _histograms(rows: dict[str, np.ndarray], flagged: np.ndarray) -> str:
@@ -57,13 +66,15 @@ def _histograms(rows: dict[str, np.ndarray], flagged: np.ndarray) -> str:
     import matplotlib.pyplot as plt
 
     ok = rows["status"] == "ok"
-    names = list(MapStats._fields) + (["confidence"] if "confidence" in rows else [])
-    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(3.2 * ((len(names) + 1) // 2), 5))
+    names = plotted_columns(rows)
+    cols = (len(names) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 5))
     for ax, name in zip(axes.flat, names, strict=False):
-        v = np.asarray(rows[name], dtype=np.float64)
-        ax.hist(v[ok & ~flagged], bins=40, color="#4c72b0", alpha=0.8, label="ok")
-        if np.any(flagged):
-            ax.hist(v[flagged], bins=40, color="#dd5555", alpha=0.8, label="flagged")
+        v = float_column(rows[name])
+        base, hot = ok & ~flagged & np.isfinite(v), flagged & np.isfinite(v)
+        ax.hist(v[base], bins=40, color="#4c72b0", alpha=0.8, label="ok")
+        if np.any(hot):
+            ax.hist(v[hot], bins=40, color="#dd5555", alpha=0.8, label="flagged")
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
     axes.flat[0].legend(fontsize=7)
@@ -124,14 +135,30 @@ def write_report(store_dir: str | Path, out: str | Path | None = None, top: int 
         ("versions", manifest.get("versions")),
         ("flag rule", flags.rule),
     ]
+    for name in ("similarity", *LOCALISATION_COLUMNS):
+        if name in rows:
+            v = float_column(rows[name])
+            if np.isfinite(v).any():
+                facts.append(
+                    (f"mean {name}", f"{np.nanmean(v):.3f} over {int(np.isfinite(v).sum())}")
+                )
+    if "boxes" in manifest:
+        facts.append(("boxes", manifest["boxes"]))
     cards = []
     for rid in top_ids:
         i = index[rid]
         label = rows["label"][i] if "label" in rows else None
         pred = rows["prediction"][i] if "prediction" in rows else None
         conf = rows["confidence"][i] if "confidence" in rows else None
-        caption = f"{html.escape(rid)}<br>score {flags.score[i]:.1f}"
+        caption = f"{html.escape(rid)}<br>score {flags.score[i]:.1f} ({flags.reason[i]})"
         caption += f" · corner {rows['corner_energy'][i]:.2f}"
+        if "energy_pointing_game" in rows:
+            epg = float_column(rows["energy_pointing_game"][i : i + 1])[0]
+            if np.isfinite(epg):
+                caption += f"<br>in box {epg:.2f} · IoU {float(rows['iou'][i]):.2f}"
+        if "prototype" in rows and rows["prototype"][i] is not None:
+            caption += f"<br>vs {html.escape(str(rows['prototype'][i]))}"
+            caption += f" (sim {float(rows['similarity'][i]):.2f})"
         if label is not None:
             caption += f"<br>label {html.escape(str(label))}"
         if pred is not None:

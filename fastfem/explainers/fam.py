@@ -316,26 +316,64 @@ def make_episode_step(
 
     def step(params: Any, x: tuple[jax.Array, jax.Array]) -> dict[str, jax.Array]:
         (ext_params, head_params), (protos, protos_z) = params
-        protos_z = protos if protos_z is None else protos_z
         q, given = x
-        head_fn = _bind(head, head_params)
         aq = extractor.apply(ext_params, q).activations[0]
-        eq, zq = _embed(aq, opts.pooling, head_fn)
-        sims = similarity_matrix(zq, protos_z, opts.similarity, opts.eps)  # (B, n_way)
-        pred = jnp.argmax(sims, axis=1).astype(jnp.int32)
-        target = jnp.where(given >= 0, given, pred)
-        _, c = fam_contributions(eq, protos[target], opts.similarity, head_fn, opts.eps)
-        w = normalize_weights(c, opts.normalize)
-        return {
-            "similarities": sims,
-            "predictions": pred,
-            "targets": target,
-            "maps": _resized(jax.vmap(fam_sample_map)(aq, w), out_hw),
-            "embedding": eq,
-            "finite": _finite(q, aq),
-        }
+        out = prototype_fam(aq, given, protos, protos_z, opts, _bind(head, head_params))
+        out["maps"] = _resized(out["maps"], out_hw)
+        out["finite"] = _finite(q, aq)
+        return out
 
     return step
+
+
+def prototype_fam(
+    aq: jax.Array,
+    given: jax.Array,
+    protos: jax.Array,
+    protos_z: jax.Array | None,
+    opts: _Options,
+    head_fn: Head | None,
+) -> dict[str, jax.Array]:
+    """FAM of each query against a class prototype, at feature resolution.
+
+    ``aq`` (B, h, w, C) query activations; ``protos`` (P, C) prototype embeddings (``protos_z``
+    their head projections, None without a head); ``given`` (B,) the prototype to explain
+    against, or -1 for the most similar one. With ``S_bp = S(z_b, protos_z[p])``:
+    ``predictions = argmax_p S_bp``, ``targets = given if given >= 0 else predictions``, and
+    ``maps = fam_sample_map(aq, normalize(c(eq, protos[targets])))``. Returns
+    ``{similarities (B, P), predictions, targets, maps (B, h, w), embedding (B, C)}``. The one
+    place this logic lives (`FAM.explain_episode` and the dataset audit use it).
+    """
+    protos_z = protos if protos_z is None else protos_z
+    eq, zq = _embed(aq, opts.pooling, head_fn)
+    sims = similarity_matrix(zq, protos_z, opts.similarity, opts.eps)  # (B, P)
+    pred = jnp.argmax(sims, axis=1).astype(jnp.int32)
+    target = jnp.where(given >= 0, given, pred)
+    _, c = fam_contributions(eq, protos[target], opts.similarity, head_fn, opts.eps)
+    w = normalize_weights(c, opts.normalize)
+    return {
+        "similarities": sims,
+        "predictions": pred,
+        "targets": target,
+        "maps": jax.vmap(fam_sample_map)(aq, w),
+        "embedding": eq,
+    }
+
+
+def class_prototypes(embeddings: np.ndarray, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, prototypes)``: the sorted distinct ``labels`` and, per class, the mean of
+    its ``embeddings`` rows (accumulated in float64, returned as float32 (n_classes, C))."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(
+            f"support_labels must be one label per support image: {embeddings.shape[0]} "
+            f"images, labels of shape {labels.shape}"
+        )
+    classes, label_idx = np.unique(labels, return_inverse=True)
+    counts = np.bincount(label_idx, minlength=classes.size)
+    protos = np.zeros((classes.size, embeddings.shape[1]), np.float64)
+    np.add.at(protos, label_idx, embeddings.astype(np.float64))
+    return classes, (protos / counts[:, None]).astype(np.float32)
 
 
 def make_reference_map_step(
@@ -729,18 +767,10 @@ class FAM:
           resize: maps at the input size (True) or at the layer's resolution.
         """
         support_e, _, s_shape = self._embeddings(support, "support")
-        labels = np.asarray(support_labels)
-        if labels.ndim != 1 or labels.shape[0] != support_e.shape[0]:
-            raise ValueError(
-                f"support_labels must be one label per support image: {support_e.shape[0]} "
-                f"images, labels of shape {labels.shape}"
-            )
-        classes, label_idx = np.unique(labels, return_inverse=True)
+        classes, protos = class_prototypes(support_e, support_labels)
+        _, label_idx = np.unique(np.asarray(support_labels), return_inverse=True)
         n_way = classes.size
         counts = np.bincount(label_idx, minlength=n_way)
-        protos = np.zeros((n_way, support_e.shape[1]), np.float64)
-        np.add.at(protos, label_idx, support_e.astype(np.float64))
-        protos = (protos / counts[:, None]).astype(np.float32)
 
         qs = self._stream(queries, "queries")
         if qs.sample_shape != s_shape:

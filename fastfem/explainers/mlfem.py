@@ -55,6 +55,30 @@ def default_layers(model: Any) -> list[str]:
     return sorted(last.values(), key=order.__getitem__)
 
 
+def mlfem_maps(
+    activations: Sequence[jax.Array],
+    k: float,
+    variant: Variant,
+    fusion: Fusion,
+    weights: np.ndarray | None,
+    out_hw: tuple[int, int],
+) -> tuple[jax.Array, jax.Array]:
+    """MLFEM of a batch from each layer's activations ``A_l`` (N, h_l, w_l, C_l).
+
+    ``m_l = unit_normalize(resize(fem_map(A_l), (H, W)))`` (the variant's resize) and
+    ``F = fuse(m_1..m_L)`` per sample. Returns ``(F (N, H, W), stack (N, L, H, W))``. The one
+    place MLFEM's per-layer logic lives (`MLFEM` and the dataset audit use it).
+    """
+    method = RESIZE_METHOD[variant]
+    per_layer = [
+        jax.vmap(unit_normalize)(resize_maps(fem_map(a, k=k, variant=variant), out_hw, method))
+        for a in activations
+    ]
+    stack = jnp.stack(per_layer, axis=1)  # (N, L, H, W)
+    fused = jax.vmap(lambda m: fuse_maps(m, fusion, weights))(stack)
+    return fused, stack
+
+
 def make_mlfem_step(
     extractor: FeatureExtractor,
     k: float,
@@ -65,16 +89,10 @@ def make_mlfem_step(
     return_layers: bool,
 ):
     """``(params, x) -> {fused (N, H, W), layers (N, L, H, W)?}`` in one forward pass."""
-    method = RESIZE_METHOD[variant]
 
     def step(params: Any, x: jax.Array) -> dict[str, jax.Array]:
         acts = extractor.apply(params, x).activations
-        per_layer = [
-            jax.vmap(unit_normalize)(resize_maps(fem_map(a, k=k, variant=variant), out_hw, method))
-            for a in acts
-        ]
-        stack = jnp.stack(per_layer, axis=1)  # (N, L, H, W)
-        fused = jax.vmap(lambda m: fuse_maps(m, fusion, weights))(stack)
+        fused, stack = mlfem_maps(acts, k, variant, fusion, weights, out_hw)
         out = {"fused": fused}
         if return_layers:
             out["layers"] = stack
