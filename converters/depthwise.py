@@ -15,18 +15,14 @@ so the whole sum is elementwise multiply-adds that XLA fuses into one loop over 
 sum runs over the taps in row-major order; results match ``lax.conv_general_dilated`` to float32
 rounding (relative error ~1e-7), not bit for bit.
 
-`keras_depthwise_override` swaps this in for the Keras JAX backend's ``depthwise_conv`` while a
-block runs (fastfem uses it only while tracing a Keras model for a CPU device); the backend
-function is restored on exit, also on error.
+`keras_depthwise_conv` has the Keras JAX backend's ``depthwise_conv`` signature;
+`fastfem.converters.keras_cpu` swaps it in while fastfem traces a Keras model for a CPU device.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import itertools
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -34,9 +30,6 @@ import jax.numpy as jnp
 from jax import lax
 
 Padding = str | Sequence[tuple[int, int]]
-
-KERAS_JAX_NN = "keras.src.backend.jax.nn"
-ENV_VAR = "FASTFEM_DEPTHWISE"  # "auto" (default): taps on CPU; "taps": always; "lax": never
 
 
 def _spatial_tuple(value: int | Sequence[int], rank: int) -> tuple[int, ...]:
@@ -151,40 +144,3 @@ def keras_depthwise_conv(
         y = depthwise_conv_taps(jnp.transpose(x, to_last), w, strides, padding, dilation_rate)
         return jnp.transpose(y, (0, x.ndim - 1, *range(1, x.ndim - 1)))
     return depthwise_conv_taps(x, w, strides, padding, dilation_rate)
-
-
-def taps_wanted(platform: str | None = None) -> bool:
-    """Whether to use the taps form: ``FASTFEM_DEPTHWISE`` = taps / lax, or auto (CPU only).
-
-    ``platform`` defaults to ``jax.default_backend()`` (the platform jit compiles for unless
-    told otherwise).
-    """
-    mode = os.environ.get(ENV_VAR, "auto").strip().lower()
-    if mode not in ("auto", "taps", "lax"):
-        raise ValueError(f"{ENV_VAR} must be 'auto', 'taps' or 'lax'; got {mode!r}")
-    if mode != "auto":
-        return mode == "taps"
-    return (platform or jax.default_backend()) == "cpu"
-
-
-@contextlib.contextmanager
-def keras_depthwise_override(enabled: bool = True) -> Iterator[None]:
-    """While the block runs, Keras-JAX depthwise convs (``DepthwiseConv1D/2D``, the depthwise
-    half of ``SeparableConv1D/2D``, ``keras.ops.depthwise_conv``) use `keras_depthwise_conv`.
-
-    Both ``keras.ops.depthwise_conv`` and the backend's ``separable_conv`` look the function up
-    in the backend module at call time, so replacing that attribute reaches them all. The
-    original is restored on exit, also on error. Not thread-safe: do not trace other Keras-JAX
-    code in another thread meanwhile (it would see the same substitution, which computes the
-    same values). ``enabled=False`` makes it a no-op.
-    """
-    if not enabled:
-        yield
-        return
-    module = importlib.import_module(KERAS_JAX_NN)
-    original = module.depthwise_conv
-    module.depthwise_conv = keras_depthwise_conv
-    try:
-        yield
-    finally:
-        module.depthwise_conv = original

@@ -10,8 +10,8 @@ no ``filters``); an ``int`` -> ``model.layers[i]``; a ``str`` -> ``model.get_lay
 keras.applications ResNet50 that is ``conv5_block3_3_conv`` (linear, before BN and the residual
 add, so activations and channel means can be negative); for VGG16 ``block5_conv3`` (post-ReLU).
 
-Depthwise convolutions: on a CPU device they are traced in the fast "taps" form of
-`fastfem.converters.depthwise` (environment variable ``FASTFEM_DEPTHWISE`` = auto | taps | lax).
+CPU: when JAX runs on CPU, depthwise and 1x1 convolutions are traced in forms XLA:CPU runs
+faster (`fastfem.converters.keras_cpu`; ``FASTFEM_CPU_CONVS`` = auto | on | off).
 
 Backend: Keras 3 picks its backend once, at its first import. ``import fastfem`` selects JAX when
 Keras is not imported yet and ``KERAS_BACKEND`` is unset (`prefer_jax_backend`). In a process
@@ -32,8 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .depthwise import keras_depthwise_override, taps_wanted
 from .feature_extractor import FeatureExtractor, Features
+from .keras_cpu import cpu_forms_wanted, keras_cpu_convs
 
 LayerSpec = str | int | None
 
@@ -210,14 +210,15 @@ def from_keras(
 def _stateless_call_jax(sub: Any):
     """``(params, x) -> outputs`` running the sub-model's JAX-backend ``stateless_call``.
 
-    On CPU (`fastfem.converters.depthwise.taps_wanted`), depthwise convolutions are traced as
-    sums of strided slices instead of XLA:CPU's slow grouped convolution; the Keras backend
-    function is swapped only while ``stateless_call`` runs and restored afterwards.
+    On CPU (`fastfem.converters.keras_cpu.cpu_forms_wanted`), depthwise convolutions are traced
+    as sums of strided slices and 1x1 convolutions as matrix products, instead of XLA:CPU's slow
+    grouped / pointwise convolutions; the Keras backend functions are swapped only while
+    ``stateless_call`` runs and restored afterwards.
     """
 
     def call(p: Any, x: jax.Array) -> Any:
         trainable, non_trainable = p
-        with keras_depthwise_override(enabled=taps_wanted()):
+        with keras_cpu_convs(enabled=cpu_forms_wanted()):
             out, _ = sub.stateless_call(trainable, non_trainable, x, training=False)
         return out
 

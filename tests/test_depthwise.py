@@ -1,23 +1,19 @@
-"""The taps form of depthwise convolution (`fastfem.converters.depthwise`) and its scoped use.
+"""The taps form of depthwise convolution (`fastfem.converters.depthwise`).
 
-* `depthwise_conv_taps` matches ``lax.conv_general_dilated(feature_group_count=C)`` (what the
-  Keras JAX backend runs) to float32 rounding for 1D/2D, stride 1/2, valid/same, dilation,
-  depth multiplier 1/2, odd sizes and channels_first.
-* `keras_depthwise_override` restores the backend function on exit (also on error), and a Keras
-  model with DepthwiseConv2D and SeparableConv2D traced by `from_keras` on CPU (which uses the
-  taps form) gives the same activations as the stock backend.
+`depthwise_conv_taps` matches ``lax.conv_general_dilated(feature_group_count=C)`` (what the Keras
+JAX backend runs) to float32 rounding for 1D/2D, stride 1/2, valid/same, dilation, depth
+multiplier 1/2, kernel 3/5, odd and even sizes, explicit pads, channels_first and bfloat16.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fastfem.converters import depthwise, from_keras, import_keras
+from fastfem.converters import depthwise
 from jax import lax
 
 RTOL = 1e-5
@@ -107,67 +103,3 @@ def test_bfloat16_accumulates_in_float32():
     got = depthwise.depthwise_conv_taps(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), 1, "same")
     assert got.dtype == jnp.bfloat16
     assert rel_err(got.astype(jnp.float32), ref) < 2e-2
-
-
-def test_env_var_selects_form(monkeypatch):
-    monkeypatch.setenv(depthwise.ENV_VAR, "lax")
-    assert not depthwise.taps_wanted("cpu")
-    monkeypatch.setenv(depthwise.ENV_VAR, "taps")
-    assert depthwise.taps_wanted("gpu")
-    monkeypatch.setenv(depthwise.ENV_VAR, "auto")
-    assert depthwise.taps_wanted("cpu") and not depthwise.taps_wanted("gpu")
-    monkeypatch.setenv(depthwise.ENV_VAR, "fast")
-    with pytest.raises(ValueError, match=depthwise.ENV_VAR):
-        depthwise.taps_wanted("cpu")
-
-
-def test_override_is_scoped_and_restored():
-    module = importlib.import_module(depthwise.KERAS_JAX_NN)
-    original = module.depthwise_conv
-    with depthwise.keras_depthwise_override():
-        assert module.depthwise_conv is depthwise.keras_depthwise_conv
-    assert module.depthwise_conv is original
-    with pytest.raises(RuntimeError, match="boom"), depthwise.keras_depthwise_override():
-        raise RuntimeError("boom")
-    assert module.depthwise_conv is original
-    with depthwise.keras_depthwise_override(enabled=False):
-        assert module.depthwise_conv is original
-
-
-def _depthwise_model():
-    keras = import_keras()
-    inp = keras.Input((21, 21, 3))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
-    h = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(h)
-    h = keras.layers.DepthwiseConv2D(3, strides=2, padding="valid", activation="relu6")(h)
-    h = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, dilation_rate=2)(h)
-    h = keras.layers.SeparableConv2D(12, 3, padding="same", name="sep")(h)
-    h = keras.layers.Conv2D(6, 1, name="last")(h)
-    model = keras.Model(inp, h)
-    rng = np.random.default_rng(11)
-    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.weights])
-    return model
-
-
-def test_keras_model_traced_with_taps_matches_stock(monkeypatch):
-    """from_keras traces with the taps form on CPU; the stock path (env lax) is the reference."""
-    model = _depthwise_model()
-    x = jnp.asarray(np.random.default_rng(12).random((4, 21, 21, 3), np.float32))
-    module = importlib.import_module(depthwise.KERAS_JAX_NN)
-    original = module.depthwise_conv
-
-    def activations(mode: str) -> tuple[np.ndarray, str]:
-        monkeypatch.setenv(depthwise.ENV_VAR, mode)
-        fx = from_keras(model, ["sep", "last"])
-        jaxpr = str(jax.make_jaxpr(fx.apply)(fx.params, x))
-        out = jax.jit(fx.apply)(fx.params, x).activations
-        assert module.depthwise_conv is original
-        return [np.asarray(a) for a in out], jaxpr
-
-    stock, stock_jaxpr = activations("lax")
-    taps, taps_jaxpr = activations("taps")
-    assert "feature_group_count=8" in stock_jaxpr
-    assert "feature_group_count=8" not in taps_jaxpr
-    for a, ref in zip(taps, stock, strict=True):
-        assert a.shape == ref.shape
-        assert float(np.max(np.abs(a - ref)) / np.max(np.abs(ref))) < RTOL
