@@ -19,6 +19,7 @@ from ..batch_runner import BatchRunner
 from ..converters import FeatureExtractor, load
 from ..inputs import image_stream
 from ..kernels.fem import RESIZE_METHOD, Variant, check_variant, fem_map
+from ..kernels.finite import input_and_activation_finite
 from ..kernels.resize import resize_map, resize_matrices
 from ..parallel import data_mesh
 from ..progress import progress_bar
@@ -60,13 +61,7 @@ def make_fem_step(
 
     def step(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         activations = extractor.apply(params, x).activations[0]
-        finite = jnp.stack(
-            [
-                jnp.all(jnp.isfinite(x), axis=(1, 2, 3)),
-                jnp.all(jnp.isfinite(activations), axis=(1, 2, 3)),
-            ],
-            axis=1,
-        )
+        finite = input_and_activation_finite(x, activations)
         maps = fem_map(activations, k=k, variant=variant)
         if resize is not None:
             rh, rw = (jnp.asarray(m) for m in resize)
