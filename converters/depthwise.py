@@ -2,7 +2,7 @@
 
 XLA:CPU lowers ``lax.conv_general_dilated(..., feature_group_count=C)`` (how the Keras JAX
 backend runs ``DepthwiseConv2D`` and the depthwise half of ``SeparableConv2D``) to a grouped
-convolution that is slow on CPU: 4-25x slower than the formulation below on MobileNetV2's
+convolution that is slow on CPU: 6-40x slower than the formulation below on MobileNetV2's
 depthwise shapes (batch 32, 2-core CPU; see ``benchmarks/probe_depthwise.py``).
 
 For an input ``x`` of shape (N, *S, C) (channels last), a kernel ``w`` of shape (*K, C, M)

@@ -2,9 +2,9 @@
 
 XLA:CPU is slow on two kinds of convolution that mobile and residual CNNs are made of:
 
-* depthwise (``feature_group_count = C``): 4-25x slower than a sum of strided slices
+* depthwise (``feature_group_count = C``): 6-40x slower than a sum of strided slices
   (`fastfem.converters.depthwise`);
-* 1x1 (pointwise): 1-5x slower than a matrix product (`fastfem.converters.pointwise`).
+* 1x1 (pointwise): 1-11x slower than a matrix product (`fastfem.converters.pointwise`).
 
 `keras_cpu_convs` replaces the Keras JAX backend's ``depthwise_conv`` and ``conv`` by those forms
 for the duration of a block. ``keras.ops.depthwise_conv``/``keras.ops.conv`` and the backend's
