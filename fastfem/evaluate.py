@@ -151,9 +151,11 @@ def make_scorer(explainer: Any, model: Any = None, activation: F.Activation = No
         )
     if isinstance(source, FeatureExtractor):
         if not source.has_output:
+            where = "model=" if model is not None else "the explainer's model"
             raise ValueError(
-                "model= is a FeatureExtractor without the model output; build it with "
-                "include_output=True"
+                f"{where} is a FeatureExtractor without the model output, so the faithfulness "
+                "metrics cannot score it: pass model= (a Keras model or a .keras path) or build "
+                "the extractor with include_output=True"
             )
         return F.class_scorer(source, activation)
     return F.class_scorer(load(source, include_output=True), activation)

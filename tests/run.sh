@@ -14,5 +14,17 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # then what they import (tests/requirements-peers.txt).
 "${PIP[@]}" --no-deps -r tests/requirements-nodeps.txt
 "${PIP[@]}" -r tests/requirements-peers.txt
+# The report test renders the audit's HTML page in a real headless browser (Debian chromium).
+# Installed here when missing and we may (root with apt-get); without it that one test skips,
+# unless FASTFEM_REQUIRE_BROWSER=1 (set by .ci/run), which makes it fail instead.
+SUDO=()
+[ "$(id -u)" = 0 ] || SUDO=(sudo -n)
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null \
+    && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then
+    echo "installing Debian chromium for the report's browser test" >&2
+    { "${SUDO[@]}" apt-get install -y -q chromium \
+        || { "${SUDO[@]}" apt-get update -q && "${SUDO[@]}" apt-get install -y -q chromium; }; } \
+        >/dev/null 2>&1 || echo "could not install chromium" >&2
+fi
 export TF_CPP_MIN_LOG_LEVEL=3
 exec .venv/bin/python -m pytest "$@"

@@ -112,12 +112,19 @@ def test_metric_selection_and_errors(cnn32, data):
     x, boxes, maps, _ = data
     only_faith = fastfem.evaluate(None, x, maps=maps, model=cnn32, steps=2)
     assert tuple(only_faith.per_sample) == FAITHFULNESS_METRICS
-    only_loc = fastfem.evaluate(fastfem.FEM(cnn32), x, boxes=boxes)  # no model: localisation
+    only_loc = fastfem.evaluate(None, x, boxes=boxes, maps=maps)  # no model: localisation
     assert tuple(only_loc.per_sample) == LOCALISATION_METRICS
+    # FEM keeps its model: with boxes, the default is every metric
+    everything = fastfem.evaluate(fastfem.FEM(cnn32), x, boxes=boxes, steps=2)
+    assert tuple(everything.per_sample) == LOCALISATION_METRICS + FAITHFULNESS_METRICS
     with pytest.raises(ValueError, match="nothing to evaluate"):
         fastfem.evaluate(None, x, maps=maps)
-    with pytest.raises(ValueError, match="pass model="):
-        fastfem.evaluate(fastfem.FEM(cnn32), x, metrics=["average_drop"])
+    # an explainer over a bare extractor (no model output) cannot be scored without model=
+    bare = fastfem.FEM(fastfem.converters.from_keras(cnn32, layers="relu_b"))
+    with pytest.raises(ValueError, match="the explainer's model .* pass model="):
+        fastfem.evaluate(bare, x, metrics=["average_drop"])
+    with pytest.raises(ValueError, match="^model= is a FeatureExtractor without"):
+        fastfem.evaluate(None, x, maps=maps, model=bare.extractor, metrics=["average_drop"])
     with pytest.raises(ValueError, match="unknown metric"):
         fastfem.evaluate(None, x, boxes=boxes, maps=maps, metrics=["accuracy"])
     with pytest.raises(ValueError, match="need boxes"):
