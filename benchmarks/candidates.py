@@ -177,12 +177,18 @@ def _bf16_extractor(model: str, layer: Any):
 
 
 def jax_forward_limit(
-    model: str, inputs: str, batch_size: int, layer: str | None = None, n: int | None = None
+    model: str,
+    inputs: str,
+    batch_size: int,
+    layer: str | None = None,
+    n: int | None = None,
+    images_per_item: int = 1,
 ) -> Bench:
     """The "limit": fastfem's own batch loop (`BatchRunner`, same batch size and padding,
     NumPy in) around the jitted forward pass up to the explained layer only. The activations
     are reduced on the device to one float per image (their sum) so that only N floats come
     back to the host; no FEM kernel, no resize, no map fetch, no concatenation.
+    ``images_per_item``: items counted per image (2 for FAM pairs: both images of each pair).
     """
     import jax.numpy as jnp
     from fastfem.converters import load
@@ -202,7 +208,7 @@ def jax_forward_limit(
     def run() -> int:
         stream = image_stream(x, batch_size, ext.input_shape)
         state["sums"] = np.concatenate(list(runner.run(stream.batches, stream.count)))
-        return len(x)
+        return len(x) // images_per_item
 
     return Bench(
         run=run,
@@ -282,10 +288,12 @@ def tf_forward(
     layer: str | None = None,
     n: int | None = None,
     mode: str = "function",
+    images_per_item: int = 1,
 ) -> Bench:
     """TF forward pass alone up to the explained layer, batch by batch, NumPy in; activations
     reduced to one float per image (their sum) before ``.numpy()``. ``mode``: ``eager`` (as
-    Xplique calls its sub-model), ``function`` (``tf.function``), ``xla`` (``jit_compile``)."""
+    Xplique calls its sub-model), ``function`` (``tf.function``), ``xla`` (``jit_compile``).
+    ``images_per_item`` as in `jax_forward_limit`."""
     import keras
     import tensorflow as tf
 
@@ -308,7 +316,7 @@ def tf_forward(
         for start in range(0, len(x), batch_size):
             outs.append(fwd(tf.convert_to_tensor(x[start : start + batch_size])).numpy())
         state["sums"] = np.concatenate(outs)
-        return len(x)
+        return len(x) // images_per_item
 
     return Bench(
         run=run,

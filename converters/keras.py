@@ -100,6 +100,29 @@ def resolve_layer(model: Any, spec: LayerSpec) -> Any:
     )
 
 
+def cut_at_layers(
+    model: Any, layers: LayerSpec | Sequence[LayerSpec], include_output: bool, keras_mod: Any
+) -> tuple[Any, tuple[str, ...]]:
+    """The sub-model from ``model``'s one input to the chosen layers' outputs (+ its output).
+
+    ``keras_mod`` is the Keras that built ``model`` (Keras 3, or ``tf_keras`` for Keras 2).
+    Every chosen layer must output (N, h, w, C); otherwise a ValueError lists the conv layers.
+    Returns the sub-model and the chosen layers' names.
+    """
+    chosen = [resolve_layer(model, spec) for spec in _as_list(layers)]
+    outputs = [layer.output for layer in chosen]
+    for layer, out in zip(chosen, outputs, strict=True):
+        if len(out.shape) != 4:
+            raise ValueError(
+                f"layer {layer.name!r} outputs shape {tuple(out.shape)}, not (N, h, w, C); "
+                f"choose a convolutional layer: {_candidates_text(model)}"
+            )
+    if include_output:
+        outputs = outputs + [model.outputs[0]]
+    sub = keras_mod.Model(model.inputs[0], outputs, name=f"{model.name}_features")
+    return sub, tuple(layer.name for layer in chosen)
+
+
 def load_keras_file(path: str | os.PathLike, safe_mode: bool = True) -> Any:
     """Load a ``.keras`` or legacy ``.h5`` model file (``safe_mode=True``: no code executed)."""
     keras = import_keras()
@@ -169,18 +192,8 @@ def from_keras(
 
         return from_tf(model, layers, include_output=include_output)
 
-    chosen = [resolve_layer(model, spec) for spec in _as_list(layers)]
-    outputs = [layer.output for layer in chosen]
-    for layer, out in zip(chosen, outputs, strict=True):
-        if len(out.shape) != 4:
-            raise ValueError(
-                f"layer {layer.name!r} outputs shape {tuple(out.shape)}, not (N, h, w, C); "
-                f"choose a convolutional layer: {_candidates_text(model)}"
-            )
-    if include_output:
-        outputs = outputs + [model.outputs[0]]
-    sub = keras.Model(inputs[0], outputs, name=f"{model.name}_features")
-    n_layers = len(chosen)
+    sub, names = cut_at_layers(model, layers, include_output, keras)
+    n_layers = len(names)
 
     params = (
         [jnp.asarray(v.value) for v in sub.trainable_variables],
@@ -201,7 +214,7 @@ def from_keras(
         apply=apply,
         params=params,
         input_shape=tuple(inputs[0].shape[1:]),
-        layer_names=tuple(layer.name for layer in chosen),
+        layer_names=names,
         has_output=include_output,
         source=SOURCES[backend],
     )

@@ -50,7 +50,7 @@ import jax
 import numpy as np
 
 from .feature_extractor import FeatureExtractor, Features
-from .keras import LayerSpec, _as_list, _candidates_text, resolve_layer
+from .keras import LayerSpec, _as_list, cut_at_layers
 
 METHODS = ("auto", "tf2jax", "call_tf")
 
@@ -256,19 +256,9 @@ def _keras_sub_model(model: Any, layers: Any, include_output: bool, keras_mod: A
         )
     if len(inputs) != 1:
         raise ValueError(f"model {model.name!r} has {len(inputs)} inputs; FEM needs one image")
-    chosen = [resolve_layer(model, spec) for spec in _as_list(layers)]
-    outputs = [layer.output for layer in chosen]
-    for layer, out in zip(chosen, outputs, strict=True):
-        if len(out.shape) != 4:
-            raise ValueError(
-                f"layer {layer.name!r} outputs shape {tuple(out.shape)}, not (N, h, w, C); "
-                f"choose a convolutional layer: {_candidates_text(model)}"
-            )
-    if include_output:
-        outputs = outputs + [model.outputs[0]]
-    sub = keras_mod.Model(inputs[0], outputs, name=f"{model.name}_features")
+    sub, names = cut_at_layers(model, layers, include_output, keras_mod)
     shape = tuple(None if d is None else int(d) for d in inputs[0].shape[1:])
-    return sub, tuple(layer.name for layer in chosen), shape
+    return sub, names, shape
 
 
 def _tf2jax_keras(sub: Any, input_shape: tuple, tf: Any):

@@ -338,6 +338,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_method_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """The explainer's options (layer, FEM k/variant, FAM similarity, MLFEM layers/fusion),
+    batching, ``--limit``, ``--quiet`` and ``--out``, shared by ``explain`` and ``evaluate``."""
+    p.add_argument("--layer", type=layer_arg, default=None, help="layer name or index")
+    p.add_argument("--k", type=float, default=2.0, help="k of the k-sigma threshold")
+    p.add_argument("--variant", choices=VARIANTS, default="xplique")
+    p.add_argument("--similarity", choices=SIMILARITIES, default="cosine", help="fam")
+    p.add_argument("--layers", help="mlfem: comma-separated layers (default: one per stage)")
+    p.add_argument("--fusion", choices=["mean", "product"], default="mean", help="mlfem")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, default=None, help=f"{verb} only the first N images")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastfem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -353,17 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="?", help="image folder, .npy or .npz (default: bundled)")
     p.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
     p.add_argument("--method", choices=["fem", "fam", "mlfem"], default="fem")
-    p.add_argument("--layer", type=layer_arg, default=None, help="layer name or index")
-    p.add_argument("--k", type=float, default=2.0, help="k of the k-sigma threshold")
-    p.add_argument("--variant", choices=VARIANTS, default="xplique")
     p.add_argument("--references", help="fam: reference images, paired one to one")
-    p.add_argument("--similarity", choices=SIMILARITIES, default="cosine", help="fam")
-    p.add_argument("--layers", help="mlfem: comma-separated layers (default: one per stage)")
-    p.add_argument("--fusion", choices=["mean", "product"], default="mean", help="mlfem")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, default=None, help="explain only the first N images")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="output folder")
+    add_method_options(p, "explain")
     p.set_defaults(func=cmd_explain)
 
     a = sub.add_parser(
@@ -455,16 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="relu_minmax",
     )
     e.add_argument("--activation", choices=["softmax", "sigmoid"], default=None)
-    e.add_argument("--layer", type=layer_arg, default=None, help="layer name or index")
-    e.add_argument("--k", type=float, default=2.0, help="k of the k-sigma threshold")
-    e.add_argument("--variant", choices=VARIANTS, default="xplique")
-    e.add_argument("--similarity", choices=SIMILARITIES, default="cosine", help="fam")
-    e.add_argument("--layers", help="mlfem: comma-separated layers (default: one per stage)")
-    e.add_argument("--fusion", choices=["mean", "product"], default="mean", help="mlfem")
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
-    e.add_argument("--out", required=True, help="output folder")
+    add_method_options(e, "evaluate")
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser(

@@ -72,7 +72,10 @@ def test_nan_input_raises_naming_the_index(cnn32, images32):
     x[3, 5, 5, 0] = np.nan
     x[37, 0, 0, 2] = np.inf
     # fails fast: the first batch with a bad input raises, naming its bad inputs
-    with pytest.raises(ValueError, match=r"input index\(es\) 3 \(input\);.*on_nonfinite='nan'"):
+    with pytest.raises(
+        ValueError,
+        match=r"inputs or in their activations .* index\(es\) 3 \(input\);.*on_nonfinite='nan'",
+    ):
         fastfem.FEM(cnn32, batch_size=32).explain(x)
     fem = fastfem.FEM(cnn32, batch_size=32, on_nonfinite="nan")
     maps = fem.explain(x)

@@ -54,6 +54,7 @@ from ..kernels.fam import (
     resolve_normalize,
     similarity_matrix,
 )
+from ..kernels.finite import input_and_activation_finite, raise_on_nonfinite
 from ..kernels.resize import resize_maps
 from ..parallel import data_mesh, replicated
 from ..progress import progress_bar
@@ -196,14 +197,6 @@ class _Options:
     eps: float
 
 
-def _finite(x: jax.Array, acts: jax.Array) -> jax.Array:
-    """(N, 2) bool: every input pixel finite, every activation finite."""
-    return jnp.stack(
-        [jnp.all(jnp.isfinite(x), axis=(1, 2, 3)), jnp.all(jnp.isfinite(acts), axis=(1, 2, 3))],
-        axis=1,
-    )
-
-
 def _resized(maps: jax.Array, out_hw: tuple[int, int] | None) -> jax.Array:
     return maps if out_hw is None else resize_maps(maps, out_hw, RESIZE_METHOD)
 
@@ -250,7 +243,9 @@ def make_pair_step(
         result = {
             "similarity": out.similarity,
             "query_maps": _resized(out.query_map, out_hw),
-            "finite": jnp.concatenate([_finite(q, aq), _finite(r, ar)], axis=1),
+            "finite": jnp.concatenate(
+                [input_and_activation_finite(q, aq), input_and_activation_finite(r, ar)], axis=1
+            ),
         }
         if reference_maps:
             result["reference_maps"] = _resized(out.reference_map, out_hw)
@@ -266,7 +261,7 @@ def make_embed_step(extractor: FeatureExtractor, pooling: Pooling, head: _Head |
         ext_params, head_params = params
         acts = extractor.apply(ext_params, x).activations[0]
         e, z = _embed(acts, pooling, _bind(head, head_params))
-        return {"embedding": e, "projection": z, "finite": _finite(x, acts)}
+        return {"embedding": e, "projection": z, "finite": input_and_activation_finite(x, acts)}
 
     return step
 
@@ -302,7 +297,7 @@ def make_retrieval_step(
             "indices": idx,
             "maps": _resized(_maps_per_pair(aq, w), out_hw),
             "embedding": eq,
-            "finite": _finite(q, aq),
+            "finite": input_and_activation_finite(q, aq),
         }
 
     return step
@@ -320,7 +315,7 @@ def make_episode_step(
         aq = extractor.apply(ext_params, q).activations[0]
         out = prototype_fam(aq, given, protos, protos_z, opts, _bind(head, head_params))
         out["maps"] = _resized(out["maps"], out_hw)
-        out["finite"] = _finite(q, aq)
+        out["finite"] = input_and_activation_finite(q, aq)
         return out
 
     return step
@@ -397,21 +392,6 @@ def make_reference_map_step(
 
 
 # ------------------------------------------------------------------------------ host helpers
-
-
-def _check_finite(finite: np.ndarray, offset: int, what: str, layer: str) -> None:
-    """Raise a ValueError naming the images whose pixels or activations are NaN/inf."""
-    bad = np.flatnonzero(~finite.all(axis=1))
-    if bad.size:
-        shown = ", ".join(
-            f"{offset + int(i)} ({'input' if not finite[i, 0] else 'activations'})"
-            for i in bad[:20]
-        )
-        more = f" and {bad.size - 20} more" if bad.size > 20 else ""
-        raise ValueError(
-            f"non-finite values (NaN or inf) in the {what} or in their activations at layer "
-            f"{layer!r}, at index(es) {shown}{more}; fix those images"
-        )
 
 
 def _next_pow2(n: int) -> int:
@@ -578,7 +558,7 @@ class FAM:
         es, zs, seen = [], [], 0
         bar = progress_bar(stream.count, enabled=progress, desc=f"embed {what}")
         for out in runner.run(stream.batches, stream.count):
-            _check_finite(out["finite"], seen, what, self.layer_name)
+            raise_on_nonfinite(out["finite"], seen, self.layer_name, what)
             es.append(out["embedding"])
             zs.append(out["projection"])
             seen += out["finite"].shape[0]
@@ -638,8 +618,8 @@ class FAM:
         sims, qmaps, rmaps, seen = [], [], [], 0
         bar = progress_bar(qs.count, enabled=progress, desc="explain pairs")
         for out in runner.run(_zip_pairs(qs.batches, rs.batches), qs.count):
-            _check_finite(out["finite"][:, :2], seen, "queries", self.layer_name)
-            _check_finite(out["finite"][:, 2:], seen, "references", self.layer_name)
+            raise_on_nonfinite(out["finite"][:, :2], seen, self.layer_name, "queries")
+            raise_on_nonfinite(out["finite"][:, 2:], seen, self.layer_name, "references")
             sims.append(out["similarity"])
             qmaps.append(out["query_maps"])
             if reference_maps:
@@ -713,7 +693,7 @@ class FAM:
         sims, idx, maps, eqs, seen = [], [], [], [], 0
         bar = progress_bar(qs.count, enabled=progress, desc="explain queries")
         for out in runner.run(_with_index(qs.batches), qs.count):
-            _check_finite(out["finite"], seen, "queries", self.layer_name)
+            raise_on_nonfinite(out["finite"], seen, self.layer_name, "queries")
             sims.append(out["similarity"])
             idx.append(out["indices"])
             maps.append(out["maps"])
@@ -810,7 +790,7 @@ class FAM:
         outs: list[dict[str, np.ndarray]] = []
         seen = 0
         for out in runner.run(_with_given(qs.batches, given), qs.count):
-            _check_finite(out["finite"], seen, "queries", self.layer_name)
+            raise_on_nonfinite(out["finite"], seen, self.layer_name, "queries")
             outs.append(out)
             seen += out["finite"].shape[0]
         if given is not None and seen != given.shape[0]:

@@ -19,33 +19,13 @@ from ..batch_runner import BatchRunner
 from ..converters import FeatureExtractor, load
 from ..inputs import image_stream
 from ..kernels.fem import RESIZE_METHOD, Variant, check_variant, fem_map
-from ..kernels.finite import input_and_activation_finite
+from ..kernels.finite import input_and_activation_finite, raise_on_nonfinite
 from ..kernels.resize import resize_map, resize_matrices
 from ..parallel import data_mesh
 from ..progress import progress_bar
 
 OnNonFinite = Literal["raise", "nan"]
-
-
-def check_finite_flags(finite: np.ndarray, offset: int, layer: str) -> None:
-    """Raise a ValueError naming the inputs with NaN/inf pixels or activations.
-
-    ``finite`` is (N, 2) bool: column 0 the input pixels, column 1 the layer's activations. Both
-    are checked because a NaN pixel does not always reach the activations (XLA's max-pooling
-    can drop it), which would give a finite map computed from a corrupt image.
-    """
-    bad = np.flatnonzero(~finite.all(axis=1))
-    if bad.size:
-        shown = ", ".join(
-            f"{offset + int(i)} ({'input' if not finite[i, 0] else 'activations'})"
-            for i in bad[:20]
-        )
-        more = f" and {bad.size - 20} more" if bad.size > 20 else ""
-        raise ValueError(
-            f"non-finite values (NaN or inf) in the inputs or in the activations at layer "
-            f"{layer!r} for input index(es) {shown}{more}; fix those inputs, or pass "
-            "on_nonfinite='nan' to get NaN maps for them instead of an error"
-        )
+NAN_MAPS_HINT = ", or pass on_nonfinite='nan' to get NaN maps for them instead of an error"
 
 
 def make_fem_step(
@@ -163,7 +143,7 @@ class FEM:
         for batch_maps, finite in runner.run(stream.batches, stream.count):
             n = finite.shape[0]
             if self.on_nonfinite == "raise":
-                check_finite_flags(finite, seen, self.layer_name)
+                raise_on_nonfinite(finite, seen, self.layer_name, hint=NAN_MAPS_HINT)
             else:
                 ok = finite.all(axis=1)
                 nonfinite.append(seen + np.flatnonzero(~ok))
