@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from subprocess_runs import run_python, simulated_devices
 
 from fastfem import sample
 from fastfem.audit import ResultStore, audit, flag_rows
@@ -119,13 +120,6 @@ def test_nan_activations_become_error_rows(tmp_path):
     assert "NaN" in rows["4"]["error"] and len(rows) == 10
 
 
-def run_py(code: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    full = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax", **env}
-    return subprocess.run(
-        [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=timeout
-    )
-
-
 AUDIT_NPY = """
 import sys
 from fastfem.audit import audit
@@ -154,7 +148,7 @@ def test_kill_9_then_resume_counts_every_id_once(tmp_path):
     proc.wait()
     committed_before = len(store.committed_ids())
     assert 0 < committed_before < 2048, committed_before
-    resumed = run_py(code, {})
+    resumed = run_python(code, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     rows = store.read_rows()
     assert sorted(rows["id"].tolist(), key=int) == [str(i) for i in range(2048)]  # once each
@@ -171,9 +165,9 @@ audit(sample.generate("test", n=100).images, out={out!r}, batch_size=30, part_si
 
 
 def test_four_devices_give_the_same_rows_as_one(tmp_path):
-    r = run_py(
+    r = run_python(
         SHARDED.format(out=str(tmp_path / "four")),
-        {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        env=simulated_devices(4),
     )
     assert r.returncode == 0, r.stderr[-2000:]
     audit(sample.generate("test", n=100).images, out=tmp_path / "one", batch_size=30)

@@ -2,9 +2,6 @@
 as the per-sample metric functions, for classifiers and for FAM's similarity scores."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -12,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from fastfem.converters import load
+from subprocess_runs import run_json, simulated_devices
 
 import fastfem
 from fastfem.cli import main as cli_main
@@ -196,6 +194,7 @@ import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import jax, numpy as np
 import fastfem
+from subprocess_runs import run_json, simulated_devices
 from tiny_models import small_cnn
 assert jax.device_count() == 4
 model = small_cnn((32, 32, 3))
@@ -212,21 +211,7 @@ print(json.dumps({k: float(np.nanmax(np.abs(many.per_sample[k] - one.per_sample[
 
 @pytest.mark.slow
 def test_four_devices_equal_one_device():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "KERAS_BACKEND": "jax",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED, str(TESTS_DIR)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    diffs = json.loads(proc.stdout.strip().splitlines()[-1])
+    diffs = run_json(SHARDED, str(TESTS_DIR), env=simulated_devices(4))
     assert set(diffs) == set(METRICS)
     assert max(diffs.values()) < 1e-4, diffs  # average drop is in percent
 

@@ -3,8 +3,6 @@ kernel; batching, streaming, heads, bad input; 4 simulated devices == 1 device."
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -14,6 +12,7 @@ import pytest
 from fam_models import FakeDataset, conv_extractor, spread_images
 from fam_reference import np_fam
 from fastfem.converters import from_fn
+from subprocess_runs import run_json, simulated_devices
 
 import fastfem
 from fastfem.explainers.fam import make_embed_step, plan_reference_rows
@@ -352,21 +351,7 @@ print(json.dumps(res))
 
 
 def test_four_devices_equal_one_device():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "KERAS_BACKEND": "jax",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED, str(TESTS_DIR)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res = run_json(SHARDED, str(TESTS_DIR), env=simulated_devices(4))
     assert res.pop("n_devices") == [4, 1]
     assert res.pop("batch") == [8, 6]
     assert res.pop("idx") == 0 and res.pop("pred") == 0

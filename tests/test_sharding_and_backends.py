@@ -4,15 +4,12 @@ XLA_FLAGS and KERAS_BACKEND are read once per process, so each case runs a subpr
 writes its maps to disk; the pytest process (1 device, Keras-JAX) computes the reference.
 """
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from subprocess_runs import run_json, simulated_devices
 from tiny_models import small_cnn
 
 import fastfem
@@ -64,21 +61,11 @@ print(json.dumps(dict(source=fem.extractor.source, layer=fem.layer_name)))
 
 
 def run_script(body: str, out: Path, env: dict) -> dict:
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}
-    proc = subprocess.run(
-        [sys.executable, "-c", PRELUDE + body, str(TESTS_DIR), str(out)],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(PRELUDE + body, str(TESTS_DIR), str(out), env=env)
 
 
 def test_four_devices_equal_one_device(tmp_path):
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "KERAS_BACKEND": "jax"}
-    result = run_script(SHARDED, tmp_path, env)
+    result = run_script(SHARDED, tmp_path, simulated_devices(4))
     model = small_cnn((32, 32, 3))
     x = np.random.default_rng(1).random((70, 32, 32, 3), dtype=np.float32)
     assert jax.device_count() == 1
