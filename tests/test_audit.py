@@ -42,7 +42,9 @@ def test_bundled_audit_flags_the_planted_watermarks(tmp_path):
     acc = np.mean([rows["prediction"][i] == s.labels[int(r[5:])] for i, r in enumerate(rows["id"])])
     assert acc > 0.95
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert manifest["layer"] == "last_conv" and manifest["counts"] == {"rows": 512, "errors": 0}
+    counts = {"rows": 512, "errors": 0, "flagged": len(flagged)}
+    assert manifest["layer"] == "last_conv" and manifest["counts"] == counts
+    assert summary.flagged_total == len(flagged) and summary.errors_total == 0
     assert manifest["parts"] and manifest["map_shape"] == [16, 16]
     maps = ResultStore(tmp_path / "a").read_maps()
     assert maps.shape == (512, 16, 16) and np.isfinite(maps).all()
@@ -56,6 +58,9 @@ def test_existing_store_needs_resume_and_finished_store_is_a_no_op(tmp_path):
     again = audit(x, out=tmp_path / "s", resume=True)
     assert again.processed == 0 and again.skipped_already_committed == 40
     assert "nothing to do" in again.message and again.committed_total == 40
+    # the totals describe the whole store, also on a no-op resume
+    first = flag_rows(ResultStore(tmp_path / "s").read_rows())
+    assert again.flagged_total == int(first.flagged.sum()) and again.errors_total == 0
 
 
 def write_png(path: Path, arr: np.ndarray) -> None:
@@ -81,7 +86,7 @@ def test_bad_files_become_error_rows_and_good_ones_match_a_clean_run(tmp_path):
     clean = audit(good, out=tmp_path / "clean", batch_size=8)
     got = audit(mixed, out=tmp_path / "mixed_out", batch_size=8, threads=3)
     assert clean.processed == 20 and clean.errors == 0
-    assert got.processed == 25 and got.ok == 20 and got.errors == 5
+    assert got.processed == 25 and got.ok == 20 and got.errors == got.errors_total == 5
     rows = rows_by_id(tmp_path / "mixed_out")
     errors = {rid: r["error"] for rid, r in rows.items() if r["status"] == "error"}
     assert set(errors) == {

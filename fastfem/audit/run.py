@@ -89,7 +89,9 @@ class AuditSummary:
     committed_total: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
-    flagged: list[str] = field(default_factory=list)
+    errors_total: int = 0  # error rows in the whole store (all runs, all processes)
+    flagged_total: int = 0  # flagged rows in the whole store
+    flagged: list[str] = field(default_factory=list)  # the top 20 flagged ids, highest first
     flag_rule: str = ""
     message: str = ""
 
@@ -593,6 +595,8 @@ def _finish(
     summary.committed_total = len(rows.get("id", []))
     if rows:
         flags = flag_rows(rows)
+        summary.errors_total = int(np.sum(rows["status"] == "error"))
+        summary.flagged_total = int(np.sum(flags.flagged))
         summary.flagged = flags.top_ids(20)
         summary.flag_rule = flags.rule
     if pid == 0:
@@ -604,6 +608,7 @@ def _finish(
         }
         body["counts"] = {
             "rows": summary.committed_total,
-            "errors": int(np.sum(rows["status"] == "error")) if rows else 0,
+            "errors": summary.errors_total,
+            "flagged": summary.flagged_total,
         }
         store.write_manifest(body)
