@@ -496,6 +496,20 @@ def _proc_stat_busy() -> tuple[float, float]:
     return (total - idle) / hz, total / hz
 
 
+#: Other distribution names that provide a package (TensorFlow's CPU-only wheel).
+DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu")}
+
+
+def _installed_version(pkg: str) -> str | None:
+    """The installed version of ``pkg`` under any of its distribution names, else None."""
+    for dist in DISTRIBUTIONS.get(pkg, (pkg,)):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, memory, OS, Python, package versions, commit (read from .git, no git command)."""
     cpu = platform.processor() or platform.machine()
@@ -520,12 +534,7 @@ def machine_info() -> dict[str, Any]:
             mem = int(f.readline().split()[1]) * 1024
     except OSError:
         pass
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
+    versions = {pkg: _installed_version(pkg) for pkg in PACKAGES}
     return {
         "cpu": cpu,
         "cpu_flags": flags,

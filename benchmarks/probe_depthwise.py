@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Probe XLA:CPU on the convolutions `fastfem.converters.keras_cpu` swaps: stock vs CPU form.
+"""Probe XLA:CPU on the convolutions `fastfem.converters.conv_forms` rewrites: stock vs CPU form.
 
 * depthwise 3x3 (MobileNetV2's shapes, SAME): ``lax.conv_general_dilated(feature_group_count=C)``
   (what Keras-JAX runs) vs `fastfem.converters.depthwise.depthwise_conv_taps`;

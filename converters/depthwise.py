@@ -15,8 +15,8 @@ so the whole sum is elementwise multiply-adds that XLA fuses into one loop over 
 sum runs over the taps in row-major order; results match ``lax.conv_general_dilated`` to float32
 rounding (relative error ~1e-7), not bit for bit.
 
-`keras_depthwise_conv` has the Keras JAX backend's ``depthwise_conv`` signature;
-`fastfem.converters.keras_cpu` swaps it in while fastfem traces a Keras model for a CPU device.
+`fastfem.converters.conv_forms` puts it in place of every depthwise ``conv_general_dilated`` of a
+feature extractor traced for a CPU device.
 """
 
 from __future__ import annotations
@@ -119,28 +119,3 @@ def depthwise_conv_taps(
         term = piece * (w[tap] if mult > 1 else w[tap][:, 0])
         acc = term if acc is None else acc + term
     return acc.reshape(x.shape[0], *out, channels * mult).astype(out_dtype)
-
-
-def keras_depthwise_conv(
-    inputs: Any,
-    kernel: Any,
-    strides: int | Sequence[int] = 1,
-    padding: Padding = "valid",
-    data_format: str | None = None,
-    dilation_rate: int | Sequence[int] = 1,
-) -> jax.Array:
-    """Drop-in for ``keras.src.backend.jax.nn.depthwise_conv`` using `depthwise_conv_taps`.
-
-    channels_first inputs are transposed to channels last and back (XLA folds the transposes
-    into the slices' loops).
-    """
-    import keras
-
-    data_format = data_format or keras.config.image_data_format()
-    x = jnp.asarray(inputs)
-    w = jnp.asarray(kernel)
-    if data_format == "channels_first":
-        to_last = (0, *range(2, x.ndim), 1)
-        y = depthwise_conv_taps(jnp.transpose(x, to_last), w, strides, padding, dilation_rate)
-        return jnp.transpose(y, (0, x.ndim - 1, *range(1, x.ndim - 1)))
-    return depthwise_conv_taps(x, w, strides, padding, dilation_rate)

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import jax
 
+from .conv_forms import cpu_conv_forms_when_wanted
+
 
 class Features(NamedTuple):
     """What ``apply`` returns for a batch.
@@ -35,7 +37,10 @@ class FeatureExtractor:
     """A pure ``apply(params, x) -> Features`` with its params and input spec.
 
     Attributes:
-      apply: pure function of (params, x); x is a batch (N, H, W, C) float32.
+      apply: pure function of (params, x); x is a batch (N, H, W, C) float32. Stored wrapped by
+        `fastfem.converters.conv_forms.cpu_conv_forms_when_wanted`: on CPU its 1x1 and
+        depthwise convolutions run in their fast forms (``FASTFEM_CPU_CONVS=off`` keeps them
+        as written), whatever front-end made it.
       params: pytree of arrays passed as the first argument of ``apply`` (replicated on devices).
       input_shape: per-sample input shape (H, W, C); None for a dimension the model leaves free.
       layer_names: names of the layers whose activations ``apply`` returns, in order.
@@ -49,6 +54,9 @@ class FeatureExtractor:
     layer_names: tuple[str, ...]
     has_output: bool = False
     source: str = "jax function"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "apply", cpu_conv_forms_when_wanted(self.apply))
 
     @property
     def layer_name(self) -> str:

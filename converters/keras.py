@@ -10,8 +10,9 @@ no ``filters``); an ``int`` -> ``model.layers[i]``; a ``str`` -> ``model.get_lay
 keras.applications ResNet50 that is ``conv5_block3_3_conv`` (linear, before BN and the residual
 add, so activations and channel means can be negative); for VGG16 ``block5_conv3`` (post-ReLU).
 
-CPU: when JAX runs on CPU, depthwise and 1x1 convolutions are traced in forms XLA:CPU runs
-faster (`fastfem.converters.keras_cpu`; ``FASTFEM_CPU_CONVS`` = auto | on | off).
+CPU: when JAX runs on CPU, depthwise and 1x1 convolutions run in forms XLA:CPU runs faster
+(`fastfem.converters.conv_forms`, applied to every `FeatureExtractor`; ``FASTFEM_CPU_CONVS`` =
+auto | on | off).
 
 Backend: Keras 3 picks its backend once, at its first import. ``import fastfem`` selects JAX when
 Keras is not imported yet and ``KERAS_BACKEND`` is unset (`prefer_jax_backend`). In a process
@@ -33,7 +34,6 @@ import jax
 import jax.numpy as jnp
 
 from .feature_extractor import FeatureExtractor, Features
-from .keras_cpu import cpu_forms_wanted, keras_cpu_convs
 
 LayerSpec = str | int | None
 
@@ -221,18 +221,11 @@ def from_keras(
 
 
 def _stateless_call_jax(sub: Any):
-    """``(params, x) -> outputs`` running the sub-model's JAX-backend ``stateless_call``.
-
-    On CPU (`fastfem.converters.keras_cpu.cpu_forms_wanted`), depthwise convolutions are traced
-    as sums of strided slices and 1x1 convolutions as matrix products, instead of XLA:CPU's slow
-    grouped / pointwise convolutions; the Keras backend functions are swapped only while
-    ``stateless_call`` runs and restored afterwards.
-    """
+    """``(params, x) -> outputs`` running the sub-model's JAX-backend ``stateless_call``."""
 
     def call(p: Any, x: jax.Array) -> Any:
         trainable, non_trainable = p
-        with keras_cpu_convs(enabled=cpu_forms_wanted()):
-            out, _ = sub.stateless_call(trainable, non_trainable, x, training=False)
+        out, _ = sub.stateless_call(trainable, non_trainable, x, training=False)
         return out
 
     return call

@@ -10,17 +10,15 @@ product 1-11x faster than ``lax.conv_general_dilated`` with a 1x1 kernel on Mobi
 ResNet50's pointwise shapes (largest gains where Cout < Cin: e.g. 56x56, 256->64, batch 32:
 95 ms -> 19 ms on a 2-core CPU), with bit-identical results on those shapes.
 
-`keras_conv` has the Keras JAX backend's ``conv`` signature: 1x1 ungrouped kernels take the
-product, every other convolution goes to the backend's own function (``fallback``).
+`fastfem.converters.conv_forms` puts it in place of every 1x1 ungrouped ``conv_general_dilated``
+of a feature extractor traced for a CPU device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 
@@ -56,33 +54,3 @@ def pointwise_conv_dot(
         x = x[(slice(None), *(slice(None, None, si) for si in s))]
     w = kernel.reshape(kernel.shape[-2], kernel.shape[-1])
     return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
-
-
-def keras_conv(
-    inputs: Any,
-    kernel: Any,
-    strides: int | Sequence[int] = 1,
-    padding: str = "valid",
-    data_format: str | None = None,
-    dilation_rate: int | Sequence[int] = 1,
-    *,
-    fallback: Callable[..., jax.Array],
-) -> jax.Array:
-    """Drop-in for ``keras.src.backend.jax.nn.conv``: `pointwise_conv_dot` for 1x1 ungrouped
-    kernels (dilation is moot for them), ``fallback(...)`` (the backend's conv) otherwise.
-
-    As the backend, the inputs are cast to the kernel's dtype. channels_first inputs contract
-    axis 1 and move the output channels back to axis 1.
-    """
-    import keras
-
-    data_format = data_format or keras.config.image_data_format()
-    w = jnp.asarray(kernel)
-    x = jnp.asarray(inputs, dtype=w.dtype)
-    channel_axis = 1 if data_format == "channels_first" else x.ndim - 1
-    if not is_pointwise(x.shape[channel_axis], w.shape):
-        return fallback(inputs, kernel, strides, padding, data_format, dilation_rate)
-    if channel_axis == 1:
-        y = pointwise_conv_dot(jnp.moveaxis(x, 1, -1), w, strides)
-        return jnp.moveaxis(y, -1, 1)
-    return pointwise_conv_dot(x, w, strides)

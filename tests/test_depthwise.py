@@ -2,7 +2,8 @@
 
 `depthwise_conv_taps` matches ``lax.conv_general_dilated(feature_group_count=C)`` (what the Keras
 JAX backend runs) to float32 rounding for 1D/2D, stride 1/2, valid/same, dilation, depth
-multiplier 1/2, kernel 3/5, odd and even sizes, explicit pads, channels_first and bfloat16.
+multiplier 1/2, kernel 3/5, odd and even sizes, explicit pads and bfloat16 (other layouts:
+tests/test_conv_forms.py).
 """
 
 from __future__ import annotations
@@ -64,17 +65,6 @@ def test_taps_match_lax(rank, stride, padding, dilation, mult, k):
     )
     assert got.shape == ref.shape
     assert got.dtype == ref.dtype
-    assert rel_err(got, ref) < RTOL
-
-
-@pytest.mark.parametrize("stride,padding", [(1, "same"), (2, "valid")])
-def test_keras_signature_channels_first(stride, padding):
-    rng = np.random.default_rng(7)
-    x = jnp.asarray(rng.standard_normal((2, 5, 11, 9), np.float32))  # (N, C, H, W)
-    w = jnp.asarray(rng.standard_normal((3, 3, 5, 2), np.float32))
-    ref = lax_depthwise(x, w, stride, padding, 1, channels_first=True)
-    got = depthwise.keras_depthwise_conv(x, w, stride, padding, "channels_first", 1)
-    assert got.shape == ref.shape
     assert rel_err(got, ref) < RTOL
 
 
