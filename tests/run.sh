@@ -2,7 +2,8 @@
 # Set up and run the whole test suite on a fresh machine (the README's test command).
 #   creates .venv if missing, installs fastfem (editable) with its dev + tf extras, and the peer
 #   libraries the parity tests compare against (Xplique without its CUDA extras, beside
-#   tensorflow-cpu), then runs pytest. Extra arguments go to pytest (e.g. -m "not slow").
+#   tensorflow-cpu), then runs pytest. Extra arguments go to pytest (e.g. -m "not slow");
+#   --setup-only stops after the set-up (e.g. before running the benchmarks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -25,6 +26,10 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null \
     { "${SUDO[@]}" apt-get install -y -q chromium \
         || { "${SUDO[@]}" apt-get update -q && "${SUDO[@]}" apt-get install -y -q chromium; }; } \
         >/dev/null 2>&1 || echo "could not install chromium" >&2
+fi
+if [ "${1:-}" = "--setup-only" ]; then
+    echo "set up: $(pwd)/.venv" >&2
+    exit 0
 fi
 export TF_CPP_MIN_LOG_LEVEL=3
 exec .venv/bin/python -m pytest "$@"
