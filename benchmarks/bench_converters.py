@@ -23,8 +23,8 @@ benchmarks/results/converters.{json,md}.
 
 Usage::
 
-    python benchmarks/bench_converters.py                    # 128x128, batch 16
-    python benchmarks/bench_converters.py --size 224 --batch 32 --repeats 5
+    python -m benchmarks.bench_converters                    # 128x128, batch 16
+    python -m benchmarks.bench_converters --size 224 --batch 32 --repeats 5
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .harness import paired_ratios
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYER = "conv5_block3_3_conv"
@@ -80,13 +81,8 @@ def _bench(fns: dict, x, steps: int, repeats: int) -> dict:
 
 
 def paired_ratio(rows: dict, a: str, b: str) -> dict:
-    """Speed of ``a`` over ``b`` per interleaved round: median, min, max."""
-    ratios = [tb / ta for ta, tb in zip(rows[a]["round_ms"], rows[b]["round_ms"], strict=True)]
-    return {
-        "median": round(statistics.median(ratios), 3),
-        "min": round(min(ratios), 3),
-        "max": round(max(ratios), 3),
-    }
+    """Speed of ``a`` over ``b``, round by round (`benchmarks.harness.paired_ratios`)."""
+    return paired_ratios(*([1 / t for t in rows[k]["round_ms"]] for k in (a, b)))
 
 
 def _model(size: int):
@@ -224,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     native = run_native(args)
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        "benchmarks.bench_converters",
         "--worker",
         "tf",
         "--size",
@@ -237,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         str(args.repeats),
     ]
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd, env=env, cwd=RESULTS.parent.parent, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         print(proc.stderr[-4000:], file=sys.stderr)
         return proc.returncode

@@ -30,11 +30,6 @@ def _strides(strides: int | Sequence[int], rank: int) -> tuple[int, ...]:
     return out
 
 
-def is_pointwise(x_channels: int, kernel_shape: Sequence[int]) -> bool:
-    """A 1x1(x1) kernel over all input channels (one group)."""
-    return all(k == 1 for k in kernel_shape[:-2]) and kernel_shape[-2] == x_channels
-
-
 def pointwise_conv_dot(
     x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1
 ) -> jax.Array:
