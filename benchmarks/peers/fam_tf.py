@@ -1,6 +1,6 @@
 """FAM in eager TensorFlow, written from the formula of DESIGN.md §4 (not from fastfem's code).
 
-The parity reference of fastfem's FAM (tests/test_fam_tf_parity.py) and its eager-TF peer in
+The parity reference of fastfem's FAM (tests/explainers/test_fam_tf_parity.py) and its eager-TF peer in
 the benchmarks: what a TensorFlow user would write, Xplique style — a Python loop over batches,
 every op run eagerly, the head differentiated by ``tf.GradientTape``. TF ops only.
 

@@ -32,8 +32,8 @@ the ``T + 1`` scores and the AUC its trapezoidal area over a [0, 1] abscissa:
 round-trip) and scored in chunks of at most ``max_images`` images per forward pass
 (`jax.lax.map` over groups of steps), which bounds memory whatever ``T`` is.
 
-Conventions of the peers (tested in tests/test_quantus_parity.py and
-tests/test_metrics_faithfulness.py):
+Conventions of the peers (tested in tests/metrics/test_quantus_parity.py and
+tests/metrics/test_metrics_faithfulness.py):
 
 * Xplique's ``AverageDropMetric`` returns fractions (ours are percentages, as in the paper),
   with ``(base + 1e-8)`` in the denominator (ours: NaN for ``Y <= 0``), and builds its mask as

@@ -18,7 +18,7 @@ from subprocess_runs import run_python, simulated_devices
 from fastfem import sample
 from fastfem.audit import ResultStore, audit, flag_rows
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).parents[1] / "support"
 STAT_COLS = ["peak_y", "peak_x", "border_energy", "corner_energy", "entropy", "frac_above"]
 
 

@@ -48,7 +48,7 @@ from fastfem.kernels.fem import RESIZE_METHOD
 from fastfem.kernels.resize import resize_matrices
 
 RTOL = 1e-4
-SCRIPT = Path(__file__).with_name("converters_zoo_reference.py")
+SCRIPT = Path(__file__).parents[1] / "support" / "converters_zoo_reference.py"
 
 pytestmark = [
     pytest.mark.slow,

@@ -2,11 +2,11 @@
 
 Usage::
 
-    python tests/xplique_reference.py MODEL.keras INPUTS.npy OUT.npy [--layer L] [--k K]
+    python tests/support/xplique_reference.py MODEL.keras INPUTS.npy OUT.npy [--layer L] [--k K]
         [--batch-size B]
-    python tests/xplique_reference.py MODEL.keras INPUTS.npy OUT.npy --cases JSON
+    python tests/support/xplique_reference.py MODEL.keras INPUTS.npy OUT.npy --cases JSON
         [--batch-size B]
-    python tests/xplique_reference.py --jobs JOBS.json
+    python tests/support/xplique_reference.py --jobs JOBS.json
 
 ``--layer``: a layer name, an integer index, or ``none`` (default: Xplique's default layer).
 ``--cases``: a JSON list of ``{"layer": str | int | null, "k": float}`` (missing keys take the
@@ -17,7 +17,7 @@ then holds the maps of every case stacked, shape ``(n_cases, N, H, W, 1)``. With
 "cases": [...], "batch_size": int}``, to compute several models' cases in one process (each
 ``out`` as with ``--cases``, each complete as soon as it appears).
 
-`tests/test_xplique_parity.py` runs this: the pytest process runs Keras on the JAX backend and a
+`tests/explainers/test_xplique_parity.py` runs this: the pytest process runs Keras on the JAX backend and a
 process cannot switch backends, so Xplique (TensorFlow) must run here.
 """
 

@@ -1,6 +1,6 @@
 """TensorFlow side of the architecture-zoo parity test (run as a subprocess, Keras on TensorFlow).
 
-Usage: ``python tests/converters_zoo_reference.py OUT_DIR NAME [NAME ...]``
+Usage: ``python tests/support/converters_zoo_reference.py OUT_DIR NAME [NAME ...]``
 
 For each keras.applications model of `zoo_models.ZOO` (same fixed weights as the pytest process
 builds under JAX), writes ``OUT_DIR/NAME.npz`` (written then renamed: a reader polling for it

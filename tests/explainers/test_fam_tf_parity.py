@@ -35,7 +35,7 @@ from fastfem.kernels.fam import (
     pool,
 )
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 LAYER = "relu_b"
 HEADS = ("none", "linear", "mlp")
 END_TO_END = [  # (pooling, similarity, normalize, head)

@@ -1,7 +1,7 @@
 """Parity of `fastfem.FEM` with `xplique.attributions.FEM` (the reference), case by case.
 
 Xplique needs Keras on the TensorFlow backend while this process runs Keras on JAX, so the
-reference maps come from `tests/xplique_reference.py` in a subprocess: ONE for every model and
+reference maps come from `tests/support/xplique_reference.py` in a subprocess: ONE for every model and
 case of the run (TensorFlow start-up costs seconds), started before the first test and read as
 each model's maps are written, so it overlaps with fastfem's compilations here. Models travel
 as ``.keras`` files, images as ``.npy``.
@@ -56,7 +56,7 @@ from tiny_models import small_cnn  # noqa: E402
 
 import fastfem  # noqa: E402
 
-REFERENCE_SCRIPT = Path(__file__).with_name("xplique_reference.py")
+REFERENCE_SCRIPT = Path(__file__).parents[1] / "support" / "xplique_reference.py"
 #: The parity bound, relative to max |xplique map|. Not to be loosened (see module docstring).
 RTOL = 1e-4
 
@@ -75,7 +75,7 @@ class Case(NamedTuple):
         return f"{'default' if self.layer is None else self.layer}-k{self.k:g}"
 
 
-# The small CNN (tests/tiny_models.py): conv_a 'valid' -> 30x30 (26x26 for 28x28 inputs), then
+# The small CNN (tests/support/tiny_models.py): conv_a 'valid' -> 30x30 (26x26 for 28x28 inputs), then
 # pool -> conv_b 'same' at 15x15 (13x13): every resize ratio is non-integer. Index 1 is conv_a
 # (layers[0] is the InputLayer), to check Xplique's int layer selection.
 CNN32_CASES = [Case(None), Case(1), Case(None, 1.0), Case("conv_a", 3.0)]

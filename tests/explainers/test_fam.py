@@ -19,7 +19,7 @@ from fastfem.explainers.fam import make_embed_step, plan_reference_rows
 from fastfem.kernels.fam import SIMILARITIES
 from fastfem.kernels.resize import resize_matrices
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).parents[1] / "support"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUBMODULES = ("export", "feature_extractor", "flax", "keras", "load", "savedmodel", "tf_graph")
 
 # Locates the module without importing fastfem/__init__ (which needs jax, absent in the venv).

@@ -16,7 +16,7 @@ from fastfem.converters import Features, from_fn
 from fastfem.metrics import faithfulness as F
 from fastfem.metrics.localisation import normalize_map
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).parents[1] / "support"
 
 
 def linear_extractor(h=6, w=6, c=2, k=3, seed=0):

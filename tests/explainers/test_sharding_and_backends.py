@@ -14,7 +14,7 @@ from tiny_models import small_cnn
 
 import fastfem
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).parents[1] / "support"
 
 PRELUDE = """
 import json, os, sys

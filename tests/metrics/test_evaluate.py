@@ -17,7 +17,7 @@ from fastfem.evaluate import FAITHFULNESS_METRICS, LOCALISATION_METRICS, METRICS
 from fastfem.metrics import faithfulness as F
 from fastfem.metrics import localisation as L
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).parents[1] / "support"
 N = 10
 
 

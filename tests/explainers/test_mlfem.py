@@ -1,4 +1,4 @@
-"""`fastfem.MLFEM` against a NumPy composition: tests/fem_reference.py per layer, TF-exact
+"""`fastfem.MLFEM` against a NumPy composition: tests/support/fem_reference.py per layer, TF-exact
 bicubic resize, min-max to [0, 1], then the fusion rule; default layers; bad fusion/weights."""
 
 import keras

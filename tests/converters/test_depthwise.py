@@ -3,7 +3,7 @@
 `depthwise_conv_taps` matches ``lax.conv_general_dilated(feature_group_count=C)`` (what the Keras
 JAX backend runs) to float32 rounding for 1D/2D, stride 1/2, valid/same, dilation, depth
 multiplier 1/2, kernel 3/5, odd and even sizes, explicit pads and bfloat16 (other layouts:
-tests/test_conv_forms.py).
+tests/converters/test_conv_forms.py).
 """
 
 from __future__ import annotations
