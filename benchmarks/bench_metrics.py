@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     import fastfem
-    from fastfem.evaluate import Evaluator
+    from fastfem.evaluation import Evaluator
     from fastfem.sample import generate, load_model
 
     sample = generate("test", args.n)

@@ -184,7 +184,7 @@ def jax_forward_limit(
     n: int | None = None,
     images_per_item: int = 1,
 ) -> Bench:
-    """The "limit": fastfem's own batch loop (`BatchRunner`, same batch size and padding,
+    """The "limit": fastfem's own batch loop (`fastfem.runner.Runner`, same batch size and padding,
     NumPy in) around the jitted forward pass up to the explained layer only. The activations
     are reduced on the device to one float per image (their sum) so that only N floats come
     back to the host; no FEM kernel, no resize, no map fetch, no concatenation.
@@ -193,21 +193,23 @@ def jax_forward_limit(
     import jax.numpy as jnp
     from fastfem.converters import load
 
-    from fastfem.batch_runner import BatchRunner
     from fastfem.inputs import image_stream
+    from fastfem.runner import Runner
 
     x = _load_inputs(inputs, n)
     ext = load(model, layers=layer)
 
-    def step(params: Any, xb: Any) -> Any:
-        return jnp.sum(ext.apply(params, xb).activations[0], axis=(1, 2, 3))
+    def step(params: Any, batch: Any) -> Any:
+        return {"sum": jnp.sum(ext.apply(params, batch["x"]).activations[0], axis=(1, 2, 3))}
 
-    runner = BatchRunner(step, ext.params, batch_size)
+    runner = Runner(step, batch_size)
     state: dict[str, Any] = {}
 
     def run() -> int:
         stream = image_stream(x, batch_size, ext.input_shape)
-        state["sums"] = np.concatenate(list(runner.run(stream.batches, stream.count)))
+        batches = ({"x": b} for b in stream.batches)
+        outs = runner.run(ext.params, batches, stream.count)
+        state["sums"] = np.concatenate([o["sum"] for o in outs])
         return len(x) // images_per_item
 
     return Bench(
@@ -458,8 +460,7 @@ def fem_kernel(
     import jax
     import jax.numpy as jnp
 
-    from fastfem.kernels.fem import fem_map
-    from fastfem.kernels.resize import resize_map, resize_matrices
+    from fastfem.kernels.fem import fem_map, fem_resize
 
     h, w, c = feature_shape
     rng = np.random.default_rng(seed)
@@ -468,8 +469,7 @@ def fem_kernel(
     if kind == "fem":
         fn = jax.jit(fem_map)
     elif kind == "fem_resize":
-        rh, rw = (jnp.asarray(m) for m in resize_matrices((h, w), tuple(out_hw), "bicubic"))
-        fn = jax.jit(lambda t: jax.vmap(resize_map, in_axes=(0, None, None))(fem_map(t), rh, rw))
+        fn = jax.jit(lambda t: fem_resize(fem_map(t), tuple(out_hw), "xplique"))
     elif kind == "copy":
         fn = jax.jit(lambda t: -t)
     elif kind == "read":

@@ -217,43 +217,41 @@ def worker_jax_cnn(args):
     def blk(y):
         y.block_until_ready()
 
+    def keras_call(x):
+        return keras_fwd(tv, ntv, x)
+
     variants = args.variants.split(",")
-    cands = {}
-    if "keras" in variants:
+    # variant -> (candidate name, input of batch b, forward of that input)
+    table = {
+        "keras": ("jax_keras_jit", lambda b: jnp.asarray(make_input(b, 64)), keras_call),
+        "keras_np": ("jax_keras_jit_numpy_in", lambda b: make_input(b, 64), keras_call),
+        "lax_nhwc": (
+            "jax_lax_nhwc",
+            lambda b: jnp.asarray(make_input(b, 64)),
+            lambda x: nhwc(p_nhwc, x),
+        ),
+        "lax_nchw": (
+            "jax_lax_nchw",
+            lambda b: jnp.asarray(make_input(b, 64).transpose(0, 3, 1, 2)),
+            lambda x: nchw(p_nchw, x),
+        ),
+        "lax_bf16": (
+            "jax_lax_nhwc_bf16",
+            lambda b: jnp.asarray(make_input(b, 64)).astype(jnp.bfloat16),
+            lambda x: nhwc(p_bf16, x),
+        ),
+    }
 
+    def candidate(make_x, fwd):
         def mk(b):
-            x = jnp.asarray(make_input(b, 64))
-            return (lambda: keras_fwd(tv, ntv, x)), blk
+            x = make_x(b)
+            return (lambda: fwd(x)), blk
 
-        cands["jax_keras_jit"] = mk
-    if "keras_np" in variants:
+        return mk
 
-        def mk(b):
-            x = make_input(b, 64)
-            return (lambda: keras_fwd(tv, ntv, x)), blk
-
-        cands["jax_keras_jit_numpy_in"] = mk
-    if "lax_nhwc" in variants:
-
-        def mk(b):
-            x = jnp.asarray(make_input(b, 64))
-            return (lambda: nhwc(p_nhwc, x)), blk
-
-        cands["jax_lax_nhwc"] = mk
-    if "lax_nchw" in variants:
-
-        def mk(b):
-            x = jnp.asarray(make_input(b, 64).transpose(0, 3, 1, 2))
-            return (lambda: nchw(p_nchw, x)), blk
-
-        cands["jax_lax_nchw"] = mk
-    if "lax_bf16" in variants:
-
-        def mk(b):
-            x = jnp.asarray(make_input(b, 64)).astype(jnp.bfloat16)
-            return (lambda: nhwc(p_bf16, x)), blk
-
-        cands["jax_lax_nhwc_bf16"] = mk
+    cands = {
+        name: candidate(make_x, fwd) for v, (name, make_x, fwd) in table.items() if v in variants
+    }
 
     # correctness cross-check (fixed input, batch 4)
     x4 = make_input(4, 64)

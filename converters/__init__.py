@@ -55,19 +55,11 @@ def from_flax(*args: Any, **kwargs: Any) -> FeatureExtractor:
     return _from_flax(*args, **kwargs)
 
 
-def export_explainer_savedmodel(*args: Any, **kwargs: Any) -> Any:
-    """`fastfem.converters.export.export_explainer_savedmodel` (needs TensorFlow)."""
-    from .export import export_explainer_savedmodel as _export
-
-    return _export(*args, **kwargs)
-
-
 __all__ = [
     "Apply",
     "FeatureExtractor",
     "Features",
     "conv_layer_names",
-    "export_explainer_savedmodel",
     "from_fn",
     "from_flax",
     "from_keras",

@@ -1,5 +1,4 @@
-"""Portable artifacts: a `FeatureExtractor` as a `jax.export` file, and an explainer as a TF
-SavedModel.
+"""Portable artifacts: a `FeatureExtractor` as a `jax.export` file.
 
 `save_extractor` writes a directory that runs later **without TensorFlow, Keras or Flax**, only
 JAX: ``apply.jaxexport`` (the serialized StableHLO of ``apply(params, x)``, batch dimension
@@ -11,11 +10,7 @@ An extractor wrapped with ``call_tf`` exports too (the TF computation is already
 but only for one platform (the current one) and with a fixed batch size: the loaded ``apply``
 pads and splits any batch into chunks of that size.
 
-`export_explainer_savedmodel` goes the other way, for TensorFlow users: the whole jitted step of a
-`fastfem.FEM`, `fastfem.MLFEM` or `fastfem.FAM` explainer (extractor, kernel, resize) becomes a
-``tf.function`` through ``jax2tf.convert`` (weights as ``tf.Variable`` s, batch polymorphic) saved
-as a SavedModel: ``tf.saved_model.load(dir).explain(images)`` (FAM: ``explain(queries,
-references)``) returns the maps, as the explainer's ``explain`` does.
+The other direction, a whole explainer as a TF SavedModel, is `fastfem.export_savedmodel`.
 """
 
 from __future__ import annotations
@@ -182,112 +177,3 @@ def load_extractor(path: str | os.PathLike) -> FeatureExtractor:
         has_output=has_output,
         source=f"jax.export artifact {p.name} (from {meta['source']})",
     )
-
-
-# ------------------------------------------------------------------------------------------------
-# explainer -> TF SavedModel
-# ------------------------------------------------------------------------------------------------
-
-
-def _explainer_step(explainer: Any, shape: tuple[int, int, int]):
-    """``(step(params, *inputs) -> dict, params, input names)`` of an explainer at ``shape``."""
-    from ..explainers.fam import FAM, make_pair_step
-    from ..explainers.fem import FEM, make_fem_step
-    from ..explainers.mlfem import MLFEM, make_mlfem_step
-    from ..kernels.fem import RESIZE_METHOD
-    from ..kernels.resize import resize_matrices
-
-    ext = explainer.extractor
-    if isinstance(explainer, FEM):
-        h, w, _ = explainer.feature_shape(shape)
-        mats = resize_matrices((h, w), shape[:2], RESIZE_METHOD[explainer.variant])
-        fem_step = make_fem_step(ext, explainer.k, explainer.variant, mats)
-
-        def step(params: Any, x: jax.Array) -> dict:
-            maps, finite = fem_step(params, x)
-            return {"maps": maps[..., None], "finite": finite}
-
-        return step, ext.params, ("images",)
-    if isinstance(explainer, MLFEM):
-        ml_step = make_mlfem_step(
-            ext,
-            explainer.k,
-            explainer.variant,
-            explainer.fusion,
-            explainer.weights,
-            tuple(shape[:2]),
-            False,
-        )
-
-        def step(params: Any, x: jax.Array) -> dict:
-            return {"maps": ml_step(params, x)["fused"][..., None]}
-
-        return step, ext.params, ("images",)
-    if isinstance(explainer, FAM):
-        head = explainer._head(shape)
-        pair_step = make_pair_step(ext, explainer._opts, head, tuple(shape[:2]), False)
-        params = (ext.params, () if head is None else head.params)
-
-        def step(p: Any, q: jax.Array, r: jax.Array) -> dict:
-            out = pair_step(p, (q, r))
-            return {"maps": out["query_maps"][..., None], "similarity": out["similarity"]}
-
-        return step, params, ("queries", "references")
-    raise TypeError(f"cannot export {type(explainer).__name__}: expected FEM, MLFEM or FAM")
-
-
-def export_explainer_savedmodel(
-    explainer: Any,
-    out: str | os.PathLike,
-    input_shape: Sequence[int] | None = None,
-    platforms: Sequence[str] = ("cpu", "cuda"),
-) -> Path:
-    """Save an explainer's jitted step as a TF SavedModel (``jax2tf.convert``).
-
-    The SavedModel has a ``tf.function`` ``explain`` (also the ``serving_default`` signature):
-    ``explain(images (N, H, W, C) float32) -> {"maps": (N, H, W, 1), ...}``, N free; FAM takes
-    ``(queries, references)``. Weights are ``tf.Variable`` s, not graph constants. Runs wherever
-    TensorFlow can run the embedded StableHLO for one of ``platforms``.
-    """
-    import tensorflow as tf
-    from jax.experimental import jax2tf
-
-    if "call_tf" in explainer.extractor.source:
-        raise ValueError(
-            "this explainer's model is wrapped with call_tf (a TF graph inside JAX); export a "
-            "tf2jax-converted or native extractor instead (method='tf2jax')"
-        )
-    shape = _full_shape(explainer.extractor, input_shape)
-    step, params, names = _explainer_step(explainer, shape)
-    poly = [None] + ["(b, " + ", ".join(str(d) for d in shape) + ")"] * len(names)
-    converted = jax2tf.convert(
-        step,
-        polymorphic_shapes=poly,
-        with_gradient=False,
-        native_serialization_platforms=tuple(platforms),
-    )
-    module = tf.Module()
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    module.weights = [tf.Variable(np.asarray(a), trainable=False) for a in leaves]
-    specs = [tf.TensorSpec((None, *shape), tf.float32, name=n) for n in names]
-
-    def explain(*inputs):
-        p = jax.tree_util.tree_unflatten(treedef, list(module.weights))
-        return converted(p, *inputs)
-
-    module.explain = tf.function(explain, input_signature=specs, autograph=False)
-    dest = Path(out)
-    tf.saved_model.save(module, str(dest), signatures={"serving_default": module.explain})
-    (dest / "fastfem.json").write_text(
-        json.dumps(
-            {
-                "explainer": type(explainer).__name__,
-                "layers": list(explainer.extractor.layer_names),
-                "input_shape": list(shape),
-                "inputs": list(names),
-                "source": explainer.extractor.source,
-            },
-            indent=2,
-        )
-    )
-    return dest

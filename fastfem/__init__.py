@@ -10,10 +10,12 @@ from . import (
     converters,  # first: makes JAX the Keras backend if Keras is not imported yet
     metrics,
 )
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .explainers import FAM, FEM, MLFEM
 from .kernels.fam import fam_contributions, fam_map
 from .kernels.fem import VARIANTS, fem_map, fem_sample
+from .step import Step
+from .tf_savedmodel import export_savedmodel
 
 __version__ = "0.1.0"
 
@@ -22,8 +24,10 @@ __all__ = [
     "FEM",
     "MLFEM",
     "VARIANTS",
+    "Step",
     "converters",
     "evaluate",
+    "export_savedmodel",
     "fam_contributions",
     "fam_map",
     "fem_map",

@@ -12,6 +12,61 @@ import numpy as np
 
 from .kernels.fam import SIMILARITIES
 from .kernels.fem import VARIANTS
+from .preprocess import PREPROCESS
+
+
+def positive_int(text: str) -> int:
+    """A command-line count that must be a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def finite_k(text: str) -> float:
+    """FEM's k on the command line: a finite number >= 0."""
+    from .kernels.fem import check_k
+
+    try:
+        return check_k(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def enable_persistent_compile_cache(path: str | None = None) -> str | None:
+    """Turn on JAX's persistent compilation cache (each CLI run is a new process).
+
+    ``path`` default: ``$FASTFEM_COMPILE_CACHE`` or ``~/.cache/fastfem/jax``; the variable set
+    to ``0``/``off`` disables it. Returns the folder, or None when disabled or unavailable.
+    """
+    import os
+
+    import jax
+
+    env = os.environ.get("FASTFEM_COMPILE_CACHE")
+    if env is not None and env.strip().lower() in ("0", "off", "false", "no", ""):
+        return None
+    folder = Path(path or env or Path.home() / ".cache" / "fastfem" / "jax")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    except (OSError, AttributeError, ValueError):
+        return None
+    return str(folder)
+
+
+def model_inputs(x: np.ndarray, preprocess: str) -> np.ndarray:
+    """Images in [0, 1] as the model wants them (`fastfem.preprocess`; ``unit``: unchanged)."""
+    if preprocess == "unit":
+        return x
+    from .preprocess import preprocess_fn
+
+    return np.asarray(preprocess_fn(preprocess)(x), np.float32)
 
 
 def layer_arg(text: str) -> str | int:
@@ -78,7 +133,7 @@ def _explain_fam(fam, args, x, ids) -> tuple[np.ndarray, list[dict], str]:
         r, r_ids, _ = load_explain_inputs(args.references, fam.extractor.input_shape)
         if args.limit is not None:
             r, r_ids = r[: args.limit], r_ids[: args.limit]
-        maps = fam.explain(x, r, progress=not args.quiet)
+        maps = fam.explain(x, model_inputs(r, args.preprocess), progress=not args.quiet)
         sims, refs, how = fam.last_similarities, list(r_ids), "references (paired one to one)"
     else:
         res = fam.explain_retrieval(x, x, top_k=1, exclude_self=True, progress=not args.quiet)
@@ -108,11 +163,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     method_info: dict = {}
     outputs = {"maps": "maps.npy", "ids": "ids.json"}
+    xm = model_inputs(x, args.preprocess)
     if args.method == "fam":
-        maps, pairs, how = _explain_fam(explainer, args, x, ids)
+        maps, pairs, how = _explain_fam(explainer, args, xm, ids)
         method_info = {"similarity": args.similarity, "pooling": "gap", "reference": how}
     else:
-        maps = explainer.explain(x, progress=not args.quiet)
+        maps = explainer.explain(xm, progress=not args.quiet)
         method_info = {"variant": args.variant, "k": args.k}
         if args.method == "mlfem":
             method_info["fusion"] = args.fusion
@@ -133,6 +189,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "layer": list(layers) if args.method == "mlfem" else explainer.layer_name,
         **method_info,
         "images": int(len(x)),
+        "preprocess": args.preprocess,
         "map_shape": list(maps.shape[1:]),
         "seconds": round(seconds, 3),
         "images_per_second": round(len(x) / seconds, 1),
@@ -155,8 +212,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
         }
     elif args.distributed:
         distributed = True
-    from .audit.steps import enable_persistent_compile_cache
-
     enable_persistent_compile_cache()  # each CLI run is a new process: reuse compiled steps
     summary = audit(
         args.source,
@@ -175,6 +230,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         boxes=args.boxes,
         fusion=args.fusion,
         references=args.references,
+        preprocess=args.preprocess,
     )
     print(json.dumps(summary.to_dict(), indent=2))
     return 0
@@ -265,7 +321,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         activation=args.activation,
         batch_size=min(args.batch_size, 64),
     )
-    result = evaluator(x, boxes=boxes, targets=targets, progress=not args.quiet)
+    if args.method == "fam":
+        targets = model_inputs(targets, args.preprocess)
+    result = evaluator(
+        model_inputs(x, args.preprocess), boxes=boxes, targets=targets, progress=not args.quiet
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(result.per_sample)
@@ -282,6 +342,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "model": model_name,
         "method": args.method,
         "images": int(len(x)),
+        "preprocess": args.preprocess,
         "boxes": boxes is not None,
         **result.summary(),
         "outputs": outputs,
@@ -323,13 +384,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "out": args.out,
     }
     if args.tf_savedmodel:
-        from .converters.export import export_explainer_savedmodel
         from .explainers import FEM
+        from .tf_savedmodel import export_savedmodel
 
         if args.method == "auto" and "call_tf" in extractor.source:
             raise ValueError("--tf-savedmodel needs a tf2jax or native path, not call_tf")
         fem = FEM(extractor, k=args.k, variant=args.variant)
-        export_explainer_savedmodel(fem, args.out, input_shape=args.input_shape)
+        export_savedmodel(fem, args.out, input_shape=args.input_shape)
         summary["format"] = "TF SavedModel of the FEM explainer (jax2tf)"
     else:
         save_extractor(extractor, args.out, input_shape=args.input_shape)
@@ -342,13 +403,22 @@ def add_method_options(p: argparse.ArgumentParser, verb: str) -> None:
     """The explainer's options (layer, FEM k/variant, FAM similarity, MLFEM layers/fusion),
     batching, ``--limit``, ``--quiet`` and ``--out``, shared by ``explain`` and ``evaluate``."""
     p.add_argument("--layer", type=layer_arg, default=None, help="layer name or index")
-    p.add_argument("--k", type=float, default=2.0, help="k of the k-sigma threshold")
+    p.add_argument("--k", type=finite_k, default=2.0, help="k of the k-sigma threshold")
     p.add_argument("--variant", choices=VARIANTS, default="xplique")
     p.add_argument("--similarity", choices=SIMILARITIES, default="cosine", help="fam")
     p.add_argument("--layers", help="mlfem: comma-separated layers (default: one per stage)")
     p.add_argument("--fusion", choices=["mean", "product"], default="mean", help="mlfem")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, default=None, help=f"{verb} only the first N images")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument(
+        "--preprocess",
+        choices=PREPROCESS,
+        default="unit",
+        help="the model's input preprocessing (unit = pixels/255; raw = 0-255; caffe/torch/tf "
+        "= keras.applications' imagenet_utils modes)",
+    )
+    p.add_argument(
+        "--limit", type=positive_int, default=None, help=f"{verb} only the first N images"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder")
 
@@ -409,10 +479,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--fusion", choices=["mean", "product"], default="mean", help="mlfem fusion rule"
     )
-    a.add_argument("--k", type=float, default=2.0)
+    a.add_argument("--k", type=finite_k, default=2.0)
     a.add_argument("--variant", choices=VARIANTS, default="xplique")
-    a.add_argument("--batch-size", type=int, default=256)
-    a.add_argument("--threads", type=int, default=4, help="host decoding threads")
+    a.add_argument("--batch-size", type=positive_int, default=256)
+    a.add_argument(
+        "--preprocess",
+        choices=PREPROCESS,
+        default="unit",
+        help="the model's input preprocessing, on the device: unit (pixels/255, default), raw "
+        "(0-255), caffe (ResNet50/VGG), torch (DenseNet), tf (MobileNet/Inception/Xception)",
+    )
+    a.add_argument("--threads", type=positive_int, default=4, help="host decoding threads")
     a.add_argument(
         "--resize",
         action="store_true",
@@ -434,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="self-contained HTML report of an audit's result store")
     r.add_argument("store", help="the audit's --out folder")
     r.add_argument("--out", help="HTML file (default: STORE/report.html)")
-    r.add_argument("--top", type=int, default=24, help="flagged images in the gallery")
+    r.add_argument("--top", type=positive_int, default=24, help="flagged images in the gallery")
     r.set_defaults(func=cmd_report)
 
     e = sub.add_parser(
@@ -453,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--targets", help=".npy/.json class indices (default: predicted class)")
     e.add_argument("--references", help="fam: reference images, paired one to one")
     e.add_argument("--metrics", help="comma-separated metric names (default: all that apply)")
-    e.add_argument("--steps", type=int, default=16, help="deletion/insertion steps T")
+    e.add_argument("--steps", type=positive_int, default=16, help="deletion/insertion steps T")
     e.add_argument("--threshold", type=float, default=0.5, help="t of IoU@t")
     e.add_argument(
         "--normalize",
@@ -492,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write a TF SavedModel of the FEM explainer instead (jax2tf)",
     )
-    c.add_argument("--k", type=float, default=2.0, help="--tf-savedmodel: FEM's k")
+    c.add_argument("--k", type=finite_k, default=2.0, help="--tf-savedmodel: FEM's k")
     c.add_argument("--variant", choices=VARIANTS, default="xplique", help="--tf-savedmodel")
     c.add_argument(
         "--unsafe",

@@ -1,8 +1,8 @@
 """FAM in eager TensorFlow, written from the formula of DESIGN.md §4 (not from fastfem's code).
 
-The parity reference of fastfem's FAM (tests/explainers/test_fam_tf_parity.py) and its eager-TF peer in
-the benchmarks: what a TensorFlow user would write, Xplique style — a Python loop over batches,
-every op run eagerly, the head differentiated by ``tf.GradientTape``. TF ops only.
+The parity reference of fastfem's FAM (tests/explainers/test_fam_tf_parity.py) and its eager-TF
+peer in the benchmarks: what a TensorFlow user would write, Xplique style — a Python loop over
+batches, every op run eagerly, the head differentiated by ``tf.GradientTape``. TF ops only.
 
 Run it with Keras on the TensorFlow backend (``KERAS_BACKEND=tensorflow`` before Keras is
 imported); the model is a Keras 3 model or a ``.keras`` path.

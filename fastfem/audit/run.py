@@ -1,15 +1,22 @@
 """`audit`: explain a whole dataset into a result store, streaming, sharded, resumable.
 
-Data flow (DESIGN.md §2): the source is decoded on host threads into records (8-bit pixels for
-encoded files); good images are batched (every batch padded to one device batch) and go through
-ONE jitted step sharded over the local devices (`fastfem.audit.steps`): pixels to float, a
-single forward pass for the activations and the model output, the explanation map (FEM, MLFEM
-or FAM), its statistics, the prediction and confidence, finiteness flags and, with boxes, the
-localisation metrics — while the next batch is already being put on the devices. Only small
-results come back. Rows are committed to the store part by part (atomic), so ``resume=True``
-continues after a crash with nothing lost and nothing counted twice. Bad inputs become
-``status="error"`` rows and never stop the run. The compiled step is cached between calls in
-one process (`fastfem.audit.steps.cached_runner`).
+Read top to bottom, an audit is four stages:
+
+1. plan (`fastfem.audit.plan`): the model, the method's explainer, the source, the boxes and the
+   settings, all checked before anything is read or written;
+2. record batches (`fastfem.audit.batches`): the source is decoded on host threads into records
+   (8-bit pixels for encoded files); good images are batched (every batch padded to one device
+   batch), unreadable ones set aside as error rows;
+3. ONE jitted step per batch, sharded over the local devices (`fastfem.audit.steps`, around the
+   explainer's own `fastfem.step.Step`): the model's preprocessing, a single forward pass for the
+   activations and the model output, the explanation map (FEM, MLFEM or FAM), its statistics,
+   the prediction and confidence, finiteness flags and, with boxes, the localisation metrics —
+   while the next batch is already being put on the devices. Only small results come back;
+4. the part writer (`fastfem.audit.store.PartWriter`): rows committed to the store part by part
+   (atomic), so ``resume=True`` continues after a crash with nothing lost and nothing counted
+   twice; then the flags and the manifest.
+
+Bad inputs become ``status="error"`` rows and never stop the run.
 
 FAM (``method="fam"``) audits a similarity model with no classifier assumed: every image is
 explained against the PROTOTYPE (mean GAP embedding at the explained layer) of its class, i.e.
@@ -30,9 +37,7 @@ the manifest after a barrier.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
-import os
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,37 +48,29 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..converters import FeatureExtractor
-from ..kernels.fem import Variant, check_variant
-from ..kernels.fusion import check_fusion
+from ..kernels.fem import Variant
 from ..kernels.map_stats import MapStats
-from ..parallel import replicated
+from ..preprocess import Preprocess
 from ..progress import progress_bar
-from .boxes import (
-    SAMPLE,
-    Boxes,
-    check_bounds,
-    match_boxes,
-    max_boxes,
-    pack_boxes,
-    read_boxes,
-    sample_boxes,
-    unknown_ids_error,
-)
+from ..step import Step
+from .batches import RecordBatcher
+from .boxes import max_boxes
 from .flags import flag_rows
-from .sources import Record, Source, array_source, open_source, stack_images
+from .plan import AuditPlan, check_arguments, plan_audit
+from .sources import stack_images
 from .steps import (
+    FAM_COLUMNS,
     IOU_THRESHOLD,
     LOCALISATION_COLUMNS,
-    METHODS,
     NORMALIZE,
     AuditSpec,
-    cached_extractor,
-    cached_runner,
+    make_audit_step,
 )
-from .store import ResultStore
+from .store import PartWriter, ResultStore
 
 STAT_FIELDS = MapStats._fields
+#: The error text of a row whose pixels / activations are not finite (step flags, in order).
+NONFINITE_ERRORS = ("non-finite (NaN/inf) pixels", "non-finite (NaN/inf) activations")
 
 
 @dataclass
@@ -105,80 +102,10 @@ def row_columns(has_output: bool, method: str, has_boxes: bool) -> list[str]:
     if has_output:
         cols += ["prediction", "confidence"]
     if method == "fam":
-        cols += ["similarity", "prototype", "nearest_prototype"]
+        cols += list(FAM_COLUMNS)
     if has_boxes:
         cols += list(LOCALISATION_COLUMNS)
     return cols
-
-
-def _nan_to_none(values: list) -> list:
-    return [None if v != v else v for v in values]  # NaN != NaN
-
-
-class PartBuffer:
-    """The rows and maps of the part being filled (columns as lists; maps as blocks)."""
-
-    def __init__(self, columns: Sequence[str], classes: np.ndarray | None):
-        self.columns = list(columns)
-        self.classes = classes
-        self.map_shape: tuple[int, ...] | None = None
-        self.reset()
-
-    def reset(self) -> None:
-        self.rows: dict[str, list] = {c: [] for c in self.columns}
-        self.maps: list[np.ndarray | int] = []  # a block of maps, or a count of NaN maps
-
-    def __len__(self) -> int:
-        return len(self.rows["id"])
-
-    def add_errors(self, items: Sequence[tuple[Record, str]]) -> None:
-        if not items:
-            return
-        for c in self.columns:
-            self.rows[c].extend([None] * len(items))
-        n = len(items)
-        self.rows["id"][-n:] = [r.id for r, _ in items]
-        self.rows["label"][-n:] = [r.label for r, _ in items]
-        self.rows["status"][-n:] = ["error"] * n
-        self.rows["error"][-n:] = [e for _, e in items]
-        self.maps.append(n)
-
-    def add_batch(self, recs: Sequence[Record], out: Mapping[str, np.ndarray]) -> int:
-        """Append one batch's results; non-finite rows become error rows. Returns #ok."""
-        n = len(recs)
-        ok = np.asarray(out["finite"][:n], bool)
-        block = out["map"][:n]
-        if self.map_shape is None:
-            self.map_shape = tuple(block.shape[1:])
-        if not ok.all():
-            block = block.copy()
-            block[~ok] = np.nan
-        self.maps.append(block)
-        self.rows["id"].extend(r.id for r in recs)
-        self.rows["label"].extend(r.label for r in recs)
-        self.rows["status"].extend("ok" if g else "error" for g in ok)
-        bad = "non-finite (NaN/inf) activations or map"
-        self.rows["error"].extend(None if g else bad for g in ok)
-        for c in self.columns[4:]:
-            values = out[c][:n]
-            if c in ("prototype", "nearest_prototype"):
-                values = self.classes[values]
-            col = values.tolist()
-            if c in LOCALISATION_COLUMNS:
-                col = _nan_to_none(col)
-            if not ok.all():
-                col = [v if g else None for v, g in zip(col, ok, strict=True)]
-            self.rows[c].extend(col)
-        return int(ok.sum())
-
-    def stacked_maps(self) -> np.ndarray:
-        shape = self.map_shape or (1, 1)
-        return np.concatenate(
-            [
-                b if isinstance(b, np.ndarray) else np.full((b, *shape), np.nan, np.float32)
-                for b in self.maps
-            ]
-        )
 
 
 def source_location(source: Any) -> str | None:
@@ -198,6 +125,14 @@ def init_distributed(kwargs: Mapping[str, Any]) -> None:
     jax.distributed.initialize(**kwargs)
 
 
+def barrier(name: str) -> None:
+    """Wait for every process of a multi-process run (no-op with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def _versions() -> dict[str, str]:
     import keras
 
@@ -206,126 +141,149 @@ def _versions() -> dict[str, str]:
     return {"fastfem": __version__, "jax": jax.__version__, "keras": keras.__version__}
 
 
-def _load_extractor(model: Any, method: str, layer: Any) -> FeatureExtractor:
-    """The model as a `FeatureExtractor` with its output (when it is not one already)."""
-    if isinstance(model, FeatureExtractor):
-        if layer is not None:
-            raise ValueError("layer= cannot re-select the layers of a FeatureExtractor")
-        return model
-    if method == "mlfem":
-        layers = mlfem_layers(model, layer)
-    else:
-        if isinstance(layer, (list, tuple)):
-            raise ValueError(f"method {method!r} explains one layer; got layer={layer!r}")
-        layers = layer
-    return cached_extractor(model, layers, include_output=True)
+def row_errors(finite: np.ndarray) -> list[str | None]:
+    """The error text of each row from its (B, 2) finiteness flags (None: ok)."""
+    return [None if f.all() else NONFINITE_ERRORS[0 if not f[0] else 1] for f in np.asarray(finite)]
 
 
-_DEFAULT_LAYERS: dict[tuple, list[str]] = {}
+# ------------------------------------------------------------------------------ FAM prototypes
 
 
-def mlfem_layers(model: Any, layer: Any) -> list[Any]:
-    """MLFEM's layers: ``layer`` (a list, or a comma-separated string), else
-    `fastfem.explainers.mlfem.default_layers` (the last conv of each resolution stage)."""
-    if isinstance(layer, str) and "," in layer:
-        return [name.strip() for name in layer.split(",") if name.strip()]
-    if isinstance(layer, (str, int)):
-        return [layer]
-    if layer is not None:
-        return list(layer)
-    from ..converters import load_keras_file
-    from ..explainers.mlfem import default_layers
-
-    key = None
-    if isinstance(model, (str, os.PathLike)):
-        st = Path(model).stat()
-        key = (str(Path(model).resolve()), st.st_mtime_ns, st.st_size)
-        if key in _DEFAULT_LAYERS:
-            return _DEFAULT_LAYERS[key]
-    keras_model = load_keras_file(model) if key is not None else model
-    layers = default_layers(keras_model)
-    if key is not None:
-        _DEFAULT_LAYERS[key] = layers
-    return layers
-
-
-def resolve_boxes(spec: Any, src: Source, input_shape: Sequence[int | None]) -> Boxes | None:
-    """The boxes keyed by input id (checked against the model input); None without boxes.
-
-    Box ids that match no input of a listable source are an error (`fastfem.audit.boxes`).
-    """
-    if spec is None:
-        return None
-    boxes = read_boxes(spec)
-    if boxes == SAMPLE:
-        if src.ids is None:
-            raise ValueError(
-                "boxes='sample' needs a source that lists its ids (the bundled sample or a "
-                "folder written by fastfem.sample.write_png_folder), not a stream"
-            )
-        boxes = sample_boxes(src.ids)
-    assert isinstance(boxes, dict)
-    check_bounds(boxes, input_shape[0], input_shape[1])
-    if src.ids is None:
-        return boxes  # matched by exact id while streaming; the unmatched reported at the end
-    matched, unknown = match_boxes(boxes, src.ids)
-    if unknown:
-        raise unknown_ids_error(unknown, len(boxes), src.description)
-    return matched
-
-
-def fam_prototypes(
-    extractor: FeatureExtractor, src: Source, batch_size: int, cacheable: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def fam_prototypes(plan: AuditPlan) -> tuple[np.ndarray, np.ndarray]:
     """``(classes, prototypes (P, C))``: the mean GAP embedding per label over the good images
-    of ``src`` (`fastfem.explainers.fam.class_prototypes`); unlabeled images are left out
-    unless no image has a label (then one prototype ``"(all)"`` of every image)."""
+    of the references (default: the audited source), `fastfem.explainers.fam.class_prototypes`;
+    unlabeled images are left out unless no image has a label (then one prototype ``"(all)"``
+    of every image)."""
     from ..explainers.fam import class_prototypes
 
-    hw = _image_hw(extractor)
-    runner = cached_runner("embed", extractor, None, hw, batch_size, cacheable)
+    src = plan.references if plan.references is not None else plan.source
+    fam = plan.explainer
+    step = fam.embed_step((*plan.image_hw, plan.extractor.input_shape[2]))
     labels: list[str | None] = []
-    embeddings: list[np.ndarray] = []
 
-    def batches() -> Iterator[np.ndarray]:
+    def batches() -> Iterator[dict[str, np.ndarray]]:
         imgs: list[np.ndarray] = []
         for rec in src.read(lambda i, rid: True):
             if rec.error is not None:
                 continue
             imgs.append(rec.image)
             labels.append(rec.label)
-            if len(imgs) == runner.batch_size:
-                yield stack_images(imgs)
+            if len(imgs) == fam.device_batch():
+                yield {"x": stack_images(imgs)}
                 imgs = []
         if imgs:
-            yield stack_images(imgs)
+            yield {"x": stack_images(imgs)}
 
-    finite: list[np.ndarray] = []
-    for out in runner.run(batches()):
-        embeddings.append(out["embedding"])
-        finite.append(out["finite"])
-    if not embeddings:
+    outs = list(fam.run(step, batches()))
+    if not outs:
         raise ValueError(f"FAM audit: no readable image in {src.description} for the prototypes")
-    e = np.concatenate(embeddings)
-    keep = np.concatenate(finite)
+    e = np.concatenate([o["embedding"] for o in outs])
+    keep = np.concatenate([o["finite"].all(axis=1) for o in outs])
     lab = np.asarray(["(all)" if v is None else str(v) for v in labels], dtype=object)
     has_label = np.asarray([v is not None for v in labels])
     if has_label.any():
         keep &= has_label
     if not keep.any():
         raise ValueError(f"FAM audit: no finite embedding in {src.description}")
-    classes, protos = class_prototypes(e[keep], lab[keep].astype(str))
-    return classes, protos
+    return class_prototypes(e[keep], lab[keep].astype(str))
 
 
-def _image_hw(extractor: FeatureExtractor) -> tuple[int, int]:
-    h, w = extractor.input_shape[0], extractor.input_shape[1]
-    if h is None or w is None:
-        raise ValueError(
-            "the audit needs a model with a fixed input size (H, W); this one leaves it free "
-            f"({extractor.input_shape})"
-        )
-    return int(h), int(w)
+# --------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class AuditRun:
+    """The state of one audit call between its stages."""
+
+    plan: AuditPlan
+    store: ResultStore
+    summary: AuditSummary
+    committed: set[str]
+    classes: np.ndarray | None = None
+    part_size: int = 2048
+    unmatched_labels: set[str] = field(default_factory=set)
+    box_ids_seen: set[str] = field(default_factory=set)
+
+
+def audit_step(plan: AuditPlan, classes_protos: tuple | None) -> tuple[Step, AuditSpec]:
+    """The audit's `Step` around the explainer's own step (at its own resolution), and the
+    runner that runs it (compiled once per step function, kept by the explainer)."""
+    explainer = plan.explainer
+    shape = (*plan.image_hw, plan.extractor.input_shape[2])
+    if plan.method == "fam":
+        explain = explainer.episode_step(shape, classes_protos[1], resize=False)
+    else:
+        explain = explainer.step(shape, resize=False)
+    spec = AuditSpec(plan.method, plan.image_hw, 0 if plan.boxes is None else max_boxes(plan.boxes))
+    fn = explainer.cached_fn(
+        ("audit", explain.fn, spec),
+        lambda: make_audit_step(explain.fn, spec, explainer.resize_maps),
+    )
+    return Step(fn, explain.params, (*explain.inputs, "boxes", "has_box")), spec
+
+
+def map_shape(step: Step, plan: AuditPlan, batch: dict[str, np.ndarray]) -> tuple[int, ...]:
+    """The stored map's shape, from the step's shapes alone (no computation)."""
+    spec = {k: jax.ShapeDtypeStruct((1, *v.shape[1:]), v.dtype) for k, v in batch.items()}
+    return tuple(jax.eval_shape(step.fn, step.params, spec)["map"].shape[1:])
+
+
+def _example_batch(plan: AuditPlan, spec: AuditSpec) -> dict[str, np.ndarray]:
+    h, w = plan.image_hw
+    batch = {"x": np.zeros((1, h, w, plan.extractor.input_shape[2]), np.float32)}
+    if spec.boxes:
+        batch["boxes"] = np.zeros((1, spec.boxes, 4), np.float32)
+        batch["has_box"] = np.zeros((1,), bool)
+    if plan.method == "fam":
+        batch["target"] = np.zeros((1,), np.int32)
+    return batch
+
+
+def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bool) -> None:
+    """Stages 2-4: record batches through the step into the part writer."""
+    plan, summary = run.plan, run.summary
+    protos = None
+    class_index = None
+    if plan.method == "fam":
+        protos = fam_prototypes(plan)
+        run.classes = protos[0]
+        class_index = {c: i for i, c in enumerate(run.classes.tolist())}
+    step, spec = audit_step(plan, protos)
+    batcher = RecordBatcher(plan.explainer.device_batch(), plan.boxes, spec.boxes, class_index)
+    labels = (
+        {} if run.classes is None else {"prototype": run.classes, "nearest_prototype": run.classes}
+    )
+    writer = PartWriter(
+        run.store,
+        row_columns(plan.extractor.has_output, plan.method, plan.boxes is not None),
+        map_shape(step, plan, _example_batch(plan, spec)),
+        run.part_size,
+        labels,
+    )
+    bar = progress_bar(todo_count, enabled=progress, desc="audit")
+
+    def flush_errors() -> None:
+        errors = batcher.take_errors()
+        writer.add_errors(errors)
+        summary.errors += len(errors)
+        bar.update(len(errors))
+
+    batches = batcher.batches(plan.source.read(select))
+    for out in plan.explainer.run(step, batches, todo_count):
+        recs = batcher.pending.popleft()
+        good = writer.add_batch(recs, out, row_errors(out["finite"]))
+        summary.ok += good
+        summary.errors += len(recs) - good
+        if class_index is not None:
+            run.unmatched_labels.update(
+                r.label for r in recs if r.label is not None and r.label not in class_index
+            )
+        bar.update(len(recs))
+        flush_errors()
+    flush_errors()
+    writer.commit()
+    bar.close()
+    run.box_ids_seen = batcher.box_ids_seen
 
 
 def audit(
@@ -347,6 +305,7 @@ def audit(
     fusion: str = "mean",
     fusion_weights: Sequence[float] | None = None,
     references: Any = None,
+    preprocess: str | Preprocess = "unit",
 ) -> AuditSummary:
     """Audit ``source`` with ``model`` into the result store ``out``; returns a summary.
 
@@ -358,6 +317,8 @@ def audit(
         or ``"fam"`` (each image against its class prototype; see the module docstring).
       layer: the explained layer (fem, fam); for mlfem a list (or ``"a,b,c"``), default one
         per resolution stage.
+      k, variant: FEM's k (finite, >= 0) and variant (fem, mlfem).
+      batch_size: images per device step; part_size: rows per committed part (positive ints).
       resume: continue an interrupted store (skips committed ids); without it an existing
         store is an error.
       resize: convert/resize images that do not fit the model instead of error rows.
@@ -370,46 +331,30 @@ def audit(
       fusion, fusion_weights: MLFEM's fusion rule (`fastfem.kernels.fusion`).
       references: FAM only: a labelled source whose class prototypes the images are explained
         against (default: the audited source itself).
+      preprocess: the model's input preprocessing, on the device (`fastfem.preprocess`):
+        ``unit`` (v / 255, default), ``raw``, ``caffe``, ``torch``, ``tf``, or a JAX function.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown audit method {method!r}; expected one of {METHODS}")
-    check_variant(variant)
-    if references is not None and method != "fam":
-        raise ValueError("references= is only used by method='fam'")
-    if method != "mlfem" and (fusion != "mean" or fusion_weights is not None):
-        raise ValueError("fusion= and fusion_weights= are only used by method='mlfem'")
+    k = check_arguments(
+        method, k, variant, batch_size, part_size, references, fusion, fusion_weights
+    )
     if distributed:
         init_distributed(distributed if isinstance(distributed, Mapping) else {})
     pid, nproc = jax.process_index(), jax.process_count()
-
-    if model is None:
-        from ..sample import MODEL_PATH
-
-        model = str(MODEL_PATH)
-    model_desc = model if isinstance(model, (str, Path)) else type(model).__name__
-    cacheable = isinstance(model, (str, os.PathLike, FeatureExtractor))
-    extractor = _load_extractor(model, method, layer)
-    weights = None
-    if method == "mlfem":
-        w = check_fusion(fusion, fusion_weights, len(extractor.layer_names))
-        weights = None if w is None else tuple(float(v) for v in w)
-    elif len(extractor.layer_names) != 1:
-        raise ValueError(
-            f"method {method!r} explains one layer; the extractor returns {extractor.layer_names}"
-        )
-    image_hw = _image_hw(extractor)
-    if source is None:
-        from ..sample import CLASS_NAMES, generate
-
-        sample = generate("test")
-        labels = [CLASS_NAMES[i] for i in sample.labels]
-        src = array_source(
-            sample.images, list(sample.ids), labels, extractor.input_shape, "bundled sample"
-        )
-    else:
-        src = open_source(source, extractor.input_shape, resize=resize, threads=threads)
-    box_of = resolve_boxes(boxes, src, extractor.input_shape)
-
+    weights = None if fusion_weights is None else [float(v) for v in fusion_weights]
+    settings = {"variant": variant, "k": k, "fusion": fusion, "fusion_weights": weights}
+    plan = plan_audit(
+        source,
+        model,
+        method,
+        layer,
+        settings,
+        preprocess,
+        batch_size,
+        resize,
+        threads,
+        boxes,
+        references,
+    )
     store = ResultStore(out, process_index=pid)
     if store.exists() and not resume:
         raise FileExistsError(
@@ -417,180 +362,87 @@ def audit(
             "choose another output folder"
         )
     committed = store.committed_ids()
-    if nproc > 1:  # every process has looked at the store before any writes to it
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("fastfem-audit-start")
-    summary = AuditSummary(out=str(out), source=src.description)
+    barrier("fastfem-audit-start")  # every process has looked at the store before any writes
+    summary = AuditSummary(out=str(out), source=plan.source.description)
+    run = AuditRun(plan, store, summary, committed, part_size=part_size)
+    src = plan.source
     todo_count = None
     if src.ids is not None:
         if len(set(src.ids)) != len(src.ids):
             raise ValueError(f"{src.description}: ids are not unique")
         mine = [rid for i, rid in enumerate(src.ids) if i % nproc == pid]
-        todo = [rid for rid in mine if rid not in committed]
-        todo_count = len(todo)
-        summary.skipped_already_committed = len(mine) - len(todo)
-        if not todo:
-            summary.committed_total = len(committed)
-            summary.message = (
+        todo_count = sum(rid not in committed for rid in mine)
+        run.summary.skipped_already_committed = len(mine) - todo_count
+        if not todo_count:
+            run.summary.message = (
                 f"nothing to do: all {len(mine)} inputs of this process are already committed"
             )
-            _finish(store, summary, pid, nproc, None)
-            return summary
+            finish(run, None)
+            return run.summary
 
     def select(i: int, rid: str) -> bool:
         return i % nproc == pid and rid not in committed
 
     start = time.perf_counter()
-    classes = None
-    spec = AuditSpec(
-        method=method,
-        k=float(k),
-        variant=variant,
-        fusion=fusion,
-        fusion_weights=weights,
-        boxes=0 if box_of is None else max_boxes(box_of),
-    )
-    runner = cached_runner("audit", extractor, spec, image_hw, batch_size, cacheable)
-    if method == "fam":
-        if references is not None:
-            ref_src = open_source(references, extractor.input_shape, resize=resize, threads=threads)
-        else:
-            ref_src = src
-        classes, protos = fam_prototypes(extractor, ref_src, batch_size, cacheable)
-        class_index = {c: i for i, c in enumerate(classes.tolist())}
-        runner.params = (runner.params[0], jax.device_put(protos, replicated(runner.mesh)))
-    else:
-        runner.params = (runner.params[0], ())
-    records = src.read(select)
-    meta: collections.deque[list[Record]] = collections.deque()
-    errors: list[tuple[Record, str]] = []
-    buf = PartBuffer(row_columns(extractor.has_output, method, box_of is not None), classes)
-    seq = store.next_seq()
-    seen_box_ids: set[str] = set()
-    bar = progress_bar(todo_count, enabled=progress, desc="audit")
-
-    def batch_of(recs: list[Record], imgs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        batch = {"x": stack_images(imgs)}
-        if box_of is not None:
-            found = [box_of.get(r.id) for r in recs]
-            seen_box_ids.update(r.id for r, b in zip(recs, found, strict=True) if b is not None)
-            batch["boxes"], batch["has_box"] = pack_boxes(found, spec.boxes)
-        if method == "fam":
-            batch["target"] = np.asarray(
-                [class_index.get(r.label, -1) if r.label is not None else -1 for r in recs],
-                np.int32,
-            )
-        return batch
-
-    def batches() -> Iterator[dict[str, np.ndarray]]:
-        imgs: list[np.ndarray] = []
-        recs: list[Record] = []
-        for rec in records:
-            if rec.error is not None:
-                errors.append((rec, rec.error))
-                continue
-            imgs.append(rec.image)
-            recs.append(rec)
-            if len(imgs) == runner.batch_size:
-                meta.append(recs)
-                yield batch_of(recs, imgs)
-                imgs, recs = [], []
-        if imgs:
-            meta.append(recs)
-            yield batch_of(recs, imgs)
-
-    def flush_errors() -> None:
-        buf.add_errors(errors)
-        summary.errors += len(errors)
-        bar.update(len(errors))
-        errors.clear()
-
-    def commit() -> None:
-        nonlocal seq
-        if len(buf):
-            store.write_part(seq, buf.rows, buf.stacked_maps())
-            seq += 1
-            buf.reset()
-
-    unmatched_labels: set[str] = set()
-    for out_batch in runner.run(batches(), todo_count):
-        recs = meta.popleft()
-        good = buf.add_batch(recs, out_batch)
-        summary.ok += good
-        summary.errors += len(recs) - good
-        if method == "fam":
-            unmatched_labels.update(
-                r.label for r in recs if r.label is not None and r.label not in class_index
-            )
-        bar.update(len(recs))
-        flush_errors()
-        if len(buf) >= part_size:
-            commit()
-    flush_errors()
-    commit()
-    bar.close()
+    run_batches(run, select, todo_count, progress)
+    summary = run.summary
     summary.seconds = round(time.perf_counter() - start, 3)
     summary.processed = summary.ok + summary.errors
     summary.images_per_second = round(summary.processed / max(summary.seconds, 1e-9), 1)
-    config: dict[str, Any] = {
-        "variant": variant,
-        "k": k,
-        "batch_size": runner.batch_size,
-        "resize": resize,
-    }
-    if method == "mlfem":
-        config.update(fusion=fusion, fusion_weights=weights)
-    if method == "fam":
-        config.update(pooling="gap", similarity="cosine", weights="max", classes=classes.tolist())
+    finish(run, manifest_info(run, source, boxes, references))
+    return summary
+
+
+def manifest_info(run: AuditRun, source: Any, boxes: Any, references: Any) -> dict[str, Any]:
+    """What the manifest records about this run's configuration."""
+    plan = run.plan
+    config = dict(plan.config)
+    if plan.method == "fam":
+        config.update(
+            pooling="gap", similarity="cosine", weights="max", classes=run.classes.tolist()
+        )
         config["prototypes_from"] = "references" if references is not None else "source"
     info: dict[str, Any] = {
-        "model": str(model_desc),
-        "layer": ",".join(extractor.layer_names),
-        "method": method,
+        "model": plan.model_desc,
+        "layer": ",".join(plan.explainer.layer_names),
+        "method": plan.method,
         "config": config,
-        "source": src.description,
+        "source": plan.source.description,
         "source_location": source_location(source),
-        "map_shape": list(buf.map_shape) if buf.map_shape else None,
         "versions": _versions(),
         "devices": [str(d) for d in jax.local_devices()],
-        "process_count": nproc,
+        "process_count": jax.process_count(),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
-    if box_of is not None:
+    if plan.boxes is not None:
         info["boxes"] = {
             "source": str(boxes) if isinstance(boxes, (str, Path)) else "mapping",
-            "images_with_boxes": len(box_of),
+            "images_with_boxes": len(plan.boxes),
             "iou_threshold": IOU_THRESHOLD,
             "normalize": NORMALIZE,
         }
-        if src.ids is None:
-            unmatched = sorted(set(box_of) - seen_box_ids)
+        if plan.source.ids is None:
+            unmatched = sorted(set(plan.boxes) - run.box_ids_seen)
             info["boxes"]["unmatched"] = unmatched
             if unmatched:
                 warnings.warn(
                     f"{len(unmatched)} box ids matched no input of the stream: {unmatched[:10]}",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-    if unmatched_labels:
-        info["fam_labels_without_prototype"] = sorted(unmatched_labels)
+    if run.unmatched_labels:
+        info["fam_labels_without_prototype"] = sorted(run.unmatched_labels)
         warnings.warn(
-            f"labels {sorted(unmatched_labels)[:10]} have no prototype among {classes.tolist()}; "
-            "those images are explained against their nearest prototype",
-            stacklevel=2,
+            f"labels {sorted(run.unmatched_labels)[:10]} have no prototype among "
+            f"{run.classes.tolist()}; those images are explained against their nearest prototype",
+            stacklevel=3,
         )
-    _finish(store, summary, pid, nproc, info)
-    return summary
+    return info
 
 
-def _finish(
-    store: ResultStore, summary: AuditSummary, pid: int, nproc: int, info: dict | None
-) -> None:
+def finish(run: AuditRun, info: dict | None) -> None:
     """Barrier across processes, then process 0 writes the manifest; fill the flags."""
-    if nproc > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("fastfem-audit-parts-committed")
+    barrier("fastfem-audit-parts-committed")
+    store, summary = run.store, run.summary
     rows = store.read_rows()
     summary.committed_total = len(rows.get("id", []))
     if rows:
@@ -599,10 +451,13 @@ def _finish(
         summary.flagged_total = int(np.sum(flags.flagged))
         summary.flagged = flags.top_ids(20)
         summary.flag_rule = flags.rule
-    if pid == 0:
+    if jax.process_index() == 0:
         body = dict(store.manifest())
         if info is not None:
             body.update(info)
+        maps = store.read_map_shape()
+        if maps is not None:
+            body["map_shape"] = list(maps)
         body["last_run"] = {
             k: v for k, v in summary.to_dict().items() if k not in ("flagged", "out")
         }

@@ -34,30 +34,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..batch_runner import BatchRunner
 from ..converters import FeatureExtractor, load
 from ..converters.keras import import_keras
-from ..inputs import image_stream
 from ..kernels.fam import (
     EPS,
     RESIZE_METHOD,
+    FamOptions,
     Head,
     Normalize,
     Pooling,
     Similarity,
-    check_options,
+    embed,
     fam_contributions,
     fam_pairs,
-    fam_sample_map,
+    maps_per_pair,
     normalize_weights,
-    pool,
-    resolve_normalize,
+    prototype_fam,
     similarity_matrix,
 )
-from ..kernels.finite import input_and_activation_finite, raise_on_nonfinite
-from ..kernels.resize import resize_maps
-from ..parallel import data_mesh, replicated
-from ..progress import progress_bar
+from ..kernels.finite import input_and_activation_finite
+from ..kernels.resize import resize_batch
+from ..nonfinite import NonFiniteCheck
+from ..runner import HostBatch, batch_rows, collect
+from ..step import Step, StepFn
+from .base import Explainer
 
 #: Most (query, reference) pairs explained per reference image in one row of the reference-map
 #: step; a reference shared by more pairs (a "hub") gets several rows.
@@ -120,7 +120,7 @@ class EpisodeResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Head:
+class PureHead:
     """A head as a pure ``apply(params, e) -> z`` of ONE embedding (C,) -> (D,)."""
 
     apply: Callable[[Any, jax.Array], jax.Array]
@@ -133,7 +133,7 @@ def _is_keras_layer(obj: Any) -> bool:
     )
 
 
-def build_head(head: Any, channels: int) -> _Head | None:
+def build_head(head: Any, channels: int) -> PureHead | None:
     """Turn ``head`` into a pure function of one pooled embedding (C,) -> (D,).
 
     Accepted: None; a Keras 3 layer or model on the JAX backend (built for ``(None, C)`` if not
@@ -164,9 +164,9 @@ def build_head(head: Any, channels: int) -> _Head | None:
                 raise ValueError("the head must have a single output")
             return out[0]
 
-        return _Head(keras_apply, params)
+        return PureHead(keras_apply, params)
     if callable(head):
-        return _Head(lambda p, e: head(e), ())
+        return PureHead(lambda p, e: head(e), ())
     raise TypeError(
         f"head must be None, a Keras layer/model, or a JAX function of one embedding (C,) -> "
         f"(D,); got {type(head).__name__}"
@@ -180,87 +180,76 @@ def _accepts_training(layer: Any) -> bool:
     return "training" in inspect.signature(layer.call).parameters
 
 
-def _bind(head: _Head | None, params: Any) -> Head | None:
+def bind_head(head: PureHead | None, params: Any) -> Head | None:
+    """The head as a function of one embedding, its weights ``params`` bound (None: no head)."""
     if head is None:
         return None
     return lambda e: head.apply(params, e)
 
 
 # ------------------------------------------------------------------------------------- steps
+#
+# Every FAM step takes params ``(model params, head params, extra)``; ``extra`` is what a task
+# adds per call (the gallery's embeddings, the prototypes), () otherwise.
 
 
-@dataclasses.dataclass(frozen=True)
-class _Options:
-    pooling: Pooling
-    similarity: Similarity
-    normalize: Normalize
-    eps: float
-
-
-def _resized(maps: jax.Array, out_hw: tuple[int, int] | None) -> jax.Array:
-    return maps if out_hw is None else resize_maps(maps, out_hw, RESIZE_METHOD)
-
-
-def _embed(acts: jax.Array, pooling: Pooling, head: Head | None) -> tuple[jax.Array, jax.Array]:
-    """Pooled embeddings (N, C) and their head projections (N, D) (= embeddings without head)."""
-    e = jax.vmap(lambda a: pool(a, pooling))(acts)
-    return e, (e if head is None else jax.vmap(head)(e))
-
-
-def _maps_per_pair(acts: jax.Array, weights: jax.Array) -> jax.Array:
-    """(N, h, w, C) activations, (N, k, C) weights -> (N, k, h, w) maps."""
-    return jax.vmap(jax.vmap(fam_sample_map, in_axes=(None, 0)))(acts, weights)
+def fam_resize(maps: jax.Array, out_hw: tuple[int, int] | None) -> jax.Array:
+    """FAM maps (..., h, w) -> (..., H, W), bilinear (None: unchanged)."""
+    return maps if out_hw is None else resize_batch(maps, out_hw, RESIZE_METHOD)
 
 
 def make_pair_step(
     extractor: FeatureExtractor,
-    opts: _Options,
-    head: _Head | None,
+    opts: FamOptions,
+    head: PureHead | None,
     out_hw: tuple[int, int] | None,
     reference_maps: bool,
-):
-    """``(params, (q, r)) -> dict`` for a batch of pairs; both go through the backbone as one
-    stacked batch (interleaved, so a sharded batch stays local to its device)."""
+) -> StepFn:
+    """``(params, {"x": queries, "reference": references}) -> {similarity, maps, finite,
+    reference_finite[, reference_maps]}`` for a batch of pairs; both go through the backbone as
+    one stacked batch (interleaved, so a sharded batch stays local to its device)."""
 
-    def step(params: Any, x: tuple[jax.Array, jax.Array]) -> dict[str, jax.Array]:
-        ext_params, head_params = params
-        q, r = x
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model_params, head_params, _ = params
+        q, r = batch["x"], batch["reference"]
         n = q.shape[0]
         both = jnp.stack([q, r], axis=1).reshape((2 * n, *q.shape[1:]))
-        acts = extractor.apply(ext_params, both).activations[0]
+        acts = extractor.apply(model_params, both).activations[0]
         acts = acts.reshape((n, 2, *acts.shape[1:]))
         aq, ar = acts[:, 0], acts[:, 1]
+        head_fn = bind_head(head, head_params)
         out = fam_pairs(
             aq,
             ar,
             opts.pooling,
             opts.similarity,
             opts.normalize,
-            _bind(head, head_params),
+            head_fn,
             opts.eps,
             reference_maps,
         )
         result = {
             "similarity": out.similarity,
-            "query_maps": _resized(out.query_map, out_hw),
-            "finite": jnp.concatenate(
-                [input_and_activation_finite(q, aq), input_and_activation_finite(r, ar)], axis=1
-            ),
+            "maps": fam_resize(out.query_map, out_hw),
+            "finite": input_and_activation_finite(q, aq),
+            "reference_finite": input_and_activation_finite(r, ar),
         }
         if reference_maps:
-            result["reference_maps"] = _resized(out.reference_map, out_hw)
+            result["reference_maps"] = fam_resize(out.reference_map, out_hw)
         return result
 
     return step
 
 
-def make_embed_step(extractor: FeatureExtractor, pooling: Pooling, head: _Head | None):
-    """``(params, x) -> {embedding (N, C), projection (N, D), finite}``; activations stay inside."""
+def make_embed_step(extractor: FeatureExtractor, pooling: Pooling, head: PureHead | None) -> StepFn:
+    """``(params, {"x"}) -> {embedding (N, C), projection (N, D), finite}``; activations stay
+    on the devices."""
 
-    def step(params: Any, x: jax.Array) -> dict[str, jax.Array]:
-        ext_params, head_params = params
-        acts = extractor.apply(ext_params, x).activations[0]
-        e, z = _embed(acts, pooling, _bind(head, head_params))
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model_params, head_params, _ = params
+        x = batch["x"]
+        acts = extractor.apply(model_params, x).activations[0]
+        e, z = embed(acts, pooling, bind_head(head, head_params))
         return {"embedding": e, "projection": z, "finite": input_and_activation_finite(x, acts)}
 
     return step
@@ -268,24 +257,26 @@ def make_embed_step(extractor: FeatureExtractor, pooling: Pooling, head: _Head |
 
 def make_retrieval_step(
     extractor: FeatureExtractor,
-    opts: _Options,
-    head: _Head | None,
+    opts: FamOptions,
+    head: PureHead | None,
     top_k: int,
     exclude_self: bool,
     out_hw: tuple[int, int] | None,
-):
-    """``(params with the gallery, (q, q_index)) -> top-k and the query's map per neighbour``."""
+) -> StepFn:
+    """``(params, {"x": queries, "index": their gallery index}) -> {similarity, indices, maps,
+    embedding, finite}``: top-k over the gallery (``extra = (embeddings, projections or
+    None)``) and the query's map for every neighbour."""
 
-    def step(params: Any, x: tuple[jax.Array, jax.Array]) -> dict[str, jax.Array]:
-        (ext_params, head_params), (gallery_e, gallery_z) = params
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model_params, head_params, (gallery_e, gallery_z) = params
         gallery_z = gallery_e if gallery_z is None else gallery_z
-        q, q_index = x
-        head_fn = _bind(head, head_params)
-        aq = extractor.apply(ext_params, q).activations[0]
-        eq, zq = _embed(aq, opts.pooling, head_fn)
+        q = batch["x"]
+        head_fn = bind_head(head, head_params)
+        aq = extractor.apply(model_params, q).activations[0]
+        eq, zq = embed(aq, opts.pooling, head_fn)
         sims = similarity_matrix(zq, gallery_z, opts.similarity, opts.eps)  # (B, Ng)
         if exclude_self:
-            same = jnp.arange(sims.shape[1])[None, :] == q_index[:, None]
+            same = jnp.arange(sims.shape[1])[None, :] == batch["index"][:, None]
             sims = jnp.where(same, -jnp.inf, sims)
         _, idx = jax.lax.top_k(sims, top_k)  # (B, k)
         er = gallery_e[idx]  # (B, k, C)
@@ -295,7 +286,7 @@ def make_retrieval_step(
         return {
             "similarity": s,
             "indices": idx,
-            "maps": _resized(_maps_per_pair(aq, w), out_hw),
+            "maps": fam_resize(maps_per_pair(aq, w), out_hw),
             "embedding": eq,
             "finite": input_and_activation_finite(q, aq),
         }
@@ -304,55 +295,30 @@ def make_retrieval_step(
 
 
 def make_episode_step(
-    extractor: FeatureExtractor, opts: _Options, head: _Head | None, out_hw: tuple[int, int] | None
-):
-    """``(params with the prototypes, (q, given)) -> class similarities, prediction, map``;
-    ``given`` is the target class index, or -1 for "the predicted class"."""
+    extractor: FeatureExtractor,
+    opts: FamOptions,
+    head: PureHead | None,
+    out_hw: tuple[int, int] | None,
+) -> StepFn:
+    """``(params, {"x": queries, "target": class index or -1}) -> {similarities, predictions,
+    targets, maps, embedding, finite[, output]}`` against the prototypes ``extra = (prototypes,
+    projections or None)`` (`fastfem.kernels.fam.prototype_fam`)."""
 
-    def step(params: Any, x: tuple[jax.Array, jax.Array]) -> dict[str, jax.Array]:
-        (ext_params, head_params), (protos, protos_z) = params
-        q, given = x
-        aq = extractor.apply(ext_params, q).activations[0]
-        out = prototype_fam(aq, given, protos, protos_z, opts, _bind(head, head_params))
-        out["maps"] = _resized(out["maps"], out_hw)
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model_params, head_params, (protos, protos_z) = params
+        q = batch["x"]
+        feats = extractor.apply(model_params, q)
+        aq = feats.activations[0]
+        out = prototype_fam(
+            aq, batch["target"], protos, protos_z, opts, bind_head(head, head_params)
+        )
+        out["maps"] = fam_resize(out["maps"], out_hw)
         out["finite"] = input_and_activation_finite(q, aq)
+        if feats.output is not None:
+            out["output"] = feats.output
         return out
 
     return step
-
-
-def prototype_fam(
-    aq: jax.Array,
-    given: jax.Array,
-    protos: jax.Array,
-    protos_z: jax.Array | None,
-    opts: _Options,
-    head_fn: Head | None,
-) -> dict[str, jax.Array]:
-    """FAM of each query against a class prototype, at feature resolution.
-
-    ``aq`` (B, h, w, C) query activations; ``protos`` (P, C) prototype embeddings (``protos_z``
-    their head projections, None without a head); ``given`` (B,) the prototype to explain
-    against, or -1 for the most similar one. With ``S_bp = S(z_b, protos_z[p])``:
-    ``predictions = argmax_p S_bp``, ``targets = given if given >= 0 else predictions``, and
-    ``maps = fam_sample_map(aq, normalize(c(eq, protos[targets])))``. Returns
-    ``{similarities (B, P), predictions, targets, maps (B, h, w), embedding (B, C)}``. The one
-    place this logic lives (`FAM.explain_episode` and the dataset audit use it).
-    """
-    protos_z = protos if protos_z is None else protos_z
-    eq, zq = _embed(aq, opts.pooling, head_fn)
-    sims = similarity_matrix(zq, protos_z, opts.similarity, opts.eps)  # (B, P)
-    pred = jnp.argmax(sims, axis=1).astype(jnp.int32)
-    target = jnp.where(given >= 0, given, pred)
-    _, c = fam_contributions(eq, protos[target], opts.similarity, head_fn, opts.eps)
-    w = normalize_weights(c, opts.normalize)
-    return {
-        "similarities": sims,
-        "predictions": pred,
-        "targets": target,
-        "maps": jax.vmap(fam_sample_map)(aq, w),
-        "embedding": eq,
-    }
 
 
 def class_prototypes(embeddings: np.ndarray, labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -372,21 +338,25 @@ def class_prototypes(embeddings: np.ndarray, labels: Any) -> tuple[np.ndarray, n
 
 
 def make_reference_map_step(
-    extractor: FeatureExtractor, opts: _Options, head: _Head | None, out_hw: tuple[int, int] | None
-):
-    """``(params, (images (R, ...), eq (R, m, C))) -> maps (R, m, ...)``: each reference image's
-    FAM for up to ``m`` queries (pair weights from (eq_j, pool(A_r))), one backbone pass per row.
-    """
+    extractor: FeatureExtractor,
+    opts: FamOptions,
+    head: PureHead | None,
+    out_hw: tuple[int, int] | None,
+) -> StepFn:
+    """``(params, {"x": images (R, ...), "eq": (R, m, C)}) -> {maps (R, m, ...)}``: each
+    reference image's FAM for up to ``m`` queries (pair weights from (eq_j, pool(A_r))), one
+    backbone pass per row."""
 
-    def step(params: Any, x: tuple[jax.Array, jax.Array]) -> dict[str, jax.Array]:
-        ext_params, head_params = params
-        images, eq = x
-        ar = extractor.apply(ext_params, images).activations[0]
-        er, _ = _embed(ar, opts.pooling, None)
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model_params, head_params, _ = params
+        eq = batch["eq"]
+        ar = extractor.apply(model_params, batch["x"]).activations[0]
+        er, _ = embed(ar, opts.pooling, None)
         er = jnp.broadcast_to(er[:, None, :], eq.shape)
-        _, c = fam_contributions(eq, er, opts.similarity, _bind(head, head_params), opts.eps)
+        head_fn = bind_head(head, head_params)
+        _, c = fam_contributions(eq, er, opts.similarity, head_fn, opts.eps)
         w = normalize_weights(c, opts.normalize)
-        return {"maps": _resized(_maps_per_pair(ar, w), out_hw)}
+        return {"maps": fam_resize(maps_per_pair(ar, w), out_hw)}
 
     return step
 
@@ -426,26 +396,26 @@ def plan_reference_rows(pair_ref: np.ndarray, cap: int = MAX_PAIRS_PER_ROW) -> _
     return _RowPlan(ref=np.repeat(uniq, rows_per_ref), pairs=pairs)
 
 
-def _rebatch(chunks: Iterator[tuple[np.ndarray, ...]], size: int) -> Iterator[tuple[Any, ...]]:
-    """Merge small host chunks (tuples of arrays with one leading axis) into batches of size."""
-    buf: list[tuple[np.ndarray, ...]] = []
+def _rebatch(chunks: Iterator[HostBatch], size: int) -> Iterator[HostBatch]:
+    """Merge small host batches (dicts of arrays with one leading axis) into batches of size."""
+    buf: list[HostBatch] = []
     held = 0
     for chunk in chunks:
         buf.append(chunk)
-        held += chunk[0].shape[0]
+        held += batch_rows(chunk)
         while held >= size:
-            merged = tuple(np.concatenate(parts) for parts in zip(*buf, strict=True))
-            yield tuple(a[:size] for a in merged)
-            rest = tuple(a[size:] for a in merged)
-            buf, held = ([rest], rest[0].shape[0]) if rest[0].shape[0] else ([], 0)
+            merged = {k: np.concatenate([b[k] for b in buf]) for k in buf[0]}
+            yield {k: a[:size] for k, a in merged.items()}
+            rest = {k: a[size:] for k, a in merged.items()}
+            buf, held = ([rest], held - size) if held > size else ([], 0)
     if held:
-        yield tuple(np.concatenate(parts) for parts in zip(*buf, strict=True))
+        yield {k: np.concatenate([b[k] for b in buf]) for k in buf[0]}
 
 
 # -------------------------------------------------------------------------------- explainer
 
 
-class FAM:
+class FAM(Explainer):
     """Feature Activation Map (Liao, Gao, Zhang 2023) for similarity models, under ``jax.jit``.
 
     Args:
@@ -464,8 +434,8 @@ class FAM:
       normalize: channel weight normalisation ``"none"``, ``"max"``, ``"sum"``, ``"minmax"``,
         ``"softmax"``; None (default) -> ``"max"`` for cosine/dot, ``"minmax"`` for euclidean
         (whose contributions are all <= 0).
-      batch_size: the most images (pairs for `explain`) per device step; rounded up to a
-        multiple of the number of devices.
+      batch_size: the most images (pairs for `explain`) per device step, a positive integer;
+        rounded up to a multiple of the number of devices.
       eps: epsilon of the cosine denominator.
       devices: devices to shard the batch over; default all local devices.
     """
@@ -478,93 +448,144 @@ class FAM:
         similarity: Similarity = "cosine",
         head: Any = None,
         normalize: Normalize | None = None,
-        batch_size: int | None = 32,
+        batch_size: int = 32,
         eps: float = EPS,
         devices: Sequence[jax.Device] | None = None,
     ):
-        check_options(pooling, similarity, normalize)
+        self.options = FamOptions.resolve(pooling, similarity, normalize, eps)
         if head is not None and not (callable(head) or _is_keras_layer(head)):
             raise TypeError(
                 "head must be None, a Keras layer/model, or a JAX function of one embedding "
                 f"(C,) -> (D,); got {type(head).__name__}"
             )
-        self.extractor = load(model, layers=conv_layer)
-        self.layer_name = self.extractor.layer_name
+        super().__init__(load(model, layers=conv_layer), batch_size, devices)
+        _ = self.layer_name  # a single-layer method: a ValueError for several layers
         self.pooling = pooling
         self.similarity = similarity
-        self.normalize = resolve_normalize(normalize, similarity)
+        self.normalize = self.options.normalize
         self.head = head
-        self.eps = float(eps)
-        self.batch_size = 256 if batch_size is None else int(batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        self.devices = devices
+        self.eps = self.options.eps
         self.last_similarities: np.ndarray = np.zeros(0, np.float32)
-        self._opts = _Options(pooling, similarity, self.normalize, self.eps)
-        self._heads: dict[int, _Head | None] = {}
-        self._runners: dict[tuple[Any, ...], BatchRunner] = {}
-        self._base_params: dict[tuple[Any, ...], Any] = {}
+        self._heads: dict[int, PureHead | None] = {}
 
-    # -- plumbing ---------------------------------------------------------------------------
+    # -- steps ------------------------------------------------------------------------------
 
-    def feature_shape(self, sample_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        """(h, w, C) of the explained layer's activations for images of ``sample_shape``."""
-        spec = jax.ShapeDtypeStruct((1, *sample_shape), jnp.float32)
-        feats = jax.eval_shape(self.extractor.apply, self.extractor.params, spec)
-        return tuple(feats.activations[0].shape[1:])  # type: ignore[return-value]
-
-    def _head(self, sample_shape: tuple[int, int, int]) -> _Head | None:
+    def pure_head(self, sample_shape: Sequence[int] | None = None) -> PureHead | None:
+        """The head as a pure function and its weights (built once per channel count);
+        ``sample_shape`` defaults to the model's input shape (free dimensions taken as 64)."""
+        if sample_shape is None:
+            sample_shape = [d or 64 for d in self.extractor.input_shape]
         channels = self.feature_shape(sample_shape)[2]
         if channels not in self._heads:
             self._heads[channels] = build_head(self.head, channels)
         return self._heads[channels]
 
-    def _runner(self, key: tuple[Any, ...], make: Callable[[_Head | None], Any]) -> BatchRunner:
-        """The cached runner for ``key`` (key[1] is the sample shape), built on first use."""
-        if key not in self._runners:
-            head = self._head(key[1])
-            mesh = data_mesh(self.devices) if self.devices is not None else None
-            params = (self.extractor.params, () if head is None else head.params)
-            runner = BatchRunner(make(head), params, self.batch_size, mesh)
-            self._base_params[key] = runner.params  # model + head, already on the devices
-            self._runners[key] = runner
-        return self._runners[key]
+    def head_function(self, sample_shape: Sequence[int] | None = None) -> Head | None:
+        """The head as a JAX function of one embedding, weights bound (None without a head)."""
+        head = self.pure_head(sample_shape)
+        return None if head is None else bind_head(head, head.params)
 
-    def _with_extra(self, key: tuple[Any, ...], extra: Any) -> BatchRunner:
-        """The runner for ``key`` with replicated extra arrays (a gallery, prototypes) as the
-        second half of its params: ``((model, head), extra)``; same shapes -> no retrace."""
-        runner = self._runners[key]
-        runner.params = (self._base_params[key], jax.device_put(extra, replicated(runner.mesh)))
-        return runner
+    def resize_maps(self, maps: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+        """Feature-resolution FAM maps -> ``out_hw``, bilinear."""
+        return fam_resize(maps, out_hw)
 
-    def _stream(self, inputs: Any, what: str):
-        try:
-            return image_stream(inputs, self.batch_size, self.extractor.input_shape)
-        except ValueError as err:
-            raise ValueError(f"{what}: {err}") from err
+    def _step(
+        self,
+        kind: str,
+        sample_shape: Sequence[int],
+        key: tuple,
+        build: Callable[[PureHead | None], StepFn],
+        extra: Any = (),
+        extractor: FeatureExtractor | None = None,
+        inputs: tuple[str, ...] = ("x",),
+    ) -> Step:
+        """A task's `Step`: its function built once per ``(kind, shape, key, extractor)`` from
+        ``build(head)``; params ``(model, head, extra)``."""
+        ex = self.extractor if extractor is None else extractor
+        head = self.pure_head(sample_shape)
+        fn = self.cached_fn((kind, tuple(sample_shape), *key, id(ex)), lambda: build(head))
+        head_params = () if head is None else head.params
+        return Step(fn, (ex.params, head_params, extra), inputs)
 
-    def _out_hw(self, sample_shape: tuple[int, int, int], resize: bool):
-        return tuple(sample_shape[:2]) if resize else None
+    def _out_hw(self, sample_shape: Sequence[int], resize: bool) -> tuple[int, int] | None:
+        return (int(sample_shape[0]), int(sample_shape[1])) if resize else None
+
+    def step(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        resize: bool = True,
+        extractor: FeatureExtractor | None = None,
+        reference_maps: bool = False,
+    ) -> Step:
+        """The pairs step: ``(params, {"x": queries, "reference": references}) ->
+        {"maps", "similarity", "finite", "reference_finite"[, "reference_maps"]}``."""
+        ex = self.extractor if extractor is None else extractor
+        out_hw = self._out_hw(sample_shape, resize)
+        return self._step(
+            "pairs",
+            sample_shape,
+            (resize, reference_maps),
+            lambda head: make_pair_step(ex, self.options, head, out_hw, reference_maps),
+            extractor=ex,
+            inputs=("x", "reference"),
+        )
+
+    def embed_step(self, sample_shape: Sequence[int]) -> Step:
+        """``(params, {"x"}) -> {"embedding" (B, C), "projection" (B, D), "finite"}``."""
+        return self._step(
+            "embed",
+            sample_shape,
+            (),
+            lambda head: make_embed_step(self.extractor, self.pooling, head),
+        )
+
+    def episode_step(
+        self,
+        sample_shape: Sequence[int],
+        prototypes: np.ndarray,
+        *,
+        resize: bool = True,
+        extractor: FeatureExtractor | None = None,
+    ) -> Step:
+        """Each query against class ``prototypes`` (P, C) (mean embeddings): ``(params,
+        {"x", "target": class index or -1 = the most similar}) -> {"similarities" (B, P),
+        "predictions", "targets", "maps", "embedding", "finite"[, "output"]}``."""
+        ex = self.extractor if extractor is None else extractor
+        protos = np.asarray(prototypes, np.float32)
+        head_fn = self.head_function(sample_shape)
+        protos_z = None if head_fn is None else np.asarray(jax.vmap(head_fn)(protos))
+        out_hw = self._out_hw(sample_shape, resize)
+        return self._step(
+            "episode",
+            sample_shape,
+            (resize, protos.shape[0]),
+            lambda head: make_episode_step(ex, self.options, head, out_hw),
+            (protos, protos_z),
+            extractor=ex,
+            inputs=("x", "target"),
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _checked(self, what: str, flags: Sequence[tuple[str, str]] | None = None):
+        return NonFiniteCheck(self.layer_name, flags=flags or (("finite", what),), maps=())
 
     def _embeddings(
         self, inputs: Any, what: str, progress: bool = False
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
         """Stream ``inputs`` once: pooled embeddings (N, C) and projections (N, D)."""
-        stream = self._stream(inputs, what)
-        runner = self._runner(
-            ("embed", stream.sample_shape),
-            lambda head: make_embed_step(self.extractor, self.pooling, head),
+        stream = self.stream(inputs, what)
+        step = self.embed_step(stream.sample_shape)
+        batches = ({"x": b} for b in stream.batches)
+        out = collect(
+            self.run(step, batches, stream.count),
+            stream.count,
+            self._checked(what),
+            progress,
+            desc=f"embed {what}",
         )
-        es, zs, seen = [], [], 0
-        bar = progress_bar(stream.count, enabled=progress, desc=f"embed {what}")
-        for out in runner.run(stream.batches, stream.count):
-            raise_on_nonfinite(out["finite"], seen, self.layer_name, what)
-            es.append(out["embedding"])
-            zs.append(out["projection"])
-            seen += out["finite"].shape[0]
-            bar.update(out["finite"].shape[0])
-        bar.close()
-        return np.concatenate(es), np.concatenate(zs), stream.sample_shape
+        return out["embedding"], out["projection"], stream.sample_shape
 
     # -- public API -------------------------------------------------------------------------
 
@@ -595,8 +616,8 @@ class FAM:
           the query maps, or ``(query_maps, reference_maps)``; float32 in [0, 1]. The pairs'
           similarities are left in `last_similarities` (N,).
         """
-        qs = self._stream(queries, "queries")
-        rs = self._stream(references, "references")
+        qs = self.stream(queries, "queries")
+        rs = self.stream(references, "references")
         if qs.count is not None and rs.count is not None and qs.count != rs.count:
             raise ValueError(
                 f"queries and references pair up one to one: got {qs.count} queries and "
@@ -608,28 +629,20 @@ class FAM:
                 f"queries have shape {qs.sample_shape} but references {rs.sample_shape}; both "
                 "go through the model in one batch and must have the same (H, W, C)"
             )
-        shape = qs.sample_shape
-        runner = self._runner(
-            ("pairs", shape, resize, reference_maps),
-            lambda head: make_pair_step(
-                self.extractor, self._opts, head, self._out_hw(shape, resize), reference_maps
-            ),
+        step = self.step(qs.sample_shape, resize=resize, reference_maps=reference_maps)
+        check = self._checked(
+            "queries", (("finite", "queries"), ("reference_finite", "references"))
         )
-        sims, qmaps, rmaps, seen = [], [], [], 0
-        bar = progress_bar(qs.count, enabled=progress, desc="explain pairs")
-        for out in runner.run(_zip_pairs(qs.batches, rs.batches), qs.count):
-            raise_on_nonfinite(out["finite"][:, :2], seen, self.layer_name, "queries")
-            raise_on_nonfinite(out["finite"][:, 2:], seen, self.layer_name, "references")
-            sims.append(out["similarity"])
-            qmaps.append(out["query_maps"])
-            if reference_maps:
-                rmaps.append(out["reference_maps"])
-            seen += out["similarity"].shape[0]
-            bar.update(out["similarity"].shape[0])
-        bar.close()
-        self.last_similarities = np.concatenate(sims).astype(np.float32)
-        q = _as_maps(np.concatenate(qmaps), resize)
-        return (q, _as_maps(np.concatenate(rmaps), resize)) if reference_maps else q
+        out = collect(
+            self.run(step, _zip_pairs(qs.batches, rs.batches), qs.count),
+            qs.count,
+            check,
+            progress,
+            desc="explain pairs",
+        )
+        self.last_similarities = out["similarity"].astype(np.float32)
+        q = _as_maps(out["maps"], resize)
+        return (q, _as_maps(out["reference_maps"], resize)) if reference_maps else q
 
     __call__ = explain
 
@@ -662,60 +675,50 @@ class FAM:
         top_k = _positive_int(top_k, "top_k")
         gallery_e, gallery_z, g_shape = self._embeddings(gallery, "gallery", progress)
         n_gallery = gallery_e.shape[0]
-        available = n_gallery - 1 if exclude_self else n_gallery
-        if top_k > available:
+        if top_k > (n_gallery - 1 if exclude_self else n_gallery):
             raise ValueError(
                 f"top_k={top_k} but the gallery has only {n_gallery} images"
                 + (" (one of them the query itself, exclude_self=True)" if exclude_self else "")
                 + "; lower top_k or add gallery images"
             )
-        qs = self._stream(queries, "queries")
+        qs = self.stream(queries, "queries")
         if qs.sample_shape != g_shape:
             raise ValueError(
                 f"queries have shape {qs.sample_shape} but the gallery {g_shape}; they must have "
                 "the same (H, W, C)"
             )
-        if exclude_self and qs.count is not None and qs.count != n_gallery:
-            raise ValueError(
-                f"exclude_self=True means the queries are the gallery, but there are {qs.count} "
-                f"queries and {n_gallery} gallery images"
-            )
+        _check_self_count(exclude_self, qs.count, n_gallery)
         shape = qs.sample_shape
-        key = ("retrieval", shape, resize, top_k, exclude_self, n_gallery)
-        self._runner(
-            key,
-            lambda head: make_retrieval_step(
-                self.extractor, self._opts, head, top_k, exclude_self, self._out_hw(shape, resize)
-            ),
-        )
+        out_hw = self._out_hw(shape, resize)
         # projections only with a head (else they are the embeddings: not sent twice)
-        runner = self._with_extra(key, (gallery_e, None if self.head is None else gallery_z))
-        sims, idx, maps, eqs, seen = [], [], [], [], 0
-        bar = progress_bar(qs.count, enabled=progress, desc="explain queries")
-        for out in runner.run(_with_index(qs.batches), qs.count):
-            raise_on_nonfinite(out["finite"], seen, self.layer_name, "queries")
-            sims.append(out["similarity"])
-            idx.append(out["indices"])
-            maps.append(out["maps"])
-            eqs.append(out["embedding"])
-            seen += out["finite"].shape[0]
-            bar.update(out["finite"].shape[0])
-        bar.close()
-        if exclude_self and seen != n_gallery:
-            raise ValueError(
-                f"exclude_self=True means the queries are the gallery, but there are {seen} "
-                f"queries and {n_gallery} gallery images"
-            )
-        indices = np.concatenate(idx).astype(np.int64)
-        query_maps = _as_maps(np.concatenate(maps), resize)
+        extra = (gallery_e, None if self.head is None else gallery_z)
+        step = self._step(
+            "retrieval",
+            shape,
+            (resize, top_k, exclude_self, n_gallery),
+            lambda head: make_retrieval_step(
+                self.extractor, self.options, head, top_k, exclude_self, out_hw
+            ),
+            extra,
+            inputs=("x", "index"),
+        )
+        out = collect(
+            self.run(step, _with_index(qs.batches), qs.count),
+            qs.count,
+            self._checked("queries"),
+            progress,
+            desc="explain queries",
+        )
+        _check_self_count(exclude_self, out["indices"].shape[0], n_gallery)
+        indices = out["indices"].astype(np.int64)
+        query_maps = _as_maps(out["maps"], resize)
         ref_maps = None
         if neighbour_maps:
-            eq = np.concatenate(eqs)
-            pair_eq = np.repeat(eq, top_k, axis=0)
+            pair_eq = np.repeat(out["embedding"], top_k, axis=0)
             ref = self._reference_maps(gallery, "gallery", indices.ravel(), pair_eq, resize)
             ref_maps = ref.reshape(query_maps.shape)
         return RetrievalResult(
-            similarities=np.concatenate(sims).astype(np.float32),
+            similarities=out["similarity"].astype(np.float32),
             indices=indices,
             maps=query_maps,
             neighbour_maps=ref_maps,
@@ -749,62 +752,26 @@ class FAM:
         support_e, _, s_shape = self._embeddings(support, "support")
         classes, protos = class_prototypes(support_e, support_labels)
         _, label_idx = np.unique(np.asarray(support_labels), return_inverse=True)
-        n_way = classes.size
-        counts = np.bincount(label_idx, minlength=n_way)
-
-        qs = self._stream(queries, "queries")
+        qs = self.stream(queries, "queries")
         if qs.sample_shape != s_shape:
             raise ValueError(
                 f"queries have shape {qs.sample_shape} but the support set {s_shape}; they must "
                 "have the same (H, W, C)"
             )
-        given = None
-        if query_labels is not None:
-            ql = np.asarray(query_labels)
-            if ql.ndim != 1 or (qs.count is not None and ql.shape[0] != qs.count):
-                raise ValueError(
-                    f"query_labels must be one label per query: {qs.count} queries, labels of "
-                    f"shape {ql.shape}"
-                )
-            pos = np.searchsorted(classes, ql)
-            pos = np.clip(pos, 0, n_way - 1)
-            unknown = classes[pos] != ql
-            if unknown.any():
-                raise ValueError(
-                    f"query_labels {sorted(set(ql[unknown].tolist()))[:10]} are not support "
-                    f"labels {classes.tolist()[:20]}"
-                )
-            given = pos.astype(np.int32)
-
-        shape = qs.sample_shape
-        key = ("episode", shape, resize, n_way)
-        self._runner(
-            key,
-            lambda head: make_episode_step(
-                self.extractor, self._opts, head, self._out_hw(shape, resize)
-            ),
+        given = _given_classes(query_labels, classes, qs.count)
+        step = self.episode_step(qs.sample_shape, protos, resize=resize)
+        cat = collect(
+            self.run(step, _with_given(qs.batches, given), qs.count),
+            qs.count,
+            self._checked("queries"),
         )
-        head = self._head(shape)
-        protos_z = None if head is None else jax.vmap(_bind(head, head.params))(protos)
-        runner = self._with_extra(key, (protos, protos_z))
-        outs: list[dict[str, np.ndarray]] = []
-        seen = 0
-        for out in runner.run(_with_given(qs.batches, given), qs.count):
-            raise_on_nonfinite(out["finite"], seen, self.layer_name, "queries")
-            outs.append(out)
-            seen += out["finite"].shape[0]
+        seen = cat["targets"].shape[0]
         if given is not None and seen != given.shape[0]:
             raise ValueError(
                 f"query_labels must be one label per query: {seen} queries, {given.shape[0]} labels"
             )
-        cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
         targets = cat["targets"].astype(np.int64)
-
-        members = np.full((n_way, int(counts.max())), -1, np.int64)
-        order = np.argsort(label_idx, kind="stable")
-        rank = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        members[label_idx[order], rank] = order
-        support_idx = members[targets]  # (Nq, K)
+        support_idx = _class_members(label_idx, classes.size)[targets]  # (Nq, K)
         s_maps = None
         if support_maps:
             valid = support_idx >= 0
@@ -834,46 +801,46 @@ class FAM:
         embeddings ``pair_eq[p]``: (P, H, W, 1) or (P, h, w). The backbone runs once per row of
         `plan_reference_rows` (once per distinct reference unless it is a hub)."""
         plan = plan_reference_rows(pair_ref)
-        stream = self._stream(source, what)
+        stream = self.stream(source, what)
         shape = stream.sample_shape
-        m = plan.pairs.shape[1]
-        runner = self._runner(
-            ("reference", shape, resize, m),
-            lambda head: make_reference_map_step(
-                self.extractor, self._opts, head, self._out_hw(shape, resize)
-            ),
+        out_hw = self._out_hw(shape, resize)
+        step = self._step(
+            "reference",
+            shape,
+            (resize, plan.pairs.shape[1]),
+            lambda head: make_reference_map_step(self.extractor, self.options, head, out_hw),
+            inputs=("x", "eq"),
         )
         eq_padded = np.concatenate([pair_eq.astype(np.float32), np.zeros_like(pair_eq[:1])])
 
-        def rows() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        def rows() -> Iterator[HostBatch]:
             offset, r0 = 0, 0
             for batch in stream.batches:
                 end = offset + batch.shape[0]
                 r1 = int(np.searchsorted(plan.ref, end))
-                if r1 > r0:
-                    images = batch[plan.ref[r0:r1] - offset]
-                    yield images, eq_padded[plan.pairs[r0:r1]]  # -1 -> the zero row
+                if r1 > r0:  # -1 slots read the zero row
+                    yield {"x": batch[plan.ref[r0:r1] - offset], "eq": eq_padded[plan.pairs[r0:r1]]}
                 r0, offset = r1, end
                 if r0 == plan.ref.size:
                     return
 
         out = None
         row = 0
-        for res in runner.run(_rebatch(rows(), runner.batch_size), plan.ref.size):
+        batches = _rebatch(rows(), self.device_batch())
+        for res in self.run(step, batches, plan.ref.size):
             maps = res["maps"]  # (R, m, ...)
-            n = maps.shape[0]
             if out is None:
                 out = np.empty((pair_ref.size, *maps.shape[2:]), np.float32)
-            slots = plan.pairs[row : row + n]
+            slots = plan.pairs[row : row + maps.shape[0]]
             valid = slots >= 0
             out[slots[valid]] = maps[valid]
-            row += n
+            row += maps.shape[0]
         if row != plan.ref.size:  # pragma: no cover - the gallery changed between passes
             raise ValueError(f"{what}: fewer images on the second pass than on the first")
         return _as_maps(out, resize)
 
 
-# ------------------------------------------------------------------------------------- utils
+# ------------------------------------------------------------------------------------- inputs
 
 
 def _as_maps(maps: np.ndarray, resize: bool) -> np.ndarray:
@@ -887,9 +854,46 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def _check_self_count(exclude_self: bool, n_queries: int | None, n_gallery: int) -> None:
+    if exclude_self and n_queries is not None and n_queries != n_gallery:
+        raise ValueError(
+            f"exclude_self=True means the queries are the gallery, but there are {n_queries} "
+            f"queries and {n_gallery} gallery images"
+        )
+
+
+def _given_classes(query_labels: Any, classes: np.ndarray, count: int | None) -> np.ndarray | None:
+    """Class indices of ``query_labels`` (None: explain against the predicted class)."""
+    if query_labels is None:
+        return None
+    ql = np.asarray(query_labels)
+    if ql.ndim != 1 or (count is not None and ql.shape[0] != count):
+        raise ValueError(
+            f"query_labels must be one label per query: {count} queries, labels of shape {ql.shape}"
+        )
+    pos = np.clip(np.searchsorted(classes, ql), 0, classes.size - 1)
+    unknown = classes[pos] != ql
+    if unknown.any():
+        raise ValueError(
+            f"query_labels {sorted(set(ql[unknown].tolist()))[:10]} are not support "
+            f"labels {classes.tolist()[:20]}"
+        )
+    return pos.astype(np.int32)
+
+
+def _class_members(label_idx: np.ndarray, n_way: int) -> np.ndarray:
+    """(n_way, K) support indices of each class's members in order, -1 padded."""
+    counts = np.bincount(label_idx, minlength=n_way)
+    members = np.full((n_way, int(counts.max())), -1, np.int64)
+    order = np.argsort(label_idx, kind="stable")
+    rank = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    members[label_idx[order], rank] = order
+    return members
+
+
 def _zip_pairs(
     q_batches: Iterator[np.ndarray], r_batches: Iterator[np.ndarray]
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+) -> Iterator[HostBatch]:
     """Zip two streams batched alike; a ValueError with both counts if they differ in length."""
     nq = nr = 0
     for q, r in itertools.zip_longest(q_batches, r_batches):
@@ -901,19 +905,17 @@ def _zip_pairs(
             raise ValueError(
                 f"queries and references pair up one to one: got {nq} queries and {nr} references"
             )
-        yield q, r
+        yield {"x": q, "reference": r}
 
 
-def _with_index(batches: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _with_index(batches: Iterator[np.ndarray]) -> Iterator[HostBatch]:
     offset = 0
     for b in batches:
-        yield b, np.arange(offset, offset + b.shape[0], dtype=np.int32)
+        yield {"x": b, "index": np.arange(offset, offset + b.shape[0], dtype=np.int32)}
         offset += b.shape[0]
 
 
-def _with_given(
-    batches: Iterator[np.ndarray], given: np.ndarray | None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _with_given(batches: Iterator[np.ndarray], given: np.ndarray | None) -> Iterator[HostBatch]:
     offset = 0
     for b in batches:
         n = b.shape[0]
@@ -925,5 +927,5 @@ def _with_given(
                 raise ValueError(
                     f"query_labels must be one label per query: more than {given.shape[0]} queries"
                 )
-        yield b, g
+        yield {"x": b, "target": g}
         offset += n

@@ -9,59 +9,52 @@ with the batch sharded over every local device.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ..batch_runner import BatchRunner
 from ..converters import FeatureExtractor, load
-from ..inputs import image_stream
-from ..kernels.fem import RESIZE_METHOD, Variant, check_variant, fem_map
-from ..kernels.finite import input_and_activation_finite, raise_on_nonfinite
-from ..kernels.resize import resize_map, resize_matrices
-from ..parallel import data_mesh
-from ..progress import progress_bar
-
-OnNonFinite = Literal["raise", "nan"]
-NAN_MAPS_HINT = ", or pass on_nonfinite='nan' to get NaN maps for them instead of an error"
+from ..kernels.fem import Variant, check_k, check_variant, fem_map, fem_resize
+from ..kernels.finite import input_and_activation_finite
+from ..nonfinite import NAN_MAPS_HINT, NonFiniteCheck, OnNonFinite, check_policy
+from ..runner import collect
+from ..step import Step, StepFn
+from .base import Explainer, image_batches
 
 
 def make_fem_step(
-    extractor: FeatureExtractor,
-    k: float,
-    variant: Variant,
-    resize: tuple[np.ndarray, np.ndarray] | None,
-):
-    """The fused per-batch step: ``x -> (maps (N, H, W) or (N, h, w), finite (N, 2))``.
+    extractor: FeatureExtractor, k: float, variant: Variant, out_hw: tuple[int, int] | None
+) -> StepFn:
+    """``(params, {"x"}) -> {maps, finite[, output]}``: one forward pass, the FEM kernel, and
+    the variant's resize to ``out_hw`` (None: maps at the layer's resolution (h, w))."""
 
-    ``finite[:, 0]``: every input pixel is finite; ``finite[:, 1]``: every activation is.
-    """
-
-    def step(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        activations = extractor.apply(params, x).activations[0]
-        finite = input_and_activation_finite(x, activations)
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        x = batch["x"]
+        feats = extractor.apply(params, x)
+        activations = feats.activations[0]
         maps = fem_map(activations, k=k, variant=variant)
-        if resize is not None:
-            rh, rw = (jnp.asarray(m) for m in resize)
-            maps = jax.vmap(resize_map, in_axes=(0, None, None))(maps, rh, rw)
-        return maps, finite
+        if out_hw is not None:
+            maps = fem_resize(maps, out_hw, variant)
+        out = {"maps": maps, "finite": input_and_activation_finite(x, activations)}
+        if feats.output is not None:
+            out["output"] = feats.output
+        return out
 
     return step
 
 
-class FEM:
+class FEM(Explainer):
     """Feature Explanation Method (Fuad et al. 2020), Xplique-compatible, under ``jax.jit``.
 
     Args:
       model: a Keras 3 model, a path to a ``.keras``/``.h5`` file, or a
         `fastfem.converters.FeatureExtractor`.
-      batch_size: the most images per device step (a memory bound, as in Xplique); rounded up to
-        a multiple of the number of devices. None: 256.
+      batch_size: the most images per device step (a memory bound, as in Xplique), a positive
+        integer; rounded up to a multiple of the number of devices.
       conv_layer: the explained layer, as Xplique: None -> last layer with ``filters``, int ->
         ``model.layers[i]``, str -> by name.
-      k: the k of the k-sigma threshold.
+      k: the k of the k-sigma threshold, a finite number >= 0.
       variant: ``"xplique"`` (default, Xplique's numbers), ``"original"`` or ``"gradcam"``; see
         `fastfem.kernels.fem`.
       on_nonfinite: ``"raise"`` (default) raises a ValueError naming the inputs whose pixels or
@@ -73,7 +66,7 @@ class FEM:
     def __init__(
         self,
         model: Any,
-        batch_size: int | None = 32,
+        batch_size: int = 32,
         conv_layer: str | int | None = None,
         k: float = 2.0,
         variant: Variant = "xplique",
@@ -81,37 +74,39 @@ class FEM:
         devices: Sequence[jax.Device] | None = None,
     ):
         check_variant(variant)
-        if on_nonfinite not in ("raise", "nan"):
-            raise ValueError(f"on_nonfinite must be 'raise' or 'nan'; got {on_nonfinite!r}")
+        self.k = check_k(k)
+        self.variant = variant
+        self.on_nonfinite = check_policy(on_nonfinite)
+        super().__init__(load(model, layers=conv_layer), batch_size, devices)
+        _ = self.layer_name  # a single-layer method: a ValueError for several layers
         #: the model as given; `fastfem.evaluate` scores it for the faithfulness metrics
         self.model = model
-        self.extractor = load(model, layers=conv_layer)
-        self.layer_name = self.extractor.layer_name
-        self.batch_size = 256 if batch_size is None else int(batch_size)
-        self.k = float(k)
-        self.variant = variant
-        self.on_nonfinite = on_nonfinite
-        self.devices = devices
         self.last_nonfinite: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._runners: dict[tuple[Any, ...], BatchRunner] = {}
 
-    def feature_shape(self, sample_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        """(h, w, C) of the explained layer's activations for images of ``sample_shape``."""
-        spec = jax.ShapeDtypeStruct((1, *sample_shape), jnp.float32)
-        feats = jax.eval_shape(self.extractor.apply, self.extractor.params, spec)
-        return tuple(feats.activations[0].shape[1:])  # type: ignore[return-value]
+    def resize_maps(self, maps: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+        """Feature-resolution FEM maps -> ``out_hw``, with the variant's resize."""
+        return fem_resize(maps, out_hw, self.variant)
 
-    def _runner(self, sample_shape: tuple[int, int, int], resize: bool) -> BatchRunner:
-        key = (sample_shape, resize)
-        if key not in self._runners:
-            matrices = None
-            if resize:
-                h, w, _ = self.feature_shape(sample_shape)
-                matrices = resize_matrices((h, w), sample_shape[:2], RESIZE_METHOD[self.variant])
-            step = make_fem_step(self.extractor, self.k, self.variant, matrices)
-            mesh = data_mesh(self.devices) if self.devices is not None else None
-            self._runners[key] = BatchRunner(step, self.extractor.params, self.batch_size, mesh)
-        return self._runners[key]
+    def step(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        resize: bool = True,
+        extractor: FeatureExtractor | None = None,
+    ) -> Step:
+        """The fused step for images of ``sample_shape`` (H, W, C).
+
+        ``(params, {"x": (B, H, W, C)}) -> {"maps": (B, H, W) | (B, h, w), "finite": (B, 2)}``
+        (+ ``"output"`` when the extractor returns the model's output). ``extractor``: compute
+        on another extractor's activations of the same layer (e.g. one that also returns the
+        model output, for metrics in the same forward pass).
+        """
+        ex = self.extractor if extractor is None else extractor
+        out_hw = (int(sample_shape[0]), int(sample_shape[1])) if resize else None
+        fn = self.cached_fn(
+            ("fem", out_hw, id(ex)), lambda: make_fem_step(ex, self.k, self.variant, out_hw)
+        )
+        return Step(fn, ex.params)
 
     def explain(
         self, inputs: Any, targets: Any = None, resize: bool = True, progress: bool = False
@@ -130,38 +125,14 @@ class FEM:
           float32 NumPy array of maps.
         """
         del targets
-        stream = image_stream(inputs, self.batch_size, self.extractor.input_shape)
-        runner = self._runner(stream.sample_shape, resize)
-        # With a known count (arrays) each batch is copied straight into the result and its
-        # device buffer freed; collecting the batches and concatenating at the end would hold
-        # every map twice (the batches + the result) at the peak.
-        out: np.ndarray | None = None
-        maps: list[np.ndarray] = []
-        nonfinite: list[np.ndarray] = []
-        seen = 0
-        bar = progress_bar(stream.count, enabled=progress)
-        for batch_maps, finite in runner.run(stream.batches, stream.count):
-            n = finite.shape[0]
-            if self.on_nonfinite == "raise":
-                raise_on_nonfinite(finite, seen, self.layer_name, hint=NAN_MAPS_HINT)
-            else:
-                ok = finite.all(axis=1)
-                nonfinite.append(seen + np.flatnonzero(~ok))
-                batch_maps = np.where(
-                    ok.reshape(-1, *[1] * (batch_maps.ndim - 1)), batch_maps, np.nan
-                )
-            if stream.count is None:
-                maps.append(batch_maps)
-            else:
-                if out is None:
-                    out = np.empty((stream.count, *batch_maps.shape[1:]), np.float32)
-                out[seen : seen + n] = batch_maps
-            seen += n
-            bar.update(n)
-        bar.close()
-        self.last_nonfinite = np.concatenate(nonfinite) if nonfinite else np.zeros(0, np.int64)
-        if out is None:
-            out = np.concatenate(maps, axis=0).astype(np.float32, copy=False)
-        return out[..., None] if resize else out
+        stream = self.stream(inputs)
+        step = self.step(stream.sample_shape, resize=resize)
+        check = NonFiniteCheck(self.layer_name, self.on_nonfinite, hint=NAN_MAPS_HINT)
+        out = collect(
+            self.run(step, image_batches(stream), stream.count), stream.count, check, progress
+        )
+        self.last_nonfinite = check.indices
+        maps = out["maps"]
+        return maps[..., None] if resize else maps
 
     __call__ = explain

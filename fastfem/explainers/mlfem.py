@@ -17,18 +17,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ..batch_runner import BatchRunner
-from ..converters import FeatureExtractor, from_keras, is_artifact, load, load_keras_file
-from ..converters.load import _is_keras_model as _is_keras
-from ..inputs import image_stream
-from ..kernels.fem import RESIZE_METHOD, Variant, check_variant, fem_map
-from ..kernels.fusion import Fusion, check_fusion, fuse_maps, unit_normalize
-from ..kernels.resize import resize_maps
-from ..parallel import data_mesh
-from ..progress import progress_bar
+from ..converters import FeatureExtractor, is_artifact, load, load_keras_file
+from ..converters.load import _is_keras_model as is_keras_model
+from ..kernels.fem import Variant, check_k, check_variant
+from ..kernels.finite import input_and_activation_finite
+from ..kernels.fusion import Fusion, check_fusion
+from ..kernels.mlfem import mlfem_maps
+from ..kernels.resize import resize_batch
+from ..nonfinite import NonFiniteCheck
+from ..runner import collect
+from ..step import Step, StepFn
+from .base import Explainer, image_batches
 
 
 def default_layers(model: Any) -> list[str]:
@@ -55,30 +56,6 @@ def default_layers(model: Any) -> list[str]:
     return sorted(last.values(), key=order.__getitem__)
 
 
-def mlfem_maps(
-    activations: Sequence[jax.Array],
-    k: float,
-    variant: Variant,
-    fusion: Fusion,
-    weights: np.ndarray | None,
-    out_hw: tuple[int, int],
-) -> tuple[jax.Array, jax.Array]:
-    """MLFEM of a batch from each layer's activations ``A_l`` (N, h_l, w_l, C_l).
-
-    ``m_l = unit_normalize(resize(fem_map(A_l), (H, W)))`` (the variant's resize) and
-    ``F = fuse(m_1..m_L)`` per sample. Returns ``(F (N, H, W), stack (N, L, H, W))``. The one
-    place MLFEM's per-layer logic lives (`MLFEM` and the dataset audit use it).
-    """
-    method = RESIZE_METHOD[variant]
-    per_layer = [
-        jax.vmap(unit_normalize)(resize_maps(fem_map(a, k=k, variant=variant), out_hw, method))
-        for a in activations
-    ]
-    stack = jnp.stack(per_layer, axis=1)  # (N, L, H, W)
-    fused = jax.vmap(lambda m: fuse_maps(m, fusion, weights))(stack)
-    return fused, stack
-
-
 def make_mlfem_step(
     extractor: FeatureExtractor,
     k: float,
@@ -87,21 +64,56 @@ def make_mlfem_step(
     weights: np.ndarray | None,
     out_hw: tuple[int, int],
     return_layers: bool,
-):
-    """``(params, x) -> {fused (N, H, W), layers (N, L, H, W)?}`` in one forward pass."""
+) -> StepFn:
+    """``(params, {"x"}) -> {maps (B, H, W), finite[, layers (B, L, H, W)][, output]}`` in one
+    forward pass of every layer (`fastfem.kernels.mlfem.mlfem_maps`)."""
 
-    def step(params: Any, x: jax.Array) -> dict[str, jax.Array]:
-        acts = extractor.apply(params, x).activations
-        fused, stack = mlfem_maps(acts, k, variant, fusion, weights, out_hw)
-        out = {"fused": fused}
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        x = batch["x"]
+        feats = extractor.apply(params, x)
+        fused, stack = mlfem_maps(feats.activations, k, variant, fusion, weights, out_hw)
+        out = {"maps": fused, "finite": input_and_activation_finite(x, feats.activations)}
         if return_layers:
             out["layers"] = stack
+        if feats.output is not None:
+            out["output"] = feats.output
         return out
 
     return step
 
 
-class MLFEM:
+def mlfem_extractor(model: Any, layers: Sequence[str | int] | None) -> FeatureExtractor:
+    """The multi-layer `FeatureExtractor` of ``model``: its own for an extractor or a converted
+    artifact, else ``layers`` (default `default_layers` for Keras models)."""
+    if isinstance(layers, (str, int)):
+        raise TypeError(f"layers must be a list of layer names/indices; got {layers!r}")
+    if layers is not None and not list(layers):
+        raise ValueError("layers is empty; give at least one layer")
+    if isinstance(model, FeatureExtractor):
+        if layers is not None:
+            raise ValueError(
+                "layers= cannot re-select layers of an existing FeatureExtractor "
+                f"(it returns {model.layer_names}); build it with the layers you need"
+            )
+        return model
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith((".keras", ".h5", ".hdf5")):
+        model = load_keras_file(model)
+    if is_keras_model(model):
+        chosen = list(layers) if layers is not None else default_layers(model)
+        return load(model, layers=chosen)
+    # any other model fastfem.converters.load accepts (SavedModel, tf_keras, Flax, artifact...):
+    # its layers must be named, there is no stage structure to read
+    if layers is None and isinstance(model, (str, os.PathLike)) and is_artifact(model):
+        return load(model)  # a converted artifact keeps its layers
+    if layers is None:
+        raise ValueError(
+            f"MLFEM needs layers= for a {type(model).__name__} model (the default per-stage "
+            "layers are read from Keras models only)"
+        )
+    return load(model, layers=list(layers))
+
+
+class MLFEM(Explainer):
     """Multi-layer FEM: FEM at several layers, each resized and normalised, then fused.
 
     Args:
@@ -110,10 +122,10 @@ class MLFEM:
       layers: layer names/indices; None -> `default_layers` (last conv of each resolution stage).
       fusion: ``"mean"`` (default), ``"product"`` or ``"weighted"`` (with ``weights``).
       weights: one non-negative weight per layer for ``fusion="weighted"`` (normalised to sum 1).
-      k: the k of FEM's k-sigma threshold.
+      k: the k of FEM's k-sigma threshold, a finite number >= 0.
       variant: the FEM variant of every layer's map (`fastfem.kernels.fem`); its resize method
         (bicubic for ``xplique``) brings each map to the input size.
-      batch_size: the most images per device step.
+      batch_size: the most images per device step, a positive integer.
       devices: devices to shard the batch over; default all local devices.
     """
 
@@ -125,71 +137,56 @@ class MLFEM:
         weights: Sequence[float] | None = None,
         k: float = 2.0,
         variant: Variant = "xplique",
-        batch_size: int | None = 32,
+        batch_size: int = 32,
         devices: Sequence[jax.Device] | None = None,
     ):
         check_variant(variant)
+        self.k = check_k(k)
+        self.variant = variant
+        super().__init__(mlfem_extractor(model, layers), batch_size, devices)
         #: the model as given; `fastfem.evaluate` scores it for the faithfulness metrics
         self.model = model
-        if isinstance(layers, (str, int)):
-            raise TypeError(f"layers must be a list of layer names/indices; got {layers!r}")
-        if isinstance(model, FeatureExtractor):
-            if layers is not None:
-                raise ValueError(
-                    "layers= cannot re-select layers of an existing FeatureExtractor "
-                    f"(it returns {model.layer_names}); build it with the layers you need"
-                )
-            self.extractor = model
-        else:
-            if isinstance(model, (str, os.PathLike)) and str(model).endswith(
-                (".keras", ".h5", ".hdf5")
-            ):
-                model = load_keras_file(model)
-            if layers is not None and not list(layers):
-                raise ValueError("layers is empty; give at least one layer")
-            if _is_keras(model):
-                chosen = list(layers) if layers is not None else default_layers(model)
-                if not chosen:
-                    raise ValueError("layers is empty; give at least one layer")
-                self.extractor = from_keras(model, layers=chosen)
-            else:
-                # any other model fastfem.converters.load accepts (SavedModel, tf_keras, Flax,
-                # artifact...): its layers must be named, there is no stage structure to read
-                if layers is None and isinstance(model, (str, os.PathLike)) and is_artifact(model):
-                    self.extractor = load(model)  # a converted artifact keeps its layers
-                elif layers is None:
-                    raise ValueError(
-                        f"MLFEM needs layers= for a {type(model).__name__} model (the default "
-                        "per-stage layers are read from Keras models only)"
-                    )
-                else:
-                    self.extractor = load(model, layers=list(layers))
-        self.layer_names = self.extractor.layer_names
         if len(set(self.layer_names)) != len(self.layer_names):
             raise ValueError(f"layers repeat a layer: {self.layer_names}")
         self.fusion = fusion
         self.weights = check_fusion(fusion, weights, len(self.layer_names))
-        self.k = float(k)
-        self.variant = variant
-        self.batch_size = 256 if batch_size is None else int(batch_size)
-        self.devices = devices
-        self._runners: dict[tuple[Any, ...], BatchRunner] = {}
 
-    def _runner(self, sample_shape: tuple[int, int, int], return_layers: bool) -> BatchRunner:
-        key = (sample_shape, return_layers)
-        if key not in self._runners:
-            step = make_mlfem_step(
-                self.extractor,
+    def resize_maps(self, maps: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+        """MLFEM maps are fused at the input size already; other sizes are resized bilinearly."""
+        return resize_batch(maps, out_hw, "bilinear")
+
+    def step(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        resize: bool = True,
+        extractor: FeatureExtractor | None = None,
+        return_layers: bool = False,
+    ) -> Step:
+        """The fused multi-layer step for images of ``sample_shape`` (H, W, C).
+
+        ``(params, {"x"}) -> {"maps": (B, H, W), "finite": (B, 2)}`` (+ ``"layers"`` (B, L, H,
+        W) with ``return_layers``, ``"output"`` when the extractor returns the model output).
+        MLFEM fuses at the input size, so ``resize`` changes nothing; it is accepted for the
+        common step signature.
+        """
+        del resize
+        ex = self.extractor if extractor is None else extractor
+        out_hw = (int(sample_shape[0]), int(sample_shape[1]))
+        key = ("mlfem", out_hw, return_layers, id(ex))
+        fn = self.cached_fn(
+            key,
+            lambda: make_mlfem_step(
+                ex,
                 self.k,
                 self.variant,
-                self.fusion,  # type: ignore[arg-type]
+                self.fusion,
                 self.weights,
-                tuple(sample_shape[:2]),  # type: ignore[arg-type]
-                return_layers,
-            )
-            mesh = data_mesh(self.devices) if self.devices is not None else None
-            self._runners[key] = BatchRunner(step, self.extractor.params, self.batch_size, mesh)
-        return self._runners[key]
+                out_hw,
+                return_layers,  # type: ignore[arg-type]
+            ),
+        )
+        return Step(fn, ex.params)
 
     def explain(
         self, inputs: Any, targets: Any = None, return_layers: bool = False, progress: bool = False
@@ -198,21 +195,20 @@ class MLFEM:
 
         ``targets`` is ignored (FEM is class-agnostic). With ``return_layers=True`` also the
         per-layer maps (N, L, H, W), resized and normalised, in the order of `layer_names`.
+        NaN/inf pixels or activations raise a ValueError naming the inputs.
         """
         del targets
-        stream = image_stream(inputs, self.batch_size, self.extractor.input_shape)
-        runner = self._runner(stream.sample_shape, return_layers)
-        fused, layers = [], []
-        bar = progress_bar(stream.count, enabled=progress, desc="mlfem")
-        for out in runner.run(stream.batches, stream.count):
-            fused.append(out["fused"])
-            if return_layers:
-                layers.append(out["layers"])
-            bar.update(out["fused"].shape[0])
-        bar.close()
-        maps = np.concatenate(fused).astype(np.float32, copy=False)[..., None]
-        if return_layers:
-            return maps, np.concatenate(layers).astype(np.float32, copy=False)
-        return maps
+        stream = self.stream(inputs)
+        step = self.step(stream.sample_shape, return_layers=return_layers)
+        check = NonFiniteCheck(",".join(self.layer_names))
+        out = collect(
+            self.run(step, image_batches(stream), stream.count),
+            stream.count,
+            check,
+            progress,
+            desc="mlfem",
+        )
+        maps = out["maps"][..., None]
+        return (maps, out["layers"]) if return_layers else maps
 
     __call__ = explain

@@ -58,6 +58,7 @@ Batching (`vmap`), compilation (`jit`) and sharding are applied once, outside (s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Literal, NamedTuple
@@ -359,3 +360,80 @@ def fam_map(
     """
     out = fam_pairs(q_acts, r_acts, pooling, similarity, normalize, head, eps, reference_map)
     return (out.query_map, out.reference_map) if reference_map else out.query_map
+
+
+# ----------------------------------------------------------------------------- batched tasks
+
+
+@dataclasses.dataclass(frozen=True)
+class FamOptions:
+    """FAM's static options (hashable): ``pooling``, ``similarity``, ``normalize`` (resolved,
+    never None) and the cosine ``eps``."""
+
+    pooling: Pooling = "gap"
+    similarity: Similarity = "cosine"
+    normalize: Normalize = "max"
+    eps: float = EPS
+
+    @classmethod
+    def resolve(
+        cls,
+        pooling: str = "gap",
+        similarity: str = "cosine",
+        normalize: str | None = None,
+        eps: float = EPS,
+    ) -> FamOptions:
+        """Validated options; ``normalize=None`` -> `default_normalize` of the similarity."""
+        check_options(pooling, similarity, normalize)
+        return cls(pooling, similarity, resolve_normalize(normalize, similarity), float(eps))  # type: ignore[arg-type]
+
+
+def embed(
+    acts: jax.Array, pooling: Pooling = "gap", head: Head | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Pooled embeddings (N, C) of activations (N, h, w, C) and their head projections (N, D)
+    (the embeddings themselves without a head)."""
+    e = jax.vmap(lambda a: pool(a, pooling))(acts)
+    return e, (e if head is None else jax.vmap(head)(e))
+
+
+def maps_per_pair(acts: jax.Array, weights: jax.Array) -> jax.Array:
+    """`fam_sample_map` of each sample's activations (N, h, w, C) with each of its k weight
+    vectors (N, k, C) -> (N, k, h, w)."""
+    return jax.vmap(jax.vmap(fam_sample_map, in_axes=(None, 0)))(acts, weights)
+
+
+def prototype_fam(
+    aq: jax.Array,
+    given: jax.Array,
+    protos: jax.Array,
+    protos_z: jax.Array | None,
+    opts: FamOptions,
+    head: Head | None = None,
+) -> dict[str, jax.Array]:
+    """FAM of each query against a class prototype, at feature resolution.
+
+    ``aq`` (B, h, w, C) query activations; ``protos`` (P, C) prototype embeddings (``protos_z``
+    their head projections, None without a head); ``given`` (B,) the prototype to explain
+    against, or -1 for the most similar one. With ``S_bp = S(z_b, protos_z[p])``::
+
+        predictions = argmax_p S_bp
+        targets     = given if given >= 0 else predictions
+        maps        = fam_sample_map(aq, normalize(c(eq, protos[targets])))
+
+    Returns ``{similarities (B, P), predictions, targets, maps (B, h, w), embedding (B, C)}``.
+    """
+    protos_z = protos if protos_z is None else protos_z
+    eq, zq = embed(aq, opts.pooling, head)
+    sims = similarity_matrix(zq, protos_z, opts.similarity, opts.eps)  # (B, P)
+    pred = jnp.argmax(sims, axis=1).astype(jnp.int32)
+    target = jnp.where(given >= 0, given, pred)
+    _, c = fam_contributions(eq, protos[target], opts.similarity, head, opts.eps)
+    w = normalize_weights(c, opts.normalize)
+    return {
+        "similarities": sims,
+        "predictions": pred,
+        "targets": target,
+        "maps": jax.vmap(fam_sample_map)(aq, w),
+        "embedding": eq,
+    }

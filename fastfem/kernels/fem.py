@@ -31,10 +31,13 @@ rounding can leave a tiny positive sigma (e.g. a constant 0.1 channel), which fl
 from __future__ import annotations
 
 import functools
+import math
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from .resize import resize_batch
 
 Variant = Literal["xplique", "original", "gradcam"]
 VARIANTS: tuple[str, ...] = ("xplique", "original", "gradcam")
@@ -62,6 +65,17 @@ def check_variant(variant: str) -> None:
     """Raise a ValueError naming the allowed variants if ``variant`` is unknown."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown FEM variant {variant!r}; expected one of {VARIANTS}")
+
+
+def check_k(k: float) -> float:
+    """``k`` as a float; a ValueError unless it is a finite number >= 0 (``nan``, ``inf`` and
+    negative values would make every mask empty or full without a word)."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)) and not hasattr(k, "__float__"):
+        raise ValueError(f"k must be a finite number >= 0; got {k!r}")
+    value = float(k)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"k must be a finite number >= 0; got {k!r}")
+    return value
 
 
 def channel_stats(activations: jax.Array) -> ChannelStats:
@@ -131,3 +145,10 @@ def fem_map(activations: jax.Array, k: float = 2.0, variant: Variant = "xplique"
     for _ in range(activations.ndim - 3):
         fn = jax.vmap(fn)
     return fn(activations)
+
+
+def fem_resize(maps: jax.Array, out_hw: tuple[int, int], variant: Variant = "xplique") -> jax.Array:
+    """FEM maps (..., h, w) -> (..., H, W) the way ``variant`` resizes them (`RESIZE_METHOD`:
+    TF-exact bicubic for ``xplique``, bilinear otherwise; `fastfem.kernels.resize`)."""
+    check_variant(variant)
+    return resize_batch(maps, out_hw, RESIZE_METHOD[variant])  # type: ignore[arg-type]

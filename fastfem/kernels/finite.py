@@ -14,9 +14,10 @@ default); with fast-math flags that assume no NaN/inf, neither form can be trust
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def rows_finite(x: jax.Array) -> jax.Array:
@@ -25,30 +26,19 @@ def rows_finite(x: jax.Array) -> jax.Array:
     return jnp.isfinite(jnp.sum(flat - flat, axis=1))
 
 
-def input_and_activation_finite(x: jax.Array, activations: jax.Array) -> jax.Array:
-    """(N, 2) bool: column 0 every input pixel is finite, column 1 every activation is."""
-    return jnp.stack([rows_finite(x), rows_finite(activations)], axis=1)
+def input_and_activation_finite(
+    x: jax.Array, activations: jax.Array | Sequence[jax.Array]
+) -> jax.Array:
+    """(N, 2) bool: column 0 every input pixel is finite, column 1 every activation is (of
+    every layer, when several are given).
 
-
-def raise_on_nonfinite(
-    finite: np.ndarray, offset: int, layer: str, what: str = "inputs", hint: str = ""
-) -> None:
-    """Raise a ValueError naming the samples whose pixels or activations are NaN/inf.
-
-    ``finite`` is the host copy of `input_and_activation_finite` for one batch, (N, 2) bool;
-    ``offset`` is the batch's first index in the whole input. Both columns are checked because
-    a NaN pixel does not always reach the activations (XLA's max-pooling can drop it), which
-    would give a finite map computed from a corrupt image. ``hint`` ends the message (e.g. the
-    option that returns NaN maps instead).
+    Both are checked because a NaN pixel does not always reach the activations (XLA's
+    max-pooling can drop it), which would give a finite map computed from a corrupt image.
+    This is fastfem's one finiteness rule: every explainer's step returns these flags as
+    ``finite`` and the host decides what to do with them (`fastfem.nonfinite`).
     """
-    bad = np.flatnonzero(~finite.all(axis=1))
-    if bad.size:
-        shown = ", ".join(
-            f"{offset + int(i)} ({'input' if not finite[i, 0] else 'activations'})"
-            for i in bad[:20]
-        )
-        more = f" and {bad.size - 20} more" if bad.size > 20 else ""
-        raise ValueError(
-            f"non-finite values (NaN or inf) in the {what} or in their activations at layer "
-            f"{layer!r}, at index(es) {shown}{more}; fix those images{hint}"
-        )
+    layers = list(activations) if isinstance(activations, (list, tuple)) else [activations]
+    acts = rows_finite(layers[0])
+    for a in layers[1:]:
+        acts = acts & rows_finite(a)
+    return jnp.stack([rows_finite(x), acts], axis=1)

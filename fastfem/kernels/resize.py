@@ -22,7 +22,7 @@ Why matrices rather than ``jax.image.resize``:
   gather and the same code path on CPU, GPU and TPU.
 
 Weight matrices are built once per ``(in, out, method)`` in NumPy (float64 accumulation,
-float32 result) and cached; `resize_map` applies them per sample.
+float32 result) and cached; `resize_map` applies them to one map, `resize_batch` to a stack.
 """
 
 from __future__ import annotations
@@ -203,13 +203,19 @@ def resize_map(m: jax.Array, rh: jax.Array, rw: jax.Array) -> jax.Array:
     return jnp.matmul(rows, jnp.asarray(rw, jnp.float32).T, precision=hi)  # (H, W)
 
 
-def resize_maps(maps: jax.Array, out_hw: tuple[int, int], method: Method = "bicubic") -> jax.Array:
+def resize_batch(maps: jax.Array, out_hw: tuple[int, int], method: Method = "bicubic") -> jax.Array:
     """Resize a stack of maps ``(..., h, w) -> (..., H, W)`` in one einsum, float32.
+
+    The one batched resize every explainer, metric and audit uses (`resize_map` vmapped, as
+    one contraction). A stack already at ``out_hw`` is returned as float32, unchanged.
 
     ``out[..., i, j] = sum_{a, b} Rh[i, a] maps[..., a, b] Rw[j, b]``, with the matrices of
     `resize_matrices` built from the static shape of ``maps``.
     """
+    check_method(method)
     h, w = maps.shape[-2:]
+    if (int(h), int(w)) == (int(out_hw[0]), int(out_hw[1])):
+        return jnp.asarray(maps, jnp.float32)
     rh, rw = resize_matrices((int(h), int(w)), (int(out_hw[0]), int(out_hw[1])), method)
     return jnp.einsum(
         "Hh,...hw,Ww->...HW",

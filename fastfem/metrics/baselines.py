@@ -20,14 +20,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..batch_runner import BatchRunner
-from ..converters import load
-from ..inputs import image_stream
-from ..kernels.resize import resize_map, resize_matrices
-from ..parallel import data_mesh
+from ..converters import FeatureExtractor, load
+from ..explainers.base import Explainer, image_batches
+from ..kernels.finite import input_and_activation_finite
+from ..kernels.resize import resize_batch
+from ..runner import collect
+from ..step import Step, StepFn
 
 
-class MeanActivation:
+def make_mean_step(extractor: FeatureExtractor, out_hw: tuple[int, int] | None) -> StepFn:
+    """``(params, {"x"}) -> {maps: mean_c A_c (bilinear to out_hw), finite[, output]}``."""
+
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        x = batch["x"]
+        feats = extractor.apply(params, x)
+        a = feats.activations[0]
+        maps = jnp.mean(a.astype(jnp.float32), axis=-1)
+        if out_hw is not None:
+            maps = resize_batch(maps, out_hw, "bilinear")
+        out = {"maps": maps, "finite": input_and_activation_finite(x, a)}
+        if feats.output is not None:
+            out["output"] = feats.output
+        return out
+
+    return step
+
+
+class MeanActivation(Explainer):
     """``mean_c A_c`` at a layer (Xplique's layer choice), bilinearly resized; jitted, sharded.
 
     Args mirror `fastfem.FEM`: ``model`` (Keras model, path or FeatureExtractor),
@@ -37,50 +56,60 @@ class MeanActivation:
     def __init__(
         self,
         model: Any,
-        batch_size: int | None = 32,
+        batch_size: int = 32,
         conv_layer: str | int | None = None,
         devices: Sequence[jax.Device] | None = None,
     ):
-        self.extractor = load(model, layers=conv_layer)
-        self.layer_name = self.extractor.layer_name
-        self.batch_size = 256 if batch_size is None else int(batch_size)
-        self.devices = devices
-        self._runners: dict[tuple[int, ...], BatchRunner] = {}
+        super().__init__(load(model, layers=conv_layer), batch_size, devices)
+        _ = self.layer_name  # a single-layer method: a ValueError for several layers
+        #: the model as given; `fastfem.evaluate` scores it for the faithfulness metrics
+        self.model = model
 
-    def _runner(self, sample_shape: tuple[int, int, int]) -> BatchRunner:
-        if sample_shape not in self._runners:
-            spec = jax.ShapeDtypeStruct((1, *sample_shape), jnp.float32)
-            feats = jax.eval_shape(self.extractor.apply, self.extractor.params, spec)
-            h, w = feats.activations[0].shape[1:3]
-            rh, rw = resize_matrices((h, w), sample_shape[:2], "bilinear")
-            extractor = self.extractor
+    def resize_maps(self, maps: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+        """Bilinear resize to ``out_hw``."""
+        return resize_batch(maps, out_hw, "bilinear")
 
-            def step(params: Any, x: jax.Array) -> jax.Array:
-                a = extractor.apply(params, x).activations[0].astype(jnp.float32)
-                maps = jnp.mean(a, axis=-1)
-                return jax.vmap(resize_map, in_axes=(0, None, None))(
-                    maps, jnp.asarray(rh), jnp.asarray(rw)
-                )
-
-            mesh = data_mesh(self.devices) if self.devices is not None else None
-            self._runners[sample_shape] = BatchRunner(
-                step, self.extractor.params, self.batch_size, mesh
-            )
-        return self._runners[sample_shape]
+    def step(
+        self,
+        sample_shape: Sequence[int],
+        *,
+        resize: bool = True,
+        extractor: FeatureExtractor | None = None,
+    ) -> Step:
+        """``(params, {"x"}) -> {"maps", "finite"[, "output"]}``, as `fastfem.FEM.step`."""
+        ex = self.extractor if extractor is None else extractor
+        out_hw = (int(sample_shape[0]), int(sample_shape[1])) if resize else None
+        fn = self.cached_fn(("mean", out_hw, id(ex)), lambda: make_mean_step(ex, out_hw))
+        return Step(fn, ex.params)
 
     def explain(self, inputs: Any, targets: Any = None) -> np.ndarray:
         """(N, H, W, 1) float32 maps; ``targets`` is ignored (class-agnostic)."""
         del targets
-        stream = image_stream(inputs, self.batch_size, self.extractor.input_shape)
-        runner = self._runner(stream.sample_shape)
-        maps = [m for m in runner.run(stream.batches, stream.count)]
-        return np.concatenate(maps, axis=0).astype(np.float32, copy=False)[..., None]
+        stream = self.stream(inputs)
+        step = self.step(stream.sample_shape)
+        out = collect(self.run(step, image_batches(stream), stream.count), stream.count)
+        return out["maps"][..., None]
 
     __call__ = explain
 
 
+def make_uniform_step(out_hw: tuple[int, int]) -> StepFn:
+    """``(params, {"x"}) -> {maps: ones (B, H, W)}`` (the map ignores the image)."""
+
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        del params
+        return {"maps": jnp.ones((batch["x"].shape[0], *out_hw), jnp.float32)}
+
+    return step
+
+
 class UniformMap:
     """The constant map (all ones): the chance-level reference of every metric."""
+
+    def step(self, sample_shape: Sequence[int], *, resize: bool = True) -> Step:
+        """``(params, {"x"}) -> {"maps": ones (B, H, W)}`` (resize changes nothing)."""
+        del resize
+        return Step(make_uniform_step((int(sample_shape[0]), int(sample_shape[1]))), ())
 
     def explain(self, inputs: Any, targets: Any = None) -> np.ndarray:
         """(N, H, W, 1) float32 ones for images (N, H, W, C)."""

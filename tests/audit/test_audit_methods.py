@@ -12,7 +12,7 @@ import fastfem
 from fastfem import sample
 from fastfem.audit import ResultStore, audit, flag_rows
 from fastfem.audit.boxes import match_boxes, read_boxes
-from fastfem.evaluate import evaluate
+from fastfem.evaluation import evaluate
 from fastfem.metrics import localisation_metrics
 
 LOC = ["pointing_game", "energy_pointing_game", "iou"]

@@ -87,7 +87,7 @@ def test_jax_export_artifacts_run_without_tensorflow(tmp_path, capsys):
     meta = json.loads((tmp_path / "keras_art" / "extractor.json").read_text())
     assert meta["batch"] is None and "cpu" in meta["platforms"]  # symbolic batch, portable
     if HAS_TF:
-        from test_converters_tf import tf_keras_cnn
+        from tf_models import tf_keras_cnn
 
         for name, activation in (("tf2jax_art", "relu"), ("call_tf_art", "softsign")):
             ext = fastfem.converters.from_tf(tf_keras_cnn(activation), "act_b")
@@ -123,7 +123,7 @@ def test_explainers_as_tf_savedmodels(tmp_path, capsys):
     close(served.numpy(), maps[:1])
 
     fam = fastfem.FAM(model, conv_layer="relu_b")
-    fastfem.converters.export_explainer_savedmodel(fam, tmp_path / "fam_tf")
+    fastfem.export_savedmodel(fam, tmp_path / "fam_tf")
     restored = tf.saved_model.load(str(tmp_path / "fam_tf"))
     got = restored.explain(tf.constant(x), tf.constant(x[::-1]))
     close(got["maps"].numpy(), fam.explain(x, x[::-1]))

@@ -13,10 +13,10 @@ import jax
 import numpy as np
 import pytest
 from fastfem.converters import load
+from tf_models import tf_keras_cnn
 
 import fastfem
-from fastfem.explainers.fem import make_fem_step
-from fastfem.kernels.resize import resize_matrices
+from fastfem.explainers.fem import FEM
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("tensorflow", "tf_keras", "tf2jax")),
@@ -24,32 +24,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 SHAPE = (28, 28, 3)
-
-
-def tf_keras_cnn(activation: str = "relu", seed: int = 0):
-    """conv -> BN -> act -> conv -> act(named 'act_b') -> GAP -> dense, random fixed weights."""
-    import tf_keras
-
-    L = tf_keras.layers
-    inputs = tf_keras.Input(SHAPE, name="image")
-    x = L.Conv2D(8, 3, name="conv_a")(inputs)
-    x = L.BatchNormalization(name="bn_a")(x)
-    x = L.Activation("relu", name="relu_a")(x)
-    x = L.MaxPooling2D(name="pool")(x)
-    x = L.Conv2D(16, 3, padding="same", name="conv_b")(x)
-    x = L.Activation(activation, name="act_b")(x)
-    x = L.GlobalAveragePooling2D(name="gap")(x)
-    outputs = L.Dense(4, name="dense")(x)
-    model = tf_keras.Model(inputs, outputs, name="tfk_cnn")
-    rng = np.random.default_rng(seed)
-    weights = []
-    for w in model.weights:
-        if "moving_variance" in w.name:
-            weights.append(rng.uniform(0.5, 1.5, w.shape).astype(np.float32))
-        else:
-            weights.append((rng.normal(size=w.shape) * 0.3).astype(np.float32))
-    model.set_weights(weights)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +58,9 @@ def kernel_maps(acts: np.ndarray, out_hw) -> np.ndarray:
 
     h, w = acts.shape[1:3]
     fixed = FeatureExtractor(lambda p, x: Features((p,)), None, (h, w, 1), ("given",))
-    step = make_fem_step(fixed, 2.0, "xplique", resize_matrices((h, w), out_hw, "bicubic"))
-    maps, _ = jax.jit(step)(acts, np.zeros((acts.shape[0], 1, 1, 1), np.float32))
-    return np.asarray(maps)[..., None]
+    step = FEM(fixed, k=2.0, variant="xplique").step((*out_hw, 1), resize=True)
+    out = jax.jit(step.fn)(acts, {"x": np.zeros((acts.shape[0], 1, 1, 1), np.float32)})
+    return np.asarray(out["maps"])[..., None]
 
 
 def close(a, ref, rtol=1e-5):

@@ -8,7 +8,7 @@ TensorFlow's (the Keras-TF model itself) to ``1e-4 * max |TF|`` through every pa
 * tf2jax and call_tf (`from_tf` in a process whose Keras runs TensorFlow),
 
 and the FEM maps computed from each path's activations (the explainers' kernel and bicubic
-resize, `make_fem_step`) match Xplique's to ``1e-4 * max |Xplique|``. The TensorFlow side runs in
+resize, `FEM.step`) match Xplique's to ``1e-4 * max |Xplique|``. The TensorFlow side runs in
 ONE subprocess (`converters_zoo_reference.py`) started before the first test, so its work
 overlaps this process's compilations. Images are chosen there so that no activation is within
 round-off of its k-sigma threshold (see `fem_margin`).
@@ -43,9 +43,7 @@ import pytest
 from fastfem.converters import FeatureExtractor, Features, from_keras, resolve_layer
 from zoo_models import ZOO, build
 
-from fastfem.explainers.fem import make_fem_step
-from fastfem.kernels.fem import RESIZE_METHOD
-from fastfem.kernels.resize import resize_matrices
+from fastfem.explainers.fem import FEM
 
 RTOL = 1e-4
 SCRIPT = Path(__file__).parents[1] / "support" / "converters_zoo_reference.py"
@@ -112,10 +110,9 @@ def fem_maps(activations: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
         input_shape=(h, w, 1),
         layer_names=("given",),
     )
-    mats = resize_matrices((h, w), out_hw, RESIZE_METHOD["xplique"])
-    step = make_fem_step(fixed, 2.0, "xplique", mats)
-    maps, _ = jax.jit(step)(activations, np.zeros((activations.shape[0], 1, 1, 1), np.float32))
-    return np.asarray(maps)[..., None]
+    step = FEM(fixed, k=2.0, variant="xplique").step((*out_hw, 1), resize=True)
+    x = np.zeros((activations.shape[0], 1, 1, 1), np.float32)
+    return np.asarray(jax.jit(step.fn)(activations, {"x": x})["maps"])[..., None]
 
 
 def rel(a: np.ndarray, ref: np.ndarray) -> float:

@@ -15,7 +15,7 @@ from fastfem.converters import from_fn
 from subprocess_runs import run_json, simulated_devices
 
 import fastfem
-from fastfem.explainers.fam import make_embed_step, plan_reference_rows
+from fastfem.explainers.fam import plan_reference_rows
 from fastfem.kernels.fam import SIMILARITIES
 from fastfem.kernels.resize import resize_matrices
 
@@ -193,9 +193,9 @@ def test_gallery_is_streamed_never_materialised(ext):
     gallery = FakeDataset(2000, seed=5, chunk=100)
     fam = fastfem.FAM(ext, batch_size=64)
     # the embedding step returns embeddings only: activations never leave the device step
-    step = make_embed_step(ext, "gap", None)
+    step = fam.embed_step((16, 16, 3))
     spec = jax.ShapeDtypeStruct((64, 16, 16, 3), np.float32)
-    shapes = jax.eval_shape(step, (ext.params, ()), spec)
+    shapes = jax.eval_shape(step.fn, step.params, {"x": spec})
     assert {k: v.shape for k, v in shapes.items()} == {
         "embedding": (64, 8),
         "projection": (64, 8),

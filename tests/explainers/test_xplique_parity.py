@@ -1,10 +1,10 @@
 """Parity of `fastfem.FEM` with `xplique.attributions.FEM` (the reference), case by case.
 
 Xplique needs Keras on the TensorFlow backend while this process runs Keras on JAX, so the
-reference maps come from `tests/support/xplique_reference.py` in a subprocess: ONE for every model and
-case of the run (TensorFlow start-up costs seconds), started before the first test and read as
-each model's maps are written, so it overlaps with fastfem's compilations here. Models travel
-as ``.keras`` files, images as ``.npy``.
+reference maps come from `tests/support/xplique_reference.py` in a subprocess: ONE for every
+model and case of the run (TensorFlow start-up costs seconds), started before the first test
+and read as each model's maps are written, so it overlaps with fastfem's compilations here.
+Models travel as ``.keras`` files, images as ``.npy``.
 
 Bound: ``max |fastfem - xplique| <= 1e-4 * max |xplique|`` per case, and the reference maps
 must be non-trivial (not ~zero, not ~constant, no ~zero image). Observed max relative
@@ -75,9 +75,9 @@ class Case(NamedTuple):
         return f"{'default' if self.layer is None else self.layer}-k{self.k:g}"
 
 
-# The small CNN (tests/support/tiny_models.py): conv_a 'valid' -> 30x30 (26x26 for 28x28 inputs), then
-# pool -> conv_b 'same' at 15x15 (13x13): every resize ratio is non-integer. Index 1 is conv_a
-# (layers[0] is the InputLayer), to check Xplique's int layer selection.
+# The small CNN (tests/support/tiny_models.py): conv_a 'valid' -> 30x30 (26x26 for 28x28
+# inputs), then pool -> conv_b 'same' at 15x15 (13x13): every resize ratio is non-integer.
+# Index 1 is conv_a (layers[0] is the InputLayer), to check Xplique's int layer selection.
 CNN32_CASES = [Case(None), Case(1), Case(None, 1.0), Case("conv_a", 3.0)]
 CNN28_CASES = [Case(None), Case("conv_a")]
 # MobileNetV2 on 98x98: Conv_1 (the default, last layer with `filters`) is 4x4 -- with k=2 a map

@@ -13,8 +13,8 @@ from fastfem.kernels.resize import (
     METHODS,
     bicubic_matrix,
     bilinear_matrix,
+    resize_batch,
     resize_map,
-    resize_maps,
     resize_matrices,
 )
 
@@ -112,7 +112,7 @@ def test_jax_image_resize_differs_from_tf(tf):
     in_hw, out_hw = (5, 5), (37, 37)  # non-integer ratio
     m = _random_map(np.random.default_rng(0), in_hw)
     ref = _tf_resize(tf, m, out_hw, "bicubic")
-    ours = resize_maps(jnp.asarray(m), out_hw, "bicubic")
+    ours = resize_batch(jnp.asarray(m), out_hw, "bicubic")
     theirs = jax.image.resize(jnp.asarray(m), out_hw, method="cubic")
     ours_err, jax_err = _rel_err(ours, ref, m), _rel_err(theirs, ref, m)
     assert jax_err > 1e-4  # measured ~1.4e-3 of max |map|
@@ -160,7 +160,7 @@ def test_unknown_method_raises():
     with pytest.raises(ValueError, match="bicubic.*bilinear"):
         resize_matrices((7, 7), (224, 224), "nearest")
     with pytest.raises(ValueError, match="bicubic.*bilinear"):
-        resize_maps(jnp.zeros((2, 7, 7)), (224, 224), "lanczos3")
+        resize_batch(jnp.zeros((2, 7, 7)), (224, 224), "lanczos3")
 
 
 def test_invalid_sizes_raise():
@@ -182,12 +182,12 @@ def test_resize_map_jit_and_vmap(tf):
 
     ref = tf.image.resize(maps[..., None], out_hw, method="bicubic").numpy()[..., 0]
     assert _rel_err(batched, ref, maps) <= RTOL
-    assert _rel_err(resize_maps(jnp.asarray(maps), out_hw, "bicubic"), ref, maps) <= RTOL
+    assert _rel_err(resize_batch(jnp.asarray(maps), out_hw, "bicubic"), ref, maps) <= RTOL
 
 
-def test_resize_maps_under_jit():
+def test_resize_batch_under_jit():
     maps = jnp.asarray(np.random.default_rng(3).normal(size=(2, 3, 7, 7)), jnp.float32)
-    fn = jax.jit(resize_maps, static_argnums=(1, 2))
+    fn = jax.jit(resize_batch, static_argnums=(1, 2))
     out = fn(maps, (64, 48), "bilinear")
     assert out.shape == (2, 3, 64, 48) and out.dtype == jnp.float32
     rh, rw = resize_matrices((7, 7), (64, 48), "bilinear")

@@ -13,7 +13,7 @@ from subprocess_runs import run_json, simulated_devices
 
 import fastfem
 from fastfem.cli import main as cli_main
-from fastfem.evaluate import FAITHFULNESS_METRICS, LOCALISATION_METRICS, METRICS, Evaluator
+from fastfem.evaluation import FAITHFULNESS_METRICS, LOCALISATION_METRICS, METRICS, Evaluator
 from fastfem.metrics import faithfulness as F
 from fastfem.metrics import localisation as L
 

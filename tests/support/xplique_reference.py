@@ -17,8 +17,8 @@ then holds the maps of every case stacked, shape ``(n_cases, N, H, W, 1)``. With
 "cases": [...], "batch_size": int}``, to compute several models' cases in one process (each
 ``out`` as with ``--cases``, each complete as soon as it appears).
 
-`tests/explainers/test_xplique_parity.py` runs this: the pytest process runs Keras on the JAX backend and a
-process cannot switch backends, so Xplique (TensorFlow) must run here.
+`tests/explainers/test_xplique_parity.py` runs this: the pytest process runs Keras on the JAX
+backend and a process cannot switch backends, so Xplique (TensorFlow) must run here.
 """
 
 from __future__ import annotations

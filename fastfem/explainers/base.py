@@ -1,0 +1,115 @@
+"""What every explainer shares: its extractor, batch size, device mesh and compiled steps.
+
+An explainer is a method (a kernel of the activations, `fastfem.kernels`) bound to a
+`fastfem.converters.FeatureExtractor`. Its public ``step(sample_shape, *, resize=...)`` returns
+a `fastfem.step.Step`; ``explain`` streams the inputs (`fastfem.inputs`), runs the step with
+`fastfem.runner.Runner` and gathers the results with `fastfem.runner.collect`. This base holds
+the plumbing once: validated batch size, the mesh, one compiled runner per step function, the
+feature shape, and the input stream with the model's expected shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..converters import FeatureExtractor
+from ..inputs import ImageStream, image_stream
+from ..parallel import data_mesh
+from ..runner import HostBatch, Runner
+from ..step import Step, StepFn
+
+
+def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
+    """``batch_size`` as an int; a ValueError unless it is a positive integer (not a bool, a
+    float such as 2.5, a string or None)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(f"{name} must be a positive integer; got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"{name} must be a positive integer; got {batch_size!r}")
+    return int(batch_size)
+
+
+class Explainer:
+    """Base of the explainers (see the module docstring).
+
+    Args:
+      extractor: the model as a `FeatureExtractor`.
+      batch_size: the most images per device step (a memory bound); rounded up to a multiple
+        of the number of devices by the runner.
+      devices: devices to shard the batch over; default all local devices.
+    """
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        batch_size: int = 32,
+        devices: Sequence[jax.Device] | None = None,
+    ):
+        self.extractor = extractor
+        self.batch_size = check_batch_size(batch_size)
+        self.devices = devices
+        self.mesh = data_mesh(devices)
+        self._fns: dict[Hashable, StepFn] = {}
+        self._runners: dict[StepFn, Runner] = {}
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """The explained layer(s)."""
+        return self.extractor.layer_names
+
+    @property
+    def layer_name(self) -> str:
+        """The explained layer of a single-layer method."""
+        return self.extractor.layer_name
+
+    def feature_shape(self, sample_shape: Sequence[int], layer: int = 0) -> tuple[int, int, int]:
+        """(h, w, C) of the ``layer``-th explained activations for images of ``sample_shape``."""
+        spec = jax.ShapeDtypeStruct((1, *sample_shape), jnp.float32)
+        feats = jax.eval_shape(self.extractor.apply, self.extractor.params, spec)
+        return tuple(feats.activations[layer].shape[1:])  # type: ignore[return-value]
+
+    def stream(self, inputs: Any, what: str | None = None) -> ImageStream:
+        """``inputs`` as validated host batches of at most ``batch_size`` images; errors are
+        prefixed with ``what`` (e.g. ``"queries"``) when given."""
+        try:
+            return image_stream(inputs, self.batch_size, self.extractor.input_shape)
+        except ValueError as err:
+            if what is None:
+                raise
+            raise ValueError(f"{what}: {err}") from err
+
+    def cached_fn(self, key: Hashable, build: Callable[[], StepFn]) -> StepFn:
+        """The step function for ``key``, built once: the same function object is what lets
+        the runner reuse its compiled code."""
+        if key not in self._fns:
+            self._fns[key] = build()
+        return self._fns[key]
+
+    def run(
+        self, step: Step, batches: Iterable[HostBatch], count: int | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Run ``step`` over host batches (dicts of arrays) on this explainer's mesh."""
+        runner = self._runners.get(step.fn)
+        if runner is None:
+            runner = self._runners[step.fn] = Runner(step.fn, self.batch_size, self.mesh)
+        return runner.run(step.params, batches, count)
+
+    def device_batch(self) -> int:
+        """The full device batch (``batch_size`` rounded up to the number of devices)."""
+        n = self.mesh.devices.size
+        return -(-self.batch_size // n) * n
+
+    def resize_maps(self, maps: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+        """Maps at the method's resolution (N, h, w) -> (N, H, W), resized the way this method
+        resizes its own (a pure function; jittable)."""
+        raise NotImplementedError
+
+
+def image_batches(stream: ImageStream) -> Iterator[HostBatch]:
+    """A stream's batches as ``{"x": images}`` host batches."""
+    return ({"x": b} for b in stream.batches)
