@@ -267,7 +267,7 @@ def _load_array(path: str, what: str) -> np.ndarray:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import Evaluator
+    from .evaluation import Evaluator
     from .metrics import MeanActivation, UniformMap
 
     if args.model is None:

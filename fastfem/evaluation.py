@@ -250,13 +250,14 @@ def _as_boxes(boxes: Any, n: int, image_hw: tuple[int, int]) -> tuple[np.ndarray
     boxes = np.asarray(boxes)
     if boxes.ndim == 2 and boxes.shape == (n, 4):
         xyxy = boxes.astype(np.float32)
-        bad = ~np.isfinite(xyxy).all(axis=1) | (xyxy[:, 2] <= xyxy[:, 0])
-        bad |= xyxy[:, 3] <= xyxy[:, 1]
+        bad = ~np.isfinite(xyxy).all(axis=1) | (xyxy[:, 2] < xyxy[:, 0])
+        bad |= xyxy[:, 3] < xyxy[:, 1]
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"boxes: {int(bad.sum())} box(es) are not finite with x1 > x0 and y1 > y0 "
-                f"(xyxy, exclusive ends), e.g. box {i} = {boxes[i].tolist()}"
+                f"boxes: {int(bad.sum())} box(es) are not finite with x1 >= x0 and y1 >= y0 "
+                f"(xyxy, exclusive ends; x1 == x0 is an empty box), e.g. box {i} = "
+                f"{boxes[i].tolist()}"
             )
         return xyxy, xyxy
     if boxes.ndim == 3 and boxes.shape == (n, *image_hw):

@@ -63,7 +63,13 @@ class Runner:
             self._placed = (params, jax.device_put(params, replicated(self.mesh)))
         return self._placed[1]
 
-    def _dispatch(self, params: Any, batch: HostBatch, size: int) -> dict[str, jax.Array]:
+    def dispatch(
+        self, params: Any, batch: HostBatch, size: int | None = None
+    ) -> dict[str, jax.Array]:
+        """Run the stages on one host batch (padded to ``size``, default the device batch) and
+        return the results as sharded device arrays, padding rows included: nothing is copied
+        back to the host (``params`` must already be placed, e.g. by `replicate`)."""
+        size = self.batch_size if size is None else size
         carry = jax.device_put({k: pad_batch(v, size) for k, v in batch.items()}, self._sharding)
         results: dict[str, jax.Array] = {}
         for stage in self._stages:
@@ -88,7 +94,7 @@ class Runner:
             n = batch_rows(batch)
             for start in range(0, n, size):
                 chunk = {k: v[start : start + size] for k, v in batch.items()}
-                out = self._dispatch(params, chunk, size)
+                out = self.dispatch(params, chunk, size)
                 if pending is not None:
                     yield fetch(*pending)
                 pending = (out, min(size, n - start))

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 import pytest
-
 from fastfem.converters import from_fn
+
 from fastfem.preprocess import PREPROCESS, preprocess_fn, preprocess_name, with_preprocessing
 
 PIXELS = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)

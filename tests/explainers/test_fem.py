@@ -166,3 +166,30 @@ def test_model_output_in_the_same_forward_pass(cnn32, images32):
     np.testing.assert_allclose(feats.output, np.asarray(cnn32(images32[:4])), atol=1e-5)
     with pytest.raises(ValueError, match="exactly one"):
         fastfem.FEM(ext)
+
+
+@pytest.mark.parametrize("k", [float("nan"), float("inf"), -1.0, "2"])
+def test_k_must_be_finite_and_non_negative(cnn32, k):
+    with pytest.raises(ValueError, match="k must be a finite number >= 0"):
+        fastfem.FEM(cnn32, k=k)
+
+
+@pytest.mark.parametrize("batch_size", [2.5, None, "8", 0, -5, True])
+def test_batch_size_must_be_a_positive_integer(cnn32, batch_size):
+    for make in (
+        lambda: fastfem.FEM(cnn32, batch_size=batch_size),
+        lambda: fastfem.MLFEM(cnn32, batch_size=batch_size),
+        lambda: fastfem.FAM(cnn32, batch_size=batch_size),
+    ):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            make()
+
+
+def test_cli_refuses_bad_numbers(capsys):
+    from fastfem.cli import main
+
+    for argv in (["--batch-size", "0"], ["--batch-size", "-5"], ["--k", "nan"], ["--k", "inf"]):
+        with pytest.raises(SystemExit) as err:
+            main(["audit", "--out", "unused", *argv])
+        assert err.value.code == 2
+        assert "error" in capsys.readouterr().err

@@ -100,7 +100,7 @@ def test_fusion_kernel_rules():
     np.testing.assert_allclose(fuse_maps(m, "weighted", w), 0.25 * m[0] + 0.75 * m[1], atol=1e-7)
     np.testing.assert_array_equal(unit_normalize(np.full((3, 3), 7.0)), np.zeros((3, 3)))
     tiny = np.array([[0, 1e-20], [2e-20, 4e-20]], np.float32)  # scale-invariant, not eps-bound
-    np.testing.assert_allclose(unit_normalize(tiny), [[0, 0.25], [0.5, 1]], rtol=1e-6)
+    np.testing.assert_allclose(unit_normalize(tiny), [[0, 0.25], [0.5, 1]], rtol=1e-6, atol=1e-7)
 
 
 def test_bad_fusion_and_weights(cnn32):

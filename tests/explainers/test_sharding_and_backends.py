@@ -26,6 +26,7 @@ import numpy as np
 SHARDED = """
 import jax
 import fastfem
+import fastfem.runner
 from tiny_models import small_cnn
 assert jax.device_count() == 4, jax.devices()
 model = small_cnn((32, 32, 3))
@@ -34,8 +35,9 @@ result = {}
 for variant in ("xplique", "gradcam"):
     fem = fastfem.FEM(model, batch_size=30, conv_layer="relu_b", variant=variant)
     maps = fem.explain(x)
-    runner = next(iter(fem._runners.values()))
-    out, _ = runner.step(runner.params, runner.put(x[:runner.batch_size], runner.batch_size))
+    step = fem.step(x.shape[1:])
+    runner = fastfem.runner.Runner(step.fn, fem.batch_size, fem.mesh)
+    out = runner.dispatch(runner.replicate(step.params), {"x": x[: runner.batch_size]})["maps"]
     one = fastfem.FEM(model, batch_size=30, conv_layer="relu_b", variant=variant,
                       devices=jax.devices()[:1]).explain(x)
     np.save(os.path.join(OUT, variant + ".npy"), maps)

@@ -206,7 +206,9 @@ def test_similarity_matrix_equals_pairwise_scores():
     zq, zg = rng.normal(size=(4, 6)).astype(np.float32), rng.normal(size=(11, 6)).astype(np.float32)
     for sim in SIMILARITIES:
         mat = np.asarray(similarity_matrix(zq, zg, sim))
-        np.testing.assert_allclose(mat[1, 3], similarity_score(zq[1], zg[3], sim), rtol=1e-5)
+        np.testing.assert_allclose(
+            mat[1, 3], similarity_score(zq[1], zg[3], sim), rtol=1e-5, atol=1e-6
+        )
         ref = np.array([[np_contributions(q, g, sim)[0] for g in zg] for q in zq])
         np.testing.assert_allclose(mat, ref, rtol=1e-5, atol=1e-5)
 

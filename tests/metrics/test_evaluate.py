@@ -47,7 +47,7 @@ def test_all_metrics_match_the_metric_functions(cnn32, data):
         assert res.means[name] == pytest.approx(float(np.mean(v)), rel=1e-6)
     loc = L.localisation_metrics(maps, boxes)
     for name in ("pointing_game", "energy_pointing_game", "iou"):
-        np.testing.assert_allclose(res.per_sample[name], getattr(loc, name), rtol=1e-6)
+        np.testing.assert_allclose(res.per_sample[name], getattr(loc, name), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(res.per_sample["iou_box"], L.iou_box_batch(maps, boxes))
     assert res.per_sample["pointing_game"][0] == 0 and res.per_sample["pointing_game"][1] == 1
     assert res.per_sample["energy_pointing_game"][1] == pytest.approx(1.0)
@@ -56,7 +56,7 @@ def test_all_metrics_match_the_metric_functions(cnn32, data):
     assert res.per_sample["average_drop"][2] == 0.0  # x * 1 = x
     # faithfulness: predicted class targets, scores from the same model
     np.testing.assert_array_equal(res.targets, probs.argmax(-1))
-    np.testing.assert_allclose(res.base_scores, probs.max(-1), rtol=1e-5)
+    np.testing.assert_allclose(res.base_scores, probs.max(-1), rtol=1e-5, atol=1e-7)
     scorer = F.class_scorer(load(cnn32, include_output=True), "softmax")
     sal = jax.vmap(L.normalize_map)(maps[..., 0])
     scores, target = F.drop_and_increase(scorer, scorer.params, x, sal, -jnp.ones(N, jnp.int32))
@@ -78,7 +78,10 @@ def test_targets_and_scores(cnn32, data):
     np.testing.assert_array_equal(
         by_onehot.per_sample["average_drop"], by_index.per_sample["average_drop"]
     )
-    np.testing.assert_allclose(by_index.base_scores, probs[np.arange(N), labels], rtol=1e-5)
+    # probabilities down to 1e-19: a relative bound alone fails on any other x86-64 CPU
+    np.testing.assert_allclose(
+        by_index.base_scores, probs[np.arange(N), labels], rtol=1e-5, atol=1e-7
+    )
     assert len(ev._runners) == 1  # same shapes: compiled once
     # logits (no activation): non-positive base scores give NaN average drop, finite means
     raw = fastfem.evaluate(None, x, maps=maps, model=cnn32, metrics=["average_drop"])
@@ -148,7 +151,9 @@ def test_fam_is_scored_by_similarity_to_its_reference(cnn32, images32):
     np.testing.assert_allclose(res.base_scores, fam.last_similarities, rtol=1e-5, atol=1e-6)
     assert res.targets is None and res.curves["insertion"].shape == (6, 4)
     # the last insertion step is the clean query: its similarity again
-    np.testing.assert_allclose(res.curves["insertion"][:, -1], fam.last_similarities, rtol=1e-5)
+    np.testing.assert_allclose(
+        res.curves["insertion"][:, -1], fam.last_similarities, rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(ValueError, match="reference images"):
         fastfem.evaluate(fam, x, metrics=["average_drop"])
 
@@ -170,7 +175,7 @@ def test_baselines(cnn32, data):
         / 32**2
     )
     for name in ("pointing_game", "energy_pointing_game", "iou", "iou_box"):
-        np.testing.assert_allclose(res.per_sample[name], area, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(res.per_sample[name], area, rtol=1e-5, atol=1e-6, err_msg=name)
     assert np.all(res.per_sample["increase_in_confidence"] == 0)
 
 
@@ -252,6 +257,28 @@ def test_explainer_model_is_scored_without_model_argument(cnn32, data):
             explainer, x, metrics=["average_drop"], model=cnn32, activation="softmax"
         )
         np.testing.assert_array_equal(own.targets, given.targets)
+        # two separately compiled paths of one model: float32 rounding (average drop in %)
         np.testing.assert_allclose(
-            own.per_sample["average_drop"], given.per_sample["average_drop"], rtol=1e-6
+            own.per_sample["average_drop"], given.per_sample["average_drop"], rtol=1e-4, atol=1e-4
         )
+
+
+def test_numbers_are_checked_at_the_door(cnn32, data):
+    """Out-of-range targets and inverted or NaN boxes are refused, naming the value (they
+    used to give NaN, silently mean the last class, or score 0)."""
+    x, boxes, maps, _ = data
+    ev = Evaluator(None, ["average_drop"], model=cnn32, activation="softmax")
+    for bad in (np.full(N, 99), np.full(N, -1)):
+        with pytest.raises(ValueError, match=r"class indices must be in \[0, 3\)"):
+            ev(x, targets=bad, maps=maps)
+    with pytest.raises(ValueError, match="integers"):
+        ev(x, targets=np.full(N, 0.5), maps=maps)
+    for box in ((9, 5, 4, 12), (1, np.nan, 5, 6)):
+        wrong = boxes.astype(np.float64).copy()
+        wrong[3] = box
+        with pytest.raises(ValueError, match="box 3"):
+            fastfem.evaluate(None, x, boxes=wrong, maps=maps)
+    with pytest.raises(ValueError, match="threshold"):
+        Evaluator(None, ["iou"], threshold=1.5)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        Evaluator(None, ["deletion_auc"], model=cnn32, steps=0)
