@@ -1,4 +1,4 @@
-"""The audit's result store (DESIGN.md §7): a directory of committed parts and a manifest.
+"""The audit's result store: a directory of committed parts and a manifest.
 
 Layout::
 

@@ -1,7 +1,7 @@
 """`FAM`: Feature Activation Maps for similarity models — pairs, retrieval, few-shot episodes.
 
 ``FAM(model, conv_layer=None, pooling="gap", similarity="cosine", head=None)`` explains why two
-images are similar for a model with no classifier (DESIGN.md §4; the formula lives in
+images are similar for a model with no classifier (Liao, Gao, Zhang 2023; the formula lives in
 `fastfem.kernels.fam`). Every task is one or two fused ``jax.jit`` steps, batch sharded over
 every local device like `fastfem.FEM`:
 
@@ -19,7 +19,7 @@ every local device like `fastfem.FEM`:
   (query, support image).
 
 Maps are min-max normalised to [0, 1] per sample at feature resolution, then resized
-bilinearly to the input size (DESIGN.md §4.5).
+bilinearly to the input size.
 """
 
 from __future__ import annotations
