@@ -477,8 +477,9 @@ def metrics_stages(plan: StagePlan) -> list[Any]:
 class Evaluator:
     """`evaluate` with its compiled steps kept: build once, call on many batches of images.
 
-    ``Evaluator(explainer, metrics=None, model=None, scorer=None, ...)(images, boxes=None,
-    targets=None, maps=None)``; the arguments are those of `evaluate`. The jitted metrics step
+    ``Evaluator(explainer, metrics=None, model=None, scorer=None, batch_size=64, fuse=True,
+    devices=None, **settings)(images, boxes=None, targets=None, maps=None)``; the arguments are
+    those of `evaluate`, ``settings`` the fields of `MetricsConfig`. The jitted metrics step
     is cached per (metrics, image shape, map shape, kind of boxes), so later calls with the
     same shapes do not recompile. `fused` tells whether the explanation runs inside the step.
     """
@@ -490,20 +491,13 @@ class Evaluator:
         *,
         model: Any = None,
         scorer: F.Scorer | None = None,
-        threshold: float = 0.5,
-        normalize: Loc.Normalize = "relu_minmax",
-        ties: Loc.Ties = "mean",
-        steps: int = 16,
-        baseline: F.Baseline = 0.0,
-        activation: F.Activation = None,
         batch_size: int = 64,
-        max_images: int = 256,
         fuse: bool = True,
         devices: Sequence[jax.Device] | None = None,
+        **settings: Any,
     ):
-        self.config = MetricsConfig(
-            threshold, normalize, ties, steps, baseline, activation, max_images
-        )
+        self.config = MetricsConfig(**settings)
+        activation = self.config.activation
         self.explainer = explainer
         self.metrics = [metrics] if isinstance(metrics, str) else metrics
         if self.metrics is not None:
@@ -653,11 +647,7 @@ class Evaluator:
         }
         config = {
             "metrics": list(chosen),
-            "threshold": self.config.threshold,
-            "normalize": self.config.normalize,
-            "ties": self.config.ties,
-            "steps": self.config.steps,
-            "baseline": self.config.baseline,
+            **self.config.as_dict(),
             "score": self.scorer.description if faith else None,
             "explainer": type(self.explainer).__name__ if self.explainer is not None else None,
             "fused": fused,
@@ -680,20 +670,9 @@ def evaluate(
     targets: Any = None,
     metrics: Sequence[str] | str | None = None,
     *,
-    model: Any = None,
-    scorer: F.Scorer | None = None,
     maps: Any = None,
-    threshold: float = 0.5,
-    normalize: Loc.Normalize = "relu_minmax",
-    ties: Loc.Ties = "mean",
-    steps: int = 16,
-    baseline: F.Baseline = 0.0,
-    activation: F.Activation = None,
-    batch_size: int = 64,
-    max_images: int = 256,
-    fuse: bool = True,
-    devices: Sequence[jax.Device] | None = None,
     progress: bool = False,
+    **options: Any,
 ) -> EvaluationResult:
     """Evaluate an explainer's maps on ``images`` (N, H, W, C): per-sample scores and means.
 
@@ -702,47 +681,31 @@ def evaluate(
         MLFEM, FAM, the baselines of `fastfem.metrics.baselines`); may be None with ``maps``.
       images: (N, H, W, C) array.
       boxes: ground truth for the localisation metrics: xyxy (N, 4) in pixels (exclusive
-        ends; finite, ``x1 > x0``, ``y1 > y0``) or boolean masks (N, H, W).
+        ends; finite, ``x1 >= x0``, ``y1 >= y0``) or boolean masks (N, H, W).
       targets: class indices (N,) in [0, K) or one-hot (N, K) (default: the predicted class),
         or for a similarity explainer (FAM) the reference images (N, H, W, C).
       metrics: names from `METRICS`; None -> all that the inputs allow (localisation with
         boxes, faithfulness when a model's scores are available).
-      model: the scored model for classifiers (default ``explainer.model``).
-      scorer: a custom `fastfem.metrics.Scorer` (overrides ``model``).
       maps: precomputed maps (N, h, w[, 1]); skips the explanation. Maps at another resolution
         than the images are resized bilinearly on device.
-      threshold: t of IoU@t and of the component box.
-      normalize, ties: map normalisation and pointing-game tie rule
-        (`fastfem.metrics.localisation`).
-      steps, baseline: T and the baseline (a number or ``"mean"``) of deletion/insertion.
-      activation: None, ``"softmax"`` or ``"sigmoid"`` on the model output (class scorer).
-      batch_size: images per device step; max_images: images per forward pass in the curves.
-      fuse: for an explainer whose step can run on the explained model's extractor
-        (`fastfem.FEM`, `fastfem.MLFEM`, the mean-of-activations baseline) with ``model=`` the
-        explained model (checked: its weights must contain the explainer's), compute the maps
-        inside the metrics step: one forward pass of ``x`` gives the explained layer(s) (-> the
-        maps, the same kernel and resize as ``explain``) and the output (-> the base scores),
-        and maps never leave the device. False: call ``explainer.explain`` first. (Fused, a
-        NaN input gives NaN metrics instead of FEM's error.)
-      devices: devices to shard over (default all local devices).
       progress: show a progress bar for the metrics.
+      options: the `Evaluator`'s keyword arguments:
+
+        * ``model``: the scored model for classifiers (default ``explainer.model``);
+          ``scorer``: a custom `fastfem.metrics.Scorer` (overrides ``model``);
+        * ``fuse`` (default True): for an explainer whose step can run on the explained
+          model's extractor (`fastfem.FEM`, `fastfem.MLFEM`, the mean-of-activations baseline)
+          with ``model=`` the explained model (checked: its weights must contain the
+          explainer's), compute the maps inside the metrics step: one forward pass of ``x``
+          gives the explained layer(s) (-> the maps, the same kernel and resize as
+          ``explain``) and the output (-> the base scores), and maps never leave the device.
+          False: call ``explainer.explain`` first. (Fused, a NaN input gives NaN metrics
+          instead of FEM's error.)
+        * ``batch_size`` (images per device step, default 64), ``devices`` (default all);
+        * the `MetricsConfig` settings: ``threshold``, ``normalize``, ``ties``, ``steps``,
+          ``baseline``, ``activation``, ``max_images``.
 
     Each call compiles its step; use `Evaluator` to evaluate many batches with one compile.
     """
-    evaluator = Evaluator(
-        explainer,
-        metrics,
-        model=model,
-        scorer=scorer,
-        threshold=threshold,
-        normalize=normalize,
-        ties=ties,
-        steps=steps,
-        baseline=baseline,
-        activation=activation,
-        batch_size=batch_size,
-        max_images=max_images,
-        fuse=fuse,
-        devices=devices,
-    )
+    evaluator = Evaluator(explainer, metrics, **options)
     return evaluator(images, boxes=boxes, targets=targets, maps=maps, progress=progress)
