@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .converters import FeatureExtractor, Features, load
-from .explainers.base import check_batch_size
+from .explainers.base import check_positive_int
 from .kernels.resize import resize_batch
 from .metrics import faithfulness as F
 from .metrics import localisation as Loc
@@ -92,8 +92,8 @@ class MetricsConfig:
             raise ValueError(f"unknown ties rule {self.ties!r}; expected one of {Loc.TIES}")
         if not (isinstance(self.threshold, (int, float)) and 0.0 <= float(self.threshold) <= 1.0):
             raise ValueError(f"threshold must be a number in [0, 1]; got {self.threshold!r}")
-        check_batch_size(self.steps, "steps")
-        check_batch_size(self.max_images, "max_images")
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.max_images, "max_images")
         if isinstance(self.baseline, str) and self.baseline != "mean":
             raise ValueError(f"baseline must be a number or 'mean'; got {self.baseline!r}")
         if self.activation not in (None, "softmax", "sigmoid"):
@@ -518,7 +518,7 @@ class Evaluator:
                     raise
                 self.scorer_error = err
         self.scorer = scorer
-        self.batch_size = check_batch_size(batch_size)
+        self.batch_size = check_positive_int(batch_size)
         self.mesh = data_mesh(devices)
         self._runners: dict[tuple[Any, ...], Runner] = {}
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..converters import FeatureExtractor, load, load_keras_file
 from ..explainers import FAM, FEM, MLFEM
-from ..explainers.base import Explainer, check_batch_size
+from ..explainers.base import Explainer, check_positive_int
 from ..explainers.mlfem import default_layers
 from ..kernels.fem import check_k, check_variant
 from ..kernels.fusion import check_fusion
@@ -103,8 +103,8 @@ def check_arguments(
     if method not in METHODS:
         raise ValueError(f"unknown audit method {method!r}; expected one of {METHODS}")
     check_variant(variant)
-    check_batch_size(batch_size)
-    check_batch_size(part_size, "part_size")
+    check_positive_int(batch_size)
+    check_positive_int(part_size, "part_size")
     if references is not None and method != "fam":
         raise ValueError("references= is only used by method='fam'")
     if method != "mlfem" and (fusion != "mean" or fusion_weights is not None):

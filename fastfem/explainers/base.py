@@ -24,14 +24,12 @@ from ..runner import HostBatch, Runner
 from ..step import Step, StepFn
 
 
-def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
-    """``batch_size`` as an int; a ValueError unless it is a positive integer (not a bool, a
-    float such as 2.5, a string or None)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise ValueError(f"{name} must be a positive integer; got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"{name} must be a positive integer; got {batch_size!r}")
-    return int(batch_size)
+def check_positive_int(value: Any, name: str = "batch_size") -> int:
+    """``value`` as an int; a ValueError naming ``name`` unless it is a positive integer (not
+    a bool, a float such as 2.5, a string or None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
 
 
 class Explainer:
@@ -51,7 +49,7 @@ class Explainer:
         devices: Sequence[jax.Device] | None = None,
     ):
         self.extractor = extractor
-        self.batch_size = check_batch_size(batch_size)
+        self.batch_size = check_positive_int(batch_size)
         self.devices = devices
         self.mesh = data_mesh(devices)
         self._fns: dict[Hashable, StepFn] = {}

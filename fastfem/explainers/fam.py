@@ -57,7 +57,7 @@ from ..kernels.resize import resize_batch
 from ..nonfinite import NonFiniteCheck
 from ..runner import HostBatch, batch_rows, collect
 from ..step import Step, StepFn
-from .base import Explainer
+from .base import Explainer, check_positive_int
 
 #: Most (query, reference) pairs explained per reference image in one row of the reference-map
 #: step; a reference shared by more pairs (a "hub") gets several rows.
@@ -672,7 +672,7 @@ class FAM(Explainer):
           resize: maps at the input size (True) or at the layer's resolution.
           progress: progress bars on stderr.
         """
-        top_k = _positive_int(top_k, "top_k")
+        top_k = check_positive_int(top_k, "top_k")
         gallery_e, gallery_z, g_shape = self._embeddings(gallery, "gallery", progress)
         n_gallery = gallery_e.shape[0]
         if top_k > (n_gallery - 1 if exclude_self else n_gallery):
@@ -846,12 +846,6 @@ class FAM(Explainer):
 def _as_maps(maps: np.ndarray, resize: bool) -> np.ndarray:
     maps = maps.astype(np.float32, copy=False)
     return maps[..., None] if resize else maps
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
 
 
 def _check_self_count(exclude_self: bool, n_queries: int | None, n_gallery: int) -> None:
