@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Probe XLA:CPU on the convolutions `fastfem.converters.conv_forms` rewrites: stock vs CPU form.
+"""Probe XLA:CPU on the convolutions `fastfem.converters.cpu_convs.conv_forms` rewrites: stock vs
+CPU form.
 
 * depthwise 3x3 (MobileNetV2's shapes, SAME): ``lax.conv_general_dilated(feature_group_count=C)``
-  (what Keras-JAX runs) vs `fastfem.converters.depthwise.depthwise_conv_taps`;
+  (what Keras-JAX runs) vs `fastfem.converters.cpu_convs.depthwise.depthwise_conv_taps`;
 * 1x1 (MobileNetV2's and ResNet50's pointwise shapes): ``lax.conv_general_dilated`` vs
-  `fastfem.converters.pointwise.pointwise_conv_dot`.
+  `fastfem.converters.cpu_convs.pointwise.pointwise_conv_dot`.
 
 Each pair is jitted and timed interleaved (A B A B ...) on the same device-resident inputs;
 the ratio stock / CPU form is taken per round and reported as median, min and max, with the
@@ -28,8 +29,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from fastfem.converters.depthwise import depthwise_conv_taps
-from fastfem.converters.pointwise import pointwise_conv_dot
+from fastfem.converters.cpu_convs.depthwise import depthwise_conv_taps
+from fastfem.converters.cpu_convs.pointwise import pointwise_conv_dot
 from jax import lax
 
 #: (size, channels, stride) of MobileNetV2's depthwise convs at 224x224.

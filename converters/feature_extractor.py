@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from .conv_forms import cpu_conv_forms_when_wanted
+from .cpu_convs.conv_forms import cpu_conv_forms_when_wanted
 
 
 class Features(NamedTuple):
@@ -38,7 +38,7 @@ class FeatureExtractor:
 
     Attributes:
       apply: pure function of (params, x); x is a batch (N, H, W, C) float32. Stored wrapped by
-        `fastfem.converters.conv_forms.cpu_conv_forms_when_wanted`: on CPU its 1x1 and
+        `fastfem.converters.cpu_convs.conv_forms.cpu_conv_forms_when_wanted`: on CPU its 1x1 and
         depthwise convolutions run in their fast forms (``FASTFEM_CPU_CONVS=off`` keeps them
         as written), whatever front-end made it.
       params: pytree of arrays passed as the first argument of ``apply`` (replicated on devices).

@@ -6,7 +6,7 @@ signature (``serving_default`` unless told), freezes and inlines its graph so th
 tensors become reachable, and cuts it at the chosen tensor(s). The frozen variables are fed back
 as arguments, so they stay the extractor's ``params`` (not constants baked into the program).
 Then tf2jax converts the cut graph, or ``jax2tf.call_tf`` wraps it (see
-`fastfem.converters.tf_graph`).
+`fastfem.converters.tf_bridge`; the graph cut is `fastfem.converters.tf_graph`).
 
 Tensors are named as in the graph without the ``StatefulPartitionedCall/`` scopes that inlining
 adds: ``model/conv_b/BiasAdd``; a layer scope (``conv_b`` or ``model/conv_b``) stands for its
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .feature_extractor import FeatureExtractor
-from .tf_graph import GraphFunction, check_method, graph_extractor, import_tf
+from .tf_bridge import check_method, import_tf
+from .tf_graph import GraphFunction, graph_extractor
 
 #: Ops refused in a SavedModel with ``safe_mode=True``: Python callbacks and file access.
 UNSAFE_OPS = re.compile(
@@ -85,7 +86,7 @@ def from_savedmodel(
       include_output: also return the signature's output (``output_name``, else the first one).
       signature: the signature key.
       input_name: the image input's name when the signature has several inputs.
-      method: ``"auto"``, ``"tf2jax"`` or ``"call_tf"`` (see `fastfem.converters.tf_graph`).
+      method: ``"auto"``, ``"tf2jax"`` or ``"call_tf"`` (see `fastfem.converters.tf_bridge`).
       safe_mode: refuse SavedModels with Python or file-access ops (`UNSAFE_OPS`).
       tags: MetaGraph tags for ``tf.saved_model.load`` (default: its own).
     """

@@ -4,12 +4,13 @@ Explainers (Xplique's API): `FEM`, `MLFEM` (multi-layer FEM), `FAM` (similarity 
 retrieval, few-shot episodes). Kernels for JAX users: `fem_map` (per-sample formula in
 `fastfem.kernels.fem`), `fam_map` and `fam_contributions` (`fastfem.kernels.fam`). Model
 front-ends: `fastfem.converters`.
+
+Importing fastfem changes nothing in the process: Keras keeps the backend the process chose
+(``KERAS_BACKEND``, read when Keras is first imported). Keras models run natively under the JAX
+backend and through tf2jax under TensorFlow.
 """
 
-from . import (
-    converters,  # first: makes JAX the Keras backend if Keras is not imported yet
-    metrics,
-)
+from . import converters, metrics
 from .evaluation import evaluate
 from .explainers import FAM, FEM, MLFEM
 from .kernels.fam import fam_contributions, fam_map

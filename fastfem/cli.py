@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -581,6 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line. As an application (not a library), it picks Keras's JAX backend for
+    its own process unless ``KERAS_BACKEND`` says otherwise: Keras models then run natively, the
+    fastest path. Keras reads the variable at its first import, which no module imported by
+    ``fastfem.cli`` does."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -19,8 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..converters import FeatureExtractor, is_artifact, load, load_keras_file
-from ..converters.load import _is_keras_model as is_keras_model
+from ..converters import FeatureExtractor, is_artifact, is_keras_model, load, load_keras_file
 from ..kernels.fem import Variant, check_k, check_variant
 from ..kernels.finite import input_and_activation_finite
 from ..kernels.fusion import Fusion, check_fusion

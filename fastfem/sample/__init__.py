@@ -48,8 +48,9 @@ MODEL_PATH: Path = Path(__file__).with_name("sample_cnn.keras")
 def load_model() -> keras.Model:
     """Load the bundled trained sample CNN (``safe_mode=True``, no compile state needed).
 
-    Keras is imported here, so the backend is whatever ``KERAS_BACKEND`` says
-    at first import (fastfem uses JAX).
+    Keras is imported here, so the backend is whatever the process chose
+    (``KERAS_BACKEND`` at Keras's first import); the ``.keras`` file loads on any
+    backend, and fastfem explains it on JAX (native) or TensorFlow (tf2jax).
     """
     import keras
 

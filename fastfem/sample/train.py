@@ -29,8 +29,6 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-
 DEFAULT_OUT = Path(__file__).with_name("sample_cnn.keras")
 SEED = 1234
 
@@ -68,6 +66,9 @@ def _compile(model, lr: float, steps: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train and save the sample CNN. A script: it picks Keras's JAX backend for its own process
+    unless ``KERAS_BACKEND`` says otherwise (Keras is first imported below)."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
     parser = argparse.ArgumentParser(description="Train the fastfem sample CNN.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .keras file")
     parser.add_argument("--epochs", type=int, default=12, help="epochs with centred input")

@@ -1,4 +1,5 @@
-"""CPU forms of convolutions, rewritten in any feature extractor (`fastfem.converters.conv_forms`).
+"""CPU forms of convolutions, rewritten in any feature extractor
+(`fastfem.converters.cpu_convs.conv_forms`).
 
 * `conv_in_cpu_form` equals ``lax.conv_general_dilated`` for 1x1 (1D/2D, stride 1/2, explicit
   pads, channels last/first, OIHW kernels) and depthwise convolutions (multiplier 1/2, stride,
@@ -19,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fastfem.converters import conv_forms, from_fn, from_keras, import_keras
+from fastfem.converters import from_fn, from_keras, import_keras
+from fastfem.converters.cpu_convs import conv_forms
 from jax import lax
 
 RTOL = 1e-5

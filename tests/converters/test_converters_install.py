@@ -13,26 +13,51 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBMODULES = ("export", "feature_extractor", "flax", "keras", "load", "savedmodel", "tf_graph")
+SUBMODULES = tuple(
+    sorted(p.stem for p in (ROOT / "converters").glob("*.py") if p.stem != "__init__")
+)
+#: subpackages of converters/ and their modules (each must be listed in pyproject's packages)
+SUBPACKAGES = {
+    d.name: tuple(sorted(p.stem for p in d.glob("*.py") if p.stem != "__init__"))
+    for d in sorted((ROOT / "converters").iterdir())
+    if (d / "__init__.py").is_file()
+}
 
 # Locates the module without importing fastfem/__init__ (which needs jax, absent in the venv).
 FIND = """
 import importlib.machinery as m, json, sys
 pkg = m.PathFinder.find_spec("fastfem")
 conv = m.PathFinder.find_spec("converters", list(pkg.submodule_search_locations))
-subs = {n: m.PathFinder.find_spec(n, list(conv.submodule_search_locations)).origin
-        for n in sys.argv[1:]}
+where = list(conv.submodule_search_locations)
+subs = {}
+for name in sys.argv[1:]:  # "module" or "subpackage.module"
+    if "." in name:
+        package, module = name.split(".")
+        inner = m.PathFinder.find_spec(package, where)
+        spec = inner and m.PathFinder.find_spec(module, list(inner.submodule_search_locations))
+    else:
+        spec = m.PathFinder.find_spec(name, where)
+    subs[name] = spec.origin if spec else None
 print(json.dumps({"fastfem": pkg.origin, "converters": conv.origin, "subs": subs}))
 """
+
+
+def module_names() -> list[str]:
+    """converters/ modules as FIND takes them: ``name`` and ``subpackage.name``."""
+    inner = [f"{pkg}.{mod}" for pkg, mods in SUBPACKAGES.items() for mod in ("__init__", *mods)]
+    return [*SUBMODULES, *inner]
 
 
 def test_editable_install_resolves_converters():
     import fastfem.converters
 
     assert Path(fastfem.converters.__file__).resolve() == ROOT / "converters" / "__init__.py"
-    for name in SUBMODULES:
-        spec = importlib.util.find_spec(f"fastfem.converters.{name}")
-        assert spec is not None and Path(spec.origin).parent == ROOT / "converters", name
+    assert "cpu_convs" in SUBPACKAGES and "conv_forms" in SUBPACKAGES["cpu_convs"]
+    for name in module_names():
+        full = f"fastfem.converters.{name}".removesuffix(".__init__")
+        spec = importlib.util.find_spec(full)
+        expected = ROOT / "converters" / Path(*name.split(".")[:-1])
+        assert spec is not None and Path(spec.origin).parent == expected, name
 
 
 @pytest.mark.slow
@@ -75,7 +100,7 @@ def test_wheel_in_fresh_venv_resolves_converters(tmp_path):
         timeout=300,
     )
     proc = subprocess.run(
-        [str(python), "-c", FIND, *SUBMODULES],
+        [str(python), "-c", FIND, *module_names()],
         cwd=tmp_path,
         capture_output=True,
         text=True,

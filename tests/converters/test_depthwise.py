@@ -1,4 +1,4 @@
-"""The taps form of depthwise convolution (`fastfem.converters.depthwise`).
+"""The taps form of depthwise convolution (`fastfem.converters.cpu_convs.depthwise`).
 
 `depthwise_conv_taps` matches ``lax.conv_general_dilated(feature_group_count=C)`` (what the Keras
 JAX backend runs) to float32 rounding for 1D/2D, stride 1/2, valid/same, dilation, depth
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fastfem.converters import depthwise
+from fastfem.converters.cpu_convs import depthwise
 from jax import lax
 
 RTOL = 1e-5

@@ -10,8 +10,8 @@ product 1-11x faster than ``lax.conv_general_dilated`` with a 1x1 kernel on Mobi
 ResNet50's pointwise shapes (largest gains where Cout < Cin: e.g. 56x56, 256->64, batch 32:
 95 ms -> 19 ms on a 2-core CPU), with bit-identical results on those shapes.
 
-`fastfem.converters.conv_forms` puts it in place of every 1x1 ungrouped ``conv_general_dilated``
-of a feature extractor traced for a CPU device.
+`fastfem.converters.cpu_convs.conv_forms` puts it in place of every 1x1 ungrouped
+``conv_general_dilated`` of a feature extractor traced for a CPU device.
 """
 
 from __future__ import annotations

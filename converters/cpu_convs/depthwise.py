@@ -15,8 +15,8 @@ so the whole sum is elementwise multiply-adds that XLA fuses into one loop over 
 sum runs over the taps in row-major order; results match ``lax.conv_general_dilated`` to float32
 rounding (relative error ~1e-7), not bit for bit.
 
-`fastfem.converters.conv_forms` puts it in place of every depthwise ``conv_general_dilated`` of a
-feature extractor traced for a CPU device.
+`fastfem.converters.cpu_convs.conv_forms` puts it in place of every depthwise
+``conv_general_dilated`` of a feature extractor traced for a CPU device.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 XLA:CPU is slow on two kinds of convolution that mobile and residual CNNs are made of:
 
 * depthwise (``feature_group_count = C``): 6-40x slower than a sum of strided slices
-  (`fastfem.converters.depthwise.depthwise_conv_taps`);
+  (`fastfem.converters.cpu_convs.depthwise.depthwise_conv_taps`);
 * 1x1 (pointwise): 1-11x slower than a matrix product
-  (`fastfem.converters.pointwise.pointwise_conv_dot`).
+  (`fastfem.converters.cpu_convs.pointwise.pointwise_conv_dot`).
 
 `cpu_conv_forms(fn)` returns a function with the same signature and results as ``fn`` that
 traces ``fn`` to a jaxpr and evaluates it with every such ``conv_general_dilated`` replaced by
