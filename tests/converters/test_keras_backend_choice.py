@@ -7,7 +7,8 @@ own default, TensorFlow, applies).
 * ``import fastfem`` first, then a Keras CNN: Keras runs TensorFlow, ``KERAS_BACKEND`` is still
   unset, Xplique's `Saliency` works on the model (it failed with "Cannot convert a symbolic
   tf.Tensor to a numpy array" when importing fastfem selected JAX), and `fastfem.FEM` on the same
-  model (through tf2jax) gives Xplique's own FEM maps.
+  model (through tf2jax) gives Xplique's own FEM maps; the native front-end alone refuses the
+  model with an error naming ``KERAS_BACKEND=jax``.
 * ``import fastfem.cli`` imports no Keras; ``python -m fastfem.cli`` and the ``fastfem`` console
   script run Keras models natively on JAX (the converted extractor's source says
   ``keras-jax``).
@@ -43,7 +44,14 @@ np.save(out + "/saliency.npy", np.asarray(Saliency(model).explain(x, y)))
 fem = fastfem.FEM(model)
 np.save(out + "/fastfem.npy", np.asarray(fem.explain(x)))
 np.save(out + "/xplique.npy", np.asarray(XpliqueFEM(model).explain(x)))
+from fastfem.converters.keras_jax import from_keras_jax
+try:
+    from_keras_jax(model)
+    native_error = None
+except RuntimeError as err:
+    native_error = str(err)
 print(json.dumps({
+    "native_error": native_error,
     "backend": keras.backend.backend(),
     "unset_after_import": unset_after_import,
     "unset_at_end": "KERAS_BACKEND" not in os.environ,
@@ -93,6 +101,8 @@ def test_import_fastfem_first_leaves_keras_on_tensorflow(tmp_path):
     assert facts["backend"] == "tensorflow"
     assert facts["unset_after_import"] and facts["unset_at_end"]
     assert "tf2jax" in facts["source"] and facts["layer"] == "conv_b"
+    # the native front-end alone refuses, naming the fix; from_keras / load hand over instead
+    assert "KERAS_BACKEND=jax" in (facts["native_error"] or "")
     saliency = np.load(tmp_path / "saliency.npy")
     assert saliency.shape[0] == 4 and np.all(np.isfinite(saliency)) and np.ptp(saliency) > 0
     ours, ref = np.load(tmp_path / "fastfem.npy"), np.load(tmp_path / "xplique.npy")
