@@ -4,7 +4,7 @@
   TensorFlow, Keras, tf2jax and Flax cannot be imported gives the same FEM maps as the original
   extractor: from a Keras-JAX model (via the CLI), a tf_keras model converted by tf2jax, and one
   wrapped by call_tf (exported with a fixed batch, padded/split on load).
-* `export_explainer_savedmodel` / ``fastfem convert --tf-savedmodel``: the jitted FEM and FAM
+* `fastfem.export_savedmodel` / ``fastfem convert --tf-savedmodel``: the jitted FEM and FAM
   explainers as TF SavedModels, called from TensorFlow, give the explainers' maps.
 """
 
