@@ -34,8 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..converters import FeatureExtractor, load
-from ..converters.keras import import_keras
+from ..converters import FeatureExtractor, import_keras, load
 from ..kernels.fam import (
     EPS,
     RESIZE_METHOD,
@@ -136,22 +135,24 @@ def _is_keras_layer(obj: Any) -> bool:
 def build_head(head: Any, channels: int) -> PureHead | None:
     """Turn ``head`` into a pure function of one pooled embedding (C,) -> (D,).
 
-    Accepted: None; a Keras 3 layer or model on the JAX backend (built for ``(None, C)`` if not
-    yet built; run by ``stateless_call``, its weights passed as arguments of the jitted step);
-    or a JAX-traceable callable of one embedding (C,) -> (D,).
+    Accepted: None; a Keras 3 layer or model (built for ``(None, C)`` if not yet built): on the
+    JAX backend run by ``stateless_call``, on the TensorFlow backend converted to JAX ops by
+    tf2jax — either way its weights are arguments of the jitted step; or a JAX-traceable
+    callable of one embedding (C,) -> (D,).
     """
     if head is None:
         return None
     if _is_keras_layer(head):
-        keras = import_keras()
-        if keras.backend.backend() != "jax":
-            raise ValueError(
-                "a Keras head runs under jax.jit only with Keras's JAX backend; this process "
-                f"runs {keras.backend.backend()!r}. Pass the head as a JAX function of one "
-                "embedding (C,) -> (D,) instead (e.g. lambda e: e @ W)"
-            )
         if not head.built:
             head.build((None, channels))
+        backend = import_keras().backend.backend()
+        if backend == "tensorflow":
+            return _tf_keras_head(head, channels)
+        if backend != "jax":
+            raise ValueError(
+                f"a Keras head needs Keras's JAX or TensorFlow backend; this process runs "
+                f"{backend!r}. Pass the head as a JAX function of one embedding (C,) -> (D,)"
+            )
         params = (
             [jnp.asarray(v.value) for v in head.trainable_variables],
             [jnp.asarray(v.value) for v in head.non_trainable_variables],
@@ -171,6 +172,25 @@ def build_head(head: Any, channels: int) -> PureHead | None:
         f"head must be None, a Keras layer/model, or a JAX function of one embedding (C,) -> "
         f"(D,); got {type(head).__name__}"
     )
+
+
+def _tf_keras_head(head: Any, channels: int) -> PureHead:
+    """A Keras head on the TensorFlow backend as JAX ops (tf2jax), weights as params."""
+    import tensorflow as tf
+
+    from ..converters.tf_bridge import tf2jax_convert
+
+    kwargs = {"training": False} if _accepts_training(head) else {}
+    fn = tf.function(lambda e: head(e, **kwargs), autograph=False)
+    jax_fn, params = tf2jax_convert(fn, tf.TensorSpec((None, channels), tf.float32))
+
+    def apply(p: Any, e: jax.Array) -> jax.Array:
+        out, _ = jax_fn(p, e[None])  # tf2jax returns (outputs, updated state)
+        if isinstance(out, (list, tuple)):
+            raise ValueError("the head must have a single output")
+        return out[0]
+
+    return PureHead(apply, params)
 
 
 def _accepts_training(layer: Any) -> bool:

@@ -444,3 +444,41 @@ def test_retrieval_over_10000_bundled_images_holds_one_batch_of_activations():
     # all gallery activations (10,000 x 16 x 16 x 64 float32) would be 625 MiB; the images of
     # one pass 469 MiB. One batch of activations is 8 MiB.
     assert peak < 150, f"peak resident memory grew by {peak:.0f} MiB"
+
+
+KERAS_TF_HEAD = """
+import json, os, sys
+import numpy as np
+import keras
+assert keras.backend.backend() == "tensorflow"
+import jax
+import fastfem
+from fastfem.converters import from_fn
+
+rng = np.random.default_rng(0)
+w = (rng.normal(size=(3, 3, 3, 8)) * 0.3).astype(np.float32)
+
+def apply(p, x):
+    dims = ("NHWC", "HWIO", "NHWC")
+    y = jax.lax.conv_general_dilated(x, p, (1, 1), "SAME", dimension_numbers=dims)
+    return jax.nn.relu(y)
+
+ext = from_fn(apply, w, (16, 16, 3))
+head = keras.Sequential([keras.layers.Dense(6, use_bias=False), keras.layers.ReLU(),
+                         keras.layers.Dense(5, use_bias=False)])
+head.build((None, 8))
+w1, w2 = (np.asarray(v) for v in head.weights)
+x, r = rng.random((6, 16, 16, 3), dtype=np.float32), rng.random((6, 16, 16, 3), dtype=np.float32)
+keras_head = fastfem.FAM(ext, head=head)
+a = keras_head.explain(x, r)
+b = fastfem.FAM(ext, head=lambda e: jax.nn.relu(e @ w1) @ w2).explain(x, r)
+print(json.dumps({"diff": float(np.abs(a - b).max()), "range": float(np.ptp(b)),
+                  "sims": float(np.abs(keras_head.last_similarities).max())}))
+"""
+
+
+@pytest.mark.slow
+def test_keras_head_on_the_tensorflow_backend_is_converted_by_tf2jax():
+    res = run_json(KERAS_TF_HEAD, env={"KERAS_BACKEND": "tensorflow"})
+    assert res["range"] > 0.5 and res["sims"] > 0
+    assert res["diff"] <= 1e-5
