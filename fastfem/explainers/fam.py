@@ -447,7 +447,7 @@ class FAM(Explainer):
         the model's ``embedding`` layer.
       pooling: ``"gap"`` (mean) or ``"gmp"`` (max) over the spatial axes.
       similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"`` (``S = -|zq - zr|^2``).
-      head: transformation after pooling (projection head): None, a Keras layer/model (JAX
+      head: transformation after pooling (projection head): None, a Keras layer/model (either
         backend) or a JAX function of one embedding (C,) -> (D,). Contributions go through it
         by one ``jax.vjp``: exact for a linear bias-free head or a bias-free ReLU MLP
         (cosine/dot) and for any affine head (euclidean), first-order otherwise.
