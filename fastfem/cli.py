@@ -27,6 +27,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """A command-line index that must be an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A command-line duration: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
+    return value
+
+
 def finite_k(text: str) -> float:
     """FEM's k on the command line: a finite number >= 0."""
     from .kernels.fem import check_k
@@ -205,14 +227,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit
 
     distributed: bool | dict = False
-    if args.coordinator or args.num_processes is not None or args.process_id is not None:
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in given):
+        if any(v is None for v in given):
+            raise ValueError("--coordinator, --num-processes and --process-id go together")
         distributed = {
             "coordinator_address": args.coordinator,
             "num_processes": args.num_processes,
             "process_id": args.process_id,
+            "initialization_timeout": args.peer_timeout,
         }
     elif args.distributed:
-        distributed = True
+        distributed = {"initialization_timeout": args.peer_timeout}
     enable_persistent_compile_cache()  # each CLI run is a new process: reuse compiled steps
     summary = audit(
         args.source,
@@ -223,6 +249,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         k=args.k,
         variant=args.variant,
         batch_size=args.batch_size,
+        part_size=args.part_size,
         resume=args.resume,
         resize=args.resize,
         distributed=distributed,
@@ -503,8 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="jax.distributed.initialize() from the cluster environment",
     )
     a.add_argument("--coordinator", help="host:port of process 0 (multi-process runs)")
-    a.add_argument("--num-processes", type=int)
-    a.add_argument("--process-id", type=int)
+    a.add_argument("--num-processes", type=positive_int)
+    a.add_argument("--process-id", type=non_negative_int)
+    a.add_argument(
+        "--peer-timeout",
+        type=positive_seconds,
+        default=60.0,
+        help="multi-process runs: seconds within which a missing peer or a duplicated "
+        "process id is reported (default 60)",
+    )
+    a.add_argument("--part-size", type=positive_int, default=2048, help="rows per committed part")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.add_argument("--out", required=True, help="result store folder")
     a.set_defaults(func=cmd_audit)
@@ -590,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, TypeError) as err:
+    except (ValueError, OSError, TypeError) as err:
         print(f"fastfem {args.command}: error: {err}", file=sys.stderr)
         return 2
 

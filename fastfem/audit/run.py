@@ -13,10 +13,21 @@ Read top to bottom, an audit is four stages:
    the prediction and confidence, finiteness flags and, with boxes, the localisation metrics —
    while the next batch is already being put on the devices. Only small results come back;
 4. the part writer (`fastfem.audit.store.PartWriter`): rows committed to the store part by part
-   (atomic), so ``resume=True`` continues after a crash with nothing lost and nothing counted
-   twice; then the flags and the manifest.
+   (atomic, one fixed Parquet schema), so ``resume=True`` continues after a crash with nothing
+   lost and nothing counted twice; then the flags and the manifest.
 
-Bad inputs become ``status="error"`` rows and never stop the run.
+Before stage 2 the store is opened by process 0 under its lock (`fastfem.audit.lock`): an
+existing store needs ``resume=True``, whose configuration must equal the store's
+(`fastfem.audit.manifest`); temporary files of a killed run are removed, parts of an older
+schema conformed, parts whose maps are missing or short set aside to be recomputed; then the
+manifest is written (merged) with the full configuration, before the first part.
+
+Bad inputs become ``status="error"`` rows and never stop the run; only a failure of the store
+itself (`fastfem.audit.store.StoreError`: disk full, read-only) does, after what is committed.
+
+Speed: ``seconds`` is the run's wall time; the audit step is compiled first, on a batch of zeros
+shaped like the first batch (``compile_seconds``), so ``images_per_second`` is the rate after
+compilation (FAM: the prototype pass included).
 
 FAM (``method="fam"``) audits a similarity model with no classifier assumed: every image is
 explained against the PROTOTYPE (mean GAP embedding at the explained layer) of its class, i.e.
@@ -31,16 +42,19 @@ typical of the dataset). Columns: ``similarity`` (cosine to the explained protot
 `fastfem.FAM.explain_episode` with the audited images as support and queries.
 
 Several processes (JAX's multi-controller runtime, ``distributed=True``): each audits the inputs
-whose index ``i % process_count == process_index`` and writes its own parts; process 0 writes
-the manifest after a barrier.
+whose index ``i % process_count == process_index`` and writes its own parts; process 0 holds the
+store's lock and writes the manifest. They start through a handshake that reports a missing
+peer or a duplicated process id within a timeout, and pass the audit's stages together
+(`fastfem.audit.processes`): a process that fails stops the others with its message.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +70,10 @@ from ..step import Step
 from .batches import RecordBatcher
 from .boxes import max_boxes
 from .flags import flag_rows
+from .lock import StoreLock, describe
+from .manifest import STORE_FORMAT, check_resume, merge, model_sha256
 from .plan import AuditPlan, check_arguments, plan_audit
+from .processes import ProcessGroup, start_processes
 from .sources import stack_images
 from .steps import (
     FAM_COLUMNS,
@@ -66,7 +83,7 @@ from .steps import (
     AuditSpec,
     make_audit_step,
 )
-from .store import PartWriter, ResultStore
+from .store import PartWriter, ResultStore, schema_types, store_schema
 
 STAT_FIELDS = MapStats._fields
 #: The error text of a row whose pixels / activations are not finite (step flags, in order).
@@ -75,7 +92,12 @@ NONFINITE_ERRORS = ("non-finite (NaN/inf) pixels", "non-finite (NaN/inf) activat
 
 @dataclass
 class AuditSummary:
-    """What one `audit` call did (also printed by the CLI)."""
+    """What one `audit` call did (also printed by the CLI).
+
+    ``seconds``: the run's wall time (compilation included); ``compile_seconds``: compiling
+    the audit step; ``images_per_second``: ``processed / (seconds - compile_seconds)``, the
+    rate after compilation (see the module docstring).
+    """
 
     out: str
     source: str
@@ -85,6 +107,7 @@ class AuditSummary:
     skipped_already_committed: int = 0
     committed_total: int = 0
     seconds: float = 0.0
+    compile_seconds: float = 0.0
     images_per_second: float = 0.0
     errors_total: int = 0  # error rows in the whole store (all runs, all processes)
     flagged_total: int = 0  # flagged rows in the whole store
@@ -98,7 +121,7 @@ class AuditSummary:
 
 def row_columns(has_output: bool, method: str, has_boxes: bool) -> list[str]:
     """The Parquet columns of an audit, in order."""
-    cols = ["id", "label", "status", "error", *STAT_FIELDS]
+    cols = ["id", "id_raw", "label", "status", "error", *STAT_FIELDS]
     if has_output:
         cols += ["prediction", "confidence"]
     if method == "fam":
@@ -115,22 +138,6 @@ def source_location(source: Any) -> str | None:
     if isinstance(source, (str, Path)):
         return str(Path(source).resolve())
     return None
-
-
-def init_distributed(kwargs: Mapping[str, Any]) -> None:
-    """Start JAX's multi-controller runtime (gloo collectives on CPU) unless already started."""
-    if jax.distributed.is_initialized():
-        return
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**kwargs)
-
-
-def barrier(name: str) -> None:
-    """Wait for every process of a multi-process run (no-op with one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
 
 
 def _versions() -> dict[str, str]:
@@ -203,6 +210,7 @@ class AuditRun:
     part_size: int = 2048
     unmatched_labels: set[str] = field(default_factory=set)
     box_ids_seen: set[str] = field(default_factory=set)
+    check_peers: Callable[[], None] = lambda: None  # raises when another process has failed
 
 
 def audit_step(plan: AuditPlan, classes_protos: tuple | None) -> tuple[Step, AuditSpec]:
@@ -239,6 +247,23 @@ def _example_batch(plan: AuditPlan, spec: AuditSpec) -> dict[str, np.ndarray]:
     return batch
 
 
+def compile_first(
+    plan: AuditPlan, step: Step, batches: Iterable[dict[str, np.ndarray]], count: int | None
+) -> tuple[Iterator[dict[str, np.ndarray]], float]:
+    """Compile the audit step before the run: zeros shaped (and typed) like the first host
+    batch go through it once. Returns the batches (the first one put back) and the seconds
+    compiling took (0 when there is no batch)."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return iter(()), 0.0
+    start = time.perf_counter()
+    zeros = {k: np.zeros_like(v) for k, v in first.items()}
+    for _ in plan.explainer.run(step, [zeros], count):
+        pass
+    return itertools.chain([first], batches), time.perf_counter() - start
+
+
 def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bool) -> None:
     """Stages 2-4: record batches through the step into the part writer."""
     plan, summary = run.plan, run.summary
@@ -255,7 +280,7 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
     )
     writer = PartWriter(
         run.store,
-        row_columns(plan.extractor.has_output, plan.method, plan.boxes is not None),
+        store_schema(row_columns(plan.extractor.has_output, plan.method, plan.boxes is not None)),
         map_shape(step, plan, _example_batch(plan, spec)),
         run.part_size,
         labels,
@@ -268,7 +293,9 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
         summary.errors += len(errors)
         bar.update(len(errors))
 
-    batches = batcher.batches(plan.source.read(select))
+    batches, summary.compile_seconds = compile_first(
+        plan, step, batcher.batches(plan.source.read(select)), todo_count
+    )
     for out in plan.explainer.run(step, batches, todo_count):
         recs = batcher.pending.popleft()
         good = writer.add_batch(recs, out, row_errors(out["finite"]))
@@ -280,6 +307,7 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
             )
         bar.update(len(recs))
         flush_errors()
+        run.check_peers()
     flush_errors()
     writer.commit()
     bar.close()
@@ -324,7 +352,9 @@ def audit(
       resize: convert/resize images that do not fit the model instead of error rows.
       distributed: True -> ``jax.distributed.initialize()`` (cluster auto-detection / JAX's env
         vars); a mapping -> its keyword arguments (coordinator_address, num_processes,
-        process_id). Each process audits its slice; CPU collectives use gloo.
+        process_id; ``initialization_timeout``: seconds within which a missing peer or a
+        duplicated id is reported, default 60). Each process audits its slice; CPU collectives
+        use gloo (`fastfem.audit.processes`).
       boxes: ground-truth boxes (a .csv/.json path, a mapping, or ``"sample"``; format in
         `fastfem.audit.boxes`): adds the columns ``pointing_game``, ``energy_pointing_game``
         and ``iou`` (null for images without boxes) and the outside-the-box flag rule.
@@ -337,35 +367,49 @@ def audit(
     k = check_arguments(
         method, k, variant, batch_size, part_size, references, fusion, fusion_weights
     )
-    if distributed:
-        init_distributed(distributed if isinstance(distributed, Mapping) else {})
-    pid, nproc = jax.process_index(), jax.process_count()
+    group = start_processes(distributed)
     weights = None if fusion_weights is None else [float(v) for v in fusion_weights]
     settings = {"variant": variant, "k": k, "fusion": fusion, "fusion_weights": weights}
-    plan = plan_audit(
-        source,
-        model,
-        method,
-        layer,
-        settings,
-        preprocess,
-        batch_size,
-        resize,
-        threads,
-        boxes,
-        references,
-    )
-    store = ResultStore(out, process_index=pid)
-    if store.exists() and not resume:
-        raise FileExistsError(
-            f"{out} already holds an audit; pass resume=True (--resume) to continue it, or "
-            "choose another output folder"
+    with group.checkpoint("plan"):
+        plan = plan_audit(
+            source,
+            model,
+            method,
+            layer,
+            settings,
+            preprocess,
+            batch_size,
+            resize,
+            threads,
+            boxes,
+            references,
         )
-    committed = store.committed_ids()
-    barrier("fastfem-audit-start")  # every process has looked at the store before any writes
-    summary = AuditSummary(out=str(out), source=plan.source.description)
-    run = AuditRun(plan, store, summary, committed, part_size=part_size)
-    src = plan.source
+        info = start_info(plan, model, source, boxes, references)
+    store = ResultStore(out, process_index=group.index)
+    lock = StoreLock(out)
+    try:
+        with group.checkpoint("open"):
+            if group.index == 0:
+                open_store(store, lock, info, resume)
+        with group.checkpoint("config"):
+            if group.index != 0:  # every process runs the configuration the store records
+                check_resume(store.manifest(), info, str(out), f"process {group.index}")
+        with group.checkpoint("run"):
+            run = AuditRun(plan, store, AuditSummary(str(out), plan.source.description), set())
+            run.part_size = part_size
+            run.check_peers = lambda: group.raise_if_a_peer_failed("run")
+            audit_my_slice(run, group, progress)
+        finish(run, group, end_info(run, boxes))
+    finally:
+        lock.release()
+    return run.summary
+
+
+def audit_my_slice(run: AuditRun, group: ProcessGroup, progress: bool) -> None:
+    """Stages 2-4 over this process's inputs not yet committed (a message when none is left)."""
+    pid, nproc = group.index, group.count
+    committed = run.committed = run.store.committed_ids()
+    src = run.plan.source
     todo_count = None
     if src.ids is not None:
         if len(set(src.ids)) != len(src.ids):
@@ -377,8 +421,7 @@ def audit(
             run.summary.message = (
                 f"nothing to do: all {len(mine)} inputs of this process are already committed"
             )
-            finish(run, None)
-            return run.summary
+            return
 
     def select(i: int, rid: str) -> bool:
         return i % nproc == pid and rid not in committed
@@ -388,31 +431,78 @@ def audit(
     summary = run.summary
     summary.seconds = round(time.perf_counter() - start, 3)
     summary.processed = summary.ok + summary.errors
-    summary.images_per_second = round(summary.processed / max(summary.seconds, 1e-9), 1)
-    finish(run, manifest_info(run, source, boxes, references))
-    return summary
+    steady = summary.seconds - summary.compile_seconds
+    summary.compile_seconds = round(summary.compile_seconds, 3)
+    summary.images_per_second = round(summary.processed / max(steady, 1e-9), 1)
 
 
-def manifest_info(run: AuditRun, source: Any, boxes: Any, references: Any) -> dict[str, Any]:
-    """What the manifest records about this run's configuration."""
-    plan = run.plan
+def open_store(store: ResultStore, lock: StoreLock, info: dict[str, Any], resume: bool) -> None:
+    """Process 0, before any part is written: take the store's lock, check the store against
+    this run (an existing store needs ``resume``, with the same configuration), repair what a
+    killed run left (temporary files, parts of an older schema, parts whose maps are missing
+    or short), then write the manifest with this run's configuration (merged)."""
+    stale = lock.acquire()
+    if stale:
+        warnings.warn(
+            f"{store.root}: took over a stale lock ({describe(stale)}: no longer running)",
+            stacklevel=3,
+        )
+    if store.exists() and not resume:
+        raise FileExistsError(
+            f"{store.root} already holds an audit; pass resume=True (--resume) to continue it, "
+            "or choose another output folder"
+        )
+    old = store.manifest()
+    if old:
+        check_resume(old, info, str(store.root))
+    store.remove_temporaries()
+    update: dict[str, Any] = {}
+    conformed = store.conform_parts(store_schema(list(info["columns"])))
+    if conformed:
+        update["conformed_parts"] = conformed
+        warnings.warn(
+            f"{store.root}: rewrote {len(conformed)} parts of an older store to the fixed schema",
+            stacklevel=3,
+        )
+    broken = store.set_aside_broken_parts()
+    if broken:
+        update["set_aside"] = broken
+        warnings.warn(
+            f"{store.root}: {len(broken)} committed parts had missing or short maps and are "
+            f"computed again (moved to {store.root / 'invalid'}): {broken}",
+            stacklevel=3,
+        )
+    store.write_manifest(merge(old, {**info, **update}))
+
+
+def start_info(
+    plan: AuditPlan, model: Any, source: Any, boxes: Any, references: Any
+) -> dict[str, Any]:
+    """What the manifest records before the first part: everything a row depends on
+    (`fastfem.audit.manifest`), the source, the versions and the devices."""
+    if model is None:
+        from ..sample import MODEL_PATH
+
+        model = MODEL_PATH
     config = dict(plan.config)
     if plan.method == "fam":
-        config.update(
-            pooling="gap", similarity="cosine", weights="max", classes=run.classes.tolist()
-        )
+        config.update(pooling="gap", similarity="cosine", weights="max")
         config["prototypes_from"] = "references" if references is not None else "source"
+    columns = row_columns(plan.extractor.has_output, plan.method, plan.boxes is not None)
     info: dict[str, Any] = {
+        "store_format": STORE_FORMAT,
         "model": plan.model_desc,
+        "model_sha256": model_sha256(model),
         "layer": ",".join(plan.explainer.layer_names),
         "method": plan.method,
         "config": config,
+        "columns": schema_types(store_schema(columns)),
         "source": plan.source.description,
         "source_location": source_location(source),
         "versions": _versions(),
         "devices": [str(d) for d in jax.local_devices()],
         "process_count": jax.process_count(),
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
     if plan.boxes is not None:
         info["boxes"] = {
@@ -421,14 +511,24 @@ def manifest_info(run: AuditRun, source: Any, boxes: Any, references: Any) -> di
             "iou_threshold": IOU_THRESHOLD,
             "normalize": NORMALIZE,
         }
-        if plan.source.ids is None:
-            unmatched = sorted(set(plan.boxes) - run.box_ids_seen)
-            info["boxes"]["unmatched"] = unmatched
-            if unmatched:
-                warnings.warn(
-                    f"{len(unmatched)} box ids matched no input of the stream: {unmatched[:10]}",
-                    stacklevel=3,
-                )
+    return info
+
+
+def end_info(run: AuditRun, boxes: Any) -> dict[str, Any]:
+    """What the manifest adds at the end of a run: FAM's classes, the box ids and labels that
+    matched nothing (with a warning), the time."""
+    plan = run.plan
+    info: dict[str, Any] = {"finished": dt.datetime.now(dt.timezone.utc).isoformat()}
+    if run.classes is not None:
+        info["config"] = {"classes": run.classes.tolist()}
+    if plan.boxes is not None and plan.source.ids is None and run.summary.processed:
+        unmatched = sorted(set(plan.boxes) - run.box_ids_seen)
+        info["boxes"] = {"unmatched": unmatched}
+        if unmatched:
+            warnings.warn(
+                f"{len(unmatched)} box ids matched no input of the stream: {unmatched[:10]}",
+                stacklevel=3,
+            )
     if run.unmatched_labels:
         info["fam_labels_without_prototype"] = sorted(run.unmatched_labels)
         warnings.warn(
@@ -439,9 +539,9 @@ def manifest_info(run: AuditRun, source: Any, boxes: Any, references: Any) -> di
     return info
 
 
-def finish(run: AuditRun, info: dict | None) -> None:
-    """Barrier across processes, then process 0 writes the manifest; fill the flags."""
-    barrier("fastfem-audit-parts-committed")
+def finish(run: AuditRun, group: ProcessGroup, info: dict[str, Any]) -> None:
+    """Every process has committed its parts: fill the whole store's totals and flags; process
+    0 merges the run's results into the manifest."""
     store, summary = run.store, run.summary
     rows = store.read_rows()
     summary.committed_total = len(rows.get("id", []))
@@ -451,10 +551,8 @@ def finish(run: AuditRun, info: dict | None) -> None:
         summary.flagged_total = int(np.sum(flags.flagged))
         summary.flagged = flags.top_ids(20)
         summary.flag_rule = flags.rule
-    if jax.process_index() == 0:
-        body = dict(store.manifest())
-        if info is not None:
-            body.update(info)
+    if group.index == 0:
+        body = merge(store.manifest(), info)
         maps = store.read_map_shape()
         if maps is not None:
             body["map_shape"] = list(maps)

@@ -1,42 +1,194 @@
-"""The audit's result store: a directory of committed parts and a manifest.
+"""The audit's result store: committed parts with ONE fixed schema, their maps, a manifest.
 
 Layout::
 
     DIR/parts/part-p{process:03d}-{seq:06d}.parquet   one row per input (id, status, error, ...)
-    DIR/maps/maps-p{process:03d}-{seq:06d}.npy        float32 (rows, h, w) feature-resolution maps,
-                                                      row i <-> part row i (NaN for error rows)
-    DIR/manifest.json                                 model, layer, method, config, versions, parts
+    DIR/maps/maps-p{process:03d}-{seq:06d}.npy        float32 (rows, h, w) maps, row i <->
+                                                      part row i (NaN for error rows)
+    DIR/manifest.json                                 configuration, versions, parts, counts
+    DIR/audit.lock                                    held while an audit writes
+                                                      (`fastfem.audit.lock`)
+    DIR/invalid/                                      parts set aside by ``--resume`` (their
+                                                      maps were missing or short)
 
-Commit protocol: a part's maps are written first, then the Parquet file is written to a
+**One schema.** Every part is written with the schema `store_schema` builds from the audit's
+columns: an explicit Arrow type per column (`COLUMN_TYPES`), every column nullable, never
+inferred from a part's values (an all-null ``error`` column is still ``string``). So the parts
+of every process and every resumed run read as one table with ``pyarrow.dataset``,
+``pandas.read_parquet(DIR/parts)`` or DuckDB (``SELECT ... FROM 'DIR/parts/*.parquet'``).
+``id_raw`` holds the raw bytes of an id that is not valid UTF-8 (``id`` then holds a readable
+form); null otherwise. Stores written before the schema was fixed (a part's all-null column
+typed ``null``) still read with `ResultStore.read_rows`; ``--resume`` rewrites their parts to
+the fixed schema (`ResultStore.conform_parts`) or refuses, naming the part and the column.
+
+**Commit protocol.** A part's maps are written first, then the Parquet file is written to a
 temporary name and renamed; the rename is the commit. A crash leaves at most a temporary file or
-an orphan maps file, never a half part that counts. The committed ids are the union of the ``id``
-columns of the committed Parquet files, so ``--resume`` skips exactly those.
+an orphan maps file, never a half part that counts; temporary files are named ``.*.tmp-PID``
+(hidden from the readers above) and removed when the store is opened again
+(`ResultStore.remove_temporaries`). The committed ids are the union of the ``id`` columns of the
+committed Parquet files, so ``--resume`` skips exactly those; a committed part whose maps file is
+missing or short is set aside (`ResultStore.set_aside_broken_parts`) and its rows recomputed.
+
+**Store failures.** A write that fails (disk full, read-only folder, ...) raises `StoreError`, a
+one-line message naming the path; the part being written is not committed, its temporary file
+and maps shard are removed, and every part committed before stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .sources import Record
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 PART_RE = re.compile(r"^part-p(\d{3})-(\d{6})\.parquet$")
+MAPS_RE = re.compile(r"^maps-p(\d{3})-(\d{6})\.npy$")
+TEMP_RE = re.compile(r"^\..*\.tmp-\d+$|^\.tmp-\d+-")  # this version's, and older versions'
 MANIFEST = "manifest.json"
+INVALID = "invalid"
+
+#: The Arrow type of every column an audit writes (``pyarrow.type_for_alias`` names); all are
+#: nullable. Columns taken from each input's `fastfem.audit.sources.Record` come first.
+COLUMN_TYPES: dict[str, str] = {
+    "id": "string",
+    "id_raw": "binary",
+    "label": "string",
+    "status": "string",
+    "error": "string",
+    "peak_y": "float64",
+    "peak_x": "float64",
+    "border_energy": "float64",
+    "corner_energy": "float64",
+    "entropy": "float64",
+    "frac_above": "float64",
+    "prediction": "int64",
+    "confidence": "float64",
+    "similarity": "float64",
+    "prototype": "string",
+    "nearest_prototype": "string",
+    "pointing_game": "float64",
+    "energy_pointing_game": "float64",
+    "iou": "float64",
+}
+RECORD_COLUMNS = ("id", "id_raw", "label", "status", "error")
+#: Columns added since the first stores: a part that lacks them is conformed with nulls.
+NEW_COLUMNS = ("id_raw",)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class StoreError(OSError):
+    """The result store itself failed (disk full, read-only, ...): a one-line message naming
+    the path."""
+
+
+def store_schema(columns: Sequence[str], types: Mapping[str, str] | None = None) -> pa.Schema:
+    """The store's Arrow schema for ``columns`` in order: `COLUMN_TYPES`, or ``types`` for
+    columns of another name; every field nullable. A ValueError names a column without a
+    type."""
+    import pyarrow as pa
+
+    known = {**COLUMN_TYPES, **(types or {})}
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise ValueError(f"no store type for the columns {unknown}; known: {sorted(known)}")
+    return pa.schema([pa.field(c, pa.type_for_alias(known[c]), nullable=True) for c in columns])
+
+
+def schema_types(schema: pa.Schema) -> dict[str, str]:
+    """``{column: type name}`` of a schema (what the manifest records)."""
+    return {f.name: str(f.type) for f in schema}
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError of the body into a `StoreError` naming ``path``."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as err:
+        why = err.strerror or str(err)
+        raise StoreError(f"cannot write the result store: {path}: {why}") from None
+
+
+def temporary(path: Path) -> Path:
+    """The temporary name ``path`` is written under before its atomic rename."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` by a temporary file and a rename (`StoreError` on failure,
+    the temporary file removed)."""
+    tmp = temporary(path)
+    with writing(path):
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    """Write a Parquet file by a temporary file and a rename (`StoreError` on failure)."""
+    import pyarrow.parquet as pq
+
+    tmp = temporary(path)
+    with writing(path):
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    """``a`` as the bytes of a ``.npy`` file."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def conform_table(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns and types: null-typed columns (an all-null
+    column of an old part) cast, columns of `NEW_COLUMNS` added as nulls; a ValueError naming
+    ``where`` and the column for anything else (no other cast is made)."""
+    import pyarrow as pa
+
+    extra = [c for c in table.schema.names if c not in schema.names]
+    missing = [c for c in schema.names if c not in table.schema.names and c not in NEW_COLUMNS]
+    if extra or missing:
+        raise ValueError(
+            f"{where} has other columns than this audit writes (extra {extra}, missing "
+            f"{missing}): it was written with other settings (--boxes, --method?); "
+            "audit into a new --out"
+        )
+    arrays = []
+    for f in schema:
+        if f.name not in table.schema.names:
+            arrays.append(pa.nulls(table.num_rows, f.type))
+            continue
+        col = table.column(f.name)
+        if col.type != f.type and col.type != pa.null():
+            raise ValueError(
+                f"{where}: column {f.name!r} is {col.type}, the store's schema says {f.type}; "
+                "it was not written by fastfem's audit: audit into a new --out"
+            )
+        arrays.append(col.cast(f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class ResultStore:
@@ -66,22 +218,42 @@ class ResultStore:
             ids.update(pq.read_table(p, columns=["id"]).column("id").to_pylist())
         return ids
 
-    def read_rows(self) -> dict[str, np.ndarray]:
-        """Every committed row as columns of NumPy arrays (parts in name order)."""
+    def read_table(self) -> pa.Table | None:
+        """Every committed row as one Arrow table (parts in name order); None when empty.
+        Parts of stores written before the schema was fixed are unified (null-typed columns
+        take the other parts' type)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         parts = self.part_files()
         if not parts:
+            return None
+        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+
+    def read_rows(self) -> dict[str, np.ndarray]:
+        """Every committed row as columns of NumPy arrays (parts in name order)."""
+        table = self.read_table()
+        if table is None:
             return {}
-        table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
         return {
             name: table.column(name).to_numpy(zero_copy_only=False) for name in table.schema.names
         }
 
+    def maps_path(self, part: Path) -> Path:
+        return self.maps_dir / self.maps_name(part)
+
     def read_maps(self) -> np.ndarray:
-        """The feature-resolution maps of every committed row, aligned with `read_rows`."""
-        shards = [np.load(self.maps_dir / self.maps_name(p)) for p in self.part_files()]
+        """The maps of every committed row, aligned with `read_rows` (a FileNotFoundError
+        naming a missing maps file)."""
+        shards = []
+        for p in self.part_files():
+            path = self.maps_path(p)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} is missing (the maps of {p.name}); `fastfem audit --resume` "
+                    "recomputes that part"
+                )
+            shards.append(np.load(path))
         return np.concatenate(shards) if shards else np.zeros((0, 0, 0), np.float32)
 
     def read_map_shape(self) -> tuple[int, ...] | None:
@@ -90,12 +262,87 @@ class ResultStore:
         parts = self.part_files()
         if not parts:
             return None
-        shard = np.load(self.maps_dir / self.maps_name(parts[0]), mmap_mode="r")
+        shard = np.load(self.maps_path(parts[0]), mmap_mode="r")
         return tuple(int(d) for d in shard.shape[1:])
 
     def manifest(self) -> dict[str, Any]:
+        """The manifest ({} when there is none); a ValueError naming an unreadable one."""
         path = self.root / MANIFEST
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            body = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a readable manifest ({err})") from None
+        if not isinstance(body, dict):
+            raise ValueError(f"{path} is not a readable manifest (not a JSON object)")
+        return body
+
+    # ---- checks on open (process 0, under the lock) -----------------------------------------
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the temporary files a killed writer left (nothing else writes while the
+        store's lock is held); returns them."""
+        found = [
+            p
+            for d in (self.root, self.parts_dir, self.maps_dir)
+            if d.is_dir()
+            for p in d.iterdir()
+            if TEMP_RE.match(p.name)
+        ]
+        for p in found:
+            with writing(p):
+                p.unlink(missing_ok=True)
+        return found
+
+    def maps_problem(self, part: Path) -> str | None:
+        """Why ``part``'s maps file does not hold its maps (missing, unreadable, short), or
+        None when it does."""
+        import pyarrow.parquet as pq
+
+        path = self.maps_path(part)
+        if not path.is_file():
+            return f"its maps file {path.name} is missing"
+        try:
+            shard = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as err:
+            return f"its maps file {path.name} is unreadable ({err})"
+        rows = pq.ParquetFile(part).metadata.num_rows
+        if shard.ndim != 3 or shard.shape[0] != rows:
+            return f"its maps file {path.name} holds shape {shard.shape}, not {rows} maps"
+        return None
+
+    def set_aside_broken_parts(self) -> dict[str, str]:
+        """Move every committed part whose maps are missing or short (and what maps file it
+        has) to ``DIR/invalid/``, so their rows are computed again; returns ``{part: why}``."""
+        broken = {p.name: why for p in self.part_files() if (why := self.maps_problem(p))}
+        invalid = self.root / INVALID
+        for name in broken:
+            part = self.parts_dir / name
+            for path in (part, self.maps_path(part)):
+                if path.exists():
+                    target = invalid / path.name
+                    n = 1
+                    while target.exists():
+                        target, n = invalid / f"{path.name}.{n}", n + 1
+                    with writing(target):
+                        invalid.mkdir(exist_ok=True)
+                        os.replace(path, target)
+        return broken
+
+    def conform_parts(self, schema: pa.Schema) -> list[str]:
+        """Rewrite (atomically, same rows) every committed part whose schema is not ``schema``
+        (a store written before the schema was fixed); returns their names. A ValueError names a
+        part that cannot be conformed (`conform_table`)."""
+        import pyarrow.parquet as pq
+
+        changed = []
+        for p in self.part_files():
+            if pq.read_schema(p).remove_metadata().equals(schema):
+                continue
+            table = conform_table(pq.read_table(p), schema, str(p))
+            write_table_atomic(p, table)
+            changed.append(p.name)
+        return changed
 
     # ---- writing -----------------------------------------------------------------------------
     @staticmethod
@@ -110,23 +357,24 @@ class ResultStore:
         ]
         return max(seqs, default=-1) + 1
 
-    def write_part(self, seq: int, rows: Mapping[str, Any], maps: np.ndarray) -> Path:
-        """Commit one part: maps shard first, then the Parquet file by an atomic rename."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
-        self.maps_dir.mkdir(parents=True, exist_ok=True)
-        n = len(rows["id"])
+    def write_part(self, seq: int, table: pa.Table, maps: np.ndarray) -> Path:
+        """Commit one part: maps shard first, then the Parquet file by an atomic rename. On
+        failure (`StoreError`) neither stays."""
+        n = table.num_rows
         if maps.shape[0] != n:
             raise ValueError(f"part has {n} rows but {maps.shape[0]} maps")
-        name = f"part-p{self.process_index:03d}-{seq:06d}.parquet"
-        part = self.parts_dir / name
-        buf = _npy_bytes(np.ascontiguousarray(maps, dtype=np.float32))
-        _atomic_write_bytes(self.maps_dir / self.maps_name(part), buf)
-        tmp = part.with_name(f".tmp-{os.getpid()}-{name}")
-        pq.write_table(pa.table(dict(rows)), tmp)
-        os.replace(tmp, part)
+        part = self.parts_dir / f"part-p{self.process_index:03d}-{seq:06d}.parquet"
+        maps_path = self.maps_path(part)
+        for d in (self.parts_dir, self.maps_dir):
+            with writing(d):
+                d.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write_bytes(maps_path, npy_bytes(np.ascontiguousarray(maps, np.float32)))
+            write_table_atomic(part, table)
+        except StoreError:
+            with contextlib.suppress(OSError):
+                maps_path.unlink(missing_ok=True)  # its part is not committed
+            raise
         return part
 
     def write_manifest(self, info: Mapping[str, Any]) -> Path:
@@ -134,38 +382,34 @@ class ResultStore:
         body = dict(info)
         body["parts"] = [p.name for p in self.part_files()]
         path = self.root / MANIFEST
-        self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(path, (json.dumps(body, indent=2, default=str) + "\n").encode())
+        with writing(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (json.dumps(body, indent=2, default=str) + "\n").encode())
         return path
-
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
 
 
 class PartWriter:
     """The part being filled: rows as columns (lists) and maps as blocks, committed to the store
     as one part every ``part_size`` rows (and at the end).
 
-    ``columns`` are the Parquet columns in order (``id, label, status, error`` first, then the
-    step's per-image results by name); ``labels`` maps a column of class indices to the class
-    names it stores (FAM's prototypes). NaN in a float column is stored as null.
+    ``schema`` is the store's (`store_schema`): the record columns (`RECORD_COLUMNS`) come
+    from each input's record (``id_raw``: ``record.raw_id`` when the source sets it), the
+    others are the step's per-image results by name. ``labels`` maps a column of class indices
+    to the class names it stores (FAM's prototypes). NaN in a float column is stored as null.
     """
 
     def __init__(
         self,
         store: ResultStore,
-        columns: Sequence[str],
+        schema: pa.Schema,
         map_shape: Sequence[int],
         part_size: int,
         labels: Mapping[str, np.ndarray] | None = None,
     ):
         self.store = store
-        self.columns = list(columns)
+        self.schema = schema
+        self.columns = list(schema.names)
+        self.result_columns = [c for c in self.columns if c not in RECORD_COLUMNS]
         self.map_shape = tuple(int(d) for d in map_shape)
         self.part_size = int(part_size)
         self.labels = dict(labels or {})
@@ -180,18 +424,26 @@ class PartWriter:
     def __len__(self) -> int:
         return len(self.rows["id"])
 
+    def _add_records(self, recs: Sequence[Record], errors: Sequence[str | None]) -> None:
+        record_values = {
+            "id": [r.id for r in recs],
+            "id_raw": [getattr(r, "raw_id", None) for r in recs],
+            "label": [r.label for r in recs],
+            "status": ["ok" if e is None else "error" for e in errors],
+            "error": list(errors),
+        }
+        for c in RECORD_COLUMNS:
+            if c in self.rows:
+                self.rows[c].extend(record_values[c])
+
     def add_errors(self, items: Sequence[tuple[Record, str]]) -> None:
         """One error row per ``(record, reason)``: null results, a NaN map."""
         if not items:
             return
-        n = len(items)
-        for c in self.columns:
-            self.rows[c].extend([None] * n)
-        self.rows["id"][-n:] = [r.id for r, _ in items]
-        self.rows["label"][-n:] = [r.label for r, _ in items]
-        self.rows["status"][-n:] = ["error"] * n
-        self.rows["error"][-n:] = [e for _, e in items]
-        self.maps.append(n)
+        self._add_records([r for r, _ in items], [e for _, e in items])
+        for c in self.result_columns:
+            self.rows[c].extend([None] * len(items))
+        self.maps.append(len(items))
         self._maybe_commit()
 
     def add_batch(
@@ -206,11 +458,8 @@ class PartWriter:
             block = block.copy()
             block[~ok] = np.nan
         self.maps.append(block)
-        self.rows["id"].extend(r.id for r in recs)
-        self.rows["label"].extend(r.label for r in recs)
-        self.rows["status"].extend("ok" if g else "error" for g in ok)
-        self.rows["error"].extend(errors)
-        for c in self.columns[4:]:
+        self._add_records(recs, errors)
+        for c in self.result_columns:
             values = np.asarray(out[c][: len(recs)])
             if c in self.labels:
                 values = self.labels[c][values]
@@ -239,8 +488,11 @@ class PartWriter:
 
     def commit(self) -> None:
         """Write the rows held so far as one committed part (nothing when empty)."""
+        import pyarrow as pa
+
         if len(self):
-            self.store.write_part(self.seq, self.rows, self._stacked_maps())
+            table = pa.table(self.rows, schema=self.schema)
+            self.store.write_part(self.seq, table, self._stacked_maps())
             self.seq += 1
             self.committed_rows += len(self)
             self._reset()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from fastfem.audit.sources import Record
-from fastfem.audit.store import PartWriter, ResultStore
+from fastfem.audit.store import PartWriter, ResultStore, store_schema
 
-COLUMNS = ["id", "label", "status", "error", "score"]
+COLUMNS = store_schema(["id", "label", "status", "error", "score"], {"score": "double"})
 
 
 def records(start: int, n: int) -> list[Record]:
@@ -63,3 +63,28 @@ def test_processes_number_their_own_parts(tmp_path):
         )
     names = [p.name for p in ResultStore(tmp_path / "s").part_files()]
     assert names == ["part-p000-000000.parquet", "part-p001-000000.parquet"]
+
+
+# ------------------------------------------------------------------------- one fixed schema
+
+
+def test_every_part_has_the_fixed_schema_even_when_a_column_is_all_null(tmp_path):
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    store = ResultStore(tmp_path / "s")
+    writer = PartWriter(store, COLUMNS, (1, 1), part_size=2)
+    writer.add_batch(records(0, 2), {"map": np.zeros((2, 1, 1)), "score": np.ones(2)}, [None] * 2)
+    writer.add_errors([(r, "cannot decode") for r in records(2, 2)])  # score: all null
+    schemas = [pq.read_schema(p).remove_metadata() for p in store.part_files()]
+    assert len(schemas) == 2 and all(s.equals(COLUMNS) for s in schemas)
+    assert str(schemas[0].field("error").type) == "string"  # all null, still a string column
+    table = ds.dataset(store.parts_dir).to_table()
+    assert table.num_rows == 4 and table.column("error").null_count == 2
+
+
+def test_a_column_without_a_type_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"no store type for the columns \['score'\]"):
+        store_schema(["id", "score"])
