@@ -159,16 +159,14 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def start_processes(distributed: bool | Mapping[str, Any]) -> ProcessGroup:
-    """Start (or join) the audit's processes: ``False`` -> this process alone; ``True`` ->
-    ``jax.distributed.initialize()`` from the cluster's environment; a mapping -> its keyword
-    arguments (``coordinator_address``, ``num_processes``, ``process_id``, and optionally
-    ``initialization_timeout``, the handshake's timeout, default `DEFAULT_TIMEOUT`). CPU
-    collectives use gloo."""
-    if not distributed:
-        return ProcessGroup()
+    """Start (or join) the audit's processes: ``False`` -> this process alone (or the processes
+    of a JAX runtime already started); ``True`` -> ``jax.distributed.initialize()`` from the
+    cluster's environment; a mapping -> its keyword arguments (``coordinator_address``,
+    ``num_processes``, ``process_id``, and optionally ``initialization_timeout``, the
+    handshake's timeout, default `DEFAULT_TIMEOUT`). CPU collectives use gloo."""
     kwargs = dict(distributed) if isinstance(distributed, Mapping) else {}
     timeout = check_timeout(kwargs.pop("initialization_timeout", DEFAULT_TIMEOUT))
-    if not jax.distributed.is_initialized():
+    if distributed and not jax.distributed.is_initialized():
         address, count, index = (
             kwargs.get(k) for k in ("coordinator_address", "num_processes", "process_id")
         )
@@ -181,6 +179,8 @@ def start_processes(distributed: bool | Mapping[str, Any]) -> ProcessGroup:
         kwargs.setdefault("shutdown_timeout_seconds", max(seconds, 10))
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(initialization_timeout=seconds, **kwargs)
+    if not jax.distributed.is_initialized():
+        return ProcessGroup(timeout=timeout)
     from jax._src import distributed as state
 
     return ProcessGroup(

@@ -439,8 +439,9 @@ def audit_my_slice(run: AuditRun, group: ProcessGroup, progress: bool) -> None:
 def open_store(store: ResultStore, lock: StoreLock, info: dict[str, Any], resume: bool) -> None:
     """Process 0, before any part is written: take the store's lock, check the store against
     this run (an existing store needs ``resume``, with the same configuration), repair what a
-    killed run left (temporary files, parts of an older schema, parts whose maps are missing
-    or short), then write the manifest with this run's configuration (merged)."""
+    killed run left (temporary files, parts whose maps are missing or short or whose Parquet
+    file is unreadable, parts of an older schema), then write the manifest with this run's
+    configuration (merged)."""
     stale = lock.acquire()
     if stale:
         warnings.warn(
@@ -457,19 +458,19 @@ def open_store(store: ResultStore, lock: StoreLock, info: dict[str, Any], resume
         check_resume(old, info, str(store.root))
     store.remove_temporaries()
     update: dict[str, Any] = {}
+    broken = store.set_aside_broken_parts()
+    if broken:
+        update["set_aside"] = broken
+        warnings.warn(
+            f"{store.root}: {len(broken)} committed parts cannot be read back whole and are "
+            f"computed again (moved to {store.root / 'invalid'}): {broken}",
+            stacklevel=3,
+        )
     conformed = store.conform_parts(store_schema(list(info["columns"])))
     if conformed:
         update["conformed_parts"] = conformed
         warnings.warn(
             f"{store.root}: rewrote {len(conformed)} parts of an older store to the fixed schema",
-            stacklevel=3,
-        )
-    broken = store.set_aside_broken_parts()
-    if broken:
-        update["set_aside"] = broken
-        warnings.warn(
-            f"{store.root}: {len(broken)} committed parts had missing or short maps and are "
-            f"computed again (moved to {store.root / 'invalid'}): {broken}",
             stacklevel=3,
         )
     store.write_manifest(merge(old, {**info, **update}))

@@ -27,7 +27,8 @@ an orphan maps file, never a half part that counts; temporary files are named ``
 (hidden from the readers above) and removed when the store is opened again
 (`ResultStore.remove_temporaries`). The committed ids are the union of the ``id`` columns of the
 committed Parquet files, so ``--resume`` skips exactly those; a committed part whose maps file is
-missing or short is set aside (`ResultStore.set_aside_broken_parts`) and its rows recomputed.
+missing or short (or whose Parquet file is unreadable) is set aside
+(`ResultStore.set_aside_broken_parts`) and its rows recomputed.
 
 **Store failures.** A write that fails (disk full, read-only folder, ...) raises `StoreError`, a
 one-line message naming the path; the part being written is not committed, its temporary file
@@ -294,11 +295,16 @@ class ResultStore:
                 p.unlink(missing_ok=True)
         return found
 
-    def maps_problem(self, part: Path) -> str | None:
-        """Why ``part``'s maps file does not hold its maps (missing, unreadable, short), or
-        None when it does."""
+    def part_problem(self, part: Path) -> str | None:
+        """Why a committed ``part`` cannot be read back whole: its Parquet file unreadable, or
+        its maps file missing, unreadable or short; None when it can."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        try:
+            rows = pq.ParquetFile(part).metadata.num_rows
+        except (OSError, pa.ArrowException) as err:
+            return f"its Parquet file is unreadable ({err})"
         path = self.maps_path(part)
         if not path.is_file():
             return f"its maps file {path.name} is missing"
@@ -306,15 +312,15 @@ class ResultStore:
             shard = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as err:
             return f"its maps file {path.name} is unreadable ({err})"
-        rows = pq.ParquetFile(part).metadata.num_rows
         if shard.ndim != 3 or shard.shape[0] != rows:
             return f"its maps file {path.name} holds shape {shard.shape}, not {rows} maps"
         return None
 
     def set_aside_broken_parts(self) -> dict[str, str]:
-        """Move every committed part whose maps are missing or short (and what maps file it
-        has) to ``DIR/invalid/``, so their rows are computed again; returns ``{part: why}``."""
-        broken = {p.name: why for p in self.part_files() if (why := self.maps_problem(p))}
+        """Move every committed part that cannot be read back whole (`part_problem`: its maps
+        missing or short, its Parquet file unreadable), and what maps file it has, to
+        ``DIR/invalid/``, so their rows are computed again; returns ``{part: why}``."""
+        broken = {p.name: why for p in self.part_files() if (why := self.part_problem(p))}
         invalid = self.root / INVALID
         for name in broken:
             part = self.parts_dir / name

@@ -110,27 +110,31 @@ def test_the_manifest_is_written_before_the_first_part(tmp_path):
         audit(iter([X]), out=out, resume=True, k=1.0)
 
 
-def test_missing_or_short_maps_are_recomputed_on_resume(tmp_path):
+def test_parts_that_cannot_be_read_back_are_recomputed_on_resume(tmp_path):
     np.save(tmp_path / "x.npy", X)
     ref = tmp_path / "ref"
-    audit(tmp_path / "x.npy", out=ref, batch_size=16, part_size=16)
+    audit(tmp_path / "x.npy", out=ref, batch_size=8, part_size=8)
     out = tmp_path / "s"
-    audit(tmp_path / "x.npy", out=out, batch_size=16, part_size=16)
+    audit(tmp_path / "x.npy", out=out, batch_size=8, part_size=8)
     store = ResultStore(out)
     parts = store.part_files()
-    assert len(parts) == 3
-    store.maps_path(parts[0]).unlink()  # deleted
-    np.save(store.maps_path(parts[2]), np.load(store.maps_path(parts[2]))[:3])  # short
+    assert len(parts) == 5
+    store.maps_path(parts[0]).unlink()  # maps deleted
+    parts[2].write_bytes(parts[2].read_bytes()[:100])  # Parquet file cut short
+    np.save(store.maps_path(parts[4]), np.load(store.maps_path(parts[4]))[:3])  # maps short
     with pytest.raises(FileNotFoundError, match="maps-p000-000000.npy is missing"):
         store.read_maps()
-    with pytest.warns(UserWarning, match="2 committed parts had missing or short maps"):
-        summary = audit(tmp_path / "x.npy", out=out, batch_size=16, part_size=16, resume=True)
-    assert summary.processed == 16 + 8
+    with pytest.warns(UserWarning, match="3 committed parts cannot be read back whole"):
+        summary = audit(tmp_path / "x.npy", out=out, batch_size=8, part_size=8, resume=True)
+    assert summary.processed == 3 * 8 and summary.skipped_already_committed == 2 * 8
     set_aside = manifest(out)["set_aside"]
-    assert set(set_aside) == {parts[0].name, parts[2].name}
-    assert "missing" in set_aside[parts[0].name] and "(3, 16, 16)" in set_aside[parts[2].name]
+    assert sorted(set_aside) == [parts[0].name, parts[2].name, parts[4].name]
+    assert "maps-p000-000000.npy is missing" in set_aside[parts[0].name]
+    assert "Parquet file is unreadable" in set_aside[parts[2].name]
+    assert "(3, 16, 16), not 8 maps" in set_aside[parts[4].name]
     assert sorted(p.name for p in (out / "invalid").iterdir()) == sorted(
-        [parts[0].name, parts[2].name, "maps-p000-000002.npy"]
+        [parts[0].name, parts[2].name, parts[4].name, "maps-p000-000002.npy"]
+        + ["maps-p000-000004.npy"]
     )
     rows, maps = store.read_rows(), store.read_maps()
     ref_rows, ref_maps = ResultStore(ref).read_rows(), ResultStore(ref).read_maps()
