@@ -155,3 +155,24 @@ def test_a_process_started_with_another_configuration_stops_the_run(tmp_path):
         f"127.0.0.1:{port}): ConfigMismatch: {mismatch}"
     )
     assert not (out / "parts").exists()  # nobody wrote a row
+
+
+def test_the_cli_names_a_wrong_process_option(tmp_path, capsys):
+    from fastfem.cli import main
+
+    out = ["--out", str(tmp_path / "s")]
+    assert main(["audit", "--coordinator", "127.0.0.1:1234", *out]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "fastfem audit: error: --coordinator, --num-processes and --process-id go together"
+    )
+    ids = ["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "5"]
+    assert main(["audit", *ids, *out]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "fastfem audit: error: process_id must be in [0, num_processes); got process_id=5, "
+        "num_processes=2"
+    )
+    for option, value in (("--process-id", "-1"), ("--peer-timeout", "0")):
+        with pytest.raises(SystemExit) as err:
+            main(["audit", option, value, *out])
+        assert err.value.code == 2 and repr(value) in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
