@@ -14,6 +14,7 @@ count is known, so the results are never held twice), calling an optional per-ba
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -50,6 +51,10 @@ class Runner:
         chain = [stages] if callable(stages) else list(stages)
         self._stages = [jax.jit(s, out_shardings=self._sharding) for s in chain]
         self._placed: tuple[Any, Any] | None = None  # (params given, the same on the mesh)
+        self._sizes: set[int] = set()  # device batches already compiled
+        #: wall time of the calls that traced and compiled the stages (one per device batch
+        #: size); the rest of a run's time is the steady state
+        self.compile_seconds = 0.0
 
     def device_batch(self, count: int | None) -> int:
         """The padded batch used for ``count`` examples (fewer examples: a smaller batch)."""
@@ -71,11 +76,16 @@ class Runner:
         back to the host (``params`` must already be placed, e.g. by `replicate`)."""
         size = self.batch_size if size is None else size
         carry = jax.device_put({k: pad_batch(v, size) for k, v in batch.items()}, self._sharding)
+        first = size not in self._sizes
+        start = time.perf_counter()
         results: dict[str, jax.Array] = {}
         for stage in self._stages:
             out = stage(params, carry)
             carry = out.pop(CARRY, None)
             results.update(out)
+        if first:  # the call traced and compiled the stages (execution is asynchronous)
+            self._sizes.add(size)
+            self.compile_seconds += time.perf_counter() - start
         return results
 
     def run(

@@ -25,9 +25,10 @@ manifest is written (merged) with the full configuration, before the first part.
 Bad inputs become ``status="error"`` rows and never stop the run; only a failure of the store
 itself (`fastfem.audit.store.StoreError`: disk full, read-only) does, after what is committed.
 
-Speed: ``seconds`` is the run's wall time; the audit step is compiled first, on a batch of zeros
-shaped like the first batch (``compile_seconds``), so ``images_per_second`` is the rate after
-compilation (FAM: the prototype pass included).
+Speed: ``seconds`` is the run's wall time; ``compile_seconds`` the time the runner spent tracing
+and compiling the audit step (its first call per batch size; 0 when an earlier call in this
+process compiled it), so ``images_per_second = processed / (seconds - compile_seconds)`` is the
+rate after compilation (FAM: the prototype pass included). No extra batch is computed for it.
 
 FAM (``method="fam"``) audits a similarity model with no classifier assumed: every image is
 explained against the PROTOTYPE (mean GAP embedding at the explained layer) of its class, i.e.
@@ -51,10 +52,9 @@ peer or a duplicated process id within a timeout, and pass the audit's stages to
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,23 +247,6 @@ def _example_batch(plan: AuditPlan, spec: AuditSpec) -> dict[str, np.ndarray]:
     return batch
 
 
-def compile_first(
-    plan: AuditPlan, step: Step, batches: Iterable[dict[str, np.ndarray]], count: int | None
-) -> tuple[Iterator[dict[str, np.ndarray]], float]:
-    """Compile the audit step before the run: zeros shaped (and typed) like the first host
-    batch go through it once. Returns the batches (the first one put back) and the seconds
-    compiling took (0 when there is no batch)."""
-    batches = iter(batches)
-    first = next(batches, None)
-    if first is None:
-        return iter(()), 0.0
-    start = time.perf_counter()
-    zeros = {k: np.zeros_like(v) for k, v in first.items()}
-    for _ in plan.explainer.run(step, [zeros], count):
-        pass
-    return itertools.chain([first], batches), time.perf_counter() - start
-
-
 def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bool) -> None:
     """Stages 2-4: record batches through the step into the part writer."""
     plan, summary = run.plan, run.summary
@@ -293,9 +276,9 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
         summary.errors += len(errors)
         bar.update(len(errors))
 
-    batches, summary.compile_seconds = compile_first(
-        plan, step, batcher.batches(plan.source.read(select)), todo_count
-    )
+    runner = plan.explainer.runner(step)
+    compiled_before = runner.compile_seconds
+    batches = batcher.batches(plan.source.read(select))
     for out in plan.explainer.run(step, batches, todo_count):
         recs = batcher.pending.popleft()
         good = writer.add_batch(recs, out, row_errors(out["finite"]))
@@ -312,6 +295,7 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
     writer.commit()
     bar.close()
     run.box_ids_seen = batcher.box_ids_seen
+    summary.compile_seconds = runner.compile_seconds - compiled_before
 
 
 def audit(

@@ -88,14 +88,18 @@ class Explainer:
             self._fns[key] = build()
         return self._fns[key]
 
+    def runner(self, step: Step) -> Runner:
+        """The runner of ``step``'s function on this explainer's mesh (compiled once)."""
+        runner = self._runners.get(step.fn)
+        if runner is None:
+            runner = self._runners[step.fn] = Runner(step.fn, self.batch_size, self.mesh)
+        return runner
+
     def run(
         self, step: Step, batches: Iterable[HostBatch], count: int | None = None
     ) -> Iterator[dict[str, np.ndarray]]:
         """Run ``step`` over host batches (dicts of arrays) on this explainer's mesh."""
-        runner = self._runners.get(step.fn)
-        if runner is None:
-            runner = self._runners[step.fn] = Runner(step.fn, self.batch_size, self.mesh)
-        return runner.run(step.params, batches, count)
+        return self.runner(step).run(step.params, batches, count)
 
     def device_batch(self) -> int:
         """The full device batch (``batch_size`` rounded up to the number of devices)."""
