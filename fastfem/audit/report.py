@@ -20,7 +20,7 @@ import numpy as np
 from ..kernels.map_stats import MapStats
 from ..overlay import normalize_for_display
 from .flags import flag_rows, float_column
-from .sources import open_source, unit_float
+from .sources import ReadOptions, open_source, unit_float
 from .steps import LOCALISATION_COLUMNS
 from .store import ResultStore
 
@@ -45,7 +45,7 @@ def images_by_id(location: str | None, ids: list[str]) -> dict[str, np.ndarray]:
         s = generate("test")
         return {rid: s.images[i] for i, rid in enumerate(s.ids) if rid in wanted}
     try:
-        src = open_source(location, (None, None, None), resize=False, threads=2)
+        src = open_source(location, (None, None, None), ReadOptions(threads=2))
     except (OSError, ValueError):
         return {}
     chosen = src.read(lambda i, rid: rid in wanted)
