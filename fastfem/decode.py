@@ -5,8 +5,8 @@ and ``evaluate`` (`fastfem.image_files`) and every audit source (`fastfem.audit.
 
 **Fixed surface.** Pillow opens only ``ALLOWED_FORMATS`` — PNG, JPEG (with MPO, the camera
 multi-picture JPEG), WebP, BMP, TIFF, GIF — recognised by content, whatever the file's name
-(``Image.open(fp, formats=...)``). PostScript, EPS, PDF and every other format are "not an image
-readable": no external program (Ghostscript) is ever started.
+(``Image.open(fp, formats=...)``). PostScript, EPS, PDF and every other format are refused as
+"not a readable PNG, JPEG, ... file": no external program (Ghostscript) is ever started.
 
 **Order of work** (each refusal raises `DecodeError` with the reason; the audit stores it as the
 record's error row):

@@ -284,7 +284,7 @@ def array_source(
         raise ValueError(f"{what}: expected an array (N, H, W, C); got shape {x.shape}")
     array_pixels(np.asarray(x[:0]), what)  # the dtype, checked up front
     h, w, c = expected
-    probe = (h, w) if fit == "error" else x.shape[1:3]
+    probe = x.shape[1:3] if fit == "error" else (h, w)  # fitted images take the model's size
     problem = check_image(np.zeros((*probe, x.shape[3]), np.float32), expected)
     if problem:
         raise ValueError(f"{what}: model/source mismatch: {problem} (array shape {x.shape})")
