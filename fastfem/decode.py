@@ -221,7 +221,7 @@ def strict_problems(img: Any, orient: int, options: DecodeOptions) -> list[str]:
         w, h = shown_size(img.size, orient)
         if (h, w) != tuple(options.size):
             problems.append(
-                f"image is {h}x{w}, the model expects {options.size[0]}x{options.size[1]}"
+                f"image is {h}x{w} (HxW), the model expects {options.size[0]}x{options.size[1]}"
             )
     return problems
 

@@ -187,7 +187,7 @@ def test_fit_error_names_size_and_mode():
         with pytest.raises(DecodeError) as err:
             decode_image(encode(img, "TIFF"), opts())
         msgs[name] = str(err.value)
-    assert "image is 48x80, the model expects 64x64" in msgs["wide"]
+    assert "image is 48x80 (HxW), the model expects 64x64" in msgs["wide"]
     assert "CMYK image where the model expects 3 channels (RGB)" in msgs["cmyk"]
     assert "grayscale (L)" in msgs["gray"] and "48x80" in msgs["gray"]
     assert all("fit='squash', 'crop' or 'pad'" in m for m in msgs.values())
