@@ -305,3 +305,31 @@ def test_read_options_reach_the_decoder(tmp_path):
         lambda i, rid: True
     )
     assert "pixel budget of 100" in rec.error
+
+
+def test_cli_fit_flags_and_several_sources(tmp_path, capsys):
+    from fastfem.cli import main
+
+    for split in ("a", "b"):
+        (tmp_path / split).mkdir()
+        for i, img in enumerate(pixels(2, (40, 90))):
+            write_png(tmp_path / split / f"{i}.png", img)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "a"), str(tmp_path / "b"), "--quiet", "--out", str(out)]
+    assert main(["audit", *args, "--fit", "pad", "--alpha", "white", "--max-pixels", "5000"]) == 0
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["fit"] == "pad" and config["alpha"] == "white" and config["max_pixels"] == 5000
+    assert sorted(rows_by_id(out)) == ["a/0.png", "a/1.png", "b/0.png", "b/1.png"]
+    assert all(r["status"] == "ok" for r in rows_by_id(out).values())
+    squash = tmp_path / "squash"
+    assert main(["audit", str(tmp_path / "a"), "--resize", "--quiet", "--out", str(squash)]) == 0
+    assert json.loads((squash / "manifest.json").read_text())["config"]["fit"] == "squash"
+    with pytest.raises(SystemExit):
+        main(["audit", str(tmp_path / "a"), "--fit", "stretch", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'stretch'" in capsys.readouterr().err
+    # explain loads folders through the same decoder and fit
+    exp = tmp_path / "explain"
+    assert (
+        main(["explain", str(tmp_path / "a"), "--fit", "crop", "--quiet", "--out", str(exp)]) == 0
+    )
+    assert json.loads((exp / "summary.json").read_text())["images"] == 2
