@@ -286,6 +286,7 @@ def plan_audit(
     config: dict[str, Any] = {
         **settings,
         "batch_size": explainer.device_batch(),
+        "input_size": list(hw),
         "fit": reading.fit,
         "alpha": reading.alpha,
         "max_pixels": reading.max_pixels,

@@ -333,3 +333,15 @@ def test_cli_fit_flags_and_several_sources(tmp_path, capsys):
         main(["explain", str(tmp_path / "a"), "--fit", "crop", "--quiet", "--out", str(exp)]) == 0
     )
     assert json.loads((exp / "summary.json").read_text())["images"] == 2
+
+
+def test_report_reads_images_fitted_as_the_audit_fitted_them(tmp_path):
+    from fastfem.audit.report import images_by_id
+
+    write_png(tmp_path / "wide.png", pixels(1, (40, 90))[0])
+    audit(tmp_path, out=tmp_path / "out", fit="crop")
+    config = json.loads((tmp_path / "out" / "manifest.json").read_text())["config"]
+    assert config["input_size"] == [64, 64]
+    fitted = images_by_id(str(tmp_path), ["wide.png"], config)
+    assert fitted["wide.png"].shape == (64, 64, 3)
+    assert images_by_id(str(tmp_path), ["wide.png"])["wide.png"].shape == (40, 90, 3)
