@@ -37,6 +37,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
     ".gif",
 )
 DEFAULT_MAX_PIXELS = 50_000_000
+READ_WHOLE = 4 << 20  # files up to this size are read in one call
 #: Background of alpha compositing -> its 8-bit value.
 BACKGROUNDS: dict[str, int] = {"black": 0, "white": 255}
 ORIENTATION_TAG = 0x0112
@@ -163,9 +165,11 @@ def open_image(file: bytes | str | os.PathLike) -> Any:
             raise DecodeError("empty file")
         fp: Any = io.BytesIO(file)
     else:
-        if os.stat(file).st_size == 0:
+        size = os.stat(file).st_size
+        if size == 0:
             raise DecodeError("empty file")
-        fp = file
+        # small files in one read; a large one is opened, so a bad header costs no full read
+        fp = io.BytesIO(Path(file).read_bytes()) if size <= READ_WHOLE else file
     try:
         return Image.open(fp, formats=list(ALLOWED_FORMATS))
     except Image.DecompressionBombError as err:
@@ -177,11 +181,15 @@ def open_image(file: bytes | str | os.PathLike) -> Any:
         ) from err
 
 
+#: Where Pillow finds an orientation besides the ``exif`` info (TIFF tags, XMP packets).
+ORIENTATION_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+
+
 def orientation(img: Any, loaded: bool) -> int:
     """The EXIF orientation (1-8; 1 = as stored). Before decoding, a PNG's eXIf chunk counts
     only when it precedes the pixels (reading a later one would decode them)."""
-    if not loaded and img.format == "PNG" and "exif" not in img.info:
-        return 1
+    if img.format != "TIFF" and not any(key in img.info for key in ORIENTATION_SOURCES):
+        return 1  # nothing to read it from (and a PNG would decode its pixels to look)
     value = img.getexif().get(ORIENTATION_TAG, 1)
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
