@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .decode import BACKGROUNDS, DEFAULT_MAX_PIXELS
+from .fit import FITS
 from .kernels.fam import SIMILARITIES
 from .kernels.fem import VARIANTS
 from .preprocess import PREPROCESS
@@ -101,9 +103,10 @@ def layer_arg(text: str) -> str | int:
 
 
 def load_explain_inputs(
-    images: str | None, model_input_shape: tuple
+    images: str | None, model_input_shape: tuple, fit: str = "squash"
 ) -> tuple[np.ndarray, list[str], str]:
-    """The images to explain and their ids: a user source, or the bundled sample's test split."""
+    """The images to explain and their ids: a user source (image files decoded by
+    `fastfem.decode` and fitted to the model by ``fit``), or the bundled sample's test split."""
     if images is None:
         from .sample import generate
 
@@ -113,7 +116,7 @@ def load_explain_inputs(
 
     h, w, c = model_input_shape
     size = (h, w) if h is not None and w is not None else None
-    x, ids = load_images(images, size=size, channels=c or 3)
+    x, ids = load_images(images, size=size, channels=c or 3, fit=fit)
     return x, ids, str(images)
 
 
@@ -153,7 +156,7 @@ def _explain_fam(fam, args, x, ids) -> tuple[np.ndarray, list[dict], str]:
     """FAM maps of each image vs its reference (``--references``, paired one to one) or, by
     default, vs its nearest neighbour among the other images (leave-one-out retrieval)."""
     if args.references is not None:
-        r, r_ids, _ = load_explain_inputs(args.references, fam.extractor.input_shape)
+        r, r_ids, _ = load_explain_inputs(args.references, fam.extractor.input_shape, args.fit)
         if args.limit is not None:
             r, r_ids = r[: args.limit], r_ids[: args.limit]
         maps = fam.explain(x, model_inputs(r, args.preprocess), progress=not args.quiet)
@@ -179,7 +182,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         model, model_name = args.model, args.model
     explainer = _make_explainer(args, model)
-    x, ids, source = load_explain_inputs(args.images, explainer.extractor.input_shape)
+    x, ids, source = load_explain_inputs(args.images, explainer.extractor.input_shape, args.fit)
     if args.limit is not None:
         x, ids = x[: args.limit], ids[: args.limit]
     out = Path(args.out)
@@ -240,8 +243,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     elif args.distributed:
         distributed = {"initialization_timeout": args.peer_timeout}
     enable_persistent_compile_cache()  # each CLI run is a new process: reuse compiled steps
+    sources = args.source or [None]
     summary = audit(
-        args.source,
+        sources[0] if len(sources) == 1 else sources,
         model=args.model,
         out=args.out,
         method=args.method,
@@ -251,7 +255,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         part_size=args.part_size,
         resume=args.resume,
-        resize=args.resize,
+        fit=args.fit,
+        max_pixels=args.max_pixels,
+        alpha=args.alpha,
         distributed=distributed,
         progress=not args.quiet and sys.stderr.isatty(),
         threads=args.threads,
@@ -319,7 +325,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         x, ids, source = sample.images, list(sample.ids), "bundled sample (test split)"
         boxes, labels = sample.boxes, sample.labels
     else:
-        x, ids, source = load_explain_inputs(args.images, shape)
+        x, ids, source = load_explain_inputs(args.images, shape, args.fit)
         boxes = None
     if args.limit is not None:
         x, ids = x[: args.limit], ids[: args.limit]
@@ -330,7 +336,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     targets = None
     if args.method == "fam":
         if args.references is not None:
-            targets, _, _ = load_explain_inputs(args.references, shape)
+            targets, _, _ = load_explain_inputs(args.references, shape, args.fit)
             targets = targets[: len(x)]
         elif labels is not None:
             targets = x[_next_same_label(labels[: len(x)])]
@@ -445,6 +451,13 @@ def add_method_options(p: argparse.ArgumentParser, verb: str) -> None:
         "= keras.applications' imagenet_utils modes)",
     )
     p.add_argument(
+        "--fit",
+        choices=FITS,
+        default="squash",
+        help="image files of another size: squash (resize, default), crop (shorter side to "
+        "size, central crop), pad (longer side to size, zero padding) or error",
+    )
+    p.add_argument(
         "--limit", type=positive_int, default=None, help=f"{verb} only the first N images"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -476,7 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streams SOURCE through the jitted explainer into DIR: Parquet parts (one "
         "row per input, status ok/error), feature-resolution maps, manifest.json.",
     )
-    a.add_argument("source", nargs="?", help="image folder, .npy/.npz or .tfrecord")
+    a.add_argument(
+        "source",
+        nargs="*",
+        help="image folder(s), .npy/.npz, or TFRecord file(s); quoted globs expand "
+        "(e.g. 'data/train-*.tfrecord')",
+    )
     a.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
     a.add_argument(
         "--method",
@@ -519,9 +537,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--threads", type=positive_int, default=4, help="host decoding threads")
     a.add_argument(
-        "--resize",
-        action="store_true",
-        help="convert/resize images that do not fit the model (default: error rows)",
+        "--fit",
+        choices=FITS,
+        default="error",
+        help="images whose size or colour channels are not the model's: error (default: an "
+        "error row naming size and mode), squash (resize), crop (shorter side to size, central "
+        "crop) or pad (longer side to size, centred, zero padding)",
+    )
+    a.add_argument(
+        "--resize", dest="fit", action="store_const", const="squash", help="= --fit squash"
+    )
+    a.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        help="pixel budget per image: larger images are error rows (JPEGs count after "
+        f"reduced-size decoding; default {DEFAULT_MAX_PIXELS:,})",
+    )
+    a.add_argument(
+        "--alpha",
+        choices=tuple(BACKGROUNDS),
+        default="black",
+        help="background that transparent images are composited on (default black)",
     )
     a.add_argument("--resume", action="store_true", help="continue an interrupted audit")
     a.add_argument(

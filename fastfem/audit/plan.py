@@ -42,7 +42,7 @@ from .boxes import (
     sample_boxes,
     unknown_ids_error,
 )
-from .sources import Source, array_source, open_source
+from .sources import ReadOptions, Source, array_source, open_source
 from .steps import METHODS
 
 
@@ -215,12 +215,10 @@ def _hashable(value: Any) -> Any:
 # ---------------------------------------------------------------------------------- plan
 
 
-def open_audit_source(
-    source: Any, expected: Sequence[int | None], resize: bool, threads: int
-) -> Source:
+def open_audit_source(source: Any, expected: Sequence[int | None], reading: ReadOptions) -> Source:
     """The source to audit: a user source, or the bundled sample's test split (arrays)."""
     if source is not None:
-        return open_source(source, tuple(expected), resize=resize, threads=threads)
+        return open_source(source, tuple(expected), reading)
     from ..sample import CLASS_NAMES, generate
 
     sample = generate("test")
@@ -261,8 +259,7 @@ def plan_audit(
     settings: Mapping[str, Any],
     preprocess: str | Preprocess,
     batch_size: int,
-    resize: bool,
-    threads: int,
+    reading: ReadOptions,
     boxes: Any,
     references: Any,
 ) -> AuditPlan:
@@ -282,14 +279,17 @@ def plan_audit(
         )
     expected = explainer.extractor.input_shape
     hw = image_hw(explainer.extractor)
-    src = open_audit_source(source, expected, resize, threads)
+    src = open_audit_source(source, expected, reading)
     refs = None
     if references is not None:
-        refs = open_source(references, tuple(expected), resize=resize, threads=threads)
+        refs = open_source(references, tuple(expected), reading)
     config: dict[str, Any] = {
         **settings,
         "batch_size": explainer.device_batch(),
-        "resize": resize,
+        "input_size": list(hw),
+        "fit": reading.fit,
+        "alpha": reading.alpha,
+        "max_pixels": reading.max_pixels,
         "preprocess": preprocess_name(preprocess),
     }
     if method != "mlfem":

@@ -20,7 +20,7 @@ import numpy as np
 from ..kernels.map_stats import MapStats
 from ..overlay import normalize_for_display
 from .flags import flag_rows, float_column
-from .sources import open_source, unit_float
+from .sources import ReadOptions, open_source, unit_float
 from .steps import LOCALISATION_COLUMNS
 from .store import ResultStore
 
@@ -34,8 +34,12 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def images_by_id(location: str | None, ids: list[str]) -> dict[str, np.ndarray]:
-    """Re-read the images ``ids`` from where the audit read them (empty if not possible)."""
+def images_by_id(
+    location: str | None, ids: list[str], config: dict | None = None
+) -> dict[str, np.ndarray]:
+    """Re-read the images ``ids`` from where the audit read them (empty if not possible),
+    fitted to the model input as the audit fitted them (the manifest's ``config``: ``fit``,
+    ``input_size``), so the maps lie where they were computed."""
     if not location or not ids:
         return {}
     wanted = set(ids)
@@ -44,8 +48,17 @@ def images_by_id(location: str | None, ids: list[str]) -> dict[str, np.ndarray]:
 
         s = generate("test")
         return {rid: s.images[i] for i, rid in enumerate(s.ids) if rid in wanted}
+    config = config or {}
+    fit, size = config.get("fit", "error"), config.get("input_size")
+    expected = (None, None, None) if fit == "error" or not size else (*size, None)
+    options = ReadOptions(
+        fit=fit,
+        max_pixels=config.get("max_pixels", ReadOptions.max_pixels),
+        alpha=config.get("alpha", "black"),
+        threads=2,
+    )
     try:
-        src = open_source(location, (None, None, None), resize=False, threads=2)
+        src = open_source(location, expected, options)
     except (OSError, ValueError):
         return {}
     chosen = src.read(lambda i, rid: rid in wanted)
@@ -131,7 +144,7 @@ def write_report(store_dir: str | Path, out: str | Path | None = None, top: int 
     maps = store.read_maps()
     top_ids = flags.top_ids(top)
     index = {rid: i for i, rid in enumerate(rows["id"])}
-    images = images_by_id(manifest.get("source_location"), top_ids)
+    images = images_by_id(manifest.get("source_location"), top_ids, manifest.get("config"))
     n = len(rows["id"])
     errors = int(np.sum(rows["status"] == "error"))
     run = manifest.get("last_run", {})

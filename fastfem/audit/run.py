@@ -42,9 +42,11 @@ typical of the dataset). Columns: ``similarity`` (cosine to the explained protot
 ``prototype`` (its class), ``nearest_prototype``. The rows equal
 `fastfem.FAM.explain_episode` with the audited images as support and queries.
 
-Several processes (JAX's multi-controller runtime, ``distributed=True``): each audits the inputs
-whose index ``i % process_count == process_index`` and writes its own parts; process 0 holds the
-store's lock and writes the manifest. They start through a handshake that reports a missing
+Several processes (JAX's multi-controller runtime, ``distributed=True``): each audits its share
+of the inputs — whole shards when the source has at least as many shards (folders, TFRecord
+files) as there are processes, else the inputs whose index ``i % process_count ==
+process_index`` (`fastfem.audit.sources.process_of`) — and writes its own parts; process 0 holds
+the store's lock and writes the manifest. They start through a handshake that reports a missing
 peer or a duplicated process id within a timeout, and pass the audit's stages together
 (`fastfem.audit.processes`): a process that fails stops the others with its message.
 """
@@ -62,6 +64,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from ..decode import DEFAULT_MAX_PIXELS, check_alpha, check_max_pixels
+from ..fit import check_fit
 from ..kernels.fem import Variant
 from ..kernels.map_stats import MapStats
 from ..preprocess import Preprocess
@@ -74,7 +78,7 @@ from .lock import StoreLock, describe
 from .manifest import STORE_FORMAT, check_resume, merge, model_sha256
 from .plan import AuditPlan, check_arguments, plan_audit
 from .processes import ProcessGroup, start_processes
-from .sources import stack_images
+from .sources import ReadOptions, process_of, stack_images
 from .steps import (
     FAM_COLUMNS,
     IOU_THRESHOLD,
@@ -298,6 +302,18 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
     summary.compile_seconds = runner.compile_seconds - compiled_before
 
 
+def read_options(
+    fit: str | None, resize: bool, max_pixels: int, alpha: str, threads: int
+) -> ReadOptions:
+    """The audit's `ReadOptions`, checked (``resize=True`` is ``fit="squash"``)."""
+    if resize and fit not in (None, "squash"):
+        raise ValueError(f"resize=True means fit='squash'; it contradicts fit={fit!r}")
+    fit = "squash" if resize else (fit or "error")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer; got {threads!r}")
+    return ReadOptions(check_fit(fit), check_max_pixels(max_pixels), check_alpha(alpha), threads)
+
+
 def audit(
     source: Any = None,
     model: Any = None,
@@ -310,6 +326,9 @@ def audit(
     part_size: int = 2048,
     resume: bool = False,
     resize: bool = False,
+    fit: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    alpha: str = "black",
     distributed: bool | Mapping[str, Any] = False,
     progress: bool = False,
     threads: int = 4,
@@ -333,7 +352,14 @@ def audit(
       batch_size: images per device step; part_size: rows per committed part (positive ints).
       resume: continue an interrupted store (skips committed ids); without it an existing
         store is an error.
-      resize: convert/resize images that do not fit the model instead of error rows.
+      fit: what happens to an image whose size or colour channels are not the model's
+        (`fastfem.fit`): ``"error"`` (default: an error row naming its size and mode),
+        ``"squash"`` (resize), ``"crop"`` (shorter side to size, central crop) or ``"pad"``
+        (longer side to size, centred on zeros). Maps and boxes are in model-input pixels.
+      resize: ``True`` is ``fit="squash"`` (the older name).
+      max_pixels: the pixel budget: an image with more pixels to decode is an error row
+        (`fastfem.decode`; JPEGs count after reduced-size decoding).
+      alpha: the background transparent images are composited on, ``"black"`` or ``"white"``.
       distributed: True -> ``jax.distributed.initialize()`` (cluster auto-detection / JAX's env
         vars); a mapping -> its keyword arguments (coordinator_address, num_processes,
         process_id; ``initialization_timeout``: seconds within which a missing peer or a
@@ -363,8 +389,7 @@ def audit(
             settings,
             preprocess,
             batch_size,
-            resize,
-            threads,
+            read_options(fit, resize, max_pixels, alpha, threads),
             boxes,
             references,
         )
@@ -394,11 +419,12 @@ def audit_my_slice(run: AuditRun, group: ProcessGroup, progress: bool) -> None:
     pid, nproc = group.index, group.count
     committed = run.committed = run.store.committed_ids()
     src = run.plan.source
+    owner = process_of(src, nproc)
     todo_count = None
     if src.ids is not None:
         if len(set(src.ids)) != len(src.ids):
             raise ValueError(f"{src.description}: ids are not unique")
-        mine = [rid for i, rid in enumerate(src.ids) if i % nproc == pid]
+        mine = [rid for i, rid in enumerate(src.ids) if owner(i) == pid]
         todo_count = sum(rid not in committed for rid in mine)
         run.summary.skipped_already_committed = len(mine) - todo_count
         if not todo_count:
@@ -408,7 +434,7 @@ def audit_my_slice(run: AuditRun, group: ProcessGroup, progress: bool) -> None:
             return
 
     def select(i: int, rid: str) -> bool:
-        return i % nproc == pid and rid not in committed
+        return owner(i) == pid and rid not in committed
 
     start = time.perf_counter()
     run_batches(run, select, todo_count, progress)

@@ -1,26 +1,44 @@
 """Audit sources: anything with images -> a stream of `Record`s, decoded on host threads.
 
-A record is one input: its id, its label (if the source has one), and either the decoded image
-(H, W, C) or an error text. Encoded files (PNG/JPEG, image folders and TFRecords) decode to their
-8-bit pixels (uint8): the audit's step scales them to [0, 1] on the device (``v / 255``, the
-same float32 numbers as on the host), so the host does no float conversion and the
-host-to-device copy is 4x smaller. Array sources give float32 in [0, 1].
+A record is one input: its id (and ``raw_id``, the original bytes of an id that had to be
+escaped, `fastfem.ids`), its label (if the source has one), and either its pixels (H, W, C) or
+an error text. Pixels follow one rule for every source (`fastfem.decode`): 8-bit data is uint8
+``v`` (the model's preprocessing on the device reads it as ``v / 255``; the host-to-device copy
+is 4x smaller than float32), 16-bit data float32 ``v / 65535``, float data float32 as it is.
+Non-finite pixels are flagged by the device step, like non-finite activations.
 
-A bad input never stops the stream: an unreadable, corrupt,
-truncated or empty file, a wrong-sized or grayscale image where the model expects RGB of a fixed
-size — each becomes a record with an error (unless ``resize=True`` asks to convert/resize).
+**Per-record isolation.** Whatever goes wrong while reading one input — any exception of the
+decoder, a damaged TFRecord record, a dangling link — becomes that record's error row, and the
+stream goes on. Image files are decoded by `fastfem.decode` (a fixed list of formats, a pixel
+budget, EXIF orientation, every Pillow mode); ``fit`` (`fastfem.fit`) says what happens to an
+image whose size or colour channels are not the model's: ``error`` (default: an error row
+naming its size and mode), ``squash``, ``crop`` or ``pad``.
 
-Sources: an image folder (recursive; the first sub-folder is the label), a ``.npy`` (memory
-mapped) or ``.npz`` array, TFRecord files (``image`` = encoded PNG/JPEG bytes; optional ``id``
-and ``label``), a ``tf.data.Dataset`` or any iterable of image batches. Every source lists its
-ids before decoding, so ``--resume`` and multi-process slicing skip work without reading pixels
-(datasets/iterables, which cannot be listed, are read and numbered in order).
+Sources:
+
+* an image folder (recursive, `fastfem.image_files.walk_images`: each folder once, links that
+  loop followed never; the first sub-folder is the label), or several (a list or a glob: ids
+  are prefixed by each folder's path relative to their common parent);
+* ``.npy`` (memory-mapped) or ``.npz`` (``images`` or its only array, optional ``ids`` and
+  ``labels``) arrays: uint8, uint16 or float;
+* TFRecord files, one or several shards (a list or a glob), read without TensorFlow
+  (`fastfem.audit.tfrecord`: checksums verified; records up to a damage are audited, the damage
+  is one error row naming the file and byte offset). Each record a ``tf.train.Example`` with the
+  encoded image under ``image`` (or ``image/encoded``), optional ``id`` (bytes) and ``label``
+  (or ``image/class/label``; bytes or int64). Without an ``id``, a record's id is its index in
+  the file (one file) or ``<file>:<index>`` (several);
+* a ``tf.data.Dataset`` or any iterable of image batches (read and numbered in order).
+
+Every source but the last lists its ids before decoding, so ``--resume`` and multi-process
+slicing skip work without reading pixels; sharded sources (several folders or TFRecord files)
+say which shard each input is in, and several processes then split them by shard
+(`process_of`), so each process reads only its own files.
 """
 
 from __future__ import annotations
 
 import collections
-import io
+import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,21 +48,47 @@ from typing import Any
 
 import numpy as np
 
-from ..image_files import IMAGE_SUFFIXES
+from ..decode import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    DecodeError,
+    DecodeOptions,
+    array_pixels,
+    decode_image,
+    unit_float,
+)
+from ..fit import check_fit, fit_array
+from ..ids import id_and_raw, printable, readable_id
+from ..image_files import FolderEntry, walk_images
 from ..inputs import is_tf_dataset
+from .tfrecord import HEADER, parse_example, scan_records
 
 Shape = tuple[int | None, int | None, int | None]
+IMAGE_KEYS = ("image", "image/encoded")
+LABEL_KEYS = ("label", "image/class/label")
+
+__all__ = [
+    "Record",
+    "ReadOptions",
+    "Source",
+    "check_image",
+    "open_source",
+    "process_of",
+    "stack_images",
+    "unit_float",
+]
 
 
 @dataclass(frozen=True)
 class Record:
-    """One input of an audit: ``image`` (H, W, C) uint8 (8-bit pixels, decoded files) or float32
-    in [0, 1] (arrays), or ``error`` saying why not."""
+    """One input of an audit: ``image`` (H, W, C) uint8 (8-bit data) or float32, or ``error``
+    saying why not; ``raw_id``: the id's original bytes when ``id`` is an escaped form."""
 
     id: str
     label: str | None = None
     image: np.ndarray | None = None
     error: str | None = None
+    raw_id: bytes | None = None
 
 
 #: Which inputs to read: ``select(index, id) -> bool`` (resume and multi-process slicing).
@@ -53,11 +97,30 @@ Select = Callable[[int, str], bool]
 
 @dataclass(frozen=True)
 class Source:
-    """A source: its ids in order (None if it cannot be listed) and a reader of the selected."""
+    """A source: its ids in order (None if it cannot be listed), a reader of the selected, and
+    for sharded sources the shard of each input (`process_of`)."""
 
     ids: list[str] | None
     read: Callable[[Select], Iterator[Record]]
     description: str
+    shards: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a source's files become pixels: ``fit`` (`fastfem.fit.FITS`), the pixel budget
+    ``max_pixels``, the ``alpha`` background, host decoding ``threads``, JPEG ``draft``."""
+
+    fit: str = "error"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    alpha: str = "black"
+    threads: int = 4
+    draft: bool = True
+
+    def decode_options(self, expected: Shape) -> DecodeOptions:
+        h, w, c = expected
+        size = (int(h), int(w)) if h is not None and w is not None else None
+        return DecodeOptions(size, c, self.fit, self.max_pixels, self.alpha, self.draft)
 
 
 def _selected(ids: list[str], select: Select) -> list[int]:
@@ -74,16 +137,7 @@ def check_image(x: np.ndarray, expected: Shape) -> str | None:
         return f"{kind} image where the model expects {c} channels"
     if (h is not None and x.shape[0] != h) or (w is not None and x.shape[1] != w):
         return f"image is {x.shape[0]}x{x.shape[1]}, the model expects {h}x{w}"
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        return "image has NaN/inf pixels"
     return None
-
-
-def unit_float(x: np.ndarray) -> np.ndarray:
-    """An image as float32 in [0, 1]: uint8 ``v`` -> ``v / 255``; float images unchanged."""
-    if x.dtype == np.uint8:
-        return np.asarray(x, dtype=np.float32) / 255.0
-    return np.asarray(x, dtype=np.float32)
 
 
 def stack_images(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -93,46 +147,26 @@ def stack_images(images: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([unit_float(im) for im in images])
 
 
-def decode_image(data: bytes, expected: Shape, resize: bool) -> np.ndarray:
-    """Decode PNG/JPEG bytes to 8-bit pixels (H, W, C) uint8; ValueError says what is wrong.
-
-    Strict by default: the stored mode and size must fit the model. ``resize=True`` converts the
-    mode (e.g. grayscale -> RGB) and resizes (bilinear) instead.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise ValueError("empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            h, w, c = expected
-            want_mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(c or 3, "RGB")
-            if img.mode not in ("L", "RGB", "RGBA", "P", "LA", "I;16", "I", "F", "1"):
-                raise ValueError(f"unsupported image mode {img.mode}")
-            if resize:
-                img = img.convert(want_mode)
-                if h is not None and w is not None and img.size != (w, h):
-                    img = img.resize((w, h), Image.BILINEAR)
-            elif img.mode in ("P", "RGBA") and want_mode == "RGB":
-                img = img.convert("RGB")
-            elif img.mode in ("1", "I;16", "I", "F"):
-                img = img.convert("L")
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"cannot decode image: {err}") from err
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
-def _record_from_bytes(
-    rid: str, label: str | None, load: Callable[[], bytes], expected: Shape, resize: bool
+def read_record(
+    rid: str,
+    raw_id: bytes | None,
+    label: str | None,
+    load: Callable[[], bytes | str],
+    options: DecodeOptions,
+    expected: Shape,
 ) -> Record:
+    """One encoded image as a record: its pixels, or — whatever fails, of any exception type —
+    an error record with the reason (per-record isolation)."""
     try:
-        x = decode_image(load(), expected, resize)
-    except (ValueError, OSError) as err:
-        return Record(rid, label, error=str(err))
-    problem = check_image(x, expected)
-    return Record(rid, label, error=problem) if problem else Record(rid, label, image=x)
+        x = decode_image(load(), options)
+        problem = check_image(x, expected)
+    except DecodeError as err:
+        problem = str(err)
+    except Exception as err:  # any failure of one file is that file's error row
+        problem = f"cannot decode image: {type(err).__name__}: {err}"
+    if problem is not None:
+        return Record(rid, label, error=printable(problem), raw_id=raw_id)
+    return Record(rid, label, image=x, raw_id=raw_id)
 
 
 #: Inputs per decoding task, and tasks decoded ahead of the consumer.
@@ -164,146 +198,334 @@ def _threaded(items: Sequence[Any], fn: Callable[[Any], Record], threads: int) -
             yield from pending.popleft().result()
 
 
-def list_images(root: Path) -> list[str]:
-    """Image files under ``root`` (recursive, symlinked folders followed) as relative POSIX
-    paths, sorted by their path components (the order of ``sorted(root.rglob("*"))``).
-
-    One `os.walk` with string operations: ~5x faster than `Path.rglob` + `relative_to` for
-    thousands of files, which matters when a whole audit takes a second.
-    """
-    found: list[tuple[str, ...]] = []
-    for folder, _, names in os.walk(root, followlinks=True):
-        rel = os.path.relpath(folder, root)
-        prefix = () if rel == "." else tuple(Path(rel).parts)
-        for name in names:
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and os.path.isfile(
-                os.path.join(folder, name)
-            ):
-                found.append((*prefix, name))
-    return ["/".join(parts) for parts in sorted(found)]
+def check_unique(ids: Sequence[str], what: str) -> None:
+    """A ValueError naming the repeated ids of a source, if any."""
+    if len(set(ids)) == len(ids):
+        return
+    counts = collections.Counter(ids)
+    repeated = [rid for rid, n in counts.items() if n > 1]
+    raise ValueError(f"{what}: ids are not unique: {repeated[:10]} ({len(repeated)} repeated)")
 
 
-def folder_source(root: Path, expected: Shape, resize: bool, threads: int) -> Source:
-    ids = list_images(root)
-    if not ids:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    files = [root / rid for rid in ids]
+def shard_names(paths: Sequence[Path]) -> list[str]:
+    """Each path relative to the paths' common parent (its name when there is one path), as
+    the file system spells it (escape with `fastfem.ids.readable_id` for an id)."""
+    if len(paths) == 1:
+        return [paths[0].name]
+    resolved = [os.path.abspath(p) for p in paths]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"a source is listed twice among {[printable(str(p)) for p in paths]}")
+    common = os.path.commonpath([os.path.dirname(p) for p in resolved])
+    return [os.path.relpath(p, common).replace(os.sep, "/") for p in resolved]
 
-    def label_of(rel: str) -> str | None:
-        parts = Path(rel).parts
-        return parts[0] if len(parts) > 1 else None
+
+# ------------------------------------------------------------------------------- folders
+
+
+def _prefixed(entry: FolderEntry, prefix: str | None) -> FolderEntry:
+    """The entry with its folder's name in front of its id (several folders)."""
+    if prefix is None:
+        return entry
+    name = entry.id if entry.raw_id is None else os.fsdecode(entry.raw_id)
+    rid, raw = id_and_raw(f"{prefix}/{name}", file_name=True)
+    return FolderEntry(rid, raw, entry.path, entry.label, entry.problem)
+
+
+def folder_source(roots: Sequence[Path], expected: Shape, options: ReadOptions) -> Source:
+    """One or several image folders (module docstring); shards = folders."""
+    names = shard_names(roots) if len(roots) > 1 else [None]
+    entries: list[FolderEntry] = []
+    shards: list[int] = []
+    for k, (root, name) in enumerate(zip(roots, names, strict=True)):
+        found = walk_images(root)
+        entries += [_prefixed(e, name) for e in found]
+        shards += [k] * len(found)
+    where = printable(str(roots[0])) if len(roots) == 1 else f"{len(roots)} folders"
+    if not entries:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {where}")
+    ids = [e.id for e in entries]
+    check_unique(ids, where)
+    decoding = options.decode_options(expected)
+
+    def one(i: int) -> Record:
+        e = entries[i]
+        if e.problem is not None:
+            return Record(e.id, e.label, error=e.problem, raw_id=e.raw_id)
+        return read_record(e.id, e.raw_id, e.label, lambda: e.path, decoding, expected)
 
     def read(select: Select) -> Iterator[Record]:
-        def one(i: int) -> Record:
-            return _record_from_bytes(
-                ids[i], label_of(ids[i]), files[i].read_bytes, expected, resize
-            )
+        return _threaded(_selected(ids, select), one, options.threads)
 
-        return _threaded(_selected(ids, select), one, threads)
-
-    return Source(ids, read, f"image folder {root} ({len(ids)} files)")
+    return Source(ids, read, f"image folder {where} ({len(ids)} files)", shards)
 
 
-def array_source(x: Any, ids: list[str] | None, labels: Any, expected: Shape, what: str) -> Source:
-    """A (N, H, W, C) array (memory-mapped is fine): the shape is checked once, up front."""
+# -------------------------------------------------------------------------------- arrays
+
+
+def _fitted(x: np.ndarray, expected: Shape, fit: str) -> np.ndarray:
+    h, w, _ = expected
+    if fit == "error" or h is None or w is None or x.shape[:2] == (h, w):
+        return x
+    return fit_array(x, (int(h), int(w)), fit)
+
+
+def array_source(
+    x: Any,
+    ids: list[str] | None,
+    labels: Any,
+    expected: Shape,
+    what: str,
+    fit: str = "error",
+    raw_ids: list[bytes | None] | None = None,
+) -> Source:
+    """A (N, H, W, C) array (memory-mapped is fine), uint8, uint16 or float: the rank, dtype
+    and channels are checked once, up front; the size too unless ``fit`` fits each image."""
     if x.ndim != 4:
         raise ValueError(f"{what}: expected an array (N, H, W, C); got shape {x.shape}")
-    problem = check_image(np.zeros(x.shape[1:], np.float32), expected)
+    array_pixels(np.asarray(x[:0]), what)  # the dtype, checked up front
+    h, w, c = expected
+    probe = x.shape[1:3] if fit == "error" else (h, w)  # fitted images take the model's size
+    problem = check_image(np.zeros((*probe, x.shape[3]), np.float32), expected)
     if problem:
         raise ValueError(f"{what}: model/source mismatch: {problem} (array shape {x.shape})")
     ids = ids if ids is not None else [str(i) for i in range(len(x))]
     if len(ids) != len(x):
         raise ValueError(f"{what}: {len(ids)} ids for {len(x)} images")
+    check_unique(ids, what)
+    raws = raw_ids if raw_ids is not None else [None] * len(ids)
 
     def read(select: Select) -> Iterator[Record]:
         for i in _selected(ids, select):
-            img = np.asarray(x[i], dtype=np.float32)
-            label = None if labels is None else str(labels[i])
-            bad = None if np.all(np.isfinite(img)) else "image has NaN/inf pixels"
-            yield Record(ids[i], label, error=bad) if bad else Record(ids[i], label, image=img)
+            img = _fitted(array_pixels(np.asarray(x[i]), what), expected, fit)
+            label = None if labels is None else readable_id(str(labels[i]))
+            yield Record(ids[i], label, image=img, raw_id=raws[i])
 
     return Source(ids, read, f"{what} ({len(ids)} images)")
 
 
-def tfrecord_source(paths: list[Path], expected: Shape, resize: bool) -> Source:
-    import tensorflow as tf
+def npz_source(p: Path, expected: Shape, fit: str) -> Source:
+    """A ``.npz``: ``images`` (or its only array), optional ``ids`` and ``labels``."""
+    with np.load(p, allow_pickle=False) as data:
+        key = "images" if "images" in data.files else data.files[0]
+        ids = raws = None
+        if "ids" in data.files:
+            pairs = [id_and_raw(str(i)) for i in data["ids"]]
+            ids, raws = [a for a, _ in pairs], [b for _, b in pairs]
+        labels = data["labels"] if "labels" in data.files else None
+        x = data[key]
+    return array_source(x, ids, labels, expected, str(p), fit, raws)
 
-    feature = {
-        "image": tf.io.FixedLenFeature([], tf.string),
-        "id": tf.io.FixedLenFeature([], tf.string, default_value=""),
-        "label": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    }
-    raw = []  # (id, label, bytes): listed once; bytes are small compressed images
-    for n, rec in enumerate(tf.data.TFRecordDataset([str(p) for p in paths])):
-        try:
-            ex = tf.io.parse_single_example(rec, feature)
-            rid = ex["id"].numpy().decode() or f"{len(raw)}"
-            raw.append((rid, ex["label"].numpy().decode() or None, ex["image"].numpy()))
-        except tf.errors.InvalidArgumentError as err:
-            raw.append((f"record-{n}", None, err))
-    ids = [r[0] for r in raw]
+
+# ----------------------------------------------------------------------------- TFRecords
+
+
+@dataclass(frozen=True)
+class _TFRecordEntry:
+    id: str
+    raw_id: bytes | None
+    label: str | None
+    path: Path
+    span: tuple[int, int] | None  # the image bytes in the file
+    problem: str | None = None
+
+
+def _label_of(buf: bytes, features: dict) -> str | None:
+    for key in LABEL_KEYS:
+        if key in features and features[key][1]:
+            kind, values = features[key]
+            if kind == "bytes":
+                s, e = values[0]
+                return readable_id(buf[s:e].decode("utf-8", "surrogateescape"))
+            return str(values[0])
+    return None
+
+
+def _example_entry(path: Path, offset: int, data: bytes, default_id: str) -> _TFRecordEntry:
+    """The entry of one checked record: its id, label and where its image is."""
+    try:
+        features = parse_example(data)
+        rid, raw = default_id, None
+        if "id" in features and features["id"][0] == "bytes" and features["id"][1]:
+            s, e = features["id"][1][0]
+            if e > s:
+                rid, raw = id_and_raw(data[s:e].decode("utf-8", "surrogateescape"), data[s:e])
+        label = _label_of(data, features)
+        for key in IMAGE_KEYS:
+            if key in features and features[key][0] == "bytes" and features[key][1]:
+                s, e = features[key][1][0]
+                start = offset + HEADER
+                return _TFRecordEntry(rid, raw, label, path, (start + s, start + e))
+        problem = f"record at byte {offset} has no {' or '.join(IMAGE_KEYS)} bytes feature"
+        return _TFRecordEntry(rid, raw, label, path, None, problem)
+    except Exception as err:  # any malformed record is that record's error row
+        problem = f"unparsable tf.train.Example at byte {offset}: {type(err).__name__}: {err}"
+        return _TFRecordEntry(default_id, None, None, path, None, printable(problem))
+
+
+def list_tfrecord(path: Path, name: str, several: bool) -> list[_TFRecordEntry]:
+    """One TFRecord file's entries, records up to a damage and then the damage (module
+    docstring of `fastfem.audit.tfrecord`)."""
+    entries: list[_TFRecordEntry] = []
+    try:
+        with open(path, "rb") as f:
+            for n, frame in enumerate(scan_records(f)):
+                default_id = f"{name}:{n}" if several else str(n)
+                if frame.fatal:
+                    problem = f"TFRecord {name}: {frame.problem}; the rest of the file is not read"
+                    entries.append(
+                        _TFRecordEntry(
+                            f"{name}:damaged-at-{frame.offset}", None, None, path, None, problem
+                        )
+                    )
+                elif frame.problem is not None:
+                    entries.append(
+                        _TFRecordEntry(default_id, None, None, path, None, frame.problem)
+                    )
+                else:
+                    entries.append(_example_entry(path, frame.offset, frame.data, default_id))
+    except OSError as err:
+        problem = printable(f"cannot read TFRecord {name}: {err}")
+        entries.append(_TFRecordEntry(f"{name}:unreadable", None, None, path, None, problem))
+    return entries
+
+
+def _read_span(path: Path, span: tuple[int, int]) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(span[0])
+        return f.read(span[1] - span[0])
+
+
+def tfrecord_source(paths: Sequence[Path], expected: Shape, options: ReadOptions) -> Source:
+    """TFRecord shards (module docstring), listed in parallel; shards = files."""
+    names = [readable_id(n) for n in shard_names(paths)]
+    several = len(paths) > 1
+    with ThreadPoolExecutor(max(1, min(options.threads, len(paths)))) as pool:
+        listed = list(
+            pool.map(lambda a: list_tfrecord(*a, several), zip(paths, names, strict=True))
+        )
+    entries = [e for found in listed for e in found]
+    shards = [k for k, found in enumerate(listed) for _ in found]
+    where = names[0] if not several else f"{len(paths)} files"
+    if not entries:
+        raise ValueError(f"no records in TFRecord {where}")
+    ids = [e.id for e in entries]
+    check_unique(ids, f"TFRecord {where}")
+    decoding = options.decode_options(expected)
+
+    def one(i: int) -> Record:
+        e = entries[i]
+        if e.span is None:
+            return Record(e.id, e.label, error=e.problem, raw_id=e.raw_id)
+        return read_record(
+            e.id, e.raw_id, e.label, lambda: _read_span(e.path, e.span), decoding, expected
+        )
 
     def read(select: Select) -> Iterator[Record]:
-        for i in _selected(ids, select):
-            rid, label, data = raw[i]
-            if isinstance(data, Exception):
-                yield Record(rid, label, error=f"unparsable TFRecord example: {data.message}")
-            else:
-                yield _record_from_bytes(rid, label, lambda d=data: d, expected, resize)
+        return _threaded(_selected(ids, select), one, options.threads)
 
-    return Source(ids, read, f"TFRecord {', '.join(p.name for p in paths)} ({len(ids)} records)")
+    return Source(ids, read, f"TFRecord {where} ({len(ids)} records)", shards)
 
 
-def stream_source(batches: Iterable[Any], expected: Shape, what: str) -> Source:
+# ------------------------------------------------------------------------------- streams
+
+
+def _stream_record(rid: str, img: np.ndarray, expected: Shape, fit: str) -> Record:
+    try:
+        x = _fitted(array_pixels(img, "stream element"), expected, fit)
+    except ValueError as err:
+        return Record(rid, error=str(err))
+    problem = check_image(x, expected)
+    return Record(rid, error=problem) if problem else Record(rid, image=x)
+
+
+def stream_source(batches: Iterable[Any], expected: Shape, what: str, fit: str = "error") -> Source:
     """A tf.data.Dataset or an iterable of batches: not listable; numbered in order."""
 
     def elements() -> Iterator[np.ndarray]:
         it = batches.as_numpy_iterator() if is_tf_dataset(batches) else iter(batches)
         for el in it:
-            x = el[0] if isinstance(el, (tuple, list)) else el
-            x = np.asarray(x, dtype=np.float32)
+            x = np.asarray(el[0] if isinstance(el, (tuple, list)) else el)
             yield from (x if x.ndim == 4 else x[None])
 
     def read(select: Select) -> Iterator[Record]:
         for i, img in enumerate(elements()):
             rid = str(i)
             if select(i, rid):
-                problem = check_image(img, expected)
-                yield Record(rid, error=problem) if problem else Record(rid, image=img)
+                yield _stream_record(rid, img, expected, fit)
 
     return Source(None, read, what)
 
 
-def open_source(source: Any, expected: Shape, resize: bool = False, threads: int = 4) -> Source:
-    """Recognise ``source`` and return it as a `Source` (see the module docstring)."""
-    if isinstance(source, (str, Path)):
-        p = Path(source)
-        if p.is_dir():
-            return folder_source(p, expected, resize, threads)
+# ----------------------------------------------------------------------------- open
+
+
+def is_tfrecord(p: Path) -> bool:
+    return p.suffix in (".tfrecord", ".tfrecords") or ".tfrecord" in p.name
+
+
+def expand(pattern: str | os.PathLike) -> list[Path]:
+    """A path, or a glob (``*``, ``?``, ``[``; ``**`` recursive) expanded in sorted order."""
+    text = os.fspath(pattern)
+    if os.path.exists(text) or not any(ch in text for ch in "*?["):
+        return [Path(text)]
+    found = sorted(glob.glob(text, recursive=True))
+    if not found:
+        raise FileNotFoundError(f"no file or folder matches {text}")
+    return [Path(p) for p in found]
+
+
+def open_paths(paths: list[Path], expected: Shape, options: ReadOptions) -> Source:
+    """One path (folder, .npy, .npz, TFRecord) or several folders / TFRecord shards."""
+    for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"no such file or folder: {p}")
-        if p.suffix == ".npy":
-            return array_source(np.load(p, mmap_mode="r"), None, None, expected, str(p))
-        if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as data:
-                key = "images" if "images" in data.files else data.files[0]
-                ids = [str(i) for i in data["ids"]] if "ids" in data.files else None
-                labels = data["labels"] if "labels" in data.files else None
-                x = data[key]
-            return array_source(x, ids, labels, expected, str(p))
-        if p.suffix in (".tfrecord", ".tfrecords") or ".tfrecord" in p.name:
-            return tfrecord_source([p], expected, resize)
-        raise ValueError(f"unsupported source {p}: a folder, .npy, .npz or .tfrecord")
-    if (
+    if all(p.is_dir() for p in paths):
+        return folder_source(paths, expected, options)
+    if all(p.is_file() and is_tfrecord(p) for p in paths):
+        return tfrecord_source(paths, expected, options)
+    if len(paths) > 1:
+        raise ValueError(
+            "several sources must be all image folders or all TFRecord files; got "
+            f"{[str(p) for p in paths[:5]]}"
+        )
+    p = paths[0]
+    if p.suffix == ".npy":
+        return array_source(np.load(p, mmap_mode="r"), None, None, expected, str(p), options.fit)
+    if p.suffix == ".npz":
+        return npz_source(p, expected, options.fit)
+    raise ValueError(f"unsupported source {p}: a folder, .npy, .npz or .tfrecord")
+
+
+def _is_path_list(source: Any) -> bool:
+    return (
         isinstance(source, (list, tuple))
-        and source
-        and all(isinstance(s, (str, Path)) for s in source)
-    ):
-        return tfrecord_source([Path(s) for s in source], expected, resize)
+        and bool(source)
+        and all(isinstance(s, (str, os.PathLike)) for s in source)
+    )
+
+
+def open_source(source: Any, expected: Shape, options: ReadOptions | None = None) -> Source:
+    """Recognise ``source`` and return it as a `Source` (see the module docstring)."""
+    options = options or ReadOptions()
+    check_fit(options.fit)
+    if isinstance(source, (str, os.PathLike)):
+        return open_paths(expand(source), expected, options)
+    if _is_path_list(source):
+        return open_paths([p for s in source for p in expand(s)], expected, options)
     if isinstance(source, np.ndarray) or (hasattr(source, "shape") and hasattr(source, "dtype")):
-        return array_source(np.asarray(source), None, None, expected, "array")
+        return array_source(np.asarray(source), None, None, expected, "array", options.fit)
     if is_tf_dataset(source) or isinstance(source, Iterable):
-        return stream_source(source, expected, type(source).__name__)
+        return stream_source(source, expected, type(source).__name__, options.fit)
     raise TypeError(
         f"cannot audit a {type(source).__name__}: pass a folder, file, array or dataset"
     )
+
+
+def process_of(source: Source, nproc: int) -> Callable[[int], int]:
+    """Which process reads input ``i``: whole shards (``shard % nproc``) when the source has at
+    least as many shards as there are processes, so each reads only its own files; else
+    ``i % nproc``."""
+    shards = source.shards
+    if nproc > 1 and shards is not None and len(set(shards)) >= nproc:
+        return lambda i: shards[i] % nproc
+    return lambda i: i % nproc
