@@ -198,8 +198,9 @@ def test_speed_is_reported_after_compilation_in_summary_manifest_and_report(tmp_
     assert summary.processed == 96 and summary.compile_seconds > 0
     assert summary.images_per_second == pytest.approx(96 / steady, rel=0.02)
     # the compiled step is kept by the explainer: a second audit through it compiles nothing
-    again = audit(x, model=str(sample.MODEL_PATH), out=tmp_path / "t", batch_size=16)
-    repeat = audit(x, model=str(sample.MODEL_PATH), out=tmp_path / "u", batch_size=16)
+    # (batch 24: a step no other test compiled in this process)
+    again = audit(x, model=str(sample.MODEL_PATH), out=tmp_path / "t", batch_size=24)
+    repeat = audit(x, model=str(sample.MODEL_PATH), out=tmp_path / "u", batch_size=24)
     assert again.compile_seconds > 0 and repeat.compile_seconds == 0
     assert repeat.images_per_second == pytest.approx(96 / repeat.seconds, rel=0.02)
     last_run = manifest(tmp_path / "s")["last_run"]
