@@ -1,4 +1,5 @@
-"""The FEM formula (fastfem.kernels.fem) against a NumPy reference written from DESIGN.md §3."""
+"""The FEM formula (fastfem.kernels.fem) against a NumPy reference written from the formula in
+its module docstring (tests/support/fem_reference.py)."""
 
 import jax
 import jax.numpy as jnp
