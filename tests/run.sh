@@ -2,8 +2,9 @@
 # Set up and run the whole test suite on a fresh machine (the README's test command).
 #   creates .venv if missing, installs fastfem (editable) with its dev + tf extras, and the peer
 #   libraries the parity tests compare against (Xplique without its CUDA extras, beside
-#   tensorflow-cpu), then runs pytest. Extra arguments go to pytest (e.g. -m "not slow");
-#   --setup-only stops after the set-up (e.g. before running the benchmarks).
+#   tensorflow-cpu; pytorch-grad-cam beside torch's CPU build), then runs pytest. Extra
+#   arguments go to pytest (e.g. -m "not slow"); --setup-only stops after the set-up (e.g.
+#   before running the benchmarks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -11,8 +12,9 @@ PYTHON=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" -e ".[dev,tf,flax]"
-# Xplique, tf-keras and tf2jax pin tensorflow[and-cuda] / full tensorflow: install them without deps,
-# then what they import (tests/requirements-peers.txt).
+# Xplique, tf-keras and tf2jax pin tensorflow[and-cuda] / full tensorflow, grad-cam pins
+# torchvision: install them without deps, then what they import (tests/requirements-peers.txt,
+# with torch's CPU build for pytorch-grad-cam).
 "${PIP[@]}" --no-deps -r tests/requirements-nodeps.txt
 "${PIP[@]}" -r tests/requirements-peers.txt
 # The report test renders the audit's HTML page in a real headless browser (Debian chromium).

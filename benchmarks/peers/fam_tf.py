@@ -1,4 +1,4 @@
-"""FAM in eager TensorFlow, written from the formula of DESIGN.md §4 (not from fastfem's code).
+"""FAM in eager TensorFlow, written from the formula below (not from fastfem's code).
 
 The parity reference of fastfem's FAM (tests/explainers/test_fam_tf_parity.py) and its eager-TF
 peer in the benchmarks: what a TensorFlow user would write, Xplique style — a Python loop over

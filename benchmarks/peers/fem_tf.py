@@ -16,8 +16,8 @@ The resize is batched (``tf.image.resize`` of the (B, h, w, 1) stack equals Xpli
 ``map_fn``). Under ``jit_compile=True`` the bicubic resize has no XLA kernel in TF, so
 ``resize="outside"`` (default for XLA) runs the resize as a second, non-XLA ``tf.function``.
 
-Like Xplique, no degenerate-channel rule is applied (fastfem's sigma ~ 0 guard, DESIGN.md §3):
-on real activations the maps agree with Xplique's to float32 round-off.
+Like Xplique, no degenerate-channel rule is applied (fastfem's sigma ~ 0 guard,
+`fastfem.kernels.fem`): on real activations the maps agree with Xplique's to float32 round-off.
 
 Run with Keras on the TensorFlow backend (``KERAS_BACKEND=tensorflow`` before Keras is imported).
 """

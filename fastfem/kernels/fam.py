@@ -1,7 +1,7 @@
 """FAM — Feature Activation Map: the formula, for one (query, reference) pair.
 
-This module is the one place the FAM formula (DESIGN.md §4) lives. Everything here is a pure
-function of ONE pair: the query's activations ``Aq`` and the reference's ``Ar``, each
+This module is the one place the FAM formula (Liao, Gao, Zhang 2023) lives. Everything here is
+a pure function of ONE pair: the query's activations ``Aq`` and the reference's ``Ar``, each
 ``(h, w, C)`` channels last, or their pooled embeddings ``eq``, ``er`` of shape ``(C,)``.
 Batching (`vmap`), compilation (`jit`) and sharding are applied once, outside (see
 `fastfem.explainers.fam`); `fam_pairs` / `fam_map` are the vmapped conveniences for JAX users.
@@ -44,16 +44,15 @@ Batching (`vmap`), compilation (`jit`) and sharding are applied once, outside (s
    the ReLU map of non-negative (post-ReLU) activations is all zero. Use ``minmax`` (the
    channels the two images agree on most get weight 1) or ``softmax`` with ``euclidean``.
    ``normalize=None`` (the default everywhere but `normalize_weights`) means
-   `default_normalize`: ``minmax`` for ``euclidean``, ``max`` (DESIGN.md's default) otherwise.
+   `default_normalize`: ``minmax`` for ``euclidean``, ``max`` (the method's default) otherwise.
 
 5. Map: ``L = minmax(ReLU(sum_k w_k Aq_k))`` per sample at feature resolution, with
    ``minmax(m) = (m - min m) / (max m - min m)`` and 0 for a constant map, "constant" meaning
-   ``max m - min m <= 1e-6 max|m|`` (`fastfem.kernels.fusion.unit_normalize`). DESIGN.md says
-   "eps guards a constant map"; a relative guard is used instead of an absolute ``+ eps``
-   because the latter breaks cosine FAM's invariance to the activations' scale when a map's
-   range is small. The reference's map uses the same weights on ``Ar``. The resize to the input
-   size (bilinear, `fastfem.kernels.resize`) is left to the caller: it is linear, done once per
-   map.
+   ``max m - min m <= 1e-6 max|m|`` (`fastfem.kernels.fusion.unit_normalize`). The guard is
+   relative, not the usual absolute ``+ eps`` in the denominator, because the latter breaks
+   cosine FAM's invariance to the activations' scale when a map's range is small. The
+   reference's map uses the same weights on ``Ar``. The resize to the input size (bilinear,
+   `fastfem.kernels.resize`) is left to the caller: it is linear, done once per map.
 """
 
 from __future__ import annotations
@@ -77,7 +76,7 @@ Head = Callable[[jax.Array], jax.Array]
 POOLINGS: tuple[str, ...] = ("gap", "gmp")
 SIMILARITIES: tuple[str, ...] = ("cosine", "dot", "euclidean")
 NORMALIZATIONS: tuple[str, ...] = ("none", "max", "sum", "minmax", "softmax")
-#: How FAM maps are resized to the input size (DESIGN.md §4.5).
+#: How FAM maps are resized to the input size (step 5 of the module docstring).
 RESIZE_METHOD = "bilinear"
 
 #: Epsilon of the cosine denominator ``|zq||zr| + eps``.

@@ -12,16 +12,27 @@ For each channel ``c``, over the spatial axes::
 
 Variants (``variant=``):
 
-===========  ==========  ===================  ================  ============================
-variant      mask M_c    channel weight w_c   map               post-processing (at (h, w))
-===========  ==========  ===================  ================  ============================
-xplique      A_c >= T_c  mu_c                 sum_c w_c * M_c   none
-original     A_c >  T_c  mu_c                 sum_c w_c * M_c   divide by max if max > 0
-gradcam      A_c >  T_c  mean(M_c) (on frac)  sum_c w_c * A_c   ReLU, then min-max to [0, 1]
-===========  ==========  ===================  ================  ============================
+===========  ==========  ===================  ================  =================  ===========
+variant      mask M_c    channel weight w_c   map               at (h, w)          after resize
+===========  ==========  ===================  ================  =================  ===========
+xplique      A_c >= T_c  mu_c                 sum_c w_c * M_c   none               none
+original     A_c >  T_c  mu_c                 sum_c w_c * M_c   divide by max      none
+                                                                if max > 0
+gradcam      A_c >  T_c  mean(M_c) (on frac)  sum_c w_c * A_c   ReLU, min-max      min-max
+===========  ==========  ===================  ================  =================  ===========
 
 The post-processing is applied at feature resolution, before the single resize to the input
-size (pytorch-grad-cam's order: ReLU, min-max, then ``cv2.resize``).
+size. After the resize (`post_resize`), ``gradcam`` min-maxes once more, as pytorch-grad-cam's
+``BaseCAM`` does for every CAM method: per target layer ``np.maximum(cam, 0)``, then
+``scale_cam_image`` (min-max with eps 1e-7, then ``cv2.resize`` bilinear), then in
+``aggregate_multi_layers`` ``np.maximum(., 0)``, the mean over layers and ``scale_cam_image``
+again. With one layer the mean is that layer's map, and the second min-max is not a no-op: a
+bilinear resize of a [0, 1] map interpolates between samples, so its minimum can sit above 0 and
+its maximum below 1 (measured on random-weight CNNs: the map moves by up to 0.29 of its range
+from 30x30 to 32x32, 0.10-0.17 from 15x15 to 32x32 or 11x19 to 24x40). ``xplique`` and
+``original`` do nothing after the resize. `fem_resize` is the whole way to the input size (the
+variant's resize, then `post_resize`); MLFEM resizes each layer without the post-resize step
+and applies it to the fused map (`fastfem.kernels.mlfem`).
 
 Degenerate channels: a spatially constant channel has sigma 0 in exact arithmetic, but float
 rounding can leave a tiny positive sigma (e.g. a constant 0.1 channel), which flips ``A >= T``.
@@ -105,6 +116,22 @@ def minmax_normalize(m: jax.Array, eps: float = MINMAX_EPS) -> jax.Array:
     return shifted / (jnp.max(shifted) + eps)
 
 
+def post_resize(maps: jax.Array, variant: Variant = "xplique") -> jax.Array:
+    """What ``variant`` does to its maps AFTER the resize to the input size: (..., H, W) -> same.
+
+    ``gradcam``: ``m -> (r - min r) / (max(r - min r) + 1e-7)`` with ``r = max(m, 0)``, min and
+    max over the last two axes (pytorch-grad-cam's final ``scale_cam_image`` of
+    ``aggregate_multi_layers``; the ``max(m, 0)`` is its ``np.maximum`` before the mean, a no-op
+    after a bilinear resize of a map in [0, 1]). ``xplique``, ``original``: the identity.
+    """
+    check_variant(variant)
+    if variant != "gradcam":
+        return maps
+    r = jnp.maximum(jnp.asarray(maps, jnp.float32), 0.0)
+    shifted = r - jnp.min(r, axis=(-2, -1), keepdims=True)
+    return shifted / (jnp.max(shifted, axis=(-2, -1), keepdims=True) + MINMAX_EPS)
+
+
 def fem_sample(activations: jax.Array, k: float = 2.0, variant: Variant = "xplique") -> jax.Array:
     """FEM map of ONE sample at feature resolution: (h, w, C) -> (h, w) float32.
 
@@ -148,7 +175,9 @@ def fem_map(activations: jax.Array, k: float = 2.0, variant: Variant = "xplique"
 
 
 def fem_resize(maps: jax.Array, out_hw: tuple[int, int], variant: Variant = "xplique") -> jax.Array:
-    """FEM maps (..., h, w) -> (..., H, W) the way ``variant`` resizes them (`RESIZE_METHOD`:
-    TF-exact bicubic for ``xplique``, bilinear otherwise; `fastfem.kernels.resize`)."""
+    """FEM maps (..., h, w) -> (..., H, W) the way ``variant`` brings them to the input size:
+    its resize (`RESIZE_METHOD`: TF-exact bicubic for ``xplique``, bilinear otherwise;
+    `fastfem.kernels.resize`), then its `post_resize` (``gradcam``: min-max again)."""
     check_variant(variant)
-    return resize_batch(maps, out_hw, RESIZE_METHOD[variant])  # type: ignore[arg-type]
+    resized = resize_batch(maps, out_hw, RESIZE_METHOD[variant])  # type: ignore[arg-type]
+    return post_resize(resized, variant)

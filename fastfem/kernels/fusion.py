@@ -1,14 +1,15 @@
 """MLFEM fusion: several per-layer maps of ONE sample -> one map (Bourroux et al. 2022).
 
-Each layer's map ``m_l`` has already been resized to the input size (H, W) and min-max
-normalised to [0, 1] (`unit_normalize`); the ``L`` maps are then fused (``fusion=``)::
+Each layer's map ``m_l`` has already been resized to the input size (H, W) and brought to
+[0, 1] (`fastfem.kernels.mlfem.layer_map`); the ``L`` maps are then fused (``fusion=``)::
 
     mean      F = (1 / L) sum_l m_l
     product   F = prod_l m_l
     weighted  F = sum_l a_l m_l / sum_l a_l          (user weights a_l >= 0, sum > 0)
 
-All three keep F in [0, 1]; F is not re-normalised (a product of maps that peak in different
-places stays small everywhere, which is the point of that rule). Per sample; callers vmap.
+All three keep F in [0, 1]. Here F is not re-normalised (a product of maps that peak in
+different places stays small everywhere, which is the point of that rule); only the ``gradcam``
+variant min-maxes it afterwards (`fastfem.kernels.mlfem`). Per sample; callers vmap.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def unit_normalize(m: jax.Array) -> jax.Array:
     a constant map). Unlike an absolute ``+ eps`` in the denominator (pytorch-grad-cam's
     ``1e-7``, kept by FEM's ``gradcam`` variant for parity), this is exactly invariant to the
     map's scale, so tiny activations are normalised like large ones. Used by MLFEM (each
-    layer's map) and FAM (each pair's map).
+    layer's map, variants other than ``gradcam``) and FAM (each pair's map).
     """
     m = m.astype(jnp.float32)
     lo, hi = jnp.min(m), jnp.max(m)

@@ -1,4 +1,4 @@
-"""Explanation quality metrics: per-sample, vmappable, jittable (DESIGN.md §5).
+"""Explanation quality metrics: per-sample, vmappable, jittable.
 
 * `fastfem.metrics.localisation`: pointing game, energy-based pointing game, IoU@t (on device),
   largest-connected-component box IoU (host); `box_mask` rasterises xyxy boxes.

@@ -54,7 +54,8 @@ Metrics, with ``P = {p : L_p = max L}`` the peak pixels and ``|B|`` the box area
   returned (`iou_box`, `iou_box_batch`). This one runs on the host, not under ``jit``.
 
 Degenerate inputs, all finite: an empty box scores 0 on every metric (nothing can point into
-it; Quantus returns NaN there and leaves it out of its mean); a box covering the whole image
+it; Quantus's ``AttributionLocalisation`` returns NaN there and leaves it out of its mean, its
+``PointingGame`` returns True); a box covering the whole image
 scores 1 on both pointing games and ``|A| / (H W)`` on IoU@t; a constant map scores
 ``|B| / (H W)`` on both pointing games (``ties="mean"``) and on IoU@t (A is every pixel).
 A map with NaN/inf values scores NaN on every metric.

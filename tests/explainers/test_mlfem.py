@@ -1,10 +1,11 @@
 """`fastfem.MLFEM` against a NumPy composition: tests/support/fem_reference.py per layer, TF-exact
 bicubic resize, min-max to [0, 1], then the fusion rule; default layers; bad fusion/weights."""
 
+import cv2
 import keras
 import numpy as np
 import pytest
-from fem_reference import numpy_fem
+from fem_reference import numpy_fem, scale_cam
 
 import fastfem
 from fastfem.explainers.mlfem import default_layers
@@ -17,21 +18,31 @@ def np_unit(m):
     return (m - m.min()) / span if span > 1e-6 * np.abs(m).max() else np.zeros_like(m)
 
 
-def np_mlfem(model, layers, x, fusion, weights=None, k=2.0):
+def np_layer_maps(acts, variant, out_hw, k=2.0):
+    """One layer's maps as the fusion takes them: xplique: TF-exact bicubic then min-max to
+    [0, 1]; gradcam: cv2 bilinear of the gradcam map, then max(., 0) (pytorch-grad-cam)."""
+    if variant == "gradcam":
+        low = [numpy_fem(a, k, "gradcam").astype(np.float32) for a in acts]
+        big = [cv2.resize(m, out_hw[::-1], interpolation=cv2.INTER_LINEAR) for m in low]
+        return np.maximum(np.stack(big).astype(np.float64), 0)
+    rh, rw = resize_matrices(acts.shape[1:3], out_hw, "bicubic")
+    return np.stack([np_unit(rh @ numpy_fem(a, k, "xplique") @ rw.T) for a in acts])
+
+
+def np_mlfem(model, layers, x, fusion, weights=None, k=2.0, variant="xplique"):
     outs = keras.Model(model.inputs, [model.get_layer(n).output for n in layers])(x)
-    per_layer = []
-    for acts in outs:
-        acts = np.asarray(acts)
-        rh, rw = resize_matrices(acts.shape[1:3], x.shape[1:3], "bicubic")
-        maps = [rh @ numpy_fem(a, k, "xplique") @ rw.T for a in acts]
-        per_layer.append(np.stack([np_unit(m) for m in maps]))
+    per_layer = [np_layer_maps(np.asarray(acts), variant, x.shape[1:3], k) for acts in outs]
     stack = np.stack(per_layer, axis=1)  # (N, L, H, W)
     if fusion == "mean":
-        return stack.mean(1), stack
-    if fusion == "product":
-        return stack.prod(1), stack
-    a = np.asarray(weights, np.float64) / np.sum(weights)
-    return np.einsum("l,nlhw->nhw", a, stack), stack
+        fused = stack.mean(1)
+    elif fusion == "product":
+        fused = stack.prod(1)
+    else:
+        a = np.asarray(weights, np.float64) / np.sum(weights)
+        fused = np.einsum("l,nlhw->nhw", a, stack)
+    if variant == "gradcam":  # pytorch-grad-cam's final min-max of the aggregate
+        fused = np.stack([scale_cam(m) for m in fused])
+    return fused, stack
 
 
 class _Layer:
@@ -79,6 +90,26 @@ def test_matches_numpy_composition(cnn32, images32, fusion, weights):
     assert layers.min() >= 0 and layers.max() <= 1 + 1e-6
     assert np.allclose(layers.max(axis=(2, 3)), 1.0)  # each layer's map normalised
     assert np.ptp(want) > 0.1
+
+
+@pytest.mark.parametrize(
+    "fusion,weights", [("mean", None), ("product", None), ("weighted", [3.0, 1.0])]
+)
+def test_gradcam_variant_follows_pytorch_grad_cam_pipeline(cnn32, images32, fusion, weights):
+    # per layer: gradcam map (ReLU, min-max at (h, w)), bilinear resize, max(., 0) -- no
+    # per-layer min-max after the resize; then the fusion and ONE final min-max (for "mean"
+    # this is pytorch-grad-cam's multi-layer FEM; tests/explainers/test_gradcam_parity.py
+    # compares with grad-cam itself)
+    x = images32[:5]
+    layers = ["relu_a", "relu_b"]
+    ml = fastfem.MLFEM(cnn32, layers=layers, fusion=fusion, weights=weights, variant="gradcam")
+    maps, stack = ml.explain(x, return_layers=True)
+    want, want_stack = np_mlfem(cnn32, layers, x, fusion, weights, variant="gradcam")
+    np.testing.assert_allclose(stack, want_stack, atol=1e-5)
+    np.testing.assert_allclose(maps[..., 0], want, atol=1e-5)
+    assert np.ptp(want) > 0.5
+    assert stack.max(axis=(2, 3)).min() < 0.999  # resized layer maps are not re-normalised
+    np.testing.assert_allclose(maps.max(axis=(1, 2, 3)), 1, atol=1e-6)
 
 
 def test_explicit_layers_and_bundled_model(images32, cnn32):

@@ -1,6 +1,6 @@
-"""The FAM formula (fastfem.kernels.fam) against a NumPy reference written from DESIGN.md §4,
-and its invariants: contributions add up to S, cosine scale invariance, planted patterns,
-degenerate inputs."""
+"""The FAM formula (fastfem.kernels.fam) against a NumPy reference written from the formula in its
+module docstring (tests/support/fam_reference.py), and its invariants: contributions add up to S,
+cosine scale invariance, planted patterns, degenerate inputs."""
 
 import itertools
 

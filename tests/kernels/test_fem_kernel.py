@@ -1,12 +1,16 @@
-"""The FEM formula (fastfem.kernels.fem) against a NumPy reference written from DESIGN.md §3."""
+"""The FEM formula (fastfem.kernels.fem) against a NumPy reference written from the formula in
+its module docstring (tests/support/fem_reference.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fem_reference import numpy_fem
+from fem_reference import numpy_fem, scale_cam
 
-from fastfem.kernels.fem import channel_stats, fem_map, fem_sample
+from fastfem.kernels.fem import channel_stats, fem_map, fem_resize, fem_sample, post_resize
+from fastfem.kernels.fusion import unit_normalize
+from fastfem.kernels.mlfem import layer_map
+from fastfem.kernels.resize import resize_batch
 
 
 def random_activations(seed, shape=(4, 9, 11, 16), relu=False):
@@ -83,6 +87,37 @@ def test_original_all_negative_map_is_not_divided():
     np.testing.assert_allclose(
         np.asarray(fem_sample(a, variant="original")), numpy_fem(a, 2, "original"), rtol=1e-6
     )
+
+
+def test_post_resize_min_maxes_gradcam_only():
+    rng = np.random.default_rng(7)
+    maps = (rng.random((3, 9, 13)) * 0.6 + 0.2).astype(np.float32)  # in [0.2, 0.8]
+    maps[1] = 0.0  # an all-zero map stays 0 (eps in the denominator)
+    maps[2, 0, 0] = -0.1  # a negative value is clipped before the min-max
+    got = np.asarray(jax.jit(post_resize, static_argnames="variant")(maps, "gradcam"))
+    want = np.stack([scale_cam(np.maximum(m.astype(np.float64), 0)) for m in maps])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got[0].min() == 0 and abs(got[0].max() - 1) < 1e-6
+    np.testing.assert_array_equal(got[1], 0)
+    for variant in ("xplique", "original"):
+        np.testing.assert_array_equal(np.asarray(post_resize(maps, variant)), maps)
+    with pytest.raises(ValueError, match="unknown FEM variant 'foo'"):
+        post_resize(maps, "foo")
+    # fem_resize = the variant's resize, then post_resize
+    low = np.abs(random_activations(8, shape=(2, 5, 7, 1)))[..., 0]
+    big = np.asarray(fem_resize(low, (12, 16), "gradcam"))
+    bilinear = np.asarray(resize_batch(low, (12, 16), "bilinear"))
+    np.testing.assert_allclose(big, np.stack([scale_cam(m) for m in bilinear]), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(fem_resize(low, (12, 16), "original")), bilinear)
+
+
+def test_layer_map_per_variant():
+    m = np.array([[-0.2, 0.1], [0.3, 0.6]], np.float32)
+    np.testing.assert_allclose(layer_map(m, "gradcam"), np.maximum(m, 0))
+    for variant in ("xplique", "original"):
+        np.testing.assert_allclose(layer_map(m, variant), unit_normalize(m))
+    with pytest.raises(ValueError, match="unknown FEM variant"):
+        layer_map(m, "max")
 
 
 def test_bad_arguments():

@@ -98,7 +98,8 @@ def test_energy_pointing_game_matches_quantus_attribution_localisation(random_ca
 
 def test_degenerate_boxes_differ_from_quantus_as_documented(random_case):
     """Empty box: Quantus's energy game gives NaN (left out of its mean), and its pointing game
-    gives True (it writes NaN into a bool array); ours give 0 for both (finite, documented)."""
+    gives True, a hit (it writes NaN into a bool array); ours give 0 for both (finite,
+    documented in the README and `fastfem.metrics.localisation`)."""
     x, maps, _, _ = random_case
     masks = np.zeros((2, H, W), bool)
     masks[1, 4:9, 4:9] = True  # Quantus asserts that a batch has some non-zero mask

@@ -1,4 +1,5 @@
-"""FAM in NumPy, float64, written from the formula of DESIGN.md §4: the tests' reference.
+"""FAM in NumPy, float64, written from the formula (`fastfem.kernels.fam`'s docstring, Liao et al.
+2023): the tests' reference.
 
 A head is given as ``(g, jac)``: ``g(e) -> z`` and ``jac(e) -> dz/de`` (D, C), both NumPy.
 """
