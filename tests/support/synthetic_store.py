@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from fastfem.audit import ResultStore
+from fastfem.audit.store import store_schema
 
 
 def blob_maps(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
@@ -81,7 +83,7 @@ def write_store(
             "prediction": [int(p) if g else None for p, g in zip(pred, ok, strict=True)],
             "confidence": stat(),
         }
-        store.write_part(seq, rows, maps)
+        store.write_part(seq, pa.Table.from_pydict(rows, schema=store_schema(list(rows))), maps)
         marked_all.append(marked)
     store.write_manifest({"model": "synthetic", "layer": "none", "method": "fem"})
     return np.concatenate(marked_all)

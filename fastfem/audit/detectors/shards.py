@@ -34,7 +34,7 @@ class MapChunk:
 def map_shape(store: ResultStore) -> tuple[int, int] | None:
     """(h, w) of the store's maps (from its first shard), or None when it has none."""
     for part in store.part_files():
-        shard = np.load(store.maps_dir / store.maps_name(part), mmap_mode="r")
+        shard = np.load(store.maps_path(part), mmap_mode="r")
         return int(shard.shape[1]), int(shard.shape[2])
     return None
 
@@ -47,7 +47,7 @@ def map_chunks(store: ResultStore, chunk_rows: int = CHUNK_ROWS) -> Iterator[Map
     buf = np.full((chunk_rows, *shape), np.nan, np.float32)
     filled = start = 0
     for part in store.part_files():
-        shard = np.load(store.maps_dir / store.maps_name(part), mmap_mode="r")
+        shard = np.load(store.maps_path(part), mmap_mode="r")
         if tuple(shard.shape[1:]) != shape:
             raise ValueError(
                 f"{part.name}: maps of shape {tuple(shard.shape[1:])}, the store's are {shape}"
@@ -77,7 +77,7 @@ def read_map_rows(store: ResultStore, indices: list[int] | np.ndarray) -> np.nda
     out = np.full((want.size, *shape), np.nan, np.float32)
     start = 0
     for part in store.part_files():
-        shard = np.load(store.maps_dir / store.maps_name(part), mmap_mode="r")
+        shard = np.load(store.maps_path(part), mmap_mode="r")
         inside = (want >= start) & (want < start + len(shard))
         if inside.any():
             out[inside] = shard[want[inside] - start]
