@@ -14,11 +14,19 @@ Usage::
 
     python -m benchmarks.shortcuts train [--only NAME ...]   # rebuild the cached models
     python -m benchmarks.shortcuts [--only NAME ...]         # audit, score, write the table
+    python -m benchmarks.shortcuts --split holdout           # the same on a second test split
+    python -m benchmarks.shortcuts --model none              # every test split, audited with
+                                                             # the control's model (no mark)
 
 ``train`` writes ``tests/support/shortcut_models/<kind>-<place>.keras`` (the bundled sample's
 recipe: 4,000 train images, 12 + 4 epochs, seed 1234; ~90 s per model on 2 CPU cores with the
 TensorFlow backend, which this command picks unless ``KERAS_BACKEND`` says otherwise).
-The evaluation writes ``benchmarks/results/shortcuts.{json,md}``.
+The evaluation writes ``benchmarks/results/shortcuts[-holdout][-model-none].{json,md}``.
+
+``--model none`` separates "the images carry a recurring mark the model's features respond to"
+(what the flags find) from "the model learned to use it": a CNN that never saw a mark responds
+to a high-contrast mark all the same, so its audit flags the marked images too; the candidate
+cluster's class skew is what tells a learned shortcut apart.
 """
 
 from __future__ import annotations
@@ -186,6 +194,9 @@ def evaluate_store(name: str, store: Path, marked: np.ndarray, split: str = "tes
                 "peak_cell": [int(peak[0]), int(peak[1])],
                 "peak_at_planted_place": bool(cells[peak]),
                 "score": float(det.hot.cluster_score[k]),
+                "class_skew": det.clusters["class_skew"][k],
+                "top_class": det.clusters["top_class"][k],
+                "top_class_share": det.clusters["top_class_share"][k],
             }
         )
     pred = np.asarray(rows["prediction"], np.int64)
@@ -225,8 +236,11 @@ def _class(label: str) -> int:
     return CLASS_NAMES.index(str(label))
 
 
-def evaluate(names: list[str], keep: Path | None = None, split: str = "test") -> list[dict]:
-    """Audit and score every configuration (temporary stores unless ``keep``)."""
+def evaluate(
+    names: list[str], keep: Path | None = None, split: str = "test", model: Path | None = None
+) -> list[dict]:
+    """Audit and score every configuration (temporary stores unless ``keep``) with its own
+    model, or with ``model`` for all of them."""
     import tempfile
 
     results = []
@@ -234,7 +248,8 @@ def evaluate(names: list[str], keep: Path | None = None, split: str = "test") ->
         root = keep or Path(tmp)
         for name in names:
             t0 = time.perf_counter()
-            store, marked = audit_split(name, root / name.replace("@", "-"), split=split)
+            out = root / name.replace("@", "-")
+            store, marked = audit_split(name, out, model=model, split=split)
             res = evaluate_store(name, store, marked, split)
             res["seconds"] = round(time.perf_counter() - t0, 1)
             results.append(res)
@@ -259,8 +274,9 @@ def markdown_table(results: list[dict]) -> str:
     """The README's results table."""
     lines = [
         "| planted shortcut | kind | place | corner rule P / R | detectors P / R | candidate "
-        "cluster peak at the place | model: marked images predicted class 0 |",
-        "|---|---|---|---|---|---|---|",
+        "cluster peak at the place | candidate's class skew (top class: share) | model: marked "
+        "images predicted class 0 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         name = r["config"]
@@ -271,10 +287,14 @@ def markdown_table(results: list[dict]) -> str:
         peaks = [c["peak_at_planted_place"] for c in r["candidates"]]
         peak = "–" if control else ("yes" if any(peaks) else "no") + f" ({len(peaks)} cand.)"
         use = r["model"]["marked_predicted_class0"]
+        skew = "; ".join(
+            f"{c['class_skew']:.2f} ({c['top_class']}: {c['top_class_share']:.2f})"
+            for c in r["candidates"]
+        )
         lines.append(
             f"| {'none (control)' if control else name} | {kind if not control else '–'} | "
             f"{place or '–'} | {_cell(r['corner_rule'], control)} | "
-            f"{_cell(r['detectors'], control)} | {peak} | "
+            f"{_cell(r['detectors'], control)} | {peak} | {skew or '–'} | "
             f"{'–' if use is None else f'{use:.2f}'} |"
         )
     return "\n".join(lines) + "\n"
@@ -290,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--split", default="test", choices=["test", "holdout"], help="the test split audited"
     )
+    parser.add_argument(
+        "--model",
+        choices=["own", "none"],
+        default="own",
+        help="each configuration's model, or the control's (trained with no mark) for all",
+    )
     args = parser.parse_args(argv)
     if args.command == "train":
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -297,12 +323,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("KERAS_BACKEND", "jax")
     names = args.only or [BUNDLED, *(c.name for c in CONFIGS)]
-    results = evaluate(names, Path(args.keep) if args.keep else None, args.split)
+    model = model_path("none") if args.model == "none" else None
+    results = evaluate(names, Path(args.keep) if args.keep else None, args.split, model)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "shortcuts" if args.split == "test" else f"shortcuts-{args.split}"
-    command = "python -m benchmarks.shortcuts" + (
-        "" if args.split == "test" else " --split holdout"
-    )
+    options = [f"--split {args.split}"] * (args.split != "test")
+    options += ["--model none"] * (args.model == "none")
+    stem = "shortcuts" + ("-holdout" if args.split != "test" else "")
+    stem += "-model-none" if args.model == "none" else ""
+    command = " ".join(["python -m benchmarks.shortcuts", *options])
     meta = {"command": command, "split": args.split, "versions": _versions(), "results": results}
     (RESULTS / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown_table(results))
