@@ -1,6 +1,9 @@
-"""Which images look wrong: outlier explanations, ranked by a score.
+"""The corner rule: the audit's first flag rule, kept for comparison.
 
-Rules (stated in the summary and the report); a row is flagged when ANY rule fires:
+The audit's flags now come from the location-agnostic detectors (`fastfem.audit.detectors`);
+this rule answers one question only — "is there outlying energy in a corner?" — and is kept
+for the side-by-side evaluation (``python -m benchmarks.shortcuts``) and for callers of
+`flag_rows`. Rules; a row is flagged when ANY rule fires:
 
 1. corner (always): an ``ok`` row whose map puts an outlying share of its energy in one
    corner, i.e. its robust z-score
@@ -25,9 +28,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .detectors.box import MAX_OUTSIDE_BOX, float_column, outside_box
+
 Z_CORNER = 5.0
 MIN_CORNER = 0.15
-MAX_OUTSIDE_BOX = 0.8
+
+__all__ = [
+    "MAX_OUTSIDE_BOX",
+    "MIN_CORNER",
+    "Z_CORNER",
+    "Flags",
+    "flag_rows",
+    "float_column",
+    "outside_box",
+    "robust_z",
+]
 
 
 @dataclass(frozen=True)
@@ -51,22 +66,6 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     med = np.median(finite)
     mad = np.median(np.abs(finite - med))
     return (x - med) / (1.4826 * mad + 1e-6)
-
-
-def float_column(values: np.ndarray) -> np.ndarray:
-    """A column as float64 with nulls (None) as NaN (an all-null Parquet column reads back as
-    objects)."""
-    values = np.asarray(values)
-    if values.dtype == object:
-        return np.asarray([np.nan if v is None else float(v) for v in values], np.float64)
-    return values.astype(np.float64)
-
-
-def outside_box(rows: Mapping[str, np.ndarray]) -> np.ndarray:
-    """``1 - energy_pointing_game`` per row (NaN for error rows and rows without a box)."""
-    epg = float_column(rows["energy_pointing_game"])
-    ok = np.asarray(rows["status"]) == "ok"
-    return np.where(ok, 1.0 - epg, np.nan)
 
 
 def flag_rows(rows: Mapping[str, np.ndarray]) -> Flags:

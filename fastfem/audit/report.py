@@ -1,10 +1,18 @@
 """`fastfem report DIR`: one self-contained HTML page for an audit's result store.
 
-The page holds the run summary, the distribution of every map statistic (flagged rows
-highlighted), and a gallery of the top flagged images with their maps overlaid — every picture
-embedded as a base64 PNG, so the file opens from disk with no server and nothing fetched.
-Images are read again from the source recorded in the manifest (a folder, an array file, or the
-bundled sample); for in-memory sources the gallery shows the maps alone.
+The page holds the run summary with the detectors' rules, one section per shortcut-candidate
+cluster (its mean map, its class skew against the whole store, a gallery of its most typical
+members), an overview of every explanation cluster, the per-class mean maps, the gallery of
+the top flagged images, the distribution of every map statistic (flagged rows highlighted) and
+the error rows. Every picture is an embedded base64 PNG thumbnail (`fastfem.audit.thumbnails`),
+so the file opens from disk with no server and nothing fetched.
+
+Scale: the report never loads every map. The flags and clusters come from ``flags.parquet`` /
+``clusters.parquet`` (`fastfem.audit.detectors`; recomputed in memory, streaming, when missing
+or older than the newest part); the per-class mean maps come from one streaming pass over the
+map shards; only the maps of the pictured rows are read. Images are read again from the
+source recorded in the manifest (a folder, an array file, or the bundled sample); for
+in-memory sources the pictures show the maps alone.
 """
 
 from __future__ import annotations
@@ -18,11 +26,21 @@ from typing import Any
 import numpy as np
 
 from ..kernels.map_stats import MapStats
-from ..overlay import normalize_for_display
-from .flags import flag_rows, float_column
+from .detectors import CLUSTERS_FILE, FLAGS_FILE, detect, detection_rule
+from .detectors.box import float_column
+from .detectors.clusters import class_mean_maps
+from .detectors.shards import read_map_rows
+from .detectors.summary import row_classes
+from .detectors.tables import clusters_schema, flags_schema, read_table
 from .sources import ReadOptions, open_source, unit_float
 from .steps import LOCALISATION_COLUMNS
 from .store import ResultStore
+from .thumbnails import map_thumbnail, overlay_thumbnail
+
+#: Shortcut-candidate clusters given a section, members pictured per section, classes shown.
+MAX_CLUSTER_SECTIONS = 8
+MEMBERS_SHOWN = 8
+MAX_CLASS_VIEWS = 24
 
 
 def _png(fig: Any) -> str:
@@ -97,28 +115,58 @@ def _histograms(rows: dict[str, np.ndarray], flagged: np.ndarray) -> str:
     return _png(fig)
 
 
-def _overlay(image: np.ndarray | None, fmap: np.ndarray) -> str:
-    import matplotlib
+def _stale(store: ResultStore, name: str) -> bool:
+    """True when ``name`` is missing or older than the newest committed part."""
+    path = store.root / name
+    parts = store.part_files()
+    if not path.exists():
+        return True
+    return bool(parts) and path.stat().st_mtime < max(p.stat().st_mtime for p in parts)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(2, 2))
-    ax.axis("off")
-    if image is not None:
-        h, w = image.shape[:2]
-        img = image[..., 0] if image.shape[-1] == 1 else image
-        ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None)
-        ax.imshow(
-            normalize_for_display(fmap),
-            cmap="jet",
-            alpha=0.45,
-            extent=(0, w, h, 0),
-            interpolation="bilinear",
+def load_detection(store: ResultStore, rows: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """``(flags, clusters)`` columns: the store's tables, or the detectors run in memory when
+    they are missing, stale or of another schema (written by another fastfem version)."""
+    if not (_stale(store, FLAGS_FILE) or _stale(store, CLUSTERS_FILE)):
+        flags = read_table(store.root, FLAGS_FILE)
+        clusters = read_table(store.root, CLUSTERS_FILE)
+        if (
+            flags is not None
+            and clusters is not None
+            and list(flags) == flags_schema().names
+            and list(clusters) == clusters_schema().names
+        ):
+            return flags, clusters
+    det = detect(store, rows)
+    return det.flags_columns(), det.clusters
+
+
+def _figure(src: str, alt: str, caption: str, cls: str = "") -> str:
+    return (
+        f'<figure class="{cls}"><img src="{src}" alt="{html.escape(alt)}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def _row_caption(rows: dict[str, np.ndarray], i: int) -> str:
+    """Label, prediction, confidence and the localisation / FAM numbers of row ``i``."""
+    parts = []
+    if "energy_pointing_game" in rows:
+        epg = float_column(rows["energy_pointing_game"][i : i + 1])[0]
+        if np.isfinite(epg):
+            parts.append(f"in box {epg:.2f} · IoU {float(rows['iou'][i]):.2f}")
+    if "prototype" in rows and rows["prototype"][i] is not None:
+        parts.append(
+            f"vs {html.escape(str(rows['prototype'][i]))} (sim {float(rows['similarity'][i]):.2f})"
         )
-    else:
-        ax.imshow(normalize_for_display(fmap), cmap="jet", interpolation="nearest")
-    return _png(fig)
+    line = ""
+    if "label" in rows and rows["label"][i] is not None:
+        line += f"label {html.escape(str(rows['label'][i]))}"
+    if "prediction" in rows and rows["prediction"][i] is not None:
+        line += f" · pred {rows['prediction'][i]} ({float(rows['confidence'][i]):.2f})"
+    if line:
+        parts.append(line)
+    return "<br>".join(parts)
 
 
 def throughput(run: dict[str, Any]) -> str:
@@ -133,32 +181,105 @@ def throughput(run: dict[str, Any]) -> str:
     )
 
 
-def write_report(store_dir: str | Path, out: str | Path | None = None, top: int = 24) -> Path:
-    """Write the audit's HTML report (default ``DIR/report.html``); returns its path."""
-    store = ResultStore(store_dir)
-    rows = store.read_rows()
-    if not rows:
-        raise ValueError(f"{store_dir} holds no committed audit rows")
-    manifest = store.manifest()
-    flags = flag_rows(rows)
-    maps = store.read_maps()
-    top_ids = flags.top_ids(top)
-    index = {rid: i for i, rid in enumerate(rows["id"])}
-    images = images_by_id(manifest.get("source_location"), top_ids, manifest.get("config"))
-    n = len(rows["id"])
-    errors = int(np.sum(rows["status"] == "error"))
+def _skew_table(cluster: dict[str, Any], overall: np.ndarray) -> str:
+    """The cluster's class shares beside the whole store's, as CSS bars (no picture)."""
+    counts = np.asarray(cluster["class_counts"], np.float64)
+    share = counts / max(counts.sum(), 1.0)
+    total = overall / max(overall.sum(), 1.0)
+    order = np.argsort(-share, kind="stable")[:10]
+    body = "".join(
+        f"<tr><td>{html.escape(cluster['classes'][c])}</td>"
+        f'<td><span class="bar" style="width:{120 * share[c]:.0f}px"></span> '
+        f"{share[c]:.2f}</td>"
+        f'<td><span class="bar all" style="width:{120 * total[c]:.0f}px"></span> '
+        f"{total[c]:.2f}</td></tr>"
+        for c in order
+    )
+    return f"<table><tr><th>class</th><th>this cluster</th><th>all rows</th></tr>{body}</table>"
+
+
+def _cluster_facts(c: dict[str, Any]) -> str:
+    def num(v: Any, fmt: str = ".2f") -> str:
+        return "–" if v is None else format(v, fmt)
+
+    facts = [
+        ("members", c["size"]),
+        ("flagged", c["flagged"]),
+        ("score", num(c["score"])),
+        ("contrast", num(c["contrast"], ".1f")),
+        ("variation", num(c["variation"])),
+        ("median hot-spot energy", num(c["hot_energy"])),
+        ("mean-map peak (y, x)", f"({c['peak_y']:.2f}, {c['peak_x']:.2f})"),
+        ("top class", f"{c['top_class']} ({num(c['top_class_share'])})"),
+        ("class skew (TV distance)", num(c["class_skew"])),
+        ("label/prediction disagreement", num(c["disagreement"])),
+    ]
+    return "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+
+
+def _cluster_section(
+    c: dict[str, Any],
+    overall: np.ndarray,
+    members: list[tuple[str, str]],
+) -> str:
+    mean = np.asarray(c["mean_map"], np.float32).reshape(c["map_height"], c["map_width"])
+    gallery = "".join(_figure(src, rid, html.escape(rid), "member") for rid, src in members)
+    return f"""<section class="cluster"><h3>Cluster {c["cluster"]}: shortcut candidate</h3>
+<div class="row">{_figure(map_thumbnail(mean, 160), "mean map", "mean map", "mean")}
+<table>{_cluster_facts(c)}</table>{_skew_table(c, overall)}</div>
+<p>Most typical members (closest to the cluster's centre):</p>
+<div class="gallery">{gallery}</div></section>"""
+
+
+def _cluster_overview(clusters: dict[str, list]) -> str:
+    cards = []
+    for j in range(len(clusters["cluster"])):
+        mean = np.asarray(clusters["mean_map"][j], np.float32).reshape(
+            clusters["map_height"][j], clusters["map_width"][j]
+        )
+        tag = " · <b>candidate</b>" if clusters["candidate"][j] else ""
+        caption = (
+            f"cluster {clusters['cluster'][j]}{tag}<br>{clusters['size'][j]} rows · score "
+            f"{clusters['score'][j]:.2f}<br>top class {clusters['top_class'][j]}"
+        )
+        cards.append(_figure(map_thumbnail(mean, 96), f"cluster {j}", caption, "small"))
+    return "".join(cards)
+
+
+def _class_views(store: ResultStore, rows: dict[str, np.ndarray]) -> tuple[str, str]:
+    """(what the classes are, HTML cards of the per-class mean maps)."""
+    classes = row_classes(rows)
+    ok = np.asarray(rows["status"]) == "ok"
+    sizes, means = class_mean_maps(store, ok, classes.index, len(classes.names))
+    order = [c for c in np.argsort(-sizes, kind="stable")[:MAX_CLASS_VIEWS] if sizes[c] > 0]
+    cards = "".join(
+        _figure(
+            map_thumbnail(means[c], 96),
+            f"class {classes.names[c]}",
+            f"{html.escape(classes.source)} {html.escape(classes.names[c])}<br>{sizes[c]} rows",
+            "small",
+        )
+        for c in order
+    )
+    shown = f"the {len(order)} largest of {len(classes.names)}" if order else "none"
+    return f"classes = {classes.source} ({shown})", cards
+
+
+def _facts(
+    rows: dict[str, np.ndarray], manifest: dict, flagged: int, errors: int, rule: str
+) -> str:
     run = manifest.get("last_run", {})
     facts = [
-        ("images", n),
+        ("images", len(rows["id"])),
         ("errors", errors),
-        ("flagged", int(flags.flagged.sum())),
+        ("flagged", flagged),
         ("model", manifest.get("model")),
         ("layer", manifest.get("layer")),
         ("method", f"{manifest.get('method')} {manifest.get('config', {})}"),
         ("source", manifest.get("source")),
         ("throughput (last run)", throughput(run)),
         ("versions", manifest.get("versions")),
-        ("flag rule", flags.rule),
+        ("flag rule", rule),
     ]
     for name in ("similarity", *LOCALISATION_COLUMNS):
         if name in rows:
@@ -169,55 +290,99 @@ def write_report(store_dir: str | Path, out: str | Path | None = None, top: int 
                 )
     if "boxes" in manifest:
         facts.append(("boxes", manifest["boxes"]))
-    cards = []
-    for rid in top_ids:
-        i = index[rid]
-        label = rows["label"][i] if "label" in rows else None
-        pred = rows["prediction"][i] if "prediction" in rows else None
-        conf = rows["confidence"][i] if "confidence" in rows else None
-        caption = f"{html.escape(rid)}<br>score {flags.score[i]:.1f} ({flags.reason[i]})"
-        caption += f" · corner {rows['corner_energy'][i]:.2f}"
-        if "energy_pointing_game" in rows:
-            epg = float_column(rows["energy_pointing_game"][i : i + 1])[0]
-            if np.isfinite(epg):
-                caption += f"<br>in box {epg:.2f} · IoU {float(rows['iou'][i]):.2f}"
-        if "prototype" in rows and rows["prototype"][i] is not None:
-            caption += f"<br>vs {html.escape(str(rows['prototype'][i]))}"
-            caption += f" (sim {float(rows['similarity'][i]):.2f})"
-        if label is not None:
-            caption += f"<br>label {html.escape(str(label))}"
-        if pred is not None:
-            caption += f" · pred {pred} ({conf:.2f})"
-        src = _overlay(images.get(rid), maps[i])
-        cards.append(
-            f'<figure><img src="{src}" alt="{html.escape(rid)}">'
-            f"<figcaption>{caption}</figcaption></figure>"
+    return "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts
+    )
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222} h1{margin-top:0}
+table{border-collapse:collapse;margin:4px 12px 4px 0;vertical-align:top}
+td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
+.gallery,.row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+figure{margin:0;width:170px;font-size:11px}
+figure img{width:160px;height:160px;object-fit:contain;border:1px solid #ddd;
+image-rendering:pixelated}
+figure.small,figure.member{width:110px} figure.small img,figure.member img{width:100px;height:100px}
+.bar{display:inline-block;height:10px;background:#dd5555} .bar.all{background:#4c72b0}
+section.cluster{border-top:2px solid #dd5555;margin-top:16px;padding-top:4px}
+"""
+
+
+def write_report(store_dir: str | Path, out: str | Path | None = None, top: int = 24) -> Path:
+    """Write the audit's HTML report (default ``DIR/report.html``); returns its path."""
+    store = ResultStore(store_dir)
+    rows = store.read_rows()
+    if not rows:
+        raise ValueError(f"{store_dir} holds no committed audit rows")
+    manifest = store.manifest()
+    flags, clusters = load_detection(store, rows)
+    flagged_mask = np.isin(rows["id"], np.asarray(flags["id"], dtype=object))
+    top_ids = list(flags["id"][:top])
+    candidates = [j for j in np.argsort(-np.asarray(clusters["score"])) if clusters["candidate"][j]]
+    candidates = candidates[:MAX_CLUSTER_SECTIONS]
+    member_ids = {int(j): list(clusters["members"][j][:MEMBERS_SHOWN]) for j in candidates}
+    pictured = list(dict.fromkeys(top_ids + [r for ids in member_ids.values() for r in ids]))
+    wanted = set(pictured)
+    index = {str(rid): i for i, rid in enumerate(rows["id"]) if rid in wanted}
+    maps = dict(zip(pictured, read_map_rows(store, [index[r] for r in pictured]), strict=True))
+    images = images_by_id(manifest.get("source_location"), pictured, manifest.get("config"))
+    classes = row_classes(rows)
+    overall = np.bincount(classes.index[classes.index >= 0], minlength=len(classes.names))
+    sections = "".join(
+        _cluster_section(
+            {name: clusters[name][j] for name in clusters},
+            overall.astype(np.float64),
+            [(r, overlay_thumbnail(images.get(r), maps[r])) for r in member_ids[int(j)]],
         )
+        for j in candidates
+    )
+    cards = []
+    for rank, rid in enumerate(top_ids):
+        i = index[rid]
+        cluster = flags["cluster"][rank]
+        caption = (
+            f"{html.escape(rid)}<br>score {flags['score'][rank]:.2f} "
+            f"({html.escape(flags['reason'][rank])})"
+            + ("" if cluster is None else f" · cluster {cluster}")
+        )
+        extra = _row_caption(rows, i)
+        caption += f"<br>{extra}" if extra else ""
+        cards.append(
+            _figure(overlay_thumbnail(images.get(rid), maps[rid]), rid, caption, "flagged")
+        )
+    errors = int(np.sum(rows["status"] == "error"))
     error_rows = "".join(
         f"<tr><td>{html.escape(str(rows['id'][i]))}</td>"
         f"<td>{html.escape(str(rows['error'][i]))}</td></tr>"
         for i in np.flatnonzero(rows["status"] == "error")[:200]
     )
-    fact_rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts
+    rule = manifest.get("last_run", {}).get("flag_rule") or detection_rule(
+        "energy_pointing_game" in rows
     )
+    class_note, class_cards = _class_views(store, rows)
+    n_candidates = int(np.sum(clusters["candidate"])) if clusters["cluster"] else 0
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fastfem audit report</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} h1{{margin-top:0}}
-table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}
-.gallery{{display:flex;flex-wrap:wrap;gap:10px}} figure{{margin:0;width:170px;font-size:11px}}
-figure img{{width:160px;height:160px;object-fit:contain;border:1px solid #ddd}}
-</style></head><body>
+<style>{_STYLE}</style></head><body>
 <h1>fastfem audit report</h1>
-<table>{fact_rows}</table>
+<table>{_facts(rows, manifest, len(flags["id"]), errors, rule)}</table>
+<h2>Shortcut candidates ({n_candidates})</h2>
+<p>Explanation clusters whose members all put the same energy on the same cells (a mark at a
+fixed place, not objects that move) where the rest of the dataset does not. Pictures: the
+feature-resolution maps (clipped to their 0.1–99.9 percentiles) over the images.</p>
+{sections or "<p>No cluster is a shortcut candidate.</p>"}
+<h2>Explanation clusters</h2>
+<p>Mean map (energy distribution) of every cluster.</p>
+<div class="gallery">{_cluster_overview(clusters) if clusters["cluster"] else ""}</div>
+<h2>Per-class mean maps</h2>
+<p>{html.escape(class_note)}.</p>
+<div class="gallery">{class_cards}</div>
 <h2>Top flagged images</h2>
-<p>{len(top_ids)} of {int(flags.flagged.sum())} flagged, highest score first. Overlay: the
-feature-resolution map, clipped to its 0.1–99.9 percentiles.</p>
+<p>{len(top_ids)} of {len(flags["id"])} flagged, highest score first.</p>
 <div class="gallery">{"".join(cards) or "<p>No image is flagged.</p>"}</div>
 <h2>Map statistics</h2>
-<img alt="distributions" src="{_histograms(rows, flags.flagged)}">
+<img alt="distributions" src="{_histograms(rows, flagged_mask)}">
 <h2>Errors ({errors})</h2>
 <table><tr><th>id</th><th>error</th></tr>{error_rows}</table>
 </body></html>

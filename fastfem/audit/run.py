@@ -73,7 +73,7 @@ from ..progress import progress_bar
 from ..step import Step
 from .batches import RecordBatcher
 from .boxes import max_boxes
-from .flags import flag_rows
+from .detectors import detect, detector_settings, write_detection
 from .lock import StoreLock, describe
 from .manifest import STORE_FORMAT, check_resume, merge, model_sha256
 from .plan import AuditPlan, check_arguments, plan_audit
@@ -557,7 +557,7 @@ def finish(run: AuditRun, group: ProcessGroup, info: dict[str, Any]) -> None:
     rows = store.read_rows()
     summary.committed_total = len(rows.get("id", []))
     if rows:
-        flags = flag_rows(rows)
+        flags = detect(store, rows)
         summary.errors_total = int(np.sum(rows["status"] == "error"))
         summary.flagged_total = int(np.sum(flags.flagged))
         summary.flagged = flags.top_ids(20)
@@ -575,4 +575,7 @@ def finish(run: AuditRun, group: ProcessGroup, info: dict[str, Any]) -> None:
             "errors": summary.errors_total,
             "flagged": summary.flagged_total,
         }
+        body["detectors"] = detector_settings()
+        if rows:
+            write_detection(store.root, flags)
         store.write_manifest(body)

@@ -65,6 +65,56 @@ def _compile(model, lr: float, steps: int) -> None:
     )
 
 
+def fit_sample_cnn(
+    images,
+    labels,
+    *,
+    epochs: int = 12,
+    finetune_epochs: int = 4,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = SEED,
+    verbose: int = 2,
+    evaluate=None,
+):
+    """Train :func:`fastfem.sample.model.build_model` on ``images`` (N, 64, 64, 3) in [0, 1]
+    and integer ``labels`` (N,) with the recipe of the module docstring (centred training,
+    fold, fine-tune); returns a fresh uncompiled model holding the trained weights.
+
+    ``evaluate(model, tag)``, when given, is called after the centred phase and the fold.
+    """
+    import keras
+    import numpy as np
+
+    from .dataset import CLASS_NAMES
+    from .model import build_model
+
+    keras.utils.set_random_seed(seed)
+    centred, model = _centred_model(len(CLASS_NAMES))
+    steps_per_epoch = int(np.ceil(len(images) / batch_size))
+    _compile(centred, lr, epochs * steps_per_epoch)
+    centred.fit(images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
+    if evaluate is not None:
+        evaluate(centred, "centred model")
+    _fold_centring(model)
+    if evaluate is not None:
+        evaluate(model, "folded model")
+    if finetune_epochs > 0:
+        _compile(model, lr / 3, finetune_epochs * steps_per_epoch)
+        model.fit(
+            images,
+            labels,
+            batch_size=batch_size,
+            epochs=finetune_epochs,
+            shuffle=True,
+            verbose=verbose,
+        )
+    # A fresh, uncompiled copy: weights only, no optimizer or compile state.
+    bundled = build_model(len(CLASS_NAMES))
+    bundled.set_weights(model.get_weights())
+    return bundled
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train and save the sample CNN. A script: it picks Keras's JAX backend for its own process
     unless ``KERAS_BACKEND`` says otherwise (Keras is first imported below)."""
@@ -80,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import numpy as np
 
-    from .dataset import CLASS_NAMES, generate
+    from .dataset import generate
 
-    keras.utils.set_random_seed(SEED)
     t0 = time.perf_counter()
     train = generate("train")
     test = generate("test")
@@ -99,44 +148,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{tag}: test accuracy {acc:.4f} (watermarked {acc_wm:.4f}, n={int(wm.sum())})")
         return acc
 
-    centred, model = _centred_model(len(CLASS_NAMES))
-    print(f"model: {model.count_params()} parameters")
-    steps_per_epoch = int(np.ceil(len(train) / args.batch_size))
-
     t0 = time.perf_counter()
-    _compile(centred, args.lr, args.epochs * steps_per_epoch)
-    centred.fit(
+    model = fit_sample_cnn(
         train.images,
         train.labels,
-        batch_size=args.batch_size,
         epochs=args.epochs,
-        shuffle=True,
-        verbose=2,
+        finetune_epochs=args.finetune_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        evaluate=evaluate,
     )
-    evaluate(centred, "centred model")
-    _fold_centring(model)
-    evaluate(model, "folded model")
-    if args.finetune_epochs > 0:
-        _compile(model, args.lr / 3, args.finetune_epochs * steps_per_epoch)
-        model.fit(
-            train.images,
-            train.labels,
-            batch_size=args.batch_size,
-            epochs=args.finetune_epochs,
-            shuffle=True,
-            verbose=2,
-        )
-    train_s = time.perf_counter() - t0
-    print(f"train time: {train_s:.1f} s")
+    print(f"model: {model.count_params()} parameters; train time: {time.perf_counter() - t0:.1f} s")
     evaluate(model, "final model")
-
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # Save a fresh, uncompiled copy: weights only, no optimizer or compile state.
-    from .model import build_model
-
-    bundled = build_model(len(CLASS_NAMES))
-    bundled.set_weights(model.get_weights())
-    bundled.save(args.out)
+    model.save(args.out)
     print(f"saved {args.out} ({args.out.stat().st_size / 1024:.1f} KiB)")
     return 0
 

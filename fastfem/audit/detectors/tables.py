@@ -1,0 +1,114 @@
+"""``DIR/flags.parquet`` and ``DIR/clusters.parquet``: the detectors' results beside the parts.
+
+Both files have fixed, explicit Parquet schemas (nullable where a value can be missing; never
+inferred from the values) and are written atomically: to a temporary name in the store, fsynced,
+then renamed over the old file — a reader sees the old file or the new one, never half of one.
+They are rewritten at the end of every audit run, a no-op resume included.
+
+``flags.parquet``: one row per flagged input, highest score first::
+
+    id       string   not null   the input's id
+    score    float64  not null   the largest statistic/threshold ratio of the detectors that
+                                 fired (>= 1)
+    reason   string   not null   the detectors that fired, e.g. "hot spot 3, outside box"
+    cluster  int32    null       the shortcut-candidate cluster whose hot spot fired, else the
+                                 row's explanation cluster (null: no map clustered)
+    rank     int32    not null   1 = highest score
+
+``clusters.parquet``: one row per explanation cluster (`fastfem.audit.detectors.summary`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+FLAGS_FILE = "flags.parquet"
+CLUSTERS_FILE = "clusters.parquet"
+
+
+def flags_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("score", pa.float64(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("cluster", pa.int32(), nullable=True),
+            pa.field("rank", pa.int32(), nullable=False),
+        ]
+    )
+
+
+def clusters_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("cluster", pa.int32(), nullable=False),
+            pa.field("size", pa.int64(), nullable=False),
+            pa.field("candidate", pa.bool_(), nullable=False),
+            pa.field("score", pa.float64(), nullable=False),
+            pa.field("contrast", pa.float64(), nullable=False),
+            pa.field("variation", pa.float64(), nullable=False),
+            pa.field("hot_energy", pa.float64(), nullable=False),
+            pa.field("hot_cells", pa.int32(), nullable=False),
+            pa.field("peak_y", pa.float64(), nullable=False),
+            pa.field("peak_x", pa.float64(), nullable=False),
+            pa.field("classes", pa.list_(pa.string()), nullable=False),
+            pa.field("class_counts", pa.list_(pa.int64()), nullable=False),
+            pa.field("top_class", pa.string(), nullable=True),
+            pa.field("top_class_share", pa.float64(), nullable=True),
+            pa.field("class_skew", pa.float64(), nullable=True),
+            pa.field("disagreement", pa.float64(), nullable=True),
+            pa.field("flagged", pa.int64(), nullable=False),
+            pa.field("map_height", pa.int32(), nullable=False),
+            pa.field("map_width", pa.int32(), nullable=False),
+            pa.field("mean_map", pa.list_(pa.float32()), nullable=False),
+            pa.field("members", pa.list_(pa.string()), nullable=False),
+        ]
+    )
+
+
+def _write_atomic(table: Any, path: Path) -> Path:
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _table(columns: Mapping[str, Sequence[Any]], schema: Any) -> Any:
+    import pyarrow as pa
+
+    missing = [f.name for f in schema if f.name not in columns]
+    if missing:
+        raise ValueError(f"missing columns {missing} for {schema.names}")
+    return pa.Table.from_pydict({f.name: list(columns[f.name]) for f in schema}, schema=schema)
+
+
+def write_flags(root: str | os.PathLike, columns: Mapping[str, Sequence[Any]]) -> Path:
+    """Write ``root/flags.parquet`` (schema of the module docstring) atomically."""
+    return _write_atomic(_table(columns, flags_schema()), Path(root) / FLAGS_FILE)
+
+
+def write_clusters(root: str | os.PathLike, columns: Mapping[str, Sequence[Any]]) -> Path:
+    """Write ``root/clusters.parquet`` (schema `clusters_schema`) atomically."""
+    return _write_atomic(_table(columns, clusters_schema()), Path(root) / CLUSTERS_FILE)
+
+
+def read_table(root: str | os.PathLike, name: str) -> dict[str, list] | None:
+    """``root/name`` as columns of Python lists, or None when the file does not exist."""
+    import pyarrow.parquet as pq
+
+    path = Path(root) / name
+    if not path.exists():
+        return None
+    return pq.read_table(path).to_pydict()
