@@ -537,3 +537,31 @@ def audit_folder(
         before=before,
         info={"batch_size": batch_size, "threads": threads, "out": str(out)},
     )
+
+
+def flag_rules_on_store(png_dir: str, model: str, workdir: str, rule: str) -> Bench:
+    """The audit's end-of-run flagging alone, on the store of one audit of ``png_dir`` (made
+    once, untimed): ``rule="detectors"`` times what `finish` runs — the committed rows read,
+    `fastfem.audit.detectors.detect` (streaming k-means over the stored maps on the device,
+    hot-spot agreement and contrast, cluster tables) and ``flags.parquet`` /
+    ``clusters.parquet`` written; ``rule="corner"`` times the rule it replaced (rows read,
+    `fastfem.audit.flags.flag_rows`). Items = rows flagged over."""
+    from fastfem.audit.detectors import detect, write_detection
+    from fastfem.audit.flags import flag_rows
+    from fastfem.audit.run import audit
+    from fastfem.audit.store import ResultStore
+
+    out = Path(workdir) / f"store-{rule}"
+    if not (out / "manifest.json").exists():
+        audit(png_dir, model, out=out)
+    store = ResultStore(out)
+
+    def run() -> int:
+        rows = store.read_rows()
+        if rule == "detectors":
+            write_detection(out, detect(store, rows))
+        else:
+            flag_rows(rows)
+        return len(rows["id"])
+
+    return Bench(run=run, info={"rule": rule, "store": str(out)})
