@@ -61,15 +61,10 @@ def cluster_sums(
 
 
 def nearest(features: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy twin of `assign` for the in-memory seed sample: ``(label, squared distance)``."""
-    d2 = (
-        np.sum(features**2, axis=1, keepdims=True)
-        - 2.0 * features @ centroids.T
-        + np.sum(centroids**2, axis=1)[None, :]
-    )
-    d2 = np.maximum(d2, 0.0)
-    label = np.argmin(d2, axis=1)
-    return label, d2[np.arange(len(label)), label]
+    """NumPy twin of `assign`: ``(label, squared distance)`` of each row's nearest centroid."""
+    x = np.asarray(features, np.float64)
+    label, d2 = _nearest_per_start(x, np.asarray(centroids, np.float64)[None], np.sum(x**2, 1))
+    return label[:, 0], d2[:, 0]
 
 
 def kmeans_plus_plus(features: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
@@ -87,32 +82,54 @@ def kmeans_plus_plus(features: np.ndarray, k: int, seed: int = SEED) -> np.ndarr
     return np.stack(seeds)
 
 
-def lloyd_in_memory(features: np.ndarray, centroids: np.ndarray, max_iter: int = 100):
-    """Lloyd iterations on an in-memory sample (NumPy) until no assignment changes."""
-    x = np.asarray(features, np.float64)
-    c = np.asarray(centroids, np.float64).copy()
+def lloyd_in_memory(
+    features: np.ndarray, starts: np.ndarray, max_iter: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd iterations on an in-memory sample (NumPy), from several starts at once, each
+    until its assignment stops changing: ``(centroids (S, k, D), inertia (S,))`` for
+    ``starts`` (S, k, D). A centroid left without members keeps its place. A start whose
+    assignment no longer changes keeps its centroids, so running the starts together gives
+    what running each alone gives."""
+    x = np.asarray(features, np.float32)
+    sq = np.sum(x**2, axis=1)
+    c = np.asarray(starts, np.float32).copy()
+    s, k, d = c.shape
+    rows = np.arange(x.shape[0])
     prev = None
     for _ in range(max_iter):
-        label, _ = nearest(x, c)
+        label = _nearest_per_start(x, c, sq)[0]  # (n, S): cluster of each row, per start
         if prev is not None and np.array_equal(label, prev):
             break
         prev = label
-        for j in range(c.shape[0]):
-            members = label == j
-            if members.any():
-                c[j] = x[members].mean(axis=0)
-    return c
+        flat = label + np.arange(s)[None, :] * k  # (n, S) index into the S * k centroids
+        member = np.zeros((s * k, x.shape[0]), np.float32)
+        member[flat.T.ravel(), np.tile(rows, s)] = 1.0
+        counts = member.sum(axis=1)[:, None]
+        sums = member @ x
+        c = np.where(counts > 0, sums / np.maximum(counts, 1.0), c.reshape(s * k, d))
+        c = c.reshape(s, k, d)
+    return c, _nearest_per_start(x, c, sq)[1].sum(axis=0)
+
+
+def _nearest_per_start(
+    x: np.ndarray, c: np.ndarray, sq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(label (n, S), squared distance (n, S))`` of each row to each start's nearest
+    centroid (``c`` (S, k, D), ``sq`` the rows' squared norms)."""
+    s, k, d = c.shape
+    flat = c.reshape(s * k, d)
+    d2 = sq[:, None] - 2.0 * x @ flat.T + np.sum(flat**2, axis=1)[None, :]
+    d2 = np.maximum(d2, 0.0).reshape(x.shape[0], s, k)
+    label = np.argmin(d2, axis=2)
+    return label, np.take_along_axis(d2, label[:, :, None], axis=2)[:, :, 0]
 
 
 def seed_centroids(sample: np.ndarray, k: int, n_init: int = N_INIT) -> np.ndarray:
-    """The best of ``n_init`` k-means++ starts refined on ``sample`` (least inertia)."""
-    best, best_inertia = None, np.inf
-    for start in range(n_init):
-        c = lloyd_in_memory(sample, kmeans_plus_plus(sample, k, SEED + start))
-        inertia = float(nearest(np.asarray(sample, np.float64), c)[1].sum())
-        if inertia < best_inertia:
-            best, best_inertia = c, inertia
-    return best
+    """The best of ``n_init`` k-means++ starts refined on ``sample`` (least inertia; the
+    first on a tie)."""
+    starts = np.stack([kmeans_plus_plus(sample, k, SEED + i) for i in range(n_init)])
+    centroids, inertia = lloyd_in_memory(sample, starts)
+    return centroids[int(np.argmin(inertia))]
 
 
 def streaming_kmeans(
