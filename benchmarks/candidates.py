@@ -499,7 +499,7 @@ def fem_kernel(
 
 
 def audit_folder(
-    png_dir: str, model: str, batch_size: int, workdir: str, threads: int = 4
+    png_dir: str, model: str, batch_size: int, workdir: str, threads: int | None = None
 ) -> Bench:
     """``fastfem.audit.audit(png_dir, model, out, batch_size)``: PNG files on disk -> decoded
     on host threads -> fused step (forward with the model output, FEM map at feature
@@ -507,6 +507,7 @@ def audit_folder(
     fresh store (the previous one is deleted before the run, untimed); the whole ``audit``
     call is timed (model load and the step's compilation included, as a CLI run pays them)."""
     from fastfem.audit.run import audit
+    from fastfem.audit.sources import default_threads
 
     root = Path(workdir)
     out = root / "store"
@@ -535,7 +536,11 @@ def audit_folder(
         run=run,
         extra=extra,
         before=before,
-        info={"batch_size": batch_size, "threads": threads, "out": str(out)},
+        info={
+            "batch_size": batch_size,
+            "threads": default_threads() if threads is None else threads,
+            "out": str(out),
+        },
     )
 
 

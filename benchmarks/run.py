@@ -428,8 +428,8 @@ def cfg_bf16(w: Workers, quick: bool) -> dict[str, Any]:
 
 def cfg_audit(w: Workers, quick: bool) -> dict[str, Any]:
     """`fastfem.audit.audit` of a folder of N=2048 (quick 512) PNG files of the bundled sample
-    (``write_png_folder``) to a Parquet store on disk (the whole call: listing, decoding on 4
-    threads, the fused step with the model output and map statistics, Parquet + maps
+    (``write_png_folder``) to a Parquet store on disk (the whole call: listing, decoding on the
+    audit's default threads, the fused step with the model output and map statistics, Parquet + maps
     written), vs in-memory `FEM.explain` of the same images (float arrays, B=256 like the
     audit's default) in the same worker: resized maps (the default) and feature-resolution
     maps (``resize=False``, what the audit stores). Target: audit >= 0.8x in-memory explain."""

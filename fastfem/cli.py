@@ -535,7 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the model's input preprocessing, on the device: unit (pixels/255, default), raw "
         "(0-255), caffe (ResNet50/VGG), torch (DenseNet), tf (MobileNet/Inception/Xception)",
     )
-    a.add_argument("--threads", type=positive_int, default=4, help="host decoding threads")
+    a.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="host decoding threads (default: half the CPU cores, 1 to 8)",
+    )
     a.add_argument(
         "--fit",
         choices=FITS,

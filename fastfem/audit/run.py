@@ -78,7 +78,7 @@ from .lock import StoreLock, describe
 from .manifest import STORE_FORMAT, check_resume, merge, model_sha256
 from .plan import AuditPlan, check_arguments, plan_audit
 from .processes import ProcessGroup, start_processes
-from .sources import ReadOptions, process_of, stack_images
+from .sources import ReadOptions, default_threads, process_of, stack_images
 from .steps import (
     FAM_COLUMNS,
     IOU_THRESHOLD,
@@ -303,12 +303,14 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
 
 
 def read_options(
-    fit: str | None, resize: bool, max_pixels: int, alpha: str, threads: int
+    fit: str | None, resize: bool, max_pixels: int, alpha: str, threads: int | None
 ) -> ReadOptions:
-    """The audit's `ReadOptions`, checked (``resize=True`` is ``fit="squash"``)."""
+    """The audit's `ReadOptions`, checked (``resize=True`` is ``fit="squash"``; ``threads``
+    None: `fastfem.audit.sources.default_threads`)."""
     if resize and fit not in (None, "squash"):
         raise ValueError(f"resize=True means fit='squash'; it contradicts fit={fit!r}")
     fit = "squash" if resize else (fit or "error")
+    threads = default_threads() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer; got {threads!r}")
     return ReadOptions(check_fit(fit), check_max_pixels(max_pixels), check_alpha(alpha), threads)
@@ -331,7 +333,7 @@ def audit(
     alpha: str = "black",
     distributed: bool | Mapping[str, Any] = False,
     progress: bool = False,
-    threads: int = 4,
+    threads: int | None = None,
     boxes: Any = None,
     fusion: str = "mean",
     fusion_weights: Sequence[float] | None = None,
@@ -373,6 +375,8 @@ def audit(
         against (default: the audited source itself).
       preprocess: the model's input preprocessing, on the device (`fastfem.preprocess`):
         ``unit`` (v / 255, default), ``raw``, ``caffe``, ``torch``, ``tf``, or a JAX function.
+      threads: host threads decoding image files (default
+        `fastfem.audit.sources.default_threads`: half the CPU cores, 1 to 8).
     """
     k = check_arguments(
         method, k, variant, batch_size, part_size, references, fusion, fusion_weights

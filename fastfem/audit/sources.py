@@ -42,7 +42,7 @@ import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,19 @@ class Source:
     shards: list[int] | None = None
 
 
+def default_threads() -> int:
+    """Host decoding threads when none are asked for: half the CPU cores this process may use,
+    at least 1 and at most 8. The other half runs the model when the "device" is the CPU, and
+    the decoders hold the GIL for part of each file (Pillow's Python side, ~60 us of a 64x64
+    PNG's ~180 us): measured on 2 cores, 1 thread audits the bundled sample ~15% faster than
+    4, which spend twice the CPU per image."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores // 2))
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """How a source's files become pixels: ``fit`` (`fastfem.fit.FITS`), the pixel budget
@@ -114,7 +127,7 @@ class ReadOptions:
     fit: str = "error"
     max_pixels: int = DEFAULT_MAX_PIXELS
     alpha: str = "black"
-    threads: int = 4
+    threads: int = field(default_factory=default_threads)
     draft: bool = True
 
     def decode_options(self, expected: Shape) -> DecodeOptions:
