@@ -186,6 +186,29 @@ def _draw_label_and_watermark(rng: np.random.Generator, split: str) -> tuple[int
     return label, bool(rng.random() < p)
 
 
+def shape_size_and_params(rng: np.random.Generator, label: int) -> tuple[float, float]:
+    """A shape's size ``s`` and its class's parameter (triangle: pointing up (1) or down (-1);
+    cross: arm width), drawn from ``rng``."""
+    s = float(rng.integers(_SIZE_RANGE[0], _SIZE_RANGE[1] + 1))
+    if label == 2:
+        return s, 1.0 if rng.random() < 0.5 else -1.0
+    if label == 3:
+        return s, s * rng.uniform(0.14, 0.2)
+    return s, 0.0
+
+
+def place_shape(
+    rng: np.random.Generator, label: int, s: float, params: float
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The shape's mask at a random centre inside the image, and its xyxy box."""
+    cx = rng.uniform(s / 2 + 1, IMAGE_SIZE - s / 2 - 1)
+    cy = rng.uniform(s / 2 + 1, IMAGE_SIZE - s / 2 - 1)
+    mask = _shape_mask(label, cx, cy, s, params)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return mask, (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
 def _render_one(split: str, seed: int, i: int):
     """Image i of a split: (image, label, box, watermark, shape mask)."""
     rng = np.random.default_rng([seed, i])
@@ -193,20 +216,9 @@ def _render_one(split: str, seed: int, i: int):
     img, bg = _background(rng)
     colour = _shape_colour(rng, bg)
 
-    s = float(rng.integers(_SIZE_RANGE[0], _SIZE_RANGE[1] + 1))
-    if label == 2:
-        params = 1.0 if rng.random() < 0.5 else -1.0
-    elif label == 3:
-        params = s * rng.uniform(0.14, 0.2)
-    else:
-        params = 0.0
+    s, params = shape_size_and_params(rng, label)
     for _ in range(1000):
-        cx = rng.uniform(s / 2 + 1, IMAGE_SIZE - s / 2 - 1)
-        cy = rng.uniform(s / 2 + 1, IMAGE_SIZE - s / 2 - 1)
-        mask = _shape_mask(label, cx, cy, s, params)
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        mask, box = place_shape(rng, label, s, params)
         if not (box[2] > WATERMARK_ZONE and box[3] > WATERMARK_ZONE):
             break
     else:  # pragma: no cover - the zone is tiny, this never triggers

@@ -46,7 +46,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dataset import (
-    _SIZE_RANGE,
     CLASS_NAMES,
     IMAGE_SIZE,
     SPLITS,
@@ -56,7 +55,8 @@ from .dataset import (
     WATERMARK_RATE,
     _background,
     _shape_colour,
-    _shape_mask,
+    place_shape,
+    shape_size_and_params,
     watermark_patch,
 )
 
@@ -321,19 +321,9 @@ def _place_shape(
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """A shape mask of class ``label`` whose box does not touch ``keep_out``."""
     for _ in range(200):
-        s = float(rng.integers(_SIZE_RANGE[0], _SIZE_RANGE[1] + 1))
-        params = 0.0
-        if label == 2:
-            params = 1.0 if rng.random() < 0.5 else -1.0
-        elif label == 3:
-            params = s * rng.uniform(0.14, 0.2)
+        s, params = shape_size_and_params(rng, label)
         for _ in range(50):
-            cx = rng.uniform(s / 2 + 1, IMAGE_SIZE - s / 2 - 1)
-            cy = rng.uniform(s / 2 + 1, IMAGE_SIZE - s / 2 - 1)
-            mask = _shape_mask(label, cx, cy, s, params)
-            rows = np.flatnonzero(mask.any(axis=1))
-            cols = np.flatnonzero(mask.any(axis=0))
-            box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+            mask, box = place_shape(rng, label, s, params)
             if not keep_out[box[1] : box[3], box[0] : box[2]].any():
                 return mask, box
     raise RuntimeError("could not place a shape outside the mark's zone")  # pragma: no cover
