@@ -19,6 +19,7 @@ import numpy as np
 
 from ..converters import FeatureExtractor
 from ..inputs import ImageStream, image_stream
+from ..kernels.finite import input_and_activation_finite
 from ..parallel import data_mesh
 from ..runner import HostBatch, Runner
 from ..step import Step, StepFn
@@ -110,6 +111,56 @@ class Explainer:
         """Maps at the method's resolution (N, h, w) -> (N, H, W), resized the way this method
         resizes its own (a pure function; jittable)."""
         raise NotImplementedError
+
+    def layer_step(
+        self,
+        name: str,
+        layer_map: LayerMap,
+        sample_shape: Sequence[int],
+        resize: bool,
+        extractor: FeatureExtractor | None,
+    ) -> Step:
+        """The `Step` of a one-layer method whose map is ``layer_map(A)`` (`make_layer_step`),
+        resized with `resize_maps` to the input size when ``resize``; built once per
+        ``(name, size, extractor)``. ``extractor``: compute on another extractor's activations
+        of the same layer (e.g. one that also returns the model output)."""
+        ex = self.extractor if extractor is None else extractor
+        out_hw = (int(sample_shape[0]), int(sample_shape[1])) if resize else None
+        fn = self.cached_fn(
+            (name, out_hw, id(ex)),
+            lambda: make_layer_step(ex, layer_map, self.resize_maps, out_hw),
+        )
+        return Step(fn, ex.params)
+
+
+#: A per-batch map of one layer's activations: (B, h, w, C) -> (B, h, w).
+LayerMap = Callable[[jax.Array], jax.Array]
+
+
+def make_layer_step(
+    extractor: FeatureExtractor,
+    layer_map: LayerMap,
+    resize_maps: Callable[[jax.Array, tuple[int, int]], jax.Array],
+    out_hw: tuple[int, int] | None,
+) -> StepFn:
+    """``(params, {"x"}) -> {maps, finite[, output]}``: one forward pass, ``layer_map`` of the
+    layer's activations, ``resize_maps`` to ``out_hw`` (None: the layer's resolution), the
+    finiteness flags of pixels and activations, and the model output when the extractor
+    returns it."""
+
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        x = batch["x"]
+        feats = extractor.apply(params, x)
+        activations = feats.activations[0]
+        maps = layer_map(activations)
+        if out_hw is not None:
+            maps = resize_maps(maps, out_hw)
+        out = {"maps": maps, "finite": input_and_activation_finite(x, activations)}
+        if feats.output is not None:
+            out["output"] = feats.output
+        return out
+
+    return step
 
 
 def image_batches(stream: ImageStream) -> Iterator[HostBatch]:

@@ -9,6 +9,7 @@ with the batch sharded over every local device.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -16,32 +17,10 @@ import numpy as np
 
 from ..converters import FeatureExtractor, load
 from ..kernels.fem import Variant, check_k, check_variant, fem_map, fem_resize
-from ..kernels.finite import input_and_activation_finite
 from ..nonfinite import NAN_MAPS_HINT, NonFiniteCheck, OnNonFinite, check_policy
 from ..runner import collect
-from ..step import Step, StepFn
+from ..step import Step
 from .base import Explainer, image_batches
-
-
-def make_fem_step(
-    extractor: FeatureExtractor, k: float, variant: Variant, out_hw: tuple[int, int] | None
-) -> StepFn:
-    """``(params, {"x"}) -> {maps, finite[, output]}``: one forward pass, the FEM kernel, and
-    the variant's resize to ``out_hw`` (None: maps at the layer's resolution (h, w))."""
-
-    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        x = batch["x"]
-        feats = extractor.apply(params, x)
-        activations = feats.activations[0]
-        maps = fem_map(activations, k=k, variant=variant)
-        if out_hw is not None:
-            maps = fem_resize(maps, out_hw, variant)
-        out = {"maps": maps, "finite": input_and_activation_finite(x, activations)}
-        if feats.output is not None:
-            out["output"] = feats.output
-        return out
-
-    return step
 
 
 class FEM(Explainer):
@@ -101,12 +80,13 @@ class FEM(Explainer):
         on another extractor's activations of the same layer (e.g. one that also returns the
         model output, for metrics in the same forward pass).
         """
-        ex = self.extractor if extractor is None else extractor
-        out_hw = (int(sample_shape[0]), int(sample_shape[1])) if resize else None
-        fn = self.cached_fn(
-            ("fem", out_hw, id(ex)), lambda: make_fem_step(ex, self.k, self.variant, out_hw)
+        return self.layer_step(
+            "fem",
+            partial(fem_map, k=self.k, variant=self.variant),
+            sample_shape,
+            resize,
+            extractor,
         )
-        return Step(fn, ex.params)
 
     def explain(
         self, inputs: Any, targets: Any = None, resize: bool = True, progress: bool = False

@@ -22,28 +22,14 @@ import numpy as np
 
 from ..converters import FeatureExtractor, load
 from ..explainers.base import Explainer, image_batches
-from ..kernels.finite import input_and_activation_finite
 from ..kernels.resize import resize_batch
 from ..runner import collect
 from ..step import Step, StepFn
 
 
-def make_mean_step(extractor: FeatureExtractor, out_hw: tuple[int, int] | None) -> StepFn:
-    """``(params, {"x"}) -> {maps: mean_c A_c (bilinear to out_hw), finite[, output]}``."""
-
-    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        x = batch["x"]
-        feats = extractor.apply(params, x)
-        a = feats.activations[0]
-        maps = jnp.mean(a.astype(jnp.float32), axis=-1)
-        if out_hw is not None:
-            maps = resize_batch(maps, out_hw, "bilinear")
-        out = {"maps": maps, "finite": input_and_activation_finite(x, a)}
-        if feats.output is not None:
-            out["output"] = feats.output
-        return out
-
-    return step
+def mean_over_channels(activations: jax.Array) -> jax.Array:
+    """``mean_c A_c``: (B, h, w, C) -> (B, h, w), in float32."""
+    return jnp.mean(activations.astype(jnp.float32), axis=-1)
 
 
 class MeanActivation(Explainer):
@@ -77,10 +63,7 @@ class MeanActivation(Explainer):
         extractor: FeatureExtractor | None = None,
     ) -> Step:
         """``(params, {"x"}) -> {"maps", "finite"[, "output"]}``, as `fastfem.FEM.step`."""
-        ex = self.extractor if extractor is None else extractor
-        out_hw = (int(sample_shape[0]), int(sample_shape[1])) if resize else None
-        fn = self.cached_fn(("mean", out_hw, id(ex)), lambda: make_mean_step(ex, out_hw))
-        return Step(fn, ex.params)
+        return self.layer_step("mean", mean_over_channels, sample_shape, resize, extractor)
 
     def explain(self, inputs: Any, targets: Any = None) -> np.ndarray:
         """(N, H, W, 1) float32 maps; ``targets`` is ignored (class-agnostic)."""
