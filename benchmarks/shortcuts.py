@@ -17,11 +17,14 @@ Usage::
     python -m benchmarks.shortcuts --split holdout           # the same on a second test split
     python -m benchmarks.shortcuts --model none              # every test split, audited with
                                                              # the control's model (no mark)
+    python -m benchmarks.shortcuts --method mlfem            # the same detectors on MLFEM
+    python -m benchmarks.shortcuts --method fam              # or FAM audits' maps
 
 ``train`` writes ``tests/support/shortcut_models/<kind>-<place>.keras`` (the bundled sample's
 recipe: 4,000 train images, 12 + 4 epochs, seed 1234; ~90 s per model on 2 CPU cores with the
 TensorFlow backend, which this command picks unless ``KERAS_BACKEND`` says otherwise).
-The evaluation writes ``benchmarks/results/shortcuts[-holdout][-model-none].{json,md}``.
+The evaluation writes
+``benchmarks/results/shortcuts[-holdout][-model-none][-mlfem|-fam].{json,md}``.
 
 ``--model none`` separates "the images carry a recurring mark the model's features respond to"
 (what the flags find) from "the model learned to use it": a CNN that never saw a mark responds
@@ -144,10 +147,11 @@ def precision_recall(flagged: np.ndarray, marked: np.ndarray) -> dict:
 
 
 def audit_split(
-    name: str, out: Path, model: Path | None = None, split: str = "test"
+    name: str, out: Path, model: Path | None = None, split: str = "test", method: str = "fem"
 ) -> tuple[Path, np.ndarray]:
     """Audit configuration ``name``'s test split (written as ``.npz`` beside the store, so
-    the report can show the images) with its cached model; returns (store, marked)."""
+    the report can show the images) with its cached model and the audit ``method``; returns
+    (store, marked)."""
     import numpy as np
 
     from fastfem.audit import audit
@@ -161,7 +165,7 @@ def audit_split(
         from fastfem.sample import MODEL_PATH
 
         model = MODEL_PATH if name == BUNDLED else model_path(name)
-    audit(str(data), model=str(model), out=store)
+    audit(str(data), model=str(model), out=store, method=method)
     return store, marked
 
 
@@ -237,10 +241,14 @@ def _class(label: str) -> int:
 
 
 def evaluate(
-    names: list[str], keep: Path | None = None, split: str = "test", model: Path | None = None
+    names: list[str],
+    keep: Path | None = None,
+    split: str = "test",
+    model: Path | None = None,
+    method: str = "fem",
 ) -> list[dict]:
-    """Audit and score every configuration (temporary stores unless ``keep``) with its own
-    model, or with ``model`` for all of them."""
+    """Audit (with ``method``) and score every configuration (temporary stores unless
+    ``keep``) with its own model, or with ``model`` for all of them."""
     import tempfile
 
     results = []
@@ -249,7 +257,7 @@ def evaluate(
         for name in names:
             t0 = time.perf_counter()
             out = root / name.replace("@", "-")
-            store, marked = audit_split(name, out, model=model, split=split)
+            store, marked = audit_split(name, out, model=model, split=split, method=method)
             res = evaluate_store(name, store, marked, split)
             res["seconds"] = round(time.perf_counter() - t0, 1)
             results.append(res)
@@ -316,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         default="own",
         help="each configuration's model, or the control's (trained with no mark) for all",
     )
+    parser.add_argument(
+        "--method",
+        choices=["fem", "mlfem", "fam"],
+        default="fem",
+        help="the audit's method (the same detectors run on its maps)",
+    )
     args = parser.parse_args(argv)
     if args.command == "train":
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -324,14 +338,23 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     names = args.only or [BUNDLED, *(c.name for c in CONFIGS)]
     model = model_path("none") if args.model == "none" else None
-    results = evaluate(names, Path(args.keep) if args.keep else None, args.split, model)
+    keep = Path(args.keep) if args.keep else None
+    results = evaluate(names, keep, args.split, model, args.method)
     RESULTS.mkdir(parents=True, exist_ok=True)
     options = [f"--split {args.split}"] * (args.split != "test")
     options += ["--model none"] * (args.model == "none")
+    options += [f"--method {args.method}"] * (args.method != "fem")
     stem = "shortcuts" + ("-holdout" if args.split != "test" else "")
     stem += "-model-none" if args.model == "none" else ""
+    stem += f"-{args.method}" if args.method != "fem" else ""
     command = " ".join(["python -m benchmarks.shortcuts", *options])
-    meta = {"command": command, "split": args.split, "versions": _versions(), "results": results}
+    meta = {
+        "command": command,
+        "split": args.split,
+        "method": args.method,
+        "versions": _versions(),
+        "results": results,
+    }
     (RESULTS / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown_table(results))
     print(markdown_table(results))
