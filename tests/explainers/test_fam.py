@@ -467,7 +467,10 @@ ext = from_fn(apply, w, (16, 16, 3))
 head = keras.Sequential([keras.layers.Dense(6, use_bias=False), keras.layers.ReLU(),
                          keras.layers.Dense(5, use_bias=False)])
 head.build((None, 8))
-w1, w2 = (np.asarray(v) for v in head.weights)
+# seeded weights (Keras's initialiser is not): the hidden units active on the >= 0 embedding
+w1 = np.abs(rng.normal(size=(8, 6))).astype(np.float32)
+w2 = rng.normal(size=(6, 5)).astype(np.float32)
+head.set_weights([w1, w2])
 x, r = rng.random((6, 16, 16, 3), dtype=np.float32), rng.random((6, 16, 16, 3), dtype=np.float32)
 keras_head = fastfem.FAM(ext, head=head)
 a = keras_head.explain(x, r)
