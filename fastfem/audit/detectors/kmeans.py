@@ -60,13 +60,6 @@ def cluster_sums(
     )
 
 
-def nearest(features: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy twin of `assign`: ``(label, squared distance)`` of each row's nearest centroid."""
-    x = np.asarray(features, np.float64)
-    label, d2 = _nearest_per_start(x, np.asarray(centroids, np.float64)[None], np.sum(x**2, 1))
-    return label[:, 0], d2[:, 0]
-
-
 def kmeans_plus_plus(features: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
     """k seeds from ``features`` (n, D): the first uniformly, each next with probability
     proportional to the squared distance to the nearest seed so far (NumPy, seeded)."""
