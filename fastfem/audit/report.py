@@ -30,7 +30,7 @@ from .detectors import CLUSTERS_FILE, FLAGS_FILE, detect, detection_rule
 from .detectors.box import float_column
 from .detectors.clusters import class_mean_maps
 from .detectors.shards import read_map_rows
-from .detectors.summary import row_classes
+from .detectors.summary import Classes, row_classes
 from .detectors.tables import clusters_schema, flags_schema, read_table
 from .sources import ReadOptions, open_source, unit_float
 from .steps import LOCALISATION_COLUMNS
@@ -246,9 +246,10 @@ def _cluster_overview(clusters: dict[str, list]) -> str:
     return "".join(cards)
 
 
-def _class_views(store: ResultStore, rows: dict[str, np.ndarray]) -> tuple[str, str]:
+def _class_views(
+    store: ResultStore, rows: dict[str, np.ndarray], classes: Classes
+) -> tuple[str, str]:
     """(what the classes are, HTML cards of the per-class mean maps)."""
-    classes = row_classes(rows)
     ok = np.asarray(rows["status"]) == "ok"
     sizes, means = class_mean_maps(store, ok, classes.index, len(classes.names))
     order = [c for c in np.argsort(-sizes, kind="stable")[:MAX_CLASS_VIEWS] if sizes[c] > 0]
@@ -360,7 +361,7 @@ def write_report(store_dir: str | Path, out: str | Path | None = None, top: int 
     rule = manifest.get("last_run", {}).get("flag_rule") or detection_rule(
         "energy_pointing_game" in rows
     )
-    class_note, class_cards = _class_views(store, rows)
+    class_note, class_cards = _class_views(store, rows, classes)
     n_candidates = int(np.sum(clusters["candidate"])) if clusters["cluster"] else 0
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fastfem audit report</title>

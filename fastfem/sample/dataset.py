@@ -172,7 +172,8 @@ def _shape_colour(rng: np.random.Generator, bg: np.ndarray) -> np.ndarray:
     return (1.0 - bg).astype(np.float32)
 
 
-def _draw_label_and_watermark(rng: np.random.Generator, split: str) -> tuple[int, bool]:
+def draw_label_and_watermark(rng: np.random.Generator, split: str) -> tuple[int, bool]:
+    """A label (uniform) and whether the image carries the mark (module docstring)."""
     k = len(CLASS_NAMES)
     label = int(rng.integers(k))
     if split == "train":
@@ -212,7 +213,7 @@ def place_shape(
 def _render_one(split: str, seed: int, i: int):
     """Image i of a split: (image, label, box, watermark, shape mask)."""
     rng = np.random.default_rng([seed, i])
-    label, wm = _draw_label_and_watermark(rng, split)
+    label, wm = draw_label_and_watermark(rng, split)
     img, bg = _background(rng)
     colour = _shape_colour(rng, bg)
 

@@ -46,7 +46,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dataset import (
-    CLASS_NAMES,
     IMAGE_SIZE,
     SPLITS,
     TRAIN_WATERMARK_CLASS,
@@ -55,6 +54,7 @@ from .dataset import (
     WATERMARK_RATE,
     _background,
     _shape_colour,
+    draw_label_and_watermark,
     place_shape,
     shape_size_and_params,
     watermark_patch,
@@ -304,18 +304,6 @@ def _keep_out(shortcut: Shortcut) -> np.ndarray:
     return grown
 
 
-def _draw_label_and_mark(rng: np.random.Generator, split: str) -> tuple[int, bool]:
-    k = len(CLASS_NAMES)
-    label = int(rng.integers(k))
-    if split == "train":  # P(mark) = MARK_RATE and P(class 0 | mark) = MARK_PURITY
-        p_pos = MARK_RATE * MARK_PURITY * k
-        p_neg = MARK_RATE * (1 - MARK_PURITY) * k / (k - 1)
-        p = p_pos if label == MARK_CLASS else p_neg
-    else:
-        p = MARK_RATE
-    return label, bool(rng.random() < p)
-
-
 def _place_shape(
     rng: np.random.Generator, label: int, keep_out: np.ndarray
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -332,7 +320,7 @@ def _place_shape(
 def _render(split: str, shortcut: Shortcut, seed: int, i: int):
     """Image ``i``: (image, label, box, marked)."""
     rng = np.random.default_rng([seed, zlib.crc32(shortcut.name.encode()), i])
-    label, marked = _draw_label_and_mark(rng, split)
+    label, marked = draw_label_and_watermark(rng, split)
     marked = marked and shortcut.kind != "none"
     img, bg = _background(rng)
     mark_colour = MARK_COLOURS.get(shortcut.kind)

@@ -7,8 +7,8 @@ Every ``ok`` row's map becomes its Hellinger feature vector (`energy.hellinger_f
 A final pass over the store assigns every row and sums, per cluster and per class, the pooled
 energy on the finer ``DETAIL_GRID`` (where hot spots are located, `hotspots`) and the energy
 distribution ``q`` at the maps' own resolution (for display), so the mean maps of every cluster
-and class come out of one streaming pass. Error rows (NaN maps)
-are in no cluster (label -1).
+come out of one streaming pass; `class_mean_maps` is the same per class (the report's view).
+Error rows (NaN maps) are in no cluster (label -1).
 
 Members are ranked by their distance to the centroid (closest first: the most typical member).
 """
@@ -33,7 +33,7 @@ from .energy import (
     pooled_energy,
 )
 from .kmeans import SEED_ROWS, assign, streaming_kmeans
-from .shards import CHUNK_ROWS, map_chunks, map_shape
+from .shards import CHUNK_ROWS, map_chunks
 
 __all__ = ["CHUNK_ROWS", "K_CLUSTERS", "ClusterStats", "class_mean_maps", "explanation_clusters"]
 
@@ -48,8 +48,7 @@ class ClusterStats:
     ``label`` (N,) cluster per row (-1 for error rows), ``distance`` (N,) squared Hellinger
     distance to the centroid (NaN for error rows), ``sizes`` (k,), ``detail_sums`` (k, dh, dw)
     sums of the pooled energy on the detail grid, ``map_sums`` (k, h, w) sums of ``q``,
-    ``class_map_sums`` (C, h, w) sums of ``q`` per class index (rows with class -1 left out),
-    ``class_sizes`` (C,), ``inertia`` the k-means objective.
+    ``inertia`` the k-means objective.
     """
 
     label: np.ndarray
@@ -57,8 +56,6 @@ class ClusterStats:
     sizes: np.ndarray
     detail_sums: np.ndarray
     map_sums: np.ndarray
-    class_map_sums: np.ndarray
-    class_sizes: np.ndarray
     inertia: float
 
     @property
@@ -74,10 +71,6 @@ class ClusterStats:
         """(k, h, w) mean energy distribution of each cluster at the maps' resolution."""
         return self.map_sums / np.maximum(self.sizes, 1)[:, None, None]
 
-    def class_mean_maps(self) -> np.ndarray:
-        """(C, h, w) mean energy distribution per class."""
-        return self.class_map_sums / np.maximum(self.class_sizes, 1)[:, None, None]
-
     def ranked_members(self, cluster: int) -> np.ndarray:
         """Row indices of ``cluster``'s members, closest to the centroid first."""
         members = np.flatnonzero(self.label == cluster)
@@ -92,17 +85,11 @@ def chunk_features(maps: jax.Array, ok: jax.Array, grid: int) -> tuple[jax.Array
     return jnp.where(valid[:, None], feats, 0.0), valid
 
 
-@partial(jax.jit, static_argnames=("k", "classes", "grid"))
+@partial(jax.jit, static_argnames=("k", "grid"))
 def chunk_summaries(
-    maps: jax.Array,
-    ok: jax.Array,
-    cls: jax.Array,
-    centroids: jax.Array,
-    k: int,
-    classes: int,
-    grid: int,
+    maps: jax.Array, ok: jax.Array, centroids: jax.Array, k: int, grid: int
 ) -> dict[str, jax.Array]:
-    """Assignments of a chunk and its per-cluster / per-class sums (see the module)."""
+    """Assignments of a chunk and its per-cluster sums (see the module)."""
     feats, valid = chunk_features(maps, ok, grid)
     label, d2 = assign(feats, centroids)
     member = jax.nn.one_hot(label, k, dtype=jnp.float32) * valid[:, None]
@@ -110,15 +97,12 @@ def chunk_summaries(
     detail = jnp.where(valid[:, None], detail, 0.0)
     q = energy_distribution(maps)
     q = jnp.where(valid[:, None, None], q, 0.0).reshape(q.shape[0], -1)
-    in_class = jax.nn.one_hot(cls, classes, dtype=jnp.float32) * valid[:, None]
     return {
         "label": jnp.where(valid, label, -1),
         "distance": jnp.where(valid, d2, jnp.nan),
         "sizes": member.sum(0),
         "detail_sums": member.T @ detail,
         "map_sums": member.T @ q,
-        "class_sizes": in_class.sum(0),
-        "class_map_sums": in_class.T @ q,
     }
 
 
@@ -145,19 +129,13 @@ def _seed_sample(store: ResultStore, ok: np.ndarray, grid: int) -> np.ndarray:
 
 
 def explanation_clusters(
-    store: ResultStore,
-    ok: np.ndarray,
-    classes: np.ndarray,
-    n_classes: int,
-    k: int = K_CLUSTERS,
-    grid: int = CLUSTER_GRID,
+    store: ResultStore, ok: np.ndarray, k: int = K_CLUSTERS, grid: int = CLUSTER_GRID
 ) -> ClusterStats | None:
     """Cluster the ok rows' maps of ``store`` (see the module); None when no row is ok.
 
-    ``ok`` (N,) bool and ``classes`` (N,) int class index per row (-1: none) are aligned with
-    `ResultStore.read_rows`.
+    ``ok`` (N,) bool is aligned with `ResultStore.read_rows`.
     """
-    shape = map_shape(store)
+    shape = store.read_map_shape()
     if shape is None or not ok.any():
         return None
     sample = _seed_sample(store, ok, grid)
@@ -178,16 +156,10 @@ def explanation_clusters(
         "sizes": np.zeros((k,)),
         "detail_sums": np.zeros((k, dh * dw)),
         "map_sums": np.zeros((k, shape[0] * shape[1])),
-        "class_sizes": np.zeros((max(n_classes, 1),)),
-        "class_map_sums": np.zeros((max(n_classes, 1), shape[0] * shape[1])),
     }
     c = jnp.asarray(centroids)
     for start, count, maps, mask in _chunks_with_ok(store, ok):
-        cls = np.full((maps.shape[0],), -1, np.int32)
-        cls[:count] = classes[start : start + count]
-        out = chunk_summaries(
-            jnp.asarray(maps), jnp.asarray(mask), jnp.asarray(cls), c, k, max(n_classes, 1), grid
-        )
+        out = chunk_summaries(jnp.asarray(maps), jnp.asarray(mask), c, k, grid)
         label[start : start + count] = np.asarray(out["label"])[:count]
         distance[start : start + count] = np.asarray(out["distance"])[:count]
         for name in acc:
@@ -199,8 +171,6 @@ def explanation_clusters(
         sizes=acc["sizes"].round().astype(np.int64),
         detail_sums=acc["detail_sums"].reshape(k, dh, dw),
         map_sums=acc["map_sums"].reshape(k, h, w),
-        class_map_sums=acc["class_map_sums"].reshape(-1, h, w)[:n_classes],
-        class_sizes=acc["class_sizes"].round().astype(np.int64)[:n_classes],
         inertia=float(inertia),
     )
 
@@ -221,8 +191,8 @@ def class_mean_maps(
     store: ResultStore, ok: np.ndarray, classes: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(sizes (C,), mean energy distribution per class (C, h, w))`` in one streaming pass
-    (the per-class view of a store whose clusters were read back from ``clusters.parquet``)."""
-    shape = map_shape(store)
+    (the report's per-class view; ``classes`` (N,) class index per row, -1: none)."""
+    shape = store.read_map_shape()
     if shape is None or n_classes == 0:
         return np.zeros((0,), np.int64), np.zeros((0, 1, 1))
     sizes = np.zeros((n_classes,))

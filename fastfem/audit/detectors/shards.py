@@ -31,17 +31,9 @@ class MapChunk:
     maps: np.ndarray
 
 
-def map_shape(store: ResultStore) -> tuple[int, int] | None:
-    """(h, w) of the store's maps (from its first shard), or None when it has none."""
-    for part in store.part_files():
-        shard = np.load(store.maps_path(part), mmap_mode="r")
-        return int(shard.shape[1]), int(shard.shape[2])
-    return None
-
-
 def map_chunks(store: ResultStore, chunk_rows: int = CHUNK_ROWS) -> Iterator[MapChunk]:
     """The store's maps in `read_rows` order, ``chunk_rows`` at a time (see the module)."""
-    shape = map_shape(store)
+    shape = store.read_map_shape()
     if shape is None:
         return
     buf = np.full((chunk_rows, *shape), np.nan, np.float32)
@@ -71,7 +63,7 @@ def read_map_rows(store: ResultStore, indices: list[int] | np.ndarray) -> np.nda
     """The maps of the rows ``indices`` (positions in `read_rows` order), reading only the
     shards that hold them (memory-mapped)."""
     want = np.asarray(indices, np.int64)
-    shape = map_shape(store)
+    shape = store.read_map_shape()
     if shape is None or want.size == 0:
         return np.zeros((0, *(shape or (0, 0))), np.float32)
     out = np.full((want.size, *shape), np.nan, np.float32)

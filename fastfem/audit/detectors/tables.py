@@ -1,8 +1,9 @@
 """``DIR/flags.parquet`` and ``DIR/clusters.parquet``: the detectors' results beside the parts.
 
 Both files have fixed, explicit Parquet schemas (nullable where a value can be missing; never
-inferred from the values) and are written atomically: to a temporary name in the store, fsynced,
-then renamed over the old file — a reader sees the old file or the new one, never half of one.
+inferred from the values) and are written like the store's parts (`fastfem.audit.store.
+write_table_atomic`): to a temporary name, then renamed over the old file — a reader sees the
+old file or the new one, never half of one; a write failure is a `StoreError`.
 They are rewritten at the end of every audit run, a no-op resume included.
 
 ``flags.parquet``: one row per flagged input, highest score first::
@@ -24,6 +25,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..store import write_table_atomic
 
 FLAGS_FILE = "flags.parquet"
 CLUSTERS_FILE = "clusters.parquet"
@@ -73,15 +76,10 @@ def clusters_schema():
     )
 
 
-def _write_atomic(table: Any, path: Path) -> Path:
-    import pyarrow.parquet as pq
-
+def _write(path: Path, table: Any) -> Path:
+    """``table`` to ``path`` (its folder made if missing) by `write_table_atomic`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_table_atomic(path, table)
     return path
 
 
@@ -96,12 +94,12 @@ def _table(columns: Mapping[str, Sequence[Any]], schema: Any) -> Any:
 
 def write_flags(root: str | os.PathLike, columns: Mapping[str, Sequence[Any]]) -> Path:
     """Write ``root/flags.parquet`` (schema of the module docstring) atomically."""
-    return _write_atomic(_table(columns, flags_schema()), Path(root) / FLAGS_FILE)
+    return _write(Path(root) / FLAGS_FILE, _table(columns, flags_schema()))
 
 
 def write_clusters(root: str | os.PathLike, columns: Mapping[str, Sequence[Any]]) -> Path:
     """Write ``root/clusters.parquet`` (schema `clusters_schema`) atomically."""
-    return _write_atomic(_table(columns, clusters_schema()), Path(root) / CLUSTERS_FILE)
+    return _write(Path(root) / CLUSTERS_FILE, _table(columns, clusters_schema()))
 
 
 def read_table(root: str | os.PathLike, name: str) -> dict[str, list] | None:
