@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from ..explainers import FAM, FEM, MLFEM
 from ..explainers.base import Explainer, check_positive_int
 from ..explainers.mlfem import default_layers
 from ..kernels.fem import check_k, check_variant
-from ..kernels.fusion import check_fusion
 from ..preprocess import Preprocess, preprocess_fn, preprocess_name, with_preprocessing
 from .boxes import (
     SAMPLE,
@@ -58,7 +57,6 @@ class AuditPlan:
     model_desc: str
     config: dict[str, Any]
     references: Source | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -270,13 +268,8 @@ def plan_audit(
 
         model = str(MODEL_PATH)
     model_desc = str(model) if isinstance(model, (str, Path)) else type(model).__name__
+    # the explainer checked its layers when it was built (MLFEM: the fusion weights per layer)
     explainer = cached_explainer(model, method, layer, settings, preprocess, batch_size)
-    if method == "mlfem":
-        check_fusion(settings["fusion"], settings["fusion_weights"], len(explainer.layer_names))
-    elif len(explainer.layer_names) != 1:
-        raise ValueError(
-            f"method {method!r} explains one layer; the extractor returns {explainer.layer_names}"
-        )
     expected = explainer.extractor.input_shape
     hw = image_hw(explainer.extractor)
     src = open_audit_source(source, expected, reading)

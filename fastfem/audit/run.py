@@ -56,7 +56,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ from .lock import StoreLock, describe
 from .manifest import STORE_FORMAT, check_resume, merge, model_sha256
 from .plan import AuditPlan, check_arguments, plan_audit
 from .processes import ProcessGroup, start_processes
-from .sources import ReadOptions, default_threads, process_of, stack_images
+from .sources import ReadOptions, default_threads, process_of
 from .steps import (
     FAM_COLUMNS,
     IOU_THRESHOLD,
@@ -170,22 +170,12 @@ def fam_prototypes(plan: AuditPlan) -> tuple[np.ndarray, np.ndarray]:
     src = plan.references if plan.references is not None else plan.source
     fam = plan.explainer
     step = fam.embed_step((*plan.image_hw, plan.extractor.input_shape[2]))
+    batcher = RecordBatcher(fam.device_batch())  # the good images; error records set aside
     labels: list[str | None] = []
-
-    def batches() -> Iterator[dict[str, np.ndarray]]:
-        imgs: list[np.ndarray] = []
-        for rec in src.read(lambda i, rid: True):
-            if rec.error is not None:
-                continue
-            imgs.append(rec.image)
-            labels.append(rec.label)
-            if len(imgs) == fam.device_batch():
-                yield {"x": stack_images(imgs)}
-                imgs = []
-        if imgs:
-            yield {"x": stack_images(imgs)}
-
-    outs = list(fam.run(step, batches()))
+    outs = []
+    for out in fam.run(step, batcher.batches(src.read(lambda i, rid: True))):
+        labels.extend(rec.label for rec in batcher.pending.popleft())
+        outs.append(out)
     if not outs:
         raise ValueError(f"FAM audit: no readable image in {src.description} for the prototypes")
     e = np.concatenate([o["embedding"] for o in outs])
@@ -209,7 +199,6 @@ class AuditRun:
     plan: AuditPlan
     store: ResultStore
     summary: AuditSummary
-    committed: set[str]
     classes: np.ndarray | None = None
     part_size: int = 2048
     unmatched_labels: set[str] = field(default_factory=set)
@@ -408,11 +397,11 @@ def audit(
             if group.index != 0:  # every process runs the configuration the store records
                 check_resume(store.manifest(), info, str(out), f"process {group.index}")
         with group.checkpoint("run"):
-            run = AuditRun(plan, store, AuditSummary(str(out), plan.source.description), set())
+            run = AuditRun(plan, store, AuditSummary(str(out), plan.source.description))
             run.part_size = part_size
             run.check_peers = lambda: group.raise_if_a_peer_failed("run")
             audit_my_slice(run, group, progress)
-        finish(run, group, end_info(run, boxes))
+        finish(run, group, end_info(run))
     finally:
         lock.release()
     return run.summary
@@ -421,13 +410,11 @@ def audit(
 def audit_my_slice(run: AuditRun, group: ProcessGroup, progress: bool) -> None:
     """Stages 2-4 over this process's inputs not yet committed (a message when none is left)."""
     pid, nproc = group.index, group.count
-    committed = run.committed = run.store.committed_ids()
+    committed = run.store.committed_ids()
     src = run.plan.source
     owner = process_of(src, nproc)
     todo_count = None
-    if src.ids is not None:
-        if len(set(src.ids)) != len(src.ids):
-            raise ValueError(f"{src.description}: ids are not unique")
+    if src.ids is not None:  # unique: every listing source checks (`sources.check_unique`)
         mine = [rid for i, rid in enumerate(src.ids) if owner(i) == pid]
         todo_count = sum(rid not in committed for rid in mine)
         run.summary.skipped_already_committed = len(mine) - todo_count
@@ -529,7 +516,7 @@ def start_info(
     return info
 
 
-def end_info(run: AuditRun, boxes: Any) -> dict[str, Any]:
+def end_info(run: AuditRun) -> dict[str, Any]:
     """What the manifest adds at the end of a run: FAM's classes, the box ids and labels that
     matched nothing (with a warning), the time."""
     plan = run.plan

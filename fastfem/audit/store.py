@@ -420,7 +420,6 @@ class PartWriter:
         self.part_size = int(part_size)
         self.labels = dict(labels or {})
         self.seq = store.next_seq()
-        self.committed_rows = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -500,5 +499,4 @@ class PartWriter:
             table = pa.table(self.rows, schema=self.schema)
             self.store.write_part(self.seq, table, self._stacked_maps())
             self.seq += 1
-            self.committed_rows += len(self)
             self._reset()
