@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .feature_extractor import FeatureExtractor, Features
+from .feature_extractor import FeatureExtractor, features_apply
 
 FORMAT = "fastfem-extractor"
 FORMAT_VERSION = 1
@@ -42,7 +42,8 @@ def is_artifact(path: str | os.PathLike) -> bool:
     return p.is_dir() and (p / META_FILE).is_file() and (p / EXPORT_FILE).is_file()
 
 
-def _full_shape(extractor: FeatureExtractor, input_shape: Sequence[int] | None) -> tuple:
+def full_input_shape(extractor: FeatureExtractor, input_shape: Sequence[int] | None) -> tuple:
+    """``input_shape`` or the extractor's, as (H, W, C) ints; a ValueError unless fully known."""
     shape = tuple(input_shape) if input_shape is not None else tuple(extractor.input_shape)
     if len(shape) != 3 or any(d is None for d in shape):
         raise ValueError(
@@ -76,7 +77,7 @@ def save_extractor(
     """
     from jax import export
 
-    shape = _full_shape(extractor, input_shape)
+    shape = full_input_shape(extractor, input_shape)
     leaves, _ = jax.tree_util.tree_flatten(extractor.params)
     leaves = [np.asarray(leaf) for leaf in leaves]
     treedef = jax.tree_util.tree_structure(extractor.params)
@@ -163,14 +164,8 @@ def load_extractor(path: str | os.PathLike) -> FeatureExtractor:
         out = jax.lax.map(lambda xb: exported.call(flat, xb), xs)
         return tuple(o.reshape((chunks * fixed, *o.shape[2:]))[:n] for o in out)
 
-    def apply(flat: list, x: jax.Array) -> Features:
-        out = call(flat, x)
-        return Features(
-            activations=tuple(out[:n_layers]), output=out[n_layers] if has_output else None
-        )
-
     return FeatureExtractor(
-        apply=apply,
+        apply=features_apply(call, n_layers, has_output),
         params=params,
         input_shape=tuple(meta["input_shape"]),
         layer_names=tuple(meta["layer_names"]),

@@ -32,6 +32,23 @@ class Features(NamedTuple):
 Apply = Callable[[Any, jax.Array], Features]
 
 
+def features_apply(
+    call: Callable[[Any, jax.Array], Any], n_layers: int, include_output: bool
+) -> Apply:
+    """``apply(params, x) -> Features`` of a ``call`` returning [activations..., output] (a
+    list or tuple; one array alone is the one activation)."""
+
+    def apply(p: Any, x: jax.Array) -> Features:
+        out = call(p, x)
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        return Features(
+            activations=tuple(out[:n_layers]),
+            output=out[n_layers] if include_output else None,
+        )
+
+    return apply
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureExtractor:
     """A pure ``apply(params, x) -> Features`` with its params and input spec.

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .feature_extractor import FeatureExtractor, Features
+from .feature_extractor import FeatureExtractor, features_apply
 from .keras import LayerSpec, cut_at_layers, image_input_shape, import_keras
 
 SOURCE = "keras-jax (stateless_call)"
@@ -57,16 +57,7 @@ def from_keras_jax(
         [jnp.asarray(v.value) for v in sub.trainable_variables],
         [jnp.asarray(v.value) for v in sub.non_trainable_variables],
     )
-    call = _stateless_call(sub)
-
-    def apply(p: Any, x: jax.Array) -> Features:
-        out = call(p, x)
-        out = out if isinstance(out, (list, tuple)) else [out]
-        return Features(
-            activations=tuple(out[:n_layers]),
-            output=out[n_layers] if include_output else None,
-        )
-
+    apply = features_apply(_stateless_call(sub), n_layers, include_output)
     return FeatureExtractor(
         apply=apply,
         params=params,

@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .feature_extractor import FeatureExtractor, Features
+from .feature_extractor import FeatureExtractor, features_apply
 
 METHODS = ("auto", "tf2jax", "call_tf")
 
@@ -114,20 +114,6 @@ def quiet_call_tf_notes() -> None:
     logger = logging.getLogger("absl")
     if not any(isinstance(f, _NoCaptureNote) for f in logger.filters):
         logger.addFilter(_NoCaptureNote())
-
-
-def features_apply(call: Call, n_layers: int, include_output: bool):
-    """``apply(params, x) -> Features`` of a ``call`` returning [activations..., output]."""
-
-    def apply(p: Any, x: jax.Array) -> Features:
-        out = call(p, x)
-        out = list(out) if isinstance(out, (list, tuple)) else [out]
-        return Features(
-            activations=tuple(out[:n_layers]),
-            output=out[n_layers] if include_output else None,
-        )
-
-    return apply
 
 
 def _check_traces(apply: Any, params: Any, input_shape: tuple) -> None:

@@ -50,7 +50,8 @@ class Runner:
         self._sharding = batch_sharding(self.mesh)
         chain = [stages] if callable(stages) else list(stages)
         self._stages = [jax.jit(s, out_shardings=self._sharding) for s in chain]
-        self._placed: tuple[Any, Any] | None = None  # (params given, the same on the mesh)
+        #: id(leaf) -> (leaf, the leaf on the mesh), for the leaves of the last params placed
+        self._placed: dict[int, tuple[Any, Any]] = {}
         self._sizes: set[int] = set()  # device batches already compiled
         #: wall time of the calls that traced and compiled the stages (one per device batch
         #: size); the rest of a run's time is the steady state
@@ -63,10 +64,18 @@ class Runner:
         return min(self.batch_size, round_up(count, self.n_devices))
 
     def replicate(self, params: Any) -> Any:
-        """``params`` on every device of the mesh (placed once per params object)."""
-        if self._placed is None or self._placed[0] is not params:
-            self._placed = (params, jax.device_put(params, replicated(self.mesh)))
-        return self._placed[1]
+        """``params`` on every device of the mesh. Each leaf is placed once: a leaf (the same
+        object) that was in the last params placed is reused, so a params tree rebuilt around
+        the same model weights (e.g. ``(model, head, prototypes)``) copies only what is new."""
+        leaves, tree = jax.tree.flatten(params)
+        new = [x for x in leaves if self._placed.get(id(x), (None,))[0] is not x]
+        placed = dict(zip(map(id, new), jax.device_put(new, replicated(self.mesh)), strict=True))
+        out = []
+        for x in leaves:
+            hit = self._placed.get(id(x))
+            out.append(hit[1] if hit is not None and hit[0] is x else placed[id(x)])
+        self._placed = {id(x): (x, y) for x, y in zip(leaves, out, strict=True)}
+        return jax.tree.unflatten(tree, out)
 
     def dispatch(
         self, params: Any, batch: HostBatch, size: int | None = None

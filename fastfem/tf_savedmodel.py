@@ -24,18 +24,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from .converters.export import full_input_shape
 from .step import Step
-
-
-def _full_shape(explainer: Any, input_shape: Sequence[int] | None) -> tuple[int, int, int]:
-    shape = input_shape if input_shape is not None else explainer.extractor.input_shape
-    shape = tuple(shape)
-    if len(shape) != 3 or any(d is None for d in shape):
-        raise ValueError(
-            f"the input shape must be fully known to export (H, W, C); got {shape}: pass "
-            "input_shape= (command line: --input-shape H,W,C)"
-        )
-    return tuple(int(d) for d in shape)  # type: ignore[return-value]
 
 
 def _tf_name(key: str) -> str:
@@ -73,7 +63,7 @@ def export_savedmodel(
             "this explainer's model is wrapped with call_tf (a TF graph inside JAX); export a "
             "tf2jax-converted or native extractor instead (method='tf2jax')"
         )
-    shape = _full_shape(explainer, input_shape)
+    shape = full_input_shape(explainer.extractor, input_shape)
     step = explainer.step(shape, resize=True)
     if step.inputs[0] != "x" or any(k not in ("reference",) for k in step.inputs[1:]):
         raise ValueError(f"cannot export a step with inputs {step.inputs}: images only")

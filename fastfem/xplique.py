@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from .converters import FeatureExtractor, load
 from .explainers.fem import FEM as FemEngine
 from .inputs import image_stream, is_tf_dataset
 from .kernels.fem import channel_stats, fem_masks
@@ -110,14 +111,15 @@ class FEM:
         self.k = tf.cast(k, tf.float32)
         self.conv_layer = find_conv_layer(model, conv_layer)
         self.model = tf.keras.Model(model.inputs[0], self.conv_layer.output)
+        self._extractor: FeatureExtractor | None = None  # the cut model, converted once
         self._engines: dict[tuple[int, float], FemEngine] = {}
 
     def _engine(self, batch_size: int) -> FemEngine:
         key = (int(batch_size), float(self.k))
         if key not in self._engines:
-            self._engines[key] = FemEngine(
-                self.model, batch_size=key[0], conv_layer=self.conv_layer.name, k=key[1]
-            )
+            if self._extractor is None:
+                self._extractor = load(self.model, layers=self.conv_layer.name)
+            self._engines[key] = FemEngine(self._extractor, batch_size=key[0], k=key[1])
         return self._engines[key]
 
     def explain(self, inputs: Any, targets: Any = None) -> tf.Tensor:

@@ -63,6 +63,23 @@ def test_params_go_in_per_call_without_retracing():
     assert len(traces) == 1
 
 
+def test_params_leaves_are_placed_once_and_new_leaves_are_used():
+    """A params tree rebuilt around the same weights reuses their placed copy; a new leaf (or
+    a new value for the same name) is placed and used."""
+    runner = Runner(affine, batch_size=4)
+    w = np.full((2,), 2.0, np.float32)
+    first = runner.replicate((w, np.float32(1.0)))
+    again = runner.replicate((w, np.float32(5.0)))
+    assert again[0] is first[0]  # the same weights object: not copied again
+    assert float(again[1]) == 5.0
+    other = runner.replicate((w.copy(), np.float32(5.0)))
+    assert other[0] is not first[0]
+    np.testing.assert_array_equal(np.asarray(other[0]), w)
+    x = np.ones((4, 2), np.float32)
+    out = next(runner.run((w, np.float32(3.0)), host_batches(x, 4)))
+    np.testing.assert_array_equal(out["y"], [10.0] * 4)
+
+
 def test_stage_chain_carries_on_device_and_fetches_results_only():
     def first(params, batch):
         doubled = batch["x"] * params

@@ -20,7 +20,7 @@ import numpy as np
 from ..converters import FeatureExtractor
 from ..inputs import ImageStream, image_stream
 from ..kernels.finite import input_and_activation_finite
-from ..parallel import data_mesh
+from ..parallel import data_mesh, round_up
 from ..runner import HostBatch, Runner
 from ..step import Step, StepFn
 
@@ -104,8 +104,7 @@ class Explainer:
 
     def device_batch(self) -> int:
         """The full device batch (``batch_size`` rounded up to the number of devices)."""
-        n = self.mesh.devices.size
-        return -(-self.batch_size // n) * n
+        return round_up(self.batch_size, self.mesh.devices.size)
 
     def resize_maps(self, maps: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
         """Maps at the method's resolution (N, h, w) -> (N, H, W), resized the way this method

@@ -56,7 +56,7 @@ from ..kernels.resize import resize_batch
 from ..nonfinite import NonFiniteCheck
 from ..runner import HostBatch, batch_rows, collect
 from ..step import Step, StepFn
-from .base import Explainer, check_positive_int
+from .base import Explainer, check_positive_int, image_batches
 
 #: Most (query, reference) pairs explained per reference image in one row of the reference-map
 #: step; a reference shared by more pairs (a "hub") gets several rows.
@@ -493,6 +493,8 @@ class FAM(Explainer):
     def pure_head(self, sample_shape: Sequence[int] | None = None) -> PureHead | None:
         """The head as a pure function and its weights (built once per channel count);
         ``sample_shape`` defaults to the model's input shape (free dimensions taken as 64)."""
+        if self.head is None:  # nothing to build: no trace of the model for its channels
+            return None
         if sample_shape is None:
             sample_shape = [d or 64 for d in self.extractor.input_shape]
         channels = self.feature_shape(sample_shape)[2]
@@ -597,9 +599,8 @@ class FAM(Explainer):
         """Stream ``inputs`` once: pooled embeddings (N, C) and projections (N, D)."""
         stream = self.stream(inputs, what)
         step = self.embed_step(stream.sample_shape)
-        batches = ({"x": b} for b in stream.batches)
         out = collect(
-            self.run(step, batches, stream.count),
+            self.run(step, image_batches(stream), stream.count),
             stream.count,
             self._checked(what),
             progress,
