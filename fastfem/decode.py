@@ -185,9 +185,10 @@ def open_image(file: bytes | str | os.PathLike) -> Any:
 ORIENTATION_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
 
 
-def orientation(img: Any, loaded: bool) -> int:
-    """The EXIF orientation (1-8; 1 = as stored). Before decoding, a PNG's eXIf chunk counts
-    only when it precedes the pixels (reading a later one would decode them)."""
+def orientation(img: Any) -> int:
+    """The EXIF orientation (1-8; 1 = as stored), from what ``img.info`` holds now: before
+    decoding, a PNG's eXIf chunk counts only when it precedes the pixels (reading a later one
+    would decode them); after decoding, a later chunk is there too."""
     if img.format != "TIFF" and not any(key in img.info for key in ORIENTATION_SOURCES):
         return 1  # nothing to read it from (and a PNG would decode its pixels to look)
     value = img.getexif().get(ORIENTATION_TAG, 1)
@@ -328,7 +329,7 @@ def as_pixels(img: Any, channels: int | None) -> np.ndarray:
 
 def decode_open(img: Any, options: DecodeOptions) -> np.ndarray:
     """Steps 2-8 of the module docstring on an opened image."""
-    orient = orientation(img, loaded=False)
+    orient = orientation(img)  # before decoding: for the size checks
     if options.fit == "error":
         problems = strict_problems(img, orient, options)
         if problems:
@@ -341,7 +342,7 @@ def decode_open(img: Any, options: DecodeOptions) -> np.ndarray:
     check_budget(img.size, options.max_pixels)
     img.load()
     kind, _ = pixel_kind(img)
-    pixels = oriented(img, orientation(img, loaded=True))
+    pixels = oriented(img, orientation(img))  # after: img.info has every chunk
     pixels = to_channels(pixels, kind, options.channels, options.alpha)
     if options.size is not None and options.fit != "error":
         pixels = fit_image(pixels, options.size, options.fit)

@@ -84,7 +84,7 @@ def fit_array(x: np.ndarray, size: Size, fit: str) -> np.ndarray:
 
     if x.shape[:2] == tuple(size):
         return x
-    planes = x if x.dtype == np.uint8 else x.astype(np.float32)
+    planes = x if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
     fitted = [
         np.asarray(fit_image(Image.fromarray(np.ascontiguousarray(planes[..., c])), size, fit))
         for c in range(x.shape[2])

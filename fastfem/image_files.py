@@ -139,11 +139,6 @@ def walk_images(root: str | os.PathLike) -> list[FolderEntry]:
     return walk.entries()
 
 
-def list_image_files(folder: str | Path) -> list[Path]:
-    """The readable image files under ``folder`` (`walk_images`), as paths."""
-    return [Path(e.path) for e in walk_images(folder) if e.problem is None]
-
-
 def load_folder(
     folder: Path, size: tuple[int, int] | None, channels: int, fit: str
 ) -> tuple[np.ndarray, list[str]]:

@@ -277,9 +277,9 @@ def folder_source(roots: Sequence[Path], expected: Shape, options: ReadOptions) 
 
 def _fitted(x: np.ndarray, expected: Shape, fit: str) -> np.ndarray:
     h, w, _ = expected
-    if fit == "error" or h is None or w is None or x.shape[:2] == (h, w):
+    if fit == "error" or h is None or w is None:
         return x
-    return fit_array(x, (int(h), int(w)), fit)
+    return fit_array(x, (int(h), int(w)), fit)  # the same size: returned as it is
 
 
 def array_source(
@@ -297,7 +297,8 @@ def array_source(
         raise ValueError(f"{what}: expected an array (N, H, W, C); got shape {x.shape}")
     array_pixels(np.asarray(x[:0]), what)  # the dtype, checked up front
     h, w, c = expected
-    probe = x.shape[1:3] if fit == "error" else (h, w)  # fitted images take the model's size
+    # fitted images take the model's size (a free dimension: the array's)
+    probe = x.shape[1:3] if fit == "error" else (h or x.shape[1], w or x.shape[2])
     problem = check_image(np.zeros((*probe, x.shape[3]), np.float32), expected)
     if problem:
         raise ValueError(f"{what}: model/source mismatch: {problem} (array shape {x.shape})")

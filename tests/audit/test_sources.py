@@ -345,3 +345,17 @@ def test_report_reads_images_fitted_as_the_audit_fitted_them(tmp_path):
     fitted = images_by_id(str(tmp_path), ["wide.png"], config)
     assert fitted["wide.png"].shape == (64, 64, 3)
     assert images_by_id(str(tmp_path), ["wide.png"])["wide.png"].shape == (40, 90, 3)
+
+
+def test_array_source_with_a_fit_and_a_model_of_free_size_keeps_each_image_size():
+    """A model with free spatial dimensions: nothing to fit to, the images keep their size
+    (a fit mode no longer breaks the up-front check)."""
+    from fastfem.audit.sources import array_source
+
+    x = np.random.default_rng(0).integers(0, 255, (2, 10, 12, 3), dtype=np.uint8)
+    src = array_source(x, None, None, (None, None, 3), "arr", fit="crop")
+    recs = list(src.read(lambda i, rid: True))
+    assert [r.error for r in recs] == [None, None]
+    np.testing.assert_array_equal(np.stack([r.image for r in recs]), x)
+    with pytest.raises(ValueError, match="model/source mismatch"):
+        array_source(x, None, None, (None, None, 1), "arr", fit="crop")
