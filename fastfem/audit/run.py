@@ -73,7 +73,9 @@ from ..progress import progress_bar
 from ..step import Step
 from .batches import RecordBatcher
 from .boxes import max_boxes
-from .detectors import detect, detector_settings, write_detection
+from .detectors import detect, detection_rule, detector_settings, write_detection
+from .detectors.box import box_scores
+from .detectors.tables import FLAGS_FILE, read_table
 from .lock import StoreLock, describe
 from .manifest import STORE_FORMAT, check_resume, merge, model_sha256
 from .plan import AuditPlan, check_arguments, plan_audit
@@ -541,6 +543,19 @@ def end_info(run: AuditRun) -> dict[str, Any]:
     return info
 
 
+def flag_store(run: AuditRun, group: ProcessGroup, rows: dict[str, np.ndarray]) -> None:
+    """The detectors over the whole store, run once: process 0 detects and writes
+    ``flags.parquet`` / ``clusters.parquet``; then every process's summary reads the flags."""
+    store, summary = run.store, run.summary
+    with group.checkpoint("flags"):
+        if group.index == 0:
+            write_detection(store.root, detect(store, rows))
+    flagged = read_table(store.root, FLAGS_FILE)["id"]
+    summary.flagged_total = len(flagged)
+    summary.flagged = flagged[:20]
+    summary.flag_rule = detection_rule(box_scores(rows) is not None)
+
+
 def finish(run: AuditRun, group: ProcessGroup, info: dict[str, Any]) -> None:
     """Every process has committed its parts: fill the whole store's totals and flags; process
     0 merges the run's results into the manifest."""
@@ -548,11 +563,8 @@ def finish(run: AuditRun, group: ProcessGroup, info: dict[str, Any]) -> None:
     rows = store.read_rows()
     summary.committed_total = len(rows.get("id", []))
     if rows:
-        flags = detect(store, rows)
         summary.errors_total = int(np.sum(rows["status"] == "error"))
-        summary.flagged_total = int(np.sum(flags.flagged))
-        summary.flagged = flags.top_ids(20)
-        summary.flag_rule = flags.rule
+        flag_store(run, group, rows)
     if group.index == 0:
         body = merge(store.manifest(), info)
         maps = store.read_map_shape()
@@ -567,6 +579,4 @@ def finish(run: AuditRun, group: ProcessGroup, info: dict[str, Any]) -> None:
             "flagged": summary.flagged_total,
         }
         body["detectors"] = detector_settings()
-        if rows:
-            write_detection(store.root, flags)
         store.write_manifest(body)

@@ -120,6 +120,13 @@ def test_two_processes_write_one_table_and_a_no_op_resume_keeps_the_manifest(tmp
     assert sum(e is not None for e in table["error"]) == 2
     first = json.loads((out / "manifest.json").read_text())
     assert first["process_count"] == 2 and first["counts"]["rows"] == 62
+    # the detectors ran once (process 0); every process's summary reports the store's flags
+    import pyarrow.parquet as pq
+
+    flagged = pq.read_table(out / "flags.parquet").column("id").to_pylist()
+    for s in summaries:
+        assert s["flagged_total"] == len(flagged) == first["counts"]["flagged"]
+        assert s["flagged"] == flagged[:20] and s["flag_rule"].startswith("hot spot")
 
     port = free_port()
     again = finish([start([*common, "--resume", *process_args(port, 2, i)]) for i in (0, 1)])
