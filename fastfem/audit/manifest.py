@@ -55,8 +55,9 @@ def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
     return h.hexdigest()
 
 
-def _tree_stamp(p: Path) -> tuple[int, int]:
-    """(latest mtime, total size) of a file or a folder's files: the hash cache's key."""
+def tree_stamp(p: Path) -> tuple[int, int]:
+    """(latest mtime, total size) of a file or a folder's files: the key of the hash cache and
+    of the audit's model cache (`fastfem.audit.plan.model_file_key`)."""
     files = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file()]
     stats = [f.stat() for f in files]
     return max((s.st_mtime_ns for s in stats), default=0), sum(s.st_size for s in stats)
@@ -69,7 +70,7 @@ def model_sha256(model: Any) -> str | None:
         p = Path(model).resolve()
         if not p.exists():
             return None
-        return _file_sha256(str(p), *_tree_stamp(p))
+        return _file_sha256(str(p), *tree_stamp(p))
     if hasattr(model, "get_weights") and hasattr(model, "to_json"):
         h = hashlib.sha256(model.to_json().encode())
         for w in model.get_weights():

@@ -41,6 +41,7 @@ from .boxes import (
     sample_boxes,
     unknown_ids_error,
 )
+from .manifest import tree_stamp
 from .sources import ReadOptions, Source, array_source, open_source
 from .steps import METHODS
 
@@ -138,15 +139,16 @@ STEP_CACHE = StepCache()
 
 
 def model_file_key(model: Any) -> tuple | None:
-    """(path, mtime, size) of a model file/folder, or None for a model object."""
+    """(path, latest mtime, total size) of a model file, or of every file of a model folder
+    (a SavedModel edited in place is a new key, as it is a new hash in the manifest); None for
+    a model object."""
     if not isinstance(model, (str, os.PathLike)):
         return None
     p = Path(model).resolve()
     try:
-        st = p.stat()
+        return (str(p), *tree_stamp(p)) if p.exists() else None
     except OSError:
         return None
-    return (str(p), st.st_mtime_ns, st.st_size)
 
 
 def build_explainer(
