@@ -82,9 +82,18 @@ class Explainer:
                 raise
             raise ValueError(f"{what}: {err}") from err
 
-    def cached_fn(self, key: Hashable, build: Callable[[], StepFn]) -> StepFn:
+    def cached_fn(
+        self,
+        key: Hashable,
+        build: Callable[[], StepFn],
+        extractor: FeatureExtractor | None = None,
+    ) -> StepFn:
         """The step function for ``key``, built once: the same function object is what lets
-        the runner reuse its compiled code."""
+        the runner reuse its compiled code. A step on another ``extractor`` than the
+        explainer's own (`fastfem.evaluate`'s scoring one, made per evaluation) is built and
+        not kept: the cache would hold that extractor's weights for good."""
+        if extractor is not None and extractor is not self.extractor:
+            return build()
         if key not in self._fns:
             self._fns[key] = build()
         return self._fns[key]
@@ -126,8 +135,9 @@ class Explainer:
         ex = self.extractor if extractor is None else extractor
         out_hw = (int(sample_shape[0]), int(sample_shape[1])) if resize else None
         fn = self.cached_fn(
-            (name, out_hw, id(ex)),
+            (name, out_hw),
             lambda: make_layer_step(ex, layer_map, self.resize_maps, out_hw),
+            ex,
         )
         return Step(fn, ex.params)
 

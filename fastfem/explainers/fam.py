@@ -521,11 +521,12 @@ class FAM(Explainer):
         extractor: FeatureExtractor | None = None,
         inputs: tuple[str, ...] = ("x",),
     ) -> Step:
-        """A task's `Step`: its function built once per ``(kind, shape, key, extractor)`` from
-        ``build(head)``; params ``(model, head, extra)``."""
+        """A task's `Step`: its function built once per ``(kind, shape, key)`` from
+        ``build(head)`` (`cached_fn`: not kept for another extractor); params ``(model, head,
+        extra)``."""
         ex = self.extractor if extractor is None else extractor
         head = self.pure_head(sample_shape)
-        fn = self.cached_fn((kind, tuple(sample_shape), *key, id(ex)), lambda: build(head))
+        fn = self.cached_fn((kind, tuple(sample_shape), *key), lambda: build(head), ex)
         head_params = () if head is None else head.params
         return Step(fn, (ex.params, head_params, extra), inputs)
 

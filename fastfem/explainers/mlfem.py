@@ -172,9 +172,8 @@ class MLFEM(Explainer):
         del resize
         ex = self.extractor if extractor is None else extractor
         out_hw = (int(sample_shape[0]), int(sample_shape[1]))
-        key = ("mlfem", out_hw, return_layers, id(ex))
         fn = self.cached_fn(
-            key,
+            ("mlfem", out_hw, return_layers),
             lambda: make_mlfem_step(
                 ex,
                 self.k,
@@ -184,6 +183,7 @@ class MLFEM(Explainer):
                 out_hw,
                 return_layers,  # type: ignore[arg-type]
             ),
+            ex,
         )
         return Step(fn, ex.params)
 
