@@ -69,13 +69,13 @@ def images_by_id(
     config = config or {}
     fit, size = config.get("fit", "error"), config.get("input_size")
     expected = (None, None, None) if fit == "error" or not size else (*size, None)
-    options = ReadOptions(
-        fit=fit,
-        max_pixels=config.get("max_pixels", ReadOptions.max_pixels),
-        alpha=config.get("alpha", "black"),
-        threads=2,
-    )
-    try:
+    try:  # a manifest's reading options are checked like any others
+        options = ReadOptions(
+            fit=fit,
+            max_pixels=config.get("max_pixels", ReadOptions.max_pixels),
+            alpha=config.get("alpha", "black"),
+            threads=2,
+        )
         src = open_source(location, expected, options)
     except (OSError, ValueError):
         return {}

@@ -64,8 +64,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..decode import DEFAULT_MAX_PIXELS, check_alpha, check_max_pixels
-from ..fit import check_fit
+from ..decode import DEFAULT_MAX_PIXELS
 from ..kernels.fem import Variant
 from ..kernels.map_stats import MapStats
 from ..preprocess import Preprocess
@@ -302,9 +301,7 @@ def read_options(
         raise ValueError(f"resize=True means fit='squash'; it contradicts fit={fit!r}")
     fit = "squash" if resize else (fit or "error")
     threads = default_threads() if threads is None else threads
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer; got {threads!r}")
-    return ReadOptions(check_fit(fit), check_max_pixels(max_pixels), check_alpha(alpha), threads)
+    return ReadOptions(fit, max_pixels, alpha, threads)
 
 
 def audit(

@@ -54,6 +54,8 @@ from ..decode import (
     DecodeError,
     DecodeOptions,
     array_pixels,
+    check_alpha,
+    check_max_pixels,
     decode_image,
     unit_float,
 )
@@ -122,13 +124,22 @@ def default_threads() -> int:
 @dataclass(frozen=True)
 class ReadOptions:
     """How a source's files become pixels: ``fit`` (`fastfem.fit.FITS`), the pixel budget
-    ``max_pixels``, the ``alpha`` background, host decoding ``threads``, JPEG ``draft``."""
+    ``max_pixels``, the ``alpha`` background, host decoding ``threads``, JPEG ``draft``;
+    checked when made (arrays and streams never build a `DecodeOptions`, which checks too)."""
 
     fit: str = "error"
     max_pixels: int = DEFAULT_MAX_PIXELS
     alpha: str = "black"
     threads: int = field(default_factory=default_threads)
     draft: bool = True
+
+    def __post_init__(self) -> None:
+        check_fit(self.fit)
+        object.__setattr__(self, "max_pixels", check_max_pixels(self.max_pixels))
+        check_alpha(self.alpha)
+        t = self.threads
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise ValueError(f"threads must be a positive integer; got {t!r}")
 
     def decode_options(self, expected: Shape) -> DecodeOptions:
         h, w, c = expected
@@ -521,7 +532,6 @@ def _is_path_list(source: Any) -> bool:
 def open_source(source: Any, expected: Shape, options: ReadOptions | None = None) -> Source:
     """Recognise ``source`` and return it as a `Source` (see the module docstring)."""
     options = options or ReadOptions()
-    check_fit(options.fit)
     if isinstance(source, (str, os.PathLike)):
         return open_paths(expand(source), expected, options)
     if _is_path_list(source):
