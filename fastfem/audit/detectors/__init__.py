@@ -44,7 +44,7 @@ from .hotspots import (
     hot_spot_flags,
 )
 from .summary import Classes, cluster_columns, row_classes
-from .tables import CLUSTERS_FILE, FLAGS_FILE, write_clusters, write_flags
+from .tables import CLUSTERS_FILE, FLAGS_FILE, clusters_schema, write_clusters, write_flags
 
 __all__ = [
     "CLUSTERS_FILE",
@@ -197,11 +197,5 @@ def detect(store: ResultStore, rows: Mapping[str, np.ndarray] | None = None) -> 
 def write_detection(root, detection: Detection) -> None:
     """Write ``root/flags.parquet`` and ``root/clusters.parquet`` atomically (`tables`)."""
     write_flags(root, detection.flags_columns())
-    columns = detection.clusters or {name: [] for name in _empty_cluster_columns()}
+    columns = detection.clusters or {name: [] for name in clusters_schema().names}
     write_clusters(root, columns)
-
-
-def _empty_cluster_columns() -> list[str]:
-    from .tables import clusters_schema
-
-    return list(clusters_schema().names)

@@ -25,6 +25,7 @@ import numpy as np
 
 from .clusters import ClusterStats
 from .hotspots import HotSpotResult
+from .tables import clusters_schema
 
 TOP_MEMBERS = 16
 
@@ -114,7 +115,7 @@ def cluster_columns(
     mapping = label_to_prediction(rows)
     mean_maps = stats.mean_maps()
     ids = np.asarray(rows["id"])
-    cols: dict[str, list] = {name: [] for name in _CLUSTER_COLUMNS}
+    cols: dict[str, list] = {name: [] for name in clusters_schema().names}
     for k in range(stats.k):
         members = stats.ranked_members(k)
         counts = class_distribution(classes.index[members], n_classes)
@@ -146,28 +147,3 @@ def cluster_columns(
         cols["mean_map"].append(mean_maps[k].astype(np.float32).ravel().tolist())
         cols["members"].append([str(ids[i]) for i in members[:TOP_MEMBERS]])
     return cols
-
-
-_CLUSTER_COLUMNS = (
-    "cluster",
-    "size",
-    "candidate",
-    "score",
-    "contrast",
-    "variation",
-    "hot_energy",
-    "hot_cells",
-    "peak_y",
-    "peak_x",
-    "classes",
-    "class_counts",
-    "top_class",
-    "top_class_share",
-    "class_skew",
-    "disagreement",
-    "flagged",
-    "map_height",
-    "map_width",
-    "mean_map",
-    "members",
-)
