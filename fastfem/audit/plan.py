@@ -58,6 +58,7 @@ class AuditPlan:
     model_desc: str
     config: dict[str, Any]
     references: Source | None = None
+    model: Any = None  # the model as given (None: the bundled CNN's path)
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -299,4 +300,5 @@ def plan_audit(
         model_desc=model_desc,
         config=config,
         references=refs,
+        model=model,
     )

@@ -136,6 +136,11 @@ def row_columns(has_output: bool, method: str, has_boxes: bool) -> list[str]:
     return cols
 
 
+def plan_columns(plan: AuditPlan) -> list[str]:
+    """The store's columns for ``plan`` (`row_columns`)."""
+    return row_columns(plan.extractor.has_output, plan.method, plan.boxes is not None)
+
+
 def source_location(source: Any) -> str | None:
     """Where the report can read the images again: a path, "bundled:test", or None."""
     if source is None:
@@ -257,7 +262,7 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
     )
     writer = PartWriter(
         run.store,
-        store_schema(row_columns(plan.extractor.has_output, plan.method, plan.boxes is not None)),
+        store_schema(plan_columns(plan)),
         map_shape(step, plan, _example_batch(plan, spec)),
         run.part_size,
         labels,
@@ -385,7 +390,7 @@ def audit(
             boxes,
             references,
         )
-        info = start_info(plan, model, source, boxes, references)
+        info = start_info(plan, source, boxes)
     store = ResultStore(out, process_index=group.index)
     lock = StoreLock(out)
     try:
@@ -476,28 +481,21 @@ def open_store(store: ResultStore, lock: StoreLock, info: dict[str, Any], resume
     store.write_manifest(merge(old, {**info, **update}))
 
 
-def start_info(
-    plan: AuditPlan, model: Any, source: Any, boxes: Any, references: Any
-) -> dict[str, Any]:
+def start_info(plan: AuditPlan, source: Any, boxes: Any) -> dict[str, Any]:
     """What the manifest records before the first part: everything a row depends on
     (`fastfem.audit.manifest`), the source, the versions and the devices."""
-    if model is None:
-        from ..sample import MODEL_PATH
-
-        model = MODEL_PATH
     config = dict(plan.config)
     if plan.method == "fam":
         config.update(pooling="gap", similarity="cosine", weights="max")
-        config["prototypes_from"] = "references" if references is not None else "source"
-    columns = row_columns(plan.extractor.has_output, plan.method, plan.boxes is not None)
+        config["prototypes_from"] = "references" if plan.references is not None else "source"
     info: dict[str, Any] = {
         "store_format": STORE_FORMAT,
         "model": plan.model_desc,
-        "model_sha256": model_sha256(model),
+        "model_sha256": model_sha256(plan.model),
         "layer": ",".join(plan.explainer.layer_names),
         "method": plan.method,
         "config": config,
-        "columns": schema_types(store_schema(columns)),
+        "columns": schema_types(store_schema(plan_columns(plan))),
         "source": plan.source.description,
         "source_location": source_location(source),
         "versions": _versions(),
