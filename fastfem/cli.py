@@ -265,6 +265,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         fusion=args.fusion,
         references=args.references,
         preprocess=args.preprocess,
+        **({} if args.reliance_sample is None else {"reliance_sample": args.reliance_sample}),
     )
     print(json.dumps(summary.to_dict(), indent=2))
     return 0
@@ -582,6 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
         "process id is reported (default 60)",
     )
     a.add_argument("--part-size", type=positive_int, default=2048, help="rows per committed part")
+    a.add_argument(
+        "--reliance-sample",
+        type=non_negative_int,
+        help="rows of the reliance test's occlusion sweep: which regions the model relies on "
+        "for one class (default: fastfem.audit.reliance.SAMPLE, 320; 0: no reliance test)",
+    )
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.add_argument("--out", required=True, help="result store folder")
     a.set_defaults(func=cmd_audit)

@@ -72,13 +72,22 @@ from ..progress import progress_bar
 from ..step import Step
 from .batches import RecordBatcher
 from .boxes import max_boxes
-from .detectors import detect, detection_rule, detector_settings, write_detection
+from .detectors import detect, detection_rule, detector_settings, with_reliance, write_detection
 from .detectors.box import box_scores
 from .detectors.tables import FLAGS_FILE, read_table
 from .lock import StoreLock, describe
 from .manifest import STORE_FORMAT, check_resume, merge, model_sha256
 from .plan import AuditPlan, check_arguments, plan_audit
 from .processes import ProcessGroup, start_processes
+from .reliance import (
+    ROW_TAU,
+    SAMPLE,
+    RelianceResult,
+    hot_spot_regions,
+    reliance_settings,
+    reliance_test,
+)
+from .reliance.table import write_reliance
 from .sources import ReadOptions, default_threads, process_of
 from .steps import (
     FAM_COLUMNS,
@@ -118,6 +127,7 @@ class AuditSummary:
     flagged_total: int = 0  # flagged rows in the whole store
     flagged: list[str] = field(default_factory=list)  # the top 20 flagged ids, highest first
     flag_rule: str = ""
+    reliance: str = ""  # the reliance test's candidates (or why it did not run)
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,6 +220,7 @@ class AuditRun:
     unmatched_labels: set[str] = field(default_factory=set)
     box_ids_seen: set[str] = field(default_factory=set)
     check_peers: Callable[[], None] = lambda: None  # raises when another process has failed
+    reliance_sample: int = SAMPLE  # rows of the reliance sweep (0: no reliance test)
 
 
 def audit_step(plan: AuditPlan, classes_protos: tuple | None) -> tuple[Step, AuditSpec]:
@@ -332,6 +343,7 @@ def audit(
     fusion_weights: Sequence[float] | None = None,
     references: Any = None,
     preprocess: str | Preprocess = "unit",
+    reliance_sample: int = SAMPLE,
 ) -> AuditSummary:
     """Audit ``source`` with ``model`` into the result store ``out``; returns a summary.
 
@@ -370,10 +382,19 @@ def audit(
         ``unit`` (v / 255, default), ``raw``, ``caffe``, ``torch``, ``tf``, or a JAX function.
       threads: host threads decoding image files (default
         `fastfem.audit.sources.default_threads`: half the CPU cores, 1 to 8).
+      reliance_sample: rows of the reliance test's sweep (`fastfem.audit.reliance`: which
+        regions does the model rely on for one class, by occlusion; its flags join the map
+        detectors'); 0 turns the test off.
     """
     k = check_arguments(
         method, k, variant, batch_size, part_size, references, fusion, fusion_weights
     )
+    if (
+        isinstance(reliance_sample, bool)
+        or not isinstance(reliance_sample, int)
+        or reliance_sample < 0
+    ):
+        raise ValueError(f"reliance_sample must be an integer >= 0; got {reliance_sample!r}")
     group = start_processes(distributed)
     weights = None if fusion_weights is None else [float(v) for v in fusion_weights]
     settings = {"variant": variant, "k": k, "fusion": fusion, "fusion_weights": weights}
@@ -403,6 +424,7 @@ def audit(
         with group.checkpoint("run"):
             run = AuditRun(plan, store, AuditSummary(str(out), plan.source.description))
             run.part_size = part_size
+            run.reliance_sample = reliance_sample
             run.check_peers = lambda: group.raise_if_a_peer_failed("run")
             audit_my_slice(run, group, progress)
         finish(run, group, end_info(run))
@@ -538,13 +560,40 @@ def end_info(run: AuditRun) -> dict[str, Any]:
     return info
 
 
+def describe_reliance(result: RelianceResult) -> str:
+    """One line on the reliance test for the summary and the manifest."""
+    if result.skipped:
+        return f"not run: {result.skipped}"
+    found = "; ".join(
+        f"class {c.cls} relies on {c.probe.name}: {sum(1 for j in result.candidate if j == k)} rows"
+        for k, c in enumerate(result.candidates)
+    )
+    return (
+        f"{len(result.candidates)} candidates from {result.probes} probes on {result.sampled} "
+        f"sampled rows, {result.tested} rows tested" + (f" ({found})" if found else "")
+    )
+
+
+def reliance_result(run: AuditRun, rows: dict[str, np.ndarray], hot: Any) -> RelianceResult:
+    """The reliance test on the committed rows (`fastfem.audit.reliance`), or why not."""
+    if run.reliance_sample <= 0:
+        return RelianceResult(skipped="disabled (reliance_sample=0)")
+    h, w = run.plan.image_hw
+    return reliance_test(run.plan, rows, hot_spot_regions(hot, h, w), run.reliance_sample)
+
+
 def flag_store(run: AuditRun, group: ProcessGroup, rows: dict[str, np.ndarray]) -> None:
-    """The detectors over the whole store, run once: process 0 detects and writes
-    ``flags.parquet`` / ``clusters.parquet``; then every process's summary reads the flags."""
+    """The detectors and the reliance test over the whole store, run once: process 0 writes
+    ``flags.parquet`` / ``clusters.parquet`` / ``reliance.parquet``; then every process's
+    summary reads the flags."""
     store, summary = run.store, run.summary
     with group.checkpoint("flags"):
         if group.index == 0:
-            write_detection(store.root, detect(store, rows))
+            detection = detect(store, rows)
+            result = reliance_result(run, rows, detection.hot)
+            write_reliance(store.root, result)
+            summary.reliance = describe_reliance(result)
+            write_detection(store.root, with_reliance(detection, result, ROW_TAU))
     flagged = read_table(store.root, FLAGS_FILE)["id"]
     summary.flagged_total = len(flagged)
     summary.flagged = flagged[:20]
@@ -573,5 +622,7 @@ def finish(run: AuditRun, group: ProcessGroup, info: dict[str, Any]) -> None:
             "errors": summary.errors_total,
             "flagged": summary.flagged_total,
         }
-        body["detectors"] = detector_settings()
+        body["detectors"] = {**detector_settings(), **reliance_settings(run.reliance_sample)}
+        if group.index == 0 and summary.reliance:
+            body["reliance"] = summary.reliance
         store.write_manifest(body)

@@ -70,14 +70,19 @@ def localisation_columns(
     return {name: jnp.where(has_box, getattr(res, name), jnp.nan) for name in LOCALISATION_COLUMNS}
 
 
-def prediction_columns(output: jax.Array) -> dict[str, jax.Array]:
-    """Predicted class and its probability; the output is taken as probabilities when every
+def probabilities(output: jax.Array) -> jax.Array:
+    """The model's output (B, ...) as class probabilities (B, K): taken as they are when every
     row is in [0, 1] and sums to 1 (within 1e-3), else as logits (softmax)."""
     logits = output.reshape(output.shape[0], -1).astype(jnp.float32)
     is_prob = jnp.all((logits >= 0) & (logits <= 1), axis=1) & (
         jnp.abs(jnp.sum(logits, axis=1) - 1) < 1e-3
     )
-    probs = jnp.where(is_prob[:, None], logits, jax.nn.softmax(logits, axis=1))
+    return jnp.where(is_prob[:, None], logits, jax.nn.softmax(logits, axis=1))
+
+
+def prediction_columns(output: jax.Array) -> dict[str, jax.Array]:
+    """Predicted class and its probability (`probabilities`)."""
+    probs = probabilities(output)
     return {
         "prediction": jnp.argmax(probs, axis=1).astype(jnp.int32),
         "confidence": jnp.max(probs, axis=1),

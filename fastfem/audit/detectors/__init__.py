@@ -23,8 +23,10 @@ over the detectors that fired, ``reason`` lists them. `detect` runs everything a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +55,7 @@ __all__ = [
     "detect",
     "detection_rule",
     "detector_settings",
+    "with_reliance",
     "write_detection",
 ]
 
@@ -119,6 +122,10 @@ class Detection:
     stats: ClusterStats | None = None
     hot: HotSpotResult | None = None
     clusters: dict[str, list] = field(default_factory=dict)
+    #: the reliance test's evidence per row (`with_reliance`): region, fill, output change
+    region: np.ndarray | None = None
+    fill: np.ndarray | None = None
+    change: np.ndarray | None = None
 
     def order(self) -> np.ndarray:
         """Indices of the flagged rows, highest score first (ties: the larger strength, then
@@ -133,12 +140,19 @@ class Detection:
     def flags_columns(self) -> dict[str, list]:
         """The columns of ``flags.parquet`` (`tables`), highest score first."""
         order = self.order()
+        has = self.change is not None
+        region = self.region if has else np.full(len(self.ids), None, dtype=object)
+        fill = self.fill if has else region
+        change = self.change if has else np.full(len(self.ids), np.nan)
         return {
             "id": [str(self.ids[i]) for i in order],
             "score": [float(self.score[i]) for i in order],
             "reason": [str(self.reason[i]) for i in order],
             "cluster": [None if self.cluster[i] < 0 else int(self.cluster[i]) for i in order],
             "rank": list(range(1, len(order) + 1)),
+            "region": [region[i] for i in order],
+            "fill": [fill[i] for i in order],
+            "output_change": [None if np.isnan(change[i]) else float(change[i]) for i in order],
         }
 
 
@@ -191,6 +205,38 @@ def detect(store: ResultStore, rows: Mapping[str, np.ndarray] | None = None) -> 
         stats=stats,
         hot=hot,
         clusters=columns,
+    )
+
+
+def with_reliance(detection: Detection, result: Any, row_tau: float) -> Detection:
+    """``detection`` with the reliance test's flagged rows (`fastfem.audit.reliance`) added:
+    score ``drop / row_tau``, reason ``relies on <region> (<fill>)``, and the evidence columns
+    (region, fill, output change) of those rows."""
+    n = len(detection.ids)
+    pos = {str(rid): i for i, rid in enumerate(detection.ids)}
+    region = np.full(n, None, dtype=object)
+    fill = np.full(n, None, dtype=object)
+    change = np.full(n, np.nan)
+    score = detection.score.copy()
+    reason = detection.reason.copy()
+    strength = detection.strength.copy() if detection.strength.size else np.zeros(n)
+    for rid, drop, k in zip(result.ids, result.drop, result.candidate, strict=True):
+        i = pos[rid]
+        probe = result.candidates[k].probe
+        region[i], fill[i], change[i] = probe.region.name, "+".join(probe.fills), drop
+        score[i] = max(score[i], drop / row_tau)
+        strength[i] = max(strength[i], drop)
+        text = f"relies on {probe.name}"
+        reason[i] = f"{reason[i]}, {text}" if reason[i] else text
+    return dataclasses.replace(
+        detection,
+        score=score,
+        flagged=score >= 1.0,
+        reason=reason,
+        strength=strength,
+        region=region,
+        fill=fill,
+        change=change,
     )
 
 

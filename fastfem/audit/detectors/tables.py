@@ -15,6 +15,10 @@ They are rewritten at the end of every audit run, a no-op resume included.
     cluster  int32    null       the shortcut-candidate cluster whose hot spot fired, else the
                                  row's explanation cluster (null: no map clustered)
     rank     int32    not null   1 = highest score
+    region   string   null       the reliance test: the region whose removal knocked the
+                                 row's predicted class out (`fastfem.audit.reliance`)
+    fill     string   null       how that region was hidden
+    output_change float64 null   the fall of the predicted class's probability
 
 ``clusters.parquet``: one row per explanation cluster (`fastfem.audit.detectors.summary`).
 """
@@ -42,6 +46,9 @@ def flags_schema():
             pa.field("reason", pa.string(), nullable=False),
             pa.field("cluster", pa.int32(), nullable=True),
             pa.field("rank", pa.int32(), nullable=False),
+            pa.field("region", pa.string(), nullable=True),
+            pa.field("fill", pa.string(), nullable=True),
+            pa.field("output_change", pa.float64(), nullable=True),
         ]
     )
 
@@ -76,14 +83,14 @@ def clusters_schema():
     )
 
 
-def _write(path: Path, table: Any) -> Path:
+def write_table(path: Path, table: Any) -> Path:
     """``table`` to ``path`` (its folder made if missing) by `write_table_atomic`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_table_atomic(path, table)
     return path
 
 
-def _table(columns: Mapping[str, Sequence[Any]], schema: Any) -> Any:
+def table_from_columns(columns: Mapping[str, Sequence[Any]], schema: Any) -> Any:
     import pyarrow as pa
 
     missing = [f.name for f in schema if f.name not in columns]
@@ -94,12 +101,12 @@ def _table(columns: Mapping[str, Sequence[Any]], schema: Any) -> Any:
 
 def write_flags(root: str | os.PathLike, columns: Mapping[str, Sequence[Any]]) -> Path:
     """Write ``root/flags.parquet`` (schema of the module docstring) atomically."""
-    return _write(Path(root) / FLAGS_FILE, _table(columns, flags_schema()))
+    return write_table(Path(root) / FLAGS_FILE, table_from_columns(columns, flags_schema()))
 
 
 def write_clusters(root: str | os.PathLike, columns: Mapping[str, Sequence[Any]]) -> Path:
     """Write ``root/clusters.parquet`` (schema `clusters_schema`) atomically."""
-    return _write(Path(root) / CLUSTERS_FILE, _table(columns, clusters_schema()))
+    return write_table(Path(root) / CLUSTERS_FILE, table_from_columns(columns, clusters_schema()))
 
 
 def read_table(root: str | os.PathLike, name: str) -> dict[str, list] | None:

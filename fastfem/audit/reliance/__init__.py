@@ -1,0 +1,327 @@
+"""The reliance test: which regions of the images does the model *rely on* for one class?
+
+Maps show where a model looks; a shortcut is what it decides by. This test asks the model
+itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
+
+1. **Sweep** (a sample): ``SAMPLE`` committed rows, stratified by predicted class, are read
+   again from the source and run under every probe of a fixed, map-free family — bands,
+   columns, cells at two offsets, border rings, the centre (each hidden by the dataset's mean
+   colour) and the whole image under the global fills (low-pass, grey-world) — plus the hot
+   spots of the map detectors' candidate clusters (maps propose, occlusion tests). One forward
+   pass per probe per sampled row, in one jitted step (`step`).
+2. **Candidates** (`stats`): a (probe, class) whose occlusion knocks out the predictions of
+   that class far more often than of the others (exact binomial test, Bonferroni-corrected,
+   lift and hit-count floors). Each candidate region is then tried with every region fill
+   (mean, blur, noise) on the sample and keeps the fill with the strongest effect.
+3. **Every row** (streaming): each row predicted a candidate's class is read again and run
+   under that candidate's probe (one forward per candidate); a row whose predicted class's
+   probability falls by ``>= ROW_TAU`` is flagged ``relies on <region> (<fill>)``, score
+   ``drop / ROW_TAU``. The evidence — region, fill, the output change on members (rows of the
+   class) and on non-members (the sample's other rows), rates, lift, p-value — goes to
+   ``DIR/reliance.parquet`` (`table`) and the report.
+
+Memory is bounded by the sample (kept as host batches) and one batch; the member pass streams.
+Models without a classifier output (FAM similarity models) and sources that cannot be read
+again (a one-shot iterable) skip the test, with the reason in the result.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from ...kernels.occlusion import (
+    FILLS,
+    GLOBAL_FILLS,
+    REGION_FILLS,
+    Region,
+    fill_params,
+    region_family,
+    whole_image,
+)
+from ...step import Step
+from ..batches import RecordBatcher
+from .stats import TAU, ProbeTest, probe_tests, select_candidates
+from .step import ProbeParams, make_probe_step
+
+SAMPLE = 320  # rows of the sweep (stratified by predicted class)
+ROW_TAU = 0.5  # a member row is flagged when its class's probability falls by this much (the
+# reliance ground truth's own threshold)
+#: How the sweep hides a region: filled from its surroundings. A flat or a noise patch draws
+#: edges a model may read as an object or a frame (measured: a model that never saw a frame
+#: loses one class on 88-98% of its rows when a 2 px border is painted flat or noisy, on 0%
+#: when it is blurred); the other fills are evidence (`fill_effects`).
+HIDE_FILLS: tuple[str, ...] = ("inpaint",)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A region and the fills that hide it; its drop is the smallest over the fills."""
+
+    region: Region
+    fills: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.region.name} ({'+'.join(self.fills)})"
+
+
+def sweep_probes(h: int, w: int, proposed: Sequence[Region] = ()) -> list[Probe]:
+    """The sweep: every region of `region_family` and every ``proposed`` region (map hot spots)
+    hidden by ``HIDE_FILLS``, and the whole image under each global fill."""
+    regions = [*region_family(h, w), *proposed]
+    return [Probe(r, HIDE_FILLS) for r in regions] + [
+        Probe(whole_image(h, w), (f,)) for f in GLOBAL_FILLS
+    ]
+
+
+@dataclass
+class Candidate:
+    """A (probe, class) the sweep found, with its evidence: the hit rate of the class's sampled
+    rows under each single fill, and the drops on the members (every row of the class) and
+    on the non-members (the sample's rows of other classes)."""
+
+    probe: Probe
+    cls: int
+    test: ProbeTest
+    fill_effects: dict[str, float] = field(default_factory=dict)
+    member_rows: int = 0
+    member_mean_drop: float = 0.0
+    member_hits: int = 0
+    nonmember_rows: int = 0
+    nonmember_mean_drop: float = 0.0
+    nonmember_hits: int = 0
+
+
+@dataclass
+class RelianceResult:
+    """The reliance test's outcome: ``candidates`` and the flagged rows (``ids``, ``drop``,
+    ``candidate`` index), or ``skipped`` (why the test did not run)."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    drop: list[float] = field(default_factory=list)
+    candidate: list[int] = field(default_factory=list)
+    sampled: int = 0
+    tested: int = 0
+    probes: int = 0
+    skipped: str = ""
+
+
+def reliance_settings(sample: int) -> dict[str, float | int | str]:
+    """The reliance test's settings by name (recorded in the manifest)."""
+    from . import stats
+
+    return {
+        "reliance_sample": sample,
+        "reliance_fill": "+".join(HIDE_FILLS),
+        "reliance_tau": stats.TAU,
+        "reliance_row_tau": ROW_TAU,
+        "reliance_min_hits": stats.MIN_HITS,
+        "reliance_min_lift": stats.MIN_LIFT,
+        "reliance_min_place_lift": stats.MIN_PLACE_LIFT,
+        "reliance_alpha": stats.ALPHA,
+        "reliance_max_candidates": stats.MAX_CANDIDATES,
+    }
+
+
+def hot_spot_regions(hot: Any, h: int, w: int) -> list[Region]:
+    """The map detectors' candidate hot spots (`fastfem.audit.detectors.hotspots`: cells of a
+    coarse grid) as regions of the (H, W) model input, to be tested like the fixed family."""
+    if hot is None:
+        return []
+    out = []
+    for k in np.flatnonzero(hot.candidate):
+        cells = np.asarray(hot.hot[k]) > 0
+        gy = (np.arange(h) * cells.shape[0]) // h
+        gx = (np.arange(w) * cells.shape[1]) // w
+        mask = cells[gy[:, None], gx[None, :]].astype(np.float32)
+        ys, xs = np.nonzero(mask)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        out.append(Region(f"hot spot {k}", "hot spot", box, mask))
+    return out
+
+
+def stratified_sample(pred: np.ndarray, size: int) -> np.ndarray:
+    """Indices of at most ``size`` rows, the same number per predicted class where the class
+    has enough rows (evenly spaced within each class, so deterministic), sorted."""
+    classes = np.unique(pred)
+    if len(classes) == 0:
+        return np.zeros((0,), np.int64)
+    per = max(1, size // len(classes))
+    out = []
+    for c in classes:
+        rows = np.flatnonzero(pred == c)
+        take = min(per, len(rows))
+        out.append(rows[np.linspace(0, len(rows) - 1, take).round().astype(np.int64)])
+    return np.unique(np.concatenate(out))
+
+
+def _probe_params(probes: Sequence[Probe], fills: Any) -> tuple[ProbeParams, np.ndarray]:
+    """The step's probes, one per (probe, fill), and the probe each belongs to."""
+    pairs = [(k, p.region.mask, f) for k, p in enumerate(probes) for f in p.fills]
+    masks = np.stack([m for _, m, _ in pairs]).astype(np.float32)
+    idx = np.asarray([FILLS.index(f) for _, _, f in pairs], np.int32)
+    owner = np.asarray([k for k, _, _ in pairs], np.int64)
+    return ProbeParams(jnp.asarray(masks), jnp.asarray(idx), fills), owner
+
+
+def probe_drops(drop: np.ndarray, owner: np.ndarray, n_probes: int) -> np.ndarray:
+    """(N, P) drops of the probes from the (N, F) drops of their fills: the smallest."""
+    out = np.full((drop.shape[0], n_probes), np.inf, np.float32)
+    for j, k in enumerate(owner):
+        out[:, k] = np.minimum(out[:, k], drop[:, j])
+    return out
+
+
+class ProbeRunner:
+    """The probe step of one audit plan: its batches read back from the source by id."""
+
+    def __init__(self, plan: Any):
+        self.plan = plan
+        explainer = plan.explainer
+        self.fn = explainer.cached_fn(("reliance",), lambda: make_probe_step(plan.extractor))
+
+    def read(self, ids: set[str]) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
+        """Host batches of the rows ``ids`` (in source order) with their ids."""
+        batcher = RecordBatcher(self.plan.explainer.device_batch())
+        records = self.plan.source.read(lambda i, rid: rid in ids)
+        for batch in batcher.batches(records):
+            yield [r.id for r in batcher.pending.popleft()], batch
+
+    def run(
+        self, batches: Iterable[dict[str, np.ndarray]], probes: ProbeParams
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """The probe step's outputs, batch by batch."""
+        step = Step(self.fn, (self.plan.extractor.params, probes))
+        return self.plan.explainer.run(step, batches)
+
+
+def _concat(outs: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+    return np.concatenate([o[key] for o in outs]) if outs else np.zeros((0,))
+
+
+def sweep(runner: ProbeRunner, batches: list, probes: list[Probe], fills: Any):
+    """``(pred (S,), drop (S, P))`` of the sample's batches under ``probes``."""
+    params, owner = _probe_params(probes, fills)
+    outs = list(runner.run(batches, params))
+    pred = _concat(outs, "prediction")
+    return pred, probe_drops(_concat(outs, "drop").reshape(len(pred), -1), owner, len(probes))
+
+
+def pixel_moments(batches: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the sample's pixels in [0, 1]."""
+    xs = [b["x"].astype(np.float32) / (255.0 if b["x"].dtype == np.uint8 else 1.0) for b in batches]
+    flat = np.concatenate([x.reshape(-1, x.shape[-1]) for x in xs])
+    return flat.mean(axis=0), flat.std(axis=0)
+
+
+def fill_effects(
+    runner: ProbeRunner, batches: list, cand: Candidate, pred: np.ndarray, fills: Any
+) -> dict[str, float]:
+    """The hit rate of ``cand``'s class's sampled rows with its region hidden by each single
+    region fill (evidence: which ways of hiding it matter)."""
+    if cand.probe.region.kind == "image":
+        return {cand.probe.fills[0]: cand.test.rate}
+    probes = [Probe(cand.probe.region, (f,)) for f in REGION_FILLS]
+    _, drop = sweep(runner, batches, probes, fills)
+    mine = pred == cand.cls
+    return {f: float(np.mean(drop[mine, j] >= TAU)) for j, f in enumerate(REGION_FILLS)}
+
+
+def reliance_test(
+    plan: Any,
+    rows: dict[str, np.ndarray],
+    proposed: Sequence[Region] = (),
+    sample: int = SAMPLE,
+) -> RelianceResult:
+    """Run the three stages of the module docstring on a finished audit's committed ``rows``
+    (its plan reads the images again); ``proposed``: extra regions to sweep (map hot spots)."""
+    if not plan.extractor.has_output or "prediction" not in rows:
+        return RelianceResult(skipped="the model has no classifier output")
+    ok = np.asarray(rows["status"], dtype=object) == "ok"
+    pred_all = np.asarray(rows["prediction"])
+    ids_all = np.asarray(rows["id"], dtype=object)
+    idx = np.flatnonzero(ok & (pred_all >= 0))
+    if len(idx) == 0:
+        return RelianceResult(skipped="no readable row")
+    runner = ProbeRunner(plan)
+    chosen = stratified_sample(pred_all[idx], sample)
+    want = {str(i) for i in ids_all[idx[chosen]]}
+    kept = list(runner.read(want))
+    batches = [b for _, b in kept]
+    got = sum(len(i) for i, _ in kept)
+    if got < len(want):
+        return RelianceResult(
+            skipped=f"the source could not be read again ({got} of {len(want)} sampled rows)"
+        )
+    h, w = plan.image_hw
+    fills = fill_params(*pixel_moments(batches), h, w)
+    probes = sweep_probes(h, w, proposed)
+    pred, drop = sweep(runner, batches, probes, fills)
+    classes = np.unique(pred)
+    areas = [0.0 if p.region.kind == "image" else float(p.region.mask.mean()) for p in probes]
+    tests = probe_tests(drop, pred, classes, areas)
+    found = select_candidates(tests, drop, pred, len(probes) * max(len(classes), 1))
+    cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
+    for c in cands:
+        c.fill_effects = fill_effects(runner, batches, c, pred, fills)
+    result = RelianceResult(candidates=cands, sampled=got, probes=len(probes))
+    for c in cands:  # the sample's other rows: the non-members' evidence
+        other = pred != c.cls
+        c.nonmember_rows = int(other.sum())
+        c.nonmember_hits = c.test.other_hits
+        c.nonmember_mean_drop = float(np.mean(drop[other, c.test.probe])) if other.any() else 0.0
+    if cands:
+        test_members(runner, rows, idx, cands, fills, result)
+    return result
+
+
+def test_members(
+    runner: ProbeRunner,
+    rows: dict[str, np.ndarray],
+    idx: np.ndarray,
+    cands: list[Candidate],
+    fills: Any,
+    result: RelianceResult,
+) -> None:
+    """Stage 3: every row predicted a candidate's class, under that class's candidates."""
+    pred_all = np.asarray(rows["prediction"])
+    ids = np.asarray(rows["id"], dtype=object)
+    cls = np.asarray([c.cls for c in cands])
+    members = idx[np.isin(pred_all[idx], cls)]
+    params, owner = _probe_params([c.probe for c in cands], fills)
+    drops = np.zeros((len(cands),))
+    hits = np.zeros((len(cands),), np.int64)
+    counts = np.zeros((len(cands),), np.int64)
+    pending: collections.deque[list[str]] = collections.deque()
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for batch_ids, batch in runner.read({str(i) for i in ids[members]}):
+            pending.append(batch_ids)
+            yield batch
+
+    for out in runner.run(batches(), params):
+        batch_ids = pending.popleft()
+        mine = out["prediction"][:, None] == cls[None, :]  # (B, K): the row's candidates
+        drop = probe_drops(out["drop"], owner, len(cands))
+        d = np.where(mine, drop, -np.inf)
+        drops += np.where(mine, drop, 0.0).sum(axis=0)
+        counts += mine.sum(axis=0)
+        hits += (d >= ROW_TAU).sum(axis=0)
+        best = np.argmax(d, axis=1)
+        top = d[np.arange(len(best)), best]
+        for j in np.flatnonzero(top >= ROW_TAU):
+            result.ids.append(batch_ids[j])
+            result.drop.append(float(top[j]))
+            result.candidate.append(int(best[j]))
+        result.tested += len(batch_ids)
+    for k, c in enumerate(cands):
+        c.member_rows = int(counts[k])
+        c.member_hits = int(hits[k])
+        c.member_mean_drop = float(drops[k] / max(counts[k], 1))

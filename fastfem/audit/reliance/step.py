@@ -1,0 +1,71 @@
+"""The reliance test's jitted step: every image of a batch under every probe, one forward each.
+
+``(params, batch) -> {prediction, confidence (B,), drop, after, after_confidence (B, P)}``
+where, for image ``x_i``
+with predicted class ``y_i`` (from the unprobed forward pass of the same step) and probe ``p``
+(`fastfem.kernels.occlusion.probe_image`, mask and fill in ``params``),
+
+    drop[i, p]  = P(y_i | x_i) - P(y_i | probe_p(x_i))
+    after[i, p] = argmax_k P(k | probe_p(x_i)),  after_confidence[i, p] its probability
+
+The probes run one after the other (``lax.map``), each a forward pass of the whole batch, so
+memory is one batch whatever the number of probes; the batch is sharded over the devices by the
+runner like every step. Images arrive as the audit decodes them (uint8 0..255 or float in
+[0, 1]) and are probed in [0, 1]; the model's own preprocessing (inside the extractor) runs on
+the probed float images, which it reads in the same [0, 1] convention.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ...converters import FeatureExtractor
+from ...kernels.occlusion import FillParams, probe_image
+from ...preprocess import pixels_255
+from ...step import StepFn
+from ..steps import probabilities
+
+
+class ProbeParams(NamedTuple):
+    """The probes: ``masks`` (P, H, W) float32, ``fills`` (P,) int32 indices into
+    `fastfem.kernels.occlusion.FILLS`, and the fills' `FillParams`."""
+
+    masks: jax.Array
+    fills: jax.Array
+    fill: FillParams
+
+
+def make_probe_step(extractor: FeatureExtractor) -> StepFn:
+    """The step of the module docstring for ``extractor`` (which must return the model's
+    output); its params are ``(extractor.params, ProbeParams)``."""
+
+    def classify(model_params: Any, x: jax.Array) -> jax.Array:
+        return probabilities(extractor.apply(model_params, x).output)
+
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model_params, probes = params
+        x = pixels_255(batch["x"]) / 255.0
+        p0 = classify(model_params, x)
+        pred = jnp.argmax(p0, axis=1)
+        base = jnp.take_along_axis(p0, pred[:, None], axis=1)[:, 0]
+
+        def one_probe(probe: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
+            mask, fill = probe
+            xs = jax.vmap(probe_image, in_axes=(0, None, None, None))(x, mask, fill, probes.fill)
+            p = classify(model_params, xs)
+            kept = jnp.take_along_axis(p, pred[:, None], axis=1)[:, 0]
+            return base - kept, jnp.argmax(p, axis=1).astype(jnp.int32), jnp.max(p, axis=1)
+
+        drop, after, after_p = jax.lax.map(one_probe, (probes.masks, probes.fills))  # (P, B)
+        return {
+            "prediction": pred.astype(jnp.int32),
+            "confidence": base,
+            "drop": drop.T,
+            "after": after.T,
+            "after_confidence": after_p.T,
+        }
+
+    return step

@@ -1,0 +1,104 @@
+"""``DIR/reliance.parquet``: the reliance test's candidates with their evidence.
+
+One row per candidate (a region and a fill that knock out one predicted class), fixed schema,
+written atomically like the store's other tables (`fastfem.audit.detectors.tables`)::
+
+    candidate         int32    0, 1, ... (most significant first)
+    predicted_class   int64    the class whose predictions the region carries
+    region            string   e.g. "band y24-40", "border 2 px", "whole image"
+    region_kind       string   band, column, cell, border, centre, image, hot spot
+    box               list<int32>  x0, y0, x1, y1 of the region (model-input pixels)
+    fill              string   how the region was hidden (inpaint, or a global fill)
+    sample_hits / sample_rows             the class's sampled rows knocked out / sampled
+    other_hits / other_rows               the same for the other classes' sampled rows
+    lift, place_lift, p_value             `fastfem.audit.reliance.stats`
+    fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
+                      knocked out by each single fill (evidence)
+    member_rows, member_hits, member_mean_drop         every row of the class (stage 3)
+    nonmember_rows, nonmember_hits, nonmember_mean_drop  the sample's other rows
+    flagged           int64    rows flagged for this candidate
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..detectors.tables import table_from_columns, write_table
+
+RELIANCE_FILE = "reliance.parquet"
+
+
+def reliance_schema():
+    import pyarrow as pa
+
+    f = pa.field
+    return pa.schema(
+        [
+            f("candidate", pa.int32(), nullable=False),
+            f("predicted_class", pa.int64(), nullable=False),
+            f("region", pa.string(), nullable=False),
+            f("region_kind", pa.string(), nullable=False),
+            f("box", pa.list_(pa.int32()), nullable=False),
+            f("fill", pa.string(), nullable=False),
+            f("sample_hits", pa.int64(), nullable=False),
+            f("sample_rows", pa.int64(), nullable=False),
+            f("other_hits", pa.int64(), nullable=False),
+            f("other_rows", pa.int64(), nullable=False),
+            f("lift", pa.float64(), nullable=False),
+            f("place_lift", pa.float64(), nullable=True),
+            f("p_value", pa.float64(), nullable=False),
+            f("fills", pa.list_(pa.string()), nullable=False),
+            f("fill_hit_rates", pa.list_(pa.float64()), nullable=False),
+            f("member_rows", pa.int64(), nullable=False),
+            f("member_hits", pa.int64(), nullable=False),
+            f("member_mean_drop", pa.float64(), nullable=False),
+            f("nonmember_rows", pa.int64(), nullable=False),
+            f("nonmember_hits", pa.int64(), nullable=False),
+            f("nonmember_mean_drop", pa.float64(), nullable=False),
+            f("flagged", pa.int64(), nullable=False),
+        ]
+    )
+
+
+def reliance_columns(result: Any) -> dict[str, list]:
+    """The columns of ``reliance.parquet`` for a `fastfem.audit.reliance.RelianceResult`."""
+    names = reliance_schema().names
+    cols: dict[str, list] = {n: [] for n in names}
+    for k, c in enumerate(result.candidates):
+        t = c.test
+        place = t.place_lift if t.place_lift != float("inf") else None
+        row = {
+            "candidate": k,
+            "predicted_class": c.cls,
+            "region": c.probe.region.name,
+            "region_kind": c.probe.region.kind,
+            "box": list(c.probe.region.box),
+            "fill": "+".join(c.probe.fills),
+            "sample_hits": t.hits,
+            "sample_rows": t.rows,
+            "other_hits": t.other_hits,
+            "other_rows": t.other_rows,
+            "lift": float(t.lift),
+            "place_lift": None if place is None else float(place),
+            "p_value": float(t.p_value),
+            "fills": list(c.fill_effects),
+            "fill_hit_rates": [float(v) for v in c.fill_effects.values()],
+            "member_rows": c.member_rows,
+            "member_hits": c.member_hits,
+            "member_mean_drop": c.member_mean_drop,
+            "nonmember_rows": c.nonmember_rows,
+            "nonmember_hits": c.nonmember_hits,
+            "nonmember_mean_drop": c.nonmember_mean_drop,
+            "flagged": sum(1 for j in result.candidate if j == k),
+        }
+        for n in names:
+            cols[n].append(row[n])
+    return cols
+
+
+def write_reliance(root: str | os.PathLike, result: Any) -> Path:
+    """Write ``root/reliance.parquet`` (module docstring) atomically."""
+    table = table_from_columns(reliance_columns(result), reliance_schema())
+    return write_table(Path(root) / RELIANCE_FILE, table)

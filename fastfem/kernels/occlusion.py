@@ -1,0 +1,198 @@
+"""Occlusion probes: a region of an image replaced by a fill, for one sample (pure, jittable).
+
+A *probe* is a soft region mask ``m`` (H, W) in [0, 1] and a fill ``f``; the probed image is
+
+    x' = x + m * (F_f(x) - x)                       (per pixel and channel; x in [0, 1])
+
+so ``m = 1`` pixels take the fill and the rest of the image is untouched. The fills remove what
+a region shows in different ways, since a shortcut may survive one of them:
+
+    mean        F = mu                      the dataset's mean colour (C,), a flat patch
+    blur        F = G_s * x                 a Gaussian blur, sigma s = max(H, W) / 16: hides
+                                            marks, text and edges, keeps the region's colours
+    noise       F = clip(mu + sd * z, 0, 1) a fixed Gaussian noise image z (seed 0) with the
+                                            dataset's per-channel mean and std
+    inpaint     F = G_r * ((1 - m) x)       the region filled from its surroundings by
+                    / G_r * (1 - m)         normalised convolution, r = max(H, W) / 8: each
+                                            pixel the Gaussian-weighted mean of the pixels
+                                            outside the region (smooth, no new edge, so it adds
+                                            no feature of its own, where a flat or a noise
+                                            patch draws edges a model may read as an object
+                                            or a frame); mu where nothing is near
+
+``lowpass`` and ``greyworld`` are *global* fills, used with the whole-image mask. The region
+family that needs no map (`region_family`) and the fills are fixed; `probe_image` is the one
+per-sample function, `vmap`ped and `lax.map`ped over probes by the caller.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: The fills, in the order of a probe's fill index.
+FILLS: tuple[str, ...] = ("mean", "blur", "noise", "lowpass", "greyworld", "inpaint")
+#: Fills that make sense for a region; the others are applied to the whole image.
+REGION_FILLS: tuple[str, ...] = ("inpaint", "mean", "blur", "noise")
+GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "greyworld")
+BLUR_FRACTION = 1 / 16  # sigma of ``blur`` as a fraction of the image's longer side
+LOWPASS_FRACTION = 1 / 64  # sigma of ``lowpass``
+NOISE_SEED = 0
+INPAINT_FRACTION = 1 / 8  # sigma of ``inpaint``
+
+
+class Region(NamedTuple):
+    """A named region of an (H, W) image: ``mask`` (H, W) float32 in {0, 1}; ``box`` its
+    bounding box (x0, y0, x1, y1), pixel edges; ``kind`` the family member it comes from
+    (``band``, ``column``, ``cell``, ``border``, ``centre``, ``image`` or ``map``)."""
+
+    name: str
+    kind: str
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+
+
+def _spans(size: int, parts: int) -> list[tuple[int, int]]:
+    """Spans of length ~size/parts at a stride of half that (overlapping halves), covering
+    [0, size) with integer edges; every interval of length <= size/(2 parts) lies whole in one."""
+    edges = [round(i * size / (2 * parts)) for i in range(2 * parts + 1)]
+    return [(edges[i], edges[i + 2]) for i in range(2 * parts - 1)]
+
+
+def _box_region(name: str, kind: str, h: int, w: int, box: tuple[int, int, int, int]) -> Region:
+    x0, y0, x1, y1 = box
+    mask = np.zeros((h, w), np.float32)
+    mask[y0:y1, x0:x1] = 1.0
+    return Region(name, kind, box, mask)
+
+
+def border_region(h: int, w: int, width: int) -> Region:
+    """The ring of ``width`` px along the four edges."""
+    mask = np.ones((h, w), np.float32)
+    mask[width : h - width, width : w - width] = 0.0
+    return Region(f"border {width} px", "border", (0, 0, w, h), mask)
+
+
+def region_family(h: int, w: int) -> list[Region]:
+    """The fixed, map-free regions of an (H, W) image.
+
+    * ``band``: full-width horizontal bands of height H/8 at a stride of H/16 (15 bands: a
+      line, a ruler, text in a band of height <= H/16 lies whole in one), and ``band wide``:
+      height H/4 at a stride of H/8 (7: text up to H/8 high);
+    * ``column``, ``column wide``: the same vertically (15 + 7);
+    * ``cell``: squares of H/4 x W/4 on the 4x4 grid and on the 3x3 grid offset by half a cell
+      (25: corners, edge middles, the centre and everything between);
+    * ``border``: the rings of width max(1, H/32) and max(2, H/16) (a frame);
+    * ``centre``: the central H/2 x W/2 square (a stamp over the object);
+    * ``image``: the whole image (for the global fills).
+    """
+    out: list[Region] = []
+    for parts, tag in ((8, ""), (4, " wide")):
+        for y0, y1 in _spans(h, parts):
+            out.append(_box_region(f"band y{y0}-{y1}", f"band{tag}", h, w, (0, y0, w, y1)))
+        for x0, x1 in _spans(w, parts):
+            out.append(_box_region(f"column x{x0}-{x1}", f"column{tag}", h, w, (x0, 0, x1, h)))
+    ys = [round(i * h / 8) for i in range(9)]
+    xs = [round(i * w / 8) for i in range(9)]
+    for offset, n in ((0, 4), (1, 3)):
+        for i in range(n):
+            for j in range(n):
+                y0, y1 = ys[offset + 2 * i], ys[offset + 2 * i + 2]
+                x0, x1 = xs[offset + 2 * j], xs[offset + 2 * j + 2]
+                out.append(
+                    _box_region(f"cell y{y0}-{y1} x{x0}-{x1}", "cell", h, w, (x0, y0, x1, y1))
+                )
+    for width in sorted({max(1, round(min(h, w) / 32)), max(2, round(min(h, w) / 16))}):
+        out.append(border_region(h, w, width))
+    cy, cx = round(h / 4), round(w / 4)
+    out.append(_box_region("centre", "centre", h, w, (cx, cy, w - cx, h - cy)))
+    return out
+
+
+def whole_image(h: int, w: int) -> Region:
+    """The whole image, the region of the global fills."""
+    return Region("whole image", "image", (0, 0, w, h), np.ones((h, w), np.float32))
+
+
+def gaussian_matrix(size: int, sigma: float) -> np.ndarray:
+    """(size, size) row-normalised Gaussian smoothing matrix: ``(G v)_i = sum_j g(i - j) v_j /
+    sum_j g(i - j)``, ``g(d) = exp(-d^2 / 2 sigma^2)`` (normalised per row, so the edges are
+    the mean of the pixels that exist, no padding colour)."""
+    d = np.arange(size)[:, None] - np.arange(size)[None, :]
+    g = np.exp(-(d.astype(np.float64) ** 2) / (2.0 * max(sigma, 1e-6) ** 2))
+    return (g / g.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def separable_blur(x: jax.Array, gy: jax.Array, gx: jax.Array) -> jax.Array:
+    """``G_y x G_x^T`` per channel of one image (H, W, C)."""
+    return jnp.einsum("hi,iwc,vw->hvc", gy, x, gx)
+
+
+class FillParams(NamedTuple):
+    """What the fills need beside the image: the dataset's mean colour ``mean`` (C,), the
+    noise image ``noise`` (H, W, C), the blur matrices (``blur_y``, ``blur_x``: sigma H/16;
+    ``low_y``, ``low_x``: sigma H/64; ``fill_y``, ``fill_x``: sigma H/8)."""
+
+    mean: jax.Array
+    noise: jax.Array
+    blur_y: jax.Array
+    blur_x: jax.Array
+    low_y: jax.Array
+    low_x: jax.Array
+    fill_y: jax.Array
+    fill_x: jax.Array
+
+
+def fill_params(mean: np.ndarray, std: np.ndarray, h: int, w: int) -> FillParams:
+    """`FillParams` for (H, W) images whose pixels have per-channel ``mean`` and ``std``."""
+    mean = np.asarray(mean, np.float32)
+    std = np.asarray(std, np.float32)
+    z = np.random.default_rng(NOISE_SEED).standard_normal((h, w, mean.shape[0]))
+    noise = np.clip(mean + std * z, 0.0, 1.0).astype(np.float32)
+    side = max(h, w)
+    return FillParams(
+        mean=jnp.asarray(mean),
+        noise=jnp.asarray(noise),
+        blur_y=jnp.asarray(gaussian_matrix(h, side * BLUR_FRACTION)),
+        blur_x=jnp.asarray(gaussian_matrix(w, side * BLUR_FRACTION)),
+        low_y=jnp.asarray(gaussian_matrix(h, side * LOWPASS_FRACTION)),
+        low_x=jnp.asarray(gaussian_matrix(w, side * LOWPASS_FRACTION)),
+        fill_y=jnp.asarray(gaussian_matrix(h, side * INPAINT_FRACTION)),
+        fill_x=jnp.asarray(gaussian_matrix(w, side * INPAINT_FRACTION)),
+    )
+
+
+def grey_world(x: jax.Array) -> jax.Array:
+    """Each channel of one image (H, W, C) rescaled so its mean is the mean over channels."""
+    xbar = jnp.mean(x, axis=(0, 1))
+    return jnp.clip(x * (jnp.mean(xbar) / jnp.maximum(xbar, 1e-6)), 0.0, 1.0)
+
+
+def inpaint(x: jax.Array, mask: jax.Array, p: FillParams) -> jax.Array:
+    """The region ``mask`` of one image filled from its surroundings (``inpaint`` above)."""
+    outside = (1.0 - mask)[:, :, None]
+    num = separable_blur(outside * x, p.fill_y, p.fill_x)
+    den = separable_blur(outside, p.fill_y, p.fill_x)
+    return jnp.where(den > 1e-3, num / jnp.maximum(den, 1e-3), p.mean)
+
+
+def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) -> jax.Array:
+    """The fill ``FILLS[fill]`` of one image (H, W, C) in [0, 1] over the region ``mask``
+    (``fill`` a traced index; only ``inpaint`` reads the mask)."""
+    branches = (
+        lambda v: jnp.broadcast_to(p.mean, v.shape),
+        lambda v: separable_blur(v, p.blur_y, p.blur_x),
+        lambda v: p.noise,
+        lambda v: separable_blur(v, p.low_y, p.low_x),
+        grey_world,
+        lambda v: inpaint(v, mask, p),
+    )
+    return jax.lax.switch(fill, branches, x)
+
+
+def probe_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) -> jax.Array:
+    """One image (H, W, C) in [0, 1] probed: ``x + mask * (F_fill(x) - x)``."""
+    return x + mask[:, :, None] * (fill_image(x, mask, fill, p) - x)
