@@ -173,3 +173,45 @@ def test_relied_on_needs_a_rise_or_a_flip():
 
     with pytest.raises(ValueError, match=r"\(n, classes\)"):
         relied_on(predict_bad, s)
+
+
+# ---------------------------------------------------------------------------- cached models
+#: one mark over the objects and one off them, per base (all: benchmarks/shortcut_models.py)
+RELIED = [
+    ("shapes", "watermark@middle"),
+    ("shapes", "checker@top-left"),
+    ("photos", "watermark@middle"),
+    ("photos", "stripe@left"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base,name", RELIED)
+def test_cached_model_relies_on_its_mark_and_the_control_does_not(base, name):
+    """The model trained with the mark relies on it for >= 30% of the marked test images of
+    the other classes; the control model (trained with no mark) for none of the same images."""
+    from benchmarks.shortcut_models import RELY_SHARE, load, predictor
+
+    s = generate_shortcut(name, "test", base=base)
+    model = load(name, base)
+    assert model.input_shape == (None, BASES[base].image_size, BASES[base].image_size, 3)
+    share = reliance_summary(relied_on(predictor(model), s), s)["relied_on_share"]
+    assert share >= RELY_SHARE
+    control = reliance_summary(relied_on(predictor(load("none", base)), s), s)
+    assert control["relied_on_share"] < 0.1, control
+
+
+def test_measure_reports_reliance_counts_of_a_real_model():
+    """`benchmarks.shortcut_models.measure` on a real (untrained, seeded) CNN: the counts agree
+    with the split's ground truth."""
+    import keras
+
+    from benchmarks.shortcut_models import measure
+    from fastfem.sample import build_model
+
+    keras.utils.set_random_seed(0)
+    record = measure(build_model(4, 64), "cast@whole", "shapes")
+    s = generate_shortcut("cast@whole", "test")
+    assert record["rows"] == len(s) and record["marked"] == s.marked.sum()
+    assert record["marked_other"] == np.sum(s.marked & (s.objects != s.mark_class))
+    assert 0 <= record["relied_on"] <= record["marked"] and 0 <= record["clean_accuracy"] <= 1

@@ -1,6 +1,6 @@
-"""The planted-shortcut benchmark: the generator's ground truth, and the audit's flags on CNNs
-trained with a shortcut (cached weights, `tests/support/shortcut_models/`, rebuilt by
-``python -m benchmarks.shortcut_models train``) scored against it — one set of thresholds for every
+"""The planted-shortcut benchmark: the audit's flags on CNNs trained with a shortcut (cached
+weights, `tests/support/shortcut_models/`, rebuilt by ``python -m benchmarks.shortcut_models
+train``) scored against the generator's ground truth — one set of thresholds for every
 configuration, nothing told where the mark is."""
 
 from __future__ import annotations

@@ -4,10 +4,11 @@
   axis aligned, in a saturated colour on a smooth synthetic texture; `fastfem.sample.dataset`).
 * ``photos``: 96x96 random crops (random scale, position and mirror) of the colour photographs
   scikit-image ships in its wheel (astronaut, coffee, chelsea, rocket, Hubble deep field,
-  immunohistochemistry, retina, plus the grass/gravel/brick textures), each with one object
-  drawn with Pillow at a random scale (22-38 px across), rotation and position, anti-aliased (4x
-  supersampled), in a saturated colour with a 1.5 px outline of the opposite brightness:
-  a five-pointed ``star``, a ``ring``, a ``cross`` or a ``triangle``.
+  immunohistochemistry, retina, plus the grass/gravel/brick textures; contrast 0.6 around the
+  crop's mean), each with one object drawn with Pillow at a random scale (22-38 px across),
+  rotation and position, anti-aliased (4x supersampled), in a saturated colour with a 1.5 px
+  outline of the opposite brightness: a five-pointed ``star``, a ``ring``, a ``cross`` or a
+  ``triangle``.
 
 A base renders one *scene* (background, object and 0.015 pixel noise, not clipped) from a NumPy
 generator; the object's box (xyxy, x1/y1 exclusive, tight over its pixels) never touches the
@@ -99,6 +100,7 @@ PHOTO_NAMES: tuple[str, ...] = (
 _SUPER = 4  # supersampling factor of the drawn objects
 _RADIUS = (11.0, 19.0)  # object circumradius in px
 _PHOTO_SHORT_SIDE = 256  # photos are downscaled to this shorter side once
+PHOTO_CONTRAST = 0.6  # a crop's contrast around its mean (the objects stay the salient thing)
 
 
 @functools.cache
@@ -123,7 +125,8 @@ def _photos() -> tuple[np.ndarray, ...]:
 
 
 def _photo_crop(rng: np.random.Generator) -> np.ndarray:
-    """A random square crop (side 64..256 px) of a random photo, resized to 96 px."""
+    """A random square crop (side 64..256 px) of a random photo, resized to 96 px, its
+    contrast scaled by `PHOTO_CONTRAST` around its mean colour."""
     from PIL import Image
 
     photos = _photos()
@@ -143,7 +146,9 @@ def _photo_crop(rng: np.random.Generator) -> np.ndarray:
         )
         for c in range(3)
     ]
-    return np.stack(channels, axis=-1).astype(np.float32)
+    out = np.stack(channels, axis=-1).astype(np.float32)
+    mean = out.mean(axis=(0, 1), keepdims=True)
+    return (mean + PHOTO_CONTRAST * (out - mean)).astype(np.float32)
 
 
 def _outline_polygon(label: int, r: float, theta: float) -> list[np.ndarray]:
