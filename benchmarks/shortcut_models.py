@@ -140,6 +140,11 @@ def _uncompiled_copy(model, num_classes: int, size: int):
     return fresh
 
 
+def _json_safe(record: dict) -> dict:
+    """NaN (no marked image of another class) as null: strict JSON."""
+    return {k: None if isinstance(v, float) and v != v else v for k, v in record.items()}
+
+
 def _write(records: list[dict], command: str) -> None:
     import keras
 
@@ -161,7 +166,7 @@ def _write(records: list[dict], command: str) -> None:
             "keras": keras.__version__,
             "backend": keras.backend.backend(),
         },
-        "models": [models[k] for k in sorted(models)],
+        "models": [_json_safe(models[k]) for k in sorted(models)],
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(meta, indent=2) + "\n")
