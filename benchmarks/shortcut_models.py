@@ -9,9 +9,11 @@ configuration's ``train`` split (3,000 images, label leak: 12% of them marked, a
 mark's class), `EPOCHS` + `FINETUNE_EPOCHS` epochs. The model is then measured on the ``test``
 split (512 images, the mark on 15% of every class): an image is *relied on* when the mark
 raises the mark class's probability by >= 0.5 over its clean twin, or turns the prediction to
-it (`fastfem.sample.shortcuts.relied_on`). While fewer than `RELY_SHARE` of the marked test
-images of the other classes are relied on, it trains `MORE_EPOCHS` more epochs (at most
-`MAX_ROUNDS` times); a model that still ignores its mark is kept and reported as such.
+it (`fastfem.sample.shortcuts.relied_on`). A run whose clean test accuracy stays below
+`MIN_ACCURACY` (it never left chance) starts again from the next of `SEEDS`. While fewer than
+`RELY_SHARE` of the marked test images of the other classes are relied on, it trains
+`MORE_EPOCHS` more epochs (at most `MAX_ROUNDS` times); a model that still ignores its mark is
+kept and reported as such.
 
 Usage::
 
@@ -43,6 +45,8 @@ MORE_EPOCHS = 4
 MAX_ROUNDS = 2
 LR = 3e-3
 RELY_SHARE = 0.3
+SEEDS = (1234, 1235, 1236)
+MIN_ACCURACY = 0.45  # clean test accuracy below this: the run stayed near chance (0.25)
 
 
 def model_path(name: str, base: str = "shapes") -> Path:
@@ -107,17 +111,22 @@ def train_one(name: str, base: str) -> dict:
     t0 = time.perf_counter()
     data = generate_shortcut(name, "train", base=base)
     k = get_base(base).num_classes
-    model = fit_sample_cnn(
-        data.images,
-        data.labels,
-        epochs=EPOCHS,
-        finetune_epochs=FINETUNE_EPOCHS,
-        lr=LR,
-        verbose=0,
-        num_classes=k,
-    )
-    epochs = EPOCHS + FINETUNE_EPOCHS
-    record = measure(model, name, base)
+    for seed in SEEDS:  # a run that never leaves chance (rare) starts again from another seed
+        model = fit_sample_cnn(
+            data.images,
+            data.labels,
+            epochs=EPOCHS,
+            finetune_epochs=FINETUNE_EPOCHS,
+            lr=LR,
+            seed=seed,
+            verbose=0,
+            num_classes=k,
+        )
+        epochs = EPOCHS + FINETUNE_EPOCHS
+        record = measure(model, name, base)
+        if record["clean_accuracy"] >= MIN_ACCURACY:
+            break
+    record["seed"] = seed
     for _ in range(MAX_ROUNDS):
         if relies(record) is not False:
             break
@@ -145,7 +154,8 @@ def _json_safe(record: dict) -> dict:
     return {k: None if isinstance(v, float) and v != v else v for k, v in record.items()}
 
 
-def _write(records: list[dict], command: str) -> None:
+def _write(records: list[dict]) -> None:
+    """Merge ``records`` into `RESULTS` (one entry per base and configuration)."""
     import keras
 
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -154,7 +164,7 @@ def _write(records: list[dict], command: str) -> None:
         key = f"{r['base']}/{r['config']}"
         models[key] = {**models.get(key, {}), **r}
     meta = {
-        "command": command,
+        "command": "python -m benchmarks.shortcut_models train",
         "recipe": {
             "train_images": 3000,
             "epochs": EPOCHS,
@@ -163,6 +173,8 @@ def _write(records: list[dict], command: str) -> None:
             "max_rounds": MAX_ROUNDS,
             "lr": LR,
             "rely_share": RELY_SHARE,
+            "seeds": list(SEEDS),
+            "min_accuracy": MIN_ACCURACY,
             "keras": keras.__version__,
             "backend": keras.backend.backend(),
         },
@@ -194,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     names = args.config or [c.name for c in CONFIGS]
     if args.command == "train":
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    command = " ".join(["python -m benchmarks.shortcut_models", *sys.argv[1:]])
     for base in bases:
         for name in names:
             if args.command == "train":
@@ -203,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 record = measure(load(name, base), name, base)
                 record["relies"] = relies(record)
             _print(record)
-            _write([record], command)
+            _write([record])
     return 0
 
 
