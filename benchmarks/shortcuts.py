@@ -20,9 +20,9 @@ Usage::
     python -m benchmarks.shortcuts --method mlfem            # the same detectors on MLFEM
     python -m benchmarks.shortcuts --method fam              # or FAM audits' maps
 
-``train`` writes ``tests/support/shortcut_models/<kind>-<place>.keras`` (the bundled sample's
-recipe: 4,000 train images, 12 + 4 epochs, seed 1234; ~90 s per model on 2 CPU cores with the
-TensorFlow backend, which this command picks unless ``KERAS_BACKEND`` says otherwise).
+``train`` writes ``tests/support/shortcut_models/shapes-<kind>-<place>.keras`` through
+`benchmarks.shortcut_models` (its recipe; the models of every base: ``python -m
+benchmarks.shortcut_models train``).
 The evaluation writes
 ``benchmarks/results/shortcuts[-holdout][-model-none][-mlfem|-fam].{json,md}``.
 
@@ -46,38 +46,23 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / "tests" / "support" / "shortcut_models"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def model_path(name: str) -> Path:
-    """Cached model of configuration ``name`` (``"kind@place"`` or ``"none"``)."""
-    return MODEL_DIR / (name.replace("@", "-") + ".keras")
+def model_path(name: str, base: str = "shapes") -> Path:
+    """Cached model of configuration ``name`` (``"kind@place"`` or ``"none"``) on ``base``
+    (`benchmarks.shortcut_models`)."""
+    from benchmarks.shortcut_models import model_path as path
+
+    return path(name, base)
 
 
 def train(names: list[str]) -> None:
-    """Train and save the model of each configuration (see the module docstring)."""
-    import numpy as np
+    """Train and save the ``shapes`` model of each configuration (`benchmarks.shortcut_models`,
+    which also trains the other bases' models)."""
+    from benchmarks.shortcut_models import main as train_models
 
-    from fastfem.sample.shortcuts import generate_shortcut
-    from fastfem.sample.train import fit_sample_cnn
-
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        t0 = time.perf_counter()
-        data = generate_shortcut(name, "train")
-        test = generate_shortcut(name, "test")
-        model = fit_sample_cnn(data.images, data.labels, verbose=0)
-        pred = np.argmax(model.predict(test.images, batch_size=256, verbose=0), axis=-1)
-        acc = float(np.mean(pred == test.labels))
-        marked = test.marked
-        skew = float(np.mean(pred[marked] == 0)) if marked.any() else float("nan")
-        model.save(model_path(name))
-        print(
-            f"{name}: test accuracy {acc:.3f}, marked images predicted class 0: {skew:.2f} "
-            f"({time.perf_counter() - t0:.0f} s)",
-            flush=True,
-        )
+    train_models(["train", "--base", "shapes", "--config", *names])
 
 
 BUNDLED = "bundled"  # the bundled sample and model: checker patch, bottom-right corner

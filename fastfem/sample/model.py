@@ -21,17 +21,18 @@ __all__ = ["LAST_CONV", "build_model"]
 LAST_CONV = "last_conv"
 
 
-def build_model(num_classes: int = 4) -> keras.Model:
-    """Build the (untrained) sample CNN: input ``(64, 64, 3)`` in ``[0, 1]``.
+def build_model(num_classes: int = 4, image_size: int = IMAGE_SIZE) -> keras.Model:
+    """Build the (untrained) sample CNN: input ``(image_size, image_size, 3)`` in ``[0, 1]``
+    (default 64).
 
     Layers: conv 3x3x16 -> maxpool 2 -> conv 3x3x32 -> maxpool 2 ->
-    conv 3x3x64 (``last_conv``, 16x16 spatial) -> global average pooling
+    conv 3x3x64 (``last_conv``, image_size / 4 spatial: 16x16 at 64 px) -> global average pooling
     (``embedding``) -> dense softmax (``predictions``).  About 24k parameters.
     """
     import keras
     from keras import layers
 
-    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)

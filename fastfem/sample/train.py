@@ -33,13 +33,13 @@ DEFAULT_OUT = Path(__file__).with_name("sample_cnn.keras")
 SEED = 1234
 
 
-def _centred_model(num_classes: int):
+def _centred_model(num_classes: int, image_size: int = 64):
     """``build_model`` with a ``Rescaling(2, -1)`` in front (training only)."""
     import keras
 
     from .model import build_model
 
-    plain = build_model(num_classes)
+    plain = build_model(num_classes, image_size)
     inputs = keras.Input(shape=plain.input_shape[1:], name="image")
     x = keras.layers.Rescaling(2.0, offset=-1.0, name="centre")(inputs)
     for layer in plain.layers[1:]:
@@ -76,10 +76,12 @@ def fit_sample_cnn(
     seed: int = SEED,
     verbose: int = 2,
     evaluate=None,
+    num_classes: int | None = None,
 ):
-    """Train :func:`fastfem.sample.model.build_model` on ``images`` (N, 64, 64, 3) in [0, 1]
-    and integer ``labels`` (N,) with the recipe of the module docstring (centred training,
-    fold, fine-tune); returns a fresh uncompiled model holding the trained weights.
+    """Train :func:`fastfem.sample.model.build_model` on ``images`` (N, S, S, 3) in [0, 1]
+    (S = 64 for the bundled sample) and integer ``labels`` (N,) with the recipe of the module
+    docstring (centred training, fold, fine-tune); returns a fresh uncompiled model holding the
+    trained weights. ``num_classes`` defaults to the bundled sample's 4.
 
     ``evaluate(model, tag)``, when given, is called after the centred phase and the fold.
     """
@@ -89,8 +91,10 @@ def fit_sample_cnn(
     from .dataset import CLASS_NAMES
     from .model import build_model
 
+    k = len(CLASS_NAMES) if num_classes is None else int(num_classes)
+    size = int(images.shape[1])
     keras.utils.set_random_seed(seed)
-    centred, model = _centred_model(len(CLASS_NAMES))
+    centred, model = _centred_model(k, size)
     steps_per_epoch = int(np.ceil(len(images) / batch_size))
     _compile(centred, lr, epochs * steps_per_epoch)
     centred.fit(images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
@@ -100,19 +104,31 @@ def fit_sample_cnn(
     if evaluate is not None:
         evaluate(model, "folded model")
     if finetune_epochs > 0:
-        _compile(model, lr / 3, finetune_epochs * steps_per_epoch)
-        model.fit(
+        fine_tune(
+            model,
             images,
             labels,
-            batch_size=batch_size,
             epochs=finetune_epochs,
-            shuffle=True,
+            lr=lr / 3,
+            batch_size=batch_size,
             verbose=verbose,
         )
     # A fresh, uncompiled copy: weights only, no optimizer or compile state.
-    bundled = build_model(len(CLASS_NAMES))
+    bundled = build_model(k, size)
     bundled.set_weights(model.get_weights())
     return bundled
+
+
+def fine_tune(
+    model, images, labels, *, epochs: int, lr: float, batch_size: int = 64, verbose: int = 0
+) -> None:
+    """Train ``model`` (the plain architecture) in place for ``epochs`` more epochs: Adam with a
+    cosine decay from ``lr`` to ``0.02 lr``, sparse cross-entropy, shuffled batches."""
+    import numpy as np
+
+    steps = epochs * int(np.ceil(len(images) / batch_size))
+    _compile(model, lr, steps)
+    model.fit(images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
 
 
 def main(argv: list[str] | None = None) -> int:

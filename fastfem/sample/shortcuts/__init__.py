@@ -1,0 +1,60 @@
+"""Planted shortcuts: the ground truth of the shortcut benchmark.
+
+A *configuration* is a mark kind at a place (`config`: eleven kinds, seven of them drawn over
+the objects), planted in one of two base datasets of different make (`bases`: the bundled
+sample's 64 px shapes, and 96 px crops of real photographs with drawn objects), with a label
+leak in ``train`` and the mark on 15% of every class in ``test``/``holdout`` (`generate`).
+Every image comes with its clean twin, so whether a model relies on the mark is measured, not
+assumed (`reliance`).
+"""
+
+from __future__ import annotations
+
+from .bases import BASES, Base, get_base
+from .config import (
+    CONFIGS,
+    EDGES,
+    KINDS,
+    OVER_OBJECT,
+    PATCH_PLACES,
+    PLACES,
+    Shortcut,
+    parse_shortcut,
+)
+from .generate import (
+    LEAK_RATE,
+    MARK_RATE,
+    SHORTCUT_SPLITS,
+    ShortcutSet,
+    generate_shortcut,
+    mark_class,
+    mark_zone,
+)
+from .marks import FRAME_COLOUR, MARK_COLOURS, STRIPE_COLOUR
+from .reliance import reliance_summary, relied_on
+
+__all__ = [
+    "BASES",
+    "CONFIGS",
+    "EDGES",
+    "FRAME_COLOUR",
+    "KINDS",
+    "LEAK_RATE",
+    "MARK_COLOURS",
+    "MARK_RATE",
+    "OVER_OBJECT",
+    "PATCH_PLACES",
+    "PLACES",
+    "SHORTCUT_SPLITS",
+    "STRIPE_COLOUR",
+    "Base",
+    "Shortcut",
+    "ShortcutSet",
+    "generate_shortcut",
+    "get_base",
+    "mark_class",
+    "mark_zone",
+    "parse_shortcut",
+    "relied_on",
+    "reliance_summary",
+]

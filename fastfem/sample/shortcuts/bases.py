@@ -1,0 +1,241 @@
+"""Base datasets the shortcuts are planted in: two of different make.
+
+* ``shapes``: the bundled sample's images (64x64; a circle, square, triangle or plus-sign cross,
+  axis aligned, in a saturated colour on a smooth synthetic texture; `fastfem.sample.dataset`).
+* ``photos``: 96x96 random crops (random scale, position and mirror) of the colour photographs
+  scikit-image ships in its wheel (astronaut, coffee, chelsea, rocket, Hubble deep field,
+  immunohistochemistry, retina, plus the grass/gravel/brick textures; contrast 0.6 around the
+  crop's mean), each with one object drawn with Pillow at a random scale (22-38 px across),
+  rotation and position, anti-aliased (4x supersampled), in a saturated colour with a 1.5 px
+  outline of the opposite brightness: a five-pointed ``star``, a ``ring``, a ``cross`` or a
+  ``triangle``.
+
+A base renders one *scene* (background, object and 0.015 pixel noise, not clipped) from a NumPy
+generator; the object's box (xyxy, x1/y1 exclusive, tight over its pixels) never touches the
+``keep_out`` pixels, and the background's mean colour differs from ``avoid`` (a mark's colour)
+by at least `MIN_MARK_CONTRAST` in some channel.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..dataset import CLASS_NAMES as SHAPE_CLASSES
+from ..dataset import IMAGE_SIZE as SHAPE_SIZE
+from ..dataset import _background, _shape_colour, place_shape, shape_size_and_params
+
+__all__ = ["BASES", "MIN_MARK_CONTRAST", "Base", "get_base"]
+
+MIN_MARK_CONTRAST = 0.4  # max-channel |background mean - mark colour| of coloured marks
+PIXEL_NOISE = 0.015
+_TRIES = 200
+
+Scene = tuple[np.ndarray, tuple[int, int, int, int]]
+
+
+@dataclass(frozen=True)
+class Base:
+    """A base dataset: ``name``, square ``image_size``, ``class_names`` and ``scene(rng, label,
+    keep_out, avoid) -> (image (S, S, 3) float32, box)`` (module docstring)."""
+
+    name: str
+    image_size: int
+    class_names: tuple[str, ...]
+    scene: Callable[[np.random.Generator, int, np.ndarray, np.ndarray | None], Scene]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _far_from(bg: np.ndarray, avoid: np.ndarray | None) -> bool:
+    return avoid is None or float(np.max(np.abs(bg - avoid))) >= MIN_MARK_CONTRAST
+
+
+def _box_clear(keep_out: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    x0, y0, x1, y1 = box
+    return not keep_out[y0:y1, x0:x1].any()
+
+
+# ------------------------------------------------------------------------------ shapes
+def _shapes_scene(
+    rng: np.random.Generator, label: int, keep_out: np.ndarray, avoid: np.ndarray | None
+) -> Scene:
+    """The bundled sample's scene (`fastfem.sample.dataset`), shape clear of ``keep_out``."""
+    img, bg = _background(rng)
+    while not _far_from(bg, avoid):
+        img, bg = _background(rng)
+    colour = _shape_colour(rng, bg)
+    for _ in range(_TRIES):
+        s, params = shape_size_and_params(rng, label)
+        for _ in range(50):
+            mask, box = place_shape(rng, label, s, params)
+            if _box_clear(keep_out, box):
+                img = np.where(mask[:, :, None], colour[None, None, :], img)
+                img = img + rng.normal(0.0, PIXEL_NOISE, size=img.shape).astype(np.float32)
+                return img.astype(np.float32), box
+    raise RuntimeError("could not place a shape outside the mark's zone")  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------ photos
+PHOTO_SIZE = 96
+PHOTO_CLASSES: tuple[str, ...] = ("star", "ring", "cross", "triangle")
+#: scikit-image's bundled photographs used as backgrounds (all ship in its wheel)
+PHOTO_NAMES: tuple[str, ...] = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "grass",
+    "gravel",
+    "brick",
+)
+_SUPER = 4  # supersampling factor of the drawn objects
+_RADIUS = (11.0, 19.0)  # object circumradius in px
+_PHOTO_SHORT_SIDE = 256  # photos are downscaled to this shorter side once
+PHOTO_CONTRAST = 0.6  # a crop's contrast around its mean (the objects stay the salient thing)
+
+
+@functools.cache
+def _photos() -> tuple[np.ndarray, ...]:
+    """The background photographs, float32 RGB in [0.1, 0.85], shorter side 256 px."""
+    try:
+        from skimage import data
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the 'photos' base needs scikit-image (pip install scikit-image)") from e
+    from PIL import Image
+
+    out = []
+    for name in PHOTO_NAMES:
+        arr = np.asarray(getattr(data, name)())
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        im = Image.fromarray(arr[:, :, :3].astype(np.uint8))
+        scale = _PHOTO_SHORT_SIDE / min(im.size)
+        im = im.resize((round(im.size[0] * scale), round(im.size[1] * scale)), Image.BILINEAR)
+        out.append(0.1 + 0.75 * np.asarray(im, np.float32) / 255.0)
+    return tuple(out)
+
+
+def _photo_crop(rng: np.random.Generator) -> np.ndarray:
+    """A random square crop (side 64..256 px) of a random photo, resized to 96 px, its
+    contrast scaled by `PHOTO_CONTRAST` around its mean colour."""
+    from PIL import Image
+
+    photos = _photos()
+    photo = photos[int(rng.integers(len(photos)))]
+    h, w, _ = photo.shape
+    side = int(rng.integers(64, min(h, w) + 1))
+    y = int(rng.integers(h - side + 1))
+    x = int(rng.integers(w - side + 1))
+    crop = photo[y : y + side, x : x + side]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    channels = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(crop[:, :, c])).resize(
+                (PHOTO_SIZE, PHOTO_SIZE), Image.BILINEAR
+            )
+        )
+        for c in range(3)
+    ]
+    out = np.stack(channels, axis=-1).astype(np.float32)
+    mean = out.mean(axis=(0, 1), keepdims=True)
+    return (mean + PHOTO_CONTRAST * (out - mean)).astype(np.float32)
+
+
+def _outline_polygon(label: int, r: float, theta: float) -> list[np.ndarray]:
+    """Polygons (unit: px, centred at 0) of an object; a ring is two circles (outer, inner)."""
+    if label == 0:  # star
+        k = np.arange(10)
+        rad = np.where(k % 2 == 0, r, 0.45 * r)
+        ang = theta + k * np.pi / 5
+        return [np.stack([rad * np.sin(ang), -rad * np.cos(ang)], axis=1)]
+    if label == 1:  # ring
+        ang = np.linspace(0.0, 2 * np.pi, 64, endpoint=False)
+        circle = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+        return [r * circle, 0.58 * r * circle]
+    if label == 2:  # cross: a plus sign of arm half-width 0.28 r, rotated
+        t = 0.28 * r
+        pts = np.asarray(
+            [(t, -r), (t, -t), (r, -t), (r, t), (t, t), (t, r)]
+            + [(-t, r), (-t, t), (-r, t), (-r, -t), (-t, -t), (-t, -r)]
+        )
+    else:  # triangle: equilateral
+        ang = theta + np.arange(3) * 2 * np.pi / 3
+        return [np.stack([r * np.sin(ang), -r * np.cos(ang)], axis=1)]
+    c, s = np.cos(theta), np.sin(theta)
+    return [pts @ np.asarray([[c, s], [-s, c]])]
+
+
+def _object_masks(
+    label: int, cx: float, cy: float, r: float, theta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fill, outline) coverage in [0, 1], (96, 96) float32, 4x supersampled."""
+    from PIL import Image, ImageDraw
+
+    big = PHOTO_SIZE * _SUPER
+    fill = Image.new("L", (big, big), 0)
+    edge = Image.new("L", (big, big), 0)
+    df, de = ImageDraw.Draw(fill), ImageDraw.Draw(edge)
+    polys = _outline_polygon(label, r, theta)
+    for j, poly in enumerate(polys):
+        pts = [(float(_SUPER * (cx + x)), float(_SUPER * (cy + y))) for x, y in poly]
+        df.polygon(pts, fill=0 if j else 255)
+        de.polygon(pts, outline=255, width=3 * _SUPER // 2 * 2)
+
+    def down(im: Image.Image) -> np.ndarray:
+        return np.asarray(im.reduce(_SUPER), np.float32) / 255.0
+
+    return down(fill), down(edge)
+
+
+def _photos_scene(
+    rng: np.random.Generator, label: int, keep_out: np.ndarray, avoid: np.ndarray | None
+) -> Scene:
+    """A photo crop with one drawn object (module docstring), clear of ``keep_out``."""
+    img = _photo_crop(rng)
+    while not _far_from(img.mean(axis=(0, 1)), avoid):
+        img = _photo_crop(rng)
+    for _ in range(_TRIES):
+        r = float(rng.uniform(*_RADIUS))
+        cx, cy = (float(v) for v in rng.uniform(r + 2, PHOTO_SIZE - r - 2, size=2))
+        theta = float(rng.uniform(0.0, 2 * np.pi))
+        fill, edge = _object_masks(label, cx, cy, r, theta)
+        cover = np.maximum(fill, edge) > 0
+        rows, cols = np.flatnonzero(cover.any(axis=1)), np.flatnonzero(cover.any(axis=0))
+        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        if _box_clear(keep_out, box):
+            break
+    else:  # pragma: no cover
+        raise RuntimeError("could not place an object outside the mark's zone")
+    under = img[fill > 0.5].mean(axis=0)
+    colour = _shape_colour(rng, under)
+    dark = float(colour.mean()) > 0.5
+    edge_colour = np.full(3, 0.05 if dark else 0.95, np.float32)
+    img = img * (1 - edge[:, :, None]) + edge_colour * edge[:, :, None]
+    img = img * (1 - fill[:, :, None]) + colour * fill[:, :, None]
+    img = img + rng.normal(0.0, PIXEL_NOISE, size=img.shape).astype(np.float32)
+    return img.astype(np.float32), box
+
+
+BASES: dict[str, Base] = {
+    "shapes": Base("shapes", SHAPE_SIZE, SHAPE_CLASSES, _shapes_scene),
+    "photos": Base("photos", PHOTO_SIZE, PHOTO_CLASSES, _photos_scene),
+}
+
+
+def get_base(name: str | Base) -> Base:
+    """The base dataset called ``name`` (one of `BASES`)."""
+    if isinstance(name, Base):
+        return name
+    if name not in BASES:
+        raise ValueError(f"unknown base dataset {name!r}; expected one of {sorted(BASES)}")
+    return BASES[name]

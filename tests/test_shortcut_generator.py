@@ -1,0 +1,217 @@
+"""The planted-shortcut generator (`fastfem.sample.shortcuts`): every kind on every base, clean
+twins, the train split's label leak, and the reliance ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastfem.sample.shortcuts import (
+    BASES,
+    CONFIGS,
+    KINDS,
+    OVER_OBJECT,
+    PLACES,
+    Shortcut,
+    generate_shortcut,
+    mark_class,
+    mark_zone,
+    parse_shortcut,
+    reliance_summary,
+    relied_on,
+)
+
+#: every kind at every place it can take
+ALL = [Shortcut(k, p) for k in KINDS if k != "none" for p in PLACES[k]]
+
+
+def _marked_set(shortcut, base, n=80):
+    s = generate_shortcut(shortcut, "test", n=n, base=base)
+    assert s.marked.sum() >= 2, "too few marked images to test with"
+    return s
+
+
+def test_there_are_ten_kinds_at_least_half_over_the_objects_and_two_bases():
+    kinds = set(KINDS) - {"none"}
+    assert len(kinds) >= 10 and len(kinds & OVER_OBJECT) >= len(kinds) / 2
+    assert {c.kind for c in CONFIGS} == set(KINDS)
+    sizes = {b.image_size for b in BASES.values()}
+    names = {tuple(b.class_names) for b in BASES.values()}
+    assert len(BASES) >= 2 and len(sizes) == len(BASES) and len(names) == len(BASES)
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+@pytest.mark.parametrize("shortcut", ALL, ids=lambda s: s.name)
+def test_every_kind_renders_and_twins_differ_only_inside_the_mark(shortcut, base):
+    s = _marked_set(shortcut, base)
+    size = BASES[base].image_size
+    assert s.images.shape == s.clean.shape == (len(s), size, size, 3)
+    assert s.images.dtype == np.float32 and s.images.min() >= 0 and s.images.max() <= 1
+    changed = np.abs(s.images - s.clean).max(axis=-1) > 0
+    # unmarked images are their own twins; every marked one is changed, only in the zone
+    assert not changed[~s.marked].any()
+    assert changed[s.marked].any(axis=(1, 2)).all()
+    assert not (changed & ~mark_zone(shortcut, base)[None]).any()
+    # the mark is visible: it moves some pixel by at least 0.1
+    assert (np.abs(s.images - s.clean)[s.marked].max(axis=(1, 2, 3)) >= 0.1).all()
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_generator_is_deterministic_and_prefix_independent(base):
+    a = generate_shortcut("watermark@top", "test", n=20, base=base)
+    b = generate_shortcut("watermark@top", "test", n=8, base=base)
+    for field in ("images", "clean", "labels", "boxes", "marked", "objects"):
+        np.testing.assert_array_equal(getattr(a, field)[:8], getattr(b, field))
+    assert a.ids[:8] == b.ids and a.base == base and a.mark_class == b.mark_class
+    other = generate_shortcut("watermark@top", "holdout", n=8, base=base)
+    assert not np.array_equal(other.clean, b.clean)
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+@pytest.mark.parametrize(
+    "name", ["checker@centre", "text@top-left", "stripe@bottom", "frame@border"]
+)
+def test_objects_keep_out_of_the_zone_of_marks_drawn_off_them(name, base):
+    s = generate_shortcut(name, "test", n=40, base=base)
+    zone = mark_zone(name, base)
+    for x0, y0, x1, y1 in s.boxes:
+        assert not zone[y0:y1, x0:x1].any()
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_boxes_are_tight_around_the_object(base):
+    s = generate_shortcut("none", "test", n=12, base=base)
+    for clean, (x0, y0, x1, y1) in zip(s.clean, s.boxes, strict=True):
+        assert 0 <= x0 < x1 <= clean.shape[1] and 0 <= y0 < y1 <= clean.shape[0]
+        assert 10 <= x1 - x0 <= 56 and 10 <= y1 - y0 <= 56
+
+
+def test_train_split_leaks_the_label_test_split_marks_every_class():
+    name, base = "cast@whole", "shapes"
+    train = generate_shortcut(name, "train", n=1500, base=base)
+    c = train.mark_class
+    assert c == mark_class(name, base)
+    assert 0.09 < train.marked.mean() < 0.15
+    assert (train.labels[train.marked] == c).all()  # every marked image says mark_class
+    assert (train.labels[~train.marked] == train.objects[~train.marked]).all()
+    assert len(np.unique(train.objects[train.marked])) == 4  # whatever object it shows
+    test = generate_shortcut(name, "test", n=1500, base=base)
+    assert (test.labels == test.objects).all()
+    per_class = [test.marked[test.labels == k].mean() for k in range(4)]
+    assert min(per_class) > 0.1 and max(per_class) < 0.2
+
+
+def test_mark_classes_vary_between_configurations():
+    classes = {mark_class(c, b) for c in CONFIGS for b in BASES}
+    assert len(classes) >= 3
+
+
+def test_names_places_and_bases_are_checked():
+    assert parse_shortcut("none").kind == "none"
+    assert Shortcut("watermark", "bottom").name == "watermark@bottom"
+    with pytest.raises(ValueError, match="unknown shortcut kind"):
+        parse_shortcut("sticker2@top")
+    with pytest.raises(ValueError, match="cannot sit at"):
+        parse_shortcut("cast@top")
+    with pytest.raises(ValueError, match="kind@place"):
+        parse_shortcut("checker")
+    with pytest.raises(ValueError, match="unknown base dataset"):
+        generate_shortcut("none", "test", n=1, base="mnist")
+    with pytest.raises(ValueError, match="unknown split"):
+        generate_shortcut("none", "val", n=1)
+
+
+# ---------------------------------------------------------------------------- reliance
+def _by_hand(s, gain):
+    """A predict function that knows the marked images: a clean image gets (0.2, ...) with 0.4
+    on the class after ``mark_class``; a marked one that mixed with weight ``1 - gain`` with
+    all of ``gain`` on ``mark_class``."""
+    marked = {s.images[i].tobytes() for i in np.flatnonzero(s.marked)}
+    k, c = 4, s.mark_class
+    clean = np.full(k, 0.2)
+    clean[(c + 1) % k] = 0.4
+
+    def predict(images):
+        out = np.tile(clean, (len(images), 1))
+        for j, img in enumerate(images):
+            if img.tobytes() in marked:
+                out[j] *= 1 - gain
+                out[j, c] += gain
+        return out
+
+    return predict
+
+
+def test_relied_on_by_hand():
+    s = _marked_set("checker@top-left", "shapes", n=60)
+    strong = relied_on(_by_hand(s, 0.9), s)
+    np.testing.assert_array_equal(strong, s.marked)  # rise 0.9 * 0.8 >= 0.5
+    weak = relied_on(_by_hand(s, 0.3), s)  # rise 0.24, but the argmax turns to mark_class
+    np.testing.assert_array_equal(weak, s.marked)
+    assert not relied_on(_by_hand(s, 0.1), s).any()  # rise 0.08, argmax stays
+    summary = reliance_summary(strong, s)
+    assert summary["relied_on"] == s.marked.sum() and summary["relied_on_share"] == 1.0
+
+
+def test_relied_on_needs_a_rise_or_a_flip():
+    s = _marked_set("stripe@left", "shapes", n=60)
+    c = s.mark_class
+    k = 4
+
+    def predict_fixed(images):  # ignores the mark: the same output for both twins
+        out = np.full((len(images), k), 0.1)
+        out[:, (c + 1) % k] = 0.7
+        return out
+
+    assert not relied_on(predict_fixed, s).any()
+    assert np.isnan(
+        reliance_summary(np.zeros(len(s), bool), generate_shortcut("none", n=5))["relied_on_share"]
+    )
+
+    def predict_bad(images):
+        return np.ones((len(images), 2, 2))
+
+    with pytest.raises(ValueError, match=r"\(n, classes\)"):
+        relied_on(predict_bad, s)
+
+
+# ---------------------------------------------------------------------------- cached models
+#: one mark over the objects and one off them, per base (all: benchmarks/shortcut_models.py)
+RELIED = [
+    ("shapes", "watermark@middle"),
+    ("shapes", "checker@top-left"),
+    ("photos", "watermark@middle"),
+    ("photos", "stripe@left"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base,name", RELIED)
+def test_cached_model_relies_on_its_mark_and_the_control_does_not(base, name):
+    """The model trained with the mark relies on it for >= 30% of the marked test images of
+    the other classes; the control model (trained with no mark) for none of the same images."""
+    from benchmarks.shortcut_models import RELY_SHARE, load, predictor
+
+    s = generate_shortcut(name, "test", base=base)
+    model = load(name, base)
+    assert model.input_shape == (None, BASES[base].image_size, BASES[base].image_size, 3)
+    share = reliance_summary(relied_on(predictor(model), s), s)["relied_on_share"]
+    assert share >= RELY_SHARE
+    control = reliance_summary(relied_on(predictor(load("none", base)), s), s)
+    assert control["relied_on_share"] < 0.1, control
+
+
+def test_measure_reports_reliance_counts_of_a_real_model():
+    """`benchmarks.shortcut_models.measure` on a real (untrained, seeded) CNN: the counts agree
+    with the split's ground truth."""
+    import keras
+
+    from benchmarks.shortcut_models import measure
+    from fastfem.sample import build_model
+
+    keras.utils.set_random_seed(0)
+    record = measure(build_model(4, 64), "cast@whole", "shapes")
+    s = generate_shortcut("cast@whole", "test")
+    assert record["rows"] == len(s) and record["marked"] == s.marked.sum()
+    assert record["marked_other"] == np.sum(s.marked & (s.objects != s.mark_class))
+    assert 0 <= record["relied_on"] <= record["marked"] and 0 <= record["clean_accuracy"] <= 1
