@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Scale of the shortcut detectors: `fastfem.audit.detectors.detect` on a synthetic store.
+
+A store of N rows is written with the real `ResultStore` (Parquet parts and ``.npy`` map
+shards; maps of objects at random places, a fixed hot spot planted in ~10% of them:
+``tests/support/synthetic_store.py``), then analysed by `detect` in a fresh Python process,
+which reports:
+
+* ``detect_s``: wall time of `detect` (reading the rows, streaming the maps, every detector);
+* ``peak_rss_mb``: the process's peak resident memory at the end, ``import_rss_mb`` the same
+  before `detect` (the interpreter, JAX and fastfem loaded), and ``detect_rss_mb`` the
+  difference: what `detect` added at its peak. Read from ``VmHWM`` in ``/proc/self/status``
+  (Linux), the high-water mark of this process's own memory: ``getrusage``'s ``ru_maxrss``
+  would not do, as Linux carries the parent's peak over ``fork`` + ``exec`` into it;
+* the flags' precision / recall against the planted rows (a sanity check, not the benchmark's
+  point: the shortcut benchmark, ``benchmarks.shortcuts``, measures detection quality).
+
+The maps are streamed in fixed-size chunks (`fastfem.audit.detectors.shards`), so the maps'
+share of the memory does not grow with N; the per-row columns (ids, predictions, scores) do,
+by a few tens of bytes per row.
+
+Usage::
+
+    python -m benchmarks.detect_scale [--rows 1000000] [--size 16] [--keep DIR]
+
+writes ``benchmarks/results/detect_scale-<UTC>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .harness import ROOT, log, machine_info, write_results
+
+SUPPORT = ROOT / "tests" / "support"
+#: Rows per Parquet part / map shard of the synthetic store.
+PART_ROWS = 10_000
+MARKED_FILE = "planted.npy"
+
+
+def write_synthetic(root: Path, rows: int, size: int = 16, part: int = PART_ROWS) -> float:
+    """Write a synthetic store of ``rows`` rows with ``size`` x ``size`` maps under ``root``
+    and its planted mask as ``root/planted.npy``; returns the seconds it took."""
+    import numpy as np
+
+    if str(SUPPORT) not in sys.path:
+        sys.path.insert(0, str(SUPPORT))
+    from synthetic_store import write_store
+
+    t0 = time.perf_counter()
+    marked = write_store(root, rows, size=size, part=part)
+    np.save(root / MARKED_FILE, marked)
+    return time.perf_counter() - t0
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (``VmHWM``, see the module)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (the memory peak needs Linux)")
+
+
+def measure_here(store: Path) -> dict[str, Any]:
+    """Run `detect` on ``store`` in this process; time, peak RSS and the flags' precision /
+    recall against ``store/planted.npy`` (when present). Meant for a fresh process
+    (`measure_detect`): the peak RSS is the process's."""
+    import numpy as np
+
+    from fastfem.audit import ResultStore
+    from fastfem.audit.detectors import detect
+
+    before = _peak_rss_mb()
+    t0 = time.perf_counter()
+    det = detect(ResultStore(store))
+    seconds = time.perf_counter() - t0
+    peak = _peak_rss_mb()
+    out: dict[str, Any] = {
+        "rows": int(len(det.ids)),
+        "detect_s": round(seconds, 2),
+        "import_rss_mb": round(before, 1),
+        "peak_rss_mb": round(peak, 1),
+        "detect_rss_mb": round(peak - before, 1),
+        "flagged": int(det.flagged.sum()),
+    }
+    planted = store / MARKED_FILE
+    if planted.is_file():
+        truth = np.load(planted)
+        tp = int(np.sum(det.flagged & truth))
+        out["planted"] = int(truth.sum())
+        out["precision"] = round(tp / max(int(det.flagged.sum()), 1), 4)
+        out["recall"] = round(tp / max(int(truth.sum()), 1), 4)
+    return out
+
+
+def measure_detect(store: Path, timeout: float = 3600.0) -> dict[str, Any]:
+    """`measure_here` on ``store`` in a fresh Python process (so its peak RSS is detect's and
+    the interpreter's alone); raises RuntimeError with the child's stderr if it fails."""
+    cmd = [sys.executable, "-m", "benchmarks.detect_scale", "--measure", str(store)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"detect on {store} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def scale_row(rows: int, size: int = 16, keep: Path | None = None) -> dict[str, Any]:
+    """Write an ``rows``-row synthetic store (under ``keep``, else a temporary folder removed
+    afterwards) and measure `detect` on it in a fresh process."""
+    work = keep or Path(tempfile.mkdtemp(prefix="fastfem-detect-scale-"))
+    store = work / f"store-{rows}-{size}"
+    try:
+        if store.exists():
+            shutil.rmtree(store)
+        write_s = write_synthetic(store, rows, size)
+        maps_bytes = sum(p.stat().st_size for p in store.glob("**/*.npy"))
+        res = measure_detect(store)
+        res.update({"map_size": size, "write_s": round(write_s, 1), "maps_mb": maps_bytes / 2**20})
+        res["maps_mb"] = round(res["maps_mb"], 1)
+        return res
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the store")
+    parser.add_argument("--size", type=int, default=16, help="maps are size x size")
+    parser.add_argument("--keep", help="write the store under this folder and keep it")
+    parser.add_argument("--measure", help="(internal) measure detect on this store, print JSON")
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure_here(Path(args.measure))))
+        return 0
+    if args.rows < 1 or args.size < 2:
+        parser.error(f"need --rows >= 1 and --size >= 2, got {args.rows} and {args.size}")
+    t0 = time.time()
+    res = scale_row(args.rows, args.size, Path(args.keep) if args.keep else None)
+    payload = {
+        "benchmark": "detect_scale",
+        "command": f"python -m benchmarks.detect_scale --rows {args.rows} --size {args.size}",
+        "machine": machine_info(),
+        "result": res,
+        "wall_s": round(time.time() - t0, 1),
+    }
+    path = write_results("detect_scale", payload)
+    log(json.dumps(res))
+    log(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
