@@ -6,18 +6,21 @@ shards; maps of objects at random places, a fixed hot spot planted in ~10% of th
 ``tests/support/synthetic_store.py``), then analysed by `detect` in a fresh Python process,
 which reports:
 
-* ``detect_s``: wall time of `detect` (reading the rows, streaming the maps, every detector);
-* ``peak_rss_mb``: the process's peak resident memory at the end, ``import_rss_mb`` the same
-  before `detect` (the interpreter, JAX and fastfem loaded), and ``detect_rss_mb`` the
-  difference: what `detect` added at its peak. Read from ``VmHWM`` in ``/proc/self/status``
-  (Linux), the high-water mark of this process's own memory: ``getrusage``'s ``ru_maxrss``
-  would not do, as Linux carries the parent's peak over ``fork`` + ``exec`` into it;
+* ``detect_s``: wall time of `detect`: reading the store's rows (``read_rows_s``) and the
+  detectors streaming the maps (``detectors_s``);
+* ``peak_rss_mb``: the process's peak resident memory, ``import_rss_mb`` the same before
+  `detect` (the interpreter, JAX and fastfem loaded); ``rows_rss_mb`` what reading the rows
+  added at its peak (``rows_held_mb`` once read), ``detectors_rss_mb`` what the detectors
+  added on top of the rows held (see `measure_here`). Read from ``VmHWM`` in
+  ``/proc/self/status`` (Linux), the high-water mark of this process's own memory (reset
+  between the steps through ``/proc/self/clear_refs``): ``getrusage``'s ``ru_maxrss`` would
+  not do, as Linux carries the parent's peak over ``fork`` + ``exec`` into it;
 * the flags' precision / recall against the planted rows (a sanity check, not the benchmark's
   point: the shortcut benchmark, ``benchmarks.shortcuts``, measures detection quality).
 
 The maps are streamed in fixed-size chunks (`fastfem.audit.detectors.shards`), so the maps'
-share of the memory does not grow with N; the per-row columns (ids, predictions, scores) do,
-by a few tens of bytes per row.
+share of the memory does not grow with N; the store's per-row columns (`read_rows`: every
+column, ids and labels as Python strings) do, and dominate the peak at a million rows.
 
 Usage::
 
@@ -61,35 +64,54 @@ def write_synthetic(root: Path, rows: int, size: int = 16, part: int = PART_ROWS
     return time.perf_counter() - t0
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (``VmHWM``, see the module)."""
+def _status_mb(key: str) -> float:
+    """``key`` (``VmHWM``: peak, ``VmRSS``: now) of this process's ``/proc/self/status``, MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (the memory peak needs Linux)")
+    raise RuntimeError(f"no {key} in /proc/self/status (the memory peak needs Linux)")
+
+
+def _reset_peak() -> None:
+    """Reset ``VmHWM`` to the current RSS (``echo 5 > /proc/self/clear_refs``)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def measure_here(store: Path) -> dict[str, Any]:
-    """Run `detect` on ``store`` in this process; time, peak RSS and the flags' precision /
-    recall against ``store/planted.npy`` (when present). Meant for a fresh process
-    (`measure_detect`): the peak RSS is the process's."""
+    """Run `detect` on ``store`` in this process, in two timed steps: the store's rows
+    (`ResultStore.read_rows`, every column) and the detectors given those rows. Peak RSS
+    overall (``peak_rss_mb``), before either step (``import_rss_mb``), what reading the rows
+    added at its peak (``rows_rss_mb``) and what the detectors added at theirs over the RSS
+    they started from, the rows in memory (``detectors_rss_mb``; the peak is reset between
+    the steps). With the flags' precision / recall against ``store/planted.npy`` when present.
+    Meant for a fresh process (`measure_detect`)."""
     import numpy as np
 
     from fastfem.audit import ResultStore
     from fastfem.audit.detectors import detect
 
-    before = _peak_rss_mb()
+    rs = ResultStore(store)
+    start = _status_mb("VmHWM")
     t0 = time.perf_counter()
-    det = detect(ResultStore(store))
-    seconds = time.perf_counter() - t0
-    peak = _peak_rss_mb()
+    rows = rs.read_rows()
+    t1 = time.perf_counter()
+    rows_peak, held = _status_mb("VmHWM"), _status_mb("VmRSS")
+    _reset_peak()
+    det = detect(rs, rows)
+    t2 = time.perf_counter()
+    detectors_peak = _status_mb("VmHWM")
     out: dict[str, Any] = {
         "rows": int(len(det.ids)),
-        "detect_s": round(seconds, 2),
-        "import_rss_mb": round(before, 1),
-        "peak_rss_mb": round(peak, 1),
-        "detect_rss_mb": round(peak - before, 1),
+        "detect_s": round(t2 - t0, 2),
+        "read_rows_s": round(t1 - t0, 2),
+        "detectors_s": round(t2 - t1, 2),
+        "import_rss_mb": round(start, 1),
+        "peak_rss_mb": round(max(rows_peak, detectors_peak), 1),
+        "rows_rss_mb": round(rows_peak - start, 1),
+        "rows_held_mb": round(held - start, 1),
+        "detectors_rss_mb": round(detectors_peak - held, 1),
         "flagged": int(det.flagged.sum()),
     }
     planted = store / MARKED_FILE
