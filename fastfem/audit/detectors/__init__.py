@@ -30,6 +30,7 @@ import numpy as np
 
 from ..store import ResultStore
 from .box import MAX_OUTSIDE_BOX, box_scores
+from .by_class import LabelViews, label_views
 from .clusters import K_CLUSTERS, ClusterStats, explanation_clusters
 from .energy import CLUSTER_GRID, DETAIL_GRID
 from .hotspots import (
@@ -119,6 +120,7 @@ class Detection:
     stats: ClusterStats | None = None
     hot: HotSpotResult | None = None
     clusters: dict[str, list] = field(default_factory=dict)
+    views: LabelViews = field(default_factory=LabelViews)  # per class, label disagrees (by_class)
 
     def order(self) -> np.ndarray:
         """Indices of the flagged rows, highest score first (ties: the larger strength, then
@@ -191,6 +193,7 @@ def detect(store: ResultStore, rows: Mapping[str, np.ndarray] | None = None) -> 
         stats=stats,
         hot=hot,
         clusters=columns,
+        views=label_views(store, rows, ok, classes) if n else LabelViews(),
     )
 
 
