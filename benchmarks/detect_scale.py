@@ -7,7 +7,9 @@ shards; maps of objects at random places, a fixed hot spot planted in ~10% of th
 which reports:
 
 * ``detect_s``: wall time of `detect`: reading the store's rows (``read_rows_s``) and the
-  detectors streaming the maps (``detectors_s``);
+  detectors streaming the maps (``detectors_s``: the store-wide detectors, and with
+  ``--views`` the label-aware views, `fastfem.audit.detectors.by_class`, one per predicted
+  class here: ``label_views``);
 * ``peak_rss_mb``: the process's peak resident memory, ``import_rss_mb`` the same before
   `detect` (the interpreter, JAX and fastfem loaded); ``rows_rss_mb`` what reading the rows
   added at its peak (``rows_held_mb`` once read), ``detectors_rss_mb`` what the detectors
@@ -24,7 +26,7 @@ column, ids and labels as Python strings) do, and dominate the peak at a million
 
 Usage::
 
-    python -m benchmarks.detect_scale [--rows 1000000] [--size 16] [--keep DIR]
+    python -m benchmarks.detect_scale [--rows 1000000] [--size 16] [--views] [--keep DIR]
 
 writes ``benchmarks/results/detect_scale-<UTC>.json``.
 """
@@ -79,7 +81,7 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def measure_here(store: Path) -> dict[str, Any]:
+def measure_here(store: Path, views: bool = False) -> dict[str, Any]:
     """Run `detect` on ``store`` in this process, in two timed steps: the store's rows
     (`ResultStore.read_rows`, every column) and the detectors given those rows. Peak RSS
     overall (``peak_rss_mb``), before either step (``import_rss_mb``), what reading the rows
@@ -99,7 +101,7 @@ def measure_here(store: Path) -> dict[str, Any]:
     t1 = time.perf_counter()
     rows_peak, held = _status_mb("VmHWM"), _status_mb("VmRSS")
     _reset_peak()
-    det = detect(rs, rows)
+    det = detect(rs, rows, views=views)
     t2 = time.perf_counter()
     detectors_peak = _status_mb("VmHWM")
     out: dict[str, Any] = {
@@ -113,6 +115,7 @@ def measure_here(store: Path) -> dict[str, Any]:
         "rows_held_mb": round(held - start, 1),
         "detectors_rss_mb": round(detectors_peak - held, 1),
         "flagged": int(det.flagged.sum()),
+        "label_views": [v.name for v in det.views.views],
     }
     planted = store / MARKED_FILE
     if planted.is_file():
@@ -124,19 +127,23 @@ def measure_here(store: Path) -> dict[str, Any]:
     return out
 
 
-def measure_detect(store: Path, timeout: float = 3600.0) -> dict[str, Any]:
+def measure_detect(store: Path, views: bool = False, timeout: float = 3600.0) -> dict[str, Any]:
     """`measure_here` on ``store`` in a fresh Python process (so its peak RSS is detect's and
     the interpreter's alone); raises RuntimeError with the child's stderr if it fails."""
     cmd = [sys.executable, "-m", "benchmarks.detect_scale", "--measure", str(store)]
+    cmd += ["--views"] * views
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"detect on {store} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def scale_row(rows: int, size: int = 16, keep: Path | None = None) -> dict[str, Any]:
+def scale_row(
+    rows: int, size: int = 16, keep: Path | None = None, views: bool = False
+) -> dict[str, Any]:
     """Write an ``rows``-row synthetic store (under ``keep``, else a temporary folder removed
-    afterwards) and measure `detect` on it in a fresh process."""
+    afterwards) and measure `detect` (with the label-aware ``views`` or not) on it in a fresh
+    process."""
     work = keep or Path(tempfile.mkdtemp(prefix="fastfem-detect-scale-"))
     store = work / f"store-{rows}-{size}"
     try:
@@ -144,7 +151,7 @@ def scale_row(rows: int, size: int = 16, keep: Path | None = None) -> dict[str, 
             shutil.rmtree(store)
         write_s = write_synthetic(store, rows, size)
         maps_bytes = sum(p.stat().st_size for p in store.glob("**/*.npy"))
-        res = measure_detect(store)
+        res = measure_detect(store, views)
         res.update({"map_size": size, "write_s": round(write_s, 1), "maps_mb": maps_bytes / 2**20})
         res["maps_mb"] = round(res["maps_mb"], 1)
         return res
@@ -158,18 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the store")
     parser.add_argument("--size", type=int, default=16, help="maps are size x size")
     parser.add_argument("--keep", help="write the store under this folder and keep it")
+    parser.add_argument("--views", action="store_true", help="detect with the label-aware views")
     parser.add_argument("--measure", help="(internal) measure detect on this store, print JSON")
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure_here(Path(args.measure))))
+        print(json.dumps(measure_here(Path(args.measure), args.views)))
         return 0
     if args.rows < 1 or args.size < 2:
         parser.error(f"need --rows >= 1 and --size >= 2, got {args.rows} and {args.size}")
     t0 = time.time()
-    res = scale_row(args.rows, args.size, Path(args.keep) if args.keep else None)
+    res = scale_row(args.rows, args.size, Path(args.keep) if args.keep else None, args.views)
     payload = {
         "benchmark": "detect_scale",
-        "command": f"python -m benchmarks.detect_scale --rows {args.rows} --size {args.size}",
+        "command": f"python -m benchmarks.detect_scale --rows {args.rows} --size {args.size}"
+        + " --views" * args.views,
         "machine": machine_info(),
         "result": res,
         "wall_s": round(time.time() - t0, 1),

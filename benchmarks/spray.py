@@ -281,3 +281,86 @@ def store_inputs(store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError(f"{store}: the store has no prediction column (SpRAy runs per class)")
     pred = np.asarray([-1 if p is None or p != p else int(p) for p in rows["prediction"]])
     return np.asarray(rows["id"]), s.read_maps(), pred
+
+
+def side_by_side(name: str, out, split: str = "test") -> dict:
+    """Audit configuration ``name`` of the shortcut benchmark (`benchmarks.shortcuts`, its own
+    model) under ``out`` and score fastfem's flags and SpRAy's two readings against the planted
+    marks with `flag_scores`."""
+    from pathlib import Path
+
+    from fastfem.audit import ResultStore
+    from fastfem.audit.detectors import detect
+
+    from .shortcuts import audit_split, test_split
+
+    store, marked = audit_split(name, Path(out), split=split)
+    _, ids, _, _, _ = test_split(name, split)
+    rids, maps, pred = store_inputs(store)
+    order = {rid: i for i, rid in enumerate(ids)}
+    truth = marked[[order[str(r)] for r in rids]]
+    det = detect(ResultStore(store))
+    res = spray(maps, pred, truth)
+    for reading in ("eigengap", "oracle"):
+        res[reading].pop("row_positions")
+    return {"config": name, "fastfem": flag_scores(det.flagged, truth), "spray": res}
+
+
+def markdown_table(results: Sequence[dict]) -> str:
+    """fastfem's flags beside SpRAy's eigengap reading and oracle-best cluster, per row."""
+
+    def cell(s: dict) -> str:
+        p = "–" if s["precision"] != s["precision"] else f"{s['precision']:.2f}"
+        r = "–" if s["recall"] != s["recall"] else f"{s['recall']:.2f}"
+        return f"{p} / {r} / {s['f1']:.2f}"
+
+    lines = [
+        "| planted shortcut | fastfem P / R / F1 | SpRAy eigengap P / R / F1 | SpRAy oracle "
+        "P / R / F1 (class, k) |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        o = r["spray"]["oracle"]
+        lines.append(
+            f"| {r['config']} | {cell(r['fastfem'])} | {cell(r['spray']['eigengap'])} | "
+            f"{cell(o)} ({o['class']}, {o['k']}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.spray [--only NAME ...]``: every configuration of the shortcut
+    benchmark (its test split, its own model), fastfem beside SpRAy; writes
+    ``benchmarks/results/spray.{json,md}``."""
+    import argparse
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from fastfem.sample.shortcuts import CONFIGS
+
+    from .shortcuts import BUNDLED, RESULTS
+
+    parser = argparse.ArgumentParser(description="SpRAy beside fastfem's flags")
+    parser.add_argument("--only", nargs="*", help="configuration names (default: all)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    names = args.only or [BUNDLED, *(c.name for c in CONFIGS)]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            results.append(side_by_side(name, Path(tmp) / name.replace("@", "-")))
+            print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"command": "python -m benchmarks.spray", "results": results}
+    (RESULTS / "spray.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (RESULTS / "spray.md").write_text(markdown_table(results))
+    print(markdown_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -48,7 +48,7 @@ def test_class_view_and_disagreement_view_find_the_learned_shortcut(tmp_path):
     store = ResultStore(tmp_path / "s")
     rows = store.read_rows()
     np.testing.assert_array_equal(disagreement_mask(rows), planted["disagree"])
-    det = detect(store, rows)
+    det = detect(store, rows, views=True)
     views = {v.name: v for v in det.views.views}
     assert set(views) == {"class 0", "class 1", "class 2", "label disagrees"}, det.views
     assert views["class 1"].rows + views["class 2"].rows + views["class 0"].rows == len(rows["id"])
@@ -64,8 +64,9 @@ def test_class_view_and_disagreement_view_find_the_learned_shortcut(tmp_path):
     # class 1 and 2 carry no mark: no candidate, nothing flagged
     assert views["class 1"].flagged.size == 0 and views["class 2"].flagged.size == 0
     # views are evidence beside the store-wide flags, which they do not change
-    again = detect(store, rows)
-    np.testing.assert_array_equal(again.flagged, det.flagged)
+    plain = detect(store, rows)
+    np.testing.assert_array_equal(plain.flagged, det.flagged)
+    assert plain.views.views == [] and plain.views.skipped == {}
 
 
 def test_views_on_a_store_without_labels_and_with_small_classes(tmp_path):

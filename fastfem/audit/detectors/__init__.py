@@ -154,8 +154,11 @@ def _reasons(hot_cluster: np.ndarray, box: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def detect(store: ResultStore, rows: Mapping[str, np.ndarray] | None = None) -> Detection:
-    """Run every detector on ``store`` (its committed rows: ``rows`` or `read_rows`)."""
+def detect(
+    store: ResultStore, rows: Mapping[str, np.ndarray] | None = None, views: bool = False
+) -> Detection:
+    """Run every detector on ``store`` (its committed rows: ``rows`` or `read_rows`); with
+    ``views``, the label-aware views too (`by_class`: one more detector run per view)."""
     rows = store.read_rows() if rows is None else rows
     n = len(rows.get("id", []))
     ids = np.asarray(rows.get("id", []))
@@ -193,7 +196,7 @@ def detect(store: ResultStore, rows: Mapping[str, np.ndarray] | None = None) -> 
         stats=stats,
         hot=hot,
         clusters=columns,
-        views=label_views(store, rows, ok, classes) if n else LabelViews(),
+        views=label_views(store, rows, ok, classes) if n and views else LabelViews(),
     )
 
 
