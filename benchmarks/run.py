@@ -23,6 +23,8 @@ audit              fastfem audit: PNG folder on disk -> Parquet on disk, vs in-m
                    corner rule they replaced (target: audit with detectors >= 0.9x)
 malloc             glibc's default malloc vs a fixed mmap threshold: page faults of fastfem and
                    its limit
+detect_scale       the shortcut detectors on a synthetic store of 1,000,000 rows (quick:
+                   100,000) of 16x16 maps: time and peak RSS (`benchmarks.detect_scale`)
 =================  ==========================================================================
 
 ``--quick`` runs every configuration small (a few minutes in all). Results go to
@@ -593,6 +595,14 @@ def cfg_malloc(w: Workers, quick: bool) -> dict[str, Any]:
     return res
 
 
+def cfg_detect_scale(w: Workers, quick: bool) -> dict[str, Any]:
+    """`fastfem.audit.detectors.detect` on a synthetic store of N = 1,000,000 (quick 100,000)
+    rows of 16x16 maps, in a fresh process: time and peak RSS (`benchmarks.detect_scale`)."""
+    from .detect_scale import scale_row
+
+    return scale_row(100_000 if quick else 1_000_000)
+
+
 CONFIGS: dict[str, Callable[[Workers, bool], dict[str, Any]]] = {
     "fem_cnn": cfg_fem_cnn,
     "fem_resnet50": cfg_fem_resnet50,
@@ -606,6 +616,7 @@ CONFIGS: dict[str, Callable[[Workers, bool], dict[str, Any]]] = {
     "bf16": cfg_bf16,
     "audit": cfg_audit,
     "malloc": cfg_malloc,
+    "detect_scale": cfg_detect_scale,
 }
 
 
@@ -613,7 +624,7 @@ def _brief(name: str, res: dict[str, Any]) -> dict[str, Any]:
     """What to print for one configuration."""
     if name.startswith("fem_"):
         return summary_line(res)
-    if "skipped" in res or "error" in res:
+    if "skipped" in res or "error" in res or name == "detect_scale":
         return res
     brief: dict[str, Any] = {}
     if "candidates" in res:

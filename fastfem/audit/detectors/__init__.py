@@ -32,6 +32,7 @@ import numpy as np
 
 from ..store import ResultStore
 from .box import MAX_OUTSIDE_BOX, box_scores
+from .by_class import LabelViews, label_views
 from .clusters import K_CLUSTERS, ClusterStats, explanation_clusters
 from .energy import CLUSTER_GRID, DETAIL_GRID
 from .hotspots import (
@@ -122,6 +123,7 @@ class Detection:
     stats: ClusterStats | None = None
     hot: HotSpotResult | None = None
     clusters: dict[str, list] = field(default_factory=dict)
+    views: LabelViews = field(default_factory=LabelViews)  # per class, label disagrees (by_class)
     #: the reliance test's evidence per row (`with_reliance`): region, fill, output change
     region: np.ndarray | None = None
     fill: np.ndarray | None = None
@@ -166,8 +168,11 @@ def _reasons(hot_cluster: np.ndarray, box: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def detect(store: ResultStore, rows: Mapping[str, np.ndarray] | None = None) -> Detection:
-    """Run every detector on ``store`` (its committed rows: ``rows`` or `read_rows`)."""
+def detect(
+    store: ResultStore, rows: Mapping[str, np.ndarray] | None = None, views: bool = False
+) -> Detection:
+    """Run every detector on ``store`` (its committed rows: ``rows`` or `read_rows`); with
+    ``views``, the label-aware views too (`by_class`: one more detector run per view)."""
     rows = store.read_rows() if rows is None else rows
     n = len(rows.get("id", []))
     ids = np.asarray(rows.get("id", []))
@@ -205,6 +210,7 @@ def detect(store: ResultStore, rows: Mapping[str, np.ndarray] | None = None) -> 
         stats=stats,
         hot=hot,
         clusters=columns,
+        views=label_views(store, rows, ok, classes) if n and views else LabelViews(),
     )
 
 
