@@ -84,7 +84,7 @@ def spray_scores(store: Path, marked: np.ndarray, relied: np.ndarray) -> dict[st
     `scores`; the oracle picks the cluster with the best F1 as `scores` defines it."""
     from benchmarks import spray
 
-    ids, maps, pred = spray.store_inputs(_store(store))
+    ids, maps, pred = spray.store_inputs(store)
     order = np.asarray([int(i) for i in ids])
     m = np.empty_like(maps)
     p = np.empty_like(pred)
@@ -101,12 +101,6 @@ def spray_scores(store: Path, marked: np.ndarray, relied: np.ndarray) -> dict[st
                 if s["f1"] > best["f1"]:
                     best = {**s, "class": int(c.cls), "k": int(k), "cluster": int(j)}
     return {"eigengap": scores(eigengap, marked, relied), "oracle": best}
-
-
-def _store(path: Path):
-    from fastfem.audit.store import ResultStore
-
-    return ResultStore(path)
 
 
 def evaluate(base: str, name: str, split: str, work: Path) -> dict[str, Any]:

@@ -1,0 +1,67 @@
+"""The reliance sweep's statistics (`fastfem.audit.reliance.stats`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from fastfem.audit.reliance import stats as S
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "q"), [(5, 20, 0.1), (0, 10, 0.3), (30, 80, 0.05), (80, 80, 0.5), (3, 200, 0.001)]
+)
+def test_binomial_tail_equals_scipy(k, n, q):
+    assert S.binomial_tail(k, n, q) == pytest.approx(
+        sps.binom.sf(k - 1, n, q), rel=1e-9, abs=1e-300
+    )
+
+
+def _null_sweep(n=400, probes=40, classes=4, seed=0, rate=0.1):
+    rng = np.random.default_rng(seed)
+    pred = rng.integers(0, classes, n)
+    drop = np.where(rng.uniform(size=(n, probes)) < rate, 0.6, 0.0)
+    return drop, pred
+
+
+def test_no_candidate_when_every_class_is_hit_alike():
+    drop, pred = _null_sweep()
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    assert S.select_candidates(tests, drop, pred) == []
+
+
+def test_a_region_that_knocks_out_one_class_is_found_first():
+    drop, pred = _null_sweep(rate=0.03)
+    rows = np.flatnonzero(pred == 2)[:40]
+    drop[rows, 7] = 0.8
+    drop[rows, 8] = 0.7  # an overlapping region hiding the same mark: the same finding
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    found = S.select_candidates(tests, drop, pred)
+    assert len(found) == 1 and found[0].probe in (7, 8) and found[0].cls == 2
+    t = found[0]
+    assert t.hits >= 40 and t.lift > 5 and t.place_lift > 5 and t.p_value < 1e-20
+
+
+def test_a_class_hit_at_every_place_alike_is_objects_not_a_mark():
+    # class 1 is fragile under every region (thin objects): many hits, high class lift,
+    # but no place stands out among regions of its size
+    drop, pred = _null_sweep(rate=0.02)
+    rows = pred == 1
+    rng = np.random.default_rng(1)
+    drop[rows] = np.where(rng.uniform(size=(rows.sum(), drop.shape[1])) < 0.4, 0.7, 0.0)
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    assert max(t.lift for t in tests if t.cls == 1) > S.MIN_LIFT
+    assert S.select_candidates(tests, drop, pred) == []
+
+
+def test_place_lift_compares_regions_of_the_same_size_only():
+    drop, pred = _null_sweep(probes=4, rate=0.0)
+    rows = np.flatnonzero(pred == 0)
+    drop[rows[:60], 3] = 0.9  # a big region hides class 0's objects
+    drop[rows[:60], 2] = 0.9  # so does another big one
+    areas = [0.05, 0.05, 0.25, 0.25]
+    tests = {(t.probe, t.cls): t for t in S.probe_tests(drop, pred, np.unique(pred), areas)}
+    assert tests[(3, 0)].place_lift < 2  # compared with the other big region, not the small
+    global_test = S.probe_tests(drop, pred, np.unique(pred), [0.05, 0.05, 0.25, 0.0])
+    assert {(t.probe, t.cls): t for t in global_test}[(3, 0)].place_lift == float("inf")

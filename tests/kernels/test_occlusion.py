@@ -1,0 +1,116 @@
+"""Occlusion probes (`fastfem.kernels.occlusion`) against NumPy references of their formulas."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fastfem.kernels import occlusion as O
+
+
+def _image(h=32, w=40, seed=0):
+    return np.random.default_rng(seed).uniform(size=(h, w, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (96, 96), (37, 53)])
+def test_every_thin_line_lies_whole_in_one_band_and_one_column(size):
+    h, w = size
+    regions = O.region_family(h, w)
+    bands = [r for r in regions if r.kind == "band"]
+    columns = [r for r in regions if r.kind == "column"]
+    assert len(bands) == 15 and len(columns) == 15
+    thick = max(1, h // 16)
+    for y in range(h - thick + 1):
+        line = np.zeros((h, w), bool)
+        line[y : y + thick] = True
+        assert any(r.mask[line].all() for r in bands), y
+    thick = max(1, w // 16)
+    for x in range(w - thick + 1):
+        line = np.zeros((h, w), bool)
+        line[:, x : x + thick] = True
+        assert any(r.mask[line].all() for r in columns), x
+
+
+def test_family_masks_match_their_boxes_and_names():
+    for r in O.region_family(64, 64):
+        assert r.mask.shape == (64, 64) and r.mask.dtype == np.float32
+        ys, xs = np.nonzero(r.mask)
+        assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == r.box
+        if r.kind != "border":  # rectangles are full boxes
+            assert r.mask.sum() == (r.box[2] - r.box[0]) * (r.box[3] - r.box[1])
+    ring = O.border_region(64, 64, 2)
+    assert ring.mask.sum() == 64 * 64 - 60 * 60
+    assert len({r.name for r in O.region_family(64, 64)}) == len(O.region_family(64, 64))
+
+
+def test_gaussian_matrix_rows_are_normalised_gaussians():
+    g = O.gaussian_matrix(20, 3.0)
+    np.testing.assert_allclose(g.sum(axis=1), 1.0, rtol=1e-6)
+    d = np.arange(20)[:, None] - np.arange(20)[None, :]
+    ref = np.exp(-(d**2) / 18.0)
+    np.testing.assert_allclose(g, ref / ref.sum(axis=1, keepdims=True), rtol=1e-5)
+
+
+def _params(x):
+    return O.fill_params(x.reshape(-1, 3).mean(0), x.reshape(-1, 3).std(0), *x.shape[:2])
+
+
+def test_inpaint_is_normalised_convolution_of_the_outside():
+    x = _image()
+    region = O.region_family(32, 40)[20]
+    p = _params(x)
+    got = np.asarray(O.inpaint(jnp.asarray(x), jnp.asarray(region.mask), p))
+    gy, gx = np.asarray(p.fill_y), np.asarray(p.fill_x)
+    out = 1.0 - region.mask
+    num = np.einsum("hi,iwc,vw->hvc", gy, x * out[:, :, None], gx)
+    den = np.einsum("hi,iw,vw->hv", gy, out, gx)[:, :, None]
+    np.testing.assert_allclose(got, num / den, rtol=1e-4, atol=1e-5)
+
+
+def test_probe_leaves_the_outside_and_hides_a_mark_inside():
+    x = np.full((32, 32, 3), 0.4, np.float32)
+    x[14:17, :] = 1.0  # a bright line across the image
+    band = next(r for r in O.region_family(32, 32) if r.kind == "band" and r.mask[14:17].all())
+    p = _params(x)
+    fills = {
+        f: np.asarray(O.probe_image(jnp.asarray(x), jnp.asarray(band.mask), i, p))
+        for i, f in enumerate(O.FILLS)
+    }
+    outside = band.mask == 0
+    for f in ("mean", "blur", "noise", "inpaint"):
+        np.testing.assert_array_equal(fills[f][outside], x[outside])
+    # filled from the surroundings (all 0.4): the line is gone
+    np.testing.assert_allclose(fills["inpaint"][14:17], 0.4, atol=1e-5)
+    want = np.broadcast_to(np.asarray(p.mean), (3, 32, 3))
+    np.testing.assert_allclose(fills["mean"][14:17], want, atol=1e-6)
+
+
+def test_grey_world_removes_a_colour_cast():
+    x = _image() * np.asarray([1.0, 0.6, 0.5], np.float32)
+    g = np.asarray(O.grey_world(jnp.asarray(x)))
+    means = g.reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(means, means.mean(), rtol=1e-3)
+
+
+def test_lowpass_removes_a_checkerboard_texture_but_not_a_large_shape():
+    yy, xx = np.mgrid[:64, :64]
+    texture = ((yy + xx) % 2).astype(np.float32)
+    shape = ((yy - 32) ** 2 + (xx - 32) ** 2 < 15**2).astype(np.float32)
+    x = np.stack([0.5 * shape + 0.2 * texture] * 3, -1)
+    p = _params(x)
+    low = np.asarray(O.fill_image(jnp.asarray(x), jnp.ones((64, 64)), 3, p))
+    assert np.abs(np.diff(low[26:38, 26:38, 0], axis=1)).max() < 0.02  # texture gone
+    assert low[32, 32, 0] - low[2, 2, 0] > 0.4  # the disc stays
+
+
+def test_probe_image_vmaps_and_jits():
+    x = np.stack([_image(seed=i) for i in range(3)])
+    p = _params(x[0])
+    region = O.region_family(32, 40)[3]
+    f = jax.jit(jax.vmap(O.probe_image, in_axes=(0, None, None, None)))
+    out = np.asarray(f(jnp.asarray(x), jnp.asarray(region.mask), jnp.int32(5), p))
+    for i in range(3):
+        one = np.asarray(O.probe_image(jnp.asarray(x[i]), jnp.asarray(region.mask), 5, p))
+        np.testing.assert_allclose(out[i], one, rtol=1e-5, atol=1e-6)
