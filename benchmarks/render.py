@@ -474,7 +474,32 @@ def render_markdown(configs: dict[str, Any], meta: dict[str, dict]) -> str:
         )
     if "malloc" in configs:
         out += section_malloc(configs["malloc"])
+    if "decode_threads" in configs:
+        out += section_decode_threads(configs["decode_threads"])
     return "\n".join(out).rstrip() + "\n"
+
+
+def section_decode_threads(res: dict[str, Any]) -> list[str]:
+    """Host decoding vs threads: img/s, ms per image, speed-up over one thread."""
+    rows = []
+    for name, c in res["candidates"].items():
+        r = res.get("ratios", {}).get(f"{name}/threads_1")
+        rows.append(
+            [
+                str(c["info"].get("threads", name)),
+                spread(c["items_per_s"]),
+                spread(res["ms_per_image"][name]),
+                ratio_cell(r) if r else "1",
+            ]
+        )
+    note = (
+        f"The audit's host side alone on {res.get('n')} {res.get('photo')} photos, cropped to "
+        f"224x224 (JPEG draft on), {res.get('cores')} usable cores; default threads: "
+        f"{res.get('default_threads')} (model on the CPU / on an accelerator)."
+    )
+    out = ["## Host decoding vs threads", "", note, ""]
+    out += table(["threads", "img/s", "ms per image", "vs 1 thread"], rows)
+    return out + ["", f"- foreign CPUs during the rounds: {noise(res)}", ""]
 
 
 # --------------------------------------------------------------------------------- plots
