@@ -18,14 +18,16 @@ median (min-max) over ``--reps`` rounds:
    read by the audit's source alone on those threads (decoding, no device): the host decode
    share is that decode time over the audit's time after compilation (near 1: the host
    decoding bounds the audit);
-5. the device's peak memory (``memory_stats()["peak_bytes_in_use"]``; null where the backend
+5. ``decode_threads``: the audit's host side alone on ``--decode-n`` (2,000) of those photos,
+   on 1, 2 and all cores' threads: img/s, ms per image, speed-up over one thread;
+6. the device's peak memory (``memory_stats()["peak_bytes_in_use"]``; null where the backend
    keeps none, e.g. the CPU), read after each phase.
 
-Phases run in the order fem, audit, mlfem, fam. A phase that would start after ``--budget-s``
-seconds (default 360: the last one started has two minutes left of eight) is skipped (named in
-the JSON); the JSON is rewritten after each phase, so a run stopped from outside keeps what it
-measured. ``peak_device_bytes``: the peak so far, after each phase. Usage
-(``benchmarks/device_check.sh`` wraps it)::
+Phases run in the order fem, audit, decode_threads, mlfem, fam. A phase that would start after
+``--budget-s`` seconds (default 360: the last one started has two minutes left of eight) is
+skipped (named in the JSON); the JSON is rewritten after each phase, so a run stopped from
+outside keeps what it measured. ``peak_device_bytes``: the peak so far, after each phase.
+Usage (``benchmarks/device_check.sh`` wraps it)::
 
     python -m benchmarks.device_check --out device-check.json             # ResNet50-224
     python -m benchmarks.device_check --size 32 --stages 1,1,1,1 --width 8 --n 16 \\
@@ -259,6 +261,7 @@ class Config:
     audit_n: int = 20_000
     photo: tuple[int, int] = (640, 480)
     audit_batch: int = 256
+    decode_n: int = 2000
     budget_s: float = 360.0
     workdir: str | None = None
 
@@ -416,6 +419,37 @@ def audit_phase(cfg: Config, models: Models, work: Path) -> dict[str, Any]:
     }
 
 
+def decode_threads_phase(cfg: Config, models: Models, work: Path) -> dict[str, Any]:
+    """Phase 5: the audit's host side alone (`benchmarks.candidates.decode_folder`: listing,
+    reading, JPEG draft decoding, crop to the model's size) on ``--decode-n`` generated photos,
+    on 1, 2 and every usable core's threads (at most the accelerator bound): img/s, ms per
+    image, and the speed-up over one thread, paired by round."""
+    from fastfem.audit.sources import MAX_ACCELERATOR_THREADS, usable_cores
+
+    from .candidates import decode_folder
+
+    w, h = cfg.photo
+    folder = work / f"jpeg-{w}x{h}-{cfg.decode_n}"
+    cores = usable_cores()
+    write_photos(folder, cfg.decode_n, cfg.photo, cores)
+    counts = sorted({1, 2, min(cores, MAX_ACCELERATOR_THREADS)})
+    cands = {
+        f"threads_{t}": decode_folder(str(folder), models.input_shape[0], t).run for t in counts
+    }
+    res = rounds(cands, cfg.reps)
+    rows = {}
+    for name in cands:
+        ips = res[name]["items_per_s"]
+        rows[name] = {
+            "images_per_s": ips,
+            "ms_per_image": float(f"{1000 / ips['median']:.3g}"),
+            "vs_threads_1": res.get(f"threads_1/{name}", {}).get("median"),
+        }
+        if rows[name]["vs_threads_1"]:  # rounds gives threads_1 / other: invert to a speed-up
+            rows[name]["vs_threads_1"] = float(f"{1 / rows[name]['vs_threads_1']:.3g}")
+    return {"images": cfg.decode_n, "photo": f"{w}x{h} JPEG, quality 90", "cores": cores, **rows}
+
+
 # ---------------------------------------------------------------------------------- run
 
 
@@ -445,7 +479,7 @@ def environment() -> dict[str, Any]:
     }
 
 
-PHASES = ("fem", "audit", "mlfem", "fam")  # the two headline measurements first
+PHASES = ("fem", "audit", "decode_threads", "mlfem", "fam")  # the headline ones first
 
 
 def run(cfg: Config, out: Path, phases: Sequence[str] = PHASES) -> dict[str, Any]:
@@ -469,6 +503,7 @@ def run(cfg: Config, out: Path, phases: Sequence[str] = PHASES) -> dict[str, Any
         "mlfem": lambda: mlfem_phase(cfg, models, x),
         "fam": lambda: fam_phase(cfg, models, x),
         "audit": lambda: audit_phase(cfg, models, work),
+        "decode_threads": lambda: decode_threads_phase(cfg, models, work),
     }
     for name in phases:
         elapsed = time.perf_counter() - started
@@ -516,6 +551,7 @@ def parse_config(argv: Sequence[str] | None) -> tuple[Config, Path, list[str]]:
     p.add_argument("--audit-n", type=int, default=d.audit_n, help="JPEG files to audit")
     p.add_argument("--photo", default="640x480", help="audited photos' WIDTHxHEIGHT")
     p.add_argument("--audit-batch", type=int, default=d.audit_batch)
+    p.add_argument("--decode-n", type=int, default=d.decode_n, help="JPEGs per threads row")
     p.add_argument("--budget-s", type=float, default=d.budget_s, help="no phase starts after")
     p.add_argument("--workdir", default=None, help="keep the generated JPEGs here (reused)")
     p.add_argument("--phases", default=",".join(PHASES), help=f"subset of {','.join(PHASES)}")
@@ -536,6 +572,7 @@ def parse_config(argv: Sequence[str] | None) -> tuple[Config, Path, list[str]]:
         a.audit_n,
         (pw, ph),
         a.audit_batch,
+        a.decode_n,
         a.budget_s,
         a.workdir,
     )

@@ -489,16 +489,24 @@ def section_decode_threads(res: dict[str, Any]) -> list[str]:
                 str(c["info"].get("threads", name)),
                 spread(c["items_per_s"]),
                 spread(res["ms_per_image"][name]),
+                spread(
+                    {
+                        k: v / 1000 if k in ("median", "min", "max") else v
+                        for k, v in c["cpu_us_per_item"].items()
+                    }
+                ),
                 ratio_cell(r) if r else "1",
             ]
         )
     note = (
         f"The audit's host side alone on {res.get('n')} {res.get('photo')} photos, cropped to "
         f"224x224 (JPEG draft on), {res.get('cores')} usable cores; default threads: "
-        f"{res.get('default_threads')} (model on the CPU / on an accelerator)."
+        f"{res.get('default_threads')} (model on the CPU / on an accelerator). Wall time per "
+        "image counts other processes' load (foreign CPUs below); the CPU time per image does "
+        "not."
     )
     out = ["## Host decoding vs threads", "", note, ""]
-    out += table(["threads", "img/s", "ms per image", "vs 1 thread"], rows)
+    out += table(["threads", "img/s", "ms per image", "CPU ms per image", "vs 1 thread"], rows)
     return out + ["", f"- foreign CPUs during the rounds: {noise(res)}", ""]
 
 

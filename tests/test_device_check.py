@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--size", "32", "--stages", "1,1,1,1", "--width", "4", "--classes", "10", "--n", "8",
     "--batch", "4", "--reps", "1", "--audit-n", "6", "--photo", "64x48", "--audit-batch", "4",
+    "--decode-n", "5",
 ]  # fmt: skip
 
 
@@ -48,7 +49,7 @@ def test_the_device_check_runs_without_tensorflow_and_writes_its_json(tmp_path):
     r = json.loads(out.read_text())
     env = r["environment"]
     assert env["backend"] == "cpu" and not env["tensorflow_imported"] and not env["keras_imported"]
-    assert set(r["phases"]) == {"fem", "mlfem", "fam", "audit"}
+    assert set(r["phases"]) == {"fem", "mlfem", "fam", "audit", "decode_threads"}
     fem = r["phases"]["fem"]
     for dtype in ("float32", "bfloat16"):
         row = fem[dtype]
@@ -64,6 +65,9 @@ def test_the_device_check_runs_without_tensorflow_and_writes_its_json(tmp_path):
     assert audit["generated"]["files"] == 6 and audit["audit_images_per_s"] > 0
     assert audit["host_decode_share"] > 0
     assert audit["threads"] == env["default_threads"]
+    threads = r["phases"]["decode_threads"]
+    assert threads["images"] == 5 and threads["threads_1"]["ms_per_image"] > 0
+    assert threads["threads_2"]["vs_threads_1"] > 0
     assert set(r["peak_device_bytes"]) == set(r["phases"])  # null on the CPU (no statistics)
 
 
