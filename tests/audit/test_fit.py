@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fastfem.decode import DecodeOptions, decode_image, unit_float
 from fastfem.fit import (
@@ -202,3 +202,22 @@ def test_a_jpeg_and_its_pixels_as_png_give_the_same_maps():
         span = float(maps[3].max() - maps[3].min())
         assert np.abs(maps[2] - maps[3]).mean() <= 0.01 * span, fit
         assert np.corrcoef(maps[2].ravel(), maps[3].ravel())[0, 1] >= 0.98, fit
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_a_rotated_jpeg_is_fitted_on_its_upright_size(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # stored 640 x 427, shown 427 x 640
+    jpg = io.BytesIO()
+    Image.fromarray(photo(640, 427)).save(jpg, format="JPEG", quality=92, exif=exif.tobytes())
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(jpg.getvalue()))).convert("RGB")
+    assert upright.size == (427, 640)
+    png = io.BytesIO()
+    upright.save(png, format="PNG")
+    for fit in ("crop", "pad"):
+        opts = DecodeOptions(size=(128, 128), fit=fit)  # a 1/4 draft: 107 x 160 shown
+        drafted, from_png = decode_image(jpg.getvalue(), opts), decode_image(png.getvalue(), opts)
+        np.testing.assert_array_equal(padding(drafted), padding(from_png))
+        assert np.abs(drafted.astype(int) - from_png.astype(int)).mean() < 2.0
+    cols = padding(from_png)[128:]
+    assert cols.sum() == 128 - 85  # 85 image columns (85.4), on the upright size
