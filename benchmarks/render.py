@@ -498,12 +498,13 @@ def section_decode_threads(res: dict[str, Any]) -> list[str]:
                 ratio_cell(r) if r else "1",
             ]
         )
+    d = res.get("default_threads") or {}
     note = (
-        f"The audit's host side alone on {res.get('n')} {res.get('photo')} photos, cropped to "
-        f"224x224 (JPEG draft on), {res.get('cores')} usable cores; default threads: "
-        f"{res.get('default_threads')} (model on the CPU / on an accelerator). Wall time per "
-        "image counts other processes' load (foreign CPUs below); the CPU time per image does "
-        "not."
+        f"The audit's host side alone (listing, reading, JPEG draft decoding, crop to 224x224; "
+        f"no device) on {res.get('n')} photo-like files ({res.get('photo')}), "
+        f"{res.get('cores')} usable cores; the audit's default threads here: {d.get('cpu')} "
+        f"with the model on the CPU, {d.get('gpu')} on an accelerator. Wall time per image "
+        "counts other processes' load (foreign CPUs below); the CPU time per image does not."
     )
     out = ["## Host decoding vs threads", "", note, ""]
     out += table(["threads", "img/s", "ms per image", "CPU ms per image", "vs 1 thread"], rows)
