@@ -8,8 +8,8 @@
 #
 # Default output: benchmarks/results/device-check.json ($OUT/device-check.json when $OUT is
 # set). Options after the script name go to `python -m benchmarks.device_check` (--help).
-# PYTHON picks the interpreter (default python3). When fastfem is not installed there, it is
-# installed first (offline, no dependencies) into a temporary folder used for this run only.
+# PYTHON picks the interpreter (default python3). When it cannot import fastfem, the run uses a
+# copy of the checkout's fastfem laid out as installed (a temporary folder, removed after).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,12 +20,15 @@ export PYTHONUNBUFFERED=1
 
 run_dir="$repo"
 if ! (cd "$repo" && "$py" -c "import fastfem.converters.flax" >/dev/null 2>&1); then
+    # fastfem as pyproject.toml lays it out (package-dir: fastfem.converters = converters),
+    # copied to a temporary folder for this run: nothing built, nothing written in the checkout
     site="$(mktemp -d)"
     trap 'rm -rf "$site"' EXIT
-    echo "[device_check.sh] installing fastfem (no dependencies) into $site" >&2
-    "$py" -m pip install -q --no-deps --no-index --no-build-isolation --target "$site" "$repo"
+    echo "[device_check.sh] fastfem not importable: using a copy of the checkout's in $site" >&2
+    cp -R "$repo/fastfem" "$site/fastfem"
+    cp -R "$repo/converters" "$site/fastfem/converters"
     export PYTHONPATH="$site:$repo${PYTHONPATH:+:$PYTHONPATH}"
-    run_dir="$site"  # the installed fastfem (with its converters) before the checkout's folder
+    run_dir="$site"  # that fastfem (with its converters) before the checkout's folder
 fi
 
 cd "$run_dir"

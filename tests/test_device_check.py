@@ -80,3 +80,37 @@ def test_phases_past_the_budget_are_skipped_and_named(tmp_path):
     assert set(r["phases"]) == {"fem", "audit"}
     assert all("over --budget-s" in v["skipped"] for v in r["phases"].values())
     assert r["config"]["stages"] == [1, 1, 1, 1] and r["config"]["photo"] == [64, 48]
+
+
+@pytest.mark.slow
+def test_the_device_check_installs_fastfem_where_the_interpreter_lacks_it(tmp_path):
+    """An interpreter without fastfem (this one run with ``-S``: its packages on PYTHONPATH, but
+    not the editable install's path hook): the script runs a copy of the checkout's fastfem,
+    laid out as installed, and writes nothing in the checkout."""
+    import site
+
+    python = tmp_path / "python-without-fastfem"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
+    env = no_tensorflow_env(tmp_path)
+    env["PYTHON"] = str(python)
+    env["PYTHONPATH"] = os.pathsep.join(site.getsitepackages())
+    lacks = subprocess.run(
+        [str(python), "-c", "import fastfem.converters"], env=env, cwd=ROOT, capture_output=True
+    )
+    assert lacks.returncode != 0  # the premise: fastfem cannot be imported as it is
+    out = tmp_path / "check.json"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "device_check.sh"), *TINY, "--out", str(out)]
+        + ["--phases", "fem,audit"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fastfem not importable" in proc.stderr
+    assert not (ROOT / "build").exists()
+    r = json.loads(out.read_text())
+    assert r["phases"]["audit"]["processed"] == 6 and "error" not in r["phases"]["fem"]
