@@ -1,6 +1,7 @@
-"""`fastfem.fit`'s exact geometry: every image size with a short side of 1-4096, for crop and pad
-at 64, 128, 224 and 299, through the JPEG draft decode too; the real resampling on sizes the
-float geometry refused; a JPEG and the same pixels as PNG fitted alike."""
+"""`fastfem.fit`'s exact geometry: every image size up to 4096 x 4096, and long sides up to 8x a
+short side of 1-4096, for crop and pad at 64, 128, 224 and 299, through the JPEG draft decode
+too; the real resampling on sizes the float geometry refused; a JPEG and the same pixels as PNG
+fitted alike."""
 
 from __future__ import annotations
 
@@ -37,15 +38,32 @@ def every_size() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([long, short]), np.concatenate([short, long])
 
 
+def size_chunks(rows: int = 256):
+    """Every (w, h) with both sides in 1-4096 (16.8 M sizes, ``rows`` heights at a time), then
+    `every_size` (long sides up to 8 x 4096 + 1)."""
+    w = np.arange(1, SHORT_MAX + 1, dtype=np.int64)
+    for h0 in range(1, SHORT_MAX + 1, rows):
+        h = np.arange(h0, min(h0 + rows, SHORT_MAX + 1), dtype=np.int64)
+        yield np.tile(w, len(h)), np.repeat(h, len(w))
+    yield every_size()
+
+
 def draft_reduction(w: np.ndarray, h: np.ndarray, cw: np.ndarray, ch: np.ndarray) -> np.ndarray:
     """Pillow's JPEG draft rule: the largest of 8, 4, 2, 1 within min(w // cw, h // ch)."""
     r = np.minimum(w // cw, h // ch)
     return np.select([r >= 8, r >= 4, r >= 2], [8, 4, 2], 1)
 
 
+@pytest.mark.slow  # 16.8 M sizes: ~1.5 s of CPU per model size
 @pytest.mark.parametrize("side", MODEL_SIDES)
 def test_crop_geometry_is_exact_for_every_size(side):
-    w, h = every_size()
+    for w, h in size_chunks():
+        check_crop(w, h, side)
+
+
+def check_crop(w: np.ndarray, h: np.ndarray, side: int) -> None:
+    """The crop box of ``w x h`` images for a ``side`` model, by its defining properties, also
+    as the floats handed to Pillow after a JPEG draft decode."""
     W = H = side
     x0, y0, x1, y1, d = crop_fractions(w, h, W, H)
     assert ((x0 >= 0) & (y0 >= 0) & (x1 <= w * d) & (y1 <= h * d)).all()  # inside
@@ -69,9 +87,15 @@ def test_crop_geometry_is_exact_for_every_size(side):
         assert ((k == 1) | kept).all()  # a draft decode is never enlarged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("side", MODEL_SIDES)
 def test_pad_geometry_is_exact_for_every_size(side):
-    w, h = every_size()
+    for w, h in size_chunks():
+        check_pad(w, h, side)
+
+
+def check_pad(w: np.ndarray, h: np.ndarray, side: int) -> None:
+    """The placed size of ``w x h`` images in a ``side`` model, by its defining properties."""
     W = H = side
     iw, ih = pad_sizes(w, h, W, H)
     assert ((iw >= 1) & (iw <= W) & (ih >= 1) & (ih <= H)).all()
