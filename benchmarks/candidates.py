@@ -570,3 +570,53 @@ def flag_rules_on_store(png_dir: str, model: str, workdir: str, rule: str) -> Be
         return len(rows["id"])
 
     return Bench(run=run, info={"rule": rule, "store": str(out)})
+
+
+# ========================================================================= host decoding
+
+
+def prepare_jpeg_folder(path: str, n: int, width: int, height: int, seed: int = 0) -> dict:
+    """``n`` photo-like JPEGs of ``width x height`` (quality 90) under ``path``, made once
+    (`benchmarks.bench_decode.jpeg_folder`)."""
+    from .bench_decode import jpeg_folder
+
+    p = Path(path)
+    done = p / ".complete"
+    if not done.exists():
+        jpeg_folder(p, (width, height), n, seed)
+        done.write_text(str(n))
+    files = sorted(p.glob("*.jpg"))
+    return {"path": str(p), "files": len(files), "bytes": sum(f.stat().st_size for f in files)}
+
+
+def decode_folder(folder: str, size: int, threads: int, fit: str = "crop") -> Bench:
+    """The audit's host side alone: `fastfem.audit.sources.open_source` of an image folder
+    with ``fit`` to ``size x size`` on ``threads`` decoding threads, every record read (listing,
+    reading, decoding with the JPEG draft, fitting; no device). An error record fails the run."""
+    from fastfem.audit.sources import ReadOptions, open_source
+
+    options = ReadOptions(fit=fit, threads=threads)
+
+    def run() -> int:
+        src = open_source(folder, (size, size, 3), options)
+        n = 0
+        for rec in src.read(lambda i, rid: True):
+            if rec.error is not None:
+                raise RuntimeError(f"{rec.id}: {rec.error}")
+            n += 1
+        return n
+
+    return Bench(run=run, info={"threads": threads, "size": size, "fit": fit})
+
+
+def host_threads_info() -> dict[str, Any]:
+    """This worker's usable cores and the audit's default decoding threads for a model on the
+    CPU and on an accelerator (`fastfem.audit.sources.host_threads`)."""
+    from fastfem.audit.sources import MAX_ACCELERATOR_THREADS, host_threads, usable_cores
+
+    cores = usable_cores()
+    return {
+        "cores": cores,
+        "max_threads": min(cores, MAX_ACCELERATOR_THREADS),
+        "default_threads": {b: host_threads(cores, b) for b in ("cpu", "gpu")},
+    }

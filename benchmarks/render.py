@@ -474,7 +474,41 @@ def render_markdown(configs: dict[str, Any], meta: dict[str, dict]) -> str:
         )
     if "malloc" in configs:
         out += section_malloc(configs["malloc"])
+    if "decode_threads" in configs:
+        out += section_decode_threads(configs["decode_threads"])
     return "\n".join(out).rstrip() + "\n"
+
+
+def section_decode_threads(res: dict[str, Any]) -> list[str]:
+    """Host decoding vs threads: img/s, ms per image, speed-up over one thread."""
+    rows = []
+    for name, c in res["candidates"].items():
+        r = res.get("ratios", {}).get(f"{name}/threads_1")
+        rows.append(
+            [
+                str(c["info"].get("threads", name)),
+                spread(c["items_per_s"]),
+                spread(res["ms_per_image"][name]),
+                spread(
+                    {
+                        k: v / 1000 if k in ("median", "min", "max") else v
+                        for k, v in c["cpu_us_per_item"].items()
+                    }
+                ),
+                ratio_cell(r) if r else "1",
+            ]
+        )
+    d = res.get("default_threads") or {}
+    note = (
+        f"The audit's host side alone (listing, reading, JPEG draft decoding, crop to 224x224; "
+        f"no device) on {res.get('n')} photo-like files ({res.get('photo')}), "
+        f"{res.get('cores')} usable cores; the audit's default threads here: {d.get('cpu')} "
+        f"with the model on the CPU, {d.get('gpu')} on an accelerator. Wall time per image "
+        "counts other processes' load (foreign CPUs below); the CPU time per image does not."
+    )
+    out = ["## Host decoding vs threads", "", note, ""]
+    out += table(["threads", "img/s", "ms per image", "CPU ms per image", "vs 1 thread"], rows)
+    return out + ["", f"- foreign CPUs during the rounds: {noise(res)}", ""]
 
 
 # --------------------------------------------------------------------------------- plots

@@ -23,8 +23,13 @@ audit              fastfem audit: PNG folder on disk -> Parquet on disk, vs in-m
                    corner rule they replaced (target: audit with detectors >= 0.9x)
 malloc             glibc's default malloc vs a fixed mmap threshold: page faults of fastfem and
                    its limit
+<<<<<<< HEAD
 detect_scale       the shortcut detectors on a synthetic store of 1,000,000 rows (quick:
                    100,000) of 16x16 maps: time and peak RSS (`benchmarks.detect_scale`)
+=======
+decode_threads     the audit's host decoding alone, 640x480 JPEG photos cropped to 224: ms per
+                   image on 1, 2 and every core's threads
+>>>>>>> fitgeom
 =================  ==========================================================================
 
 ``--quick`` runs every configuration small (a few minutes in all). Results go to
@@ -595,12 +600,53 @@ def cfg_malloc(w: Workers, quick: bool) -> dict[str, Any]:
     return res
 
 
+<<<<<<< HEAD
 def cfg_detect_scale(w: Workers, quick: bool) -> dict[str, Any]:
     """`fastfem.audit.detectors.detect` on a synthetic store of N = 1,000,000 (quick 100,000)
     rows of 16x16 maps, in a fresh process: time and peak RSS (`benchmarks.detect_scale`)."""
     from .detect_scale import scale_row
 
     return scale_row(100_000 if quick else 1_000_000)
+=======
+def cfg_decode_threads(w: Workers, quick: bool) -> dict[str, Any]:
+    """The audit's host side alone (`benchmarks.candidates.decode_folder`: listing, reading,
+    JPEG draft decoding, ``fit="crop"`` to 224x224; no device) on N=1024 (quick 256) 640x480
+    JPEG photos (quality 90), on 1, 2 and every usable core's threads: images per second, ms
+    per image (wall time / images) and the speed-up over one thread. The audit's default on
+    this machine (`fastfem.audit.sources.default_threads`) is recorded beside them."""
+    n = 256 if quick else 1024
+    folder = w["jax"].call(
+        C + "prepare_jpeg_folder",
+        path=str(CACHE_DIR / f"jpeg-640x480-{n}"),
+        n=n,
+        width=640,
+        height=480,
+    )["path"]
+    host = w["jax"].call(C + "host_threads_info")
+    counts = sorted({1, 2, host["max_threads"]})
+    cands = [
+        Candidate(
+            f"threads_{t}",
+            "jax",
+            C + "decode_folder",
+            {"folder": folder, "size": 224, "threads": t},
+            f"decode + crop to 224 on {t} thread{'s' if t > 1 else ''}",
+        )
+        for t in counts
+    ]
+    res = run_comparison(w, "decode_threads", cands, reps=3 if quick else 5)
+    drop(w, cands)
+    res["n"] = n
+    res["photo"] = "640x480 JPEG, quality 90"
+    res["cores"] = host["cores"]
+    res["default_threads"] = host["default_threads"]
+    res["ms_per_image"] = {
+        c: summarize([1000.0 / r["items_per_s"] for r in v["reps"]])
+        for c, v in res["candidates"].items()
+    }
+    res["ratios"] = {f"{c.name}/threads_1": ratio(res, c.name, "threads_1") for c in cands[1:]}
+    return res
+>>>>>>> fitgeom
 
 
 CONFIGS: dict[str, Callable[[Workers, bool], dict[str, Any]]] = {
@@ -616,7 +662,11 @@ CONFIGS: dict[str, Callable[[Workers, bool], dict[str, Any]]] = {
     "bf16": cfg_bf16,
     "audit": cfg_audit,
     "malloc": cfg_malloc,
+<<<<<<< HEAD
     "detect_scale": cfg_detect_scale,
+=======
+    "decode_threads": cfg_decode_threads,
+>>>>>>> fitgeom
 }
 
 
@@ -640,6 +690,7 @@ def _brief(name: str, res: dict[str, Any]) -> dict[str, Any]:
         "audit_loop_images_per_s",
         "audit_excluding_compile_images_per_s",
         "page_faults_per_call",
+        "ms_per_image",
     ):
         if key in res:
             brief[key] = res[key]

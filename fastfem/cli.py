@@ -540,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=positive_int,
         default=None,
-        help="host decoding threads (default: half the CPU cores, 1 to 8)",
+        help="host decoding threads (default: half the CPU cores, 1 to 8, when the model runs "
+        "on the CPU; every core, 1 to 32, on an accelerator)",
     )
     a.add_argument(
         "--fit",

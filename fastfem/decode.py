@@ -18,12 +18,14 @@ record's error row):
    model's (module `fastfem.fit`); refused here, before any pixel is decoded;
 4. JPEG draft: a JPEG at least twice its fitted size on both sides is decoded at 1/2, 1/4 or
    1/8 scale by the JPEG decoder's DCT scaling (``draft``; the result stays >= the fitted size,
-   then resampled like any image);
+   then resampled like any image, with the geometry of the image's own size: step 8);
 5. pixel budget: width x height to decode must be <= ``max_pixels`` (default 50 M: a 50-megapixel
    non-JPEG photo; JPEGs count after the draft);
 6. decode the first frame (animated GIF/WebP/PNG, multi-page TIFF), apply the orientation;
 7. mode -> pixels (`PIXELS`); alpha composited on black (``alpha="black"``) or white;
-8. fit to the model's (H, W) (`fastfem.fit.fit_image`).
+8. fit to the model's (H, W) (`fastfem.fit.fit_image`): the geometry is computed exactly on the
+   image's own size after orientation (`fastfem.fit.fit_geometry`), a draft decode taking the
+   same box divided by its reduction, so a JPEG and the same pixels as PNG are fitted alike.
 
 **Pixels** (`PIXELS`): 8-bit data comes out as uint8 ``v`` (the model's preprocessing,
 `fastfem.preprocess`, reads it as ``v / 255``, the same as a uint8 array); 16-bit data as float32
@@ -235,12 +237,17 @@ def strict_problems(img: Any, orient: int, options: DecodeOptions) -> list[str]:
     return problems
 
 
-def draft_jpeg(img: Any, orient: int, options: DecodeOptions) -> None:
-    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale when its fitted size allows (no-op else)."""
+def draft_jpeg(img: Any, orient: int, options: DecodeOptions) -> int:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale when its fitted size allows; the reduction
+    ``k`` (1: none, and for every other format). The decode stays at least the whole image's
+    fitted size (`fastfem.fit.scaled_size`): Pillow picks the largest ``k`` with ``k`` times
+    that size within the image's own."""
     if img.format not in ("JPEG", "MPO") or options.size is None:
-        return
+        return 1
     w, h = scaled_size(shown_size(img.size, orient), options.size, options.fit)
-    img.draft(None, shown_size((w, h), orient))
+    stored_w = img.size[0]
+    drafted = img.draft(None, shown_size((w, h), orient))
+    return 1 if drafted is None else round(stored_w / drafted[1][2])
 
 
 def check_budget(size: tuple[int, int], max_pixels: int) -> None:
@@ -337,15 +344,17 @@ def decode_open(img: Any, options: DecodeOptions) -> np.ndarray:
                 "; ".join(problems) + " (fit='error' takes images as they are; fit='squash', "
                 "'crop' or 'pad' (--fit) converts them)"
             )
-    elif options.draft:
-        draft_jpeg(img, orient, options)
+    stored = img.size  # the image's own size, whatever the decode's (draft)
+    reduction = draft_jpeg(img, orient, options) if options.fit != "error" and options.draft else 1
     check_budget(img.size, options.max_pixels)
     img.load()
     kind, _ = pixel_kind(img)
-    pixels = oriented(img, orientation(img))  # after: img.info has every chunk
+    orient = orientation(img)  # after: img.info has every chunk
+    pixels = oriented(img, orient)
     pixels = to_channels(pixels, kind, options.channels, options.alpha)
     if options.size is not None and options.fit != "error":
-        pixels = fit_image(pixels, options.size, options.fit)
+        own = shown_size(stored, orient)
+        pixels = fit_image(pixels, options.size, options.fit, own, reduction)
     return as_pixels(pixels, options.channels)
 
 

@@ -160,12 +160,18 @@ def source_location(source: Any) -> str | None:
     return None
 
 
-def _versions() -> dict[str, str]:
-    import keras
+def _versions() -> dict[str, str | None]:
+    """fastfem's, JAX's and Keras's versions (Keras's read from its installed metadata, not by
+    importing it: a Flax or JAX model audits without Keras; None when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from .. import __version__
 
-    return {"fastfem": __version__, "jax": jax.__version__, "keras": keras.__version__}
+    try:
+        keras_version: str | None = version("keras")
+    except PackageNotFoundError:
+        keras_version = None
+    return {"fastfem": __version__, "jax": jax.__version__, "keras": keras_version}
 
 
 def row_errors(finite: np.ndarray) -> list[str | None]:
@@ -381,10 +387,15 @@ def audit(
       preprocess: the model's input preprocessing, on the device (`fastfem.preprocess`):
         ``unit`` (v / 255, default), ``raw``, ``caffe``, ``torch``, ``tf``, or a JAX function.
       threads: host threads decoding image files (default
+<<<<<<< HEAD
         `fastfem.audit.sources.default_threads`: half the CPU cores, 1 to 8).
       reliance_sample: rows of the reliance test's sweep (`fastfem.audit.reliance`: which
         regions does the model rely on for one class, by occlusion; its flags join the map
         detectors'); 0 turns the test off.
+=======
+        `fastfem.audit.sources.default_threads`: half the CPU cores, 1 to 8, when the model
+        runs on the CPU; every core, 1 to 32, when it runs on an accelerator).
+>>>>>>> fitgeom
     """
     k = check_arguments(
         method, k, variant, batch_size, part_size, references, fusion, fusion_weights
