@@ -600,14 +600,14 @@ def cfg_malloc(w: Workers, quick: bool) -> dict[str, Any]:
     return res
 
 
-<<<<<<< HEAD
 def cfg_detect_scale(w: Workers, quick: bool) -> dict[str, Any]:
     """`fastfem.audit.detectors.detect` on a synthetic store of N = 1,000,000 (quick 100,000)
     rows of 16x16 maps, in a fresh process: time and peak RSS (`benchmarks.detect_scale`)."""
     from .detect_scale import scale_row
 
     return scale_row(100_000 if quick else 1_000_000)
-=======
+
+
 def cfg_decode_threads(w: Workers, quick: bool) -> dict[str, Any]:
     """The audit's host side alone (`benchmarks.candidates.decode_folder`: listing, reading,
     JPEG draft decoding, ``fit="crop"`` to 224x224; no device) on N=1024 (quick 256) 640x480
@@ -646,7 +646,6 @@ def cfg_decode_threads(w: Workers, quick: bool) -> dict[str, Any]:
     }
     res["ratios"] = {f"{c.name}/threads_1": ratio(res, c.name, "threads_1") for c in cands[1:]}
     return res
->>>>>>> fitgeom
 
 
 CONFIGS: dict[str, Callable[[Workers, bool], dict[str, Any]]] = {
@@ -662,11 +661,8 @@ CONFIGS: dict[str, Callable[[Workers, bool], dict[str, Any]]] = {
     "bf16": cfg_bf16,
     "audit": cfg_audit,
     "malloc": cfg_malloc,
-<<<<<<< HEAD
     "detect_scale": cfg_detect_scale,
-=======
     "decode_threads": cfg_decode_threads,
->>>>>>> fitgeom
 }
 
 

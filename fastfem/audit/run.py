@@ -387,15 +387,11 @@ def audit(
       preprocess: the model's input preprocessing, on the device (`fastfem.preprocess`):
         ``unit`` (v / 255, default), ``raw``, ``caffe``, ``torch``, ``tf``, or a JAX function.
       threads: host threads decoding image files (default
-<<<<<<< HEAD
-        `fastfem.audit.sources.default_threads`: half the CPU cores, 1 to 8).
+        `fastfem.audit.sources.default_threads`: half the CPU cores, 1 to 8, when the model
+        runs on the CPU; every core, 1 to 32, when it runs on an accelerator).
       reliance_sample: rows of the reliance test's sweep (`fastfem.audit.reliance`: which
         regions does the model rely on for one class, by occlusion; its flags join the map
         detectors'); 0 turns the test off.
-=======
-        `fastfem.audit.sources.default_threads`: half the CPU cores, 1 to 8, when the model
-        runs on the CPU; every core, 1 to 32, when it runs on an accelerator).
->>>>>>> fitgeom
     """
     k = check_arguments(
         method, k, variant, batch_size, part_size, references, fusion, fusion_weights
