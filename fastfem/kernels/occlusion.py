@@ -47,7 +47,7 @@ INPAINT_FRACTION = 1 / 8  # sigma of ``inpaint``
 class Region(NamedTuple):
     """A named region of an (H, W) image: ``mask`` (H, W) float32 in {0, 1}; ``box`` its
     bounding box (x0, y0, x1, y1), pixel edges; ``kind`` the family member it comes from
-    (``band``, ``column``, ``cell``, ``border``, ``centre``, ``image`` or ``map``)."""
+    (``band``, ``column``, ``cell``, ``border``, ``quarter``, ``image`` or ``hot spot``)."""
 
     name: str
     kind: str
@@ -86,7 +86,8 @@ def region_family(h: int, w: int) -> list[Region]:
     * ``cell``: squares of H/4 x W/4 on the 4x4 grid and on the 3x3 grid offset by half a cell
       (25: corners, edge middles, the centre and everything between);
     * ``border``: the rings of width max(1, H/32) and max(2, H/16) (a frame);
-    * ``centre``: the central H/2 x W/2 square (a stamp over the object);
+    * ``quarter``: squares of H/2 x W/2 at a stride of H/4 (9; the middle one is the
+      ``centre``: a stamp over the object), so the centre has translates to be compared with;
     * ``image``: the whole image (for the global fills).
     """
     out: list[Region] = []
@@ -107,8 +108,13 @@ def region_family(h: int, w: int) -> list[Region]:
                 )
     for width in sorted({max(1, round(min(h, w) / 32)), max(2, round(min(h, w) / 16))}):
         out.append(border_region(h, w, width))
-    cy, cx = round(h / 4), round(w / 4)
-    out.append(_box_region("centre", "centre", h, w, (cx, cy, w - cx, h - cy)))
+    ys = [round(i * h / 4) for i in range(5)]
+    xs = [round(i * w / 4) for i in range(5)]
+    for i in range(3):
+        for j in range(3):
+            box = (xs[j], ys[i], xs[j + 2], ys[i + 2])
+            name = "centre" if i == j == 1 else f"quarter y{ys[i]}-{ys[i + 2]} x{xs[j]}-{xs[j + 2]}"
+            out.append(_box_region(name, "quarter", h, w, box))
     return out
 
 

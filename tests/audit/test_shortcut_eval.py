@@ -1,46 +1,50 @@
-"""The planted-shortcut benchmark: the audit's flags on CNNs trained with a shortcut (cached
-weights, `tests/support/shortcut_models/`, rebuilt by ``python -m benchmarks.shortcut_models
-train``) scored against the generator's ground truth — one set of thresholds for every
-configuration, nothing told where the mark is."""
+"""The planted-shortcut benchmark: the default audit (map detectors and the reliance test) on
+CNNs trained until they rely on a planted shortcut (cached weights,
+`tests/support/shortcut_models/`, rebuilt by ``python -m benchmarks.shortcut_models train``),
+scored against the model's own reliance (each marked image against its clean twin) — one set of
+thresholds for every configuration and base, nothing told where the mark is. The full table:
+``python -m benchmarks.shortcuts``."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.shortcuts import BUNDLED, audit_split, evaluate_store, model_path, zone_cells
+from benchmarks.shortcuts import evaluate, scores
 
 
-# ---------------------------------------------------------------------------- scoring helpers
-# (the generator itself: tests/test_shortcut_generator.py)
-def test_zone_cells_maps_pixels_to_map_cells():
-    zone = np.zeros((64, 64), bool)
-    zone[56:62, 56:62] = True
-    cells = zone_cells(zone, (16, 16))
-    assert np.argwhere(cells).tolist() == [[14, 14], [14, 15], [15, 14], [15, 15]]
-    assert zone_cells(zone, (16, 16), tolerance=1).sum() == 9
+def test_scores_count_carriers_for_precision_and_relied_on_rows_for_recall():
+    flagged = np.array([1, 1, 1, 0, 0, 0], bool)
+    marked = np.array([1, 1, 0, 1, 0, 0], bool)
+    relied = np.array([1, 0, 0, 1, 0, 0], bool)
+    s = scores(flagged, marked, relied)
+    assert s["precision"] == pytest.approx(2 / 3)  # two of three flagged rows carry the mark
+    assert s["recall"] == pytest.approx(1 / 2)  # one of two relied-on rows flagged
+    assert s["recall_marked"] == pytest.approx(2 / 3)
+    assert s["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    empty = scores(np.zeros(6, bool), marked, relied)
+    assert empty["f1"] == 0.0 and empty["precision"] != empty["precision"]  # NaN: none flagged
 
 
-# ---------------------------------------------------------------------------- cached models
-#: A sample of the benchmark's configurations: a corner (the bundled model), an edge middle,
-#: the centre, each kind, and the control. The full table: ``python -m benchmarks.shortcuts``.
-EVALUATED = [BUNDLED, "checker@centre", "text@bottom", "stripe@left", "frame@border", "none"]
+#: A sample of the benchmark's rows: a band of text over the objects and the control on the
+#: bundled sample's base, and the other base (photographs, 96 px) with its own model.
+EVALUATED = [("shapes", "watermark@middle"), ("photos", "watermark@middle")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", EVALUATED)
-def test_flags_recover_the_planted_shortcut(name, tmp_path):
-    if name != BUNDLED:
-        assert model_path(name).is_file(), "run: python -m benchmarks.shortcut_models train"
-    store, marked = audit_split(name, tmp_path / "run")
-    res = evaluate_store(name, store, marked)
-    det = res["detectors"]
-    if name == "none":  # the control: a model trained with no shortcut, clean test images
-        assert det["flag_rate"] <= 0.02, det
-        return
-    assert det["precision"] >= 0.9 and det["recall"] >= 0.9, det
-    # the planted shortcut is one candidate cluster whose mean map peaks at the planted place
-    assert [c["peak_at_planted_place"] for c in res["candidates"]] == [True], res["candidates"]
+@pytest.mark.parametrize(("base", "name"), EVALUATED)
+def test_the_audit_flags_the_rows_that_rely_on_the_shortcut(base, name, tmp_path):
+    row = evaluate(base, name, "test", tmp_path)
+    f = row["fastfem"]
+    assert f["relied_on"] >= 20, f  # the model does rely on its mark
+    assert f["recall"] >= 0.8 and f["precision"] >= 0.7, row
+    assert "relies on" in row["reliance"], row["reliance"]
+
+
+@pytest.mark.slow
+def test_the_control_flags_almost_nothing(tmp_path):
+    row = evaluate("shapes", "none", "test", tmp_path)
+    assert row["fastfem"]["flag_rate"] <= 0.01, row
 
 
 @pytest.mark.slow
@@ -62,12 +66,23 @@ def test_mlfem_audit_gets_the_same_detectors(tmp_path):
 
 
 @pytest.mark.slow
-def test_fam_audit_gets_the_same_detectors(tmp_path):
-    """A FAM audit (each image against its class prototype) runs the same detectors on its
-    maps: the stripe along the left edge is one candidate cluster at its place, its images
-    flagged."""
-    store, marked = audit_split("stripe@left", tmp_path / "fam", method="fam")
-    res = evaluate_store("stripe@left", store, marked)
-    det = res["detectors"]
-    assert det["precision"] >= 0.9 and det["recall"] >= 0.9, det
-    assert [c["peak_at_planted_place"] for c in res["candidates"]] == [True], res["candidates"]
+def test_fam_audit_gets_the_detectors_and_the_reliance_test(tmp_path):
+    """A FAM audit (each image against its class prototype) of a model with a classifier head
+    runs the same detectors on its maps, and the reliance test on the model's output."""
+    import pyarrow.parquet as pq
+
+    from benchmarks.shortcut_models import model_path
+    from fastfem.audit import audit
+    from fastfem.sample.shortcuts import generate_shortcut
+
+    s = generate_shortcut("watermark@middle", "test", n=256)
+    summary = audit(
+        s.images,
+        str(model_path("watermark@middle")),
+        out=tmp_path / "fam",
+        method="fam",
+        reliance_sample=128,
+    )
+    flags = pq.read_table(tmp_path / "fam" / "flags.parquet").to_pydict()
+    assert summary.flagged_total == len(flags["id"])
+    assert summary.reliance and not summary.reliance.startswith("not run"), summary.reliance

@@ -49,6 +49,7 @@ from ..batches import RecordBatcher
 from .stats import TAU, ProbeTest, probe_tests, select_candidates
 from .step import ProbeParams, make_probe_step
 
+PROBE_BUCKET = 8  # probes per step are padded to a multiple of this (one compilation)
 SAMPLE = 320  # rows of the sweep (stratified by predicted class)
 ROW_TAU = 0.5  # a member row is flagged when its class's probability falls by this much (the
 # reliance ground truth's own threshold)
@@ -163,8 +164,13 @@ def stratified_sample(pred: np.ndarray, size: int) -> np.ndarray:
 
 
 def _probe_params(probes: Sequence[Probe], fills: Any) -> tuple[ProbeParams, np.ndarray]:
-    """The step's probes, one per (probe, fill), and the probe each belongs to."""
+    """The step's probes, one per (probe, fill), and the probe each belongs to (-1: padding).
+    Their number is padded to a multiple of ``PROBE_BUCKET`` with empty masks (drop 0), so the
+    few shapes a test uses are compiled once."""
     pairs = [(k, p.region.mask, f) for k, p in enumerate(probes) for f in p.fills]
+    pad = -len(pairs) % PROBE_BUCKET
+    empty = np.zeros_like(pairs[0][1])
+    pairs += [(-1, empty, FILLS[0])] * pad
     masks = np.stack([m for _, m, _ in pairs]).astype(np.float32)
     idx = np.asarray([FILLS.index(f) for _, _, f in pairs], np.int32)
     owner = np.asarray([k for k, _, _ in pairs], np.int64)
@@ -175,7 +181,8 @@ def probe_drops(drop: np.ndarray, owner: np.ndarray, n_probes: int) -> np.ndarra
     """(N, P) drops of the probes from the (N, F) drops of their fills: the smallest."""
     out = np.full((drop.shape[0], n_probes), np.inf, np.float32)
     for j, k in enumerate(owner):
-        out[:, k] = np.minimum(out[:, k], drop[:, j])
+        if k >= 0:
+            out[:, k] = np.minimum(out[:, k], drop[:, j])
     return out
 
 
@@ -266,7 +273,8 @@ def reliance_test(
     pred, drop = sweep(runner, batches, probes, fills)
     classes = np.unique(pred)
     areas = [0.0 if p.region.kind == "image" else float(p.region.mask.mean()) for p in probes]
-    tests = probe_tests(drop, pred, classes, areas)
+    families = [p.region.kind for p in probes]
+    tests = probe_tests(drop, pred, classes, areas, families)
     found = select_candidates(tests, drop, pred, len(probes) * max(len(classes), 1))
     cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
     for c in cands:

@@ -18,8 +18,10 @@ That alone does not separate a mark from objects of one class that a region's *s
 more often (thin objects and thin columns). A mark sits at one place; objects of a class sit
 anywhere, so they are hit by every translate of a region alike. Hence the *place lift*: the
 class's hit rate at ``p`` over its typical hit rate at regions of the same size elsewhere
-(the median over the region probes whose area is within a factor ``AREA_RATIO`` of ``p``'s:
-a bigger region hides more of any object, so sizes are compared like with like),
+(the median over ``p``'s family — bands, columns, cells, quarters: its own translates — or,
+for a region without ``MIN_FAMILY`` translates such as a border ring or a map's hot spot, over
+the region probes whose area is within a factor ``AREA_RATIO`` of its own: a bigger region
+hides more of any object, so sizes are compared like with like),
 
     place_lift = (h_c / n_c) / (median_{r ~ p} (h_cr / n_c) + 1 / n_c)
 
@@ -45,7 +47,8 @@ MIN_LIFT = 2.0  # the class's hit rate over the other rows' (smoothed)
 MIN_PLACE_LIFT = 5.0  # the class's hit rate over its typical rate at same-size regions
 ALPHA = 0.01  # family-wise significance (Bonferroni over probes x classes)
 MAX_OVERLAP = 0.5  # share of a candidate's hits already explained by an earlier one
-AREA_RATIO = 2.0  # regions "of the same size" for the place lift
+AREA_RATIO = 1.5  # regions "of the same size" for the place lift
+MIN_FAMILY = 5  # a family with this many members is compared with itself
 MAX_CANDIDATES = 8  # candidates tested on every row (each costs one forward per member row)
 
 
@@ -86,24 +89,38 @@ class ProbeTest:
         return self.other_hits / max(self.other_rows, 1)
 
 
-def translates(areas: Sequence[float]) -> list[np.ndarray]:
-    """Per probe, the probes its place lift compares with: the region probes (area > 0) whose
-    area is within ``AREA_RATIO`` of its own (module docstring)."""
+def translates(areas: Sequence[float], families: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Per probe, the probes its place lift compares with (module docstring): the other members
+    of its family when the family has ``MIN_FAMILY`` members (its translates), else the region
+    probes (area > 0) whose area is within ``AREA_RATIO`` of its own."""
     a = np.asarray(areas, np.float64)
+    fam = np.asarray(["" for _ in a] if families is None else list(families), dtype=object)
     regional = a > 0
     ratio = np.abs(np.log(np.maximum(a, 1e-12)[:, None] / np.maximum(a, 1e-12)[None, :]))
-    return [regional & (ratio[p] <= np.log(AREA_RATIO)) for p in range(len(a))]
+    out = []
+    for p in range(len(a)):
+        same = (fam == fam[p]) & regional
+        if fam[p] and same.sum() >= MIN_FAMILY:
+            out.append(same)
+        else:
+            out.append(regional & (ratio[p] <= np.log(AREA_RATIO)))
+    return out
 
 
 def probe_tests(
-    drop: np.ndarray, pred: np.ndarray, classes: np.ndarray, areas: Sequence[float] | None = None
+    drop: np.ndarray,
+    pred: np.ndarray,
+    classes: np.ndarray,
+    areas: Sequence[float] | None = None,
+    families: Sequence[str] | None = None,
 ) -> list[ProbeTest]:
     """Every (probe, class) test of a sweep: ``drop`` (N, P) of the rows' predicted classes
     ``pred`` (N,), for each class in ``classes``; ``areas`` (P,) each probe's region area (0
-    for a global probe, which has no place lift; default: all equal)."""
+    for a global probe, which has no place lift; default: all equal), ``families`` (P,) each
+    probe's region family (default: none, compared by area)."""
     hit = drop >= TAU
     areas = np.ones(drop.shape[1]) if areas is None else np.asarray(areas, np.float64)
-    compare = translates(areas)
+    compare = translates(areas, families)
     tests = []
     for c in classes:
         mine = pred == c

@@ -1,0 +1,142 @@
+"""The reliance test in the audit (`fastfem.audit.reliance`): a JAX model built to rely on a
+bar in one band, audited for real; the settings, the skips and the evidence it writes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from fastfem.converters import Features, from_fn
+
+from fastfem.audit import audit
+from fastfem.audit.reliance import hot_spot_regions, stratified_sample
+from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
+
+BAR = slice(29, 31)  # rows of the shortcut: a white bar across the image
+
+
+def bar_model(has_output: bool = True):
+    """Three classes by the colour of a blob (the object: its channel with the most excess over
+    the grey background), and class 0 whenever a white bar lies across rows 29-30 (the
+    shortcut). Activations: the image's excess over grey, for the maps."""
+
+    def apply(params, x):
+        excess = jnp.maximum(x - 0.3, 0.0)
+        colour = jnp.max(excess.reshape(x.shape[0], -1, 3), axis=1)  # (B, 3) strongest excess
+        bar = jnp.mean(jnp.min(x[:, BAR, :, :], axis=-1), axis=(1, 2))  # white across the band
+        logits = params["scale"] * colour + jnp.stack(
+            [params["bar"] * jnp.maximum(bar - 0.6, 0.0), 0 * bar, 0 * bar], axis=1
+        )
+        return Features(activations=(excess,), output=logits if has_output else None)
+
+    params = {"scale": jnp.float32(20.0), "bar": jnp.float32(60.0)}
+    return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=has_output)
+
+
+def bar_images(n: int = 384, seed: int = 0):
+    """Grey noisy backgrounds, one coloured 10x10 blob anywhere (class = its colour), a white
+    bar over rows 29-30 on a quarter of the images; returns (images, labels, barred)."""
+    rng = np.random.default_rng(seed)
+    x = 0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))
+    labels = rng.integers(0, 3, n)
+    for i, c in enumerate(labels):
+        y0, x0 = rng.integers(0, 54, 2)
+        while 19 <= y0 <= 31:  # the blob keeps off the bar's band
+            y0 = rng.integers(0, 54)
+        x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
+    barred = rng.uniform(size=n) < 0.25
+    x[barred, BAR, :, :] = 1.0
+    return np.clip(x, 0, 1).astype(np.float32), labels, barred
+
+
+def test_the_audit_finds_the_band_the_model_relies_on(tmp_path):
+    images, labels, barred = bar_images()
+    model = bar_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    relied = barred & (labels != 0)
+    assert np.all(pred[relied] == 0) and np.mean(pred[~barred] == labels[~barred]) > 0.95
+
+    summary = audit(images, model, out=tmp_path / "a", reliance_sample=192)
+    cands = pq.read_table(tmp_path / "a" / RELIANCE_FILE).to_pydict()
+    assert cands["predicted_class"][0] == 0, cands
+    x0, y0, x1, y1 = cands["box"][0]
+    assert y0 <= 29 and y1 >= 31 and (y1 - y0) <= 16, cands["region"]  # a band over the bar
+    assert cands["member_mean_drop"][0] > 5 * max(cands["nonmember_mean_drop"][0], 0.01)
+
+    flags = pq.read_table(tmp_path / "a" / "flags.parquet").to_pydict()
+    by_reliance = {
+        int(i) for i, r in zip(flags["id"], flags["reason"], strict=True) if "relies on" in r
+    }
+    found = np.zeros(len(images), bool)
+    found[list(by_reliance)] = True
+    assert found[relied].mean() >= 0.95  # recall over the relied-on rows
+    assert barred[found].mean() >= 0.95  # precision: the flagged rows carry the bar
+    row = flags["id"].index(str(np.flatnonzero(relied)[0]))
+    assert flags["region"][row] == cands["region"][0] and flags["fill"][row] == "inpaint"
+    assert flags["output_change"][row] >= 0.5
+    assert "class 0 relies on band" in summary.reliance
+
+
+def test_a_model_relying_on_nothing_gets_no_candidate(tmp_path):
+    images, labels, _ = bar_images(n=256, seed=1)
+    images[:, BAR] = 0.3  # no bar anywhere
+    summary = audit(images, bar_model(), out=tmp_path / "c", reliance_sample=192)
+    assert pq.read_table(tmp_path / "c" / RELIANCE_FILE).num_rows == 0
+    assert summary.reliance.startswith("0 candidates")
+    assert summary.flagged_total <= 0.01 * len(images)
+
+
+def test_disabled_skipped_and_bad_settings(tmp_path):
+    images, _, _ = bar_images(n=64)
+    summary = audit(images, bar_model(), out=tmp_path / "off", reliance_sample=0)
+    assert summary.reliance == "not run: disabled (reliance_sample=0)"
+    table = pq.read_table(tmp_path / "off" / RELIANCE_FILE)
+    assert table.num_rows == 0 and table.schema.equals(reliance_schema())
+    names = pq.read_schema(tmp_path / "off" / "flags.parquet").names
+    assert names[-3:] == ["region", "fill", "output_change"]
+    no_head = audit(images, bar_model(has_output=False), out=tmp_path / "nohead")
+    assert no_head.reliance == "not run: the model has no classifier output"
+    for bad in (-1, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="reliance_sample"):
+            audit(images, bar_model(), out=tmp_path / "bad", reliance_sample=bad)
+
+
+def test_the_manifest_records_the_reliance_settings(tmp_path):
+    import json
+
+    images, _, _ = bar_images(n=64)
+    audit(images, bar_model(), out=tmp_path / "m", reliance_sample=32)
+    body = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert body["detectors"]["reliance_sample"] == 32
+    assert body["detectors"]["reliance_fill"] == "inpaint"
+    assert body["reliance"].endswith("rows tested") or "relies on" in body["reliance"]
+
+
+def test_stratified_sample_takes_each_class_alike_and_is_deterministic():
+    pred = np.r_[np.zeros(1000, int), np.ones(30, int), np.full(200, 2)]
+    idx = stratified_sample(pred, 90)
+    counts = np.bincount(pred[idx], minlength=3)
+    assert counts.tolist() == [30, 30, 30]
+    assert np.array_equal(idx, stratified_sample(pred, 90)) and np.all(np.diff(idx) > 0)
+
+
+def test_hot_spots_become_regions_of_the_input():
+    class Hot:
+        candidate = np.array([False, True])
+        hot = np.zeros((2, 16, 16))
+
+    Hot.hot[1, 2:4, 12:16] = 1.0
+    (region,) = hot_spot_regions(Hot, 64, 64)
+    assert region.box == (48, 8, 64, 16) and region.mask.sum() == 16 * 8
+    assert region.kind == "hot spot"
+    assert hot_spot_regions(None, 64, 64) == []
+
+
+def test_the_probe_step_runs_sharded(tmp_path):
+    """The sweep's step is an ordinary runner step: sharded over the local devices like the
+    audit's (one device here; the multi-device suite runs it over several)."""
+    images, _, _ = bar_images(n=32)
+    audit(images, bar_model(), out=tmp_path / "s", reliance_sample=32, batch_size=16)
+    assert len(jax.local_devices()) >= 1
