@@ -265,6 +265,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         fusion=args.fusion,
         references=args.references,
         preprocess=args.preprocess,
+        allow_new_source=args.allow_new_source,
     )
     print(json.dumps(summary.to_dict(), indent=2))
     return 0
@@ -567,6 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--resume", action="store_true", help="continue an interrupted audit")
     a.add_argument(
+        "--allow-new-source",
+        action="store_true",
+        help="with --resume: add a source that lacks inputs already committed (another source) "
+        "to the store; without it such a resume is refused",
+    )
+    a.add_argument(
         "--distributed",
         action="store_true",
         help="jax.distributed.initialize() from the cluster environment",
@@ -581,7 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="multi-process runs: seconds within which a missing peer or a duplicated "
         "process id is reported (default 60)",
     )
-    a.add_argument("--part-size", type=positive_int, default=2048, help="rows per committed part")
+    a.add_argument(
+        "--part-size",
+        type=positive_int,
+        default=2048,
+        help="rows per committed part: every part holds exactly this many (batches are split), "
+        "the last part of a run the rest (default 2048)",
+    )
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.add_argument("--out", required=True, help="result store folder")
     a.set_defaults(func=cmd_audit)
