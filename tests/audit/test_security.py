@@ -415,3 +415,198 @@ def test_a_report_while_parts_are_committed_reads_a_consistent_snapshot(tmp_path
     assert len(committed) > 3  # parts were committed while the reports read
     for page in pages:
         assert page.rstrip().endswith("</html>") and "This store is being written" in page
+
+
+# ------------------------------------------------------------- every string escaped at one place
+
+#: Breaks out of element text and of a quoted attribute, and runs script both ways if live.
+PAYLOAD = (
+    "\"'><script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
+)
+
+
+def hostile_store(root: Path) -> None:
+    """A store whose every string field is hostile: ids, labels (the classes: no prediction
+    column), errors, the manifest's model, layer, method, source and configuration, and the
+    stored flags' reasons; the detectors' tables carry the hostile ids and classes."""
+    import pyarrow as pa
+    from synthetic_store import write_store
+
+    from fastfem.audit.detectors import detect, write_detection
+    from fastfem.audit.detectors.tables import FLAGS_FILE, read_table, write_flags
+
+    write_store(root, 600, size=16, part=300, rate=0.1, seed=5)
+    store = ResultStore(root)
+    for k, part in enumerate(store.part_files()):
+        t = pq.read_table(part).drop_columns(["prediction", "confidence"]).to_pydict()
+        t["id"] = [f"{PAYLOAD}{k}-{i}" for i in range(len(t["id"]))]
+        t["label"] = [f"{PAYLOAD}{v}" for v in t["label"]]
+        t["error"] = [None if e is None else f"{PAYLOAD}{e}" for e in t["error"]]
+        schema = store_schema(list(t))
+        write_table_atomic(part, pa.Table.from_pydict(t, schema=schema))
+    hostile = {
+        "model": PAYLOAD,
+        "layer": PAYLOAD,
+        "method": PAYLOAD,
+        "source": PAYLOAD,
+        "config": {"k": PAYLOAD},
+        "versions": {"fastfem": PAYLOAD},
+        "last_run": {"flag_rule": PAYLOAD, "images_per_second": PAYLOAD},
+    }
+    (root / "manifest.json").write_text(json.dumps(hostile))
+    write_detection(root, detect(store))
+    flags = read_table(root, FLAGS_FILE)
+    flags["reason"] = [f"{PAYLOAD}{r}" for r in flags["reason"]]
+    write_flags(root, flags)
+
+
+def dump_dom(page: Path, tmp_path: Path) -> str:
+    """The DOM of ``page`` after it loaded (and ran whatever it runs) in headless chromium."""
+    if shutil.which("chromium") is None:
+        if os.environ.get("FASTFEM_REQUIRE_BROWSER") == "1":
+            pytest.fail("FASTFEM_REQUIRE_BROWSER=1 but Debian chromium is not installed")
+        pytest.skip("Debian chromium not installed (tests/run.sh installs it when run as root)")
+    run = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return run.stdout
+
+
+def elements(dom: str) -> list[tuple[str, dict[str, str]]]:
+    """Every element of a serialised DOM: (tag, attributes)."""
+    from html.parser import HTMLParser
+
+    found: list[tuple[str, dict[str, str]]] = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.append((tag, {k: v or "" for k, v in attrs}))
+
+    Collect().feed(dom)
+    return found
+
+
+def test_a_hostile_store_renders_as_text_in_a_real_browser(tmp_path):
+    import html
+
+    root = tmp_path / "s"
+    hostile_store(root)
+    page = write_report(root, tmp_path / "report.html")
+    dom = dump_dom(page, tmp_path)
+    assert "<title>fastfem audit report</title>" in dom  # no script changed it
+    tags = elements(dom)
+    assert not [t for t, _ in tags if t == "script"]
+    assert not [a for _, attrs in tags for a in attrs if a.startswith("on")]  # no handler
+    srcs = [attrs["src"] for t, attrs in tags if t == "img"]
+    assert len(srcs) > 20 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert any(PAYLOAD in attrs.get("alt", "") for t, attrs in tags if t == "img")  # as text
+    text = html.escape(PAYLOAD, quote=False)  # how the DOM serialises the text
+    for literal in (f"{text}0-", f"{text}class", "cluster", "hot spot"):
+        assert literal in dom, literal
+    assert dom.count(text) >= 24 + 10  # ids, labels, reasons, classes, the manifest's fields
+    # the check can fail: the same page with one payload left live runs its script
+    live = tmp_path / "live.html"
+    live.write_text(page.read_text().replace("<h1>", PAYLOAD + "<h1>", 1))
+    assert "<title>pwned</title>" in dump_dom(live, tmp_path)
+
+
+def test_the_report_builds_html_only_through_render():
+    """No f-string (or concatenation) in report.py holds a tag: every piece of HTML is a
+    `render` template, whose values are escaped; the page is written only as `Markup`."""
+    import ast
+
+    import fastfem.audit.report as report
+    from fastfem.audit.markup import Markup, page_bytes, render
+
+    tree = ast.parse(Path(report.__file__).read_text())
+    tagged = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.JoinedStr)
+        and any(isinstance(v, ast.Constant) and "<" in str(v.value) for v in node.values)
+    ]
+    assert tagged == []
+    with pytest.raises(TypeError, match="built with fastfem.audit.markup.render"):
+        page_bytes("<p>plain text</p>")
+    row = render("<td>{v}</td><td>{x:.1f}</td>", v=PAYLOAD, x=2.25)
+    assert isinstance(row, Markup) and "<script>" not in row and row.endswith("<td>2.2</td>")
+    assert render("<p>{inner}</p>", inner=row).count("&lt;script&gt;") == 1  # not twice
+
+
+# ------------------------------------------------------------------------- size before bytes
+
+
+def write_npz_bomb(path: Path, shape: tuple[int, ...]) -> None:
+    """An ``.npz`` whose ``images`` member is zeros of ``shape`` (uint8), deflated while it is
+    written (never held in memory): ~1 MB on disk per GB of array."""
+    import zipfile
+
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf,
+        zf.open("images.npy", "w", force_zip64=True) as f,
+    ):
+        header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(f, header)
+        chunk = bytes(16 << 20)
+        left = int(np.prod(shape))
+        while left:
+            f.write(chunk[: min(left, len(chunk))])
+            left -= min(left, len(chunk))
+
+
+@pytest.mark.slow
+def test_a_deflated_array_of_the_wrong_channels_is_refused_from_its_header(tmp_path):
+    """1.2 GB of 4-channel images in a ~1.2 MB .npz: refused before anything is inflated; the
+    refusing process's peak RSS (measured by getrusage) stays under 0.6 GB."""
+    path = tmp_path / "bomb.npz"
+    write_npz_bomb(path, (73_243, 64, 64, 4))  # 1.2e9 bytes
+    assert path.stat().st_size < 2_000_000
+    code = (
+        "import resource, sys\n"
+        "from fastfem.cli import main\n"
+        f"code = main(['audit', {str(path)!r}, '--quiet', '--out', {str(tmp_path / 's')!r}])\n"
+        "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    rc, peak_kib = (int(v) for v in run.stdout.split())
+    assert rc == 2 and "4-channel image where the model expects 3 channels" in run.stderr
+    assert run.stderr.strip().count("\n") == 0, run.stderr
+    print(f"peak RSS of the .npz refusal: {peak_kib / 2**20:.3f} GiB")
+    assert peak_kib * 1024 < 0.6e9, peak_kib
+
+
+def test_npz_images_are_read_one_at_a_time_and_equal_numpy(tmp_path):
+    from fastfem.audit.npz import open_npz
+    from fastfem.audit.sources import open_source
+
+    x = np.random.default_rng(2).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    np.savez_compressed(tmp_path / "a.npz", images=x, ids=np.array(["a", "b", "c", "d", "e"]))
+    images, ids, _ = open_npz(tmp_path / "a.npz")
+    assert images.shape == x.shape and ids.tolist() == ["a", "b", "c", "d", "e"]
+    np.testing.assert_array_equal(images[3], x[3])
+    np.testing.assert_array_equal(images[1], x[1])  # an earlier image: the stream restarts
+    src = open_source(tmp_path / "a.npz", (64, 64, 3))
+    got = list(src.read(lambda i, rid: rid in ("b", "e")))
+    assert [r.id for r in got] == ["b", "e"]
+    np.testing.assert_array_equal(np.stack([r.image for r in got]), x[[1, 4]])
+    # an ids member of the wrong length is refused from its header
+    np.savez(tmp_path / "b.npz", images=x, ids=np.arange(7))
+    with pytest.raises(ValueError, match=r"b.npz\[ids\]: shape \(7,\), expected \(5,\)"):
+        open_source(tmp_path / "b.npz", (64, 64, 3))
