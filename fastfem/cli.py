@@ -681,7 +681,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError, TypeError) as err:
-        print(f"fastfem {args.command}: error: {err}", file=sys.stderr)
+        one_line = " ".join(str(err).split())  # a message quoting a library's lines
+        print(f"fastfem {args.command}: error: {one_line}", file=sys.stderr)
         return 2
 
 

@@ -539,7 +539,10 @@ def open_paths(paths: list[Path], expected: Shape, options: ReadOptions) -> Sour
         )
     p = paths[0]
     if p.suffix == ".npy":  # memory-mapped: only the header is read here
-        x = np.load(p, mmap_mode="r", allow_pickle=False)
+        try:
+            x = np.load(p, mmap_mode="r", allow_pickle=False)
+        except EOFError:
+            raise ValueError(f"{p}: an empty .npy file") from None
         return array_source(x, None, None, expected, str(p), options.fit, None, options.max_pixels)
     if p.suffix == ".npz":
         return npz_source(p, expected, options)

@@ -151,6 +151,22 @@ def conform_table(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def read_part(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A committed part's table (``columns`` only, if given); a ValueError naming the part when
+    it cannot be read (``--resume`` sets such a part aside and computes its rows again)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=None if columns is None else list(columns))
+    except (OSError, ValueError, pa.ArrowException) as err:
+        why = " ".join(str(err).split())
+        raise ValueError(
+            f"{path} is not a readable part ({why}); `fastfem audit --resume` sets it aside and "
+            "computes its rows again"
+        ) from None
+
+
 class DuplicateIds(ValueError):
     """The same id is committed in several parts (a part copied under another name?)."""
 
@@ -195,10 +211,9 @@ class ResultStore:
 
     def ids_by_part(self, parts: Sequence[Path] | None = None) -> dict[str, list[str]]:
         """``{part name: its ids}`` of ``parts`` (default: every committed part)."""
-        import pyarrow.parquet as pq
 
         parts = self.part_files() if parts is None else parts
-        return {p.name: pq.read_table(p, columns=["id"]).column("id").to_pylist() for p in parts}
+        return {p.name: read_part(p, ["id"]).column("id").to_pylist() for p in parts}
 
     def check_unique_ids(self, parts: Sequence[Path] | None = None) -> None:
         """`DuplicateIds` naming the ids committed twice and the parts holding them."""
@@ -252,12 +267,11 @@ class ResultStore:
         Parts of stores written before the schema was fixed are unified (null-typed columns
         take the other parts' type)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         parts = self.part_files()
         if not parts:
             return None
-        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+        return pa.concat_tables([read_part(p) for p in parts], promote_options="permissive")
 
     def read_rows(self) -> dict[str, np.ndarray]:
         """Every committed row as columns of NumPy arrays (parts in name order)."""
@@ -282,7 +296,7 @@ class ResultStore:
                     f"{path} is missing (the maps of {p.name}); `fastfem audit --resume` "
                     "recomputes that part"
                 )
-            shards.append(np.load(path))
+            shards.append(self.load_maps(p, mmap=False))
         return np.concatenate(shards) if shards else np.zeros((0, 0, 0), np.float32)
 
     def read_map_shape(self) -> tuple[int, ...] | None:
@@ -291,8 +305,23 @@ class ResultStore:
         parts = self.part_files()
         if not parts:
             return None
-        shard = np.load(self.maps_path(parts[0]), mmap_mode="r")
+        shard = self.load_maps(parts[0])
         return tuple(int(d) for d in shard.shape[1:])
+
+    def load_maps(self, part: Path, mmap: bool = True) -> np.ndarray:
+        """The maps shard of ``part`` (memory-mapped by default; never unpickled); a
+        ValueError naming it when it is not a readable ``.npy`` (a missing one: a
+        FileNotFoundError)."""
+        path = self.maps_path(part)
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError) as err:
+            raise ValueError(
+                f"{path} is not a readable maps file ({err}); `fastfem audit --resume` "
+                "recomputes that part"
+            ) from None
 
     def manifest(self) -> dict[str, Any]:
         """The manifest ({} when there is none); a ValueError naming an unreadable one."""
@@ -335,8 +364,8 @@ class ResultStore:
         if not path.is_file():
             return f"its maps file {path.name} is missing"
         try:
-            shard = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as err:
+            shard = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
             return f"its maps file {path.name} is unreadable ({err})"
         if shard.ndim != 3 or shard.shape[0] != rows:
             return f"its maps file {path.name} holds shape {shard.shape}, not {rows} maps"

@@ -578,13 +578,22 @@ def test_a_deflated_array_of_the_wrong_channels_is_refused_from_its_header(tmp_p
     path = tmp_path / "bomb.npz"
     write_npz_bomb(path, (73_243, 64, 64, 4))  # 1.2e9 bytes
     assert path.stat().st_size < 2_000_000
-    code = (
-        "import resource, sys\n"
-        "from fastfem.cli import main\n"
-        f"code = main(['audit', {str(path)!r}, '--quiet', '--out', {str(tmp_path / 's')!r}])\n"
-        "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    argv = ["audit", str(path), "--quiet", "--out", str(tmp_path / "s")]
+    audit = f"import sys\nfrom fastfem.cli import main\nsys.exit(main({argv!r}))\n"
+    # getrusage's ru_maxrss survives fork and exec: a child of this (large) pytest process would
+    # report this process's size. A small launcher runs the audit and reads its children's peak.
+    launcher = (
+        "import resource, subprocess, sys\n"
+        "run = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "sys.stderr.write(run.stderr)\n"
+        "print(run.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", launcher, sys.executable, "-c", audit],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     rc, peak_kib = (int(v) for v in run.stdout.split())
     assert rc == 2 and "4-channel image where the model expects 3 channels" in run.stderr
     assert run.stderr.strip().count("\n") == 0, run.stderr
