@@ -12,6 +12,12 @@ with nothing left to do) the run's results (counts, the last run's summary, the 
 values — rows computed with one configuration are never mixed with rows of another. Keys that
 do not change a row are not compared (`RUNTIME_KEYS`: the batch size); a key the stored
 manifest lacks (a store written by an older fastfem) is not compared either.
+
+The manifest is not the only record: every part carries the configuration (`RECORD_KEYS`)
+and the SHA-256 of its identity (`config_sha256`) in its Parquet metadata (`part_metadata`).
+``--resume`` checks those (`check_parts`) without trusting the manifest — a lost manifest, one
+without ``config``, or parts of several configurations cannot mix rows — and a manifest whose
+keys have the wrong kinds is refused in one line (`check_manifest`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ or older than the newest part); the per-class mean maps come from one streaming 
 map shards; only the maps of the pictured rows are read. Images are read again from the
 source recorded in the manifest (a folder, an array file, or the bundled sample); for
 in-memory sources the pictures show the maps alone.
+
+Safety: every string of the store reaches the page through `fastfem.audit.markup.render`
+(escaped at that one place); the page is written by `fastfem.audit.safe_write.atomic_write`
+(complete or not at all, never through a link); the store is read as a snapshot of its
+committed parts, so a report of a store being written is consistent (and says so).
 """
 
 from __future__ import annotations

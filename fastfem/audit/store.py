@@ -22,13 +22,21 @@ typed ``null``) still read with `ResultStore.read_rows`; ``--resume`` rewrites t
 the fixed schema (`ResultStore.conform_parts`) or refuses, naming the part and the column.
 
 **Commit protocol.** A part's maps are written first, then the Parquet file is written to a
-temporary name and renamed; the rename is the commit. A crash leaves at most a temporary file or
-an orphan maps file, never a half part that counts; temporary files are named ``.*.tmp-PID``
-(hidden from the readers above) and removed when the store is opened again
-(`ResultStore.remove_temporaries`). The committed ids are the union of the ``id`` columns of the
-committed Parquet files, so ``--resume`` skips exactly those; a committed part whose maps file is
-missing or short (or whose Parquet file is unreadable) is set aside
-(`ResultStore.set_aside_broken_parts`) and its rows recomputed.
+temporary name and renamed; the rename is the commit. Every file is written by
+`fastfem.audit.safe_write.atomic_write` (a new ``O_EXCL | O_NOFOLLOW`` temporary file, then
+``os.replace``): a link planted in the store is replaced, never written through. Each part
+carries the run's configuration and its hash in its Parquet key-value metadata
+(`fastfem.audit.manifest.part_metadata`), so ``--resume`` checks the parts themselves and a
+lost manifest is rebuilt from them (`ResultStore.manifest_from_parts`); an id committed in two
+parts (a copied part) is refused (`ResultStore.check_unique_ids`). A reader that must not see
+parts committed while it reads takes a `ResultStore.snapshot`.
+
+A crash leaves at most a temporary file or an orphan maps file, never a half part that
+counts; temporary files are named ``.*.tmp-PID`` (hidden from the readers above) and removed
+when the store is opened again (`ResultStore.remove_temporaries`). The committed ids are the
+union of the ``id`` columns of the committed Parquet files, so ``--resume`` skips exactly
+those; a committed part whose maps file is missing or short (or whose Parquet file is
+unreadable) is set aside (`ResultStore.set_aside_broken_parts`) and its rows recomputed.
 
 **Store failures.** A write that fails (disk full, read-only folder, ...) raises `StoreError`, a
 one-line message naming the path; the part being written is not committed, its temporary file
