@@ -265,6 +265,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         fusion=args.fusion,
         references=args.references,
         preprocess=args.preprocess,
+        allow_new_source=args.allow_new_source,
         **({} if args.reliance_sample is None else {"reliance_sample": args.reliance_sample}),
     )
     print(json.dumps(summary.to_dict(), indent=2))
@@ -569,6 +570,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--resume", action="store_true", help="continue an interrupted audit")
     a.add_argument(
+        "--allow-new-source",
+        action="store_true",
+        help="with --resume: add a source that lacks inputs already committed (another source) "
+        "to the store; without it such a resume is refused",
+    )
+    a.add_argument(
         "--distributed",
         action="store_true",
         help="jax.distributed.initialize() from the cluster environment",
@@ -583,7 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="multi-process runs: seconds within which a missing peer or a duplicated "
         "process id is reported (default 60)",
     )
-    a.add_argument("--part-size", type=positive_int, default=2048, help="rows per committed part")
+    a.add_argument(
+        "--part-size",
+        type=positive_int,
+        default=2048,
+        help="rows per committed part: every part holds exactly this many (batches are split), "
+        "the last part of a run the rest (default 2048)",
+    )
     a.add_argument(
         "--reliance-sample",
         type=non_negative_int,
@@ -676,7 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError, TypeError) as err:
-        print(f"fastfem {args.command}: error: {err}", file=sys.stderr)
+        one_line = " ".join(str(err).split())  # a message quoting a library's lines
+        print(f"fastfem {args.command}: error: {one_line}", file=sys.stderr)
         return 2
 
 

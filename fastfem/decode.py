@@ -372,12 +372,13 @@ def decode_image(file: bytes | str | os.PathLike, options: DecodeOptions) -> np.
 
 def array_pixels(x: np.ndarray, what: str = "array") -> np.ndarray:
     """Array pixels by the same rule as files: uint8 as is (``v / 255`` on the device), uint16
-    as float32 ``v / 65535``, floats as float32 (taken to be in [0, 1]); other dtypes refused."""
-    if x.dtype == np.uint8:
+    as float32 ``v / 65535``, floats as float32 (taken to be in [0, 1]), big- or little-endian
+    alike; other dtypes refused."""
+    if x.dtype.kind == "u" and x.dtype.itemsize == 1:
         return x
-    if x.dtype == np.uint16:
+    if x.dtype.kind == "u" and x.dtype.itemsize == 2:  # either byte order
         return x.astype(np.float32) / np.float32(65535.0)
-    if x.dtype.kind == "f":
+    if x.dtype.kind == "f":  # either byte order: float32 in the machine's
         return x.astype(np.float32, copy=False)
     raise ValueError(
         f"{what}: pixels of dtype {x.dtype}; fastfem reads uint8 (0-255), uint16 (0-65535) or "

@@ -13,7 +13,12 @@ writes any such text as valid UTF-8::
 The map is injective — after a backslash comes ``\``, ``x`` or ``u``, so the escaped text reads
 back one way — hence two different names never get the same id, and a real file named like an
 escape (``caf\xe9.png``, with a literal backslash) keeps an id of its own (``caf\\xe9.png``).
-Names with neither a backslash nor a lone surrogate (nearly all) are their own id. Where the
+Names with neither a backslash nor a lone surrogate (nearly all) are their own id.
+
+**Reserved ids.** An escaped id never holds a backslash followed by anything but ``\``, ``x`` or
+``u``, so ids that start with ``\!`` (`reserved_id`) can never equal the id of a real input:
+they name inputs that have no name of their own — a damaged record, a record without an id in
+a source where other records have ids — and can never collide with (or shadow) a real one. Where the
 id differs from the name, the original bytes travel beside it (`id_and_raw`): a file name's
 bytes on disk (`os.fsencode`), or other text as UTF-8 with its surrogates passed through.
 """
@@ -61,6 +66,21 @@ def id_and_raw(
     if raw is None:
         raw = os.fsencode(text) if file_name else text.encode("utf-8", "surrogatepass")
     return rid, bytes(raw)
+
+
+#: The prefix of reserved ids (`reserved_id`): never produced by `readable_id`.
+RESERVED = "\\!"
+
+
+def reserved_id(*parts: str | int) -> str:
+    """An id no real input can have: ``\\!`` then the parts (escaped by `readable_id`) joined by
+    ``:``, e.g. ``reserved_id("a.tfrecord", 4) == "\\!a.tfrecord:4"`` (module docstring)."""
+    return RESERVED + ":".join(readable_id(str(p)) for p in parts)
+
+
+def is_reserved(rid: str) -> bool:
+    """True for an id made by `reserved_id`."""
+    return rid.startswith(RESERVED)
 
 
 def printable(text: str) -> str:

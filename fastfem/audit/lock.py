@@ -9,7 +9,9 @@ The operating system (on NFS, its lock manager) drops a lock when its holder die
 left by a killed audit is *stale*: the file is there, nobody holds it. The next audit takes it
 over and reports the previous holder (`StoreLock.acquire` returns it). Releasing deletes the file
 while still holding the lock; an acquirer checks that the file it locked is still the one at the
-path, so two audits never both hold it.
+path, so two audits never both hold it. The file is opened without following links
+(`fastfem.audit.safe_write.open_lock_file`): a symbolic or hard link planted at
+``DIR/audit.lock`` is removed, never written through.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import fcntl
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
-from .store import writing
+from .safe_write import open_lock_file, writing
 
 LOCK_FILE = "audit.lock"
 
@@ -99,7 +102,7 @@ class StoreLock:
     def _lock_file(self) -> tuple[int | None, dict[str, Any] | None]:
         """``(fd, None)`` with the lock taken, or ``(None, holder)`` when it is held."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock_file(self.path)  # never through a planted link
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -134,3 +137,25 @@ class StoreLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def lock_holder(root: str | os.PathLike) -> dict[str, Any] | None:
+    """Who the lock file of the store at ``root`` names (``{}``: unreadable), or None when there
+    is none — read only (never locked: a report must not block an audit), never through a link.
+    A file there means an audit is writing the store, or one was killed."""
+    path = Path(root) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        body = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    try:
+        holder = json.loads(body)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}

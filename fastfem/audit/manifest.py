@@ -12,6 +12,12 @@ with nothing left to do) the run's results (counts, the last run's summary, the 
 values — rows computed with one configuration are never mixed with rows of another. Keys that
 do not change a row are not compared (`RUNTIME_KEYS`: the batch size); a key the stored
 manifest lacks (a store written by an older fastfem) is not compared either.
+
+The manifest is not the only record: every part carries the configuration (`RECORD_KEYS`)
+and the SHA-256 of its identity (`config_sha256`) in its Parquet metadata (`part_metadata`).
+``--resume`` checks those (`check_parts`) without trusting the manifest — a lost manifest, one
+without ``config``, or parts of several configurations cannot mix rows — and a manifest whose
+keys have the wrong kinds is refused in one line (`check_manifest`).
 """
 
 from __future__ import annotations
@@ -141,3 +147,110 @@ def merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+# ------------------------------------------------------------- the configuration in each part
+
+#: Parquet key-value metadata of every part: the configuration record (`RECORD_KEYS` of the
+#: manifest, JSON) and the SHA-256 of its identity (`config_sha256`).
+PART_CONFIG = b"fastfem.config"
+PART_CONFIG_SHA256 = b"fastfem.config_sha256"
+#: What a part records of its configuration: enough to check a resume and rebuild a manifest.
+RECORD_KEYS = ("store_format", "model", *IDENTITY_KEYS, "config", "source", "source_location")
+#: Top-level manifest keys that must be JSON objects / lists / strings when present.
+OBJECT_KEYS = ("config", "columns", "last_run", "counts", "boxes", "versions", "detectors")
+LIST_KEYS = ("parts", "devices")
+TEXT_KEYS = ("model", "model_sha256", "layer", "method", "source", "source_location")
+
+
+def check_manifest(body: Any, where: str) -> dict[str, Any]:
+    """``body`` when it is a manifest's JSON object with keys of the right kinds (`OBJECT_KEYS`,
+    `LIST_KEYS`, `TEXT_KEYS`); a one-line ValueError naming ``where`` and the key otherwise."""
+    if not isinstance(body, dict):
+        raise ValueError(f"{where} is not a readable manifest (not a JSON object)")
+    for keys, kind, name in (
+        (OBJECT_KEYS, dict, "an object"),
+        (LIST_KEYS, list, "a list"),
+        (TEXT_KEYS, str, "a string"),
+    ):
+        for k in keys:
+            if body.get(k) is not None and not isinstance(body[k], kind):
+                raise ValueError(
+                    f"{where} is not a readable manifest: {k!r} is {type(body[k]).__name__}, not "
+                    f"{name} (remove the file: --resume rebuilds it from the parts)"
+                )
+    return body
+
+
+def config_sha256(info: Mapping[str, Any]) -> str:
+    """The SHA-256 of the canonical JSON of ``identity(info)``: equal exactly when `differences`
+    finds nothing between two complete configurations."""
+    return hashlib.sha256(_canonical(identity(info)).encode()).hexdigest()
+
+
+def part_metadata(info: Mapping[str, Any]) -> dict[bytes, bytes]:
+    """The key-value metadata every part of a run carries (`PART_CONFIG`, `PART_CONFIG_SHA256`)."""
+    record = {k: info[k] for k in RECORD_KEYS if k in info}
+    return {
+        PART_CONFIG: json.dumps(record, sort_keys=True, default=str).encode(),
+        PART_CONFIG_SHA256: config_sha256(info).encode(),
+    }
+
+
+def read_part_config(metadata: Mapping[bytes, bytes] | None) -> tuple[str | None, dict | None]:
+    """``(hash, record)`` of a part's metadata; ``(None, None)`` for a part without one (written
+    by an older fastfem or another tool); a ValueError when the record is not JSON or does not
+    hash to the stored hash (altered)."""
+    metadata = metadata or {}
+    if PART_CONFIG_SHA256 not in metadata:
+        return None, None
+    try:
+        record = check_manifest(json.loads(metadata.get(PART_CONFIG, b"")), "its configuration")
+        stored = metadata[PART_CONFIG_SHA256].decode("ascii")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"its configuration record is unreadable ({err})") from None
+    if config_sha256(record) != stored:
+        raise ValueError("its configuration record does not match its hash (altered)")
+    return stored, record
+
+
+def check_parts(
+    records: Mapping[str, tuple[str | None, dict | None]],
+    requested: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    where: str,
+) -> dict | None:
+    """Check the configuration recorded in the parts (``{part: (hash, record)}``, from
+    `read_part_config`) against the ``requested`` one, without trusting the manifest;
+    `ConfigMismatch` when parts disagree with each other or with the request (naming the
+    differences), or when a part records no configuration and the manifest cannot vouch for it
+    (no ``config``). Returns a part's record (None when no part has one)."""
+    stamped = {name: r for name, (h, r) in records.items() if h is not None}
+    unstamped = sorted(name for name, (h, _) in records.items() if h is None)
+    if unstamped and not isinstance(manifest.get("config"), dict):
+        raise ConfigMismatch(
+            f"--resume: the configuration of {where} cannot be verified: {len(unstamped)} parts "
+            f"record none ({unstamped[:3]}) and the manifest has no configuration; audit into a "
+            "new --out"
+        )
+    by_hash: dict[str, str] = {}
+    for name in stamped:
+        by_hash.setdefault(records[name][0], name)
+    if len(by_hash) > 1:
+        (_, a), (_, b) = list(by_hash.items())[:2]
+        diff = differences(stamped[a], stamped[b])
+        raise ConfigMismatch(
+            f"--resume: the parts of {where} hold audits of different configurations ({a} and "
+            f"{b}: {'; '.join(diff) or 'hashes differ'}); audit into a new --out"
+        )
+    if not stamped:
+        return None
+    record = next(iter(stamped.values()))
+    if next(iter(by_hash)) != config_sha256(requested):
+        diff = differences(record, requested)
+        raise ConfigMismatch(
+            f"--resume: {where} holds an audit of another configuration, recorded in its parts "
+            f"({'; '.join(diff) or 'configuration hashes differ'}); resume with the store's "
+            "settings, or audit into a new --out"
+        )
+    return record

@@ -13,13 +13,18 @@ or older than the newest part); the per-class mean maps come from one streaming 
 map shards; only the maps of the pictured rows are read. Images are read again from the
 source recorded in the manifest (a folder, an array file, or the bundled sample); for
 in-memory sources the pictures show the maps alone.
+
+Safety: every string of the store reaches the page through `fastfem.audit.markup.render`
+(escaped at that one place); the page is written by `fastfem.audit.safe_write.atomic_write`
+(complete or not at all, never through a link); the store is read as a snapshot of its
+committed parts, so a report of a store being written is consistent (and says so).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,9 @@ from .detectors.clusters import class_mean_maps
 from .detectors.shards import read_map_rows
 from .detectors.summary import Classes, row_classes
 from .detectors.tables import clusters_schema, flags_schema, read_table
+from .lock import describe, lock_holder
+from .markup import Markup, join, page_bytes, render
+from .safe_write import atomic_write_bytes, output_path
 from .sources import ReadOptions, open_source, unit_float
 from .steps import LOCALISATION_COLUMNS
 from .store import ResultStore
@@ -141,14 +149,18 @@ def load_detection(store: ResultStore, rows: dict[str, np.ndarray]) -> tuple[dic
     return det.flags_columns(), det.clusters
 
 
-def _figure(src: str, alt: str, caption: str, cls: str = "") -> str:
-    return (
-        f'<figure class="{cls}"><img src="{src}" alt="{html.escape(alt)}">'
-        f"<figcaption>{caption}</figcaption></figure>"
+def _figure(src: str, alt: str, caption: Any, cls: str = "") -> Markup:
+    return render(
+        '<figure class="{cls}"><img src="{src}" alt="{alt}"><figcaption>{caption}</figcaption>'
+        "</figure>",
+        cls=cls,
+        src=src,
+        alt=alt,
+        caption=caption,
     )
 
 
-def _row_caption(rows: dict[str, np.ndarray], i: int) -> str:
+def _row_caption(rows: dict[str, np.ndarray], i: int) -> Markup:
     """Label, prediction, confidence and the localisation / FAM numbers of row ``i``."""
     parts = []
     if "energy_pointing_game" in rows:
@@ -156,17 +168,15 @@ def _row_caption(rows: dict[str, np.ndarray], i: int) -> str:
         if np.isfinite(epg):
             parts.append(f"in box {epg:.2f} · IoU {float(rows['iou'][i]):.2f}")
     if "prototype" in rows and rows["prototype"][i] is not None:
-        parts.append(
-            f"vs {html.escape(str(rows['prototype'][i]))} (sim {float(rows['similarity'][i]):.2f})"
-        )
-    line = ""
+        parts.append(f"vs {rows['prototype'][i]} (sim {float(rows['similarity'][i]):.2f})")
+    line = []
     if "label" in rows and rows["label"][i] is not None:
-        line += f"label {html.escape(str(rows['label'][i]))}"
+        line.append(f"label {rows['label'][i]}")
     if "prediction" in rows and rows["prediction"][i] is not None:
-        line += f" · pred {rows['prediction'][i]} ({float(rows['confidence'][i]):.2f})"
+        line.append(f"pred {rows['prediction'][i]} ({float(rows['confidence'][i]):.2f})")
     if line:
-        parts.append(line)
-    return "<br>".join(parts)
+        parts.append(" · ".join(line))
+    return join(parts, "<br>")
 
 
 def throughput(run: dict[str, Any]) -> str:
@@ -187,15 +197,23 @@ def _skew_table(cluster: dict[str, Any], overall: np.ndarray) -> str:
     share = counts / max(counts.sum(), 1.0)
     total = overall / max(overall.sum(), 1.0)
     order = np.argsort(-share, kind="stable")[:10]
-    body = "".join(
-        f"<tr><td>{html.escape(cluster['classes'][c])}</td>"
-        f'<td><span class="bar" style="width:{120 * share[c]:.0f}px"></span> '
-        f"{share[c]:.2f}</td>"
-        f'<td><span class="bar all" style="width:{120 * total[c]:.0f}px"></span> '
-        f"{total[c]:.2f}</td></tr>"
+    body = join(
+        render(
+            '<tr><td>{name}</td><td><span class="bar" style="width:{w:.0f}px"></span> {share:.2f}'
+            '</td><td><span class="bar all" style="width:{w_all:.0f}px"></span> {total:.2f}'
+            "</td></tr>",
+            name=cluster["classes"][c],
+            w=120 * share[c],
+            share=share[c],
+            w_all=120 * total[c],
+            total=total[c],
+        )
         for c in order
     )
-    return f"<table><tr><th>class</th><th>this cluster</th><th>all rows</th></tr>{body}</table>"
+    return render(
+        "<table><tr><th>class</th><th>this cluster</th><th>all rows</th></tr>{body}</table>",
+        body=body,
+    )
 
 
 def _cluster_facts(c: dict[str, Any]) -> str:
@@ -214,7 +232,12 @@ def _cluster_facts(c: dict[str, Any]) -> str:
         ("class skew (TV distance)", num(c["class_skew"])),
         ("label/prediction disagreement", num(c["disagreement"])),
     ]
-    return "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    return _table_rows(facts)
+
+
+def _table_rows(facts: list[tuple[str, Any]]) -> Markup:
+    """``<tr><th>key</th><td>value</td></tr>`` per fact, both escaped."""
+    return join(render("<tr><th>{k}</th><td>{v}</td></tr>", k=k, v=v) for k, v in facts)
 
 
 def _cluster_section(
@@ -223,41 +246,56 @@ def _cluster_section(
     members: list[tuple[str, str]],
 ) -> str:
     mean = np.asarray(c["mean_map"], np.float32).reshape(c["map_height"], c["map_width"])
-    gallery = "".join(_figure(src, rid, html.escape(rid), "member") for rid, src in members)
-    return f"""<section class="cluster"><h3>Cluster {c["cluster"]}: shortcut candidate</h3>
-<div class="row">{_figure(map_thumbnail(mean, 160), "mean map", "mean map", "mean")}
-<table>{_cluster_facts(c)}</table>{_skew_table(c, overall)}</div>
+    gallery = join(_figure(src, rid, rid, "member") for rid, src in members)
+    return render(
+        """<section class="cluster"><h3>Cluster {cluster}: shortcut candidate</h3>
+<div class="row">{mean}
+<table>{facts}</table>{skew}</div>
 <p>Most typical members (closest to the cluster's centre):</p>
-<div class="gallery">{gallery}</div></section>"""
+<div class="gallery">{gallery}</div></section>""",
+        cluster=c["cluster"],
+        mean=_figure(map_thumbnail(mean, 160), "mean map", "mean map", "mean"),
+        facts=_cluster_facts(c),
+        skew=_skew_table(c, overall),
+        gallery=gallery,
+    )
 
 
-def _cluster_overview(clusters: dict[str, list]) -> str:
+def _cluster_overview(clusters: dict[str, list]) -> Markup:
     cards = []
     for j in range(len(clusters["cluster"])):
         mean = np.asarray(clusters["mean_map"][j], np.float32).reshape(
             clusters["map_height"][j], clusters["map_width"][j]
         )
-        tag = " · <b>candidate</b>" if clusters["candidate"][j] else ""
-        caption = (
-            f"cluster {clusters['cluster'][j]}{tag}<br>{clusters['size'][j]} rows · score "
-            f"{clusters['score'][j]:.2f}<br>top class {clusters['top_class'][j]}"
+        caption = render(
+            "cluster {cluster}{tag}<br>{size} rows · score {score:.2f}<br>top class {top}",
+            cluster=clusters["cluster"][j],
+            tag=render(" · <b>candidate</b>") if clusters["candidate"][j] else "",
+            size=clusters["size"][j],
+            score=clusters["score"][j],
+            top=clusters["top_class"][j],
         )
         cards.append(_figure(map_thumbnail(mean, 96), f"cluster {j}", caption, "small"))
-    return "".join(cards)
+    return join(cards)
 
 
 def _class_views(
     store: ResultStore, rows: dict[str, np.ndarray], classes: Classes
-) -> tuple[str, str]:
+) -> tuple[str, Markup]:
     """(what the classes are, HTML cards of the per-class mean maps)."""
     ok = np.asarray(rows["status"]) == "ok"
     sizes, means = class_mean_maps(store, ok, classes.index, len(classes.names))
     order = [c for c in np.argsort(-sizes, kind="stable")[:MAX_CLASS_VIEWS] if sizes[c] > 0]
-    cards = "".join(
+    cards = join(
         _figure(
             map_thumbnail(means[c], 96),
             f"class {classes.names[c]}",
-            f"{html.escape(classes.source)} {html.escape(classes.names[c])}<br>{sizes[c]} rows",
+            render(
+                "{source} {name}<br>{n} rows",
+                source=classes.source,
+                name=classes.names[c],
+                n=sizes[c],
+            ),
             "small",
         )
         for c in order
@@ -268,7 +306,7 @@ def _class_views(
 
 def _facts(
     rows: dict[str, np.ndarray], manifest: dict, flagged: int, errors: int, rule: str
-) -> str:
+) -> Markup:
     run = manifest.get("last_run", {})
     facts = [
         ("images", len(rows["id"])),
@@ -291,9 +329,7 @@ def _facts(
                 )
     if "boxes" in manifest:
         facts.append(("boxes", manifest["boxes"]))
-    return "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts
-    )
+    return _table_rows(facts)
 
 
 _STYLE = """
@@ -310,13 +346,98 @@ section.cluster{border-top:2px solid #dd5555;margin-top:16px;padding-top:4px}
 """
 
 
-def write_report(store_dir: str | Path, out: str | Path | None = None, top: int = 24) -> Path:
-    """Write the audit's HTML report (default ``DIR/report.html``); returns its path."""
-    store = ResultStore(store_dir)
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fastfem audit report</title>
+<style>{style}</style></head><body>
+<h1>fastfem audit report</h1>
+{writing}<table>{facts}</table>
+<h2>Shortcut candidates ({n_candidates})</h2>
+<p>Explanation clusters whose members all put the same energy on the same cells (a mark at a
+fixed place, not objects that move) where the rest of the dataset does not. Pictures: the
+feature-resolution maps (clipped to their 0.1–99.9 percentiles) over the images.</p>
+{sections}
+<h2>Explanation clusters</h2>
+<p>Mean map (energy distribution) of every cluster.</p>
+<div class="gallery">{overview}</div>
+<h2>Per-class mean maps</h2>
+<p>{class_note}.</p>
+<div class="gallery">{class_cards}</div>
+<h2>Top flagged images</h2>
+<p>{shown} of {flagged} flagged, highest score first.</p>
+<div class="gallery">{cards}</div>
+<h2>Map statistics</h2>
+<img alt="distributions" src="{histograms}">
+<h2>Errors ({errors})</h2>
+<table><tr><th>id</th><th>error</th></tr>{error_rows}</table>
+</body></html>
+"""
+
+
+def _flagged_cards(
+    flags: dict, rows: dict[str, np.ndarray], index: dict, pictures: dict[str, str]
+) -> Markup:
+    """One figure per shown flagged row: its overlay, id, score, reason, cluster, caption."""
+    cards = []
+    for rank, rid in enumerate(pictures):
+        cluster = flags["cluster"][rank]
+        extra = _row_caption(rows, index[rid])
+        caption = render(
+            "{rid}<br>score {score:.2f} ({reason}){cluster}{extra}",
+            rid=rid,
+            score=flags["score"][rank],
+            reason=flags["reason"][rank],
+            cluster="" if cluster is None else f" · cluster {cluster}",
+            extra=render("<br>{e}", e=extra) if extra else "",
+        )
+        cards.append(_figure(pictures[rid], rid, caption, "flagged"))
+    return join(cards) or render("<p>No image is flagged.</p>")
+
+
+def _error_rows(rows: dict[str, np.ndarray]) -> Markup:
+    """A table row (id, error) for each of the first 200 error rows."""
+    return join(
+        render("<tr><td>{rid}</td><td>{error}</td></tr>", rid=rows["id"][i], error=rows["error"][i])
+        for i in np.flatnonzero(rows["status"] == "error")[:200]
+    )
+
+
+def _writer_note(store: ResultStore) -> Markup:
+    """A line saying an audit holds (or held, killed) the store's lock, or nothing."""
+    holder = lock_holder(store.root)
+    if holder is None:
+        return Markup()
+    return render(
+        "<p><b>This store is being written</b> ({who}), or its writer was killed: the report "
+        "shows the {n} parts committed when it was read.</p>",
+        who=describe(holder),
+        n=len(store.part_files()),
+    )
+
+
+def report_path(store: ResultStore, out: str | os.PathLike | None) -> Path:
+    """Where the report goes: ``out`` (checked by `fastfem.audit.safe_write.output_path`), or
+    ``DIR/report.html``."""
+    path = store.root / "report.html" if out is None else output_path(out, "the report's --out")
+    if path.is_dir() and not path.is_symlink():
+        raise IsADirectoryError(f"the report's --out {path} is a folder, not a file")
+    return path
+
+
+def write_report(
+    store_dir: str | os.PathLike, out: str | os.PathLike | None = None, top: int = 24
+) -> Path:
+    """Write the audit's HTML report (default ``DIR/report.html``); returns its path.
+
+    The store is read as a snapshot (`ResultStore.snapshot`: the parts committed when the report
+    starts, also while an audit adds parts), and the page is written by
+    `fastfem.audit.safe_write.atomic_write`: complete or not at all, never through a link."""
+    store = ResultStore(output_path(store_dir, "the store folder")).snapshot()
+    path = report_path(store, out)
     rows = store.read_rows()
     if not rows:
-        raise ValueError(f"{store_dir} holds no committed audit rows")
-    manifest = store.manifest()
+        raise ValueError(f"{store.root} holds no committed audit rows")
+    store.check_unique_ids()
+    manifest = store.manifest_or_parts()
     flags, clusters = load_detection(store, rows)
     flagged_mask = np.isin(rows["id"], np.asarray(flags["id"], dtype=object))
     top_ids = list(flags["id"][:top])
@@ -330,7 +451,7 @@ def write_report(store_dir: str | Path, out: str | Path | None = None, top: int 
     images = images_by_id(manifest.get("source_location"), pictured, manifest.get("config"))
     classes = row_classes(rows)
     overall = np.bincount(classes.index[classes.index >= 0], minlength=len(classes.names))
-    sections = "".join(
+    sections = join(
         _cluster_section(
             {name: clusters[name][j] for name in clusters},
             overall.astype(np.float64),
@@ -338,56 +459,27 @@ def write_report(store_dir: str | Path, out: str | Path | None = None, top: int 
         )
         for j in candidates
     )
-    cards = []
-    for rank, rid in enumerate(top_ids):
-        i = index[rid]
-        cluster = flags["cluster"][rank]
-        caption = (
-            f"{html.escape(rid)}<br>score {flags['score'][rank]:.2f} "
-            f"({html.escape(flags['reason'][rank])})"
-            + ("" if cluster is None else f" · cluster {cluster}")
-        )
-        extra = _row_caption(rows, i)
-        caption += f"<br>{extra}" if extra else ""
-        cards.append(
-            _figure(overlay_thumbnail(images.get(rid), maps[rid]), rid, caption, "flagged")
-        )
+    pictures = {rid: overlay_thumbnail(images.get(rid), maps[rid]) for rid in top_ids}
     errors = int(np.sum(rows["status"] == "error"))
-    error_rows = "".join(
-        f"<tr><td>{html.escape(str(rows['id'][i]))}</td>"
-        f"<td>{html.escape(str(rows['error'][i]))}</td></tr>"
-        for i in np.flatnonzero(rows["status"] == "error")[:200]
-    )
     rule = manifest.get("last_run", {}).get("flag_rule") or detection_rule(
         "energy_pointing_game" in rows
     )
     class_note, class_cards = _class_views(store, rows, classes)
-    n_candidates = int(np.sum(clusters["candidate"])) if clusters["cluster"] else 0
-    body = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>fastfem audit report</title>
-<style>{_STYLE}</style></head><body>
-<h1>fastfem audit report</h1>
-<table>{_facts(rows, manifest, len(flags["id"]), errors, rule)}</table>
-<h2>Shortcut candidates ({n_candidates})</h2>
-<p>Explanation clusters whose members all put the same energy on the same cells (a mark at a
-fixed place, not objects that move) where the rest of the dataset does not. Pictures: the
-feature-resolution maps (clipped to their 0.1–99.9 percentiles) over the images.</p>
-{sections or "<p>No cluster is a shortcut candidate.</p>"}
-<h2>Explanation clusters</h2>
-<p>Mean map (energy distribution) of every cluster.</p>
-<div class="gallery">{_cluster_overview(clusters) if clusters["cluster"] else ""}</div>
-<h2>Per-class mean maps</h2>
-<p>{html.escape(class_note)}.</p>
-<div class="gallery">{class_cards}</div>
-<h2>Top flagged images</h2>
-<p>{len(top_ids)} of {len(flags["id"])} flagged, highest score first.</p>
-<div class="gallery">{"".join(cards) or "<p>No image is flagged.</p>"}</div>
-<h2>Map statistics</h2>
-<img alt="distributions" src="{_histograms(rows, flagged_mask)}">
-<h2>Errors ({errors})</h2>
-<table><tr><th>id</th><th>error</th></tr>{error_rows}</table>
-</body></html>
-"""
-    path = Path(out) if out is not None else store.root / "report.html"
-    path.write_text(body, encoding="utf-8")
-    return path
+    page = render(
+        _PAGE,
+        style=Markup(_STYLE),
+        writing=_writer_note(store),
+        facts=_facts(rows, manifest, len(flags["id"]), errors, rule),
+        n_candidates=int(np.sum(clusters["candidate"])) if clusters["cluster"] else 0,
+        sections=sections or render("<p>No cluster is a shortcut candidate.</p>"),
+        overview=_cluster_overview(clusters) if clusters["cluster"] else "",
+        class_note=class_note,
+        class_cards=class_cards,
+        shown=len(top_ids),
+        flagged=len(flags["id"]),
+        cards=_flagged_cards(flags, rows, index, pictures),
+        histograms=_histograms(rows, flagged_mask),
+        errors=errors,
+        error_rows=_error_rows(rows),
+    )
+    return atomic_write_bytes(path, page_bytes(page))

@@ -54,6 +54,7 @@ peer or a duplicated process id within a timeout, and pass the audit's stages to
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -76,7 +77,14 @@ from .detectors import detect, detection_rule, detector_settings, with_reliance,
 from .detectors.box import box_scores
 from .detectors.tables import FLAGS_FILE, read_table
 from .lock import StoreLock, describe
-from .manifest import STORE_FORMAT, check_resume, merge, model_sha256
+from .manifest import (
+    STORE_FORMAT,
+    check_parts,
+    check_resume,
+    merge,
+    model_sha256,
+    part_metadata,
+)
 from .plan import AuditPlan, check_arguments, plan_audit
 from .processes import ProcessGroup, start_processes
 from .reliance import (
@@ -88,6 +96,7 @@ from .reliance import (
     reliance_test,
 )
 from .reliance.table import write_reliance
+from .safe_write import output_path
 from .sources import ReadOptions, default_threads, process_of
 from .steps import (
     FAM_COLUMNS,
@@ -225,6 +234,7 @@ class AuditRun:
     part_size: int = 2048
     unmatched_labels: set[str] = field(default_factory=set)
     box_ids_seen: set[str] = field(default_factory=set)
+    metadata: dict[bytes, bytes] = field(default_factory=dict)  # every part's (configuration)
     check_peers: Callable[[], None] = lambda: None  # raises when another process has failed
     reliance_sample: int = SAMPLE  # rows of the reliance sweep (0: no reliance test)
 
@@ -283,6 +293,7 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
         map_shape(step, plan, _example_batch(plan, spec)),
         run.part_size,
         labels,
+        run.metadata,
     )
     bar = progress_bar(todo_count, enabled=progress, desc="audit")
 
@@ -350,6 +361,7 @@ def audit(
     references: Any = None,
     preprocess: str | Preprocess = "unit",
     reliance_sample: int = SAMPLE,
+    allow_new_source: bool = False,
 ) -> AuditSummary:
     """Audit ``source`` with ``model`` into the result store ``out``; returns a summary.
 
@@ -364,7 +376,11 @@ def audit(
       k, variant: FEM's k (finite, >= 0) and variant (fem, mlfem).
       batch_size: images per device step; part_size: rows per committed part (positive ints).
       resume: continue an interrupted store (skips committed ids); without it an existing
-        store is an error.
+        store is an error. The store's configuration is checked against the one each part
+        records (`fastfem.audit.manifest.check_parts`), and the source must hold every committed
+        id (the same source, or a grown one) unless ``allow_new_source``.
+      allow_new_source: with ``resume``, add the inputs of a source that lacks committed ids
+        (another source) to the store; the manifest lists every source (``sources``).
       fit: what happens to an image whose size or colour channels are not the model's
         (`fastfem.fit`): ``"error"`` (default: an error row naming its size and mode),
         ``"squash"`` (resize), ``"crop"`` (shorter side to size, central crop) or ``"pad"``
@@ -393,6 +409,7 @@ def audit(
         regions does the model rely on for one class, by occlusion; its flags join the map
         detectors'); 0 turns the test off.
     """
+    out = store_folder(out)
     k = check_arguments(
         method, k, variant, batch_size, part_size, references, fusion, fusion_weights
     )
@@ -424,7 +441,7 @@ def audit(
     try:
         with group.checkpoint("open"):
             if group.index == 0:
-                open_store(store, lock, info, resume)
+                open_store(store, lock, info, resume, plan.source.ids, allow_new_source)
         with group.checkpoint("config"):
             if group.index != 0:  # every process runs the configuration the store records
                 check_resume(store.manifest(), info, str(out), f"process {group.index}")
@@ -432,6 +449,7 @@ def audit(
             run = AuditRun(plan, store, AuditSummary(str(out), plan.source.description))
             run.part_size = part_size
             run.reliance_sample = reliance_sample
+            run.metadata = part_metadata(info)
             run.check_peers = lambda: group.raise_if_a_peer_failed("run")
             audit_my_slice(run, group, progress)
         finish(run, group, end_info(run))
@@ -470,11 +488,79 @@ def audit_my_slice(run: AuditRun, group: ProcessGroup, progress: bool) -> None:
     summary.images_per_second = round(summary.processed / max(steady, 1e-9), 1)
 
 
-def open_store(store: ResultStore, lock: StoreLock, info: dict[str, Any], resume: bool) -> None:
+def store_folder(out: str | os.PathLike) -> Path:
+    """The store folder ``out`` (`fastfem.audit.safe_write.output_path`: not empty, no NUL or
+    line break); a ValueError when it names an existing file."""
+    path = output_path(out, "--out")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a folder")
+    return path
+
+
+def check_source(
+    committed: set[str], ids: list[str] | None, old: Mapping[str, Any], info: Mapping[str, Any]
+) -> None:
+    """A resume's source must be the store's (or a grown one): a ValueError when it lacks a
+    committed id (an unlisted stream: when the manifest names another source)."""
+    if not committed:
+        return
+    if ids is None:
+        if old.get("source") not in (None, info["source"]):
+            raise ValueError(
+                f"--resume: the store was audited from {old['source']}, not {info['source']}; "
+                "pass --allow-new-source (allow_new_source=True) to add it, or audit into a new "
+                "--out"
+            )
+        return
+    missing = committed.difference(ids)
+    if missing:
+        raise ValueError(
+            f"--resume: {len(missing)} of the {len(committed)} committed ids are not in "
+            f"{info['source']} (e.g. {sorted(missing)[:3]}): it is another source; pass "
+            "--allow-new-source (allow_new_source=True) to add its inputs to this store, or "
+            "audit into a new --out"
+        )
+
+
+def check_store(
+    store: ResultStore, info: dict[str, Any], ids: list[str] | None, allow_new_source: bool
+) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """Everything ``--resume`` checks before it writes: the manifest (readable), the
+    configuration recorded in the readable parts and in the manifest (`check_parts`,
+    `check_resume`), ids committed once (`ResultStore.check_unique_ids`), the source
+    (`check_source`). Returns ``(stored manifest — rebuilt from the parts when lost —, broken
+    parts, manifest update)``."""
+    where = str(store.root)
+    old = store.manifest()
+    broken = store.broken_parts()
+    readable = [p for p in store.part_files() if p.name not in broken]
+    record = check_parts(store.part_records(readable), info, old, where)
+    update: dict[str, Any] = {}
+    if old:
+        check_resume(old, info, where)
+    elif record:
+        old, update["manifest_rebuilt_from_parts"] = record, True
+        warnings.warn(f"{where}: manifest.json was lost; rebuilt from the parts", stacklevel=4)
+    store.check_unique_ids(readable)
+    if not allow_new_source:
+        check_source(store.committed_ids_of(readable), ids, old, info)
+    elif old.get("source") not in (None, info["source"]):
+        update["sources"] = [*(old.get("sources") or [old["source"]]), info["source"]]
+    return old, broken, update
+
+
+def open_store(
+    store: ResultStore,
+    lock: StoreLock,
+    info: dict[str, Any],
+    resume: bool,
+    ids: list[str] | None = None,
+    allow_new_source: bool = False,
+) -> None:
     """Process 0, before any part is written: take the store's lock, check the store against
-    this run (an existing store needs ``resume``, with the same configuration), repair what a
-    killed run left (temporary files, parts whose maps are missing or short or whose Parquet
-    file is unreadable, parts of an older schema), then write the manifest with this run's
+    this run (an existing store needs ``resume``; `check_store`), repair what a killed run left
+    (temporary files, parts whose maps are missing or short or whose Parquet file is
+    unreadable, parts of an older schema), then write the manifest with this run's
     configuration (merged)."""
     stale = lock.acquire()
     if stale:
@@ -487,13 +573,10 @@ def open_store(store: ResultStore, lock: StoreLock, info: dict[str, Any], resume
             f"{store.root} already holds an audit; pass resume=True (--resume) to continue it, "
             "or choose another output folder"
         )
-    old = store.manifest()
-    if old:
-        check_resume(old, info, str(store.root))
+    old, broken, update = check_store(store, info, ids, allow_new_source)
     store.remove_temporaries()
-    update: dict[str, Any] = {}
-    broken = store.set_aside_broken_parts()
     if broken:
+        store.set_aside_broken_parts(broken)
         update["set_aside"] = broken
         warnings.warn(
             f"{store.root}: {len(broken)} committed parts cannot be read back whole and are "

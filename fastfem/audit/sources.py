@@ -26,7 +26,10 @@ Sources:
   is one error row naming the file and byte offset). Each record a ``tf.train.Example`` with the
   encoded image under ``image`` (or ``image/encoded``), optional ``id`` (bytes) and ``label``
   (or ``image/class/label``; bytes or int64). Without an ``id``, a record's id is its index in
-  the file (one file) or ``<file>:<index>`` (several);
+  the file (one file) or ``<file>:<index>`` (several) — unless other records of the source
+  have ids: then it is the reserved ``\\!<file>:<index>`` (`fastfem.ids.reserved_id`), which
+  no real id can equal. A damaged record is always a reserved id (``\\!<file>:<index>``,
+  ``\\!<file>:damaged-at-<offset>``), so it never collides with a real one;
 * a ``tf.data.Dataset`` or any iterable of image batches (read and numbered in order).
 
 Every source but the last lists its ids before decoding, so ``--resume`` and multi-process
@@ -38,6 +41,7 @@ say which shard each input is in, and several processes then split them by shard
 from __future__ import annotations
 
 import collections
+import dataclasses
 import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -60,9 +64,10 @@ from ..decode import (
     unit_float,
 )
 from ..fit import check_fit, fit_array
-from ..ids import id_and_raw, printable, readable_id
+from ..ids import id_and_raw, is_reserved, printable, readable_id, reserved_id
 from ..image_files import FolderEntry, walk_images
 from ..inputs import is_tf_dataset
+from .npz import open_npz
 from .tfrecord import HEADER, parse_example, scan_records
 
 Shape = tuple[int | None, int | None, int | None]
@@ -331,12 +336,20 @@ def array_source(
     what: str,
     fit: str = "error",
     raw_ids: list[bytes | None] | None = None,
+    max_pixels: int | None = None,
 ) -> Source:
-    """A (N, H, W, C) array (memory-mapped is fine), uint8, uint16 or float: the rank, dtype
-    and channels are checked once, up front; the size too unless ``fit`` fits each image."""
+    """A (N, H, W, C) array (memory-mapped, or an `fastfem.audit.npz.NpzImages` read image by
+    image, is fine), uint8, uint16 or float of either byte order: the rank, dtype, channels and
+    the pixels per image (``max_pixels``, the pixel budget) are checked once, up front, from the
+    shape and dtype alone (nothing is read); the size too unless ``fit`` fits each image."""
     if x.ndim != 4:
         raise ValueError(f"{what}: expected an array (N, H, W, C); got shape {x.shape}")
-    array_pixels(np.asarray(x[:0]), what)  # the dtype, checked up front
+    array_pixels(np.empty((0,), x.dtype), what)  # the dtype, checked up front
+    if max_pixels is not None and x.shape[1] * x.shape[2] > max_pixels:
+        raise ValueError(
+            f"{what}: images of {x.shape[1]}x{x.shape[2]} pixels, over the pixel budget "
+            f"max_pixels={max_pixels:,}"
+        )
     h, w, c = expected
     # fitted images take the model's size (a free dimension: the array's)
     probe = x.shape[1:3] if fit == "error" else (h or x.shape[1], w or x.shape[2])
@@ -358,17 +371,16 @@ def array_source(
     return Source(ids, read, f"{what} ({len(ids)} images)")
 
 
-def npz_source(p: Path, expected: Shape, fit: str) -> Source:
-    """A ``.npz``: ``images`` (or its only array), optional ``ids`` and ``labels``."""
-    with np.load(p, allow_pickle=False) as data:
-        key = "images" if "images" in data.files else data.files[0]
-        ids = raws = None
-        if "ids" in data.files:
-            pairs = [id_and_raw(str(i)) for i in data["ids"]]
-            ids, raws = [a for a, _ in pairs], [b for _, b in pairs]
-        labels = data["labels"] if "labels" in data.files else None
-        x = data[key]
-    return array_source(x, ids, labels, expected, str(p), fit, raws)
+def npz_source(p: Path, expected: Shape, options: ReadOptions) -> Source:
+    """A ``.npz``: ``images`` (or its only array), optional ``ids`` and ``labels``; every
+    header checked before anything is inflated, the images read one at a time
+    (`fastfem.audit.npz`)."""
+    x, id_values, labels = open_npz(p)
+    ids = raws = None
+    if id_values is not None:
+        pairs = [id_and_raw(str(i)) for i in id_values]
+        ids, raws = [a for a, _ in pairs], [b for _, b in pairs]
+    return array_source(x, ids, labels, expected, str(p), options.fit, raws, options.max_pixels)
 
 
 # ----------------------------------------------------------------------------- TFRecords
@@ -382,6 +394,7 @@ class _TFRecordEntry:
     path: Path
     span: tuple[int, int] | None  # the image bytes in the file
     problem: str | None = None
+    unnamed: str | None = None  # a record without an id: its reserved id (`fastfem.ids`)
 
 
 def _label_of(buf: bytes, features: dict) -> str | None:
@@ -395,26 +408,30 @@ def _label_of(buf: bytes, features: dict) -> str | None:
     return None
 
 
-def _example_entry(path: Path, offset: int, data: bytes, default_id: str) -> _TFRecordEntry:
-    """The entry of one checked record: its id, label and where its image is."""
+def _example_entry(
+    path: Path, offset: int, data: bytes, default_id: str, unnamed: str
+) -> _TFRecordEntry:
+    """The entry of one checked record: its id (``default_id`` without one, ``unnamed`` — a
+    reserved id — when it cannot be parsed), label and where its image is."""
     try:
         features = parse_example(data)
-        rid, raw = default_id, None
+        rid, raw, nameless = default_id, None, unnamed
         if "id" in features and features["id"][0] == "bytes" and features["id"][1]:
             s, e = features["id"][1][0]
             if e > s:
                 rid, raw = id_and_raw(data[s:e].decode("utf-8", "surrogateescape"), data[s:e])
+                nameless = None
         label = _label_of(data, features)
         for key in IMAGE_KEYS:
             if key in features and features[key][0] == "bytes" and features[key][1]:
                 s, e = features[key][1][0]
                 start = offset + HEADER
-                return _TFRecordEntry(rid, raw, label, path, (start + s, start + e))
+                return _TFRecordEntry(rid, raw, label, path, (start + s, start + e), None, nameless)
         problem = f"record at byte {offset} has no {' or '.join(IMAGE_KEYS)} bytes feature"
-        return _TFRecordEntry(rid, raw, label, path, None, problem)
+        return _TFRecordEntry(rid, raw, label, path, None, problem, nameless)
     except Exception as err:  # any malformed record is that record's error row
         problem = f"unparsable tf.train.Example at byte {offset}: {type(err).__name__}: {err}"
-        return _TFRecordEntry(default_id, None, None, path, None, printable(problem))
+        return _TFRecordEntry(unnamed, None, None, path, None, printable(problem))
 
 
 def list_tfrecord(path: Path, name: str, several: bool) -> list[_TFRecordEntry]:
@@ -425,23 +442,30 @@ def list_tfrecord(path: Path, name: str, several: bool) -> list[_TFRecordEntry]:
         with open(path, "rb") as f:
             for n, frame in enumerate(scan_records(f)):
                 default_id = f"{name}:{n}" if several else str(n)
+                unnamed = reserved_id(name, n)
                 if frame.fatal:
                     problem = f"TFRecord {name}: {frame.problem}; the rest of the file is not read"
-                    entries.append(
-                        _TFRecordEntry(
-                            f"{name}:damaged-at-{frame.offset}", None, None, path, None, problem
-                        )
-                    )
+                    rid = reserved_id(name, f"damaged-at-{frame.offset}")
+                    entries.append(_TFRecordEntry(rid, None, None, path, None, problem))
                 elif frame.problem is not None:
-                    entries.append(
-                        _TFRecordEntry(default_id, None, None, path, None, frame.problem)
-                    )
+                    entries.append(_TFRecordEntry(unnamed, None, None, path, None, frame.problem))
                 else:
-                    entries.append(_example_entry(path, frame.offset, frame.data, default_id))
+                    entries.append(
+                        _example_entry(path, frame.offset, frame.data, default_id, unnamed)
+                    )
     except OSError as err:
         problem = printable(f"cannot read TFRecord {name}: {err}")
-        entries.append(_TFRecordEntry(f"{name}:unreadable", None, None, path, None, problem))
+        rid = reserved_id(name, "unreadable")
+        entries.append(_TFRecordEntry(rid, None, None, path, None, problem))
     return entries
+
+
+def name_unnamed(entries: list[_TFRecordEntry]) -> list[_TFRecordEntry]:
+    """When some records of a source have ids, the records without one take their reserved
+    id (an index could equal a real id); otherwise every id is an index and stays one."""
+    if not any(e.unnamed is None and not is_reserved(e.id) for e in entries):
+        return entries
+    return [e if e.unnamed is None else dataclasses.replace(e, id=e.unnamed) for e in entries]
 
 
 def _read_span(path: Path, span: tuple[int, int]) -> bytes:
@@ -458,7 +482,7 @@ def tfrecord_source(paths: Sequence[Path], expected: Shape, options: ReadOptions
         listed = list(
             pool.map(lambda a: list_tfrecord(*a, several), zip(paths, names, strict=True))
         )
-    entries = [e for found in listed for e in found]
+    entries = name_unnamed([e for found in listed for e in found])
     shards = [k for k, found in enumerate(listed) for _ in found]
     where = names[0] if not several else f"{len(paths)} files"
     if not entries:
@@ -544,10 +568,14 @@ def open_paths(paths: list[Path], expected: Shape, options: ReadOptions) -> Sour
             f"{[str(p) for p in paths[:5]]}"
         )
     p = paths[0]
-    if p.suffix == ".npy":
-        return array_source(np.load(p, mmap_mode="r"), None, None, expected, str(p), options.fit)
+    if p.suffix == ".npy":  # memory-mapped: only the header is read here
+        try:
+            x = np.load(p, mmap_mode="r", allow_pickle=False)
+        except EOFError:
+            raise ValueError(f"{p}: an empty .npy file") from None
+        return array_source(x, None, None, expected, str(p), options.fit, None, options.max_pixels)
     if p.suffix == ".npz":
-        return npz_source(p, expected, options.fit)
+        return npz_source(p, expected, options)
     raise ValueError(f"unsupported source {p}: a folder, .npy, .npz or .tfrecord")
 
 

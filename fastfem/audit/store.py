@@ -22,13 +22,21 @@ typed ``null``) still read with `ResultStore.read_rows`; ``--resume`` rewrites t
 the fixed schema (`ResultStore.conform_parts`) or refuses, naming the part and the column.
 
 **Commit protocol.** A part's maps are written first, then the Parquet file is written to a
-temporary name and renamed; the rename is the commit. A crash leaves at most a temporary file or
-an orphan maps file, never a half part that counts; temporary files are named ``.*.tmp-PID``
-(hidden from the readers above) and removed when the store is opened again
-(`ResultStore.remove_temporaries`). The committed ids are the union of the ``id`` columns of the
-committed Parquet files, so ``--resume`` skips exactly those; a committed part whose maps file is
-missing or short (or whose Parquet file is unreadable) is set aside
-(`ResultStore.set_aside_broken_parts`) and its rows recomputed.
+temporary name and renamed; the rename is the commit. Every file is written by
+`fastfem.audit.safe_write.atomic_write` (a new ``O_EXCL | O_NOFOLLOW`` temporary file, then
+``os.replace``): a link planted in the store is replaced, never written through. Each part
+carries the run's configuration and its hash in its Parquet key-value metadata
+(`fastfem.audit.manifest.part_metadata`), so ``--resume`` checks the parts themselves and a
+lost manifest is rebuilt from them (`ResultStore.manifest_from_parts`); an id committed in two
+parts (a copied part) is refused (`ResultStore.check_unique_ids`). A reader that must not see
+parts committed while it reads takes a `ResultStore.snapshot`.
+
+A crash leaves at most a temporary file or an orphan maps file, never a half part that
+counts; temporary files are named ``.*.tmp-PID`` (hidden from the readers above) and removed
+when the store is opened again (`ResultStore.remove_temporaries`). The committed ids are the
+union of the ``id`` columns of the committed Parquet files, so ``--resume`` skips exactly
+those; a committed part whose maps file is missing or short (or whose Parquet file is
+unreadable) is set aside (`ResultStore.set_aside_broken_parts`) and its rows recomputed.
 
 **Store failures.** A write that fails (disk full, read-only folder, ...) raises `StoreError`, a
 one-line message naming the path; the part being written is not committed, its temporary file
@@ -41,12 +49,21 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .manifest import check_manifest, read_part_config
+from .safe_write import (  # noqa: F401  (StoreError, writing, ...: imported from here too)
+    StoreError,
+    atomic_write_bytes,
+    ensure_folder,
+    temporary,
+    write_table_atomic,
+    writing,
+)
 from .sources import Record
 
 if TYPE_CHECKING:
@@ -86,11 +103,6 @@ RECORD_COLUMNS = ("id", "id_raw", "label", "status", "error")
 NEW_COLUMNS = ("id_raw",)
 
 
-class StoreError(OSError):
-    """The result store itself failed (disk full, read-only, ...): a one-line message naming
-    the path."""
-
-
 def store_schema(columns: Sequence[str], types: Mapping[str, str] | None = None) -> pa.Schema:
     """The store's Arrow schema for ``columns`` in order: `COLUMN_TYPES`, or ``types`` for
     columns of another name; every field nullable. A ValueError names a column without a
@@ -107,51 +119,6 @@ def store_schema(columns: Sequence[str], types: Mapping[str, str] | None = None)
 def schema_types(schema: pa.Schema) -> dict[str, str]:
     """``{column: type name}`` of a schema (what the manifest records)."""
     return {f.name: str(f.type) for f in schema}
-
-
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn an OSError of the body into a `StoreError` naming ``path``."""
-    try:
-        yield
-    except StoreError:
-        raise
-    except OSError as err:
-        why = err.strerror or str(err)
-        raise StoreError(f"cannot write the result store: {path}: {why}") from None
-
-
-def temporary(path: Path) -> Path:
-    """The temporary name ``path`` is written under before its atomic rename."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` by a temporary file and a rename (`StoreError` on failure,
-    the temporary file removed)."""
-    tmp = temporary(path)
-    with writing(path):
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def write_table_atomic(path: Path, table: pa.Table) -> None:
-    """Write a Parquet file by a temporary file and a rename (`StoreError` on failure)."""
-    import pyarrow.parquet as pq
-
-    tmp = temporary(path)
-    with writing(path):
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def npy_bytes(a: np.ndarray) -> bytes:
@@ -192,6 +159,26 @@ def conform_table(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def read_part(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A committed part's table (``columns`` only, if given); a ValueError naming the part when
+    it cannot be read (``--resume`` sets such a part aside and computes its rows again)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=None if columns is None else list(columns))
+    except (OSError, ValueError, pa.ArrowException) as err:
+        why = " ".join(str(err).split())
+        raise ValueError(
+            f"{path} is not a readable part ({why}); `fastfem audit --resume` sets it aside and "
+            "computes its rows again"
+        ) from None
+
+
+class DuplicateIds(ValueError):
+    """The same id is committed in several parts (a part copied under another name?)."""
+
+
 class ResultStore:
     """A result store directory, written by one process (``process_index``) of a run."""
 
@@ -200,10 +187,21 @@ class ResultStore:
         self.process_index = process_index
         self.parts_dir = self.root / "parts"
         self.maps_dir = self.root / "maps"
+        self._frozen: list[Path] | None = None
+
+    def snapshot(self) -> ResultStore:
+        """This store as its committed parts are NOW: a reader whose `part_files` (and so
+        every read) stays this list while an audit commits more parts (a committed part is
+        never rewritten in place: its maps come first, its Parquet file's rename commits it)."""
+        view = ResultStore(self.root, self.process_index)
+        view._frozen = self.part_files()
+        return view
 
     # ---- reading -----------------------------------------------------------------------------
     def part_files(self) -> list[Path]:
-        """Committed part files of every process, sorted by name."""
+        """Committed part files of every process, sorted by name (a `snapshot`: its list)."""
+        if self._frozen is not None:
+            return list(self._frozen)
         if not self.parts_dir.is_dir():
             return []
         return sorted(p for p in self.parts_dir.iterdir() if PART_RE.match(p.name))
@@ -212,24 +210,76 @@ class ResultStore:
         return bool(self.part_files()) or (self.root / MANIFEST).exists()
 
     def committed_ids(self) -> set[str]:
+        """The ids of every committed part."""
+        return self.committed_ids_of(None)
+
+    def committed_ids_of(self, parts: Sequence[Path] | None) -> set[str]:
+        """The ids of ``parts`` (default: every committed part)."""
+        return {rid for ids in self.ids_by_part(parts).values() for rid in ids}
+
+    def ids_by_part(self, parts: Sequence[Path] | None = None) -> dict[str, list[str]]:
+        """``{part name: its ids}`` of ``parts`` (default: every committed part)."""
+
+        parts = self.part_files() if parts is None else parts
+        return {p.name: read_part(p, ["id"]).column("id").to_pylist() for p in parts}
+
+    def check_unique_ids(self, parts: Sequence[Path] | None = None) -> None:
+        """`DuplicateIds` naming the ids committed twice and the parts holding them."""
+        seen: dict[str, str] = {}
+        twice: dict[str, list[str]] = {}
+        for name, ids in self.ids_by_part(parts).items():
+            for rid in ids:
+                if rid in seen:
+                    twice.setdefault(rid, [seen[rid]]).append(name)
+                else:
+                    seen[rid] = name
+        if twice:
+            first = next(iter(twice))
+            where = sorted({n for names in twice.values() for n in names})
+            raise DuplicateIds(
+                f"{self.root}: {len(twice)} ids are committed more than once (e.g. {first!r} in "
+                f"{twice[first]}; parts {where[:6]}): a part was copied? move the extra part "
+                "and its maps out of the store"
+            )
+
+    def part_records(self, parts: Sequence[Path] | None = None) -> dict[str, tuple]:
+        """``{part name: (configuration hash, record)}`` read from each part's Parquet
+        metadata (`fastfem.audit.manifest.read_part_config`); a ValueError naming an altered
+        one."""
         import pyarrow.parquet as pq
 
-        ids: set[str] = set()
+        out = {}
+        for p in self.part_files() if parts is None else parts:
+            try:
+                out[p.name] = read_part_config(pq.read_schema(p).metadata)
+            except ValueError as err:
+                raise ValueError(f"{p}: {err}") from None
+        return out
+
+    def manifest_from_parts(self) -> dict[str, Any]:
+        """The configuration a part records (what a lost manifest is rebuilt from); {} when no
+        readable part records one."""
         for p in self.part_files():
-            ids.update(pq.read_table(p, columns=["id"]).column("id").to_pylist())
-        return ids
+            if self.part_problem(p) is None:
+                _, record = self.part_records([p])[p.name]
+                if record is not None:
+                    return dict(record)
+        return {}
+
+    def manifest_or_parts(self) -> dict[str, Any]:
+        """The manifest, or when there is none the configuration recorded in the parts."""
+        return self.manifest() or self.manifest_from_parts()
 
     def read_table(self) -> pa.Table | None:
         """Every committed row as one Arrow table (parts in name order); None when empty.
         Parts of stores written before the schema was fixed are unified (null-typed columns
         take the other parts' type)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         parts = self.part_files()
         if not parts:
             return None
-        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+        return pa.concat_tables([read_part(p) for p in parts], promote_options="permissive")
 
     def read_rows(self) -> dict[str, np.ndarray]:
         """Every committed row as columns of NumPy arrays (parts in name order)."""
@@ -254,7 +304,7 @@ class ResultStore:
                     f"{path} is missing (the maps of {p.name}); `fastfem audit --resume` "
                     "recomputes that part"
                 )
-            shards.append(np.load(path))
+            shards.append(self.load_maps(p, mmap=False))
         return np.concatenate(shards) if shards else np.zeros((0, 0, 0), np.float32)
 
     def read_map_shape(self) -> tuple[int, ...] | None:
@@ -263,8 +313,23 @@ class ResultStore:
         parts = self.part_files()
         if not parts:
             return None
-        shard = np.load(self.maps_path(parts[0]), mmap_mode="r")
+        shard = self.load_maps(parts[0])
         return tuple(int(d) for d in shard.shape[1:])
+
+    def load_maps(self, part: Path, mmap: bool = True) -> np.ndarray:
+        """The maps shard of ``part`` (memory-mapped by default; never unpickled); a
+        ValueError naming it when it is not a readable ``.npy`` (a missing one: a
+        FileNotFoundError)."""
+        path = self.maps_path(part)
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError) as err:
+            raise ValueError(
+                f"{path} is not a readable maps file ({err}); `fastfem audit --resume` "
+                "recomputes that part"
+            ) from None
 
     def manifest(self) -> dict[str, Any]:
         """The manifest ({} when there is none); a ValueError naming an unreadable one."""
@@ -275,9 +340,7 @@ class ResultStore:
             body = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not a readable manifest ({err})") from None
-        if not isinstance(body, dict):
-            raise ValueError(f"{path} is not a readable manifest (not a JSON object)")
-        return body
+        return check_manifest(body, str(path))
 
     # ---- checks on open (process 0, under the lock) -----------------------------------------
     def remove_temporaries(self) -> list[Path]:
@@ -309,18 +372,24 @@ class ResultStore:
         if not path.is_file():
             return f"its maps file {path.name} is missing"
         try:
-            shard = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as err:
+            shard = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
             return f"its maps file {path.name} is unreadable ({err})"
         if shard.ndim != 3 or shard.shape[0] != rows:
             return f"its maps file {path.name} holds shape {shard.shape}, not {rows} maps"
         return None
 
-    def set_aside_broken_parts(self) -> dict[str, str]:
-        """Move every committed part that cannot be read back whole (`part_problem`: its maps
-        missing or short, its Parquet file unreadable), and what maps file it has, to
-        ``DIR/invalid/``, so their rows are computed again; returns ``{part: why}``."""
-        broken = {p.name: why for p in self.part_files() if (why := self.part_problem(p))}
+    def broken_parts(self) -> dict[str, str]:
+        """``{part: why}`` of every committed part that cannot be read back whole
+        (`part_problem`)."""
+        return {p.name: why for p in self.part_files() if (why := self.part_problem(p))}
+
+    def set_aside_broken_parts(self, broken: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Move every committed part that cannot be read back whole (``broken``, default
+        `broken_parts`: its maps missing or short, its Parquet file unreadable), and what maps
+        file it has, to ``DIR/invalid/``, so their rows are computed again; returns
+        ``{part: why}``."""
+        broken = dict(self.broken_parts() if broken is None else broken)
         invalid = self.root / INVALID
         for name in broken:
             part = self.parts_dir / name
@@ -330,8 +399,8 @@ class ResultStore:
                     n = 1
                     while target.exists():
                         target, n = invalid / f"{path.name}.{n}", n + 1
+                    ensure_folder(invalid)
                     with writing(target):
-                        invalid.mkdir(exist_ok=True)
                         os.replace(path, target)
         return broken
 
@@ -372,8 +441,7 @@ class ResultStore:
         part = self.parts_dir / f"part-p{self.process_index:03d}-{seq:06d}.parquet"
         maps_path = self.maps_path(part)
         for d in (self.parts_dir, self.maps_dir):
-            with writing(d):
-                d.mkdir(parents=True, exist_ok=True)
+            ensure_folder(d)
         try:
             atomic_write_bytes(maps_path, npy_bytes(np.ascontiguousarray(maps, np.float32)))
             write_table_atomic(part, table)
@@ -388,20 +456,22 @@ class ResultStore:
         body = dict(info)
         body["parts"] = [p.name for p in self.part_files()]
         path = self.root / MANIFEST
-        with writing(self.root):
-            self.root.mkdir(parents=True, exist_ok=True)
+        ensure_folder(self.root)
         atomic_write_bytes(path, (json.dumps(body, indent=2, default=str) + "\n").encode())
         return path
 
 
 class PartWriter:
     """The part being filled: rows as columns (lists) and maps as blocks, committed to the store
-    as one part every ``part_size`` rows (and at the end).
+    as parts of exactly ``part_size`` rows (a batch that crosses the boundary is split; the last
+    part holds the rest).
 
     ``schema`` is the store's (`store_schema`): the record columns (`RECORD_COLUMNS`) come
     from each input's record (``id_raw``: ``record.raw_id`` when the source sets it), the
     others are the step's per-image results by name. ``labels`` maps a column of class indices
     to the class names it stores (FAM's prototypes). NaN in a float column is stored as null.
+    ``metadata``: the Parquet key-value metadata of every part (the run's configuration,
+    `fastfem.audit.manifest.part_metadata`).
     """
 
     def __init__(
@@ -411,6 +481,7 @@ class PartWriter:
         map_shape: Sequence[int],
         part_size: int,
         labels: Mapping[str, np.ndarray] | None = None,
+        metadata: Mapping[bytes, bytes] | None = None,
     ):
         self.store = store
         self.schema = schema
@@ -419,6 +490,7 @@ class PartWriter:
         self.map_shape = tuple(int(d) for d in map_shape)
         self.part_size = int(part_size)
         self.labels = dict(labels or {})
+        self.metadata = dict(metadata or {})
         self.seq = store.next_seq()
         self._reset()
 
@@ -488,15 +560,24 @@ class PartWriter:
         )
 
     def _maybe_commit(self) -> None:
-        if len(self) >= self.part_size:
-            self.commit()
+        while len(self) >= self.part_size:
+            self._commit_rows(self.part_size)
 
     def commit(self) -> None:
         """Write the rows held so far as one committed part (nothing when empty)."""
+        if len(self):
+            self._commit_rows(len(self))
+
+    def _commit_rows(self, n: int) -> None:
+        """Commit the first ``n`` rows held as one part; the rest stay held (nothing changes
+        when the write fails)."""
         import pyarrow as pa
 
-        if len(self):
-            table = pa.table(self.rows, schema=self.schema)
-            self.store.write_part(self.seq, table, self._stacked_maps())
-            self.seq += 1
-            self._reset()
+        maps = self._stacked_maps()
+        table = pa.table({c: v[:n] for c, v in self.rows.items()}, schema=self.schema)
+        if self.metadata:
+            table = table.replace_schema_metadata(self.metadata)
+        self.store.write_part(self.seq, table, maps[:n])
+        self.seq += 1
+        self.rows = {c: v[n:] for c, v in self.rows.items()}
+        self.maps = [maps[n:]] if len(maps) > n else []

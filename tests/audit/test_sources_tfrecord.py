@@ -157,12 +157,12 @@ def test_damaged_tfrecords_are_audited_up_to_the_damage(tmp_path):
         for i in ok:
             assert rows[f"{name}.tfrecord:{i}"]["status"] == "ok", (name, i)
     damage = {rid: r["error"] for rid, r in rows.items() if r["status"] == "error"}
-    assert damage == {
-        f"cut_header.tfrecord:damaged-at-{offsets[3]}": _any("truncated", f"byte {offsets[3]}"),
-        f"cut_data.tfrecord:damaged-at-{offsets[4]}": _any("truncated", f"byte {offsets[4]}"),
-        f"flip_header.tfrecord:damaged-at-{offsets[2]}": _any("length checksum fails"),
-        "flip_data.tfrecord:3": _any("data checksum fails", f"byte {offsets[3]}"),
-        "flip_crc.tfrecord:4": _any("data checksum fails", f"byte {offsets[4]}"),
+    assert damage == {  # damaged records have reserved ids (`fastfem.ids.reserved_id`)
+        f"\\!cut_header.tfrecord:damaged-at-{offsets[3]}": _any("truncated", f"byte {offsets[3]}"),
+        f"\\!cut_data.tfrecord:damaged-at-{offsets[4]}": _any("truncated", f"byte {offsets[4]}"),
+        f"\\!flip_header.tfrecord:damaged-at-{offsets[2]}": _any("length checksum fails"),
+        "\\!flip_data.tfrecord:3": _any("data checksum fails", f"byte {offsets[3]}"),
+        "\\!flip_crc.tfrecord:4": _any("data checksum fails", f"byte {offsets[4]}"),
     }
     assert s.ok == 6 + 3 + 4 + 2 + 5 + 5 and s.errors == 5 and len(rows) == s.ok + s.errors
 
@@ -230,3 +230,37 @@ def test_non_utf8_and_repeated_tfrecord_ids(tmp_path):
     write_records(tmp_path / "dup.tfrecord", [example(png(imgs[0]), b"same")] * 2)
     with pytest.raises(ValueError, match=r"ids are not unique: \['same'\]"):
         open_source(tmp_path / "dup.tfrecord", EXPECTED)
+
+
+def test_a_damaged_record_never_takes_a_real_id(tmp_path):
+    """Ids "1".."40" with the data of record 4 damaged: the damage is a reserved id (never the
+    index "4", which is a real id), so the 39 good records are audited."""
+    imgs = images(40)
+    recs = [example(png(img), str(i + 1).encode()) for i, img in enumerate(imgs)]
+    path = tmp_path / "ids.tfrecord"
+    offsets = write_records(path, recs)
+    path.write_bytes(_flip(path.read_bytes(), offsets[4] + 12 + 30))
+    src = open_source(path, EXPECTED)
+    assert len(set(src.ids)) == 40 and "4" in src.ids and "\\!ids.tfrecord:4" in src.ids
+    rows = list(src.read(lambda i, rid: True))
+    errors = {r.id: r.error for r in rows if r.error is not None}
+    assert (
+        list(errors) == ["\\!ids.tfrecord:4"]
+        and "data checksum fails" in errors["\\!ids.tfrecord:4"]
+    )
+    good = [r for r in rows if r.error is None]
+    assert sorted(int(r.id) for r in good) == [i for i in range(1, 41) if i != 5]
+    # a record without an id among records with ids takes a reserved id too
+    write_records(tmp_path / "mixed.tfrecord", [example(png(imgs[0]), b"0"), example(png(imgs[1]))])
+    assert open_source(tmp_path / "mixed.tfrecord", EXPECTED).ids == ["0", "\\!mixed.tfrecord:1"]
+    # ... while a file without ids keeps its index ids
+    write_records(tmp_path / "plain.tfrecord", [example(png(imgs[0])), example(png(imgs[1]))])
+    assert open_source(tmp_path / "plain.tfrecord", EXPECTED).ids == ["0", "1"]
+
+
+def test_reserved_ids_never_equal_an_escaped_id():
+    from fastfem.ids import is_reserved, readable_id, reserved_id
+
+    for text in ["\\!a:4", "\\\\!a:4", "!a:4", "\\x21a", "a\udce9"]:
+        assert not is_reserved(readable_id(text)), text
+    assert reserved_id("a.tfrecord", 4) == "\\!a.tfrecord:4" and is_reserved(reserved_id("x", 1))

@@ -39,7 +39,7 @@ def map_chunks(store: ResultStore, chunk_rows: int = CHUNK_ROWS) -> Iterator[Map
     buf = np.full((chunk_rows, *shape), np.nan, np.float32)
     filled = start = 0
     for part in store.part_files():
-        shard = np.load(store.maps_path(part), mmap_mode="r")
+        shard = store.load_maps(part)
         if tuple(shard.shape[1:]) != shape:
             raise ValueError(
                 f"{part.name}: maps of shape {tuple(shard.shape[1:])}, the store's are {shape}"
@@ -69,7 +69,7 @@ def read_map_rows(store: ResultStore, indices: list[int] | np.ndarray) -> np.nda
     out = np.full((want.size, *shape), np.nan, np.float32)
     start = 0
     for part in store.part_files():
-        shard = np.load(store.maps_path(part), mmap_mode="r")
+        shard = store.load_maps(part)
         inside = (want >= start) & (want < start + len(shard))
         if inside.any():
             out[inside] = shard[want[inside] - start]
