@@ -125,7 +125,6 @@ def reliance_settings(sample: int) -> dict[str, float | int | str]:
         "reliance_row_tau": ROW_TAU,
         "reliance_min_hits": stats.MIN_HITS,
         "reliance_min_lift": stats.MIN_LIFT,
-        "reliance_min_place_lift": stats.MIN_PLACE_LIFT,
         "reliance_alpha": stats.ALPHA,
         "reliance_max_candidates": stats.MAX_CANDIDATES,
     }

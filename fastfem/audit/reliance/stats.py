@@ -25,9 +25,12 @@ hides more of any object, so sizes are compared like with like),
 
     place_lift = (h_c / n_c) / (median_{r ~ p} (h_cr / n_c) + 1 / n_c)
 
-and ``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``, ``lift >= MIN_LIFT``, ``place_lift
->= MIN_PLACE_LIFT`` (regions only) and the p-value is below ``ALPHA`` divided by the number of tests
-(probes x classes: Bonferroni). Candidates are
+Either null — "the region hides other classes' objects as often" or "it hides this class's
+objects as often as its translates do" — predicts a hit rate of at most ``q* = max(q,
+median_{r ~ p} (h_cr / n_c) + 1 / n_c)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)``
+(``q* = q`` for global probes), and ``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``,
+``min(lift, place_lift) >= MIN_LIFT`` and the p-value is below ``ALPHA`` divided by the number
+of tests (probes x classes: Bonferroni). Candidates are
 taken most significant first, skipping one whose hit rows of class ``c`` mostly repeat
 (``>= MAX_OVERLAP`` of its hits) a candidate already taken for ``c``: a band and a cell inside
 it that hide the same mark are one finding.
@@ -43,8 +46,7 @@ import numpy as np
 
 TAU = 0.25  # a drop of the predicted class's probability that counts as a hit
 MIN_HITS = 5  # hits among the class's rows
-MIN_LIFT = 2.0  # the class's hit rate over the other rows' (smoothed)
-MIN_PLACE_LIFT = 5.0  # the class's hit rate over its typical rate at same-size regions
+MIN_LIFT = 2.5  # the class's hit rate over the other rows' and over its translates' (smoothed)
 ALPHA = 0.01  # family-wise significance (Bonferroni over probes x classes)
 MAX_OVERLAP = 0.5  # share of a candidate's hits already explained by an earlier one
 AREA_RATIO = 1.5  # regions "of the same size" for the place lift
@@ -131,13 +133,16 @@ def probe_tests(
         h_o = hit[~mine].sum(axis=0)
         q = (h_o + 1.0) / (n_o + 2.0)
         for p in range(drop.shape[1]):
-            lift = (h_c[p] / n_c) / q[p]
-            pv = binomial_tail(int(h_c[p]), n_c, float(q[p])) if h_c[p] >= MIN_HITS else 1.0
-            place = float("inf")
+            q_star, place = float(q[p]), float("inf")
             if areas[p] > 0:
-                typical = float(np.median(h_c[compare[p]])) / n_c
-                place = (h_c[p] / n_c) / (typical + 1.0 / n_c)
-            tests.append(ProbeTest(p, int(c), int(h_c[p]), n_c, int(h_o[p]), n_o, lift, pv, place))
+                typical = float(np.median(h_c[compare[p]])) / n_c + 1.0 / n_c
+                place = (h_c[p] / n_c) / typical
+                q_star = max(q_star, min(typical, 1.0))
+            lift = (h_c[p] / n_c) / q[p]
+            pv = binomial_tail(int(h_c[p]), n_c, q_star) if h_c[p] >= MIN_HITS else 1.0
+            tests.append(
+                ProbeTest(p, int(c), int(h_c[p]), n_c, int(h_o[p]), n_o, lift, pv, place)
+            )
     return tests
 
 
@@ -150,8 +155,7 @@ def select_candidates(
         t
         for t in tests
         if t.hits >= MIN_HITS
-        and t.lift >= MIN_LIFT
-        and t.place_lift >= MIN_PLACE_LIFT
+        and min(t.lift, t.place_lift) >= MIN_LIFT
         and t.p_value <= ALPHA / n_tests
     ]
     passing.sort(key=lambda t: (t.p_value, -t.lift, t.probe))
