@@ -164,9 +164,10 @@ def test_relied_on_needs_a_rise_or_a_flip():
         return out
 
     assert not relied_on(predict_fixed, s).any()
-    assert np.isnan(
-        reliance_summary(np.zeros(len(s), bool), generate_shortcut("none", n=5))["relied_on_share"]
-    )
+    control = generate_shortcut("none", n=5)
+    assert np.isnan(reliance_summary(np.zeros(5, bool), control)["relied_on_share"])
+    with pytest.raises(ValueError, match="one flag per row"):
+        reliance_summary(np.zeros(len(s), bool), control)
 
     def predict_bad(images):
         return np.ones((len(images), 2, 2))

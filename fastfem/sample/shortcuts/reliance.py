@@ -56,6 +56,9 @@ def reliance_summary(relied: np.ndarray, s: ShortcutSet) -> dict:
     images whose object is not ``mark_class``), ``relied_on`` (all rows), ``relied_on_other``
     (among ``marked_other``) and ``relied_on_share`` = ``relied_on_other / marked_other`` (NaN
     when there is none)."""
+    relied = np.asarray(relied, bool)
+    if relied.shape != (len(s),):
+        raise ValueError(f"relied needs one flag per row of the set ({len(s)}), got {relied.shape}")
     other = s.marked & (s.objects != s.mark_class)
     n_other = int(other.sum())
     relied_other = int(np.sum(relied & other))
