@@ -22,9 +22,10 @@ Usage::
     python -m benchmarks.shortcut_models table     # the README's table, from the JSON
 
 Both write ``benchmarks/results/shortcut_models.json`` (entries of other models kept): per
-model, test accuracy on the clean images, marked test images, relied-on count and share, the
-epochs and the training time. ``train`` picks the TensorFlow backend unless ``KERAS_BACKEND``
-says otherwise (several times faster on CPU; the ``.keras`` files load on any backend).
+model, test accuracy on the clean images, marked test images, relied-on count and share (and
+the control model's share on the same images), the epochs and the training time. ``train``
+picks the TensorFlow backend unless ``KERAS_BACKEND`` says otherwise (several times faster on
+CPU; the ``.keras`` files load on any backend).
 """
 
 from __future__ import annotations
@@ -96,6 +97,18 @@ def measure(model, name: str, base: str, split: str = "test") -> dict:
         "clean_accuracy": float(np.mean(pred_clean == s.objects)),
         **reliance_summary(relied, s),
     }
+
+
+def control_share(name: str, base: str) -> float | None:
+    """The control model's (``none``, trained with no mark) relied-on share on ``name``'s marked
+    test images: how far an unfamiliar mark moves a model towards the class by itself (None
+    when the control model is not cached)."""
+    from fastfem.sample.shortcuts import generate_shortcut, reliance_summary, relied_on
+
+    if name == "none" or not model_path("none", base).is_file():
+        return None
+    s = generate_shortcut(name, "test", base=base)
+    return reliance_summary(relied_on(predictor(load("none", base)), s), s)["relied_on_share"]
 
 
 def relies(record: dict) -> bool | None:
@@ -246,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 record = measure(load(name, base), name, base)
                 record["relies"] = relies(record)
+            record["control_relied_on_share"] = control_share(name, base)
             _print(record)
             _write([record])
     return 0
