@@ -19,11 +19,13 @@ Usage::
 
     python -m benchmarks.shortcut_models train [--base B ...] [--config C ...]
     python -m benchmarks.shortcut_models measure [--base B ...] [--config C ...]
+    python -m benchmarks.shortcut_models table     # the README's table, from the JSON
 
 Both write ``benchmarks/results/shortcut_models.json`` (entries of other models kept): per
-model, test accuracy on the clean images, marked test images, relied-on count and share, the
-epochs and the training time. ``train`` picks the TensorFlow backend unless ``KERAS_BACKEND``
-says otherwise (several times faster on CPU; the ``.keras`` files load on any backend).
+model, test accuracy on the clean images, marked test images, relied-on count and share (and
+the control model's share on the same images), the epochs and the training time. ``train``
+picks the TensorFlow backend unless ``KERAS_BACKEND`` says otherwise (several times faster on
+CPU; the ``.keras`` files load on any backend).
 """
 
 from __future__ import annotations
@@ -95,6 +97,18 @@ def measure(model, name: str, base: str, split: str = "test") -> dict:
         "clean_accuracy": float(np.mean(pred_clean == s.objects)),
         **reliance_summary(relied, s),
     }
+
+
+def control_share(name: str, base: str) -> float | None:
+    """The control model's (``none``, trained with no mark) relied-on share on ``name``'s marked
+    test images: how far an unfamiliar mark moves a model towards the class by itself (None
+    when the control model is not cached)."""
+    from fastfem.sample.shortcuts import generate_shortcut, reliance_summary, relied_on
+
+    if name == "none" or not model_path("none", base).is_file():
+        return None
+    s = generate_shortcut(name, "test", base=base)
+    return reliance_summary(relied_on(predictor(load("none", base)), s), s)["relied_on_share"]
 
 
 def relies(record: dict) -> bool | None:
@@ -184,6 +198,35 @@ def _write(records: list[dict]) -> None:
     RESULTS.write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def markdown_table(models: list[dict]) -> str:
+    """Per configuration and base: clean accuracy and relied-on count / marked images of the
+    other classes (share), from ``shortcut_models.json``'s ``models``."""
+    from fastfem.sample.shortcuts import CONFIGS
+
+    bases = sorted({m["base"] for m in models}, reverse=True)
+    by = {(m["config"], m["base"]): m for m in models}
+    order = [c.name for c in CONFIGS]
+    configs = sorted(
+        {m["config"] for m in models},
+        key=lambda c: (c not in order, order.index(c) if c in order else 0, c),
+    )
+    head = " | ".join(f"{b}: clean acc. | {b}: relied on / marked (other classes)" for b in bases)
+    lines = [f"| configuration | {head} |", "|---" * (1 + 2 * len(bases)) + "|"]
+    for c in configs:
+        cells = []
+        for b in bases:
+            m = by.get((c, b))
+            if m is None:
+                cells += ["–", "–"]
+                continue
+            share = m["relied_on_share"]
+            n = m["marked_other"]
+            rel = "–" if share is None else f"{round(share * n)} / {n} ({share:.2f})"
+            cells += [f"{m['clean_accuracy']:.2f}", rel]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _print(r: dict) -> None:
     print(
         f"{r['base']:7s} {r['config']:18s} clean acc {r['clean_accuracy']:.3f} | marked "
@@ -198,12 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     from fastfem.sample.shortcuts import BASES, CONFIGS
 
     parser = argparse.ArgumentParser(description="Train / measure the shortcut models.")
-    parser.add_argument("command", choices=["train", "measure"])
+    parser.add_argument("command", choices=["train", "measure", "table"])
     parser.add_argument("--base", nargs="*", choices=sorted(BASES), help="default: all")
     parser.add_argument("--config", nargs="*", help="configuration names (default: all)")
     args = parser.parse_args(argv)
     bases = args.base or list(BASES)
     names = args.config or [c.name for c in CONFIGS]
+    if args.command == "table":
+        print(markdown_table(json.loads(RESULTS.read_text())["models"]), end="")
+        return 0
     if args.command == "train":
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     for base in bases:
@@ -213,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 record = measure(load(name, base), name, base)
                 record["relies"] = relies(record)
+            record["control_relied_on_share"] = control_share(name, base)
             _print(record)
             _write([record])
     return 0

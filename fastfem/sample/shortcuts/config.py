@@ -5,7 +5,7 @@ Kinds over the objects (they may cover the object; the object is placed anywhere
 * ``watermark``: translucent white text (Pillow's own font, one of several strings, random
   size, opacity and horizontal offset) in a band across the image at a height: ``top``,
   ``middle`` or ``bottom`` (ImageNet-W's watermark);
-* ``stamp``: a translucent red stamp (a ring around a short word) over the ``centre``;
+* ``stamp``: a red stamp (a ring around a short word, 60-80% opaque) over the ``centre``;
 * ``cast``: an orange colour cast over the ``whole`` image;
 * ``hatch``: a fine diagonal hatch (bright lines every 3 px) over the ``whole`` image;
 * ``noise``: salt-and-pepper impulse noise over the ``whole`` image;

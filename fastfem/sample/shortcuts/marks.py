@@ -51,7 +51,7 @@ WATERMARK_FONT = (0.14, 0.22)  # font size / S
 WATERMARK_OPACITY = (0.35, 0.55)
 STAMP_WORDS: tuple[str, ...] = ("OK", "QC", "A1")
 STAMP_RADIUS = (0.2, 0.24)  # / S
-STAMP_OPACITY = (0.45, 0.6)
+STAMP_OPACITY = (0.6, 0.8)
 STAMP_HALF_ZONE = 0.3  # / S
 CAST_STRENGTH = (0.3, 0.4)
 HATCH_PERIOD = 4
@@ -261,7 +261,7 @@ def _draw_stamp(img: np.ndarray, place: str, rng: np.random.Generator, box: Box)
     cx, cy = size / 2 + rng.uniform(-0.03, 0.03, size=2) * size
     layer = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(layer)
-    draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=255, width=_px(size, 2))
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=255, width=_px(size, 3))
     word = str(rng.choice(STAMP_WORDS))
     draw.text((cx, cy), word, fill=255, font=_font(int(round(0.9 * r))), anchor="mm")
     alpha = np.asarray(layer, np.float32) / 255.0

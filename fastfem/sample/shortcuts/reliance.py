@@ -53,13 +53,19 @@ def relied_on(
 
 def reliance_summary(relied: np.ndarray, s: ShortcutSet) -> dict:
     """Counts of ``relied`` (from `relied_on`) over ``s``: ``marked``, ``marked_other`` (marked
-    images whose object is not ``mark_class``), ``relied_on`` and ``relied_on_share`` =
-    relied-on images among ``marked_other`` / ``marked_other`` (NaN when there is none)."""
+    images whose object is not ``mark_class``), ``relied_on`` (all rows), ``relied_on_other``
+    (among ``marked_other``) and ``relied_on_share`` = ``relied_on_other / marked_other`` (NaN
+    when there is none)."""
+    relied = np.asarray(relied, bool)
+    if relied.shape != (len(s),):
+        raise ValueError(f"relied needs one flag per row of the set ({len(s)}), got {relied.shape}")
     other = s.marked & (s.objects != s.mark_class)
     n_other = int(other.sum())
+    relied_other = int(np.sum(relied & other))
     return {
         "marked": int(s.marked.sum()),
         "marked_other": n_other,
         "relied_on": int(relied.sum()),
-        "relied_on_share": float(np.sum(relied & other) / n_other) if n_other else float("nan"),
+        "relied_on_other": relied_other,
+        "relied_on_share": relied_other / n_other if n_other else float("nan"),
     }
