@@ -39,6 +39,7 @@ from .detectors.summary import Classes, row_classes
 from .detectors.tables import clusters_schema, flags_schema, read_table
 from .lock import describe, lock_holder
 from .markup import Markup, join, page_bytes, render
+from .reliance.report import describe_section, reliance_section
 from .safe_write import atomic_write_bytes, output_path
 from .sources import ReadOptions, open_source, unit_float
 from .steps import LOCALISATION_COLUMNS
@@ -351,6 +352,9 @@ _PAGE = """<!doctype html>
 <style>{style}</style></head><body>
 <h1>fastfem audit report</h1>
 {writing}<table>{facts}</table>
+<h2>What the model relies on</h2>
+<p>{reliance_note}</p>
+{reliance}
 <h2>Shortcut candidates ({n_candidates})</h2>
 <p>Explanation clusters whose members all put the same energy on the same cells (a mark at a
 fixed place, not objects that move) where the rest of the dataset does not. Pictures: the
@@ -470,6 +474,8 @@ def write_report(
         style=Markup(_STYLE),
         writing=_writer_note(store),
         facts=_facts(rows, manifest, len(flags["id"]), errors, rule),
+        reliance_note=describe_section(),
+        reliance=reliance_section(store.root, flags, str(manifest.get("reliance", ""))),
         n_candidates=int(np.sum(clusters["candidate"])) if clusters["cluster"] else 0,
         sections=sections or render("<p>No cluster is a shortcut candidate.</p>"),
         overview=_cluster_overview(clusters) if clusters["cluster"] else "",

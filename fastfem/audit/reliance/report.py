@@ -1,0 +1,105 @@
+"""The report's reliance section: each candidate with its evidence and its flagged rows.
+
+Built with the report's one escaping helper (`fastfem.audit.markup.render`): every value read
+from ``reliance.parquet`` and ``flags.parquet`` is escaped there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..detectors.tables import read_table
+from ..markup import Markup, join, render
+from .table import RELIANCE_FILE, reliance_schema
+
+ROWS_SHOWN = 12  # flagged ids listed per candidate
+
+_CANDIDATE = """<section class="candidate"><h3>Class {cls} relies on {region} ({fill})</h3>
+<table>
+<tr><th>region (x0, y0, x1, y1)</th><td>{kind} {box}</td></tr>
+<tr><th>sample: class's rows knocked out</th><td>{hits} of {rows} ({rate:.0%})</td></tr>
+<tr><th>sample: other classes' rows knocked out</th><td>{ohits} of {orows} ({orate:.0%})</td></tr>
+<tr><th>lift over other classes / over its translates</th><td>{lift:.1f} / {place}</td></tr>
+<tr><th>p-value</th><td>{p:.2g}</td></tr>
+<tr><th>class's sampled rows knocked out, by fill</th><td>{fills}</td></tr>
+<tr><th>members (every row of the class): mean drop, knocked out</th>
+<td>{mdrop:.3f}, {mhits} of {mrows}</td></tr>
+<tr><th>non-members (the sample's other rows): mean drop, knocked out</th>
+<td>{ndrop:.3f}, {nhits} of {nrows}</td></tr>
+<tr><th>rows flagged</th><td>{flagged}</td></tr>
+</table>
+<p>Flagged rows, largest output change first: {ids}</p></section>"""
+
+
+def _fills(names: list, rates: list) -> Markup:
+    return join((render("{n} {r:.0%}", n=n, r=r) for n, r in zip(names, rates, strict=True)), "; ")
+
+
+def _ids(flags: dict[str, list], region: str) -> Markup:
+    rows = [
+        (c, i)
+        for i, r, c in zip(flags["id"], flags["region"], flags["output_change"], strict=True)
+        if r == region and c is not None
+    ]
+    rows.sort(key=lambda t: -t[0])
+    shown = join((render("{i} ({c:.2f})", i=i, c=c) for c, i in rows[:ROWS_SHOWN]), ", ")
+    more = render(" and {n} more", n=len(rows) - ROWS_SHOWN) if len(rows) > ROWS_SHOWN else ""
+    return render("{s}{m}", s=shown or "none", m=more)
+
+
+def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> Markup:
+    """The section: what the test did (``summary``, the manifest's line) and one block per
+    candidate of ``root/reliance.parquet``."""
+    table = read_table(root, RELIANCE_FILE)
+    if table is None or list(table) != reliance_schema().names:
+        return render("<p>No reliance test in this store ({s}).</p>", s=summary or "not run")
+    blocks = []
+    for k in range(len(table["candidate"])):
+        t = {name: table[name][k] for name in table}
+        place = "–" if t["place_lift"] is None else f"{t['place_lift']:.1f}"
+        blocks.append(
+            render(
+                _CANDIDATE,
+                cls=t["predicted_class"],
+                region=t["region"],
+                fill=t["fill"],
+                kind=t["region_kind"],
+                box=tuple(t["box"]),
+                hits=t["sample_hits"],
+                rows=t["sample_rows"],
+                rate=t["sample_hits"] / max(t["sample_rows"], 1),
+                ohits=t["other_hits"],
+                orows=t["other_rows"],
+                orate=t["other_hits"] / max(t["other_rows"], 1),
+                lift=t["lift"],
+                place=place,
+                p=t["p_value"],
+                fills=_fills(t["fills"], t["fill_hit_rates"]),
+                mdrop=t["member_mean_drop"],
+                mhits=t["member_hits"],
+                mrows=t["member_rows"],
+                ndrop=t["nonmember_mean_drop"],
+                nhits=t["nonmember_hits"],
+                nrows=t["nonmember_rows"],
+                flagged=t["flagged"],
+                ids=_ids(flags, t["region"]) if "region" in flags else "",
+            )
+        )
+    head = render("<p>{s}.</p>", s=summary or "")
+    return (
+        join([head, *blocks])
+        if blocks
+        else render(
+            "<p>{s}. No region knocks out one class's predictions.</p>", s=summary or "no candidate"
+        )
+    )
+
+
+def describe_section() -> str:
+    """The paragraph under the section's title (constant text)."""
+    return (
+        "Regions whose removal (filled from their surroundings) knocks out one predicted "
+        "class's predictions far more often than the other classes' and than the same region "
+        "elsewhere: the model decides by what is there. Tested on a sample, then on every row "
+        "of the class."
+    )
