@@ -20,7 +20,7 @@ a region shows in different ways, since a shortcut may survive one of them:
                                             patch draws edges a model may read as an object
                                             or a frame); mu where nothing is near
 
-``lowpass`` and ``greyworld`` are *global* fills, used with the whole-image mask. The region
+``lowpass`` and ``colour`` are *global* fills, used with the whole-image mask. The region
 family that needs no map (`region_family`) and the fills are fixed; `probe_image` is the one
 per-sample function, `vmap`ped and `lax.map`ped over probes by the caller.
 """
@@ -34,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 #: The fills, in the order of a probe's fill index.
-FILLS: tuple[str, ...] = ("mean", "blur", "noise", "lowpass", "greyworld", "inpaint")
+FILLS: tuple[str, ...] = ("mean", "blur", "noise", "lowpass", "colour", "inpaint")
 #: Fills that make sense for a region; the others are applied to the whole image.
 REGION_FILLS: tuple[str, ...] = ("inpaint", "mean", "blur", "noise")
-GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "greyworld")
+GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "colour")
 BLUR_FRACTION = 1 / 16  # sigma of ``blur`` as a fraction of the image's longer side
 LOWPASS_FRACTION = 1 / 64  # sigma of ``lowpass``
 NOISE_SEED = 0
@@ -138,11 +138,13 @@ def separable_blur(x: jax.Array, gy: jax.Array, gx: jax.Array) -> jax.Array:
 
 
 class FillParams(NamedTuple):
-    """What the fills need beside the image: the dataset's mean colour ``mean`` (C,), the
-    noise image ``noise`` (H, W, C), the blur matrices (``blur_y``, ``blur_x``: sigma H/16;
-    ``low_y``, ``low_x``: sigma H/64; ``fill_y``, ``fill_x``: sigma H/8)."""
+    """What the fills need beside the image: the dataset's mean colour ``mean`` (C,) and its
+    per-channel ``std`` (C,), the noise image ``noise`` (H, W, C), the blur matrices
+    (``blur_y``, ``blur_x``: sigma H/16; ``low_y``, ``low_x``: sigma H/64; ``fill_y``,
+    ``fill_x``: sigma H/8)."""
 
     mean: jax.Array
+    std: jax.Array
     noise: jax.Array
     blur_y: jax.Array
     blur_x: jax.Array
@@ -161,6 +163,7 @@ def fill_params(mean: np.ndarray, std: np.ndarray, h: int, w: int) -> FillParams
     side = max(h, w)
     return FillParams(
         mean=jnp.asarray(mean),
+        std=jnp.asarray(std),
         noise=jnp.asarray(noise),
         blur_y=jnp.asarray(gaussian_matrix(h, side * BLUR_FRACTION)),
         blur_x=jnp.asarray(gaussian_matrix(w, side * BLUR_FRACTION)),
@@ -171,10 +174,11 @@ def fill_params(mean: np.ndarray, std: np.ndarray, h: int, w: int) -> FillParams
     )
 
 
-def grey_world(x: jax.Array) -> jax.Array:
-    """Each channel of one image (H, W, C) rescaled so its mean is the mean over channels."""
+def colour_moments(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """Each channel of one image (H, W, C) moved to ``mean`` and ``std`` (C,) (``colour``)."""
     xbar = jnp.mean(x, axis=(0, 1))
-    return jnp.clip(x * (jnp.mean(xbar) / jnp.maximum(xbar, 1e-6)), 0.0, 1.0)
+    s = jnp.std(x, axis=(0, 1))
+    return jnp.clip((x - xbar) / jnp.maximum(s, 1e-3) * std + mean, 0.0, 1.0)
 
 
 def inpaint(x: jax.Array, mask: jax.Array, p: FillParams) -> jax.Array:
@@ -193,7 +197,7 @@ def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) ->
         lambda v: separable_blur(v, p.blur_y, p.blur_x),
         lambda v: p.noise,
         lambda v: separable_blur(v, p.low_y, p.low_x),
-        grey_world,
+        lambda v: colour_moments(v, p.mean, p.std),
         lambda v: inpaint(v, mask, p),
     )
     return jax.lax.switch(fill, branches, x)

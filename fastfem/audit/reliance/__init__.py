@@ -114,6 +114,13 @@ class RelianceResult:
     skipped: str = ""
 
 
+def region_overlaps(probes: Sequence[Probe]) -> np.ndarray:
+    """(P, P) bool: which probes' regions share a pixel (global probes: none)."""
+    masks = np.stack([p.region.mask.ravel() > 0 for p in probes]).astype(np.float32)
+    masks[[p.region.kind == "image" for p in probes]] = 0.0
+    return (masks @ masks.T) > 0
+
+
 def reliance_settings(sample: int) -> dict[str, float | int | str]:
     """The reliance test's settings by name (recorded in the manifest)."""
     from . import stats
@@ -273,7 +280,7 @@ def reliance_test(
     classes = np.unique(pred)
     areas = [0.0 if p.region.kind == "image" else float(p.region.mask.mean()) for p in probes]
     families = [p.region.kind for p in probes]
-    tests = probe_tests(drop, pred, classes, areas, families)
+    tests = probe_tests(drop, pred, classes, areas, families, region_overlaps(probes))
     found = select_candidates(tests, drop, pred, len(probes) * max(len(classes), 1))
     cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
     for c in cands:

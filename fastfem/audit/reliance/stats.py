@@ -17,11 +17,12 @@ sits and pushes ONE class. So for each probe and class ``c`` the hits among the 
 That alone does not separate a mark from objects of one class that a region's *shape* hides
 more often (thin objects and thin columns). A mark sits at one place; objects of a class sit
 anywhere, so they are hit by every translate of a region alike. Hence the *place lift*: the
-class's hit rate at ``p`` over its typical hit rate at regions of the same size elsewhere
-(the median over ``p``'s family — bands, columns, cells, quarters: its own translates — or,
-for a region without ``MIN_FAMILY`` translates such as a border ring or a map's hot spot, over
-the region probes whose area is within a factor ``AREA_RATIO`` of its own: a bigger region
-hides more of any object, so sizes are compared like with like),
+class's hit rate at ``p`` over its typical hit rate at regions of the same kind *elsewhere*
+(the median over the members of ``p``'s family — bands, columns, cells, quarters — that share
+no pixel with it: its translates; a region that overlaps ``p`` hides part of the same mark. A
+region without ``MIN_FAMILY`` such translates — a border ring, the centre, a map's hot spot — is
+compared with the regions apart from it whose area is within a factor ``AREA_RATIO`` of its
+own, else with every region apart from it),
 
     place_lift = (h_c / n_c) / (median_{r ~ p} (h_cr / n_c) + 1 / n_c)
 
@@ -50,7 +51,7 @@ MIN_LIFT = 2.5  # the class's hit rate over the other rows' and over its transla
 ALPHA = 0.01  # family-wise significance (Bonferroni over probes x classes)
 MAX_OVERLAP = 0.5  # share of a candidate's hits already explained by an earlier one
 AREA_RATIO = 1.5  # regions "of the same size" for the place lift
-MIN_FAMILY = 5  # a family with this many members is compared with itself
+MIN_FAMILY = 3  # the fewest regions a place lift compares with
 MAX_CANDIDATES = 8  # candidates tested on every row (each costs one forward per member row)
 
 
@@ -91,21 +92,32 @@ class ProbeTest:
         return self.other_hits / max(self.other_rows, 1)
 
 
-def translates(areas: Sequence[float], families: Sequence[str] | None = None) -> list[np.ndarray]:
-    """Per probe, the probes its place lift compares with (module docstring): the other members
-    of its family when the family has ``MIN_FAMILY`` members (its translates), else the region
-    probes (area > 0) whose area is within ``AREA_RATIO`` of its own."""
+def translates(
+    areas: Sequence[float],
+    families: Sequence[str] | None = None,
+    overlaps: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """Per probe, the probes its place lift compares with (module docstring): the members of
+    its family that do not overlap it (its translates elsewhere) when there are at least
+    ``MIN_FAMILY``, else the region probes (area > 0) that do not overlap it and whose area is
+    within ``AREA_RATIO`` of its own, else every region probe that does not overlap it.
+    ``overlaps`` (P, P) bool: which probes' regions share a pixel (default: none do)."""
     a = np.asarray(areas, np.float64)
+    n = len(a)
     fam = np.asarray(["" for _ in a] if families is None else list(families), dtype=object)
-    regional = a > 0
+    apart = ~np.asarray(overlaps, bool) if overlaps is not None else ~np.eye(n, dtype=bool)
+    regional = (a > 0)[None, :] & apart
     ratio = np.abs(np.log(np.maximum(a, 1e-12)[:, None] / np.maximum(a, 1e-12)[None, :]))
     out = []
-    for p in range(len(a)):
-        same = (fam == fam[p]) & regional
-        if fam[p] and same.sum() >= MIN_FAMILY:
-            out.append(same)
-        else:
-            out.append(regional & (ratio[p] <= np.log(AREA_RATIO)))
+    for p in range(n):
+        for choice in (
+            regional[p] & (fam == fam[p]) if fam[p] else np.zeros(n, bool),
+            regional[p] & (ratio[p] <= np.log(AREA_RATIO)),
+            regional[p],
+        ):
+            if choice.sum() >= MIN_FAMILY:
+                break
+        out.append(choice)
     return out
 
 
@@ -115,14 +127,16 @@ def probe_tests(
     classes: np.ndarray,
     areas: Sequence[float] | None = None,
     families: Sequence[str] | None = None,
+    overlaps: np.ndarray | None = None,
 ) -> list[ProbeTest]:
     """Every (probe, class) test of a sweep: ``drop`` (N, P) of the rows' predicted classes
     ``pred`` (N,), for each class in ``classes``; ``areas`` (P,) each probe's region area (0
     for a global probe, which has no place lift; default: all equal), ``families`` (P,) each
-    probe's region family (default: none, compared by area)."""
+    probe's region family (default: none, compared by area), ``overlaps`` (P, P) which
+    probes' regions share a pixel (`translates`)."""
     hit = drop >= TAU
     areas = np.ones(drop.shape[1]) if areas is None else np.asarray(areas, np.float64)
-    compare = translates(areas, families)
+    compare = translates(areas, families, overlaps)
     tests = []
     for c in classes:
         mine = pred == c
