@@ -132,6 +132,40 @@ def evaluate(base: str, name: str, split: str, work: Path) -> dict[str, Any]:
     return row
 
 
+def cost(base: str, name: str, n: int, work: Path, reps: int = 2) -> dict[str, Any]:
+    """The reliance test's and the detectors' cost beside the audit's: ``n`` test images of one
+    configuration audited with its model, with the reliance test off and on (``reps`` each,
+    alternating; compilation excluded by a warm-up audit of each); seconds, medians, min/max
+    and the ratio of the extra time to the audit without it."""
+    from benchmarks.shortcut_models import model_path
+    from fastfem.audit import audit
+    from fastfem.sample.shortcuts import generate_shortcut
+
+    images = generate_shortcut(name, "test", n=n, base=base).images
+    model = str(model_path(name, base))
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    for rep in range(reps + 1):
+        for mode in ("off", "on"):
+            t0 = time.perf_counter()
+            audit(
+                images,
+                model,
+                out=work / f"cost-{mode}-{rep}",
+                reliance_sample=0 if mode == "off" else 320,
+            )
+            if rep:  # rep 0 warms the compilation caches
+                times[mode].append(time.perf_counter() - t0)
+    med = {m: float(np.median(v)) for m, v in times.items()}
+    return {
+        "base": base,
+        "config": name,
+        "images": n,
+        "seconds": times,
+        "median": med,
+        "extra_share": (med["on"] - med["off"]) / med["off"],
+    }
+
+
 def _fmt(v: float) -> str:
     return "–" if v != v else f"{v:.2f}"
 
@@ -172,7 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="configurations (default: every cached one)")
     parser.add_argument("--split", default="test", choices=("test", "holdout"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--cost", type=int, metavar="N", help="instead: the reliance test's cost on N images"
+    )
     args = parser.parse_args(argv)
+    if args.cost:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = cost(args.base[0], (args.only or ["watermark@middle"])[0], args.cost, Path(tmp))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "shortcuts-cost.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+        return 0
     names = args.only or [c.name for c in CONFIGS]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{base:7s} {name:18s} P {_fmt(f['precision'])} R {_fmt(f['recall'])} "
                     f"F1 {_fmt(f['f1'])} flagged {f['flagged']} relied {f['relied_on']} "
                     f"SpRAy oracle {_fmt(row.get('spray', {}).get('oracle', {}).get('f1', 0))} "
-                    f"({row['audit_seconds']} s)",
+                    f"({row['audit_seconds']} s) {row['reliance']}",
                     flush=True,
                 )
                 results.append(row)
