@@ -199,8 +199,9 @@ def _write(records: list[dict]) -> None:
 
 
 def markdown_table(models: list[dict]) -> str:
-    """Per configuration and base: clean accuracy and relied-on count / marked images of the
-    other classes (share), from ``shortcut_models.json``'s ``models``."""
+    """Per configuration and base: clean accuracy, relied-on count / marked images of the other
+    classes (share), and the control model's share on the same images, from
+    ``shortcut_models.json``'s ``models``."""
     from fastfem.sample.shortcuts import CONFIGS
 
     bases = sorted({m["base"] for m in models}, reverse=True)
@@ -210,19 +211,22 @@ def markdown_table(models: list[dict]) -> str:
         {m["config"] for m in models},
         key=lambda c: (c not in order, order.index(c) if c in order else 0, c),
     )
-    head = " | ".join(f"{b}: clean acc. | {b}: relied on / marked (other classes)" for b in bases)
-    lines = [f"| configuration | {head} |", "|---" * (1 + 2 * len(bases)) + "|"]
+    head = " | ".join(
+        f"{b}: clean acc. | {b}: relied on / marked (other classes) | {b}: control" for b in bases
+    )
+    lines = [f"| configuration | {head} |", "|---" * (1 + 3 * len(bases)) + "|"]
     for c in configs:
         cells = []
         for b in bases:
             m = by.get((c, b))
             if m is None:
-                cells += ["–", "–"]
+                cells += ["–", "–", "–"]
                 continue
-            share = m["relied_on_share"]
+            share, control = m["relied_on_share"], m.get("control_relied_on_share")
             n = m["marked_other"]
             rel = "–" if share is None else f"{round(share * n)} / {n} ({share:.2f})"
-            cells += [f"{m['clean_accuracy']:.2f}", rel]
+            ctl = "–" if control is None else f"{control:.2f}"
+            cells += [f"{m['clean_accuracy']:.2f}", rel, ctl]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
