@@ -46,7 +46,7 @@ from ...kernels.occlusion import (
 )
 from ...step import Step
 from ..batches import RecordBatcher
-from .stats import TAU, ProbeTest, probe_tests, select_candidates
+from .stats import MIN_DOSE_LIFT, TAU, ProbeTest, probe_tests, select_candidates
 from .step import ProbeParams, make_probe_step
 
 PROBE_BUCKET = 8  # probes per step are padded to a multiple of this (one compilation)
@@ -97,6 +97,9 @@ class Candidate:
     nonmember_rows: int = 0
     nonmember_mean_drop: float = 0.0
     nonmember_hits: int = 0
+    #: a global probe's rows count only where it changed the image this much (the sample's
+    #: mean change x MIN_DOSE_LIFT, as for the candidate); 0 for regions
+    dose_floor: float = 0.0
 
 
 @dataclass
@@ -219,11 +222,15 @@ def _concat(outs: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
     return np.concatenate([o[key] for o in outs]) if outs else np.zeros((0,))
 
 
-def sweep(runner: ProbeRunner, batches: list, probes: list[Probe], fills: Any):
-    """``(pred (S,), drop (S, P))`` of the sample's batches under ``probes``."""
+def sweep(runner: ProbeRunner, batches: list, probes: list[Probe], fills: Any, doses=None):
+    """``(pred (S,), drop (S, P))`` of the sample's batches under ``probes``; with a list
+    ``doses``, the (S, P) doses (how much each probe changed each image) are appended to it."""
     params, owner = _probe_params(probes, fills)
     outs = list(runner.run(batches, params))
     pred = _concat(outs, "prediction")
+    if doses is not None:
+        dose = _concat(outs, "dose").reshape(len(pred), -1)
+        doses.append(-probe_drops(-dose, owner, len(probes)))  # the largest over the fills
     return pred, probe_drops(_concat(outs, "drop").reshape(len(pred), -1), owner, len(probes))
 
 
@@ -276,14 +283,17 @@ def reliance_test(
     h, w = plan.image_hw
     fills = fill_params(*pixel_moments(batches), h, w)
     probes = sweep_probes(h, w, proposed)
-    pred, drop = sweep(runner, batches, probes, fills)
+    doses: list[np.ndarray] = []
+    pred, drop = sweep(runner, batches, probes, fills, doses)
     classes = np.unique(pred)
     areas = [0.0 if p.region.kind == "image" else float(p.region.mask.mean()) for p in probes]
     families = [p.region.kind for p in probes]
-    tests = probe_tests(drop, pred, classes, areas, families, region_overlaps(probes))
+    tests = probe_tests(drop, pred, classes, areas, families, region_overlaps(probes), doses[0])
     found = select_candidates(tests, drop, pred, len(probes) * max(len(classes), 1))
     cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
     for c in cands:
+        if c.probe.region.kind == "image":
+            c.dose_floor = float(np.mean(doses[0][:, c.test.probe])) * MIN_DOSE_LIFT
         c.fill_effects = fill_effects(runner, batches, c, pred, fills)
     result = RelianceResult(candidates=cands, sampled=got, probes=len(probes))
     for c in cands:  # the sample's other rows: the non-members' evidence
@@ -310,6 +320,7 @@ def test_members(
     cls = np.asarray([c.cls for c in cands])
     members = idx[np.isin(pred_all[idx], cls)]
     params, owner = _probe_params([c.probe for c in cands], fills)
+    floors = np.asarray([c.dose_floor for c in cands])
     drops = np.zeros((len(cands),))
     hits = np.zeros((len(cands),), np.int64)
     counts = np.zeros((len(cands),), np.int64)
@@ -324,6 +335,8 @@ def test_members(
         batch_ids = pending.popleft()
         mine = out["prediction"][:, None] == cls[None, :]  # (B, K): the row's candidates
         drop = probe_drops(out["drop"], owner, len(cands))
+        dose = -probe_drops(-out["dose"], owner, len(cands))
+        mine &= dose >= floors[None, :]  # a global probe: only the rows it changed much
         d = np.where(mine, drop, -np.inf)
         drops += np.where(mine, drop, 0.0).sum(axis=0)
         counts += mine.sum(axis=0)

@@ -18,11 +18,13 @@ That alone does not separate a mark from objects of one class that a region's *s
 more often (thin objects and thin columns). A mark sits at one place; objects of a class sit
 anywhere, so they are hit by every translate of a region alike. Hence the *place lift*: the
 class's hit rate at ``p`` over its typical hit rate at regions of the same kind *elsewhere*
-(the upper quartile over the members of ``p``'s family — bands, columns, cells, quarters — that share
-no pixel with it: its translates; a region that overlaps ``p`` hides part of the same mark. A
-region without ``MIN_FAMILY`` such translates — a border ring, the centre, a map's hot spot — is
-compared with the regions apart from it whose area is within a factor ``AREA_RATIO`` of its
-own, else with every region apart from it),
+(the upper quartile over the members of ``p``'s family — bands, columns, cells, quarters —
+that share no pixel with it: its translates; a region that overlaps ``p`` hides part of the
+same mark. A region without ``MIN_FAMILY`` such translates — a border ring, the centre, a
+map's hot spot — is compared with the other regions whose area is within a factor
+``AREA_RATIO`` of its own, else with every other region: regions apart from the centre all
+touch the image's edge, where
+objects are cut off, so they would flatter it),
 
     place_lift = (h_c / n_c) / (q75_{r ~ p} (h_cr / n_c) + 1 / n_c)
 
@@ -31,10 +33,11 @@ objects as often as its translates do" — predicts a hit rate of at most ``q* =
 q75_{r ~ p} (h_cr / n_c) + 1 / n_c)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)``
 (``q* = q`` for global probes), and ``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``,
 ``min(lift, place_lift) >= MIN_LIFT`` and the p-value is below ``ALPHA`` divided by the number
-of tests (probes x classes: Bonferroni). Candidates are
-taken most significant first, skipping one whose hit rows of class ``c`` mostly repeat
-(``>= MAX_OVERLAP`` of its hits) a candidate already taken for ``c``: a band and a cell inside
-it that hide the same mark are one finding.
+of tests (probes x classes: Bonferroni). A global probe also needs its *dose lift* — the mean
+change ``mean |probe(x) - x|`` of the class's hit rows over the sample's — to reach
+``MIN_DOSE_LIFT``. Candidates are taken most significant first, skipping one whose hit rows
+of class ``c`` mostly repeat (``>= MAX_OVERLAP`` of its hits) a candidate already taken for
+``c``: a band and a cell inside it that hide the same mark are one finding.
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ MIN_FAMILY = 3  # the fewest regions a place lift compares with
 #: spread evenly over a sample of a few dozen rows per class; the median of the translates
 #: made one cell of the bundled sample look like a mark for triangles (place lift 3.3).
 TYPICAL_PERCENTILE = 75.0
+#: A global probe (low-pass, colour) has no translates; what it removes is a property of some
+#: images — a texture, a tint — so the rows it knocks out must be the ones it changes most:
+#: their mean change over the sample's must reach this (a class that merely needs colour is
+#: knocked out on ordinary images).
+MIN_DOSE_LIFT = 1.5
 MAX_CANDIDATES = 8  # candidates tested on every row (each costs one forward per member row)
 
 
@@ -86,6 +94,7 @@ class ProbeTest:
     lift: float
     p_value: float
     place_lift: float = float("inf")  # inf: a global probe (no place to compare)
+    dose_lift: float = float("inf")  # inf: not measured
 
     @property
     def rate(self) -> float:
@@ -103,8 +112,8 @@ def translates(
 ) -> list[np.ndarray]:
     """Per probe, the probes its place lift compares with (module docstring): the members of
     its family that do not overlap it (its translates elsewhere) when there are at least
-    ``MIN_FAMILY``, else the region probes (area > 0) that do not overlap it and whose area is
-    within ``AREA_RATIO`` of its own, else every region probe that does not overlap it.
+    ``MIN_FAMILY``, else the other region probes (area > 0) whose area is within ``AREA_RATIO``
+    of its own, else every other region probe.
     ``overlaps`` (P, P) bool: which probes' regions share a pixel (default: none do)."""
     a = np.asarray(areas, np.float64)
     n = len(a)
@@ -113,11 +122,12 @@ def translates(
     regional = (a > 0)[None, :] & apart
     ratio = np.abs(np.log(np.maximum(a, 1e-12)[:, None] / np.maximum(a, 1e-12)[None, :]))
     out = []
+    anywhere = (a > 0)[None, :] & ~np.eye(n, dtype=bool)
     for p in range(n):
         for choice in (
             regional[p] & (fam == fam[p]) if fam[p] else np.zeros(n, bool),
-            regional[p] & (ratio[p] <= np.log(AREA_RATIO)),
-            regional[p],
+            anywhere[p] & (ratio[p] <= np.log(AREA_RATIO)),
+            anywhere[p],
         ):
             if choice.sum() >= MIN_FAMILY:
                 break
@@ -132,12 +142,14 @@ def probe_tests(
     areas: Sequence[float] | None = None,
     families: Sequence[str] | None = None,
     overlaps: np.ndarray | None = None,
+    dose: np.ndarray | None = None,
 ) -> list[ProbeTest]:
     """Every (probe, class) test of a sweep: ``drop`` (N, P) of the rows' predicted classes
     ``pred`` (N,), for each class in ``classes``; ``areas`` (P,) each probe's region area (0
     for a global probe, which has no place lift; default: all equal), ``families`` (P,) each
     probe's region family (default: none, compared by area), ``overlaps`` (P, P) which
-    probes' regions share a pixel (`translates`)."""
+    probes' regions share a pixel (`translates`), ``dose`` (N, P) how much each probe changed
+    each row (the dose lift of the global probes; default: not measured)."""
     hit = drop >= TAU
     areas = np.ones(drop.shape[1]) if areas is None else np.asarray(areas, np.float64)
     compare = translates(areas, families, overlaps)
@@ -152,14 +164,20 @@ def probe_tests(
         q = (h_o + 1.0) / (n_o + 2.0)
         for p in range(drop.shape[1]):
             q_star, place = float(q[p]), float("inf")
-            if areas[p] > 0:
+            if areas[p] > 0 and compare[p].any():
                 typical = float(np.percentile(h_c[compare[p]], TYPICAL_PERCENTILE)) / n_c
                 typical += 1.0 / n_c
                 place = (h_c[p] / n_c) / typical
                 q_star = max(q_star, min(typical, 1.0))
             lift = (h_c[p] / n_c) / q[p]
             pv = binomial_tail(int(h_c[p]), n_c, q_star) if h_c[p] >= MIN_HITS else 1.0
-            tests.append(ProbeTest(p, int(c), int(h_c[p]), n_c, int(h_o[p]), n_o, lift, pv, place))
+            hits = mine & hit[:, p]
+            dose_lift = float("inf")
+            if dose is not None and areas[p] <= 0 and hits.any():
+                dose_lift = float(np.mean(dose[hits, p]) / max(np.mean(dose[:, p]), 1e-12))
+            tests.append(
+                ProbeTest(p, int(c), int(h_c[p]), n_c, int(h_o[p]), n_o, lift, pv, place, dose_lift)
+            )
     return tests
 
 
@@ -173,6 +191,7 @@ def select_candidates(
         for t in tests
         if t.hits >= MIN_HITS
         and min(t.lift, t.place_lift) >= MIN_LIFT
+        and t.dose_lift >= MIN_DOSE_LIFT
         and t.p_value <= ALPHA / n_tests
     ]
     passing.sort(key=lambda t: (t.p_value, -t.lift, t.probe))
