@@ -2,11 +2,12 @@
 """Shortcut benchmark: do the audit's flags find planted shortcuts wherever they are?
 
 For every configuration of `fastfem.sample.shortcuts.CONFIGS` (a mark kind at a place, and the
-``none`` control) a sample CNN is trained on the configuration's ``train`` split, where the mark
-goes with class 0; the ``test`` split (512 images, the mark on ~10% of them, independent of the
-label) is audited; the flags are scored against the planted truth: precision and recall of
-"flagged" vs "carries the mark", for the old corner rule (`fastfem.audit.flags.corner_flags`)
-and the location-agnostic detectors (`fastfem.audit.detectors`) side by side. The bundled sample
+``none`` control) the ``shapes`` base's cached CNN (trained on the configuration's ``train``
+split, whose marked images are all labelled the mark's class: `benchmarks.shortcut_models`)
+audits the ``test`` split (512 images, the mark on ~15% of every class, independent of the
+label); the flags are scored against the planted truth: precision and recall of "flagged" vs
+"carries the mark", for the old corner rule (`fastfem.audit.flags.corner_flags`) and the
+location-agnostic detectors (`fastfem.audit.detectors`) side by side. The bundled sample
 with the bundled model (checker patch in the bottom-right corner) is one more row. The same
 thresholds serve every row; nothing is told where the mark is or what it looks like.
 
