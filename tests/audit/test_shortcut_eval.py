@@ -24,7 +24,20 @@ def test_zone_cells_maps_pixels_to_map_cells():
 # ---------------------------------------------------------------------------- cached models
 #: A sample of the benchmark's configurations: a corner (the bundled model), an edge middle,
 #: the centre, each kind, and the control. The full table: ``python -m benchmarks.shortcuts``.
-EVALUATED = [BUNDLED, "checker@centre", "text@bottom", "stripe@left", "frame@border", "none"]
+EVALUATED = [
+    BUNDLED,
+    "checker@centre",
+    "text@bottom",
+    "stripe@left",
+    # The frame model trained with the label leak relies on its frame (66 of 66 marked images
+    # of the other classes), and the detectors flag none of them: a frame spans the whole
+    # border, not one compact hot spot. Strict: this fails once the detectors find it.
+    pytest.param(
+        "frame@border",
+        marks=pytest.mark.xfail(strict=True, reason="detectors flag 0 of the relied-on frames"),
+    ),
+    "none",
+]
 
 
 @pytest.mark.slow
