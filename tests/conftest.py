@@ -22,3 +22,14 @@ def cnn32():
 @pytest.fixture(scope="session")
 def images32():
     return np.random.default_rng(1).random((70, 32, 32, 3), dtype=np.float32)
+
+
+@pytest.fixture(autouse=True)
+def small_reliance_sweep(request, monkeypatch):
+    """Audits in fast tests sweep 48 rows in the reliance test (its default, 320, costs ~27,000
+    forward passes per audit); the reliance tests pass their own sample, and slow tests keep
+    the default."""
+    if request.node.get_closest_marker("slow") is None:
+        import fastfem.audit.reliance as reliance
+
+        monkeypatch.setattr(reliance, "SAMPLE", 48)

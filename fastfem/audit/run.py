@@ -71,6 +71,7 @@ from ..kernels.map_stats import MapStats
 from ..preprocess import Preprocess
 from ..progress import progress_bar
 from ..step import Step
+from . import reliance as reliance_module
 from .batches import RecordBatcher
 from .boxes import max_boxes
 from .detectors import detect, detection_rule, detector_settings, with_reliance, write_detection
@@ -360,7 +361,7 @@ def audit(
     fusion_weights: Sequence[float] | None = None,
     references: Any = None,
     preprocess: str | Preprocess = "unit",
-    reliance_sample: int = SAMPLE,
+    reliance_sample: int | None = None,
     allow_new_source: bool = False,
 ) -> AuditSummary:
     """Audit ``source`` with ``model`` into the result store ``out``; returns a summary.
@@ -407,12 +408,14 @@ def audit(
         runs on the CPU; every core, 1 to 32, when it runs on an accelerator).
       reliance_sample: rows of the reliance test's sweep (`fastfem.audit.reliance`: which
         regions does the model rely on for one class, by occlusion; its flags join the map
-        detectors'); 0 turns the test off.
+        detectors'); None: `fastfem.audit.reliance.SAMPLE` (320); 0 turns the test off.
     """
     out = store_folder(out)
     k = check_arguments(
         method, k, variant, batch_size, part_size, references, fusion, fusion_weights
     )
+    if reliance_sample is None:
+        reliance_sample = reliance_module.SAMPLE
     if (
         isinstance(reliance_sample, bool)
         or not isinstance(reliance_sample, int)
