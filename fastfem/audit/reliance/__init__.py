@@ -49,7 +49,6 @@ from ..batches import RecordBatcher
 from .stats import MIN_DOSE_LIFT, TAU, ProbeTest, probe_tests, select_candidates
 from .step import ProbeParams, make_probe_step
 
-APART_MARGIN = 0.25  # regions nearer than this share of their size are not each other's translates
 PROBE_BUCKET = 8  # probes per step are padded to a multiple of this (one compilation)
 SAMPLE = 320  # rows of the sweep (stratified by predicted class)
 ROW_TAU = 0.5  # a member row is flagged when its class's probability falls by this much (the
@@ -118,28 +117,11 @@ class RelianceResult:
     skipped: str = ""
 
 
-def region_overlaps(probes: Sequence[Probe], margin: float = APART_MARGIN) -> np.ndarray:
-    """(P, P) bool: which probes' regions are *not apart* — they share a pixel, or their boxes
-    grown by ``margin`` of their own size on each side meet (a mark whose place varies a
-    little from image to image reaches into the next band; global probes: none)."""
-    n = len(probes)
+def region_overlaps(probes: Sequence[Probe]) -> np.ndarray:
+    """(P, P) bool: which probes' regions share a pixel (global probes: none)."""
     masks = np.stack([p.region.mask.ravel() > 0 for p in probes]).astype(np.float32)
-    glob = np.asarray([p.region.kind == "image" for p in probes])
-    masks[glob] = 0.0
-    touch = (masks @ masks.T) > 0
-    box = np.asarray([p.region.box for p in probes], np.float64)
-    gx = margin * (box[:, 2] - box[:, 0])
-    gy = margin * (box[:, 3] - box[:, 1])
-    x0, x1 = box[:, 0] - gx, box[:, 2] + gx
-    y0, y1 = box[:, 1] - gy, box[:, 3] + gy
-    meet = (
-        (x0[:, None] < x1[None, :])
-        & (x0[None, :] < x1[:, None])
-        & (y0[:, None] < y1[None, :])
-        & (y0[None, :] < y1[:, None])
-    )
-    near = (touch | meet) & ~glob[:, None] & ~glob[None, :]
-    return near | np.eye(n, dtype=bool)
+    masks[[p.region.kind == "image" for p in probes]] = 0.0
+    return (masks @ masks.T) > 0
 
 
 def reliance_settings(sample: int) -> dict[str, float | int | str]:
