@@ -25,11 +25,13 @@ def images32():
 
 
 @pytest.fixture(autouse=True)
-def small_reliance_sweep(request, monkeypatch):
-    """Audits in fast tests sweep 48 rows in the reliance test (its default, 320, costs ~27,000
-    forward passes per audit); the reliance tests pass their own sample, and slow tests keep
-    the default."""
-    if request.node.get_closest_marker("slow") is None:
+def no_reliance_sweep_unless_asked(request, monkeypatch):
+    """Audits in tests skip the reliance test unless they ask for it (its default sweep, 320
+    rows, costs ~27,000 forward passes and a compilation per audit; on a Keras application at
+    224 px, minutes on CPU): the reliance tests pass their own sample, tests marked
+    ``reliance_default`` (the shortcut benchmark's) keep the default, CLI subprocesses pass
+    ``--reliance-sample``."""
+    if request.node.get_closest_marker("reliance_default") is None:
         import fastfem.audit.reliance as reliance
 
-        monkeypatch.setattr(reliance, "SAMPLE", 48)
+        monkeypatch.setattr(reliance, "SAMPLE", 0)

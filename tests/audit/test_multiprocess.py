@@ -27,7 +27,16 @@ def free_port() -> int:
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "fastfem.cli", "audit", "--quiet", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastfem.cli",
+        "audit",
+        "--quiet",
+        "--reliance-sample",
+        "32",
+        *args,
+    ]
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -96,7 +96,9 @@ def test_disabled_skipped_and_bad_settings(tmp_path):
     assert table.num_rows == 0 and table.schema.equals(reliance_schema())
     names = pq.read_schema(tmp_path / "off" / "flags.parquet").names
     assert names[-3:] == ["region", "fill", "output_change"]
-    no_head = audit(images, bar_model(has_output=False), out=tmp_path / "nohead")
+    no_head = audit(
+        images, bar_model(has_output=False), out=tmp_path / "nohead", reliance_sample=32
+    )
     assert no_head.reliance == "not run: the model has no classifier output"
     for bad in (-1, 2.5, True, "10"):
         with pytest.raises(ValueError, match="reliance_sample"):

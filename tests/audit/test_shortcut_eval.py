@@ -12,6 +12,8 @@ import pytest
 
 from benchmarks.shortcuts import evaluate, scores
 
+pytestmark = pytest.mark.reliance_default
+
 
 def test_scores_count_carriers_for_precision_and_relied_on_rows_for_recall():
     flagged = np.array([1, 1, 1, 0, 0, 0], bool)
