@@ -123,12 +123,14 @@ def test_rows_that_cannot_be_clustered_are_counted_never_flagged():
 @pytest.mark.slow
 def test_spray_on_an_audited_planted_store(tmp_path):
     """A real audit (checker at the top-left, the configuration's trained model, 300 test
-    images): SpRAy's oracle-best cluster is the planted rows, precision >= 0.9."""
+    images): SpRAy's oracle-best cluster is mostly the planted rows (precision >= 0.7 with the
+    label-leak model; a shuffled truth scores far lower)."""
+    from benchmarks.shortcut_models import model_path
     from fastfem.audit import audit
     from fastfem.sample import CLASS_NAMES
     from fastfem.sample.shortcuts import generate_shortcut
 
-    model = Path(__file__).resolve().parents[1] / "support/shortcut_models/checker-top-left.keras"
+    model = model_path("checker@top-left", "shapes")
     s = generate_shortcut("checker@top-left", "test", n=300)
     data = tmp_path / "data.npz"
     labels = np.asarray([CLASS_NAMES[i] for i in s.labels])
@@ -139,7 +141,7 @@ def test_spray_on_an_audited_planted_store(tmp_path):
     truth = s.marked[[order[str(r)] for r in ids]]
     res = spray(maps, pred, truth)
     oracle = res["oracle"]
-    assert oracle["precision"] >= 0.9 and oracle["f1"] >= 0.4, oracle
+    assert oracle["precision"] >= 0.7 and oracle["f1"] >= 0.4, oracle
     assert res["skipped"] == {"no prediction": 0, "map not normalisable": 0, "class too small": 0}
     shuffled = spray(maps, pred, np.random.default_rng(0).permutation(truth))["oracle"]
     assert shuffled["f1"] < oracle["f1"] - 0.2, (shuffled, oracle)
