@@ -302,11 +302,11 @@ def reliance_test(
         c.nonmember_hits = c.test.other_hits
         c.nonmember_mean_drop = float(np.mean(drop[other, c.test.probe])) if other.any() else 0.0
     if cands:
-        test_members(runner, rows, idx, cands, fills, result)
+        member_pass(runner, rows, idx, cands, fills, result)
     return result
 
 
-def test_members(
+def member_pass(
     runner: ProbeRunner,
     rows: dict[str, np.ndarray],
     idx: np.ndarray,
