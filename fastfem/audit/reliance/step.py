@@ -1,12 +1,11 @@
 """The reliance test's jitted step: every image of a batch under every probe, one forward each.
 
-``(params, batch) -> {prediction, confidence (B,), drop, after, dose (B, P)}``
+``(params, batch) -> {prediction (B,), drop, dose (B, P)}``
 where, for image ``x_i``
 with predicted class ``y_i`` (from the unprobed forward pass of the same step) and probe ``p``
 (`fastfem.kernels.occlusion.probe_image`, mask and fill in ``params``),
 
     drop[i, p]  = P(y_i | x_i) - P(y_i | probe_p(x_i))
-    after[i, p] = argmax_k P(k | probe_p(x_i))
     dose[i, p]  = mean |probe_p(x_i) - x_i|        (how much the probe changed the image)
 
 The probes run one after the other (``lax.map``), each a forward pass of the whole batch, so
@@ -59,15 +58,9 @@ def make_probe_step(extractor: FeatureExtractor) -> StepFn:
             p = classify(model_params, xs)
             kept = jnp.take_along_axis(p, pred[:, None], axis=1)[:, 0]
             dose = jnp.mean(jnp.abs(xs - x), axis=(1, 2, 3))
-            return base - kept, jnp.argmax(p, axis=1).astype(jnp.int32), dose
+            return base - kept, dose
 
-        drop, after, dose = jax.lax.map(one_probe, (probes.masks, probes.fills))  # (P, B)
-        return {
-            "prediction": pred.astype(jnp.int32),
-            "confidence": base,
-            "drop": drop.T,
-            "after": after.T,
-            "dose": dose.T,
-        }
+        drop, dose = jax.lax.map(one_probe, (probes.masks, probes.fills))  # (P, B)
+        return {"prediction": pred.astype(jnp.int32), "drop": drop.T, "dose": dose.T}
 
     return step
