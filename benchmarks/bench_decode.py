@@ -4,7 +4,7 @@
 Three measurements, each timed in interleaved repetitions (A B, B A, ...) in one process, so
 the ratios compare neighbours in time (`benchmarks.harness.paired_ratios`):
 
-1. ``decode``: `fastfem.decode.decode_image` of a set of JPEG photos (smooth gradients, shapes
+1. ``decode``: `fastfem.data.decode.decode_image` of a set of JPEG photos (smooth gradients, shapes
    and noise, quality 90) to a model input with ``fit="crop"`` on one thread, with
    ``draft=True`` (the default: a JPEG at least twice its fitted size decodes at 1/2, 1/4 or
    1/8 scale) vs ``draft=False`` (full decode, then the antialiased resample). Photo sizes
@@ -88,7 +88,7 @@ def interleaved(cands: dict[str, Callable[[], int]], reps: int) -> dict[str, lis
 
 def decode_bench(quick: bool, cache: Path) -> list[dict[str, Any]]:
     """Measurement 1 (module docstring)."""
-    from fastfem.decode import DecodeOptions, decode_image
+    from fastfem.data.decode import DecodeOptions, decode_image
 
     out = []
     for w, h in PHOTO_SIZES:
@@ -133,8 +133,8 @@ def audit_bench(quick: bool, cache: Path) -> list[dict[str, Any]]:
     """Measurement 2 (module docstring)."""
     from fastfem import FEM
     from fastfem.audit import audit
-    from fastfem.audit.sources import ReadOptions, open_source
-    from fastfem.preprocess import preprocess_fn
+    from fastfem.data.preprocess import preprocess_fn
+    from fastfem.data.sources import ReadOptions, open_source
     from fastfem.sample import MODEL_PATH
 
     work = Path(tempfile.mkdtemp(prefix="fastfem-bench-decode-"))

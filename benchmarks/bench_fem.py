@@ -9,7 +9,7 @@ and the same ``.npy`` images:
   (N, H, W, 1) out, end to end: input validation, batching, padding of the last batch,
   ``device_put``, the fused jitted step (forward to the layer, FEM kernel, bicubic resize,
   finiteness flags), the fetch of the maps, the finiteness check, the concatenation.
-* ``limit``: the same batch loop (`fastfem.runner.Runner`, same B, same padding,
+* ``limit``: the same batch loop (`fastfem.engine.runner.Runner`, same B, same padding,
   NumPy in) around the jitted Keras-JAX forward pass up to the explained layer ONLY, the
   activations reduced on the device to one float per image (their sum) before the fetch.
   fastfem / limit is the cost of everything FEM adds to the forward pass.

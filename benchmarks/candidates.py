@@ -184,7 +184,8 @@ def jax_forward_limit(
     n: int | None = None,
     images_per_item: int = 1,
 ) -> Bench:
-    """The "limit": fastfem's own batch loop (`fastfem.runner.Runner`, same batch size and padding,
+    """The "limit": fastfem's own batch loop (`fastfem.engine.runner.Runner`, same batch size and
+    padding,
     NumPy in) around the jitted forward pass up to the explained layer only. The activations
     are reduced on the device to one float per image (their sum) so that only N floats come
     back to the host; no FEM kernel, no resize, no map fetch, no concatenation.
@@ -193,8 +194,8 @@ def jax_forward_limit(
     import jax.numpy as jnp
     from fastfem.converters import load
 
-    from fastfem.inputs import image_stream
-    from fastfem.runner import Runner
+    from fastfem.data.inputs import image_stream
+    from fastfem.engine.runner import Runner
 
     x = _load_inputs(inputs, n)
     ext = load(model, layers=layer)
@@ -507,7 +508,7 @@ def audit_folder(
     fresh store (the previous one is deleted before the run, untimed); the whole ``audit``
     call is timed (model load and the step's compilation included, as a CLI run pays them)."""
     from fastfem.audit.run import audit
-    from fastfem.audit.sources import default_threads
+    from fastfem.data.sources import default_threads
 
     root = Path(workdir)
     out = root / "store"
@@ -554,7 +555,7 @@ def flag_rules_on_store(png_dir: str, model: str, workdir: str, rule: str) -> Be
     from fastfem.audit.detectors import detect, write_detection
     from fastfem.audit.flags import flag_rows
     from fastfem.audit.run import audit
-    from fastfem.audit.store import ResultStore
+    from fastfem.audit.store.parts import ResultStore
 
     out = Path(workdir) / f"store-{rule}"
     if not (out / "manifest.json").exists():
@@ -590,10 +591,10 @@ def prepare_jpeg_folder(path: str, n: int, width: int, height: int, seed: int = 
 
 
 def decode_folder(folder: str, size: int, threads: int, fit: str = "crop") -> Bench:
-    """The audit's host side alone: `fastfem.audit.sources.open_source` of an image folder
+    """The audit's host side alone: `fastfem.data.sources.open_source` of an image folder
     with ``fit`` to ``size x size`` on ``threads`` decoding threads, every record read (listing,
     reading, decoding with the JPEG draft, fitting; no device). An error record fails the run."""
-    from fastfem.audit.sources import ReadOptions, open_source
+    from fastfem.data.sources import ReadOptions, open_source
 
     options = ReadOptions(fit=fit, threads=threads)
 
@@ -611,8 +612,8 @@ def decode_folder(folder: str, size: int, threads: int, fit: str = "crop") -> Be
 
 def host_threads_info() -> dict[str, Any]:
     """This worker's usable cores and the audit's default decoding threads for a model on the
-    CPU and on an accelerator (`fastfem.audit.sources.host_threads`)."""
-    from fastfem.audit.sources import MAX_ACCELERATOR_THREADS, host_threads, usable_cores
+    CPU and on an accelerator (`fastfem.data.sources.host_threads`)."""
+    from fastfem.data.sources import MAX_ACCELERATOR_THREADS, host_threads, usable_cores
 
     cores = usable_cores()
     return {

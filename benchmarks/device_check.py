@@ -6,7 +6,7 @@ after a warm-up call (its first call, compilation included, reported apart), eve
 median (min-max) over ``--reps`` rounds:
 
 1. ``fem``: ``fastfem.FEM.explain`` of N random images (float32, NumPy in, maps out) vs the
-   forward pass alone to the explained layer (the same batch loop, `fastfem.runner.Runner`,
+   forward pass alone to the explained layer (the same batch loop, `fastfem.engine.runner.Runner`,
    activations summed on the device: nothing else comes back), interleaved round by round;
    the model in float32 and in bfloat16 (compute and activations in bf16, parameters float32),
    with the bf16 maps' difference from the float32 ones;
@@ -210,8 +210,8 @@ def forward_loop(models: Models, bf16: bool, x: np.ndarray, batch_size: int) -> 
     per image on the device (N floats back); made once per dtype (``models.forward``)."""
     import jax.numpy as jnp
 
-    from fastfem.inputs import image_stream
-    from fastfem.runner import Runner
+    from fastfem.data.inputs import image_stream
+    from fastfem.engine.runner import Runner
 
     key = f"{'bfloat16' if bf16 else 'float32'}-{batch_size}-{x.shape}"
     if key in models.forward:
@@ -382,7 +382,7 @@ def write_photos(folder: Path, n: int, size: tuple[int, int], threads: int) -> d
 def audit_phase(cfg: Config, models: Models, work: Path) -> dict[str, Any]:
     """Phase 4: the audit of generated JPEGs vs its host decoding alone (module docstring)."""
     from fastfem.audit import audit
-    from fastfem.audit.sources import ReadOptions, default_threads, open_source, usable_cores
+    from fastfem.data.sources import ReadOptions, default_threads, open_source, usable_cores
 
     w, h = cfg.photo
     folder = work / f"jpeg-{w}x{h}-{cfg.audit_n}"
@@ -424,7 +424,7 @@ def decode_threads_phase(cfg: Config, models: Models, work: Path) -> dict[str, A
     reading, JPEG draft decoding, crop to the model's size) on ``--decode-n`` generated photos,
     on 1, 2 and every usable core's threads (at most the accelerator bound): img/s, ms per
     image, and the speed-up over one thread, paired by round."""
-    from fastfem.audit.sources import MAX_ACCELERATOR_THREADS, usable_cores
+    from fastfem.data.sources import MAX_ACCELERATOR_THREADS, usable_cores
 
     from .candidates import decode_folder
 
@@ -457,7 +457,7 @@ def environment() -> dict[str, Any]:
     """Where it ran: devices, versions, cores, the audit's default threads."""
     import jax
 
-    from fastfem.audit.sources import default_threads, usable_cores
+    from fastfem.data.sources import default_threads, usable_cores
 
     dev = jax.local_devices()[0]
     versions = {}

@@ -10,13 +10,13 @@ Importing fastfem changes nothing in the process: Keras keeps the backend the pr
 backend and through tf2jax under TensorFlow.
 """
 
-from . import converters, metrics
-from .evaluation import evaluate
-from .explainers import FAM, FEM, MLFEM
-from .kernels.fam import fam_contributions, fam_map
-from .kernels.fem import VARIANTS, fem_map, fem_sample
-from .step import Step
-from .tf_savedmodel import export_savedmodel
+from fastfem import converters, metrics
+from fastfem.engine.step import Step
+from fastfem.evaluation import evaluate
+from fastfem.explainers import FAM, FEM, MLFEM
+from fastfem.integrations.tf_savedmodel import export_savedmodel
+from fastfem.kernels.fam import fam_contributions, fam_map
+from fastfem.kernels.fem import VARIANTS, fem_map, fem_sample
 
 __version__ = "0.1.0"
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import BACKGROUNDS, DEFAULT_MAX_PIXELS
-from .fit import FITS
-from .kernels.fam import SIMILARITIES
-from .kernels.fem import VARIANTS
-from .preprocess import PREPROCESS
+from fastfem.data.decode import BACKGROUNDS, DEFAULT_MAX_PIXELS
+from fastfem.data.fit import FITS
+from fastfem.data.preprocess import PREPROCESS
+from fastfem.kernels.fam import SIMILARITIES
+from fastfem.kernels.fem import VARIANTS
 
 
 def positive_int(text: str) -> int:
@@ -53,7 +53,7 @@ def positive_seconds(text: str) -> float:
 
 def finite_k(text: str) -> float:
     """FEM's k on the command line: a finite number >= 0."""
-    from .kernels.fem import check_k
+    from fastfem.kernels.fem import check_k
 
     try:
         return check_k(float(text))
@@ -86,10 +86,10 @@ def enable_persistent_compile_cache(path: str | None = None) -> str | None:
 
 
 def model_inputs(x: np.ndarray, preprocess: str) -> np.ndarray:
-    """Images in [0, 1] as the model wants them (`fastfem.preprocess`; ``unit``: unchanged)."""
+    """Images in [0, 1] as the model wants them (`fastfem.data.preprocess`; ``unit``: unchanged)."""
     if preprocess == "unit":
         return x
-    from .preprocess import preprocess_fn
+    from fastfem.data.preprocess import preprocess_fn
 
     return np.asarray(preprocess_fn(preprocess)(x), np.float32)
 
@@ -106,13 +106,14 @@ def load_explain_inputs(
     images: str | None, model_input_shape: tuple, fit: str = "squash"
 ) -> tuple[np.ndarray, list[str], str]:
     """The images to explain and their ids: a user source (image files decoded by
-    `fastfem.decode` and fitted to the model by ``fit``), or the bundled sample's test split."""
+    `fastfem.data.decode` and fitted to the model by ``fit``), or the bundled sample's test
+    split."""
     if images is None:
-        from .sample import generate
+        from fastfem.sample import generate
 
         sample = generate("test")
         return sample.images, list(sample.ids), "bundled sample (test split)"
-    from .image_files import load_images
+    from fastfem.data.folders import load_images
 
     h, w, c = model_input_shape
     size = (h, w) if h is not None and w is not None else None
@@ -122,7 +123,7 @@ def load_explain_inputs(
 
 def _make_explainer(args: argparse.Namespace, model: str):
     """The explainer of ``--method`` with its command-line options."""
-    from . import FAM, FEM, MLFEM
+    from fastfem import FAM, FEM, MLFEM
 
     if args.method != "fam" and args.references is not None:
         raise ValueError("--references is only used with --method fam")
@@ -173,10 +174,10 @@ def _explain_fam(fam, args, x, ids) -> tuple[np.ndarray, list[dict], str]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .overlay import save_overlay_grid
+    from fastfem.integrations.overlay import save_overlay_grid
 
     if args.model is None:
-        from .sample import MODEL_PATH
+        from fastfem.sample import MODEL_PATH
 
         model, model_name = str(MODEL_PATH), "bundled sample CNN"
     else:
@@ -227,7 +228,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import audit
+    from fastfem.audit import audit
 
     distributed: bool | dict = False
     given = [args.coordinator, args.num_processes, args.process_id]
@@ -273,7 +274,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .audit.report import write_report
+    from fastfem.audit.report.page import write_report
 
     path = write_report(args.store, out=args.out, top=args.top)
     print(path)
@@ -303,11 +304,11 @@ def _load_array(path: str, what: str) -> np.ndarray:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import Evaluator
-    from .metrics import MeanActivation, UniformMap
+    from fastfem.evaluation import Evaluator
+    from fastfem.metrics import MeanActivation, UniformMap
 
     if args.model is None:
-        from .sample import MODEL_PATH
+        from fastfem.sample import MODEL_PATH
 
         model, model_name = str(MODEL_PATH), "bundled sample CNN"
     else:
@@ -321,7 +322,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     shape = explainer.extractor.input_shape if hasattr(explainer, "extractor") else (None,) * 3
     labels = None
     if args.images is None:
-        from .sample import generate
+        from fastfem.sample import generate
 
         sample = generate("test", args.limit)
         x, ids, source = sample.images, list(sample.ids), "bundled sample (test split)"
@@ -397,7 +398,7 @@ def _shape_arg(text: str) -> tuple[int, int, int]:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .converters import load, save_extractor
+    from fastfem.converters import load, save_extractor
 
     layers = None
     if args.layer:
@@ -420,8 +421,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "out": args.out,
     }
     if args.tf_savedmodel:
-        from .explainers import FEM
-        from .tf_savedmodel import export_savedmodel
+        from fastfem.explainers import FEM
+        from fastfem.integrations.tf_savedmodel import export_savedmodel
 
         if args.method == "auto" and "call_tf" in extractor.source:
             raise ValueError("--tf-savedmodel needs a tf2jax or native path, not call_tf")

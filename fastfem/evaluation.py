@@ -35,14 +35,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .converters import FeatureExtractor, Features, load
-from .explainers.base import check_positive_int
-from .kernels.resize import resize_batch
-from .metrics import faithfulness as F
-from .metrics import localisation as Loc
-from .parallel import data_mesh
-from .runner import Runner, collect
-from .step import CARRY, Step
+from fastfem.converters import FeatureExtractor, Features, load
+from fastfem.engine.parallel import data_mesh
+from fastfem.engine.runner import Runner, collect
+from fastfem.engine.step import CARRY, Step
+from fastfem.explainers.base import check_positive_int
+from fastfem.kernels.resize import resize_batch
+from fastfem.metrics import faithfulness as F
+from fastfem.metrics import localisation as Loc
 
 LOCALISATION_METRICS: tuple[str, ...] = ("pointing_game", "energy_pointing_game", "iou", "iou_box")
 FAITHFULNESS_METRICS: tuple[str, ...] = (
@@ -457,7 +457,7 @@ def curve_stage(plan: StagePlan, mode: str, params: Any, carry: dict[str, Any]) 
 
 
 def metrics_stages(plan: StagePlan) -> list[Any]:
-    """The per-batch metrics computation as a chain of stages (`fastfem.runner.Runner`).
+    """The per-batch metrics computation as a chain of stages (`fastfem.engine.runner.Runner`).
 
     1. `prepare_stage`; 2. `score_stage` (with faithfulness metrics); 3. one `curve_stage` per
     curve. Every stage runs at most one forward pass of the model (the curve's loop body one

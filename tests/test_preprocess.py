@@ -1,4 +1,4 @@
-"""`fastfem.preprocess` against Keras's own ``preprocess_input`` on the same decoded pixels."""
+"""`fastfem.data.preprocess` against Keras's own ``preprocess_input`` on the same decoded pixels."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastfem.converters import from_fn
 
-from fastfem.preprocess import PREPROCESS, preprocess_fn, preprocess_name, with_preprocessing
+from fastfem.data.preprocess import PREPROCESS, preprocess_fn, preprocess_name, with_preprocessing
 
 PIXELS = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
 

@@ -1,4 +1,5 @@
-"""`fastfem.runner`: padding, splitting, params per call, stage chains, sharding, `collect`."""
+"""`fastfem.engine.runner`: padding, splitting, params per call, stage chains, sharding,
+`collect`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 from subprocess_runs import run_json, simulated_devices
 
-from fastfem.runner import Runner, batch_rows, collect
-from fastfem.step import CARRY
+from fastfem.engine.runner import Runner, batch_rows, collect
+from fastfem.engine.step import CARRY
 
 
 def affine(params, batch):
@@ -118,7 +119,7 @@ def test_collect_with_and_without_count_and_the_check_hook():
 SHARDED = """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-from fastfem.runner import Runner
+from fastfem.engine.runner import Runner
 
 def step(params, batch):
     return {"y": jnp.sum(batch["x"] * params, axis=1)}

@@ -1,6 +1,6 @@
 """Stage 2 of an audit: records -> device batches (and the error records set aside).
 
-`RecordBatcher` groups the good records of a `fastfem.audit.sources.Source` into host batches
+`RecordBatcher` groups the good records of a `fastfem.data.sources.Source` into host batches
 of the device batch size (``{"x": (B, H, W, C)}`` plus ground-truth boxes and FAM targets when
 the audit has them) and keeps, in order, the records that could not be read (their error rows
 are written right after the batch that follows them). The records of each batch travel beside
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .boxes import Boxes, pack_boxes
-from .sources import Record, stack_images
+from fastfem.data.boxes import Boxes, pack_boxes
+from fastfem.data.sources import Record, stack_images
 
 
 class RecordBatcher:
@@ -25,7 +25,7 @@ class RecordBatcher:
     Args:
       batch_size: images per host batch (the device batch).
       boxes: ground-truth boxes by id (None: no localisation metrics); ``boxes_per_image``:
-        the packed boxes per image (`fastfem.audit.boxes.max_boxes`).
+        the packed boxes per image (`fastfem.data.boxes.max_boxes`).
       class_index: FAM: label -> prototype index (-1: explain against the nearest prototype).
     """
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .detectors.box import MAX_OUTSIDE_BOX, float_column, outside_box
+from fastfem.audit.detectors.box import MAX_OUTSIDE_BOX, float_column, outside_box
 
 Z_CORNER = 5.0
 MIN_CORNER = 0.15

@@ -3,8 +3,8 @@ before any image is read.
 
 `plan_audit` turns the arguments of `fastfem.audit.audit` into an `AuditPlan`: the model as a
 `fastfem.converters.FeatureExtractor` with its output and the requested preprocessing
-(`fastfem.preprocess`), the explainer of the method built on it (FEM, MLFEM or FAM: the audit
-runs their public ``step``), the opened `fastfem.audit.sources.Source`, the boxes matched to the
+(`fastfem.data.preprocess`), the explainer of the method built on it (FEM, MLFEM or FAM: the audit
+runs their public ``step``), the opened `fastfem.data.sources.Source`, the boxes matched to the
 source's ids, and the configuration the manifest records. Everything a user can get wrong is an
 error here, naming the value, before the store is touched.
 
@@ -26,13 +26,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..converters import FeatureExtractor, load, load_keras_file
-from ..explainers import FAM, FEM, MLFEM
-from ..explainers.base import Explainer, check_positive_int
-from ..explainers.mlfem import default_layers
-from ..kernels.fem import check_k, check_variant
-from ..preprocess import Preprocess, preprocess_fn, preprocess_name, with_preprocessing
-from .boxes import (
+from fastfem.audit.steps import METHODS
+from fastfem.audit.store.manifest import tree_stamp
+from fastfem.converters import FeatureExtractor, load, load_keras_file
+from fastfem.data.boxes import (
     SAMPLE,
     Boxes,
     check_bounds,
@@ -41,9 +38,12 @@ from .boxes import (
     sample_boxes,
     unknown_ids_error,
 )
-from .manifest import tree_stamp
-from .sources import ReadOptions, Source, array_source, open_source
-from .steps import METHODS
+from fastfem.data.preprocess import Preprocess, preprocess_fn, preprocess_name, with_preprocessing
+from fastfem.data.sources import ReadOptions, Source, array_source, open_source
+from fastfem.explainers import FAM, FEM, MLFEM
+from fastfem.explainers.base import Explainer, check_positive_int
+from fastfem.explainers.mlfem import default_layers
+from fastfem.kernels.fem import check_k, check_variant
 
 
 @dataclass
@@ -220,7 +220,7 @@ def open_audit_source(source: Any, expected: Sequence[int | None], reading: Read
     """The source to audit: a user source, or the bundled sample's test split (arrays)."""
     if source is not None:
         return open_source(source, tuple(expected), reading)
-    from ..sample import CLASS_NAMES, generate
+    from fastfem.sample import CLASS_NAMES, generate
 
     sample = generate("test")
     labels = [CLASS_NAMES[i] for i in sample.labels]
@@ -230,7 +230,7 @@ def open_audit_source(source: Any, expected: Sequence[int | None], reading: Read
 def resolve_boxes(spec: Any, src: Source, input_shape: Sequence[int | None]) -> Boxes | None:
     """The boxes keyed by input id (checked against the model input); None without boxes.
 
-    Box ids that match no input of a listable source are an error (`fastfem.audit.boxes`).
+    Box ids that match no input of a listable source are an error (`fastfem.data.boxes`).
     """
     if spec is None:
         return None
@@ -267,7 +267,7 @@ def plan_audit(
     """Check everything and open the model, the source(s) and the boxes (module docstring)."""
     preprocess_fn(preprocess)  # validates the name
     if model is None:
-        from ..sample import MODEL_PATH
+        from fastfem.sample import MODEL_PATH
 
         model = str(MODEL_PATH)
     model_desc = str(model) if isinstance(model, (str, Path)) else type(model).__name__

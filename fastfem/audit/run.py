@@ -8,22 +8,24 @@ Read top to bottom, an audit is four stages:
    (8-bit pixels for encoded files); good images are batched (every batch padded to one device
    batch), unreadable ones set aside as error rows;
 3. ONE jitted step per batch, sharded over the local devices (`fastfem.audit.steps`, around the
-   explainer's own `fastfem.step.Step`): the model's preprocessing, a single forward pass for the
+   explainer's own `fastfem.engine.step.Step`): the model's preprocessing, a single forward pass
+   for the
    activations and the model output, the explanation map (FEM, MLFEM or FAM), its statistics,
    the prediction and confidence, finiteness flags and, with boxes, the localisation metrics —
    while the next batch is already being put on the devices. Only small results come back;
-4. the part writer (`fastfem.audit.store.PartWriter`): rows committed to the store part by part
+4. the part writer (`fastfem.audit.store.parts.PartWriter`): rows committed to the store part by
+part
    (atomic, one fixed Parquet schema), so ``resume=True`` continues after a crash with nothing
    lost and nothing counted twice; then the flags and the manifest.
 
-Before stage 2 the store is opened by process 0 under its lock (`fastfem.audit.lock`): an
+Before stage 2 the store is opened by process 0 under its lock (`fastfem.audit.store.lock`): an
 existing store needs ``resume=True``, whose configuration must equal the store's
-(`fastfem.audit.manifest`); temporary files of a killed run are removed, parts of an older
+(`fastfem.audit.store.manifest`); temporary files of a killed run are removed, parts of an older
 schema conformed, parts whose maps are missing or short set aside to be recomputed; then the
 manifest is written (merged) with the full configuration, before the first part.
 
 Bad inputs become ``status="error"`` rows and never stop the run; only a failure of the store
-itself (`fastfem.audit.store.StoreError`: disk full, read-only) does, after what is committed.
+itself (`fastfem.audit.store.parts.StoreError`: disk full, read-only) does, after what is committed.
 
 Speed: ``seconds`` is the run's wall time; ``compile_seconds`` the time the runner spent tracing
 and compiling the audit step (its first call per batch size; 0 when an earlier call in this
@@ -45,10 +47,10 @@ typical of the dataset). Columns: ``similarity`` (cosine to the explained protot
 Several processes (JAX's multi-controller runtime, ``distributed=True``): each audits its share
 of the inputs — whole shards when the source has at least as many shards (folders, TFRecord
 files) as there are processes, else the inputs whose index ``i % process_count ==
-process_index`` (`fastfem.audit.sources.process_of`) — and writes its own parts; process 0 holds
+process_index`` (`fastfem.data.sources.process_of`) — and writes its own parts; process 0 holds
 the store's lock and writes the manifest. They start through a handshake that reports a missing
 peer or a duplicated process id within a timeout, and pass the audit's stages together
-(`fastfem.audit.processes`): a process that fails stops the others with its message.
+(`fastfem.audit.distributed`): a process that fails stops the others with its message.
 """
 
 from __future__ import annotations
@@ -65,30 +67,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..decode import DEFAULT_MAX_PIXELS
-from ..kernels.fem import Variant
-from ..kernels.map_stats import MapStats
-from ..preprocess import Preprocess
-from ..progress import progress_bar
-from ..step import Step
-from . import reliance as reliance_module
-from .batches import RecordBatcher
-from .boxes import max_boxes
-from .detectors import detect, detection_rule, detector_settings, with_reliance, write_detection
-from .detectors.box import box_scores
-from .detectors.tables import FLAGS_FILE, read_table
-from .lock import StoreLock, describe
-from .manifest import (
-    STORE_FORMAT,
-    check_parts,
-    check_resume,
-    merge,
-    model_sha256,
-    part_metadata,
+from fastfem.audit import reliance as reliance_module
+from fastfem.audit.batches import RecordBatcher
+from fastfem.audit.detectors import (
+    detect,
+    detection_rule,
+    detector_settings,
+    with_reliance,
+    write_detection,
 )
-from .plan import AuditPlan, check_arguments, plan_audit
-from .processes import ProcessGroup, start_processes
-from .reliance import (
+from fastfem.audit.detectors.box import box_scores
+from fastfem.audit.detectors.tables import FLAGS_FILE, read_table
+from fastfem.audit.distributed import ProcessGroup, start_processes
+from fastfem.audit.plan import AuditPlan, check_arguments, plan_audit
+from fastfem.audit.reliance import (
     ROW_TAU,
     SAMPLE,
     RelianceResult,
@@ -96,10 +88,8 @@ from .reliance import (
     reliance_settings,
     reliance_test,
 )
-from .reliance.table import write_reliance
-from .safe_write import output_path
-from .sources import ReadOptions, default_threads, process_of
-from .steps import (
+from fastfem.audit.reliance.table import write_reliance
+from fastfem.audit.steps import (
     FAM_COLUMNS,
     IOU_THRESHOLD,
     LOCALISATION_COLUMNS,
@@ -107,7 +97,25 @@ from .steps import (
     AuditSpec,
     make_audit_step,
 )
-from .store import PartWriter, ResultStore, schema_types, store_schema
+from fastfem.audit.store.lock import StoreLock, describe
+from fastfem.audit.store.manifest import (
+    STORE_FORMAT,
+    check_parts,
+    check_resume,
+    merge,
+    model_sha256,
+    part_metadata,
+)
+from fastfem.audit.store.parts import PartWriter, ResultStore, schema_types, store_schema
+from fastfem.audit.store.safe_write import output_path
+from fastfem.data.boxes import max_boxes
+from fastfem.data.decode import DEFAULT_MAX_PIXELS
+from fastfem.data.preprocess import Preprocess
+from fastfem.data.sources import ReadOptions, default_threads, process_of
+from fastfem.engine.progress import progress_bar
+from fastfem.engine.step import Step
+from fastfem.kernels.fem import Variant
+from fastfem.kernels.map_stats import MapStats
 
 STAT_FIELDS = MapStats._fields
 #: The error text of a row whose pixels / activations are not finite (step flags, in order).
@@ -175,7 +183,7 @@ def _versions() -> dict[str, str | None]:
     importing it: a Flax or JAX model audits without Keras; None when it is not installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from .. import __version__
+    from fastfem import __version__
 
     try:
         keras_version: str | None = version("keras")
@@ -197,7 +205,7 @@ def fam_prototypes(plan: AuditPlan) -> tuple[np.ndarray, np.ndarray]:
     of the references (default: the audited source), `fastfem.explainers.fam.class_prototypes`;
     unlabeled images are left out unless no image has a label (then one prototype ``"(all)"``
     of every image)."""
-    from ..explainers.fam import class_prototypes
+    from fastfem.explainers.fam import class_prototypes
 
     src = plan.references if plan.references is not None else plan.source
     fam = plan.explainer
@@ -330,7 +338,7 @@ def read_options(
     fit: str | None, resize: bool, max_pixels: int, alpha: str, threads: int | None
 ) -> ReadOptions:
     """The audit's `ReadOptions`, checked (``resize=True`` is ``fit="squash"``; ``threads``
-    None: `fastfem.audit.sources.default_threads`)."""
+    None: `fastfem.data.sources.default_threads`)."""
     if resize and fit not in (None, "squash"):
         raise ValueError(f"resize=True means fit='squash'; it contradicts fit={fit!r}")
     fit = "squash" if resize else (fit or "error")
@@ -378,33 +386,34 @@ def audit(
       batch_size: images per device step; part_size: rows per committed part (positive ints).
       resume: continue an interrupted store (skips committed ids); without it an existing
         store is an error. The store's configuration is checked against the one each part
-        records (`fastfem.audit.manifest.check_parts`), and the source must hold every committed
+        records (`fastfem.audit.store.manifest.check_parts`), and the source must hold every
+        committed
         id (the same source, or a grown one) unless ``allow_new_source``.
       allow_new_source: with ``resume``, add the inputs of a source that lacks committed ids
         (another source) to the store; the manifest lists every source (``sources``).
       fit: what happens to an image whose size or colour channels are not the model's
-        (`fastfem.fit`): ``"error"`` (default: an error row naming its size and mode),
+        (`fastfem.data.fit`): ``"error"`` (default: an error row naming its size and mode),
         ``"squash"`` (resize), ``"crop"`` (shorter side to size, central crop) or ``"pad"``
         (longer side to size, centred on zeros). Maps and boxes are in model-input pixels.
       resize: ``True`` is ``fit="squash"`` (the older name).
       max_pixels: the pixel budget: an image with more pixels to decode is an error row
-        (`fastfem.decode`; JPEGs count after reduced-size decoding).
+        (`fastfem.data.decode`; JPEGs count after reduced-size decoding).
       alpha: the background transparent images are composited on, ``"black"`` or ``"white"``.
       distributed: True -> ``jax.distributed.initialize()`` (cluster auto-detection / JAX's env
         vars); a mapping -> its keyword arguments (coordinator_address, num_processes,
         process_id; ``initialization_timeout``: seconds within which a missing peer or a
         duplicated id is reported, default 60). Each process audits its slice; CPU collectives
-        use gloo (`fastfem.audit.processes`).
+        use gloo (`fastfem.audit.distributed`).
       boxes: ground-truth boxes (a .csv/.json path, a mapping, or ``"sample"``; format in
-        `fastfem.audit.boxes`): adds the columns ``pointing_game``, ``energy_pointing_game``
+        `fastfem.data.boxes`): adds the columns ``pointing_game``, ``energy_pointing_game``
         and ``iou`` (null for images without boxes) and the outside-the-box flag rule.
       fusion, fusion_weights: MLFEM's fusion rule (`fastfem.kernels.fusion`).
       references: FAM only: a labelled source whose class prototypes the images are explained
         against (default: the audited source itself).
-      preprocess: the model's input preprocessing, on the device (`fastfem.preprocess`):
+      preprocess: the model's input preprocessing, on the device (`fastfem.data.preprocess`):
         ``unit`` (v / 255, default), ``raw``, ``caffe``, ``torch``, ``tf``, or a JAX function.
       threads: host threads decoding image files (default
-        `fastfem.audit.sources.default_threads`: half the CPU cores, 1 to 8, when the model
+        `fastfem.data.sources.default_threads`: half the CPU cores, 1 to 8, when the model
         runs on the CPU; every core, 1 to 32, when it runs on an accelerator).
       reliance_sample: rows of the reliance test's sweep (`fastfem.audit.reliance`: which
         regions does the model rely on for one class, by occlusion; its flags join the map
@@ -492,7 +501,7 @@ def audit_my_slice(run: AuditRun, group: ProcessGroup, progress: bool) -> None:
 
 
 def store_folder(out: str | os.PathLike) -> Path:
-    """The store folder ``out`` (`fastfem.audit.safe_write.output_path`: not empty, no NUL or
+    """The store folder ``out`` (`fastfem.audit.store.safe_write.output_path`: not empty, no NUL or
     line break); a ValueError when it names an existing file."""
     path = output_path(out, "--out")
     if path.exists() and not path.is_dir():
@@ -598,7 +607,7 @@ def open_store(
 
 def start_info(plan: AuditPlan, source: Any, boxes: Any) -> dict[str, Any]:
     """What the manifest records before the first part: everything a row depends on
-    (`fastfem.audit.manifest`), the source, the versions and the devices."""
+    (`fastfem.audit.store.manifest`), the source, the versions and the devices."""
     config = dict(plan.config)
     if plan.method == "fam":
         config.update(pooling="gap", similarity="cosine", weights="max")

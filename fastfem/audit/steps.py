@@ -1,7 +1,7 @@
-"""The audit's jitted step: an explainer's `fastfem.step.Step` plus what the store keeps.
+"""The audit's jitted step: an explainer's `fastfem.engine.step.Step` plus what the store keeps.
 
 One step per batch does everything on the devices: the model's preprocessing (inside the
-extractor, `fastfem.preprocess`), ONE forward pass (the explained layer(s) and, when the model
+extractor, `fastfem.data.preprocess`), ONE forward pass (the explained layer(s) and, when the model
 has one, its output), the explanation map (the explainer's own step at its own resolution), the
 map's statistics (`fastfem.kernels.map_stats`), the prediction and its confidence, the
 finiteness flags and, with ground-truth boxes, the localisation metrics
@@ -25,9 +25,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..kernels.map_stats import map_stats
-from ..metrics import localisation as Loc
-from ..step import StepFn
+from fastfem.engine.step import StepFn
+from fastfem.kernels.map_stats import map_stats
+from fastfem.metrics import localisation as Loc
 
 METHODS: tuple[str, ...] = ("fem", "mlfem", "fam")
 #: Localisation settings of the audit (`fastfem.evaluate`'s defaults).

@@ -2,8 +2,10 @@
 
 An explainer is a method (a kernel of the activations, `fastfem.kernels`) bound to a
 `fastfem.converters.FeatureExtractor`. Its public ``step(sample_shape, *, resize=...)`` returns
-a `fastfem.step.Step`; ``explain`` streams the inputs (`fastfem.inputs`), runs the step with
-`fastfem.runner.Runner` and gathers the results with `fastfem.runner.collect`. This base holds
+a `fastfem.engine.step.Step`; ``explain`` streams the inputs (`fastfem.data.inputs`), runs the step
+with
+`fastfem.engine.runner.Runner` and gathers the results with `fastfem.engine.runner.collect`. This
+base holds
 the plumbing once: validated batch size, the mesh, one compiled runner per step function, the
 feature shape, and the input stream with the model's expected shape.
 """
@@ -17,12 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..converters import FeatureExtractor
-from ..inputs import ImageStream, image_stream
-from ..kernels.finite import input_and_activation_finite
-from ..parallel import data_mesh, round_up
-from ..runner import HostBatch, Runner
-from ..step import Step, StepFn
+from fastfem.converters import FeatureExtractor
+from fastfem.data.inputs import ImageStream, image_stream
+from fastfem.engine.parallel import data_mesh, round_up
+from fastfem.engine.runner import HostBatch, Runner
+from fastfem.engine.step import Step, StepFn
+from fastfem.kernels.finite import input_and_activation_finite
 
 
 def check_positive_int(value: Any, name: str = "batch_size") -> int:

@@ -34,8 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..converters import FeatureExtractor, import_keras, load
-from ..kernels.fam import (
+from fastfem.converters import FeatureExtractor, import_keras, load
+from fastfem.engine.nonfinite import NonFiniteCheck
+from fastfem.engine.runner import HostBatch, batch_rows, collect
+from fastfem.engine.step import Step, StepFn
+from fastfem.explainers.base import Explainer, check_positive_int, image_batches
+from fastfem.kernels.fam import (
     EPS,
     RESIZE_METHOD,
     FamOptions,
@@ -51,12 +55,8 @@ from ..kernels.fam import (
     prototype_fam,
     similarity_matrix,
 )
-from ..kernels.finite import input_and_activation_finite
-from ..kernels.resize import resize_batch
-from ..nonfinite import NonFiniteCheck
-from ..runner import HostBatch, batch_rows, collect
-from ..step import Step, StepFn
-from .base import Explainer, check_positive_int, image_batches
+from fastfem.kernels.finite import input_and_activation_finite
+from fastfem.kernels.resize import resize_batch
 
 #: Most (query, reference) pairs explained per reference image in one row of the reference-map
 #: step; a reference shared by more pairs (a "hub") gets several rows.
@@ -178,7 +178,7 @@ def _tf_keras_head(head: Any, channels: int) -> PureHead:
     """A Keras head on the TensorFlow backend as JAX ops (tf2jax), weights as params."""
     import tensorflow as tf
 
-    from ..converters.tf_bridge import tf2jax_convert
+    from fastfem.converters.tf_bridge import tf2jax_convert
 
     kwargs = {"training": False} if _accepts_training(head) else {}
     fn = tf.function(lambda e: head(e, **kwargs), autograph=False)

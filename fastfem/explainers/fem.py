@@ -15,12 +15,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..converters import FeatureExtractor, load
-from ..kernels.fem import Variant, check_k, check_variant, fem_map, fem_resize
-from ..nonfinite import NAN_MAPS_HINT, NonFiniteCheck, OnNonFinite, check_policy
-from ..runner import collect
-from ..step import Step
-from .base import Explainer, image_batches
+from fastfem.converters import FeatureExtractor, load
+from fastfem.engine.nonfinite import NAN_MAPS_HINT, NonFiniteCheck, OnNonFinite, check_policy
+from fastfem.engine.runner import collect
+from fastfem.engine.step import Step
+from fastfem.explainers.base import Explainer, image_batches
+from fastfem.kernels.fem import Variant, check_k, check_variant, fem_map, fem_resize
 
 
 class FEM(Explainer):

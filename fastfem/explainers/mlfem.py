@@ -19,16 +19,16 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..converters import FeatureExtractor, is_artifact, is_keras_model, load, load_keras_file
-from ..kernels.fem import Variant, check_k, check_variant
-from ..kernels.finite import input_and_activation_finite
-from ..kernels.fusion import Fusion, check_fusion
-from ..kernels.mlfem import mlfem_maps
-from ..kernels.resize import resize_batch
-from ..nonfinite import NonFiniteCheck
-from ..runner import collect
-from ..step import Step, StepFn
-from .base import Explainer, image_batches
+from fastfem.converters import FeatureExtractor, is_artifact, is_keras_model, load, load_keras_file
+from fastfem.engine.nonfinite import NonFiniteCheck
+from fastfem.engine.runner import collect
+from fastfem.engine.step import Step, StepFn
+from fastfem.explainers.base import Explainer, image_batches
+from fastfem.kernels.fem import Variant, check_k, check_variant
+from fastfem.kernels.finite import input_and_activation_finite
+from fastfem.kernels.fusion import Fusion, check_fusion
+from fastfem.kernels.mlfem import mlfem_maps
+from fastfem.kernels.resize import resize_batch
 
 
 def default_layers(model: Any) -> list[str]:

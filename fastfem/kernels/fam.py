@@ -65,7 +65,7 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .fusion import unit_normalize
+from fastfem.kernels.fusion import unit_normalize
 
 Pooling = Literal["gap", "gmp"]
 Similarity = Literal["cosine", "dot", "euclidean"]

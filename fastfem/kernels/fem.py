@@ -48,7 +48,7 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .resize import resize_batch
+from fastfem.kernels.resize import resize_batch
 
 Variant = Literal["xplique", "original", "gradcam"]
 VARIANTS: tuple[str, ...] = ("xplique", "original", "gradcam")

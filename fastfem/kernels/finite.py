@@ -35,7 +35,7 @@ def input_and_activation_finite(
     Both are checked because a NaN pixel does not always reach the activations (XLA's
     max-pooling can drop it), which would give a finite map computed from a corrupt image.
     This is fastfem's one finiteness rule: every explainer's step returns these flags as
-    ``finite`` and the host decides what to do with them (`fastfem.nonfinite`).
+    ``finite`` and the host decides what to do with them (`fastfem.engine.nonfinite`).
     """
     layers = list(activations) if isinstance(activations, (list, tuple)) else [activations]
     acts = rows_finite(layers[0])

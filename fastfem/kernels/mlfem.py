@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .fem import RESIZE_METHOD, Variant, check_variant, fem_map, post_resize
-from .fusion import Fusion, fuse_maps, unit_normalize
-from .resize import resize_batch
+from fastfem.kernels.fem import RESIZE_METHOD, Variant, check_variant, fem_map, post_resize
+from fastfem.kernels.fusion import Fusion, fuse_maps, unit_normalize
+from fastfem.kernels.resize import resize_batch
 
 
 def layer_map(m: jax.Array, variant: Variant = "xplique") -> jax.Array:

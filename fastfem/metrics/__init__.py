@@ -9,8 +9,8 @@
 `fastfem.evaluate` runs them all, fused in one jitted step per batch.
 """
 
-from .baselines import MeanActivation, UniformMap
-from .faithfulness import (
+from fastfem.metrics.baselines import MeanActivation, UniformMap
+from fastfem.metrics.faithfulness import (
     Scorer,
     average_drop,
     baseline_image,
@@ -25,7 +25,7 @@ from .faithfulness import (
     similarity_scorer,
     step_counts,
 )
-from .localisation import (
+from fastfem.metrics.localisation import (
     Localisation,
     box_iou,
     box_mask,

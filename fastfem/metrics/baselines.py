@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..converters import FeatureExtractor, load
-from ..explainers.base import Explainer, image_batches
-from ..kernels.resize import resize_batch
-from ..runner import collect
-from ..step import Step, StepFn
+from fastfem.converters import FeatureExtractor, load
+from fastfem.engine.runner import collect
+from fastfem.engine.step import Step, StepFn
+from fastfem.explainers.base import Explainer, image_batches
+from fastfem.kernels.resize import resize_batch
 
 
 def mean_over_channels(activations: jax.Array) -> jax.Array:

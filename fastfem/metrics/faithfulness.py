@@ -64,8 +64,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..converters import FeatureExtractor, Features
-from .localisation import Normalize, normalize_map
+from fastfem.converters import FeatureExtractor, Features
+from fastfem.metrics.localisation import Normalize, normalize_map
 
 CurveMode = Literal["deletion", "insertion"]
 Activation = Literal["softmax", "sigmoid"] | None
@@ -238,7 +238,7 @@ def similarity_scorer(
     `fastfem.kernels.fam`, ``g`` the optional head (a function of ONE embedding). Targets are
     the reference images; their embeddings are computed in the same jitted step.
     """
-    from ..kernels.fam import check_options, pool, similarity_score
+    from fastfem.kernels.fam import check_options, pool, similarity_score
 
     check_options(pooling=pooling, similarity=similarity)
 

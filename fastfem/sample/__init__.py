@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .dataset import (
+from fastfem.sample.dataset import (
     CLASS_NAMES,
     IMAGE_SIZE,
     WATERMARK_BOX,
@@ -22,7 +22,7 @@ from .dataset import (
     generate_masks,
     write_png_folder,
 )
-from .model import LAST_CONV, build_model
+from fastfem.sample.model import LAST_CONV, build_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras

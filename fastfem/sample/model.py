@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .dataset import IMAGE_SIZE
+from fastfem.sample.dataset import IMAGE_SIZE
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras

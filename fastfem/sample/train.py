@@ -37,7 +37,7 @@ def _centred_model(num_classes: int, image_size: int = 64):
     """``build_model`` with a ``Rescaling(2, -1)`` in front (training only)."""
     import keras
 
-    from .model import build_model
+    from fastfem.sample.model import build_model
 
     plain = build_model(num_classes, image_size)
     inputs = keras.Input(shape=plain.input_shape[1:], name="image")
@@ -88,8 +88,8 @@ def fit_sample_cnn(
     import keras
     import numpy as np
 
-    from .dataset import CLASS_NAMES
-    from .model import build_model
+    from fastfem.sample.dataset import CLASS_NAMES
+    from fastfem.sample.model import build_model
 
     k = len(CLASS_NAMES) if num_classes is None else int(num_classes)
     size = int(images.shape[1])
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import numpy as np
 
-    from .dataset import generate
+    from fastfem.sample.dataset import generate
 
     t0 = time.perf_counter()
     train = generate("train")

@@ -11,7 +11,7 @@ from PIL import Image
 import fastfem
 from fastfem import sample
 from fastfem.audit import ResultStore, audit, flag_rows
-from fastfem.audit.boxes import match_boxes, read_boxes
+from fastfem.data.boxes import match_boxes, read_boxes
 from fastfem.evaluation import evaluate
 from fastfem.metrics import localisation_metrics
 
@@ -143,7 +143,7 @@ def test_outside_box_rule_flags_and_ranks_with_the_corner_rule(tmp_path):
     top = flags.top_ids(1)[0]
     assert flags.score[list(rows["id"]).index(top)] == flags.score[flags.flagged].max()
     # the report shows the new columns
-    from fastfem.audit.report import write_report
+    from fastfem.audit.report.page import write_report
 
     page = write_report(tmp_path / "s").read_text()
     assert "mean energy_pointing_game" in page and "outside box" in page

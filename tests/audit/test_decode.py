@@ -1,4 +1,5 @@
-"""`fastfem.decode` and `fastfem.fit`: the allowlist, the bomb and the pixel budget, every Pillow
+"""`fastfem.data.decode` and `fastfem.data.fit`: the allowlist, the bomb and the pixel budget,
+every Pillow
 mode a photo collection holds, 16-bit and float by their true range, EXIF orientation, alpha,
 the fit modes' geometry and JPEG draft decoding."""
 
@@ -12,7 +13,7 @@ import pytest
 from hostile_files import EPS, bomb_png, huge_gray_png
 from PIL import EpsImagePlugin, Image, ImageOps
 
-from fastfem.decode import (
+from fastfem.data.decode import (
     ALLOWED_FORMATS,
     DecodeError,
     DecodeOptions,
@@ -20,7 +21,7 @@ from fastfem.decode import (
     decode_image,
     unit_float,
 )
-from fastfem.fit import crop_box, fit_array, fit_image, scaled_size
+from fastfem.data.fit import crop_box, fit_array, fit_image, scaled_size
 
 RNG = np.random.default_rng(0)
 RGB = (RNG.random((48, 80, 3)) * 255).astype(np.uint8)

@@ -1,4 +1,5 @@
-"""`fastfem.fit`'s exact geometry: every image size up to 4096 x 4096, and long sides up to 8x a
+"""`fastfem.data.fit`'s exact geometry: every image size up to 4096 x 4096, and long sides up to 8x
+a
 short side of 1-4096, for crop and pad at 64, 128, 224 and 299, through the JPEG draft decode
 too; the real resampling on sizes the float geometry refused; a JPEG and the same pixels as PNG
 fitted alike."""
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from fastfem.decode import DecodeOptions, decode_image, unit_float
-from fastfem.fit import (
+from fastfem.data.decode import DecodeOptions, decode_image, unit_float
+from fastfem.data.fit import (
     covering_size,
     crop_fractions,
     fit_array,

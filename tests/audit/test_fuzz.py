@@ -13,7 +13,7 @@ from PIL import Image
 
 from fastfem.audit import ResultStore
 from fastfem.cli import main
-from fastfem.decode import ALLOWED_FORMATS
+from fastfem.data.decode import ALLOWED_FORMATS
 
 SEED = 20261124
 MUTANTS_PER_FILE = 14

@@ -14,7 +14,7 @@ import pytest
 
 from fastfem import sample
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.lock import LOCK_FILE, StoreLock, StoreLocked
+from fastfem.audit.store.lock import LOCK_FILE, StoreLock, StoreLocked
 
 X = sample.generate("test", n=24).images
 

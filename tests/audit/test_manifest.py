@@ -12,7 +12,7 @@ from tiny_models import randomize_weights, small_cnn
 
 from fastfem import sample
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.manifest import ConfigMismatch, differences, merge, model_sha256
+from fastfem.audit.store.manifest import ConfigMismatch, differences, merge, model_sha256
 from fastfem.cli import main
 
 X = sample.generate("test", n=40).images
@@ -189,7 +189,7 @@ def test_model_sha256_is_the_hash_of_the_bytes(tmp_path):
 def test_speed_is_reported_after_compilation_in_summary_manifest_and_report(tmp_path):
     import keras
 
-    from fastfem.audit.report import write_report
+    from fastfem.audit.report.page import write_report
 
     model = keras.saving.load_model(sample.MODEL_PATH)  # an object: compiled afresh
     x = sample.generate("test", n=96).images

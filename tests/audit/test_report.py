@@ -11,7 +11,7 @@ import pytest
 
 from fastfem import sample
 from fastfem.audit import audit
-from fastfem.audit.report import write_report
+from fastfem.audit.report.page import write_report
 from fastfem.cli import main
 
 

@@ -19,13 +19,13 @@ import pytest
 
 from fastfem import sample
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.lock import StoreLock
-from fastfem.audit.manifest import PART_CONFIG_SHA256, ConfigMismatch
-from fastfem.audit.report import write_report
-from fastfem.audit.safe_write import atomic_write_bytes, temporary, write_table_atomic
-from fastfem.audit.sources import Record
-from fastfem.audit.store import PartWriter, StoreError, store_schema
+from fastfem.audit.report.page import write_report
+from fastfem.audit.store.lock import StoreLock
+from fastfem.audit.store.manifest import PART_CONFIG_SHA256, ConfigMismatch
+from fastfem.audit.store.parts import PartWriter, StoreError, store_schema
+from fastfem.audit.store.safe_write import atomic_write_bytes, temporary, write_table_atomic
 from fastfem.cli import main
+from fastfem.data.sources import Record
 
 X = sample.generate("test", n=24).images
 VICTIM = b"a file outside the store that nothing may change\n"
@@ -203,7 +203,7 @@ def test_every_part_records_the_configuration_hash(store):
     for p in ResultStore(store).part_files():
         meta = pq.read_schema(p).metadata
         assert len(meta[PART_CONFIG_SHA256]) == 64
-    from fastfem.audit.manifest import config_sha256
+    from fastfem.audit.store.manifest import config_sha256
 
     assert meta[PART_CONFIG_SHA256].decode() == config_sha256(manifest)
 
@@ -357,7 +357,7 @@ def test_a_malformed_manifest_is_one_line(store, tmp_path, capsys, body, named):
 
 
 def test_big_endian_arrays_read_like_little_endian(tmp_path):
-    from fastfem.audit.sources import open_source
+    from fastfem.data.sources import open_source
 
     x16 = np.random.default_rng(0).integers(0, 65536, (3, 64, 64, 3)).astype("<u2")
     pixels = {}
@@ -532,8 +532,8 @@ def test_the_report_builds_html_only_through_render():
     `render` template, whose values are escaped; the page is written only as `Markup`."""
     import ast
 
-    import fastfem.audit.report as report
-    from fastfem.audit.markup import Markup, page_bytes, render
+    import fastfem.audit.report.page as report
+    from fastfem.audit.report.markup import Markup, page_bytes, render
 
     tree = ast.parse(Path(report.__file__).read_text())
     tagged = [
@@ -543,7 +543,7 @@ def test_the_report_builds_html_only_through_render():
         and any(isinstance(v, ast.Constant) and "<" in str(v.value) for v in node.values)
     ]
     assert tagged == []
-    with pytest.raises(TypeError, match="built with fastfem.audit.markup.render"):
+    with pytest.raises(TypeError, match="built with fastfem.audit.report.markup.render"):
         page_bytes("<p>plain text</p>")
     row = render("<td>{v}</td><td>{x:.1f}</td>", v=PAYLOAD, x=2.25)
     assert isinstance(row, Markup) and "<script>" not in row and row.endswith("<td>2.2</td>")
@@ -602,8 +602,8 @@ def test_a_deflated_array_of_the_wrong_channels_is_refused_from_its_header(tmp_p
 
 
 def test_npz_images_are_read_one_at_a_time_and_equal_numpy(tmp_path):
-    from fastfem.audit.npz import open_npz
-    from fastfem.audit.sources import open_source
+    from fastfem.data.npz import open_npz
+    from fastfem.data.sources import open_source
 
     x = np.random.default_rng(2).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
     np.savez_compressed(tmp_path / "a.npz", images=x, ids=np.array(["a", "b", "c", "d", "e"]))

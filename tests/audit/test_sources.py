@@ -17,9 +17,9 @@ from PIL import Image
 
 from fastfem import sample
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.sources import ReadOptions, Source, open_source, process_of
-from fastfem.ids import id_and_raw, readable_id
-from fastfem.image_files import walk_images
+from fastfem.data.folders import walk_images
+from fastfem.data.ids import id_and_raw, readable_id
+from fastfem.data.sources import ReadOptions, Source, open_source, process_of
 
 EXPECTED = (64, 64, 3)
 RNG = np.random.default_rng(0)
@@ -336,7 +336,7 @@ def test_cli_fit_flags_and_several_sources(tmp_path, capsys):
 
 
 def test_report_reads_images_fitted_as_the_audit_fitted_them(tmp_path):
-    from fastfem.audit.report import images_by_id
+    from fastfem.audit.report.page import images_by_id
 
     write_png(tmp_path / "wide.png", pixels(1, (40, 90))[0])
     audit(tmp_path, out=tmp_path / "out", fit="crop")
@@ -350,7 +350,7 @@ def test_report_reads_images_fitted_as_the_audit_fitted_them(tmp_path):
 def test_array_source_with_a_fit_and_a_model_of_free_size_keeps_each_image_size():
     """A model with free spatial dimensions: nothing to fit to, the images keep their size
     (a fit mode no longer breaks the up-front check)."""
-    from fastfem.audit.sources import array_source
+    from fastfem.data.sources import array_source
 
     x = np.random.default_rng(0).integers(0, 255, (2, 10, 12, 3), dtype=np.uint8)
     src = array_source(x, None, None, (None, None, 3), "arr", fit="crop")

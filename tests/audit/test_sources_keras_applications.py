@@ -12,7 +12,7 @@ from PIL import Image
 
 from fastfem import FEM
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.sources import ReadOptions, open_source
+from fastfem.data.sources import ReadOptions, open_source
 
 SIZE = 64
 K = 1.0

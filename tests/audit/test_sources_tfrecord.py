@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.crc32c import crc32c, masked_crc32c
-from fastfem.audit.sources import open_source
-from fastfem.audit.tfrecord import ExampleError, parse_example, scan_records
+from fastfem.data.crc32c import crc32c, masked_crc32c
+from fastfem.data.sources import open_source
+from fastfem.data.tfrecord import ExampleError, parse_example, scan_records
 
 tf = pytest.importorskip("tensorflow")
 
@@ -157,7 +157,7 @@ def test_damaged_tfrecords_are_audited_up_to_the_damage(tmp_path):
         for i in ok:
             assert rows[f"{name}.tfrecord:{i}"]["status"] == "ok", (name, i)
     damage = {rid: r["error"] for rid, r in rows.items() if r["status"] == "error"}
-    assert damage == {  # damaged records have reserved ids (`fastfem.ids.reserved_id`)
+    assert damage == {  # damaged records have reserved ids (`fastfem.data.ids.reserved_id`)
         f"\\!cut_header.tfrecord:damaged-at-{offsets[3]}": _any("truncated", f"byte {offsets[3]}"),
         f"\\!cut_data.tfrecord:damaged-at-{offsets[4]}": _any("truncated", f"byte {offsets[4]}"),
         f"\\!flip_header.tfrecord:damaged-at-{offsets[2]}": _any("length checksum fails"),
@@ -259,7 +259,7 @@ def test_a_damaged_record_never_takes_a_real_id(tmp_path):
 
 
 def test_reserved_ids_never_equal_an_escaped_id():
-    from fastfem.ids import is_reserved, readable_id, reserved_id
+    from fastfem.data.ids import is_reserved, readable_id, reserved_id
 
     for text in ["\\!a:4", "\\\\!a:4", "!a:4", "\\x21a", "a\udce9"]:
         assert not is_reserved(readable_id(text)), text

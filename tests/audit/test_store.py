@@ -1,11 +1,12 @@
-"""`fastfem.audit.store`: the part writer's commits, what a crash leaves, resume bookkeeping."""
+"""`fastfem.audit.store.parts`: the part writer's commits, what a crash leaves, resume
+bookkeeping."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fastfem.audit.sources import Record
-from fastfem.audit.store import PartWriter, ResultStore, store_schema
+from fastfem.audit.store.parts import PartWriter, ResultStore, store_schema
+from fastfem.data.sources import Record
 
 COLUMNS = store_schema(["id", "label", "status", "error", "score"], {"score": "double"})
 

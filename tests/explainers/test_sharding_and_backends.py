@@ -26,7 +26,7 @@ import numpy as np
 SHARDED = """
 import jax
 import fastfem
-import fastfem.runner
+import fastfem.engine.runner
 from tiny_models import small_cnn
 assert jax.device_count() == 4, jax.devices()
 model = small_cnn((32, 32, 3))
@@ -36,7 +36,7 @@ for variant in ("xplique", "gradcam"):
     fem = fastfem.FEM(model, batch_size=30, conv_layer="relu_b", variant=variant)
     maps = fem.explain(x)
     step = fem.step(x.shape[1:])
-    runner = fastfem.runner.Runner(step.fn, fem.batch_size, fem.mesh)
+    runner = fastfem.engine.runner.Runner(step.fn, fem.batch_size, fem.mesh)
     out = runner.dispatch(runner.replicate(step.params), {"x": x[: runner.batch_size]})["maps"]
     one = fastfem.FEM(model, batch_size=30, conv_layer="relu_b", variant=variant,
                       devices=jax.devices()[:1]).explain(x)

@@ -1,4 +1,4 @@
-"""`fastfem.xplique.FEM` as a drop-in for ``xplique.attributions.FEM``.
+"""`fastfem.integrations.xplique.FEM` as a drop-in for ``xplique.attributions.FEM``.
 
 In a subprocess with Keras on TensorFlow (an Xplique user's process; the cut model goes through
 tf2jax), the two classes side by side on the same model: layer choice, attributes, maps for
@@ -18,7 +18,7 @@ from subprocess_runs import run_json
 import fastfem
 
 tf = pytest.importorskip("tensorflow")
-from fastfem.xplique import FEM  # noqa: E402  (needs TensorFlow)
+from fastfem.integrations.xplique import FEM  # noqa: E402  (needs TensorFlow)
 
 #: Maps: ``max |fastfem - xplique| <= RTOL * max |xplique|`` (as test_xplique_parity.py).
 RTOL = 1e-4
@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 from xplique.attributions import FEM as XpliqueFEM
-from fastfem.xplique import FEM
+from fastfem.integrations.xplique import FEM
 
 assert keras.backend.backend() == "tensorflow", keras.backend.backend()
 L = keras.layers

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastfem.audit.store import ResultStore
+from fastfem.audit.store.parts import ResultStore
 
 
 def read_with_every_reader(out: Path) -> dict[str, dict[str, list]]:

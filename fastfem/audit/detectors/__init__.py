@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from ..store import ResultStore
-from .box import MAX_OUTSIDE_BOX, box_scores
-from .by_class import LabelViews, label_views
-from .clusters import K_CLUSTERS, ClusterStats, explanation_clusters
-from .energy import CLUSTER_GRID, DETAIL_GRID
-from .hotspots import (
+from fastfem.audit.detectors.box import MAX_OUTSIDE_BOX, box_scores
+from fastfem.audit.detectors.by_class import LabelViews, label_views
+from fastfem.audit.detectors.clusters import K_CLUSTERS, ClusterStats, explanation_clusters
+from fastfem.audit.detectors.energy import CLUSTER_GRID, DETAIL_GRID
+from fastfem.audit.detectors.hotspots import (
     HOT_FRACTION,
     MAX_VARIATION,
     MIN_CONTRAST,
@@ -46,8 +45,15 @@ from .hotspots import (
     HotSpotResult,
     hot_spot_flags,
 )
-from .summary import Classes, cluster_columns, row_classes
-from .tables import CLUSTERS_FILE, FLAGS_FILE, clusters_schema, write_clusters, write_flags
+from fastfem.audit.detectors.summary import Classes, cluster_columns, row_classes
+from fastfem.audit.detectors.tables import (
+    CLUSTERS_FILE,
+    FLAGS_FILE,
+    clusters_schema,
+    write_clusters,
+    write_flags,
+)
+from fastfem.audit.store.parts import ResultStore
 
 __all__ = [
     "CLUSTERS_FILE",

@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..store import ResultStore
-from .clusters import ClusterStats, explanation_clusters
-from .hotspots import (
+from fastfem.audit.detectors.clusters import ClusterStats, explanation_clusters
+from fastfem.audit.detectors.hotspots import (
     MAX_VARIATION,
     MIN_CONTRAST,
     MIN_MEMBERS,
@@ -47,7 +46,8 @@ from .hotspots import (
     row_flags,
     variation,
 )
-from .summary import Classes, label_to_prediction, peak_location
+from fastfem.audit.detectors.summary import Classes, label_to_prediction, peak_location
+from fastfem.audit.store.parts import ResultStore
 
 #: Fewest rows a view needs (k-means' 8 clusters of at least ``hotspots.MIN_MEMBERS`` each).
 MIN_VIEW_ROWS = 64

@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..store import ResultStore
-from .energy import (
+from fastfem.audit.detectors.energy import (
     CLUSTER_GRID,
     DETAIL_GRID,
     energy_distribution,
@@ -32,8 +31,9 @@ from .energy import (
     hellinger_features,
     pooled_energy,
 )
-from .kmeans import SEED_ROWS, assign, streaming_kmeans
-from .shards import CHUNK_ROWS, map_chunks
+from fastfem.audit.detectors.kmeans import SEED_ROWS, assign, streaming_kmeans
+from fastfem.audit.detectors.shards import CHUNK_ROWS, map_chunks
+from fastfem.audit.store.parts import ResultStore
 
 __all__ = ["CHUNK_ROWS", "K_CLUSTERS", "ClusterStats", "class_mean_maps", "explanation_clusters"]
 

@@ -49,10 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..store import ResultStore
-from .clusters import ClusterStats
-from .energy import DETAIL_GRID, pooled_energy
-from .shards import map_chunks
+from fastfem.audit.detectors.clusters import ClusterStats
+from fastfem.audit.detectors.energy import DETAIL_GRID, pooled_energy
+from fastfem.audit.detectors.shards import map_chunks
+from fastfem.audit.store.parts import ResultStore
 
 HOT_FRACTION = 0.5
 TAU = 0.1

@@ -1,6 +1,6 @@
 """Reading an audit store's maps shard by shard (never all at once).
 
-The store (`fastfem.audit.store`) keeps one ``.npy`` shard of feature-resolution maps per
+The store (`fastfem.audit.store.parts`) keeps one ``.npy`` shard of feature-resolution maps per
 committed part, row-aligned with the part's Parquet rows, parts in name order — the order of
 `ResultStore.read_rows`. `map_chunks` walks the shards in that order and yields fixed-size
 chunks of maps (memory-mapped reads), so a detector's memory is bounded by the chunk size and
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..store import ResultStore
+from fastfem.audit.store.parts import ResultStore
 
 #: Maps per chunk handed to the device.
 CHUNK_ROWS = 2048

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .clusters import ClusterStats
-from .hotspots import HotSpotResult
-from .tables import clusters_schema
+from fastfem.audit.detectors.clusters import ClusterStats
+from fastfem.audit.detectors.hotspots import HotSpotResult
+from fastfem.audit.detectors.tables import clusters_schema
 
 TOP_MEMBERS = 16
 

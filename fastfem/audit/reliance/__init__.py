@@ -35,7 +35,17 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ...kernels.occlusion import (
+from fastfem.audit.batches import RecordBatcher
+from fastfem.audit.reliance.stats import (
+    MIN_DOSE_LIFT,
+    TAU,
+    ProbeTest,
+    probe_tests,
+    select_candidates,
+)
+from fastfem.audit.reliance.step import ProbeParams, make_probe_step
+from fastfem.engine.step import Step
+from fastfem.kernels.occlusion import (
     FILLS,
     GLOBAL_FILLS,
     REGION_FILLS,
@@ -44,10 +54,6 @@ from ...kernels.occlusion import (
     region_family,
     whole_image,
 )
-from ...step import Step
-from ..batches import RecordBatcher
-from .stats import MIN_DOSE_LIFT, TAU, ProbeTest, probe_tests, select_candidates
-from .step import ProbeParams, make_probe_step
 
 PROBE_BUCKET = 8  # probes per step are padded to a multiple of this (one compilation)
 SAMPLE = 320  # rows of the sweep (stratified by predicted class)
@@ -126,7 +132,7 @@ def region_overlaps(probes: Sequence[Probe]) -> np.ndarray:
 
 def reliance_settings(sample: int) -> dict[str, float | int | str]:
     """The reliance test's settings by name (recorded in the manifest)."""
-    from . import stats
+    from fastfem.audit.reliance import stats
 
     return {
         "reliance_sample": sample,

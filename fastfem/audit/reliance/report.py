@@ -1,6 +1,6 @@
 """The report's reliance section: each candidate with its evidence and its flagged rows.
 
-Built with the report's one escaping helper (`fastfem.audit.markup.render`): every value read
+Built with the report's one escaping helper (`fastfem.audit.report.markup.render`): every value read
 from ``reliance.parquet`` and ``flags.parquet`` is escaped there.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..detectors.tables import read_table
-from ..markup import Markup, join, render
-from .table import RELIANCE_FILE, reliance_schema
+from fastfem.audit.detectors.tables import read_table
+from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
+from fastfem.audit.report.markup import Markup, join, render
 
 ROWS_SHOWN = 12  # flagged ids listed per candidate
 

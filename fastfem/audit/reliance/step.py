@@ -22,11 +22,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ...converters import FeatureExtractor
-from ...kernels.occlusion import FillParams, probe_image
-from ...preprocess import pixels_255
-from ...step import StepFn
-from ..steps import probabilities
+from fastfem.audit.steps import probabilities
+from fastfem.converters import FeatureExtractor
+from fastfem.data.preprocess import pixels_255
+from fastfem.engine.step import StepFn
+from fastfem.kernels.occlusion import FillParams, probe_image
 
 
 class ProbeParams(NamedTuple):

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..detectors.tables import table_from_columns, write_table
+from fastfem.audit.detectors.tables import table_from_columns, write_table
 
 RELIANCE_FILE = "reliance.parquet"
 

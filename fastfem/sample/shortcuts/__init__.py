@@ -10,8 +10,8 @@ assumed (`reliance`).
 
 from __future__ import annotations
 
-from .bases import BASES, Base, get_base
-from .config import (
+from fastfem.sample.shortcuts.bases import BASES, Base, get_base
+from fastfem.sample.shortcuts.config import (
     CONFIGS,
     EDGES,
     KINDS,
@@ -21,7 +21,7 @@ from .config import (
     Shortcut,
     parse_shortcut,
 )
-from .generate import (
+from fastfem.sample.shortcuts.generate import (
     LEAK_RATE,
     MARK_RATE,
     SHORTCUT_SPLITS,
@@ -30,8 +30,8 @@ from .generate import (
     mark_class,
     mark_zone,
 )
-from .marks import FRAME_COLOUR, MARK_COLOURS, STRIPE_COLOUR
-from .reliance import reliance_summary, relied_on
+from fastfem.sample.shortcuts.marks import FRAME_COLOUR, MARK_COLOURS, STRIPE_COLOUR
+from fastfem.sample.shortcuts.reliance import reliance_summary, relied_on
 
 __all__ = [
     "BASES",

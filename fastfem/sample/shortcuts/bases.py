@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dataset import CLASS_NAMES as SHAPE_CLASSES
-from ..dataset import IMAGE_SIZE as SHAPE_SIZE
-from ..dataset import _background, _shape_colour, place_shape, shape_size_and_params
+from fastfem.sample.dataset import CLASS_NAMES as SHAPE_CLASSES
+from fastfem.sample.dataset import IMAGE_SIZE as SHAPE_SIZE
+from fastfem.sample.dataset import _background, _shape_colour, place_shape, shape_size_and_params
 
 __all__ = ["BASES", "MIN_MARK_CONTRAST", "Base", "get_base"]
 

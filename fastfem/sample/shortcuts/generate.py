@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import marks
-from .bases import Base, get_base
-from .config import Shortcut, parse_shortcut
+from fastfem.sample.shortcuts import marks
+from fastfem.sample.shortcuts.bases import Base, get_base
+from fastfem.sample.shortcuts.config import Shortcut, parse_shortcut
 
 __all__ = [
     "LEAK_RATE",

@@ -1,33 +1,33 @@
 """Audit sources: anything with images -> a stream of `Record`s, decoded on host threads.
 
 A record is one input: its id (and ``raw_id``, the original bytes of an id that had to be
-escaped, `fastfem.ids`), its label (if the source has one), and either its pixels (H, W, C) or
-an error text. Pixels follow one rule for every source (`fastfem.decode`): 8-bit data is uint8
+escaped, `fastfem.data.ids`), its label (if the source has one), and either its pixels (H, W, C) or
+an error text. Pixels follow one rule for every source (`fastfem.data.decode`): 8-bit data is uint8
 ``v`` (the model's preprocessing on the device reads it as ``v / 255``; the host-to-device copy
 is 4x smaller than float32), 16-bit data float32 ``v / 65535``, float data float32 as it is.
 Non-finite pixels are flagged by the device step, like non-finite activations.
 
 **Per-record isolation.** Whatever goes wrong while reading one input — any exception of the
 decoder, a damaged TFRecord record, a dangling link — becomes that record's error row, and the
-stream goes on. Image files are decoded by `fastfem.decode` (a fixed list of formats, a pixel
-budget, EXIF orientation, every Pillow mode); ``fit`` (`fastfem.fit`) says what happens to an
+stream goes on. Image files are decoded by `fastfem.data.decode` (a fixed list of formats, a pixel
+budget, EXIF orientation, every Pillow mode); ``fit`` (`fastfem.data.fit`) says what happens to an
 image whose size or colour channels are not the model's: ``error`` (default: an error row
 naming its size and mode), ``squash``, ``crop`` or ``pad``.
 
 Sources:
 
-* an image folder (recursive, `fastfem.image_files.walk_images`: each folder once, links that
+* an image folder (recursive, `fastfem.data.folders.walk_images`: each folder once, links that
   loop followed never; the first sub-folder is the label), or several (a list or a glob: ids
   are prefixed by each folder's path relative to their common parent);
 * ``.npy`` (memory-mapped) or ``.npz`` (``images`` or its only array, optional ``ids`` and
   ``labels``) arrays: uint8, uint16 or float;
 * TFRecord files, one or several shards (a list or a glob), read without TensorFlow
-  (`fastfem.audit.tfrecord`: checksums verified; records up to a damage are audited, the damage
+  (`fastfem.data.tfrecord`: checksums verified; records up to a damage are audited, the damage
   is one error row naming the file and byte offset). Each record a ``tf.train.Example`` with the
   encoded image under ``image`` (or ``image/encoded``), optional ``id`` (bytes) and ``label``
   (or ``image/class/label``; bytes or int64). Without an ``id``, a record's id is its index in
   the file (one file) or ``<file>:<index>`` (several) — unless other records of the source
-  have ids: then it is the reserved ``\\!<file>:<index>`` (`fastfem.ids.reserved_id`), which
+  have ids: then it is the reserved ``\\!<file>:<index>`` (`fastfem.data.ids.reserved_id`), which
   no real id can equal. A damaged record is always a reserved id (``\\!<file>:<index>``,
   ``\\!<file>:damaged-at-<offset>``), so it never collides with a real one;
 * a ``tf.data.Dataset`` or any iterable of image batches (read and numbered in order).
@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ..decode import (
+from fastfem.data.decode import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     DecodeError,
@@ -63,12 +63,12 @@ from ..decode import (
     decode_image,
     unit_float,
 )
-from ..fit import check_fit, fit_array
-from ..ids import id_and_raw, is_reserved, printable, readable_id, reserved_id
-from ..image_files import FolderEntry, walk_images
-from ..inputs import is_tf_dataset
-from .npz import open_npz
-from .tfrecord import HEADER, parse_example, scan_records
+from fastfem.data.fit import check_fit, fit_array
+from fastfem.data.folders import FolderEntry, walk_images
+from fastfem.data.ids import id_and_raw, is_reserved, printable, readable_id, reserved_id
+from fastfem.data.inputs import is_tf_dataset
+from fastfem.data.npz import open_npz
+from fastfem.data.tfrecord import HEADER, parse_example, scan_records
 
 Shape = tuple[int | None, int | None, int | None]
 IMAGE_KEYS = ("image", "image/encoded")
@@ -158,7 +158,7 @@ def default_threads(backend: str | None = None) -> int:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How a source's files become pixels: ``fit`` (`fastfem.fit.FITS`), the pixel budget
+    """How a source's files become pixels: ``fit`` (`fastfem.data.fit.FITS`), the pixel budget
     ``max_pixels``, the ``alpha`` background, host decoding ``threads``, JPEG ``draft``;
     checked when made (arrays and streams never build a `DecodeOptions`, which checks too)."""
 
@@ -268,7 +268,7 @@ def check_unique(ids: Sequence[str], what: str) -> None:
 
 def shard_names(paths: Sequence[Path]) -> list[str]:
     """Each path relative to the paths' common parent (its name when there is one path), as
-    the file system spells it (escape with `fastfem.ids.readable_id` for an id)."""
+    the file system spells it (escape with `fastfem.data.ids.readable_id` for an id)."""
     if len(paths) == 1:
         return [paths[0].name]
     resolved = [os.path.abspath(p) for p in paths]
@@ -338,7 +338,7 @@ def array_source(
     raw_ids: list[bytes | None] | None = None,
     max_pixels: int | None = None,
 ) -> Source:
-    """A (N, H, W, C) array (memory-mapped, or an `fastfem.audit.npz.NpzImages` read image by
+    """A (N, H, W, C) array (memory-mapped, or an `fastfem.data.npz.NpzImages` read image by
     image, is fine), uint8, uint16 or float of either byte order: the rank, dtype, channels and
     the pixels per image (``max_pixels``, the pixel budget) are checked once, up front, from the
     shape and dtype alone (nothing is read); the size too unless ``fit`` fits each image."""
@@ -374,7 +374,7 @@ def array_source(
 def npz_source(p: Path, expected: Shape, options: ReadOptions) -> Source:
     """A ``.npz``: ``images`` (or its only array), optional ``ids`` and ``labels``; every
     header checked before anything is inflated, the images read one at a time
-    (`fastfem.audit.npz`)."""
+    (`fastfem.data.npz`)."""
     x, id_values, labels = open_npz(p)
     ids = raws = None
     if id_values is not None:
@@ -394,7 +394,7 @@ class _TFRecordEntry:
     path: Path
     span: tuple[int, int] | None  # the image bytes in the file
     problem: str | None = None
-    unnamed: str | None = None  # a record without an id: its reserved id (`fastfem.ids`)
+    unnamed: str | None = None  # a record without an id: its reserved id (`fastfem.data.ids`)
 
 
 def _label_of(buf: bytes, features: dict) -> str | None:
@@ -436,7 +436,7 @@ def _example_entry(
 
 def list_tfrecord(path: Path, name: str, several: bool) -> list[_TFRecordEntry]:
     """One TFRecord file's entries, records up to a damage and then the damage (module
-    docstring of `fastfem.audit.tfrecord`)."""
+    docstring of `fastfem.data.tfrecord`)."""
     entries: list[_TFRecordEntry] = []
     try:
         with open(path, "rb") as f:

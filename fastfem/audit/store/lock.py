@@ -10,7 +10,7 @@ left by a killed audit is *stale*: the file is there, nobody holds it. The next 
 over and reports the previous holder (`StoreLock.acquire` returns it). Releasing deletes the file
 while still holding the lock; an acquirer checks that the file it locked is still the one at the
 path, so two audits never both hold it. The file is opened without following links
-(`fastfem.audit.safe_write.open_lock_file`): a symbolic or hard link planted at
+(`fastfem.audit.store.safe_write.open_lock_file`): a symbolic or hard link planted at
 ``DIR/audit.lock`` is removed, never written through.
 """
 
@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from .safe_write import open_lock_file, writing
+from fastfem.audit.store.safe_write import open_lock_file, writing
 
 LOCK_FILE = "audit.lock"
 

@@ -1,7 +1,7 @@
 """Image files -> pixels for a model input: fastfem's one image decoder.
 
 Every image file fastfem reads goes through `decode_image`: the folders of ``fastfem explain``
-and ``evaluate`` (`fastfem.image_files`) and every audit source (`fastfem.audit.sources`).
+and ``evaluate`` (`fastfem.data.folders`) and every audit source (`fastfem.data.sources`).
 
 **Fixed surface.** Pillow opens only ``ALLOWED_FORMATS`` — PNG, JPEG (with MPO, the camera
 multi-picture JPEG), WebP, BMP, TIFF, GIF — recognised by content, whatever the file's name
@@ -15,7 +15,7 @@ record's error row):
    (``PIL.Image.MAX_IMAGE_PIXELS``, twice that refused at open) stops absurd headers;
 2. EXIF orientation (JPEG/MPO, TIFF, WebP; PNG's eXIf chunk when it precedes the pixels);
 3. ``fit="error"``: the size after orientation and the colour channels must already be the
-   model's (module `fastfem.fit`); refused here, before any pixel is decoded;
+   model's (module `fastfem.data.fit`); refused here, before any pixel is decoded;
 4. JPEG draft: a JPEG at least twice its fitted size on both sides is decoded at 1/2, 1/4 or
    1/8 scale by the JPEG decoder's DCT scaling (``draft``; the result stays >= the fitted size,
    then resampled like any image, with the geometry of the image's own size: step 8);
@@ -23,12 +23,13 @@ record's error row):
    non-JPEG photo; JPEGs count after the draft);
 6. decode the first frame (animated GIF/WebP/PNG, multi-page TIFF), apply the orientation;
 7. mode -> pixels (`PIXELS`); alpha composited on black (``alpha="black"``) or white;
-8. fit to the model's (H, W) (`fastfem.fit.fit_image`): the geometry is computed exactly on the
-   image's own size after orientation (`fastfem.fit.fit_geometry`), a draft decode taking the
+8. fit to the model's (H, W) (`fastfem.data.fit.fit_image`): the geometry is computed exactly on the
+   image's own size after orientation (`fastfem.data.fit.fit_geometry`), a draft decode taking the
    same box divided by its reduction, so a JPEG and the same pixels as PNG are fitted alike.
 
 **Pixels** (`PIXELS`): 8-bit data comes out as uint8 ``v`` (the model's preprocessing,
-`fastfem.preprocess`, reads it as ``v / 255``, the same as a uint8 array); 16-bit data as float32
+`fastfem.data.preprocess`, reads it as ``v / 255``, the same as a uint8 array); 16-bit data as
+float32
 ``v / 65535``; float images (TIFF ``F``) as float32 unchanged (fastfem's float convention:
 [0, 1]). Colour channels: 3 -> RGB (grayscale replicated, CMYK/LAB/HSV converted by Pillow), 1
 -> grayscale (Pillow's ITU-R 601-2 luma ``L = 0.299 R + 0.587 G + 0.114 B``), 4 -> RGBA.
@@ -44,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .fit import check_fit, fit_image, scaled_size
+from fastfem.data.fit import check_fit, fit_image, scaled_size
 
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 #: File name suffixes of image folders (lower case; matched case-insensitively).
@@ -109,7 +110,7 @@ class DecodeOptions:
     """What the pixels must become.
 
     ``size``: the model's (H, W), None to keep the image's; ``channels``: 1, 3 or 4 (None: the
-    image's own, gray or RGB); ``fit``: `fastfem.fit.FITS`; ``max_pixels``: the pixel budget;
+    image's own, gray or RGB); ``fit``: `fastfem.data.fit.FITS`; ``max_pixels``: the pixel budget;
     ``alpha``: the compositing background (`BACKGROUNDS`); ``draft``: allow JPEG draft decoding.
     """
 
@@ -240,7 +241,7 @@ def strict_problems(img: Any, orient: int, options: DecodeOptions) -> list[str]:
 def draft_jpeg(img: Any, orient: int, options: DecodeOptions) -> int:
     """Let a JPEG decode at 1/2, 1/4 or 1/8 scale when its fitted size allows; the reduction
     ``k`` (1: none, and for every other format). The decode stays at least the whole image's
-    fitted size (`fastfem.fit.scaled_size`): Pillow picks the largest ``k`` with ``k`` times
+    fitted size (`fastfem.data.fit.scaled_size`): Pillow picks the largest ``k`` with ``k`` times
     that size within the image's own."""
     if img.format not in ("JPEG", "MPO") or options.size is None:
         return 1
@@ -364,7 +365,7 @@ def decode_image(file: bytes | str | os.PathLike, options: DecodeOptions) -> np.
 
     Raises `DecodeError` (a ValueError) with the reason for refused files; Pillow's own errors
     on damaged data (any exception type) propagate: callers that must go on catch them
-    (`fastfem.audit.sources` turns each into the record's error row).
+    (`fastfem.data.sources` turns each into the record's error row).
     """
     with open_image(file) as img:
         return decode_open(img, options)

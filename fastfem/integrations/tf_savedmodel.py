@@ -1,4 +1,4 @@
-"""A whole explainer as a TensorFlow SavedModel, through its `fastfem.step.Step`.
+"""A whole explainer as a TensorFlow SavedModel, through its `fastfem.engine.step.Step`.
 
 For TensorFlow users: the jitted step of any explainer (extractor, kernel, resize) becomes a
 ``tf.function`` through ``jax2tf.convert`` (weights as ``tf.Variable`` s, not graph constants;
@@ -24,8 +24,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from .converters.export import full_input_shape
-from .step import Step
+from fastfem.converters.export import full_input_shape
+from fastfem.engine.step import Step
 
 
 def _tf_name(key: str) -> str:

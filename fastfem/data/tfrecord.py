@@ -6,7 +6,7 @@ A TFRecord file is a sequence of records, each::
     data[length]                  | uint32 masked CRC-32C of the data
 
 `scan_records` walks a file once and yields one `Frame` per record: its offset, its data (CRC
-checked, `fastfem.audit.crc32c`) or the problem. A record whose data fails its checksum is a
+checked, `fastfem.data.crc32c`) or the problem. A record whose data fails its checksum is a
 frame with a problem and the walk goes on (the framing is intact); damaged framing — a length
 whose checksum fails, or a file that ends inside a record — ends the walk with one last frame
 that says where (``fatal``): every record before the damage is read, nothing after it is
@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .crc32c import masked_crc32c
+from fastfem.data.crc32c import masked_crc32c
 
 HEADER = 12  # uint64 length + uint32 masked CRC of the length
 FOOTER = 4  # uint32 masked CRC of the data

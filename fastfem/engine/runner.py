@@ -1,6 +1,6 @@
 """Run steps over a stream of host batches: the one runner and the one collector.
 
-`Runner` jits a step (or a chain of stages, `fastfem.step`) once with the batch axis sharded
+`Runner` jits a step (or a chain of stages, `fastfem.engine.step`) once with the batch axis sharded
 over a 1-D device mesh and the params replicated. Every batch is padded to the same device
 batch (the last one too), so each input shape is traced once. One batch is in flight: batch
 i+1 is put on the devices and dispatched before the (small) results of batch i are fetched, so
@@ -9,7 +9,7 @@ the runner keeps no model state.
 
 `collect` concatenates the per-batch dicts into one dict of arrays (written in place when the
 count is known, so the results are never held twice), calling an optional per-batch check
-(non-finite handling, `fastfem.nonfinite`) and advancing a progress bar.
+(non-finite handling, `fastfem.engine.nonfinite`) and advancing a progress bar.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from .parallel import batch_sharding, data_mesh, pad_batch, replicated, round_up
-from .progress import progress_bar
-from .step import CARRY, StepFn
+from fastfem.engine.parallel import batch_sharding, data_mesh, pad_batch, replicated, round_up
+from fastfem.engine.progress import progress_bar
+from fastfem.engine.step import CARRY, StepFn
 
 HostBatch = dict[str, np.ndarray]
 Check = Callable[[dict[str, np.ndarray], int], dict[str, np.ndarray]]
@@ -35,7 +35,7 @@ class Runner:
 
     Args:
       stages: one step function ``(params, batch) -> dict``, or a chain of them (each but the
-        last hands its successor's batch under `fastfem.step.CARRY`).
+        last hands its successor's batch under `fastfem.engine.step.CARRY`).
       batch_size: the most examples per device step (a memory bound); rounded up to a multiple
         of the number of devices.
       mesh: the device mesh; default all local devices.

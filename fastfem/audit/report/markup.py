@@ -65,5 +65,5 @@ def join(pieces: Iterable[Any], sep: str = "") -> Markup:
 def page_bytes(page: Markup) -> bytes:
     """A whole page as UTF-8; a TypeError unless ``page`` is `Markup` (made by `render`)."""
     if not isinstance(page, Markup):
-        raise TypeError("a report page must be built with fastfem.audit.markup.render")
+        raise TypeError("a report page must be built with fastfem.audit.report.markup.render")
     return page.encode("utf-8")

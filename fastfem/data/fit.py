@@ -28,7 +28,7 @@ arithmetic on NumPy integer arrays (exhaustively tested over every size).
 
 Resampling is Pillow's bilinear: plain bilinear when enlarging, antialiased (the triangle filter
 widened by the scale) when shrinking. Maps and boxes of an audit are in these model-input pixels.
-``error`` (no fitting) is decided by the decoder (`fastfem.decode`), before any pixel is read.
+``error`` (no fitting) is decided by the decoder (`fastfem.data.decode`), before any pixel is read.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Layout::
                                                       part row i (NaN for error rows)
     DIR/manifest.json                                 configuration, versions, parts, counts
     DIR/audit.lock                                    held while an audit writes
-                                                      (`fastfem.audit.lock`)
+                                                      (`fastfem.audit.store.lock`)
     DIR/invalid/                                      parts set aside by ``--resume`` (their
                                                       maps were missing or short)
 
@@ -23,10 +23,10 @@ the fixed schema (`ResultStore.conform_parts`) or refuses, naming the part and t
 
 **Commit protocol.** A part's maps are written first, then the Parquet file is written to a
 temporary name and renamed; the rename is the commit. Every file is written by
-`fastfem.audit.safe_write.atomic_write` (a new ``O_EXCL | O_NOFOLLOW`` temporary file, then
+`fastfem.audit.store.safe_write.atomic_write` (a new ``O_EXCL | O_NOFOLLOW`` temporary file, then
 ``os.replace``): a link planted in the store is replaced, never written through. Each part
 carries the run's configuration and its hash in its Parquet key-value metadata
-(`fastfem.audit.manifest.part_metadata`), so ``--resume`` checks the parts themselves and a
+(`fastfem.audit.store.manifest.part_metadata`), so ``--resume`` checks the parts themselves and a
 lost manifest is rebuilt from them (`ResultStore.manifest_from_parts`); an id committed in two
 parts (a copied part) is refused (`ResultStore.check_unique_ids`). A reader that must not see
 parts committed while it reads takes a `ResultStore.snapshot`.
@@ -55,16 +55,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .manifest import check_manifest, read_part_config
-from .safe_write import (  # noqa: F401  (StoreError, writing, ...: imported from here too)
+from fastfem.audit.store.manifest import check_manifest, read_part_config
+from fastfem.audit.store.safe_write import (
     StoreError,
     atomic_write_bytes,
     ensure_folder,
-    temporary,
     write_table_atomic,
     writing,
 )
-from .sources import Record
+from fastfem.data.sources import Record
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -76,7 +75,7 @@ MANIFEST = "manifest.json"
 INVALID = "invalid"
 
 #: The Arrow type of every column an audit writes (``pyarrow.type_for_alias`` names); all are
-#: nullable. Columns taken from each input's `fastfem.audit.sources.Record` come first.
+#: nullable. Columns taken from each input's `fastfem.data.sources.Record` come first.
 COLUMN_TYPES: dict[str, str] = {
     "id": "string",
     "id_raw": "binary",
@@ -244,7 +243,7 @@ class ResultStore:
 
     def part_records(self, parts: Sequence[Path] | None = None) -> dict[str, tuple]:
         """``{part name: (configuration hash, record)}`` read from each part's Parquet
-        metadata (`fastfem.audit.manifest.read_part_config`); a ValueError naming an altered
+        metadata (`fastfem.audit.store.manifest.read_part_config`); a ValueError naming an altered
         one."""
         import pyarrow.parquet as pq
 
@@ -471,7 +470,7 @@ class PartWriter:
     others are the step's per-image results by name. ``labels`` maps a column of class indices
     to the class names it stores (FAM's prototypes). NaN in a float column is stored as null.
     ``metadata``: the Parquet key-value metadata of every part (the run's configuration,
-    `fastfem.audit.manifest.part_metadata`).
+    `fastfem.audit.store.manifest.part_metadata`).
     """
 
     def __init__(

@@ -8,7 +8,7 @@ with (the anchor is optax's ``GradientTransformation``: a record of pure functio
 ``batch`` holds per-example arrays (``"x"``: the images (B, H, W, C); other keys for methods
 that need more, e.g. FAM's ``"reference"``), named in ``inputs``; every output is per example
 (leading axis B). The explainers' ``step(sample_shape, *, resize=...)`` return one;
-`fastfem.runner.Runner` runs it batch by batch (padded, sharded, jitted once); the audit, the
+`fastfem.engine.runner.Runner` runs it batch by batch (padded, sharded, jitted once); the audit, the
 metrics and the TF SavedModel export consume it without knowing which method made it.
 
 Keys every explainer's step returns: ``"maps"`` (B, H, W) at the input size (``resize=True``)

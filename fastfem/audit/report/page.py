@@ -4,7 +4,8 @@ The page holds the run summary with the detectors' rules, one section per shortc
 cluster (its mean map, its class skew against the whole store, a gallery of its most typical
 members), an overview of every explanation cluster, the per-class mean maps, the gallery of
 the top flagged images, the distribution of every map statistic (flagged rows highlighted) and
-the error rows. Every picture is an embedded base64 PNG thumbnail (`fastfem.audit.thumbnails`),
+the error rows. Every picture is an embedded base64 PNG thumbnail
+(`fastfem.audit.report.thumbnails`),
 so the file opens from disk with no server and nothing fetched.
 
 Scale: the report never loads every map. The flags and clusters come from ``flags.parquet`` /
@@ -14,8 +15,8 @@ map shards; only the maps of the pictured rows are read. Images are read again f
 source recorded in the manifest (a folder, an array file, or the bundled sample); for
 in-memory sources the pictures show the maps alone.
 
-Safety: every string of the store reaches the page through `fastfem.audit.markup.render`
-(escaped at that one place); the page is written by `fastfem.audit.safe_write.atomic_write`
+Safety: every string of the store reaches the page through `fastfem.audit.report.markup.render`
+(escaped at that one place); the page is written by `fastfem.audit.store.safe_write.atomic_write`
 (complete or not at all, never through a link); the store is read as a snapshot of its
 committed parts, so a report of a store being written is consistent (and says so).
 """
@@ -30,21 +31,21 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.map_stats import MapStats
-from .detectors import CLUSTERS_FILE, FLAGS_FILE, detect, detection_rule
-from .detectors.box import float_column
-from .detectors.clusters import class_mean_maps
-from .detectors.shards import read_map_rows
-from .detectors.summary import Classes, row_classes
-from .detectors.tables import clusters_schema, flags_schema, read_table
-from .lock import describe, lock_holder
-from .markup import Markup, join, page_bytes, render
-from .reliance.report import describe_section, reliance_section
-from .safe_write import atomic_write_bytes, output_path
-from .sources import ReadOptions, open_source, unit_float
-from .steps import LOCALISATION_COLUMNS
-from .store import ResultStore
-from .thumbnails import map_thumbnail, overlay_thumbnail
+from fastfem.audit.detectors import CLUSTERS_FILE, FLAGS_FILE, detect, detection_rule
+from fastfem.audit.detectors.box import float_column
+from fastfem.audit.detectors.clusters import class_mean_maps
+from fastfem.audit.detectors.shards import read_map_rows
+from fastfem.audit.detectors.summary import Classes, row_classes
+from fastfem.audit.detectors.tables import clusters_schema, flags_schema, read_table
+from fastfem.audit.reliance.report import describe_section, reliance_section
+from fastfem.audit.report.markup import Markup, join, page_bytes, render
+from fastfem.audit.report.thumbnails import map_thumbnail, overlay_thumbnail
+from fastfem.audit.steps import LOCALISATION_COLUMNS
+from fastfem.audit.store.lock import describe, lock_holder
+from fastfem.audit.store.parts import ResultStore
+from fastfem.audit.store.safe_write import atomic_write_bytes, output_path
+from fastfem.data.sources import ReadOptions, open_source, unit_float
+from fastfem.kernels.map_stats import MapStats
 
 #: Shortcut-candidate clusters given a section, members pictured per section, classes shown.
 MAX_CLUSTER_SECTIONS = 8
@@ -71,7 +72,7 @@ def images_by_id(
         return {}
     wanted = set(ids)
     if location == "bundled:test":
-        from ..sample import generate
+        from fastfem.sample import generate
 
         s = generate("test")
         return {rid: s.images[i] for i, rid in enumerate(s.ids) if rid in wanted}
@@ -419,7 +420,7 @@ def _writer_note(store: ResultStore) -> Markup:
 
 
 def report_path(store: ResultStore, out: str | os.PathLike | None) -> Path:
-    """Where the report goes: ``out`` (checked by `fastfem.audit.safe_write.output_path`), or
+    """Where the report goes: ``out`` (checked by `fastfem.audit.store.safe_write.output_path`), or
     ``DIR/report.html``."""
     path = store.root / "report.html" if out is None else output_path(out, "the report's --out")
     if path.is_dir() and not path.is_symlink():
@@ -434,7 +435,7 @@ def write_report(
 
     The store is read as a snapshot (`ResultStore.snapshot`: the parts committed when the report
     starts, also while an audit adds parts), and the page is written by
-    `fastfem.audit.safe_write.atomic_write`: complete or not at all, never through a link."""
+    `fastfem.audit.store.safe_write.atomic_write`: complete or not at all, never through a link."""
     store = ResultStore(output_path(store_dir, "the store folder")).snapshot()
     path = report_path(store, out)
     rows = store.read_rows()

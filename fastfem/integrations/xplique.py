@@ -1,4 +1,5 @@
-"""Xplique drop-in: ``from fastfem.xplique import FEM`` replaces ``xplique.attributions.FEM``.
+"""Xplique drop-in: ``from fastfem.integrations.xplique import FEM`` replaces
+``xplique.attributions.FEM``.
 
 TensorFlow in, ``tf.Tensor`` out, with Xplique 2.0's constructor, attributes and static helpers;
 the maps come from fastfem's jitted engine (`fastfem.FEM`, variant ``"xplique"``, equal to
@@ -42,10 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
-from .converters import FeatureExtractor, load
-from .explainers.fem import FEM as FemEngine
-from .inputs import image_stream, is_tf_dataset
-from .kernels.fem import channel_stats, fem_masks
+from fastfem.converters import FeatureExtractor, load
+from fastfem.data.inputs import image_stream, is_tf_dataset
+from fastfem.explainers.fem import FEM as FemEngine
+from fastfem.kernels.fem import channel_stats, fem_masks
 
 __all__ = ["FEM"]
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .converters import FeatureExtractor, Features
+from fastfem.converters import FeatureExtractor, Features
 
 PREPROCESS: tuple[str, ...] = ("unit", "raw", "caffe", "torch", "tf")
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)

@@ -145,14 +145,14 @@ def read_boxes(spec: Any) -> Boxes | str:
             return read_csv_boxes(path)
         if path.suffix.lower() == ".json":
             return read_json_boxes(path)
-        raise ValueError(f"{path}: boxes must be a .csv or .json file (see fastfem.audit.boxes)")
+        raise ValueError(f"{path}: boxes must be a .csv or .json file (see fastfem.data.boxes)")
     raise TypeError(f"boxes must be a .csv/.json path, a mapping or 'sample'; got {type(spec)}")
 
 
 def sample_boxes(ids: Iterable[str]) -> Boxes:
     """The bundled sample's ground-truth boxes for the ``ids`` that are sample ids (by id or
     file name stem, e.g. ``test-00017`` or ``circle/test-00017.png``), keyed by those ids."""
-    from ..sample import generate
+    from fastfem.sample import generate
 
     wanted: dict[str, list[tuple[str, int]]] = {}
     for rid in ids:

@@ -2,7 +2,7 @@
 
 Every step returns ``finite`` (B, 2) bool per example: column 0 every input pixel is finite,
 column 1 every activation is (the rule lives in `fastfem.kernels.finite`). `NonFiniteCheck` is
-the per-batch hook of `fastfem.runner.collect` that applies an explainer's policy:
+the per-batch hook of `fastfem.engine.runner.collect` that applies an explainer's policy:
 
 * ``"raise"`` (default): a ValueError naming the indices of the inputs whose pixels or
   activations are NaN/inf (the first 20, and how many more);
@@ -51,7 +51,7 @@ def raise_on_nonfinite(
 
 
 class NonFiniteCheck:
-    """`fastfem.runner.collect`'s per-batch hook for the flags of a step's outputs.
+    """`fastfem.engine.runner.collect`'s per-batch hook for the flags of a step's outputs.
 
     Args:
       layer: the explained layer(s), for the message.

@@ -3,7 +3,8 @@
 Pictures are composed in NumPy and encoded by Pillow at thumbnail size (at most ``SIZE`` px a
 side) as palette PNGs of at most ``COLOURS`` colours, so a report with dozens of them stays a
 few hundred kilobytes. A map is shown clipped to
-its 0.1-99.9 percentiles (`fastfem.overlay.normalize_for_display`) through the ``jet`` colour
+its 0.1-99.9 percentiles (`fastfem.integrations.overlay.normalize_for_display`) through the ``jet``
+colour
 map; over an image it is resized bilinearly to the image and blended with weight ``ALPHA``.
 """
 
@@ -14,7 +15,7 @@ import io
 
 import numpy as np
 
-from ..overlay import normalize_for_display
+from fastfem.integrations.overlay import normalize_for_display
 
 SIZE = 128
 ALPHA = 0.45

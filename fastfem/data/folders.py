@@ -1,8 +1,8 @@
 """Image folders on disk: the files they hold (walked safely), and loading them as arrays.
 
 `walk_images` lists the image files under a folder (recursive; suffixes
-`fastfem.decode.IMAGE_SUFFIXES`, any case) as `FolderEntry` items sorted by their path
-components, with ids that survive any file name (`fastfem.ids`: a relative POSIX path,
+`fastfem.data.decode.IMAGE_SUFFIXES`, any case) as `FolderEntry` items sorted by their path
+components, with ids that survive any file name (`fastfem.data.ids`: a relative POSIX path,
 escaped where it is not UTF-8, the bytes on disk kept beside it). Symbolic links:
 
 * a link to a file is listed under its own path (two links to one file are two entries);
@@ -15,7 +15,7 @@ escaped where it is not UTF-8, the bytes on disk kept beside it). Symbolic links
 
 `load_images` reads a folder (or a ``.npy``/``.npz`` file) into one float32 array in [0, 1]
 for ``fastfem explain`` / ``evaluate``, through the same decoder as the audit
-(`fastfem.decode`).
+(`fastfem.data.decode`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import IMAGE_SUFFIXES, DecodeOptions, array_pixels, decode_image, unit_float
-from .ids import id_and_raw, printable, readable_id
+from fastfem.data.decode import (
+    IMAGE_SUFFIXES,
+    DecodeOptions,
+    array_pixels,
+    decode_image,
+    unit_float,
+)
+from fastfem.data.ids import id_and_raw, printable, readable_id
 
 
 @dataclass(frozen=True)
@@ -170,9 +176,11 @@ def load_images(
     """Load ``source`` as (N, H, W, C) float32 in [0, 1] with one id per image.
 
     A folder: every image under it (`walk_images`; ids are relative paths), decoded by
-    `fastfem.decode` and fitted to ``size`` = (H, W) by ``fit`` (default ``squash``). A ``.npy``
+    `fastfem.data.decode` and fitted to ``size`` = (H, W) by ``fit`` (default ``squash``). A
+    ``.npy``
     / ``.npz`` (``images`` or its only array, ``ids`` if present): the pixels by the same rule
-    (`fastfem.decode.array_pixels`: uint8 ``v / 255``, uint16 ``v / 65535``, floats as they are).
+    (`fastfem.data.decode.array_pixels`: uint8 ``v / 255``, uint16 ``v / 65535``, floats as they
+    are).
     """
     src = Path(source)
     if src.is_dir():

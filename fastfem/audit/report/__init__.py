@@ -1,0 +1,1 @@
+"""The audit's HTML report: the page, escaped markup only, thumbnails."""
