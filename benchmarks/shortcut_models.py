@@ -9,7 +9,7 @@ configuration's ``train`` split (3,000 images, label leak: 12% of them marked, a
 mark's class), `EPOCHS` + `FINETUNE_EPOCHS` epochs. The model is then measured on the ``test``
 split (512 images, the mark on 15% of every class): an image is *relied on* when the mark
 raises the mark class's probability by >= 0.5 over its clean twin, or turns the prediction to
-it (`fastfem.sample.shortcuts.relied_on`). A run whose clean test accuracy stays below
+it (`benchmarks.shortcut_data.relied_on`). A run whose clean test accuracy stays below
 `MIN_ACCURACY` (it never left chance) starts again from the next of `SEEDS`. While fewer than
 `RELY_SHARE` of the marked test images of the other classes are relied on, it trains
 `MORE_EPOCHS` more epochs (at most `MAX_ROUNDS` times); a model that still ignores its mark is
@@ -82,7 +82,7 @@ def measure(model, name: str, base: str, split: str = "test") -> dict:
     """Accuracy on the clean images of ``split`` and the reliance counts of its marked ones."""
     import numpy as np
 
-    from fastfem.sample.shortcuts import generate_shortcut, reliance_summary, relied_on
+    from benchmarks.shortcut_data import generate_shortcut, reliance_summary, relied_on
 
     s = generate_shortcut(name, split, base=base)
     predict = predictor(model)
@@ -103,7 +103,7 @@ def control_share(name: str, base: str) -> float | None:
     """The control model's (``none``, trained with no mark) relied-on share on ``name``'s marked
     test images: how far an unfamiliar mark moves a model towards the class by itself (None
     when the control model is not cached)."""
-    from fastfem.sample.shortcuts import generate_shortcut, reliance_summary, relied_on
+    from benchmarks.shortcut_data import generate_shortcut, reliance_summary, relied_on
 
     if name == "none" or not model_path("none", base).is_file():
         return None
@@ -119,7 +119,7 @@ def relies(record: dict) -> bool | None:
 
 def train_one(name: str, base: str) -> dict:
     """Train, extend while the model ignores its mark, save; returns the model's record."""
-    from fastfem.sample.shortcuts import generate_shortcut, get_base
+    from benchmarks.shortcut_data import generate_shortcut, get_base
     from fastfem.sample.train import fine_tune, fit_sample_cnn
 
     t0 = time.perf_counter()
@@ -202,7 +202,7 @@ def markdown_table(models: list[dict]) -> str:
     """Per configuration and base: clean accuracy, relied-on count / marked images of the other
     classes (share), and the control model's share on the same images, from
     ``shortcut_models.json``'s ``models``."""
-    from fastfem.sample.shortcuts import CONFIGS
+    from benchmarks.shortcut_data import CONFIGS
 
     bases = sorted({m["base"] for m in models}, reverse=True)
     by = {(m["config"], m["base"]): m for m in models}
@@ -242,7 +242,7 @@ def _print(r: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fastfem.sample.shortcuts import BASES, CONFIGS
+    from benchmarks.shortcut_data import BASES, CONFIGS
 
     parser = argparse.ArgumentParser(description="Train / measure the shortcut models.")
     parser.add_argument("command", choices=["train", "measure", "table"])

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Shortcut benchmark: does the audit find the shortcuts a model *relies on*?
 
-For every base dataset and configuration of `fastfem.sample.shortcuts` (a mark kind at a place,
+For every base dataset and configuration of `benchmarks.shortcut_data` (a mark kind at a place,
 and the ``none`` control) with a cached model (`benchmarks.shortcut_models`: trained on a label
 leak until it relies on the mark), the test split is audited with the default audit
 (`fastfem.audit.audit`: the map detectors and the reliance test) and the flags are scored:
 
-* **relied on** (the ground truth, `fastfem.sample.shortcuts.relied_on`): the model's output on
+* **relied on** (the ground truth, `benchmarks.shortcut_data.relied_on`): the model's output on
   each marked image and on its clean twin — the mark raises the mark class's probability by
   >= 0.5 or turns the prediction to it;
 * precision = flagged rows that carry the mark / flagged rows; recall over the relied-on rows,
@@ -105,9 +105,9 @@ def spray_scores(store: Path, marked: np.ndarray, relied: np.ndarray) -> dict[st
 
 def evaluate(base: str, name: str, split: str, work: Path) -> dict[str, Any]:
     """Audit one configuration's split with its cached model and score it."""
+    from benchmarks.shortcut_data import generate_shortcut, relied_on
     from benchmarks.shortcut_models import load, model_path, predictor
     from fastfem.audit import audit
-    from fastfem.sample.shortcuts import generate_shortcut, relied_on
 
     s = generate_shortcut(name, split, base=base)
     relied = relied_on(predictor(load(name, base)), s)
@@ -137,9 +137,9 @@ def cost(base: str, name: str, n: int, work: Path, reps: int = 2) -> dict[str, A
     configuration audited with its model, with the reliance test off and on (``reps`` each,
     alternating; compilation excluded by a warm-up audit of each); seconds, medians, min/max
     and the ratio of the extra time to the audit without it."""
+    from benchmarks.shortcut_data import generate_shortcut
     from benchmarks.shortcut_models import model_path
     from fastfem.audit import audit
-    from fastfem.sample.shortcuts import generate_shortcut
 
     images = generate_shortcut(name, "test", n=n, base=base).images
     model = str(model_path(name, base))
@@ -198,8 +198,8 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.shortcut_data import BASES, CONFIGS
     from benchmarks.shortcut_models import model_path
-    from fastfem.sample.shortcuts import BASES, CONFIGS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", nargs="*", default=list(BASES))

@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
     from pathlib import Path
 
-    from fastfem.sample.shortcuts import CONFIGS
+    from benchmarks.shortcut_data import CONFIGS
 
     from .shortcuts import BUNDLED, RESULTS
 

@@ -1,4 +1,4 @@
-"""The planted-shortcut generator (`fastfem.sample.shortcuts`): every kind on every base, clean
+"""The planted-shortcut generator (`benchmarks.shortcut_data`): every kind on every base, clean
 twins, the train split's label leak, and the reliance ground truth."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastfem.sample.shortcuts import (
+from benchmarks.shortcut_data import (
     BASES,
     CONFIGS,
     KINDS,

@@ -74,9 +74,9 @@ def test_fam_audit_gets_the_detectors_and_the_reliance_test(tmp_path):
     runs the same detectors on its maps, and the reliance test on the model's output."""
     import pyarrow.parquet as pq
 
+    from benchmarks.shortcut_data import generate_shortcut
     from benchmarks.shortcut_models import model_path
     from fastfem.audit import audit
-    from fastfem.sample.shortcuts import generate_shortcut
 
     s = generate_shortcut("watermark@middle", "test", n=256)
     summary = audit(

@@ -125,10 +125,10 @@ def test_spray_on_an_audited_planted_store(tmp_path):
     """A real audit (checker at the top-left, the configuration's trained model, 300 test
     images): SpRAy's oracle-best cluster is mostly the planted rows (precision >= 0.7 with the
     label-leak model; a shuffled truth scores far lower)."""
+    from benchmarks.shortcut_data import generate_shortcut
     from benchmarks.shortcut_models import model_path
     from fastfem.audit import audit
     from fastfem.sample import CLASS_NAMES
-    from fastfem.sample.shortcuts import generate_shortcut
 
     model = model_path("checker@top-left", "shapes")
     s = generate_shortcut("checker@top-left", "test", n=300)

@@ -10,8 +10,8 @@ assumed (`reliance`).
 
 from __future__ import annotations
 
-from fastfem.sample.shortcuts.bases import BASES, Base, get_base
-from fastfem.sample.shortcuts.config import (
+from benchmarks.shortcut_data.bases import BASES, Base, get_base
+from benchmarks.shortcut_data.config import (
     CONFIGS,
     EDGES,
     KINDS,
@@ -21,7 +21,7 @@ from fastfem.sample.shortcuts.config import (
     Shortcut,
     parse_shortcut,
 )
-from fastfem.sample.shortcuts.generate import (
+from benchmarks.shortcut_data.generate import (
     LEAK_RATE,
     MARK_RATE,
     SHORTCUT_SPLITS,
@@ -30,8 +30,8 @@ from fastfem.sample.shortcuts.generate import (
     mark_class,
     mark_zone,
 )
-from fastfem.sample.shortcuts.marks import FRAME_COLOUR, MARK_COLOURS, STRIPE_COLOUR
-from fastfem.sample.shortcuts.reliance import reliance_summary, relied_on
+from benchmarks.shortcut_data.marks import FRAME_COLOUR, MARK_COLOURS, STRIPE_COLOUR
+from benchmarks.shortcut_data.reliance import reliance_summary, relied_on
 
 __all__ = [
     "BASES",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fastfem.sample.shortcuts.generate import ShortcutSet
+from benchmarks.shortcut_data.generate import ShortcutSet
 
 __all__ = ["relied_on", "reliance_summary"]
 

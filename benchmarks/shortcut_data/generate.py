@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastfem.sample.shortcuts import marks
-from fastfem.sample.shortcuts.bases import Base, get_base
-from fastfem.sample.shortcuts.config import Shortcut, parse_shortcut
+from benchmarks.shortcut_data import marks
+from benchmarks.shortcut_data.bases import Base, get_base
+from benchmarks.shortcut_data.config import Shortcut, parse_shortcut
 
 __all__ = [
     "LEAK_RATE",

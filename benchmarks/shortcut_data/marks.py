@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from benchmarks.shortcut_data.config import Shortcut
 from fastfem.sample.dataset import watermark_patch
-from fastfem.sample.shortcuts.config import Shortcut
 
 __all__ = ["MARK_COLOURS", "draw_mark", "mark_zone"]
 
