@@ -89,3 +89,83 @@ def test_a_global_probe_must_knock_out_the_rows_it_changes_most():
     tinted = S.probe_tests(drop, pred, np.unique(pred), areas, None, None, dose)
     (found,) = S.select_candidates(tinted, drop, pred)
     assert (found.probe, found.cls) == (1, 1) and found.dose_lift > 1.5
+
+
+def _ring_sweep(ring_hits: int):
+    """Probes 0-3: wide bands (translates of each other) that hide class 0's objects twice as
+    often as the other classes'; probe 4: a border ring (no translates, same area) that hides
+    almost no object, and ``ring_hits`` rows of class 0 (a frame the class relies on)."""
+    rng = np.random.default_rng(3)
+    pred = np.repeat(np.arange(4), 80)
+    drop = np.zeros((len(pred), 5))
+    rate = np.where(pred == 0, 0.3, 0.15)[:, None]
+    drop[:, :4] = np.where(rng.uniform(size=(len(pred), 4)) < rate, 0.6, 0.0)
+    drop[rng.choice(np.flatnonzero(pred != 0), 2, replace=False), 4] = 0.6
+    drop[np.flatnonzero(pred == 0)[:ring_hits], 4] = 0.6
+    areas, families = [0.25] * 5, ["band wide"] * 4 + ["border"]
+    overlaps = np.ones((5, 5), bool)
+    overlaps[:4, :4] = np.eye(4, dtype=bool)
+    return drop, pred, S.RegionInfo(areas, families, overlaps)
+
+
+def test_a_region_without_translates_is_compared_by_lift_not_by_rate():
+    # the ring knocks out 29 of class 0's 80 rows and 2 of the 240 others; the bands knock out
+    # ~30% of class 0 (its objects are fragile) and ~15% of the others: by rate the ring would
+    # look ordinary for class 0 (36% vs 30%), by lift it stands out (~29x vs ~2x)
+    drop, pred, regions = _ring_sweep(29)
+    tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    t = {(t.probe, t.cls): t for t in tests}[(4, 0)]
+    assert t.place_lift > 5
+    assert [(f.probe, f.cls) for f in S.select_candidates(tests, drop, pred)] == [(4, 0)]
+    # a ring that knocks out class 0 no more, relative to the others, than the bands do
+    drop, pred, regions = _ring_sweep(0)
+    drop[np.flatnonzero(pred == 0)[:1], 4] = 0.6
+    assert (
+        S.select_candidates(S.probe_tests(drop, pred, np.unique(pred), *regions), drop, pred) == []
+    )
+
+
+def _band_sweep():
+    """Probe 0: a narrow band hiding part of a mark (20 rows of class 1), probe 1: the wide
+    band around it hiding all of it (35 rows, incl. those 20) but also the other classes'
+    objects (the class lift stays < MIN_LIFT), probe 2: a column overlapping both (more hits
+    of the class, less specific), probes 3-7:
+    narrow bands elsewhere (translates), probes 8-11: wide bands elsewhere."""
+    rng = np.random.default_rng(4)
+    pred = np.repeat(np.arange(4), 80)
+    drop = np.where(rng.uniform(size=(len(pred), 12)) < 0.02, 0.6, 0.0)
+    mine = np.flatnonzero(pred == 1)
+    drop[mine[:20], 0] = 0.7
+    drop[mine[:35], 1] = 0.7
+    drop[rng.choice(np.flatnonzero(pred != 1), 40, replace=False), 1] = 0.6
+    drop[mine[:20], 2] = 0.7
+    drop[mine[60:75], 2] = 0.7
+    drop[rng.choice(np.flatnonzero(pred != 1), 30, replace=False), 2] = 0.6
+    areas = [0.1, 0.2, 0.15] + [0.1] * 5 + [0.2] * 4
+    families = ["band", "band wide", "column"] + ["band"] * 5 + ["band wide"] * 4
+    overlaps = np.eye(12, dtype=bool)
+    overlaps[np.ix_([0, 1, 2], [0, 1, 2])] = True
+    return drop, pred, S.RegionInfo(areas, families, overlaps)
+
+
+def test_a_candidate_grows_to_its_widest_passing_neighbour_of_the_same_shape():
+    drop, pred, regions = _band_sweep()
+    tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    by = {(t.probe, t.cls): t for t in tests}
+    assert by[(1, 1)].lift < S.MIN_LIFT  # the wide band alone would not be a candidate
+    found = S.select_candidates(tests, drop, pred, 48)
+    assert [(f.probe, f.cls) for f in found] == [(0, 1)]
+    (grown,) = S.widest_extent(found, tests, drop, pred, regions, 48)
+    assert (grown.probe, grown.cls) == (1, 1) and grown.hits >= 35  # not the column (a column)
+
+
+def test_a_candidate_does_not_grow_into_a_neighbour_hiding_other_rows():
+    drop, pred, regions = _band_sweep()
+    mine = np.flatnonzero(pred == 1)
+    drop[mine[:20], 1] = 0.0  # the wide band knocks out other rows of the class, not these
+    drop[mine[40:60], 1] = 0.7
+    tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    found = S.select_candidates(tests, drop, pred, 48)
+    assert [(t.probe, t.cls) for t in S.widest_extent(found, tests, drop, pred, regions, 48)] == [
+        (0, 1)
+    ]

@@ -40,8 +40,10 @@ from fastfem.audit.reliance.stats import (
     MIN_DOSE_LIFT,
     TAU,
     ProbeTest,
+    RegionInfo,
     probe_tests,
     select_candidates,
+    widest_extent,
 )
 from fastfem.audit.reliance.step import ProbeParams, make_probe_step
 from fastfem.engine.step import Step
@@ -292,10 +294,15 @@ def reliance_test(
     doses: list[np.ndarray] = []
     pred, drop = sweep(runner, batches, probes, fills, doses)
     classes = np.unique(pred)
-    areas = [0.0 if p.region.kind == "image" else float(p.region.mask.mean()) for p in probes]
-    families = [p.region.kind for p in probes]
-    tests = probe_tests(drop, pred, classes, areas, families, region_overlaps(probes), doses[0])
-    found = select_candidates(tests, drop, pred, len(probes) * max(len(classes), 1))
+    regions = RegionInfo(
+        [0.0 if p.region.kind == "image" else float(p.region.mask.mean()) for p in probes],
+        [p.region.kind for p in probes],
+        region_overlaps(probes),
+    )
+    tests = probe_tests(drop, pred, classes, *regions, doses[0])
+    n_tests = len(probes) * max(len(classes), 1)
+    found = select_candidates(tests, drop, pred, n_tests)
+    found = widest_extent(found, tests, drop, pred, regions, n_tests)
     cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
     for c in cands:
         if c.probe.region.kind == "image":

@@ -17,27 +17,39 @@ sits and pushes ONE class. So for each probe and class ``c`` the hits among the 
 That alone does not separate a mark from objects of one class that a region's *shape* hides
 more often (thin objects and thin columns). A mark sits at one place; objects of a class sit
 anywhere, so they are hit by every translate of a region alike. Hence the *place lift*: the
-class's hit rate at ``p`` over its typical hit rate at regions of the same kind *elsewhere*
-(the upper quartile over the members of ``p``'s family — bands, columns, cells, quarters —
-that share no pixel with it: its translates; a region that overlaps ``p`` hides part of the
-same mark. A region without ``MIN_FAMILY`` such translates — a border ring, the centre, a
-map's hot spot — is compared with the other regions whose area is within a factor
-``AREA_RATIO`` of its own, else with every other region: regions apart from the centre all
-touch the image's edge, where
-objects are cut off, so they would flatter it),
+class's hit rate at ``p`` over its typical hit rate ``t_cp`` at regions of the same kind
+*elsewhere* — the upper quartile over the members of ``p``'s family (bands, columns, cells,
+quarters) that share no pixel with it, its translates (a region that overlaps ``p`` hides part
+of the same mark):
 
-    place_lift = (h_c / n_c) / (q75_{r ~ p} (h_cr / n_c) + 1 / n_c)
+    t_cp = q75_{r ~ p} (h_cr / n_c) + 1 / n_c
+
+A region without ``MIN_FAMILY`` translates — a border ring, the centre, a map's hot spot — is
+compared with the other regions whose area is within a factor ``AREA_RATIO`` of its own, else
+with every other region. Those have another shape: they hide objects more or less often *for
+every class* (a ring hides almost no object, a column many), so a raw rate would flatter or
+bury it. What carries over between shapes is the class's excess over the other classes, its
+lift, so there
+
+    t_cp = max(u_p * q75_{r ~ p} (lift_cr), 1 / n_c)
+
+(``u_p`` the upper end of the Wilson interval of the other classes' rate ``h_o / n_o``, one-sided
+95%: when few rows of the other classes are hit, their rate and the lift are noisy)
+
+    place_lift = (h_c / n_c) / t_cp
 
 Either null — "the region hides other classes' objects as often" or "it hides this class's
-objects as often as its translates do" — predicts a hit rate of at most ``q* = max(q,
-q75_{r ~ p} (h_cr / n_c) + 1 / n_c)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)``
-(``q* = q`` for global probes), and ``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``,
-``min(lift, place_lift) >= MIN_LIFT`` and the p-value is below ``ALPHA`` divided by the number
-of tests (probes x classes: Bonferroni). A global probe also needs its *dose lift* — the mean
-change ``mean |probe(x) - x|`` of the class's hit rows over the sample's — to reach
-``MIN_DOSE_LIFT``. Candidates are taken most significant first, skipping one whose hit rows
-of class ``c`` mostly repeat (``>= MAX_OVERLAP`` of its hits) a candidate already taken for
-``c``: a band and a cell inside it that hide the same mark are one finding.
+objects as often as comparable regions do" — predicts a hit rate of at most ``q* = max(q,
+t_cp)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)`` (``q* = q`` for global probes), and
+``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``, ``min(lift, place_lift) >= MIN_LIFT``
+and the p-value is below ``ALPHA`` divided by the number of tests (probes x classes:
+Bonferroni). A global probe also needs its *dose lift* — the mean change ``mean |probe(x) -
+x|`` of the class's hit rows over the sample's — to reach ``MIN_DOSE_LIFT``. Candidates are
+taken most specific first (largest ``min(lift, place_lift)``, then smallest p-value),
+skipping one whose hit rows of class ``c`` mostly repeat (``>= MAX_OVERLAP`` of its hits) a
+candidate already taken for ``c``: a band and a cell inside it that hide the same mark are one
+finding. Each candidate then grows to its widest passing neighbour (`widest_extent`): a mark
+whose extent varies from image to image is hidden whole by a wider region of the same shape.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,6 +77,7 @@ TYPICAL_PERCENTILE = 75.0
 #: their mean change over the sample's must reach this (a class that merely needs colour is
 #: knocked out on ordinary images).
 MIN_DOSE_LIFT = 1.5
+MAX_EXTENT = 2.0  # a candidate may grow to a neighbour of at most this many times its area
 MAX_CANDIDATES = 8  # candidates tested on every row (each costs one forward per member row)
 
 
@@ -79,6 +93,15 @@ def binomial_tail(k: int, n: int, q: float) -> float:
     logp = logc + i * math.log(q) + (n - i) * math.log1p(-q)
     m = float(np.max(logp))
     return float(min(1.0, math.exp(m) * np.sum(np.exp(logp - m))))
+
+
+class RegionInfo(NamedTuple):
+    """The sweep's probes as regions: ``areas`` (P,) each region's share of the image (0: a
+    global probe), ``families`` (P,) its shape family, ``overlaps`` (P, P) which share a pixel."""
+
+    areas: Sequence[float]
+    families: Sequence[str]
+    overlaps: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -135,6 +158,37 @@ def translates(
     return out
 
 
+def wilson_upper(hits: int, rows: int, z: float = 1.645) -> float:
+    """The upper end of the Wilson score interval of a rate ``hits / rows`` (one-sided 95% for
+    the default ``z``): a rate of 0 in 300 rows is not known to be below ~1%."""
+    if rows <= 0:
+        return 1.0
+    r = hits / rows
+    centre = r + z * z / (2 * rows)
+    spread = z * math.sqrt(r * (1 - r) / rows + z * z / (4 * rows * rows))
+    return min(1.0, (centre + spread) / (1 + z * z / rows))
+
+
+def typical_rate(
+    p: int,
+    compare: np.ndarray,
+    h_c: np.ndarray,
+    n_c: int,
+    q: np.ndarray,
+    families: Sequence[str],
+    q_upper: float,
+) -> float:
+    """The class's expected hit rate at probe ``p`` under the place null (module docstring):
+    from its translates (``compare`` all of ``p``'s family), their upper-quartile hit rate
+    ``+ 1 / n_c``; from regions of other shapes, the other classes' rate at ``p`` (its upper
+    bound ``q_upper``: few hits among them make the ratio noisy) times the class's
+    upper-quartile lift at those regions (at least ``1 / n_c``)."""
+    if families[p] and all(f == families[p] for f in np.asarray(families)[compare]):
+        return float(np.percentile(h_c[compare], TYPICAL_PERCENTILE)) / n_c + 1.0 / n_c
+    lifts = (h_c[compare] / n_c) / q[compare]
+    return max(q_upper * float(np.percentile(lifts, TYPICAL_PERCENTILE)), 1.0 / n_c)
+
+
 def probe_tests(
     drop: np.ndarray,
     pred: np.ndarray,
@@ -153,6 +207,7 @@ def probe_tests(
     hit = drop >= TAU
     areas = np.ones(drop.shape[1]) if areas is None else np.asarray(areas, np.float64)
     compare = translates(areas, families, overlaps)
+    fams = np.asarray(["" for _ in areas] if families is None else list(families), dtype=object)
     tests = []
     for c in classes:
         mine = pred == c
@@ -165,8 +220,8 @@ def probe_tests(
         for p in range(drop.shape[1]):
             q_star, place = float(q[p]), float("inf")
             if areas[p] > 0 and compare[p].any():
-                typical = float(np.percentile(h_c[compare[p]], TYPICAL_PERCENTILE)) / n_c
-                typical += 1.0 / n_c
+                upper = wilson_upper(int(h_o[p]), n_o)
+                typical = typical_rate(p, compare[p], h_c, n_c, q, fams, upper)
                 place = (h_c[p] / n_c) / typical
                 q_star = max(q_star, min(typical, 1.0))
             lift = (h_c[p] / n_c) / q[p]
@@ -194,7 +249,7 @@ def select_candidates(
         and t.dose_lift >= MIN_DOSE_LIFT
         and t.p_value <= ALPHA / n_tests
     ]
-    passing.sort(key=lambda t: (t.p_value, -t.lift, t.probe))
+    passing.sort(key=lambda t: (-min(t.lift, t.place_lift), t.p_value, t.probe))
     chosen: list[ProbeTest] = []
     for t in passing:
         rows = (pred == t.cls) & (drop[:, t.probe] >= TAU)
@@ -208,3 +263,48 @@ def select_candidates(
         if len(chosen) == MAX_CANDIDATES:
             break
     return chosen
+
+
+def widest_extent(
+    found: list[ProbeTest],
+    tests: list[ProbeTest],
+    drop: np.ndarray,
+    pred: np.ndarray,
+    regions: RegionInfo,
+    n_tests: int,
+) -> list[ProbeTest]:
+    """Each candidate replaced by its widest passing neighbour: the test of the same class
+    whose region is of the same shape family (bands with bands, columns with columns, ...),
+    overlaps the candidate's, is at most ``MAX_EXTENT`` times its area, knocks out at least
+    ``MAX_OVERLAP`` of the candidate's hit rows and more rows of the class in all, and still
+    passes the place test (``place_lift >= MIN_LIFT``, binomial p-value against the place
+    null below ``ALPHA / n_tests``). A mark's extent varies from image to image (a watermark
+    band at several heights): the candidate says *that* the class relies on something there,
+    its widest passing neighbour how far it reaches. The class-vs-other-classes lift is not
+    asked again — a wider region hides more of every class's objects, and the member pass
+    only tests rows of the candidate's class."""
+    a = np.asarray(regions.areas, np.float64)
+    shape = [str(f).split(" ")[0] for f in regions.families]
+    by_key = {(t.probe, t.cls): t for t in tests}
+    hit = drop >= TAU
+    out = []
+    for t in found:
+        mine = (pred == t.cls) & hit[:, t.probe]
+        best = t
+        for j in np.flatnonzero(regions.overlaps[t.probe]) if a[t.probe] > 0 else ():
+            u = by_key.get((int(j), t.cls))
+            if (
+                u is None
+                or shape[j] != shape[t.probe]
+                or not 0 < a[j] <= MAX_EXTENT * a[t.probe]
+                or u.place_lift < MIN_LIFT
+                or u.hits <= best.hits
+                or np.sum(mine & hit[:, j]) < MAX_OVERLAP * mine.sum()
+            ):
+                continue
+            typical = min(u.rate / u.place_lift, 1.0)
+            if binomial_tail(u.hits, u.rows, typical) <= ALPHA / n_tests:
+                best = u
+        if best not in out:  # two candidates may grow into the same region
+            out.append(best)
+    return out
