@@ -20,7 +20,14 @@ a region shows in different ways, since a shortcut may survive one of them:
                                             patch draws edges a model may read as an object
                                             or a frame); mu where nothing is near
 
-``lowpass`` and ``colour`` are *global* fills, used with the whole-image mask. The region
+    median      F = med_3x3(x)              each pixel the median of its 3x3 neighbourhood
+                                            (edges replicated): removes isolated pixels, 1 px
+                                            lines and fine textures, keeps edges and areas
+    tint        F = clip(x - xbar + mu)     each channel's image mean ``xbar`` moved to the
+                                            dataset's mean (contrast kept): a colour cast
+
+``lowpass``, ``colour``, ``median`` and ``tint`` are *global* fills, used with the whole-image
+mask. The region
 family that needs no map (`region_family`) and the fills are fixed; `probe_image` is the one
 per-sample function, `vmap`ped and `lax.map`ped over probes by the caller.
 """
@@ -34,10 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 
 #: The fills, in the order of a probe's fill index.
-FILLS: tuple[str, ...] = ("mean", "blur", "noise", "lowpass", "colour", "inpaint")
+FILLS: tuple[str, ...] = ("mean", "blur", "noise", "lowpass", "colour", "inpaint", "median", "tint")
 #: Fills that make sense for a region; the others are applied to the whole image.
 REGION_FILLS: tuple[str, ...] = ("inpaint", "mean", "blur", "noise")
-GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "colour")
+GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "colour", "median", "tint")
 BLUR_FRACTION = 1 / 16  # sigma of ``blur`` as a fraction of the image's longer side
 LOWPASS_FRACTION = 1 / 64  # sigma of ``lowpass``
 NOISE_SEED = 0
@@ -181,6 +188,19 @@ def colour_moments(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     return jnp.clip((x - xbar) / jnp.maximum(s, 1e-3) * std + mean, 0.0, 1.0)
 
 
+def median_3x3(x: jax.Array) -> jax.Array:
+    """Each pixel of one image (H, W, C) the median of its 3x3 neighbourhood (``median``)."""
+    h, w = x.shape[:2]
+    padded = jnp.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    shifts = [padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
+    return jnp.median(jnp.stack(shifts), axis=0)
+
+
+def tint(x: jax.Array, mean: jax.Array) -> jax.Array:
+    """Each channel of one image (H, W, C) shifted so its mean is ``mean`` (C,) (``tint``)."""
+    return jnp.clip(x - jnp.mean(x, axis=(0, 1)) + mean, 0.0, 1.0)
+
+
 def inpaint(x: jax.Array, mask: jax.Array, p: FillParams) -> jax.Array:
     """The region ``mask`` of one image filled from its surroundings (``inpaint`` above)."""
     outside = (1.0 - mask)[:, :, None]
@@ -199,6 +219,8 @@ def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) ->
         lambda v: separable_blur(v, p.low_y, p.low_x),
         lambda v: colour_moments(v, p.mean, p.std),
         lambda v: inpaint(v, mask, p),
+        median_3x3,
+        lambda v: tint(v, p.mean),
     )
     return jax.lax.switch(fill, branches, x)
 

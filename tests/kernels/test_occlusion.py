@@ -118,3 +118,33 @@ def test_probe_image_vmaps_and_jits():
     for i in range(3):
         one = np.asarray(O.probe_image(jnp.asarray(x[i]), jnp.asarray(region.mask), 5, p))
         np.testing.assert_allclose(out[i], one, rtol=1e-5, atol=1e-6)
+
+
+def test_median_equals_scipy_and_removes_salt_and_pepper_but_keeps_a_shape():
+    from scipy import ndimage
+
+    x = _image()
+    got = np.asarray(O.median_3x3(jnp.asarray(x)))
+    want = np.stack(
+        [ndimage.median_filter(x[..., c], size=3, mode="nearest") for c in range(3)], -1
+    )
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    img = np.full((32, 32, 3), 0.5, np.float32)
+    img[8:24, 8:24] = 0.9  # a shape
+    noisy = img.copy()
+    rng = np.random.default_rng(1)
+    ys, xs = rng.integers(0, 32, 40), rng.integers(0, 32, 40)
+    noisy[ys, xs] = rng.choice([0.0, 1.0], size=(40, 1))  # isolated salt-and-pepper pixels
+    cleaned = np.asarray(O.median_3x3(jnp.asarray(noisy)))
+    isolated = np.abs(cleaned - img).max(axis=-1) > 1e-6
+    assert isolated.sum() <= 12  # (pixels that had a second noisy neighbour)
+    changed = np.abs(np.asarray(O.median_3x3(jnp.asarray(img))) - img).max(axis=-1) > 0
+    assert np.argwhere(changed).tolist() == [[8, 8], [8, 23], [23, 8], [23, 23]]  # only corners
+
+
+def test_tint_moves_each_channel_mean_and_keeps_contrast():
+    x = _image() * 0.5 + 0.2
+    tinted = np.clip(x + np.array([0.15, 0.05, -0.1], np.float32), 0, 1)
+    mean = x.mean(axis=(0, 1))
+    got = np.asarray(O.tint(jnp.asarray(tinted), jnp.asarray(mean)))
+    np.testing.assert_allclose(got, x, atol=1e-5)  # the cast undone exactly (no clipping)
