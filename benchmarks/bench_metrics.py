@@ -3,7 +3,7 @@
 
 On the bundled sample (test split, 64x64 images) and the bundled CNN: the FEM explanation of N
 images (`fastfem.FEM.explain`, fused jitted step: activations, kernel, bicubic resize, fetch)
-against `fastfem.evaluate.Evaluator` on the same images with precomputed maps, for
+against `fastfem.evaluation.Evaluator` on the same images with precomputed maps, for
 
 * the on-device localisation metrics (pointing game, energy pointing game, IoU@0.5; one step),
 * the host-side largest-connected-component box IoU (SciPy),

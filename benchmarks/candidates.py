@@ -104,22 +104,18 @@ def fastfem_fem(
     variant: str = "xplique",
     resize: bool = True,
     bf16: bool = False,
-    fem_file: str | None = None,
 ) -> Bench:
     """``fastfem.FEM(model, batch_size, layer).explain(x)``: NumPy (N, H, W, 3) in, NumPy maps
     (N, H, W, 1) out, end to end (stream, pad, device_put, fused jitted step, fetch, copy out).
 
     ``bf16``: the explained model runs with Keras's ``mixed_bfloat16`` policy (bf16 compute
     and activations, float32 variables); the FEM statistics still accumulate in float32.
-    ``fem_file``: take the ``FEM`` class from this copy of ``fastfem/explainers/fem.py``
-    instead (A/B timing of a code change in one worker).
     """
     import fastfem
 
     x = _load_inputs(inputs, n)
     target = _bf16_extractor(model, layer) if bf16 else model
-    fem_class = _fem_class_from(fem_file) if fem_file else fastfem.FEM
-    fem = fem_class(
+    fem = fastfem.FEM(
         target, batch_size=batch_size, conv_layer=None if bf16 else layer, variant=variant
     )
     state: dict[str, Any] = {}
@@ -143,18 +139,6 @@ def fastfem_fem(
             "source": fem.extractor.source,
         },
     )
-
-
-def _fem_class_from(path: str) -> Any:
-    """The ``FEM`` class of another version of ``fastfem/explainers/fem.py`` (same package)."""
-    import importlib.util
-
-    name = f"fastfem.explainers._ab_{abs(hash(path))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "fastfem.explainers"
-    spec.loader.exec_module(module)
-    return module.FEM
 
 
 def _bf16_extractor(model: str, layer: Any):
@@ -551,11 +535,12 @@ def flag_rules_on_store(png_dir: str, model: str, workdir: str, rule: str) -> Be
     `fastfem.audit.detectors.detect` (streaming k-means over the stored maps on the device,
     hot-spot agreement and contrast, cluster tables) and ``flags.parquet`` /
     ``clusters.parquet`` written; ``rule="corner"`` times the rule it replaced (rows read,
-    `fastfem.audit.flags.flag_rows`). Items = rows flagged over."""
+    `benchmarks.corner_rule.flag_rows`). Items = rows flagged over."""
     from fastfem.audit.detectors import detect, write_detection
-    from fastfem.audit.flags import flag_rows
     from fastfem.audit.run import audit
     from fastfem.audit.store.parts import ResultStore
+
+    from .corner_rule import flag_rows
 
     out = Path(workdir) / f"store-{rule}"
     if not (out / "manifest.json").exists():

@@ -20,8 +20,8 @@ part
 
 Before stage 2 the store is opened by process 0 under its lock (`fastfem.audit.store.lock`): an
 existing store needs ``resume=True``, whose configuration must equal the store's
-(`fastfem.audit.store.manifest`); temporary files of a killed run are removed, parts of an older
-schema conformed, parts whose maps are missing or short set aside to be recomputed; then the
+(`fastfem.audit.store.manifest`); temporary files of a killed run are removed, parts whose maps are
+missing or short set aside to be recomputed; then the
 manifest is written (merged) with the full configuration, before the first part.
 
 Bad inputs become ``status="error"`` rows and never stop the run; only a failure of the store
@@ -334,16 +334,11 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
     summary.compile_seconds = runner.compile_seconds - compiled_before
 
 
-def read_options(
-    fit: str | None, resize: bool, max_pixels: int, alpha: str, threads: int | None
-) -> ReadOptions:
-    """The audit's `ReadOptions`, checked (``resize=True`` is ``fit="squash"``; ``threads``
-    None: `fastfem.data.sources.default_threads`)."""
-    if resize and fit not in (None, "squash"):
-        raise ValueError(f"resize=True means fit='squash'; it contradicts fit={fit!r}")
-    fit = "squash" if resize else (fit or "error")
+def read_options(fit: str | None, max_pixels: int, alpha: str, threads: int | None) -> ReadOptions:
+    """The audit's `ReadOptions` (``fit`` None: ``"error"``; ``threads`` None:
+    `fastfem.data.sources.default_threads`)."""
     threads = default_threads() if threads is None else threads
-    return ReadOptions(fit, max_pixels, alpha, threads)
+    return ReadOptions(fit or "error", max_pixels, alpha, threads)
 
 
 def audit(
@@ -357,7 +352,6 @@ def audit(
     batch_size: int = 256,
     part_size: int = 2048,
     resume: bool = False,
-    resize: bool = False,
     fit: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     alpha: str = "black",
@@ -395,7 +389,6 @@ def audit(
         (`fastfem.data.fit`): ``"error"`` (default: an error row naming its size and mode),
         ``"squash"`` (resize), ``"crop"`` (shorter side to size, central crop) or ``"pad"``
         (longer side to size, centred on zeros). Maps and boxes are in model-input pixels.
-      resize: ``True`` is ``fit="squash"`` (the older name).
       max_pixels: the pixel budget: an image with more pixels to decode is an error row
         (`fastfem.data.decode`; JPEGs count after reduced-size decoding).
       alpha: the background transparent images are composited on, ``"black"`` or ``"white"``.
@@ -443,7 +436,7 @@ def audit(
             settings,
             preprocess,
             batch_size,
-            read_options(fit, resize, max_pixels, alpha, threads),
+            read_options(fit, max_pixels, alpha, threads),
             boxes,
             references,
         )
@@ -572,7 +565,7 @@ def open_store(
     """Process 0, before any part is written: take the store's lock, check the store against
     this run (an existing store needs ``resume``; `check_store`), repair what a killed run left
     (temporary files, parts whose maps are missing or short or whose Parquet file is
-    unreadable, parts of an older schema), then write the manifest with this run's
+    unreadable), then write the manifest with this run's
     configuration (merged)."""
     stale = lock.acquire()
     if stale:
@@ -593,13 +586,6 @@ def open_store(
         warnings.warn(
             f"{store.root}: {len(broken)} committed parts cannot be read back whole and are "
             f"computed again (moved to {store.root / 'invalid'}): {broken}",
-            stacklevel=3,
-        )
-    conformed = store.conform_parts(store_schema(list(info["columns"])))
-    if conformed:
-        update["conformed_parts"] = conformed
-        warnings.warn(
-            f"{store.root}: rewrote {len(conformed)} parts of an older store to the fixed schema",
             stacklevel=3,
         )
     store.write_manifest(merge(old, {**info, **update}))

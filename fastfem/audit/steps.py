@@ -51,22 +51,12 @@ class AuditSpec:
     boxes: int = 0
 
 
-def union_masks(boxes: jax.Array, height: int, width: int) -> jax.Array:
-    """xyxy boxes (B, K, 4) -> (B, H, W) bool, the union of each image's K box masks
-    (`fastfem.metrics.box_mask`; the empty padding box adds nothing)."""
-    masks = jax.vmap(lambda b: Loc.box_masks(b, height, width))(boxes)  # (B, K, H, W)
-    return jnp.any(masks, axis=1)
-
-
 def localisation_columns(
     maps: jax.Array, boxes: jax.Array, has_box: jax.Array
 ) -> dict[str, jax.Array]:
-    """`fastfem.metrics.localisation_sample` of each map (B, H, W) against the union of its
-    boxes; NaN (a null in the store) for images without boxes."""
-    h, w = maps.shape[1:3]
-    res = jax.vmap(Loc.localisation_sample, in_axes=(0, 0, None, None, None))(
-        maps, union_masks(boxes, h, w), IOU_THRESHOLD, NORMALIZE, TIES
-    )
+    """`fastfem.metrics.localisation_metrics` of each map (B, H, W) against the union of its
+    boxes (B, K, 4); NaN (a null in the store) for images without boxes."""
+    res = Loc.localisation_metrics(maps, boxes, IOU_THRESHOLD, NORMALIZE, TIES)
     return {name: jnp.where(has_box, getattr(res, name), jnp.nan) for name in LOCALISATION_COLUMNS}
 
 

@@ -2,8 +2,9 @@
 
 Every function here is a pure function of ONE sample: a saliency map ``m`` of shape ``(H, W)``
 and a ground-truth region ``B`` (a boolean mask of the same shape, e.g. `box_mask` of an xyxy
-box). Batch them with `jax.vmap` and `jax.jit` them once outside (`localisation_metrics` does
-both for a batch); `fastfem.evaluate` fuses them into its metrics step.
+box). Batch them with `jax.vmap` and `jax.jit` them once outside: `localisation_metrics` does
+both for a batch, and is the one batch form `fastfem.evaluate`'s metrics step and the audit's
+step call.
 
 Maps are first normalised to ``L`` in [0, 1] (`normalize_map`, ``normalize=``):
 
@@ -224,6 +225,19 @@ def box_masks(boxes: jax.Array, height: int, width: int, image_size=None) -> jax
     return jax.vmap(lambda b: box_mask(b, height, width, image_size))(jnp.asarray(boxes))
 
 
+def region_masks(boxes: jax.Array, height: int, width: int) -> jax.Array:
+    """Ground-truth regions ``B`` (N, height, width) bool of a batch, from masks (N, height,
+    width), xyxy boxes (N, 4), or K boxes per image (N, K, 4) (``B`` is the union of their
+    `box_mask`; an empty padding box adds nothing)."""
+    boxes = jnp.asarray(boxes)
+    if boxes.shape[1:] == (height, width):
+        return boxes.astype(bool)
+    if boxes.ndim == 2:
+        return box_masks(boxes, height, width)
+    return jnp.any(jax.vmap(lambda b: box_masks(b, height, width))(boxes), axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("normalize", "ties"))
 def localisation_metrics(
     maps: jax.Array,
     boxes: jax.Array,
@@ -231,21 +245,20 @@ def localisation_metrics(
     normalize: Normalize = "relu_minmax",
     ties: Ties = "mean",
 ) -> Localisation:
-    """On-device localisation metrics of a batch, jitted: maps (N, H, W) or (N, H, W, 1), and
-    boxes as xyxy (N, 4) in the maps' pixel coordinates or masks (N, H, W)."""
-    maps = jnp.asarray(maps)
+    """The on-device localisation metrics of a batch: `localisation_sample` of each map and
+    its region, ``jax.vmap`` over the batch.
+
+    Per sample i: ``pointing_game_i = |P_i ∩ B_i| / |P_i|`` (``ties="mean"``),
+    ``energy_pointing_game_i = sum(L_i * B_i) / sum(L_i)``, ``iou_i = |A_i ∩ B_i| / |A_i ∪ B_i|``
+    with ``A_i = {L_i >= t * max L_i}`` (module docstring). ``maps``: (N, H, W) or (N, H, W, 1);
+    ``boxes``: anything `region_masks` reads, in the maps' pixel coordinates. Jitted, and
+    callable inside a jitted step (`fastfem.evaluate`'s stages, the audit's step).
+    """
     if maps.ndim == 4 and maps.shape[-1] == 1:
         maps = maps[..., 0]
-    boxes = jnp.asarray(boxes)
-    return _localisation_jit(maps, boxes, float(threshold), normalize, ties)
-
-
-@functools.partial(jax.jit, static_argnames=("normalize", "ties"))
-def _localisation_jit(maps, boxes, threshold, normalize, ties):
-    if boxes.ndim == 2:
-        boxes = box_masks(boxes, maps.shape[1], maps.shape[2])
+    regions = region_masks(boxes, maps.shape[1], maps.shape[2])
     fn = jax.vmap(localisation_sample, in_axes=(0, 0, None, None, None))
-    return fn(maps, boxes, threshold, normalize, ties)
+    return fn(maps, regions, threshold, normalize, ties)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from PIL import Image
 from subprocess_runs import run_python, simulated_devices
 
 from fastfem import sample
-from fastfem.audit import ResultStore, audit, flag_rows
+from fastfem.audit import ResultStore, audit
 
 TESTS_DIR = Path(__file__).parents[1] / "support"
 STAT_COLS = ["peak_y", "peak_x", "border_energy", "corner_energy", "entropy", "frac_above"]
@@ -41,10 +41,6 @@ def test_bundled_audit_flags_the_planted_watermarks(tmp_path):
     precision, recall = tp / len(flagged), tp / len(planted)
     assert precision >= 0.9 and recall >= 0.9, (precision, recall)
     assert summary.flagged == table["id"][:20] and summary.flag_rule.startswith("hot spot")
-    # the old corner rule, kept for comparison, still finds them too
-    corner = flag_rows(rows)
-    tp = len(set(rows["id"][corner.flagged]) & planted)
-    assert tp / corner.flagged.sum() >= 0.9 and tp / len(planted) >= 0.9
     acc = np.mean([rows["prediction"][i] == s.labels[int(r[5:])] for i, r in enumerate(rows["id"])])
     assert acc > 0.95
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
@@ -112,8 +108,8 @@ def test_bad_files_become_error_rows_and_good_ones_match_a_clean_run(tmp_path):
     for rid, r in ref.items():
         for c in STAT_COLS + ["prediction", "confidence", "label"]:
             assert rows[rid][c] == pytest.approx(r[c], abs=1e-6), (rid, c)
-    # --resize converts and resizes instead of error rows
-    fixed = audit(mixed, out=tmp_path / "resized", resize=True)
+    # fit="squash" converts and resizes instead of error rows
+    fixed = audit(mixed, out=tmp_path / "resized", fit="squash")
     assert fixed.errors == 3 and fixed.ok == 22
 
 

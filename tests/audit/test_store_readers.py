@@ -1,6 +1,6 @@
 """The result store reads as ONE table with pyarrow.dataset, pandas and DuckDB: several parts,
-error rows in some parts only; a store written before the schema was fixed still reads, and
-``--resume`` conforms it; a full disk stops the audit with one line, keeping what is committed."""
+error rows in some parts only; a full disk stops the audit with one line, keeping what is
+committed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from store_readers import assert_one_table
@@ -59,58 +58,6 @@ def test_three_readers_read_every_part_as_one_table(folder, tmp_path):
     errors = {i: e for i, e in zip(table["id"], table["error"], strict=True) if e}
     assert set(errors) == {"zz_bad/empty.png", "zz_bad/corrupt.png"}
     assert "empty file" in errors["zz_bad/empty.png"]
-
-
-def write_parts_the_old_way(out: Path) -> None:
-    """Rewrite a store as fastfem wrote it before the schema was fixed: each part's types
-    inferred from its values (an all-null column typed ``null``), no ``id_raw``, and a manifest
-    without the fields added since."""
-    for p in ResultStore(out).part_files():
-        columns = pq.read_table(p).to_pydict()
-        columns.pop("id_raw")
-        pq.write_table(pa.table(columns), p)
-    path = out / "manifest.json"
-    manifest = json.loads(path.read_text())
-    for key in ("store_format", "model_sha256", "columns", "started"):
-        manifest.pop(key)
-    path.write_text(json.dumps(manifest))
-
-
-def test_an_old_store_reads_and_resume_conforms_it_to_one_schema(folder, tmp_path):
-    import pyarrow.dataset as ds
-
-    out = tmp_path / "old"
-    audit(folder, out=out, batch_size=8, part_size=16)
-    before = ResultStore(out).read_rows()
-    write_parts_the_old_way(out)
-    types = {str(pq.read_schema(p).field("error").type) for p in ResultStore(out).part_files()}
-    assert types == {"null", "string"}  # the old bug, as the old code wrote it
-    with pytest.raises(pa.ArrowException, match="cast"):
-        ds.dataset(out / "parts").to_table()
-    old = ResultStore(out).read_rows()  # the store's reader reads an old store as it is
-    assert list(old["id"]) == list(before["id"]) and list(old["error"]) == list(before["error"])
-
-    with pytest.warns(UserWarning, match="rewrote 3 parts of an older store"):
-        again = audit(folder, out=out, batch_size=8, part_size=16, resume=True)
-    assert again.processed == 0 and again.committed_total == 42
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["store_format"] == 2 and manifest["model_sha256"]
-    assert sorted(manifest["conformed_parts"]) == [p.name for p in ResultStore(out).part_files()]
-    table = assert_one_table(out)
-    assert table["id"] == sorted(before["id"].tolist())
-
-
-def test_an_old_part_that_cannot_be_conformed_is_refused_naming_it(folder, tmp_path):
-    out = tmp_path / "odd"
-    audit(folder, out=out, batch_size=8, part_size=16)
-    write_parts_the_old_way(out)
-    first = ResultStore(out).part_files()[0]
-    columns = pq.read_table(first).to_pydict()
-    columns["prediction"] = [str(v) for v in columns["prediction"]]  # a string column
-    pq.write_table(pa.table(columns), first)
-    with pytest.raises(ValueError, match=f"{first.name}: column 'prediction' is string"):
-        audit(folder, out=out, batch_size=8, part_size=16, resume=True)
-    assert pq.read_schema(first).field("prediction").type == pa.string()  # left as it was
 
 
 FULL_DISK = """

@@ -181,3 +181,24 @@ def test_relu_keeps_a_resize_undershoot_out_of_the_energy():
     lifted = float(L.energy_pointing_game(m, b, normalize="minmax"))
     # minmax lifts the 64 background pixels to 0.07 / 1.07 each
     assert lifted == pytest.approx(16 / (16 + 64 * 0.07 / 1.07), rel=1e-5)
+
+
+def test_several_boxes_per_image_score_against_their_union():
+    rng = np.random.default_rng(4)
+    maps = rng.random((3, 12, 12), dtype=np.float32)
+    sets = np.array(
+        [
+            [[0, 0, 4, 4], [6, 6, 12, 12]],
+            [[2, 3, 10, 12], [0, 0, 0, 0]],  # an empty padding box adds nothing
+            [[0, 0, 12, 3], [0, 9, 12, 12]],
+        ],
+        np.float32,
+    )
+    union = np.stack([box(12, 12, s[0]) | box(12, 12, s[1]) for s in sets])
+    got = L.localisation_metrics(maps, sets)
+    want = L.localisation_metrics(maps, union)
+    for a, c in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, c)
+    assert np.asarray(got.energy_pointing_game)[1] == pytest.approx(
+        float(L.energy_pointing_game(maps[1], box(12, 12, sets[1, 0])))
+    )

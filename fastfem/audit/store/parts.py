@@ -17,9 +17,7 @@ inferred from a part's values (an all-null ``error`` column is still ``string``)
 of every process and every resumed run read as one table with ``pyarrow.dataset``,
 ``pandas.read_parquet(DIR/parts)`` or DuckDB (``SELECT ... FROM 'DIR/parts/*.parquet'``).
 ``id_raw`` holds the raw bytes of an id that is not valid UTF-8 (``id`` then holds a readable
-form); null otherwise. Stores written before the schema was fixed (a part's all-null column
-typed ``null``) still read with `ResultStore.read_rows`; ``--resume`` rewrites their parts to
-the fixed schema (`ResultStore.conform_parts`) or refuses, naming the part and the column.
+form); null otherwise.
 
 **Commit protocol.** A part's maps are written first, then the Parquet file is written to a
 temporary name and renamed; the rename is the commit. Every file is written by
@@ -98,8 +96,6 @@ COLUMN_TYPES: dict[str, str] = {
     "iou": "float64",
 }
 RECORD_COLUMNS = ("id", "id_raw", "label", "status", "error")
-#: Columns added since the first stores: a part that lacks them is conformed with nulls.
-NEW_COLUMNS = ("id_raw",)
 
 
 def store_schema(columns: Sequence[str], types: Mapping[str, str] | None = None) -> pa.Schema:
@@ -127,35 +123,6 @@ def npy_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
     return buf.getvalue()
-
-
-def conform_table(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns and types: null-typed columns (an all-null
-    column of an old part) cast, columns of `NEW_COLUMNS` added as nulls; a ValueError naming
-    ``where`` and the column for anything else (no other cast is made)."""
-    import pyarrow as pa
-
-    extra = [c for c in table.schema.names if c not in schema.names]
-    missing = [c for c in schema.names if c not in table.schema.names and c not in NEW_COLUMNS]
-    if extra or missing:
-        raise ValueError(
-            f"{where} has other columns than this audit writes (extra {extra}, missing "
-            f"{missing}): it was written with other settings (--boxes, --method?); "
-            "audit into a new --out"
-        )
-    arrays = []
-    for f in schema:
-        if f.name not in table.schema.names:
-            arrays.append(pa.nulls(table.num_rows, f.type))
-            continue
-        col = table.column(f.name)
-        if col.type != f.type and col.type != pa.null():
-            raise ValueError(
-                f"{where}: column {f.name!r} is {col.type}, the store's schema says {f.type}; "
-                "it was not written by fastfem's audit: audit into a new --out"
-            )
-        arrays.append(col.cast(f.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def read_part(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
@@ -402,21 +369,6 @@ class ResultStore:
                     with writing(target):
                         os.replace(path, target)
         return broken
-
-    def conform_parts(self, schema: pa.Schema) -> list[str]:
-        """Rewrite (atomically, same rows) every committed part whose schema is not ``schema``
-        (a store written before the schema was fixed); returns their names. A ValueError names a
-        part that cannot be conformed (`conform_table`)."""
-        import pyarrow.parquet as pq
-
-        changed = []
-        for p in self.part_files():
-            if pq.read_schema(p).remove_metadata().equals(schema):
-                continue
-            table = conform_table(pq.read_table(p), schema, str(p))
-            write_table_atomic(p, table)
-            changed.append(p.name)
-        return changed
 
     # ---- writing -----------------------------------------------------------------------------
     @staticmethod

@@ -1,9 +1,9 @@
-"""The corner rule: the audit's first flag rule, kept for comparison.
+"""The corner rule: the audit's first flag rule, kept here to compare the detectors with it.
 
-The audit's flags now come from the location-agnostic detectors (`fastfem.audit.detectors`);
-this rule answers one question only — "is there outlying energy in a corner?" — and is kept
-for the side-by-side evaluation (``python -m benchmarks.shortcuts``) and for callers of
-`flag_rows`. Rules; a row is flagged when ANY rule fires:
+The audit's flags come from the location-agnostic detectors (`fastfem.audit.detectors`); this
+rule answers one question only — "is there outlying energy in a corner?" — and is timed
+against them by `benchmarks.candidates.flag_rules_on_store`. Rules; a row is flagged when ANY
+rule fires:
 
 1. corner (always): an ``ok`` row whose map puts an outlying share of its energy in one
    corner, i.e. its robust z-score
@@ -32,17 +32,6 @@ from fastfem.audit.detectors.box import MAX_OUTSIDE_BOX, float_column, outside_b
 
 Z_CORNER = 5.0
 MIN_CORNER = 0.15
-
-__all__ = [
-    "MAX_OUTSIDE_BOX",
-    "MIN_CORNER",
-    "Z_CORNER",
-    "Flags",
-    "flag_rows",
-    "float_column",
-    "outside_box",
-    "robust_z",
-]
 
 
 @dataclass(frozen=True)

@@ -1,32 +1,13 @@
-"""`evaluate`: explanation quality of any explainer on a set of images, metrics fused on device.
+"""`Evaluator` and `evaluate`: read the inputs, run the metrics stages, gather the result.
 
-``evaluate(explainer, images, boxes=None, targets=None, metrics=None)`` gets the maps
-(``explainer.explain``; or, for an explainer whose ``step`` can run on the scoring model's
-extractor — `fastfem.FEM`, `fastfem.MLFEM`, the mean-of-activations baseline — from the same
-forward pass that gives the base scores), then runs a few jitted,
-sharded stages per batch whose intermediates never leave the devices: normalise the maps,
-rasterise the boxes, localisation metrics, the model on ``x * L`` (average drop, increase in
-confidence), the deletion/insertion curves (chunked forward passes); only per-sample numbers
-are fetched. The largest-connected-component box IoU runs on the host (SciPy) from the maps.
-Definitions: `fastfem.metrics.localisation` and `fastfem.metrics.faithfulness`.
-
-Scores:
-
-* classifiers: ``targets`` are class indices (or one-hot rows); default the class predicted on
-  the clean image. The model comes from ``model=`` (a Keras model, a path, or a
-  `FeatureExtractor` built with ``include_output=True``), else from ``explainer.model``.
-* similarity explainers (FAM): recognised by duck typing, an explainer with a string attribute
-  ``similarity`` and a single-layer ``extractor`` (plus optional ``pooling``, default ``gap``,
-  and ``head_function()``, its head as a JAX function). ``targets`` are then the reference
-  images, the maps come from ``explainer.explain(images, targets)``, and the score is the
-  similarity of the (masked or perturbed) query to its reference at the explained layer.
-* anything else: pass ``scorer=`` (a `fastfem.metrics.Scorer`).
+The explanation comes from the explainer (``explain``) or from the metrics step itself
+(`fastfem.evaluation.scoring.fused_explanation`); the stages are those of
+`fastfem.evaluation.stages`; the largest-connected-component box IoU runs on the host.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -35,75 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastfem.converters import FeatureExtractor, Features, load
 from fastfem.engine.parallel import data_mesh
 from fastfem.engine.runner import Runner, collect
-from fastfem.engine.step import CARRY, Step
+from fastfem.evaluation.config import FAITHFULNESS_METRICS, MetricsConfig, resolve_metrics
+from fastfem.evaluation.scoring import fused_explanation, is_similarity_explainer, make_scorer
+from fastfem.evaluation.stages import StagePlan, metrics_stages
 from fastfem.explainers.base import check_positive_int
-from fastfem.kernels.resize import resize_batch
 from fastfem.metrics import faithfulness as F
 from fastfem.metrics import localisation as Loc
-
-LOCALISATION_METRICS: tuple[str, ...] = ("pointing_game", "energy_pointing_game", "iou", "iou_box")
-FAITHFULNESS_METRICS: tuple[str, ...] = (
-    "average_drop",
-    "increase_in_confidence",
-    "deletion_auc",
-    "insertion_auc",
-)
-METRICS: tuple[str, ...] = LOCALISATION_METRICS + FAITHFULNESS_METRICS
-#: Direction of each metric (True: higher is better).
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "pointing_game": True,
-    "energy_pointing_game": True,
-    "iou": True,
-    "iou_box": True,
-    "average_drop": False,
-    "increase_in_confidence": True,
-    "deletion_auc": False,
-    "insertion_auc": True,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class MetricsConfig:
-    """The evaluation's settings, validated once and passed through (hashable).
-
-    Attributes:
-      threshold: t of IoU@t and of the component box, in [0, 1].
-      normalize, ties: map normalisation and pointing-game tie rule
-        (`fastfem.metrics.localisation`).
-      steps, baseline: T and the baseline (a number or ``"mean"``) of deletion/insertion.
-      activation: None, ``"softmax"`` or ``"sigmoid"`` on the model output (class scorer).
-      max_images: images per forward pass in the curves.
-    """
-
-    threshold: float = 0.5
-    normalize: Loc.Normalize = "relu_minmax"
-    ties: Loc.Ties = "mean"
-    steps: int = 16
-    baseline: F.Baseline = 0.0
-    activation: F.Activation = None
-    max_images: int = 256
-
-    def __post_init__(self) -> None:
-        Loc.check_normalize(self.normalize)
-        if self.ties not in Loc.TIES:
-            raise ValueError(f"unknown ties rule {self.ties!r}; expected one of {Loc.TIES}")
-        if not (isinstance(self.threshold, (int, float)) and 0.0 <= float(self.threshold) <= 1.0):
-            raise ValueError(f"threshold must be a number in [0, 1]; got {self.threshold!r}")
-        check_positive_int(self.steps, "steps")
-        check_positive_int(self.max_images, "max_images")
-        if isinstance(self.baseline, str) and self.baseline != "mean":
-            raise ValueError(f"baseline must be a number or 'mean'; got {self.baseline!r}")
-        if self.activation not in (None, "softmax", "sigmoid"):
-            raise ValueError(
-                f"activation must be None, 'softmax' or 'sigmoid'; got {self.activation!r}"
-            )
-
-    def as_dict(self) -> dict[str, Any]:
-        """The settings for reports (JSON-ready)."""
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -142,98 +62,6 @@ class EvaluationResult:
 
 def _json_float(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)
-
-
-def resolve_metrics(
-    metrics: Sequence[str] | str | None, has_boxes: bool, can_score: bool
-) -> tuple[str, ...]:
-    """Validate metric names; None -> every metric that the given data allows."""
-    if metrics is None:
-        chosen = (LOCALISATION_METRICS if has_boxes else ()) + (
-            FAITHFULNESS_METRICS if can_score else ()
-        )
-        if not chosen:
-            raise ValueError(
-                "nothing to evaluate: give boxes= for the localisation metrics and/or a model "
-                "(model= or explainer.model) for the faithfulness metrics"
-            )
-        return chosen
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; expected names from {METRICS}")
-    if not has_boxes and any(m in LOCALISATION_METRICS for m in metrics):
-        raise ValueError(f"localisation metrics {LOCALISATION_METRICS} need boxes=")
-    return tuple(dict.fromkeys(metrics))
-
-
-def is_similarity_explainer(explainer: Any) -> bool:
-    """Duck typing for FAM-like explainers: a str ``similarity`` and an ``extractor``."""
-    return isinstance(getattr(explainer, "similarity", None), str) and isinstance(
-        getattr(explainer, "extractor", None), FeatureExtractor
-    )
-
-
-def make_scorer(explainer: Any, model: Any = None, activation: F.Activation = None) -> F.Scorer:
-    """The `Scorer` `evaluate` uses for ``explainer`` (see the module docstring)."""
-    if is_similarity_explainer(explainer) and model is None:
-        head = getattr(explainer, "head_function", None)
-        return F.similarity_scorer(
-            explainer.extractor,
-            pooling=getattr(explainer, "pooling", "gap"),
-            similarity=explainer.similarity,
-            head=head() if callable(head) else None,
-        )
-    source = model if model is not None else getattr(explainer, "model", None)
-    if source is None:
-        ext = getattr(explainer, "extractor", None)
-        if isinstance(ext, FeatureExtractor) and ext.has_output:
-            source = ext
-    if source is None:
-        raise ValueError(
-            "the faithfulness metrics need the model's scores: pass model= (a Keras model, a "
-            ".keras path, or a FeatureExtractor built with include_output=True)"
-        )
-    if isinstance(source, FeatureExtractor):
-        if not source.has_output:
-            where = "model=" if model is not None else "the explainer's model"
-            raise ValueError(
-                f"{where} is a FeatureExtractor without the model output, so the faithfulness "
-                "metrics cannot score it: pass model= (a Keras model or a .keras path) or build "
-                "the extractor with include_output=True"
-            )
-        return F.class_scorer(source, activation)
-    return F.class_scorer(load(source, include_output=True), activation)
-
-
-def fused_explanation(
-    explainer: Any, model: Any, activation: F.Activation
-) -> tuple[F.Scorer, Any] | None:
-    """``(class scorer, make_step)`` when ``explainer``'s maps can come from the scoring
-    forward pass, else None.
-
-    That needs an explainer whose ``step(sample_shape, resize=True, extractor=...)`` accepts
-    another extractor of its ``layer_names`` (`fastfem.FEM`, `fastfem.MLFEM`, the
-    mean-of-activations baseline), a model that is not a fixed `FeatureExtractor`, and a model
-    whose weights contain the explainer's (checked: `same_weights`). ``make_step(sample_shape)``
-    returns the explainer's `Step` on the scorer's extractor: its params ARE the scorer's.
-    """
-    layers = getattr(explainer, "layer_names", None)
-    extractor = getattr(explainer, "extractor", None)
-    step = getattr(explainer, "step", None)
-    if layers is None or step is None or not isinstance(extractor, FeatureExtractor):
-        return None
-    if is_similarity_explainer(explainer) or isinstance(model, FeatureExtractor):
-        return None
-    scoring = load(model, layers=list(layers), include_output=True)
-    if not same_weights(extractor.params, scoring.params):
-        return None
-
-    def make_step(sample_shape: Sequence[int]) -> Step:
-        return step(sample_shape, resize=True, extractor=scoring)
-
-    return F.class_scorer(scoring, activation), make_step
 
 
 def _as_maps(maps: Any, n: int) -> np.ndarray:
@@ -298,180 +126,6 @@ def _class_targets(targets: Any, n: int, num_classes: int) -> np.ndarray:
             f"{sorted(set(t[bad].tolist()))[:10]}"
         )
     return t.astype(np.int32)
-
-
-def _fingerprints(params: Any) -> list[tuple[Any, ...]]:
-    out = []
-    for leaf in jax.tree.leaves(params):
-        a = jnp.asarray(leaf, jnp.float32)
-        out.append((a.shape, float(jnp.sum(a)), float(jnp.sum(a * a))))
-    return out
-
-
-def same_weights(sub: Any, full: Any) -> bool:
-    """Every parameter array of ``sub`` is also in ``full`` (compared by shape, sum and sum of
-    squares): the explainer's extractor is part of the scored model."""
-    pool: dict[tuple[Any, ...], int] = {}
-    for key in _fingerprints(full):
-        pool[key] = pool.get(key, 0) + 1
-    for key in _fingerprints(sub):
-        if pool.get(key, 0) <= 0:
-            return False
-        pool[key] -= 1
-    return True
-
-
-@dataclasses.dataclass(frozen=True)
-class StagePlan:
-    """What the metrics stages compute for one batch shape (static, hashable by identity).
-
-    ``explain``: the fused explanation's step function (its params are the scorer's), or None
-    when the maps come with the batch; ``resize``: bring the batch's maps (h, w) to the image
-    size (bilinear) first.
-    """
-
-    metrics: tuple[str, ...]
-    cfg: MetricsConfig
-    scorer: F.Scorer | None
-    image_hw: tuple[int, int]
-    explain: Any = None
-    resize: bool = False
-    return_maps: bool = False
-
-    @property
-    def localisation(self) -> list[str]:
-        return [m for m in self.metrics if m in ("pointing_game", "energy_pointing_game", "iou")]
-
-    @property
-    def drop_increase(self) -> bool:
-        return any(m in self.metrics for m in ("average_drop", "increase_in_confidence"))
-
-    @property
-    def curves(self) -> list[str]:
-        return [m.split("_")[0] for m in self.metrics if m in ("deletion_auc", "insertion_auc")]
-
-    @property
-    def faithfulness(self) -> bool:
-        return any(m in FAITHFULNESS_METRICS for m in self.metrics)
-
-
-def localisation_stage_part(plan: StagePlan, maps: jax.Array, boxes: jax.Array) -> dict:
-    """The on-device localisation metrics of maps (B, H, W) against boxes or masks."""
-    h, w = plan.image_hw
-    masks = Loc.box_masks(boxes, h, w) if boxes.ndim == 2 else boxes.astype(bool)
-    res = jax.vmap(Loc.localisation_sample, in_axes=(0, 0, None, None, None))(
-        maps, masks, plan.cfg.threshold, plan.cfg.normalize, plan.cfg.ties
-    )
-    return {name: getattr(res, name) for name in plan.localisation}
-
-
-def prepare_stage(plan: StagePlan, params: Any, batch: dict[str, Any]) -> dict[str, Any]:
-    """Stage 1: the maps (from the fused explanation's forward pass, which also gives the
-    clean scores, or from the batch), the localisation metrics, the masked input ``x * L`` and
-    the references' embeddings (similarity scorers)."""
-    x = batch["x"]
-    carry: dict[str, Any] = {"x": x}
-    if plan.explain is not None:
-        res = plan.explain(params, {"x": x})
-        maps = res["maps"]
-        carry["f_clean"] = plan.scorer.from_features(Features((), res["output"]))
-    else:
-        maps = batch["maps"].astype(jnp.float32)
-        if plan.resize:
-            maps = resize_batch(maps, plan.image_hw, "bilinear")
-    out: dict[str, Any] = {}
-    if plan.return_maps:
-        out["maps"] = maps
-    if plan.localisation:
-        out.update(localisation_stage_part(plan, maps, batch["boxes"]))
-    if plan.faithfulness:
-        if plan.curves:
-            carry["maps"] = maps  # curves rank the raw map (Xplique, Quantus)
-        if plan.drop_increase:
-            saliency = F.normalized_maps(maps, plan.cfg.normalize)
-            carry["masked"] = jax.vmap(F.masked_input)(x, saliency)
-        if plan.scorer.kind == "class":
-            carry["given"] = batch["targets"]
-        else:  # the references' embeddings: their forward pass, in this stage
-            carry["target"] = plan.scorer.targets(params, None, batch["targets"])
-    out[CARRY] = carry
-    return out
-
-
-def _clean_and_masked(plan: StagePlan, params: Any, carry: dict) -> tuple[Any, Any]:
-    """Features of ``x`` (unless the fused explanation has them) and of ``x * L``: one forward
-    pass of 2B images (sample-major) when both are needed."""
-    scorer, x = plan.scorer, carry["x"]
-    f_clean = carry.get("f_clean")
-    if not plan.drop_increase:
-        return (scorer.features(params, x) if f_clean is None else f_clean), None
-    if f_clean is not None:
-        return f_clean, scorer.features(params, carry["masked"])
-    b = x.shape[0]
-    pair = jnp.stack([x, carry["masked"]], axis=1).reshape(2 * b, *x.shape[1:])
-    f = scorer.features(params, pair)
-    f = f.reshape(b, 2, *f.shape[1:])
-    return f[:, 0], f[:, 1]
-
-
-def score_stage(plan: StagePlan, params: Any, carry: dict[str, Any]) -> dict[str, Any]:
-    """Stage 2: base scores, targets, and the model on ``x * L`` (average drop, increase in
-    confidence)."""
-    scorer = plan.scorer
-    f_clean, f_masked = _clean_and_masked(plan, params, carry)
-    if scorer.kind == "class":
-        target = scorer.targets(params, f_clean, carry["given"])
-    else:
-        target = carry["target"]
-    y = scorer.value(f_clean, target)
-    out: dict[str, Any] = {"base_score": y}
-    if scorer.kind == "class":
-        out["target"] = target
-    if f_masked is not None:
-        o = scorer.value(f_masked, target)
-        out["masked_score"] = o
-        out["average_drop"] = F.average_drop(y, o)
-        out["increase_in_confidence"] = F.increase_in_confidence(y, o)
-    nxt = {"x": carry["x"], "target": target}
-    if plan.curves:
-        nxt["maps"] = carry["maps"]
-    out[CARRY] = nxt
-    return out
-
-
-def curve_stage(plan: StagePlan, mode: str, params: Any, carry: dict[str, Any]) -> dict:
-    """Stage 3+: one deletion or insertion curve, chunked forward passes in a `jax.lax.map`."""
-    cfg = plan.cfg
-    curve = F.perturbation_curves(
-        plan.scorer,
-        params,
-        carry["x"],
-        carry["maps"],
-        carry["target"],
-        cfg.steps,
-        mode,  # type: ignore[arg-type]
-        cfg.baseline,
-        cfg.max_images,
-    )
-    return {f"{mode}_curve": curve, f"{mode}_auc": F.curve_auc(curve), CARRY: carry}
-
-
-def metrics_stages(plan: StagePlan) -> list[Any]:
-    """The per-batch metrics computation as a chain of stages (`fastfem.engine.runner.Runner`).
-
-    1. `prepare_stage`; 2. `score_stage` (with faithfulness metrics); 3. one `curve_stage` per
-    curve. Every stage runs at most one forward pass of the model (the curve's loop body one
-    per group): XLA:CPU runs two forward passes compiled into ONE module 2-4x slower than as
-    two modules on this machine, so a stage boundary is where a second pass starts; the carry
-    never leaves the devices.
-    """
-    if (plan.faithfulness or plan.explain is not None) and plan.scorer is None:
-        raise ValueError("a scorer is needed for the faithfulness metrics or a fused explanation")
-    stages: list[Any] = [functools.partial(prepare_stage, plan)]
-    if plan.faithfulness:
-        stages.append(functools.partial(score_stage, plan))
-        stages.extend(functools.partial(curve_stage, plan, mode) for mode in plan.curves)
-    return stages
 
 
 class Evaluator:
