@@ -169,3 +169,24 @@ def test_a_candidate_does_not_grow_into_a_neighbour_hiding_other_rows():
     assert [(t.probe, t.cls) for t in S.widest_extent(found, tests, drop, pred, regions, 48)] == [
         (0, 1)
     ]
+
+
+def test_a_global_property_every_class_has_is_not_a_shortcut_of_one():
+    # the probe changes 15% of every class's rows much (strongly coloured photographs) and
+    # knocks out the dosed rows of class 0 only: the model ties colour to class 0, but the
+    # property does not gather in it — no candidate; when the dosed rows of the other classes
+    # are (nearly) all predicted class 0 instead, it is one
+    pred = np.repeat(np.arange(4), 100)
+    dose = np.full((400, 1), 0.02)
+    rows = np.concatenate([np.flatnonzero(pred == c)[:15] for c in range(4)])
+    dose[rows] = 0.2
+    drop = np.zeros((400, 1))
+    drop[np.flatnonzero(pred == 0)[:15]] = 0.7
+    tests = S.probe_tests(drop, pred, np.unique(pred), [0.0], None, None, dose)
+    assert {t.cls: t for t in tests}[0].place_lift > 10  # its dosed rows are knocked out
+    assert S.select_candidates(tests, drop, pred) == []
+    pred[rows[15:]] = 0  # the marked images of the other classes are predicted class 0
+    drop[rows] = 0.7
+    tests = S.probe_tests(drop, pred, np.unique(pred), [0.0], None, None, dose)
+    (found,) = S.select_candidates(tests, drop, pred)
+    assert found.cls == 0 and found.hits == 60 and found.lift >= S.MIN_GLOBAL_LIFT

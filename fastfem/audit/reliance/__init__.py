@@ -5,13 +5,14 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
 
 1. **Sweep** (a sample): ``SAMPLE`` committed rows, stratified by predicted class, are read
    again from the source and run under every probe of a fixed, map-free family — bands,
-   columns, cells at two offsets, border rings, the centre (each hidden by the dataset's mean
-   colour) and the whole image under the global fills (low-pass, grey-world) — plus the hot
-   spots of the map detectors' candidate clusters (maps propose, occlusion tests). One forward
-   pass per probe per sampled row, in one jitted step (`step`).
+   columns, cells at two offsets, border rings, the centre (each inpainted from its
+   surroundings) and the whole image under the global fills (low-pass, colour moments, 3x3
+   median, tint) — plus the hot spots of the map detectors' candidate clusters (maps propose,
+   occlusion tests). One forward pass per probe per sampled row, in one jitted step (`step`).
 2. **Candidates** (`stats`): a (probe, class) whose occlusion knocks out the predictions of
    that class far more often than of the others (exact binomial test, Bonferroni-corrected,
-   lift and hit-count floors). Each candidate region is then tried with every region fill
+   lift and hit-count floors; a global probe by the rows it changes most), grown to its widest
+   passing neighbour of the same shape. Each candidate region is then tried with every region fill
    (mean, blur, noise) on the sample and keeps the fill with the strongest effect.
 3. **Every row** (streaming): each row predicted a candidate's class is read again and run
    under that candidate's probe (one forward per candidate); a row whose predicted class's
@@ -143,6 +144,7 @@ def reliance_settings(sample: int) -> dict[str, float | int | str]:
         "reliance_row_tau": ROW_TAU,
         "reliance_min_hits": stats.MIN_HITS,
         "reliance_min_lift": stats.MIN_LIFT,
+        "reliance_min_global_lift": stats.MIN_GLOBAL_LIFT,
         "reliance_alpha": stats.ALPHA,
         "reliance_max_candidates": stats.MAX_CANDIDATES,
     }

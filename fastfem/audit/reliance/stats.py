@@ -43,8 +43,18 @@ objects as often as comparable regions do" — predicts a hit rate of at most ``
 t_cp)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)`` (``q* = q`` for global probes), and
 ``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``, ``min(lift, place_lift) >= MIN_LIFT``
 and the p-value is below ``ALPHA`` divided by the number of tests (probes x classes:
-Bonferroni). A global probe also needs its *dose lift* — the mean change ``mean |probe(x) -
-x|`` of the class's hit rows over the sample's — to reach ``MIN_DOSE_LIFT``. Candidates are
+Bonferroni).
+
+A global probe (low-pass, colour moments, median, tint) has no place; it removes a property of
+some images — a texture, noise, a tint — and changes every image somewhat, often enough to
+knock out many predictions of every class (small models read fine detail). What singles out a
+shortcut is *which* rows: the ones the probe changes most (its *dose*, ``mean |probe(x) -
+x|``, at least ``MIN_DOSE_LIFT`` times the sample's mean: the *dosed* rows) gather in the class
+the property pushes to, and removing it knocks exactly those out. So for a global probe (with
+doses measured; `global_test`) only the class's dosed hits count (``h``), ``lift`` is the
+class's share of dosed rows over the other classes' share, ``place_lift`` the hit rate of its
+dosed rows over that of its other rows, and the p-value is taken against the latter; the
+share lift must reach ``MIN_GLOBAL_LIFT``. Candidates are
 taken most specific first (largest ``min(lift, place_lift)``, then smallest p-value),
 skipping one whose hit rows of class ``c`` mostly repeat (``>= MAX_OVERLAP`` of its hits) a
 candidate already taken for ``c``: a band and a cell inside it that hide the same mark are one
@@ -65,6 +75,11 @@ TAU = 0.25  # a drop of the predicted class's probability that counts as a hit
 MIN_HITS = 5  # hits among the class's rows
 MIN_LIFT = 2.5  # the class's hit rate over the other rows' and over its translates' (smoothed)
 ALPHA = 0.01  # family-wise significance (Bonferroni over probes x classes)
+#: A global probe's class must hold this many times the other classes' share of dosed rows:
+#: properties every class has by nature (the colour of photographs) gather a few times over
+#: in the class a model ties them to (2-3x measured on the benchmark's photos); a planted
+#: property the model relies on moves its images into its class (30-100x).
+MIN_GLOBAL_LIFT = 5.0
 MAX_OVERLAP = 0.5  # share of a candidate's hits already explained by an earlier one
 AREA_RATIO = 1.5  # regions "of the same size" for the place lift
 MIN_FAMILY = 3  # the fewest regions a place lift compares with
@@ -218,6 +233,9 @@ def probe_tests(
         h_o = hit[~mine].sum(axis=0)
         q = (h_o + 1.0) / (n_o + 2.0)
         for p in range(drop.shape[1]):
+            if dose is not None and areas[p] <= 0:
+                tests.append(global_test(p, int(c), mine, hit[:, p], dose[:, p]))
+                continue
             q_star, place = float(q[p]), float("inf")
             if areas[p] > 0 and compare[p].any():
                 upper = wilson_upper(int(h_o[p]), n_o)
@@ -226,14 +244,31 @@ def probe_tests(
                 q_star = max(q_star, min(typical, 1.0))
             lift = (h_c[p] / n_c) / q[p]
             pv = binomial_tail(int(h_c[p]), n_c, q_star) if h_c[p] >= MIN_HITS else 1.0
-            hits = mine & hit[:, p]
-            dose_lift = float("inf")
-            if dose is not None and areas[p] <= 0 and hits.any():
-                dose_lift = float(np.mean(dose[hits, p]) / max(np.mean(dose[:, p]), 1e-12))
-            tests.append(
-                ProbeTest(p, int(c), int(h_c[p]), n_c, int(h_o[p]), n_o, lift, pv, place, dose_lift)
-            )
+            tests.append(ProbeTest(p, int(c), int(h_c[p]), n_c, int(h_o[p]), n_o, lift, pv, place))
     return tests
+
+
+def global_test(p: int, cls: int, mine: np.ndarray, hit: np.ndarray, dose: np.ndarray) -> ProbeTest:
+    """The test of a global probe ``p`` for class ``cls`` (module docstring): only the rows it
+    changed most count (``dose >= MIN_DOSE_LIFT`` x the sample's mean dose, the *dosed* rows);
+    ``lift`` is the class's share of dosed rows over the other classes' (smoothed), the
+    ``place_lift`` the hit rate of the class's dosed rows over that of its other rows
+    (smoothed), and the p-value ``P(Binomial(n_dosed, q_rest) >= h)`` for the ``h`` hits among
+    the class's ``n_dosed`` dosed rows."""
+    dosed = dose >= MIN_DOSE_LIFT * float(np.mean(dose))
+    n_c, n_o = int(mine.sum()), int((~mine).sum())
+    mine_dosed, mine_rest = mine & dosed, mine & ~dosed
+    h = int(np.sum(hit & mine_dosed))
+    n_dosed = int(mine_dosed.sum())
+    share_o = (np.sum(~mine & dosed) + 1.0) / (n_o + 2.0)
+    lift = (n_dosed / max(n_c, 1)) / share_o
+    q_rest = (np.sum(hit & mine_rest) + 1.0) / (mine_rest.sum() + 2.0)
+    place = (h / max(n_dosed, 1)) / q_rest
+    pv = binomial_tail(h, n_dosed, float(q_rest)) if h >= MIN_HITS else 1.0
+    hits = hit & mine_dosed
+    dose_lift = float(np.mean(dose[hits]) / max(np.mean(dose), 1e-12)) if h else 0.0
+    other = int(np.sum(hit & ~mine & dosed))
+    return ProbeTest(p, cls, h, n_c, other, n_o, lift, pv, place, dose_lift)
 
 
 def select_candidates(
@@ -246,6 +281,7 @@ def select_candidates(
         for t in tests
         if t.hits >= MIN_HITS
         and min(t.lift, t.place_lift) >= MIN_LIFT
+        and (t.dose_lift == float("inf") or t.lift >= MIN_GLOBAL_LIFT)
         and t.dose_lift >= MIN_DOSE_LIFT
         and t.p_value <= ALPHA / n_tests
     ]
