@@ -17,7 +17,7 @@ from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
 BAR = slice(29, 31)  # rows of the shortcut: a white bar across the image
 
 
-def bar_model(has_output: bool = True):
+def bar_model(has_output: bool = True, bar_weight: float = 60.0):
     """Three classes by the colour of a blob (the object: its channel with the most excess over
     the grey background), and class 0 whenever a white bar lies across rows 29-30 (the
     shortcut). Activations: the image's excess over grey, for the maps."""
@@ -31,7 +31,7 @@ def bar_model(has_output: bool = True):
         )
         return Features(activations=(excess,), output=logits if has_output else None)
 
-    params = {"scale": jnp.float32(20.0), "bar": jnp.float32(60.0)}
+    params = {"scale": jnp.float32(20.0), "bar": jnp.float32(bar_weight)}
     return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=has_output)
 
 
@@ -142,3 +142,20 @@ def test_the_probe_step_runs_sharded(tmp_path):
     images, _, _ = bar_images(n=32)
     audit(images, bar_model(), out=tmp_path / "s", reliance_sample=32, batch_size=16)
     assert len(jax.local_devices()) >= 1
+
+
+def test_a_mark_the_model_looks_at_but_does_not_rely_on_is_not_flagged(tmp_path):
+    # the maps (the image's excess over grey) show the bar, but the output ignores it: the
+    # bar is dimmer than the blobs, so it never decides the colour class either
+    images, _, barred = bar_images(n=256, seed=2)
+    images[barred, BAR] = 0.7
+    model = bar_model(bar_weight=0.0)
+    maps_only = audit(images, model, out=tmp_path / "maps", reliance_sample=0)
+    flags = pq.read_table(tmp_path / "maps" / "flags.parquet").to_pydict()
+    hot = [int(i) for i, r in zip(flags["id"], flags["reason"], strict=True) if "hot spot" in r]
+    assert len(hot) >= 0.5 * barred.sum() and barred[hot].mean() >= 0.9  # maps see the bar
+    tested = audit(images, model, out=tmp_path / "tested", reliance_sample=192)
+    assert tested.reliance.startswith("0 candidates") and tested.flagged_total == 0
+    clusters = pq.read_table(tmp_path / "tested" / "clusters.parquet").to_pydict()
+    assert any(clusters["candidate"])  # the pattern is still reported, as a cluster
+    assert maps_only.flagged_total > 0

@@ -134,6 +134,8 @@ class Detection:
     region: np.ndarray | None = None
     fill: np.ndarray | None = None
     change: np.ndarray | None = None
+    #: (N,) the outside-box scores (audits with boxes; None without)
+    box: np.ndarray | None = None
 
     def order(self) -> np.ndarray:
         """Indices of the flagged rows, highest score first (ties: the larger strength, then
@@ -217,13 +219,19 @@ def detect(
         hot=hot,
         clusters=columns,
         views=label_views(store, rows, ok, classes) if n and views else LabelViews(),
+        box=box,
     )
 
 
 def with_reliance(detection: Detection, result: Any, row_tau: float) -> Detection:
-    """``detection`` with the reliance test's flagged rows (`fastfem.audit.reliance`) added:
-    score ``drop / row_tau``, reason ``relies on <region> (<fill>)``, and the evidence columns
-    (region, fill, output change) of those rows."""
+    """``detection`` with the reliance test's verdict (`fastfem.audit.reliance`): its flagged
+    rows get score ``drop / row_tau``, reason ``relies on <region> (<fill>)`` and the evidence
+    columns (region, fill, output change). When the test ran, a map hot spot no longer flags a
+    row by itself — maps show where a model looks, the test whether it decides by it (a hot
+    spot the model relies on is swept and flags its rows as ``relies on hot spot k``); the
+    clusters and their hot spots stay in ``clusters.parquet``. When it could not run (no
+    classifier output, a one-shot source, ``reliance_sample=0``) the hot spots flag as they
+    are."""
     n = len(detection.ids)
     pos = {str(rid): i for i, rid in enumerate(detection.ids)}
     region = np.full(n, None, dtype=object)
@@ -231,6 +239,9 @@ def with_reliance(detection: Detection, result: Any, row_tau: float) -> Detectio
     change = np.full(n, np.nan)
     score = detection.score.copy()
     reason = detection.reason.copy()
+    if not result.skipped:
+        score = np.zeros(n) if detection.box is None else np.nan_to_num(detection.box)
+        reason = np.asarray(["outside box" if s > 0 else "" for s in score], dtype=object)
     strength = detection.strength.copy() if detection.strength.size else np.zeros(n)
     for rid, drop, k in zip(result.ids, result.drop, result.candidate, strict=True):
         i = pos[rid]
