@@ -199,12 +199,10 @@ def webdataset_source(paths: Sequence[Path], expected: Shape, options: ReadOptio
             ext = label_extension(s.members, options)
             if ext is not None:
                 label = parse_label(read_span(s.path, s.members[ext]), ext, json_field)
-            image = s.members[image_extension(s.members, options)]
+            data = read_span(s.path, s.members[image_extension(s.members, options)])
         except Exception as err:  # any failure of one sample is that sample's error row
             return Record(s.id, label, error=printable(str(err)), raw_id=s.raw_id)
-        return read_record(
-            s.id, s.raw_id, label, lambda: read_span(s.path, image), decoding, expected
-        )
+        return read_record(s.id, s.raw_id, label, lambda: data, decoding, expected)
 
     def read(select: Select) -> Iterator[Record]:
         chosen = [i for i, rid in enumerate(ids) if select(i, rid)]
