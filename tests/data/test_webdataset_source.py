@@ -73,12 +73,9 @@ def test_shards_read_with_any_image_extension_and_class_labels(tmp_path):
         else:
             np.testing.assert_array_equal(r.image, img)
     by_name = ReadOptions(threads=1, label_field="name")  # a field alone: the JSON's
-    named = [
-        r.label
-        for r in open_source(tmp_path / "w" / "shard-000001.tar", EXPECTED, by_name).read(
-            lambda i, rid: True
-        )
-    ]
+    second = open_source(tmp_path / "w" / "shard-000001.tar", EXPECTED, by_name)
+    assert second.ids == [key_id(i) for i in range(4, 8)]  # one shard: the same ids
+    named = [r.label for r in second.read(lambda i, rid: True)]
     assert named == [sample.CLASS_NAMES[y] for y in labels[4:8]]
 
 
@@ -111,11 +108,8 @@ def test_damaged_members_and_shards_are_error_rows(tmp_path):
     assert recs["mixed.tar:twoimages"].error.startswith("several image members (members: ")
     assert "Expecting property name" in recs["mixed.tar:badjson"].error
     chosen = ReadOptions(threads=1, image_column="jpg")  # the extension names the member
-    twice = [
-        r
-        for r in open_source(path, EXPECTED, chosen).read(lambda i, rid: rid.endswith("twoimages"))
-    ]
-    assert twice[0].error is None and twice[0].label == "0"
+    (twice,) = open_source(path, EXPECTED, chosen).read(lambda i, rid: rid.endswith("twoimages"))
+    assert twice.error is None and twice.label == "0"
 
     # shards cut inside a member, cut at a header, with a broken header, and no tar at all
     write_shards(tmp_path / "w", n=4)
