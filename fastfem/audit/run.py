@@ -349,7 +349,16 @@ def read_options(
         raise ValueError(f"resize=True means fit='squash'; it contradicts fit={fit!r}")
     fit = "squash" if resize else (fit or "error")
     threads = default_threads() if threads is None else threads
-    return ReadOptions(fit, max_pixels, alpha, threads, True, *columns)
+    image_column, label_column, label_field = columns
+    return ReadOptions(
+        fit,
+        max_pixels,
+        alpha,
+        threads,
+        image_column=image_column,
+        label_column=label_column,
+        label_field=label_field,
+    )
 
 
 def audit(

@@ -30,12 +30,15 @@ Sources:
   have ids: then it is the reserved ``\\!<file>:<index>`` (`fastfem.data.ids.reserved_id`), which
   no real id can equal. A damaged record is always a reserved id (``\\!<file>:<index>``,
   ``\\!<file>:damaged-at-<offset>``), so it never collides with a real one;
+* Hugging Face datasets (Parquet or Arrow files, a ``save_to_disk`` folder; `fastfem.data.hf`)
+  and WebDataset ``.tar`` shards (`fastfem.data.webdataset`): shards = files, ids
+  ``<shard>:<row>`` / ``<shard>:<key>``;
 * a ``tf.data.Dataset`` or any iterable of image batches (read and numbered in order).
 
 Every source but the last lists its ids before decoding, so ``--resume`` and multi-process
-slicing skip work without reading pixels; sharded sources (several folders or TFRecord files)
-say which shard each input is in, and several processes then split them by shard
-(`process_of`), so each process reads only its own files.
+slicing skip work without reading pixels; sharded sources (several folders; TFRecord,
+Parquet/Arrow or tar files) say which shard each input is in, and several processes then split
+them by shard (`process_of`), so each process reads only its own files.
 """
 
 from __future__ import annotations
