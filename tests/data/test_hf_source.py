@@ -80,6 +80,34 @@ def test_parquet_rows_read_as_the_dataset_holds_them(tmp_path):
     assert [r.id for r in picked] == ["train.parquet:1", "train.parquet:7", "train.parquet:11"]
 
 
+def test_any_selection_reads_the_same_rows(tmp_path, monkeypatch):
+    """Resume and multi-process slicing select rows: any selection reads exactly those rows,
+    across row groups, record batches inside them, and files."""
+    import fastfem.data.hf as hf
+
+    monkeypatch.setattr(hf, "BATCH_ROWS", 2)  # several batches per row group
+    ds = dataset()
+    ds.to_parquet(tmp_path / "a.parquet", batch_size=5)
+    ds.save_to_disk(tmp_path / "saved", num_shards=2)
+    rng = np.random.default_rng(0)
+    for source in (
+        [tmp_path / "a.parquet", tmp_path / "saved" / "data-00001-of-00002.arrow"],
+        tmp_path / "saved",
+    ):
+        src = open_source(source, EXPECTED, OPTIONS)
+        everything = {r.id: r for r in src.read(lambda i, rid: True)}
+        assert list(everything) == src.ids
+        for keep in [rng.random(len(src.ids)) < p for p in (0.1, 0.3, 0.6)]:
+            got = list(src.read(lambda i, rid, keep=keep: bool(keep[i])))
+            assert [r.id for r in got] == [rid for rid, k in zip(src.ids, keep, strict=True) if k]
+            for r in got:
+                full = everything[r.id]
+                assert r.label == full.label and r.error == full.error
+                assert (r.image is None) == (full.image is None)
+                if r.image is not None:
+                    np.testing.assert_array_equal(r.image, full.image)
+
+
 def test_save_to_disk_audit_labels_errors_and_resume(tmp_path):
     saved = tmp_path / "saved"
     dataset().save_to_disk(saved, num_shards=3)  # data-0000k-of-00003.arrow, 4 rows each
