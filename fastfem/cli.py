@@ -267,6 +267,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         references=args.references,
         preprocess=args.preprocess,
         allow_new_source=args.allow_new_source,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        label_field=args.label_field,
         **({} if args.reliance_sample is None else {"reliance_sample": args.reliance_sample}),
     )
     print(json.dumps(summary.to_dict(), indent=2))
@@ -495,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "source",
         nargs="*",
-        help="image folder(s), .npy/.npz, or TFRecord file(s); quoted globs expand "
+        help="image folder(s), .npy/.npz, TFRecord file(s), a Hugging Face dataset (.parquet/"
+        ".arrow files, a save_to_disk folder) or WebDataset .tar shards; quoted globs expand "
         "(e.g. 'data/train-*.tfrecord')",
     )
     a.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
@@ -569,6 +573,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="black",
         help="background that transparent images are composited on (default black)",
     )
+    a.add_argument(
+        "--image-column",
+        help="Hugging Face dataset: the image column (default: its Image feature); WebDataset: "
+        "the image member's extension (default: the one with an image extension)",
+    )
+    a.add_argument(
+        "--label-column",
+        help="Hugging Face dataset: the label column (default: its ClassLabel feature); "
+        "WebDataset: the label member's extension (default: cls, else txt, else json)",
+    )
+    a.add_argument("--label-field", help="WebDataset: the .json label's field (default: label)")
     a.add_argument("--resume", action="store_true", help="continue an interrupted audit")
     a.add_argument(
         "--allow-new-source",

@@ -288,6 +288,9 @@ def plan_audit(
         "max_pixels": reading.max_pixels,
         "preprocess": preprocess_name(preprocess),
     }
+    for name in ("image_column", "label_column", "label_field"):  # recorded when chosen
+        if getattr(reading, name) is not None:
+            config[name] = getattr(reading, name)
     if method != "mlfem":
         config.pop("fusion", None)
         config.pop("fusion_weights", None)

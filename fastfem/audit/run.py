@@ -334,11 +334,27 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
     summary.compile_seconds = runner.compile_seconds - compiled_before
 
 
-def read_options(fit: str | None, max_pixels: int, alpha: str, threads: int | None) -> ReadOptions:
+def read_options(
+    fit: str | None,
+    max_pixels: int,
+    alpha: str,
+    threads: int | None,
+    columns: tuple[str | None, str | None, str | None] = (None, None, None),
+) -> ReadOptions:
     """The audit's `ReadOptions` (``fit`` None: ``"error"``; ``threads`` None:
-    `fastfem.data.sources.default_threads`)."""
+    `fastfem.data.sources.default_threads`; ``columns``: image column, label column, label
+    field)."""
     threads = default_threads() if threads is None else threads
-    return ReadOptions(fit or "error", max_pixels, alpha, threads)
+    image_column, label_column, label_field = columns
+    return ReadOptions(
+        fit or "error",
+        max_pixels,
+        alpha,
+        threads,
+        image_column=image_column,
+        label_column=label_column,
+        label_field=label_field,
+    )
 
 
 def audit(
@@ -365,12 +381,16 @@ def audit(
     preprocess: str | Preprocess = "unit",
     reliance_sample: int | None = None,
     allow_new_source: bool = False,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    label_field: str | None = None,
 ) -> AuditSummary:
     """Audit ``source`` with ``model`` into the result store ``out``; returns a summary.
 
     Args:
-      source: image folder, .npy/.npz, TFRecord file(s), array, tf.data.Dataset or iterable of
-        batches; None -> the bundled sample's test split (as PNG-free arrays).
+      source: image folder, .npy/.npz, TFRecord file(s), a Hugging Face dataset (Parquet/Arrow
+        files, a save_to_disk folder), WebDataset .tar shards, array, tf.data.Dataset or
+        iterable of batches; None -> the bundled sample's test split (as PNG-free arrays).
       model: Keras model / path / FeatureExtractor; None -> the bundled CNN.
       method: ``"fem"`` (default), ``"mlfem"`` (the fused multi-layer map, at the input size)
         or ``"fam"`` (each image against its class prototype; see the module docstring).
@@ -411,6 +431,9 @@ def audit(
       reliance_sample: rows of the reliance test's sweep (`fastfem.audit.reliance`: which
         regions does the model rely on for one class, by occlusion; its flags join the map
         detectors'); None: `fastfem.audit.reliance.SAMPLE` (320); 0 turns the test off.
+      image_column, label_column, label_field: a Hugging Face dataset's image and label
+        columns (`fastfem.data.hf`), a WebDataset's image and label extensions and JSON label
+        field (`fastfem.data.webdataset`); None: the source's default.
     """
     out = store_folder(out)
     k = check_arguments(
@@ -436,7 +459,9 @@ def audit(
             settings,
             preprocess,
             batch_size,
-            read_options(fit, max_pixels, alpha, threads),
+            read_options(
+                fit, max_pixels, alpha, threads, (image_column, label_column, label_field)
+            ),
             boxes,
             references,
         )

@@ -30,12 +30,15 @@ Sources:
   have ids: then it is the reserved ``\\!<file>:<index>`` (`fastfem.data.ids.reserved_id`), which
   no real id can equal. A damaged record is always a reserved id (``\\!<file>:<index>``,
   ``\\!<file>:damaged-at-<offset>``), so it never collides with a real one;
+* Hugging Face datasets (Parquet or Arrow files, a ``save_to_disk`` folder; `fastfem.data.hf`)
+  and WebDataset ``.tar`` shards (`fastfem.data.webdataset`): shards = files, ids
+  ``<shard>:<row>`` / ``<shard>:<key>``;
 * a ``tf.data.Dataset`` or any iterable of image batches (read and numbered in order).
 
 Every source but the last lists its ids before decoding, so ``--resume`` and multi-process
-slicing skip work without reading pixels; sharded sources (several folders or TFRecord files)
-say which shard each input is in, and several processes then split them by shard
-(`process_of`), so each process reads only its own files.
+slicing skip work without reading pixels; sharded sources (several folders; TFRecord,
+Parquet/Arrow or tar files) say which shard each input is in, and several processes then split
+them by shard (`process_of`), so each process reads only its own files.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -160,13 +164,19 @@ def default_threads(backend: str | None = None) -> int:
 class ReadOptions:
     """How a source's files become pixels: ``fit`` (`fastfem.data.fit.FITS`), the pixel budget
     ``max_pixels``, the ``alpha`` background, host decoding ``threads``, JPEG ``draft``;
-    checked when made (arrays and streams never build a `DecodeOptions`, which checks too)."""
+    checked when made (arrays and streams never build a `DecodeOptions`, which checks too).
+    Datasets of records: ``image_column`` / ``label_column`` (`fastfem.data.hf`; WebDataset
+    shards: the members' extensions, `fastfem.data.webdataset`) and the JSON ``label_field``
+    (None: each source's default)."""
 
     fit: str = "error"
     max_pixels: int = DEFAULT_MAX_PIXELS
     alpha: str = "black"
     threads: int = field(default_factory=default_threads)
     draft: bool = True
+    image_column: str | None = None
+    label_column: str | None = None
+    label_field: str | None = None
 
     def __post_init__(self) -> None:
         check_fit(self.fit)
@@ -175,6 +185,10 @@ class ReadOptions:
         t = self.threads
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise ValueError(f"threads must be a positive integer; got {t!r}")
+        for name in ("image_column", "label_column", "label_field"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name} must be a non-empty string or None; got {value!r}")
 
     def decode_options(self, expected: Shape) -> DecodeOptions:
         h, w, c = expected
@@ -233,7 +247,7 @@ CHUNK = 32
 AHEAD = 16
 
 
-def _threaded(items: Sequence[Any], fn: Callable[[Any], Record], threads: int) -> Iterator[Record]:
+def _threaded(items: Iterable[Any], fn: Callable[[Any], Record], threads: int) -> Iterator[Record]:
     """``map(fn, items)`` in order on ``threads`` threads, at most ``AHEAD`` chunks ahead.
 
     One task per chunk of ``CHUNK`` items (not one future per item: fewer GIL hand-offs), and
@@ -247,10 +261,11 @@ def _threaded(items: Sequence[Any], fn: Callable[[Any], Record], threads: int) -
     def run(chunk: Sequence[Any]) -> list[Record]:
         return [fn(i) for i in chunk]
 
+    rest = iter(items)  # a sequence, or a stream read as it goes
     with ThreadPoolExecutor(threads) as pool:
         pending: collections.deque[Any] = collections.deque()
-        for start in range(0, len(items), CHUNK):
-            pending.append(pool.submit(run, items[start : start + CHUNK]))
+        while chunk := list(itertools.islice(rest, CHUNK)):
+            pending.append(pool.submit(run, chunk))
             if len(pending) > AHEAD:
                 yield from pending.popleft().result()
         while pending:
@@ -554,10 +569,18 @@ def expand(pattern: str | os.PathLike) -> list[Path]:
 
 
 def open_paths(paths: list[Path], expected: Shape, options: ReadOptions) -> Source:
-    """One path (folder, .npy, .npz, TFRecord) or several folders / TFRecord shards."""
+    """One path (folder, .npy, .npz, TFRecord) or several folders / TFRecord shards; Hugging
+    Face datasets (`fastfem.data.hf`) and WebDataset shards (`fastfem.data.webdataset`)."""
+    from fastfem.data.hf import hf_source, is_hf_dataset
+    from fastfem.data.webdataset import is_tar, webdataset_source
+
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"no such file or folder: {p}")
+    if all(is_hf_dataset(p) for p in paths):
+        return hf_source(paths, expected, options)
+    if all(p.is_file() and is_tar(p) for p in paths):
+        return webdataset_source(paths, expected, options)
     if all(p.is_dir() for p in paths):
         return folder_source(paths, expected, options)
     if all(p.is_file() and is_tfrecord(p) for p in paths):
@@ -576,7 +599,9 @@ def open_paths(paths: list[Path], expected: Shape, options: ReadOptions) -> Sour
         return array_source(x, None, None, expected, str(p), options.fit, None, options.max_pixels)
     if p.suffix == ".npz":
         return npz_source(p, expected, options)
-    raise ValueError(f"unsupported source {p}: a folder, .npy, .npz or .tfrecord")
+    raise ValueError(
+        f"unsupported source {p}: a folder, .npy, .npz, .tfrecord, .parquet, .arrow or .tar"
+    )
 
 
 def _is_path_list(source: Any) -> bool:

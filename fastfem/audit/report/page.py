@@ -85,6 +85,9 @@ def images_by_id(
             max_pixels=config.get("max_pixels", ReadOptions.max_pixels),
             alpha=config.get("alpha", "black"),
             threads=2,
+            image_column=config.get("image_column"),
+            label_column=config.get("label_column"),
+            label_field=config.get("label_field"),
         )
         src = open_source(location, expected, options)
     except (OSError, ValueError):
