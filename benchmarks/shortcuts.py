@@ -21,7 +21,8 @@ like. Usage::
 
     python -m benchmarks.shortcuts [--base B ...] [--only CONFIG ...] [--split test|holdout]
 
-writes ``benchmarks/results/shortcuts[-holdout].{json,md}`` (the README's table).
+writes ``benchmarks/results/shortcuts[-holdout].{json,md}``; a whole run of the test split
+(every base and configuration) also rewrites the README's table (between its markers).
 """
 
 from __future__ import annotations
@@ -170,12 +171,19 @@ def _fmt(v: float) -> str:
     return "–" if v != v else f"{v:.2f}"
 
 
+def found_text(row: dict) -> str:
+    """The reliance test's findings from the summary line (what is inside its parentheses)."""
+    text = str(row.get("reliance", ""))
+    return text[text.index("(") + 1 : text.rindex(")")] if "(" in text else "–"
+
+
 def markdown_table(results: list[dict]) -> str:
     """The README's table: one row per base and configuration."""
     head = (
         "| base | shortcut | relied on / marked | fastfem P / R (R marked) | F1 | maps only "
-        "P / R | reliance only P / R | SpRAy eigengap F1 | SpRAy oracle F1 |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        "P / R | reliance only P / R | SpRAy eigengap F1 | SpRAy oracle F1 | what the reliance "
+        "test found |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in results:
@@ -183,7 +191,8 @@ def markdown_table(results: list[dict]) -> str:
         if r["config"] == "none":
             lines.append(
                 f"| {r['base']} | none (control) | – | flags {f['flagged']} of {f['rows']} "
-                f"({100 * f['flag_rate']:.1f}%) | – | {m['flagged']} | {rel['flagged']} | – | – |"
+                f"({100 * f['flag_rate']:.1f}%) | – | {m['flagged']} | {rel['flagged']} | – | – | "
+                f"{found_text(r)} |"
             )
             continue
         sp = r["spray"]
@@ -192,9 +201,36 @@ def markdown_table(results: list[dict]) -> str:
             f"{_fmt(f['precision'])} / {_fmt(f['recall'])} ({_fmt(f['recall_marked'])}) | "
             f"{_fmt(f['f1'])} | {_fmt(m['precision'])} / {_fmt(m['recall'])} | "
             f"{_fmt(rel['precision'])} / {_fmt(rel['recall'])} | "
-            f"{_fmt(sp['eigengap']['f1'])} | {_fmt(sp['oracle']['f1'])} |"
+            f"{_fmt(sp['eigengap']['f1'])} | {_fmt(sp['oracle']['f1'])} | {found_text(r)} |"
         )
     return head + "\n".join(lines) + "\n"
+
+
+README = ROOT / "README.md"
+TABLE_START, TABLE_END = "<!-- shortcuts table: start -->", "<!-- shortcuts table: end -->"
+
+
+def write_readme_table(table: str, readme: Path = README) -> None:
+    """Replace the README's shortcut table (between the ``TABLE_START`` / ``TABLE_END``
+    markers) with ``table``."""
+    text = readme.read_text()
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    readme.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}")
+
+
+def write_results(results: list[dict], out: Path, split: str, readme: bool) -> str:
+    """``out/shortcuts[-split].{json,md}`` and, for a whole test-split run, the README's table."""
+    suffix = "" if split == "test" else f"-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"shortcuts{suffix}.json").write_text(
+        json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1, default=str)
+    )
+    table = markdown_table(results)
+    (out / f"shortcuts{suffix}.md").write_text(table)
+    if readme:
+        write_readme_table(table)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cost", type=int, metavar="N", help="instead: the reliance test's cost on N images"
     )
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="instead: rewrite the tables (.md, README) from the last run's JSON",
+    )
     args = parser.parse_args(argv)
+    whole = args.split == "test" and not args.only and set(args.base) == set(BASES)
+    if args.table_only:
+        suffix = "" if args.split == "test" else f"-{args.split}"
+        results = json.loads((args.out / f"shortcuts{suffix}.json").read_text())["results"]
+        print(write_results(results, args.out, args.split, whole))
+        return 0
     if args.cost:
         with tempfile.TemporaryDirectory() as tmp:
             res = cost(args.base[0], (args.only or ["watermark@middle"])[0], args.cost, Path(tmp))
@@ -235,13 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 results.append(row)
-    suffix = "" if args.split == "test" else f"-{args.split}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"shortcuts{suffix}.json").write_text(
-        json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1, default=str)
-    )
-    (args.out / f"shortcuts{suffix}.md").write_text(markdown_table(results))
-    print(markdown_table(results))
+    print(write_results(results, args.out, args.split, whole))
     return 0
 
 

@@ -90,3 +90,15 @@ def test_fam_audit_gets_the_detectors_and_the_reliance_test(tmp_path):
     flags = pq.read_table(tmp_path / "fam" / "flags.parquet").to_pydict()
     assert summary.flagged_total == len(flags["id"])
     assert summary.reliance and not summary.reliance.startswith("not run"), summary.reliance
+
+
+def test_the_readme_table_is_rewritten_between_its_markers(tmp_path):
+    from benchmarks.shortcuts import TABLE_END, TABLE_START, found_text, write_readme_table
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{TABLE_START}\nold | table\n{TABLE_END}\nafter\n")
+    write_readme_table("| new |\n", readme)
+    assert readme.read_text() == f"intro\n{TABLE_START}\n| new |\n{TABLE_END}\nafter\n"
+    line = "1 candidates, 180 rows tested (class 0 relies on band y24-40 (inpaint): 52 rows)"
+    assert found_text({"reliance": line}) == "class 0 relies on band y24-40 (inpaint): 52 rows"
+    assert found_text({"reliance": "0 candidates from 85 probes"}) == "–"
