@@ -39,7 +39,7 @@ from fastfem.data.boxes import (
     unknown_ids_error,
 )
 from fastfem.data.preprocess import Preprocess, preprocess_fn, preprocess_name, with_preprocessing
-from fastfem.data.sources import ReadOptions, Source, array_source, open_source
+from fastfem.data.sources import ReadOptions, Source, open_source
 from fastfem.explainers import FAM, FEM, MLFEM
 from fastfem.explainers.base import Explainer, check_positive_int
 from fastfem.explainers.mlfem import default_layers
@@ -216,17 +216,6 @@ def _hashable(value: Any) -> Any:
 # ---------------------------------------------------------------------------------- plan
 
 
-def open_audit_source(source: Any, expected: Sequence[int | None], reading: ReadOptions) -> Source:
-    """The source to audit: a user source, or the bundled sample's test split (arrays)."""
-    if source is not None:
-        return open_source(source, tuple(expected), reading)
-    from fastfem.sample import CLASS_NAMES, generate
-
-    sample = generate("test")
-    labels = [CLASS_NAMES[i] for i in sample.labels]
-    return array_source(sample.images, list(sample.ids), labels, tuple(expected), "bundled sample")
-
-
 def resolve_boxes(spec: Any, src: Source, input_shape: Sequence[int | None]) -> Boxes | None:
     """The boxes keyed by input id (checked against the model input); None without boxes.
 
@@ -275,7 +264,7 @@ def plan_audit(
     explainer = cached_explainer(model, method, layer, settings, preprocess, batch_size)
     expected = explainer.extractor.input_shape
     hw = image_hw(explainer.extractor)
-    src = open_audit_source(source, expected, reading)
+    src = open_source(source, tuple(expected), reading)
     refs = None
     if references is not None:
         refs = open_source(references, tuple(expected), reading)

@@ -8,8 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fastfem.cli.explain import _make_explainer, load_explain_inputs
-from fastfem.cli.options import add_method_options, model_inputs, positive_int
+from fastfem.cli.explain import (
+    IMAGES_HELP,
+    _make_explainer,
+    load_explain_inputs,
+    preprocess_on_device,
+)
+from fastfem.cli.options import add_method_options, positive_int
 
 
 def _next_same_label(labels: np.ndarray) -> np.ndarray:
@@ -34,6 +39,15 @@ def _load_array(path: str, what: str) -> np.ndarray:
     raise ValueError(f"{what}: expected a .npy or .json file; got {p.name}")
 
 
+def scoring_model(model: str, preprocess: str):
+    """The model whose scores the faithfulness metrics read, with its output and ``preprocess``
+    in front (on the device, as the explainer's)."""
+    from fastfem.converters import load
+    from fastfem.data.preprocess import with_preprocessing
+
+    return with_preprocessing(load(model, include_output=True), preprocess)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fastfem.evaluation import Evaluator
     from fastfem.metrics import MeanActivation, UniformMap
@@ -51,49 +65,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         explainer = _make_explainer(args, model)
     shape = explainer.extractor.input_shape if hasattr(explainer, "extractor") else (None,) * 3
-    labels = None
-    if args.images is None:
-        from fastfem.sample import generate
-
-        sample = generate("test", args.limit)
-        x, ids, source = sample.images, list(sample.ids), "bundled sample (test split)"
-        boxes, labels = sample.boxes, sample.labels
-    else:
-        x, ids, source = load_explain_inputs(args.images, shape, args.fit)
-        boxes = None
-    if args.limit is not None:
-        x, ids = x[: args.limit], ids[: args.limit]
+    x, ids, labels, source = load_explain_inputs(args.images, shape, args.fit, args.limit)
+    boxes = None
     if args.boxes is not None:
-        boxes = _load_array(args.boxes, "--boxes")
-    if boxes is not None:
-        boxes = boxes[: len(x)]
+        boxes = _load_array(args.boxes, "--boxes")[: len(x)]
+    elif args.images is None:
+        from fastfem.data.boxes import sample_boxes
+
+        found = sample_boxes(ids)
+        boxes = np.concatenate([found[i] for i in ids])
     targets = None
     if args.method == "fam":
         if args.references is not None:
-            targets, _, _ = load_explain_inputs(args.references, shape, args.fit)
-            targets = targets[: len(x)]
-        elif labels is not None:
-            targets = x[_next_same_label(labels[: len(x)])]
+            targets, _, _, _ = load_explain_inputs(args.references, shape, args.fit, len(x))
+        elif args.images is None:
+            targets = x[_next_same_label(np.asarray(labels))]
         else:
             raise ValueError("--method fam needs --references (reference images, one per image)")
     elif args.targets is not None:
         targets = _load_array(args.targets, "--targets")[: len(x)]
     metrics = None if args.metrics is None else [m for m in args.metrics.split(",") if m]
+    preprocess_on_device(explainer, args.preprocess)
     evaluator = Evaluator(
         explainer,
         metrics,
-        model=None if args.method == "fam" else model,
+        model=None if args.method == "fam" else scoring_model(model, args.preprocess),
         threshold=args.threshold,
         normalize=args.normalize,
         steps=args.steps,
         activation=args.activation,
         batch_size=min(args.batch_size, 64),
     )
-    if args.method == "fam":
-        targets = model_inputs(targets, args.preprocess)
-    result = evaluator(
-        model_inputs(x, args.preprocess), boxes=boxes, targets=targets, progress=not args.quiet
-    )
+    result = evaluator(x, boxes=boxes, targets=targets, progress=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(result.per_sample)
@@ -131,7 +134,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "settings), per_sample.csv and curves.npz. FAM is scored by the similarity to its "
         "reference (--references; on the bundled sample, the next image of the same class).",
     )
-    e.add_argument("images", nargs="?", help="image folder, .npy or .npz (default: bundled)")
+    e.add_argument("images", nargs="?", help=IMAGES_HELP)
     e.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
     e.add_argument("--method", choices=["fem", "fam", "mlfem", "mean", "uniform"], default="fem")
     e.add_argument("--boxes", help=".npy/.json xyxy boxes (N, 4) in pixels (bundled: built in)")

@@ -6,29 +6,39 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fastfem.cli.options import add_method_options, layer_arg, model_inputs
+from fastfem.cli.options import add_method_options, layer_arg
+
+#: What the ``images`` argument of ``explain`` and ``evaluate`` accepts (`fastfem.data.sources`).
+IMAGES_HELP = (
+    "image folder, .npy, .npz, TFRecord file, or a glob of folders / TFRecord shards "
+    "(default: the bundled sample)"
+)
 
 
 def load_explain_inputs(
-    images: str | None, model_input_shape: tuple, fit: str = "squash"
-) -> tuple[np.ndarray, list[str], str]:
-    """The images to explain and their ids: a user source (image files decoded by
-    `fastfem.data.decode` and fitted to the model by ``fit``), or the bundled sample's test
-    split."""
-    if images is None:
-        from fastfem.sample import generate
+    images: str | None, model_input_shape: tuple, fit: str, limit: int | None = None
+) -> tuple[np.ndarray, list[str], list[str | None], str]:
+    """The first ``limit`` images of ``images`` (None: the bundled sample's test split) read
+    through `fastfem.data.sources.read_images` and fitted to the model by ``fit``: float32 in
+    [0, 1] (the model's preprocessing runs on the device, `preprocess_on_device`), their ids,
+    labels and the source's description."""
+    from fastfem.data.sources import ReadOptions, read_images, unit_float
 
-        sample = generate("test")
-        return sample.images, list(sample.ids), "bundled sample (test split)"
-    from fastfem.data.folders import load_images
+    x, ids, labels, what = read_images(images, tuple(model_input_shape), ReadOptions(fit), limit)
+    return unit_float(x), ids, labels, what
 
-    h, w, c = model_input_shape
-    size = (h, w) if h is not None and w is not None else None
-    x, ids = load_images(images, size=size, channels=c or 3, fit=fit)
-    return x, ids, str(images)
+
+def preprocess_on_device(explainer: Any, preprocess: str) -> None:
+    """Put ``preprocess`` (`fastfem.data.preprocess`) in front of ``explainer``'s extractor, so
+    it runs inside every jitted step (not on the host); explainers without one are unchanged."""
+    from fastfem.data.preprocess import with_preprocessing
+
+    if getattr(explainer, "extractor", None) is not None:
+        explainer.extractor = with_preprocessing(explainer.extractor, preprocess)
 
 
 def _make_explainer(args: argparse.Namespace, model: str):
@@ -67,10 +77,10 @@ def _explain_fam(fam, args, x, ids) -> tuple[np.ndarray, list[dict], str]:
     """FAM maps of each image vs its reference (``--references``, paired one to one) or, by
     default, vs its nearest neighbour among the other images (leave-one-out retrieval)."""
     if args.references is not None:
-        r, r_ids, _ = load_explain_inputs(args.references, fam.extractor.input_shape, args.fit)
-        if args.limit is not None:
-            r, r_ids = r[: args.limit], r_ids[: args.limit]
-        maps = fam.explain(x, model_inputs(r, args.preprocess), progress=not args.quiet)
+        r, r_ids, _, _ = load_explain_inputs(
+            args.references, fam.extractor.input_shape, args.fit, args.limit
+        )
+        maps = fam.explain(x, r, progress=not args.quiet)
         sims, refs, how = fam.last_similarities, list(r_ids), "references (paired one to one)"
     else:
         res = fam.explain_retrieval(x, x, top_k=1, exclude_self=True, progress=not args.quiet)
@@ -93,19 +103,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         model, model_name = args.model, args.model
     explainer = _make_explainer(args, model)
-    x, ids, source = load_explain_inputs(args.images, explainer.extractor.input_shape, args.fit)
-    if args.limit is not None:
-        x, ids = x[: args.limit], ids[: args.limit]
+    shape = explainer.extractor.input_shape
+    x, ids, _, source = load_explain_inputs(args.images, shape, args.fit, args.limit)
+    preprocess_on_device(explainer, args.preprocess)
     out = Path(args.out)
     start = time.perf_counter()
     method_info: dict = {}
     outputs = {"maps": "maps.npy", "ids": "ids.json"}
-    xm = model_inputs(x, args.preprocess)
     if args.method == "fam":
-        maps, pairs, how = _explain_fam(explainer, args, xm, ids)
+        maps, pairs, how = _explain_fam(explainer, args, x, ids)
         method_info = {"similarity": args.similarity, "pooling": "gap", "reference": how}
     else:
-        maps = explainer.explain(xm, progress=not args.quiet)
+        maps = explainer.explain(x, progress=not args.quiet)
         method_info = {"variant": args.variant, "k": args.k}
         if args.method == "mlfem":
             method_info["fusion"] = args.fusion
@@ -147,7 +156,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "by default against its nearest neighbour among the other images (the model's pooled "
         "features at the layer as the embedding: for the bundled CNN, its 'embedding' layer).",
     )
-    p.add_argument("images", nargs="?", help="image folder, .npy or .npz (default: bundled)")
+    p.add_argument("images", nargs="?", help=IMAGES_HELP)
     p.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
     p.add_argument("--method", choices=["fem", "fam", "mlfem"], default="fem")
     p.add_argument("--references", help="fam: reference images, paired one to one")

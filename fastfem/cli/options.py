@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from fastfem.data.fit import FITS
 from fastfem.data.preprocess import PREPROCESS
 from fastfem.kernels.fam import SIMILARITIES
@@ -78,15 +76,6 @@ def enable_persistent_compile_cache(path: str | None = None) -> str | None:
     except (OSError, AttributeError, ValueError):
         return None
     return str(folder)
-
-
-def model_inputs(x: np.ndarray, preprocess: str) -> np.ndarray:
-    """Images in [0, 1] as the model wants them (`fastfem.data.preprocess`; ``unit``: unchanged)."""
-    if preprocess == "unit":
-        return x
-    from fastfem.data.preprocess import preprocess_fn
-
-    return np.asarray(preprocess_fn(preprocess)(x), np.float32)
 
 
 def layer_arg(text: str) -> str | int:
