@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from fastfem.cli.options import finite_k, layer_arg, shape_arg
+from fastfem.cli.options import finite_k, layer_list_arg, shape_arg
 from fastfem.kernels.fem import VARIANTS
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from fastfem.converters import load, save_extractor
 
-    layers = None
-    if args.layer:
-        layers = [layer_arg(t) for t in args.layer.split(",") if t]
-        layers = layers[0] if len(layers) == 1 else layers
+    layers = args.layer
+    if layers is not None and len(layers) == 1:
+        layers = layers[0]
     options = {"signature": args.signature} if args.signature else {}
     extractor = load(
         args.model,
@@ -61,7 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("model", help=".keras/.h5 file or TF SavedModel directory")
     c.add_argument(
-        "--layer", help="layer name/index, or several comma-separated (default: last conv)"
+        "--layer",
+        type=layer_list_arg,
+        help="layer name/index, or several comma-separated (default: last conv)",
     )
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--input-shape", type=shape_arg, help="H,W,C when the model leaves it free")

@@ -8,8 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fastfem.cli.explain import _make_explainer, load_explain_inputs
-from fastfem.cli.options import add_method_options, model_inputs, positive_int
+from fastfem.cli.explain import load_explain_inputs, make_cli_explainer
+from fastfem.cli.options import add_method_options, add_run_options, model_inputs, positive_int
+from fastfem.explainers.registry import METHODS
+from fastfem.metrics.baselines import UniformMap
+
+#: Reference maps that are no method (`fastfem.metrics.baselines`), by ``--baseline`` name.
+BASELINES = {"uniform": UniformMap}
 
 
 def _next_same_label(labels: np.ndarray) -> np.ndarray:
@@ -36,7 +41,6 @@ def _load_array(path: str, what: str) -> np.ndarray:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fastfem.evaluation import Evaluator
-    from fastfem.metrics import MeanActivation, UniformMap
 
     if args.model is None:
         from fastfem.sample import MODEL_PATH
@@ -44,12 +48,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, model_name = str(MODEL_PATH), "bundled sample CNN"
     else:
         model, model_name = args.model, args.model
-    if args.method == "mean":
-        explainer = MeanActivation(model, batch_size=args.batch_size, conv_layer=args.layer)
-    elif args.method == "uniform":
-        explainer = UniformMap()
+    if args.method in BASELINES:
+        explainer = BASELINES[args.method]()
     else:
-        explainer = _make_explainer(args, model)
+        explainer = make_cli_explainer(args, model)
+    pairs = getattr(explainer, "explains_pairs", False)
     shape = explainer.extractor.input_shape if hasattr(explainer, "extractor") else (None,) * 3
     labels = None
     if args.images is None:
@@ -68,28 +71,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if boxes is not None:
         boxes = boxes[: len(x)]
     targets = None
-    if args.method == "fam":
+    if pairs:
         if args.references is not None:
             targets, _, _ = load_explain_inputs(args.references, shape, args.fit)
             targets = targets[: len(x)]
         elif labels is not None:
             targets = x[_next_same_label(labels[: len(x)])]
         else:
-            raise ValueError("--method fam needs --references (reference images, one per image)")
+            raise ValueError(
+                f"--method {args.method} needs --references (reference images, one per image)"
+            )
     elif args.targets is not None:
         targets = _load_array(args.targets, "--targets")[: len(x)]
     metrics = None if args.metrics is None else [m for m in args.metrics.split(",") if m]
     evaluator = Evaluator(
         explainer,
         metrics,
-        model=None if args.method == "fam" else model,
+        model=None if pairs else model,
         threshold=args.threshold,
         normalize=args.normalize,
         steps=args.steps,
         activation=args.activation,
         batch_size=min(args.batch_size, 64),
     )
-    if args.method == "fam":
+    if pairs:
         targets = model_inputs(targets, args.preprocess)
     result = evaluator(
         model_inputs(x, args.preprocess), boxes=boxes, targets=targets, progress=not args.quiet
@@ -133,7 +138,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("images", nargs="?", help="image folder, .npy or .npz (default: bundled)")
     e.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
-    e.add_argument("--method", choices=["fem", "fam", "mlfem", "mean", "uniform"], default="fem")
     e.add_argument("--boxes", help=".npy/.json xyxy boxes (N, 4) in pixels (bundled: built in)")
     e.add_argument("--targets", help=".npy/.json class indices (default: predicted class)")
     e.add_argument("--references", help="fam: reference images, paired one to one")
@@ -146,5 +150,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="relu_minmax",
     )
     e.add_argument("--activation", choices=["softmax", "sigmoid"], default=None)
-    add_method_options(e, "evaluate")
+    add_method_options(e, METHODS, {"uniform": "the constant map (chance level)"})
+    add_run_options(e, "evaluate")
     e.set_defaults(func=cmd_evaluate)

@@ -6,10 +6,12 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fastfem.cli.options import add_method_options, layer_arg, model_inputs
+from fastfem.cli.options import add_method_options, add_run_options, method_settings, model_inputs
+from fastfem.explainers.registry import METHODS, make_explainer, method_named
 
 
 def load_explain_inputs(
@@ -31,56 +33,12 @@ def load_explain_inputs(
     return x, ids, str(images)
 
 
-def _make_explainer(args: argparse.Namespace, model: str):
-    """The explainer of ``--method`` with its command-line options."""
-    from fastfem import FAM, FEM, MLFEM
-
-    if args.method != "fam" and args.references is not None:
-        raise ValueError("--references is only used with --method fam")
-    if args.method != "mlfem" and args.layers is not None:
-        raise ValueError("--layers is only used with --method mlfem (use --layer otherwise)")
-    if args.method == "fem":
-        return FEM(
-            model, batch_size=args.batch_size, conv_layer=args.layer, k=args.k, variant=args.variant
-        )
-    if args.method == "fam":
-        return FAM(
-            model, conv_layer=args.layer, similarity=args.similarity, batch_size=args.batch_size
-        )
-    if args.layer is not None:
-        raise ValueError(
-            "--method mlfem takes --layers NAME,NAME,... (default: the last conv "
-            "layer of each resolution stage), not --layer"
-        )
-    layers = None if args.layers is None else [layer_arg(t) for t in args.layers.split(",") if t]
-    return MLFEM(
-        model,
-        layers=layers,
-        fusion=args.fusion,
-        k=args.k,
-        variant=args.variant,
-        batch_size=args.batch_size,
-    )
-
-
-def _explain_fam(fam, args, x, ids) -> tuple[np.ndarray, list[dict], str]:
-    """FAM maps of each image vs its reference (``--references``, paired one to one) or, by
-    default, vs its nearest neighbour among the other images (leave-one-out retrieval)."""
-    if args.references is not None:
-        r, r_ids, _ = load_explain_inputs(args.references, fam.extractor.input_shape, args.fit)
-        if args.limit is not None:
-            r, r_ids = r[: args.limit], r_ids[: args.limit]
-        maps = fam.explain(x, model_inputs(r, args.preprocess), progress=not args.quiet)
-        sims, refs, how = fam.last_similarities, list(r_ids), "references (paired one to one)"
-    else:
-        res = fam.explain_retrieval(x, x, top_k=1, exclude_self=True, progress=not args.quiet)
-        maps, sims = res.maps[:, 0], res.similarities[:, 0]
-        refs, how = [ids[i] for i in res.indices[:, 0]], "nearest neighbour among the others"
-    pairs = [
-        {"id": i, "reference": r, "similarity": float(s)}
-        for i, r, s in zip(ids, refs, sims, strict=True)
-    ]
-    return maps, pairs, how
+def make_cli_explainer(args: argparse.Namespace, model: str) -> Any:
+    """The explainer of ``--method`` with its command-line settings and ``--layer``
+    (`fastfem.explainers.registry.make_explainer`)."""
+    method = method_named(args.method)
+    settings = method_settings(args, method)
+    return make_explainer(method.name, model, args.layer, args.batch_size, settings)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -92,39 +50,45 @@ def cmd_explain(args: argparse.Namespace) -> int:
         model, model_name = str(MODEL_PATH), "bundled sample CNN"
     else:
         model, model_name = args.model, args.model
-    explainer = _make_explainer(args, model)
+    method = method_named(args.method)
+    explainer = make_cli_explainer(args, model)
+    if args.references is not None and not explainer.explains_pairs:
+        raise ValueError("--references is only used by a method that explains pairs of images")
     x, ids, source = load_explain_inputs(args.images, explainer.extractor.input_shape, args.fit)
     if args.limit is not None:
         x, ids = x[: args.limit], ids[: args.limit]
+    refs, ref_ids = None, ids
+    if args.references is not None:
+        refs, ref_ids, _ = load_explain_inputs(
+            args.references, explainer.extractor.input_shape, args.fit
+        )
+        if args.limit is not None:
+            refs, ref_ids = refs[: args.limit], ref_ids[: args.limit]
+        refs = model_inputs(refs, args.preprocess)
     out = Path(args.out)
     start = time.perf_counter()
-    method_info: dict = {}
-    outputs = {"maps": "maps.npy", "ids": "ids.json"}
-    xm = model_inputs(x, args.preprocess)
-    if args.method == "fam":
-        maps, pairs, how = _explain_fam(explainer, args, xm, ids)
-        method_info = {"similarity": args.similarity, "pooling": "gap", "reference": how}
-    else:
-        maps = explainer.explain(xm, progress=not args.quiet)
-        method_info = {"variant": args.variant, "k": args.k}
-        if args.method == "mlfem":
-            method_info["fusion"] = args.fusion
+    maps, items, pairs = method.explain_images(
+        explainer, model_inputs(x, args.preprocess), refs, not args.quiet
+    )
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "maps.npy", maps)
     (out / "ids.json").write_text(json.dumps(ids))
-    if args.method == "fam":
-        (out / "pairs.json").write_text(json.dumps(pairs, indent=1))
+    outputs = {"maps": "maps.npy", "ids": "ids.json"}
+    if pairs is not None:
+        pairs = [{"id": i, **p} for i, p in zip(ids, pairs, strict=True)]
+        rows = [{**p, "reference": ref_ids[p["reference"]]} for p in pairs]
+        (out / "pairs.json").write_text(json.dumps(rows, indent=1))
         outputs["pairs"] = "pairs.json"
     grid = save_overlay_grid(x, maps, out / "overlay.png", titles=ids)
     outputs["overlay"] = grid.name
-    layers = getattr(explainer, "layer_names", None)
     summary = {
         "source": source,
         "model": model_name,
-        "method": args.method,
-        "layer": list(layers) if args.method == "mlfem" else explainer.layer_name,
-        **method_info,
+        "method": method.name,
+        "layer": list(explainer.layer_names) if method.multi_layer else explainer.layer_name,
+        **method.values(method_settings(args, method)),
+        **items,
         "images": int(len(x)),
         "preprocess": args.preprocess,
         "map_shape": list(maps.shape[1:]),
@@ -149,7 +113,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="?", help="image folder, .npy or .npz (default: bundled)")
     p.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
-    p.add_argument("--method", choices=["fem", "fam", "mlfem"], default="fem")
     p.add_argument("--references", help="fam: reference images, paired one to one")
-    add_method_options(p, "explain")
+    add_method_options(p, METHODS)
+    add_run_options(p, "explain")
     p.set_defaults(func=cmd_explain)

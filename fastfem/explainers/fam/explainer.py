@@ -24,418 +24,43 @@ bilinearly to the input size.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from fastfem.converters import FeatureExtractor, import_keras, load
+from fastfem.converters import FeatureExtractor, load
+from fastfem.converters.head import PureHead, bind_head, build_head, is_keras_layer
 from fastfem.engine.nonfinite import NonFiniteCheck
-from fastfem.engine.runner import HostBatch, batch_rows, collect
+from fastfem.engine.runner import HostBatch, collect
 from fastfem.engine.step import Step, StepFn
-from fastfem.explainers.base import Explainer, check_positive_int, image_batches
-from fastfem.kernels.fam import (
-    EPS,
-    RESIZE_METHOD,
-    FamOptions,
-    Head,
-    Normalize,
-    Pooling,
-    Similarity,
-    embed,
-    fam_contributions,
-    fam_pairs,
-    maps_per_pair,
-    normalize_weights,
-    prototype_fam,
-    similarity_matrix,
+from fastfem.explainers.base import ExplainerBase, check_positive_int, image_batches
+from fastfem.explainers.fam.planning import (
+    as_maps,
+    check_self_count,
+    class_members,
+    class_prototypes,
+    given_classes,
+    plan_reference_rows,
+    rebatch,
+    with_given,
+    with_index,
+    zip_pairs,
 )
-from fastfem.kernels.finite import input_and_activation_finite
-from fastfem.kernels.resize import resize_batch
-
-#: Most (query, reference) pairs explained per reference image in one row of the reference-map
-#: step; a reference shared by more pairs (a "hub") gets several rows.
-MAX_PAIRS_PER_ROW = 8
-
-
-# ----------------------------------------------------------------------------------- results
-
-
-@dataclasses.dataclass(frozen=True)
-class RetrievalResult:
-    """What `FAM.explain_retrieval` returns (NumPy arrays; ``k`` = top_k, best first).
-
-    Attributes:
-      similarities: (Nq, k) float32, ``S(query, neighbour)`` from the pair formula.
-      indices: (Nq, k) int64, the neighbours' indices in the gallery.
-      maps: the query's FAM for each neighbour, (Nq, k, H, W, 1) float32 ((Nq, k, h, w) with
-        ``resize=False``).
-      neighbour_maps: the neighbours' FAMs (same weights as the query's map of that pair),
-        shaped like ``maps``; None unless requested.
-    """
-
-    similarities: np.ndarray
-    indices: np.ndarray
-    maps: np.ndarray
-    neighbour_maps: np.ndarray | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class EpisodeResult:
-    """What `FAM.explain_episode` returns (NumPy arrays).
-
-    Attributes:
-      classes: (n_way,) the distinct support labels, sorted; class ``j`` below is ``classes[j]``.
-      prototypes: (n_way, C) float32, the mean pooled support embedding of each class.
-      similarities: (Nq, n_way) float32, ``S(query, prototype)`` (the head applied to both when
-        there is one).
-      predictions: (Nq,) the predicted labels (values from ``classes``): the most similar
-        prototype.
-      targets: (Nq,) the labels the maps explain: ``query_labels`` when given, else
-        ``predictions``.
-      query_maps: (Nq, H, W, 1) float32, FAM of each query against its target prototype.
-      support_indices: (Nq, K) int64, indices into the support set of the members of each
-        query's target class, -1 where that class has fewer than K members.
-      support_maps: (Nq, K, H, W, 1) float32, FAM of each such support image for the pair
-        (query, support image), NaN where ``support_indices`` is -1; None unless requested.
-    """
-
-    classes: np.ndarray
-    prototypes: np.ndarray
-    similarities: np.ndarray
-    predictions: np.ndarray
-    targets: np.ndarray
-    query_maps: np.ndarray
-    support_indices: np.ndarray
-    support_maps: np.ndarray | None = None
-
-
-# -------------------------------------------------------------------------------------- head
-
-
-@dataclasses.dataclass(frozen=True)
-class PureHead:
-    """A head as a pure ``apply(params, e) -> z`` of ONE embedding (C,) -> (D,)."""
-
-    apply: Callable[[Any, jax.Array], jax.Array]
-    params: Any
-
-
-def _is_keras_layer(obj: Any) -> bool:
-    return any(
-        c.__module__.startswith("keras") and c.__name__ == "Layer" for c in type(obj).__mro__
-    )
-
-
-def build_head(head: Any, channels: int) -> PureHead | None:
-    """Turn ``head`` into a pure function of one pooled embedding (C,) -> (D,).
-
-    Accepted: None; a Keras 3 layer or model (built for ``(None, C)`` if not yet built): on the
-    JAX backend run by ``stateless_call``, on the TensorFlow backend converted to JAX ops by
-    tf2jax — either way its weights are arguments of the jitted step; or a JAX-traceable
-    callable of one embedding (C,) -> (D,).
-    """
-    if head is None:
-        return None
-    if _is_keras_layer(head):
-        if not head.built:
-            head.build((None, channels))
-        backend = import_keras().backend.backend()
-        if backend == "tensorflow":
-            return _tf_keras_head(head, channels)
-        if backend != "jax":
-            raise ValueError(
-                f"a Keras head needs Keras's JAX or TensorFlow backend; this process runs "
-                f"{backend!r}. Pass the head as a JAX function of one embedding (C,) -> (D,)"
-            )
-        params = (
-            [jnp.asarray(v.value) for v in head.trainable_variables],
-            [jnp.asarray(v.value) for v in head.non_trainable_variables],
-        )
-        kwargs = {"training": False} if _accepts_training(head) else {}
-
-        def keras_apply(p: Any, e: jax.Array) -> jax.Array:
-            out, _ = head.stateless_call(p[0], p[1], e[None], **kwargs)
-            if isinstance(out, (list, tuple)):
-                raise ValueError("the head must have a single output")
-            return out[0]
-
-        return PureHead(keras_apply, params)
-    if callable(head):
-        return PureHead(lambda p, e: head(e), ())
-    raise TypeError(
-        f"head must be None, a Keras layer/model, or a JAX function of one embedding (C,) -> "
-        f"(D,); got {type(head).__name__}"
-    )
-
-
-def _tf_keras_head(head: Any, channels: int) -> PureHead:
-    """A Keras head on the TensorFlow backend as JAX ops (tf2jax), weights as params."""
-    import tensorflow as tf
-
-    from fastfem.converters.tf_bridge import tf2jax_convert
-
-    kwargs = {"training": False} if _accepts_training(head) else {}
-    fn = tf.function(lambda e: head(e, **kwargs), autograph=False)
-    jax_fn, params = tf2jax_convert(fn, tf.TensorSpec((None, channels), tf.float32))
-
-    def apply(p: Any, e: jax.Array) -> jax.Array:
-        out, _ = jax_fn(p, e[None])  # tf2jax returns (outputs, updated state)
-        if isinstance(out, (list, tuple)):
-            raise ValueError("the head must have a single output")
-        return out[0]
-
-    return PureHead(apply, params)
-
-
-def _accepts_training(layer: Any) -> bool:
-    flag = getattr(layer, "_call_has_training_arg", None)
-    if flag is not None:
-        return bool(flag)
-    return "training" in inspect.signature(layer.call).parameters
-
-
-def bind_head(head: PureHead | None, params: Any) -> Head | None:
-    """The head as a function of one embedding, its weights ``params`` bound (None: no head)."""
-    if head is None:
-        return None
-    return lambda e: head.apply(params, e)
-
-
-# ------------------------------------------------------------------------------------- steps
-#
-# Every FAM step takes params ``(model params, head params, extra)``; ``extra`` is what a task
-# adds per call (the gallery's embeddings, the prototypes), () otherwise.
-
-
-def fam_resize(maps: jax.Array, out_hw: tuple[int, int] | None) -> jax.Array:
-    """FAM maps (..., h, w) -> (..., H, W), bilinear (None: unchanged)."""
-    return maps if out_hw is None else resize_batch(maps, out_hw, RESIZE_METHOD)
-
-
-def make_pair_step(
-    extractor: FeatureExtractor,
-    opts: FamOptions,
-    head: PureHead | None,
-    out_hw: tuple[int, int] | None,
-    reference_maps: bool,
-) -> StepFn:
-    """``(params, {"x": queries, "reference": references}) -> {similarity, maps, finite,
-    reference_finite[, reference_maps]}`` for a batch of pairs; both go through the backbone as
-    one stacked batch (interleaved, so a sharded batch stays local to its device)."""
-
-    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        model_params, head_params, _ = params
-        q, r = batch["x"], batch["reference"]
-        n = q.shape[0]
-        both = jnp.stack([q, r], axis=1).reshape((2 * n, *q.shape[1:]))
-        acts = extractor.apply(model_params, both).activations[0]
-        acts = acts.reshape((n, 2, *acts.shape[1:]))
-        aq, ar = acts[:, 0], acts[:, 1]
-        head_fn = bind_head(head, head_params)
-        out = fam_pairs(
-            aq,
-            ar,
-            opts.pooling,
-            opts.similarity,
-            opts.normalize,
-            head_fn,
-            opts.eps,
-            reference_maps,
-        )
-        result = {
-            "similarity": out.similarity,
-            "maps": fam_resize(out.query_map, out_hw),
-            "finite": input_and_activation_finite(q, aq),
-            "reference_finite": input_and_activation_finite(r, ar),
-        }
-        if reference_maps:
-            result["reference_maps"] = fam_resize(out.reference_map, out_hw)
-        return result
-
-    return step
-
-
-def make_embed_step(extractor: FeatureExtractor, pooling: Pooling, head: PureHead | None) -> StepFn:
-    """``(params, {"x"}) -> {embedding (N, C), projection (N, D), finite}``; activations stay
-    on the devices."""
-
-    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        model_params, head_params, _ = params
-        x = batch["x"]
-        acts = extractor.apply(model_params, x).activations[0]
-        e, z = embed(acts, pooling, bind_head(head, head_params))
-        return {"embedding": e, "projection": z, "finite": input_and_activation_finite(x, acts)}
-
-    return step
-
-
-def make_retrieval_step(
-    extractor: FeatureExtractor,
-    opts: FamOptions,
-    head: PureHead | None,
-    top_k: int,
-    exclude_self: bool,
-    out_hw: tuple[int, int] | None,
-) -> StepFn:
-    """``(params, {"x": queries, "index": their gallery index}) -> {similarity, indices, maps,
-    embedding, finite}``: top-k over the gallery (``extra = (embeddings, projections or
-    None)``) and the query's map for every neighbour."""
-
-    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        model_params, head_params, (gallery_e, gallery_z) = params
-        gallery_z = gallery_e if gallery_z is None else gallery_z
-        q = batch["x"]
-        head_fn = bind_head(head, head_params)
-        aq = extractor.apply(model_params, q).activations[0]
-        eq, zq = embed(aq, opts.pooling, head_fn)
-        sims = similarity_matrix(zq, gallery_z, opts.similarity, opts.eps)  # (B, Ng)
-        if exclude_self:
-            same = jnp.arange(sims.shape[1])[None, :] == batch["index"][:, None]
-            sims = jnp.where(same, -jnp.inf, sims)
-        _, idx = jax.lax.top_k(sims, top_k)  # (B, k)
-        er = gallery_e[idx]  # (B, k, C)
-        eqk = jnp.broadcast_to(eq[:, None, :], er.shape)
-        s, c = fam_contributions(eqk, er, opts.similarity, head_fn, opts.eps)
-        w = normalize_weights(c, opts.normalize)
-        return {
-            "similarity": s,
-            "indices": idx,
-            "maps": fam_resize(maps_per_pair(aq, w), out_hw),
-            "embedding": eq,
-            "finite": input_and_activation_finite(q, aq),
-        }
-
-    return step
-
-
-def make_episode_step(
-    extractor: FeatureExtractor,
-    opts: FamOptions,
-    head: PureHead | None,
-    out_hw: tuple[int, int] | None,
-) -> StepFn:
-    """``(params, {"x": queries, "target": class index or -1}) -> {similarities, predictions,
-    targets, maps, embedding, finite[, output]}`` against the prototypes ``extra = (prototypes,
-    projections or None)`` (`fastfem.kernels.fam.prototype_fam`)."""
-
-    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        model_params, head_params, (protos, protos_z) = params
-        q = batch["x"]
-        feats = extractor.apply(model_params, q)
-        aq = feats.activations[0]
-        out = prototype_fam(
-            aq, batch["target"], protos, protos_z, opts, bind_head(head, head_params)
-        )
-        out["maps"] = fam_resize(out["maps"], out_hw)
-        out["finite"] = input_and_activation_finite(q, aq)
-        if feats.output is not None:
-            out["output"] = feats.output
-        return out
-
-    return step
-
-
-def class_prototypes(embeddings: np.ndarray, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(classes, prototypes)``: the sorted distinct ``labels`` and, per class, the mean of
-    its ``embeddings`` rows (accumulated in float64, returned as float32 (n_classes, C))."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(
-            f"support_labels must be one label per support image: {embeddings.shape[0]} "
-            f"images, labels of shape {labels.shape}"
-        )
-    classes, label_idx = np.unique(labels, return_inverse=True)
-    counts = np.bincount(label_idx, minlength=classes.size)
-    protos = np.zeros((classes.size, embeddings.shape[1]), np.float64)
-    np.add.at(protos, label_idx, embeddings.astype(np.float64))
-    return classes, (protos / counts[:, None]).astype(np.float32)
-
-
-def make_reference_map_step(
-    extractor: FeatureExtractor,
-    opts: FamOptions,
-    head: PureHead | None,
-    out_hw: tuple[int, int] | None,
-) -> StepFn:
-    """``(params, {"x": images (R, ...), "eq": (R, m, C)}) -> {maps (R, m, ...)}``: each
-    reference image's FAM for up to ``m`` queries (pair weights from (eq_j, pool(A_r))), one
-    backbone pass per row."""
-
-    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        model_params, head_params, _ = params
-        eq = batch["eq"]
-        ar = extractor.apply(model_params, batch["x"]).activations[0]
-        er, _ = embed(ar, opts.pooling, None)
-        er = jnp.broadcast_to(er[:, None, :], eq.shape)
-        head_fn = bind_head(head, head_params)
-        _, c = fam_contributions(eq, er, opts.similarity, head_fn, opts.eps)
-        w = normalize_weights(c, opts.normalize)
-        return {"maps": fam_resize(maps_per_pair(ar, w), out_hw)}
-
-    return step
-
-
-# ------------------------------------------------------------------------------ host helpers
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
-@dataclasses.dataclass(frozen=True)
-class _RowPlan:
-    """Pairs grouped by reference image: row ``i`` explains image ``ref[i]`` for the pairs
-    ``pairs[i]`` (-1 = empty slot); rows are sorted by ``ref``."""
-
-    ref: np.ndarray  # (R,) int64
-    pairs: np.ndarray  # (R, m) int64
-
-
-def plan_reference_rows(pair_ref: np.ndarray, cap: int = MAX_PAIRS_PER_ROW) -> _RowPlan:
-    """Group pairs by their reference image (vectorised): one row per distinct reference,
-    ``m = min(cap, next_pow2(most pairs per reference))`` slots, hubs split over several rows.
-    """
-    pair_ref = np.asarray(pair_ref, np.int64)
-    order = np.argsort(pair_ref, kind="stable")
-    refs = pair_ref[order]
-    uniq, start, count = np.unique(refs, return_index=True, return_counts=True)
-    m = min(cap, _next_pow2(int(count.max())))
-    rows_per_ref = -(-count // m)
-    row_offset = np.concatenate([[0], np.cumsum(rows_per_ref)])
-    group = np.repeat(np.arange(uniq.size), count)
-    rank = np.arange(refs.size) - start[group]
-    row = row_offset[group] + rank // m
-    pairs = np.full((int(row_offset[-1]), m), -1, np.int64)
-    pairs[row, rank % m] = order
-    return _RowPlan(ref=np.repeat(uniq, rows_per_ref), pairs=pairs)
-
-
-def _rebatch(chunks: Iterator[HostBatch], size: int) -> Iterator[HostBatch]:
-    """Merge small host batches (dicts of arrays with one leading axis) into batches of size."""
-    buf: list[HostBatch] = []
-    held = 0
-    for chunk in chunks:
-        buf.append(chunk)
-        held += batch_rows(chunk)
-        while held >= size:
-            merged = {k: np.concatenate([b[k] for b in buf]) for k in buf[0]}
-            yield {k: a[:size] for k, a in merged.items()}
-            rest = {k: a[size:] for k, a in merged.items()}
-            buf, held = ([rest], held - size) if held > size else ([], 0)
-    if held:
-        yield {k: np.concatenate([b[k] for b in buf]) for k in buf[0]}
-
-
-# -------------------------------------------------------------------------------- explainer
-
-
-class FAM(Explainer):
+from fastfem.explainers.fam.results import EpisodeResult, RetrievalResult
+from fastfem.explainers.fam.steps import (
+    fam_resize,
+    make_embed_step,
+    make_episode_step,
+    make_pair_step,
+    make_reference_map_step,
+    make_retrieval_step,
+)
+from fastfem.kernels.fam import EPS, FamOptions, Head, Normalize, Pooling, Similarity
+
+
+class FAM(ExplainerBase):
     """Feature Activation Map (Liao, Gao, Zhang 2023) for similarity models, under ``jax.jit``.
 
     Args:
@@ -460,6 +85,8 @@ class FAM(Explainer):
       devices: devices to shard the batch over; default all local devices.
     """
 
+    explains_pairs = True
+
     def __init__(
         self,
         model: Any,
@@ -473,7 +100,7 @@ class FAM(Explainer):
         devices: Sequence[jax.Device] | None = None,
     ):
         self.options = FamOptions.resolve(pooling, similarity, normalize, eps)
-        if head is not None and not (callable(head) or _is_keras_layer(head)):
+        if head is not None and not (callable(head) or is_keras_layer(head)):
             raise TypeError(
                 "head must be None, a Keras layer/model, or a JAX function of one embedding "
                 f"(C,) -> (D,); got {type(head).__name__}"
@@ -656,15 +283,15 @@ class FAM(Explainer):
             "queries", (("finite", "queries"), ("reference_finite", "references"))
         )
         out = collect(
-            self.run(step, _zip_pairs(qs.batches, rs.batches), qs.count),
+            self.run(step, zip_pairs(qs.batches, rs.batches), qs.count),
             qs.count,
             check,
             progress,
             desc="explain pairs",
         )
         self.last_similarities = out["similarity"].astype(np.float32)
-        q = _as_maps(out["maps"], resize)
-        return (q, _as_maps(out["reference_maps"], resize)) if reference_maps else q
+        q = as_maps(out["maps"], resize)
+        return (q, as_maps(out["reference_maps"], resize)) if reference_maps else q
 
     __call__ = explain
 
@@ -709,7 +336,7 @@ class FAM(Explainer):
                 f"queries have shape {qs.sample_shape} but the gallery {g_shape}; they must have "
                 "the same (H, W, C)"
             )
-        _check_self_count(exclude_self, qs.count, n_gallery)
+        check_self_count(exclude_self, qs.count, n_gallery)
         shape = qs.sample_shape
         out_hw = self._out_hw(shape, resize)
         # projections only with a head (else they are the embeddings: not sent twice)
@@ -725,15 +352,15 @@ class FAM(Explainer):
             inputs=("x", "index"),
         )
         out = collect(
-            self.run(step, _with_index(qs.batches), qs.count),
+            self.run(step, with_index(qs.batches), qs.count),
             qs.count,
             self._checked("queries"),
             progress,
             desc="explain queries",
         )
-        _check_self_count(exclude_self, out["indices"].shape[0], n_gallery)
+        check_self_count(exclude_self, out["indices"].shape[0], n_gallery)
         indices = out["indices"].astype(np.int64)
-        query_maps = _as_maps(out["maps"], resize)
+        query_maps = as_maps(out["maps"], resize)
         ref_maps = None
         if neighbour_maps:
             pair_eq = np.repeat(out["embedding"], top_k, axis=0)
@@ -780,10 +407,10 @@ class FAM(Explainer):
                 f"queries have shape {qs.sample_shape} but the support set {s_shape}; they must "
                 "have the same (H, W, C)"
             )
-        given = _given_classes(query_labels, classes, qs.count)
+        given = given_classes(query_labels, classes, qs.count)
         step = self.episode_step(qs.sample_shape, protos, resize=resize)
         cat = collect(
-            self.run(step, _with_given(qs.batches, given), qs.count),
+            self.run(step, with_given(qs.batches, given), qs.count),
             qs.count,
             self._checked("queries"),
         )
@@ -793,7 +420,7 @@ class FAM(Explainer):
                 f"query_labels must be one label per query: {seen} queries, {given.shape[0]} labels"
             )
         targets = cat["targets"].astype(np.int64)
-        support_idx = _class_members(label_idx, classes.size)[targets]  # (Nq, K)
+        support_idx = class_members(label_idx, classes.size)[targets]  # (Nq, K)
         s_maps = None
         if support_maps:
             valid = support_idx >= 0
@@ -809,7 +436,7 @@ class FAM(Explainer):
             similarities=cat["similarities"].astype(np.float32),
             predictions=classes[cat["predictions"]],
             targets=classes[targets],
-            query_maps=_as_maps(cat["maps"], resize),
+            query_maps=as_maps(cat["maps"], resize),
             support_indices=support_idx,
             support_maps=s_maps,
         )
@@ -848,7 +475,7 @@ class FAM(Explainer):
 
         out = None
         row = 0
-        batches = _rebatch(rows(), self.device_batch())
+        batches = rebatch(rows(), self.device_batch())
         for res in self.run(step, batches, plan.ref.size):
             maps = res["maps"]  # (R, m, ...)
             if out is None:
@@ -859,89 +486,4 @@ class FAM(Explainer):
             row += maps.shape[0]
         if row != plan.ref.size:  # pragma: no cover - the gallery changed between passes
             raise ValueError(f"{what}: fewer images on the second pass than on the first")
-        return _as_maps(out, resize)
-
-
-# ------------------------------------------------------------------------------------- inputs
-
-
-def _as_maps(maps: np.ndarray, resize: bool) -> np.ndarray:
-    maps = maps.astype(np.float32, copy=False)
-    return maps[..., None] if resize else maps
-
-
-def _check_self_count(exclude_self: bool, n_queries: int | None, n_gallery: int) -> None:
-    if exclude_self and n_queries is not None and n_queries != n_gallery:
-        raise ValueError(
-            f"exclude_self=True means the queries are the gallery, but there are {n_queries} "
-            f"queries and {n_gallery} gallery images"
-        )
-
-
-def _given_classes(query_labels: Any, classes: np.ndarray, count: int | None) -> np.ndarray | None:
-    """Class indices of ``query_labels`` (None: explain against the predicted class)."""
-    if query_labels is None:
-        return None
-    ql = np.asarray(query_labels)
-    if ql.ndim != 1 or (count is not None and ql.shape[0] != count):
-        raise ValueError(
-            f"query_labels must be one label per query: {count} queries, labels of shape {ql.shape}"
-        )
-    pos = np.clip(np.searchsorted(classes, ql), 0, classes.size - 1)
-    unknown = classes[pos] != ql
-    if unknown.any():
-        raise ValueError(
-            f"query_labels {sorted(set(ql[unknown].tolist()))[:10]} are not support "
-            f"labels {classes.tolist()[:20]}"
-        )
-    return pos.astype(np.int32)
-
-
-def _class_members(label_idx: np.ndarray, n_way: int) -> np.ndarray:
-    """(n_way, K) support indices of each class's members in order, -1 padded."""
-    counts = np.bincount(label_idx, minlength=n_way)
-    members = np.full((n_way, int(counts.max())), -1, np.int64)
-    order = np.argsort(label_idx, kind="stable")
-    rank = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    members[label_idx[order], rank] = order
-    return members
-
-
-def _zip_pairs(
-    q_batches: Iterator[np.ndarray], r_batches: Iterator[np.ndarray]
-) -> Iterator[HostBatch]:
-    """Zip two streams batched alike; a ValueError with both counts if they differ in length."""
-    nq = nr = 0
-    for q, r in itertools.zip_longest(q_batches, r_batches):
-        nq += 0 if q is None else q.shape[0]
-        nr += 0 if r is None else r.shape[0]
-        if q is None or r is None or q.shape[0] != r.shape[0]:
-            nq += sum(b.shape[0] for b in q_batches)
-            nr += sum(b.shape[0] for b in r_batches)
-            raise ValueError(
-                f"queries and references pair up one to one: got {nq} queries and {nr} references"
-            )
-        yield {"x": q, "reference": r}
-
-
-def _with_index(batches: Iterator[np.ndarray]) -> Iterator[HostBatch]:
-    offset = 0
-    for b in batches:
-        yield {"x": b, "index": np.arange(offset, offset + b.shape[0], dtype=np.int32)}
-        offset += b.shape[0]
-
-
-def _with_given(batches: Iterator[np.ndarray], given: np.ndarray | None) -> Iterator[HostBatch]:
-    offset = 0
-    for b in batches:
-        n = b.shape[0]
-        if given is None:
-            g = np.full(n, -1, np.int32)
-        else:
-            g = given[offset : offset + n]
-            if g.shape[0] != n:
-                raise ValueError(
-                    f"query_labels must be one label per query: more than {given.shape[0]} queries"
-                )
-        yield {"x": b, "target": g}
-        offset += n
+        return as_maps(out, resize)
