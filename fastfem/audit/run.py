@@ -1,55 +1,30 @@
 """`audit`: explain a whole dataset into a result store, streaming, sharded, resumable.
 
-Read top to bottom, an audit is four stages:
+Four stages: 1. the plan (`fastfem.audit.plan`), all checked before anything is read or
+written; 2. record batches (`fastfem.audit.batches`): decoded on host threads, good images
+batched, unreadable ones set aside as error rows; 3. ONE jitted step per batch, sharded
+(`fastfem.audit.steps`, around the method's own `fastfem.engine.step.Step`): preprocessing, one
+forward pass, the map, its statistics, the prediction, finiteness flags, the localisation
+metrics, while the next batch is being put on the devices; 4. the part writer
+(`fastfem.audit.store.parts.PartWriter`): rows committed part by part (atomic, one schema), so
+``resume=True`` continues after a crash with nothing lost or counted twice; then the flags and
+the manifest. Before stage 2, process 0 opens the store under its lock
+(`fastfem.audit.store.open`). Bad inputs become ``status="error"`` rows; only a failure of the
+store itself (`fastfem.audit.store.parts.StoreError`) stops the run.
 
-1. plan (`fastfem.audit.plan`): the model, the method's explainer, the source, the boxes and the
-   settings, all checked before anything is read or written;
-2. record batches (`fastfem.audit.batches`): the source is decoded on host threads into records
-   (8-bit pixels for encoded files); good images are batched (every batch padded to one device
-   batch), unreadable ones set aside as error rows;
-3. ONE jitted step per batch, sharded over the local devices (`fastfem.audit.steps`, around the
-   explainer's own `fastfem.engine.step.Step`): the model's preprocessing, a single forward pass
-   for the
-   activations and the model output, the explanation map (FEM, MLFEM or FAM), its statistics,
-   the prediction and confidence, finiteness flags and, with boxes, the localisation metrics —
-   while the next batch is already being put on the devices. Only small results come back;
-4. the part writer (`fastfem.audit.store.parts.PartWriter`): rows committed to the store part by
-part
-   (atomic, one fixed Parquet schema), so ``resume=True`` continues after a crash with nothing
-   lost and nothing counted twice; then the flags and the manifest.
+Speed: ``compile_seconds`` is the time spent compiling the audit step (0 when an earlier call
+in this process did), ``images_per_second = processed / (seconds - compile_seconds)`` (a
+prepare pass such as FAM's prototypes included).
 
-Before stage 2 the store is opened by process 0 under its lock (`fastfem.audit.store.lock`): an
-existing store needs ``resume=True``, whose configuration must equal the store's
-(`fastfem.audit.store.manifest`); temporary files of a killed run are removed, parts of an older
-schema conformed, parts whose maps are missing or short set aside to be recomputed; then the
-manifest is written (merged) with the full configuration, before the first part.
+A method's prepare pass (FAM, ``method="fam"``: every image is explained against the
+PROTOTYPE, the mean GAP embedding, of its class; `fastfem.explainers.fam.method`) runs over
+``references`` (a labelled source) or the audited source (every process reads it whole, so all
+processes and a resumed run use the same prototypes). An image whose label has no prototype,
+or no label, is explained against its nearest one; a source without labels has one prototype.
 
-Bad inputs become ``status="error"`` rows and never stop the run; only a failure of the store
-itself (`fastfem.audit.store.parts.StoreError`: disk full, read-only) does, after what is committed.
-
-Speed: ``seconds`` is the run's wall time; ``compile_seconds`` the time the runner spent tracing
-and compiling the audit step (its first call per batch size; 0 when an earlier call in this
-process compiled it), so ``images_per_second = processed / (seconds - compile_seconds)`` is the
-rate after compilation (FAM: the prototype pass included). No extra batch is computed for it.
-
-FAM (``method="fam"``) audits a similarity model with no classifier assumed: every image is
-explained against the PROTOTYPE (mean GAP embedding at the explained layer) of its class, i.e.
-why it resembles its class. Prototypes come from ``references`` (a labelled source) or, by
-default, from the audited source itself in a first pass (every good image; each process reads
-the whole source for it, so all processes and a resumed run use the same prototypes). Classes
-are the sources' labels (image folders: the first sub-folder); an image whose label has no
-prototype, or that has no label, is explained against its nearest prototype; a source without
-labels has one prototype, the mean of all embeddings (then FAM shows what makes an image
-typical of the dataset). Columns: ``similarity`` (cosine to the explained prototype),
-``prototype`` (its class), ``nearest_prototype``. The rows equal
-`fastfem.FAM.explain_episode` with the audited images as support and queries.
-
-Several processes (JAX's multi-controller runtime, ``distributed=True``): each audits its share
-of the inputs — whole shards when the source has at least as many shards (folders, TFRecord
-files) as there are processes, else the inputs whose index ``i % process_count ==
-process_index`` (`fastfem.data.sources.process_of`) — and writes its own parts; process 0 holds
-the store's lock and writes the manifest. They start through a handshake that reports a missing
-peer or a duplicated process id within a timeout, and pass the audit's stages together
+Several processes (``distributed=True``): each audits its share of the inputs (whole shards, or
+``i % process_count == process_index``: `fastfem.data.sources.process_of`) and writes its own
+parts; process 0 holds the lock and writes the manifest; they pass the stages together
 (`fastfem.audit.distributed`): a process that fails stops the others with its message.
 """
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from fastfem.cli.options import finite_k, layer_list_arg, shape_arg
-from fastfem.kernels.fem import VARIANTS
+from fastfem.cli.options import layer_list_arg, setting_type, shape_arg
+from fastfem.explainers.fem import FEM_SETTINGS
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -79,8 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write a TF SavedModel of the FEM explainer instead (jax2tf)",
     )
-    c.add_argument("--k", type=finite_k, default=2.0, help="--tf-savedmodel: FEM's k")
-    c.add_argument("--variant", choices=VARIANTS, default="xplique", help="--tf-savedmodel")
+    for setting in FEM_SETTINGS:  # the FEM of --tf-savedmodel: --k, --variant
+        kinds = {"type": setting_type(setting), "choices": setting.choices}
+        c.add_argument("--" + setting.name, **kinds, default=setting.default, help=setting.help)
     c.add_argument(
         "--unsafe",
         action="store_true",

@@ -15,47 +15,26 @@ from fastfem.explainers.method import Method, Setting
 from fastfem.explainers.registry import METHODS, check_settings
 
 
-def positive_int(text: str) -> int:
-    """A command-line count that must be a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
+def bounded(kind: type, low: float, what: str, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)``, finite and ``>= low`` (``> low`` when ``strict``),
+    else a usage error expecting ``what``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = float("nan")
+        if not ((value > low) if strict else (value >= low)) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """A command-line index that must be an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """A command-line duration: a finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
-    return value
-
-
-def finite_k(text: str) -> float:
-    """FEM's k on the command line: a finite number >= 0."""
-    from fastfem.kernels.fem import check_k
-
-    try:
-        return check_k(float(text))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+positive_int = bounded(int, 1, "a positive integer")
+non_negative_int = bounded(int, 0, "an integer >= 0")
+positive_seconds = bounded(float, 0, "a positive number of seconds", strict=True)
 
 
 def enable_persistent_compile_cache(path: str | None = None) -> str | None:

@@ -119,20 +119,19 @@ def cached_explainer(
         return make_explainer(
             name, model, layer, batch_size, settings, include_output=True, preprocess=preprocess
         )
-    layers = layer_list(layer)
     frozen = tuple(sorted((k, _hashable(v)) for k, v in settings.items()))
     devices = tuple(str(d) for d in jax.local_devices())
-    key = (name, model_key, None if layers is None else tuple(layers), frozen, batch_size)
-    return _cached(key, preprocess, devices, model)
+    return _cached(
+        name, model, model_key, _hashable(layer), batch_size, frozen, preprocess, devices
+    )
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(key: tuple, preprocess: str, devices: tuple, model: Any) -> Explainer:
-    """The explainers of `cached_explainer`, by key (``model``: its path, part of the key)."""
-    del devices
-    name, _, layers, frozen, batch_size = key
+def _cached(name, model, model_key, layer, batch_size, frozen, preprocess, devices) -> Explainer:  # noqa: ANN001
+    """`cached_explainer`'s store: every argument is part of the key."""
+    del model_key, devices
     return make_explainer(
-        name, model, layers, batch_size, dict(frozen), include_output=True, preprocess=preprocess
+        name, model, layer, batch_size, dict(frozen), include_output=True, preprocess=preprocess
     )
 
 

@@ -38,6 +38,7 @@ from fastfem.engine.step import Step, StepFn
 from fastfem.explainers.base import ExplainerBase, check_positive_int, image_batches
 from fastfem.explainers.fam.planning import (
     as_maps,
+    check_same_shape,
     check_self_count,
     class_members,
     class_prototypes,
@@ -273,11 +274,7 @@ class FAM(ExplainerBase):
                 f"{rs.count} references (repeat a single reference with np.repeat, or use "
                 "explain_retrieval to compare every query with a gallery)"
             )
-        if qs.sample_shape != rs.sample_shape:
-            raise ValueError(
-                f"queries have shape {qs.sample_shape} but references {rs.sample_shape}; both "
-                "go through the model in one batch and must have the same (H, W, C)"
-            )
+        check_same_shape(qs.sample_shape, rs.sample_shape, "references")
         step = self.step(qs.sample_shape, resize=resize, reference_maps=reference_maps)
         check = self._checked(
             "queries", (("finite", "queries"), ("reference_finite", "references"))
@@ -331,11 +328,7 @@ class FAM(ExplainerBase):
                 + "; lower top_k or add gallery images"
             )
         qs = self.stream(queries, "queries")
-        if qs.sample_shape != g_shape:
-            raise ValueError(
-                f"queries have shape {qs.sample_shape} but the gallery {g_shape}; they must have "
-                "the same (H, W, C)"
-            )
+        check_same_shape(qs.sample_shape, g_shape, "the gallery")
         check_self_count(exclude_self, qs.count, n_gallery)
         shape = qs.sample_shape
         out_hw = self._out_hw(shape, resize)
@@ -402,11 +395,7 @@ class FAM(ExplainerBase):
         classes, protos = class_prototypes(support_e, support_labels)
         _, label_idx = np.unique(np.asarray(support_labels), return_inverse=True)
         qs = self.stream(queries, "queries")
-        if qs.sample_shape != s_shape:
-            raise ValueError(
-                f"queries have shape {qs.sample_shape} but the support set {s_shape}; they must "
-                "have the same (H, W, C)"
-            )
+        check_same_shape(qs.sample_shape, s_shape, "the support set")
         given = given_classes(query_labels, classes, qs.count)
         step = self.episode_step(qs.sample_shape, protos, resize=resize)
         cat = collect(

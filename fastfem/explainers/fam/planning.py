@@ -86,6 +86,14 @@ def as_maps(maps: np.ndarray, resize: bool) -> np.ndarray:
     return maps[..., None] if resize else maps
 
 
+def check_same_shape(queries: tuple, other: tuple, what: str) -> None:
+    """The queries and ``what`` must have the same (H, W, C): a ValueError naming both."""
+    if queries != other:
+        raise ValueError(
+            f"queries have shape {queries} but {what} {other}; they must have the same (H, W, C)"
+        )
+
+
 def check_self_count(exclude_self: bool, n_queries: int | None, n_gallery: int) -> None:
     if exclude_self and n_queries is not None and n_queries != n_gallery:
         raise ValueError(
