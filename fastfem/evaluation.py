@@ -169,16 +169,9 @@ def resolve_metrics(
     return tuple(dict.fromkeys(metrics))
 
 
-def is_similarity_explainer(explainer: Any) -> bool:
-    """Duck typing for FAM-like explainers: a str ``similarity`` and an ``extractor``."""
-    return isinstance(getattr(explainer, "similarity", None), str) and isinstance(
-        getattr(explainer, "extractor", None), FeatureExtractor
-    )
-
-
 def make_scorer(explainer: Any, model: Any = None, activation: F.Activation = None) -> F.Scorer:
     """The `Scorer` `evaluate` uses for ``explainer`` (see the module docstring)."""
-    if is_similarity_explainer(explainer) and model is None:
+    if getattr(explainer, "explains_pairs", False) and model is None:
         head = getattr(explainer, "head_function", None)
         return F.similarity_scorer(
             explainer.extractor,
@@ -225,7 +218,7 @@ def fused_explanation(
     step = getattr(explainer, "step", None)
     if layers is None or step is None or not isinstance(extractor, FeatureExtractor):
         return None
-    if is_similarity_explainer(explainer) or isinstance(model, FeatureExtractor):
+    if getattr(explainer, "explains_pairs", False) or isinstance(model, FeatureExtractor):
         return None
     scoring = load(model, layers=list(layers), include_output=True)
     if not same_weights(extractor.params, scoring.params):
@@ -495,7 +488,8 @@ class Evaluator:
         self.metrics = [metrics] if isinstance(metrics, str) else metrics
         if self.metrics is not None:
             resolve_metrics(self.metrics, True, True)  # names only; data checked per call
-        self.similarity = scorer is None and model is None and is_similarity_explainer(explainer)
+        pairs = getattr(explainer, "explains_pairs", False)
+        self.similarity = scorer is None and model is None and pairs
         self.make_step = None
         if fuse and scorer is None and model is not None:
             fused = fused_explanation(explainer, model, activation)

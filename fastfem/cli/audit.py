@@ -7,17 +7,20 @@ import json
 import sys
 
 from fastfem.cli.options import (
+    add_fit_option,
+    add_method_options,
     enable_persistent_compile_cache,
-    finite_k,
-    layer_arg,
+    method_settings,
     non_negative_int,
     positive_int,
     positive_seconds,
 )
 from fastfem.data.decode import BACKGROUNDS, DEFAULT_MAX_PIXELS
-from fastfem.data.fit import FITS
 from fastfem.data.preprocess import PREPROCESS
-from fastfem.kernels.fem import VARIANTS
+from fastfem.explainers.registry import METHODS, method_named
+
+#: The methods the audit runs (those with audit hooks).
+AUDITED = tuple(m for m in METHODS if m.audit is not None)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -44,8 +47,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
         out=args.out,
         method=args.method,
         layer=args.layer,
-        k=args.k,
-        variant=args.variant,
         batch_size=args.batch_size,
         part_size=args.part_size,
         resume=args.resume,
@@ -56,10 +57,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
         threads=args.threads,
         boxes=args.boxes,
-        fusion=args.fusion,
         references=args.references,
         preprocess=args.preprocess,
         allow_new_source=args.allow_new_source,
+        **method_settings(args, method_named(args.method), given_only=True),
         **({} if args.reliance_sample is None else {"reliance_sample": args.reliance_sample}),
     )
     print(json.dumps(summary.to_dict(), indent=2))
@@ -81,20 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(e.g. 'data/train-*.tfrecord')",
     )
     a.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
-    a.add_argument(
-        "--method",
-        choices=["fem", "mlfem", "fam"],
-        default="fem",
-        help="fem (default); mlfem: fused multi-layer FEM map at the input size; fam: each image "
-        "against its class prototype (mean embedding), see --references",
-    )
-    a.add_argument(
-        "--layer",
-        type=layer_arg,
-        default=None,
-        help="explained layer (name or index); mlfem: comma-separated layers (default: the "
-        "last conv of each resolution stage)",
-    )
+    add_method_options(a, AUDITED)
     a.add_argument(
         "--boxes",
         help="ground-truth boxes: CSV (columns id,x0,y0,x1,y1 in model-input pixels, x1/y1 "
@@ -107,11 +95,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="fam: a labelled source (folder with class sub-folders, .npz with labels) whose "
         "class prototypes the images are explained against (default: the audited source)",
     )
-    a.add_argument(
-        "--fusion", choices=["mean", "product"], default="mean", help="mlfem fusion rule"
-    )
-    a.add_argument("--k", type=finite_k, default=2.0)
-    a.add_argument("--variant", choices=VARIANTS, default="xplique")
     a.add_argument("--batch-size", type=positive_int, default=256)
     a.add_argument(
         "--preprocess",
@@ -127,17 +110,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="host decoding threads (default: half the CPU cores, 1 to 8, when the model runs "
         "on the CPU; every core, 1 to 32, on an accelerator)",
     )
-    a.add_argument(
-        "--fit",
-        choices=FITS,
-        default="error",
-        help="images whose size or colour channels are not the model's: error (default: an "
-        "error row naming size and mode), squash (resize), crop (shorter side to size, central "
-        "crop) or pad (longer side to size, centred, zero padding)",
-    )
-    a.add_argument(
-        "--resize", dest="fit", action="store_const", const="squash", help="= --fit squash"
-    )
+    add_fit_option(a)
     a.add_argument(
         "--max-pixels",
         type=positive_int,

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from fastfem.cli.options import finite_k, layer_arg, shape_arg
-from fastfem.kernels.fem import VARIANTS
+from fastfem.cli.options import layer_list_arg, setting_type, shape_arg
+from fastfem.explainers.fem import FEM_SETTINGS
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from fastfem.converters import load, save_extractor
 
-    layers = None
-    if args.layer:
-        layers = [layer_arg(t) for t in args.layer.split(",") if t]
-        layers = layers[0] if len(layers) == 1 else layers
+    layers = args.layer
+    if layers is not None and len(layers) == 1:
+        layers = layers[0]
     options = {"signature": args.signature} if args.signature else {}
     extractor = load(
         args.model,
@@ -61,7 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("model", help=".keras/.h5 file or TF SavedModel directory")
     c.add_argument(
-        "--layer", help="layer name/index, or several comma-separated (default: last conv)"
+        "--layer",
+        type=layer_list_arg,
+        help="layer name/index, or several comma-separated (default: last conv)",
     )
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--input-shape", type=shape_arg, help="H,W,C when the model leaves it free")
@@ -78,8 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write a TF SavedModel of the FEM explainer instead (jax2tf)",
     )
-    c.add_argument("--k", type=finite_k, default=2.0, help="--tf-savedmodel: FEM's k")
-    c.add_argument("--variant", choices=VARIANTS, default="xplique", help="--tf-savedmodel")
+    for setting in FEM_SETTINGS:  # the FEM of --tf-savedmodel: --k, --variant
+        kinds = {"type": setting_type(setting), "choices": setting.choices}
+        c.add_argument("--" + setting.name, **kinds, default=setting.default, help=setting.help)
     c.add_argument(
         "--unsafe",
         action="store_true",

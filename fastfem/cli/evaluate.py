@@ -10,11 +10,15 @@ import numpy as np
 
 from fastfem.cli.explain import (
     IMAGES_HELP,
-    _make_explainer,
     load_explain_inputs,
-    preprocess_on_device,
+    make_cli_explainer,
 )
-from fastfem.cli.options import add_method_options, positive_int
+from fastfem.cli.options import add_method_options, add_run_options, positive_int
+from fastfem.explainers.registry import METHODS
+from fastfem.metrics.baselines import UniformMap
+
+#: Reference maps that are no method (`fastfem.metrics.baselines`), by ``--baseline`` name.
+BASELINES = {"uniform": UniformMap}
 
 
 def _next_same_label(labels: np.ndarray) -> np.ndarray:
@@ -39,18 +43,8 @@ def _load_array(path: str, what: str) -> np.ndarray:
     raise ValueError(f"{what}: expected a .npy or .json file; got {p.name}")
 
 
-def scoring_model(model: str, preprocess: str):
-    """The model whose scores the faithfulness metrics read, with its output and ``preprocess``
-    in front (on the device, as the explainer's)."""
-    from fastfem.converters import load
-    from fastfem.data.preprocess import with_preprocessing
-
-    return with_preprocessing(load(model, include_output=True), preprocess)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fastfem.evaluation import Evaluator
-    from fastfem.metrics import MeanActivation, UniformMap
 
     if args.model is None:
         from fastfem.sample import MODEL_PATH
@@ -58,12 +52,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, model_name = str(MODEL_PATH), "bundled sample CNN"
     else:
         model, model_name = args.model, args.model
-    if args.method == "mean":
-        explainer = MeanActivation(model, batch_size=args.batch_size, conv_layer=args.layer)
-    elif args.method == "uniform":
-        explainer = UniformMap()
+    scoring = None  # the explainer's own extractor scores (with --preprocess on the device)
+    if args.method in BASELINES:
+        from fastfem.converters import load
+        from fastfem.data.preprocess import with_preprocessing
+
+        explainer = BASELINES[args.method]()
+        scoring = with_preprocessing(load(model, include_output=True), args.preprocess)
     else:
-        explainer = _make_explainer(args, model)
+        explainer = make_cli_explainer(args, model, include_output=True)
+    pairs = getattr(explainer, "explains_pairs", False)
     shape = explainer.extractor.input_shape if hasattr(explainer, "extractor") else (None,) * 3
     x, ids, labels, source = load_explain_inputs(args.images, shape, args.fit, args.limit)
     boxes = None
@@ -75,21 +73,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         found = sample_boxes(ids)
         boxes = np.concatenate([found[i] for i in ids])
     targets = None
-    if args.method == "fam":
+    if pairs:
         if args.references is not None:
             targets, _, _, _ = load_explain_inputs(args.references, shape, args.fit, len(x))
         elif args.images is None:
             targets = x[_next_same_label(np.asarray(labels))]
         else:
-            raise ValueError("--method fam needs --references (reference images, one per image)")
+            raise ValueError(
+                f"--method {args.method} needs --references (reference images, one per image)"
+            )
     elif args.targets is not None:
         targets = _load_array(args.targets, "--targets")[: len(x)]
     metrics = None if args.metrics is None else [m for m in args.metrics.split(",") if m]
-    preprocess_on_device(explainer, args.preprocess)
     evaluator = Evaluator(
         explainer,
         metrics,
-        model=None if args.method == "fam" else scoring_model(model, args.preprocess),
+        model=scoring,
         threshold=args.threshold,
         normalize=args.normalize,
         steps=args.steps,
@@ -136,7 +135,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("images", nargs="?", help=IMAGES_HELP)
     e.add_argument("--model", help=".keras/.h5 model file (default: the bundled CNN)")
-    e.add_argument("--method", choices=["fem", "fam", "mlfem", "mean", "uniform"], default="fem")
     e.add_argument("--boxes", help=".npy/.json xyxy boxes (N, 4) in pixels (bundled: built in)")
     e.add_argument("--targets", help=".npy/.json class indices (default: predicted class)")
     e.add_argument("--references", help="fam: reference images, paired one to one")
@@ -149,5 +147,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="relu_minmax",
     )
     e.add_argument("--activation", choices=["softmax", "sigmoid"], default=None)
-    add_method_options(e, "evaluate")
+    add_method_options(e, METHODS, {"uniform": "the constant map (chance level)"})
+    add_run_options(e, "evaluate")
     e.set_defaults(func=cmd_evaluate)

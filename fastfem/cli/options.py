@@ -3,55 +3,36 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fastfem.data.fit import FITS
 from fastfem.data.preprocess import PREPROCESS
-from fastfem.kernels.fam import SIMILARITIES
-from fastfem.kernels.fem import VARIANTS
+from fastfem.explainers.method import Method, Setting
+from fastfem.explainers.registry import METHODS, check_settings
 
 
-def positive_int(text: str) -> int:
-    """A command-line count that must be a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
+def bounded(kind: type, low: float, what: str, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)``, finite and ``>= low`` (``> low`` when ``strict``),
+    else a usage error expecting ``what``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = float("nan")
+        if not ((value > low) if strict else (value >= low)) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """A command-line index that must be an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """A command-line duration: a finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
-    return value
-
-
-def finite_k(text: str) -> float:
-    """FEM's k on the command line: a finite number >= 0."""
-    from fastfem.kernels.fem import check_k
-
-    try:
-        return check_k(float(text))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+positive_int = bounded(int, 1, "a positive integer")
+non_negative_int = bounded(int, 0, "an integer >= 0")
+positive_seconds = bounded(float, 0, "a positive number of seconds", strict=True)
 
 
 def enable_persistent_compile_cache(path: str | None = None) -> str | None:
@@ -94,15 +75,89 @@ def shape_arg(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
-def add_method_options(p: argparse.ArgumentParser, verb: str) -> None:
-    """The explainer's options (layer, FEM k/variant, FAM similarity, MLFEM layers/fusion),
-    batching, ``--limit``, ``--quiet`` and ``--out``, shared by ``explain`` and ``evaluate``."""
-    p.add_argument("--layer", type=layer_arg, default=None, help="layer name or index")
-    p.add_argument("--k", type=finite_k, default=2.0, help="k of the k-sigma threshold")
-    p.add_argument("--variant", choices=VARIANTS, default="xplique")
-    p.add_argument("--similarity", choices=SIMILARITIES, default="cosine", help="fam")
-    p.add_argument("--layers", help="mlfem: comma-separated layers (default: one per stage)")
-    p.add_argument("--fusion", choices=["mean", "product"], default="mean", help="mlfem")
+def layer_list_arg(text: str) -> list[str | int]:
+    """``--layer``: one layer or several comma-separated (multi-layer methods), each a name or
+    an int index."""
+    layers = [layer_arg(t.strip()) for t in text.split(",") if t.strip()]
+    if not layers:
+        raise argparse.ArgumentTypeError(f"expected a layer name or index; got {text!r}")
+    return layers
+
+
+def setting_type(setting: Setting) -> Callable[[str], Any]:
+    """A method setting's parser as an argparse type (its ValueError -> a usage error)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return setting.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = setting.name
+    return parse
+
+
+def add_method_options(
+    p: argparse.ArgumentParser, methods: Sequence[Method], extra: Mapping[str, str] = {}
+) -> None:
+    """``--method`` (one of ``methods``, the first the default, or a name of ``extra``: name ->
+    help), ``--layer`` and every setting of those methods (one option per setting name;
+    default: the method's own), from the registry (`fastfem.explainers.registry`)."""
+    helps = {**{m.name: m.summary for m in methods}, **extra}
+    p.add_argument(
+        "--method",
+        choices=list(helps),
+        default=methods[0].name,
+        help="; ".join(f"{name}: {text}" for name, text in helps.items()),
+    )
+    p.add_argument(
+        "--layer",
+        type=layer_list_arg,
+        default=None,
+        help="explained layer (name or index; default: the last conv layer); multi-layer "
+        "methods (mlfem): comma-separated layers (default: the last conv of each stage)",
+    )
+    seen: set[str] = set()
+    for setting in (s for m in methods for s in m.settings):
+        if setting.name in seen:
+            continue
+        seen.add(setting.name)
+        p.add_argument(
+            "--" + setting.name.replace("_", "-"),
+            dest=setting.name,
+            type=setting_type(setting),
+            choices=setting.choices,
+            default=None,
+            help=f"{setting.help}; default {setting.default}",
+        )
+
+
+def method_settings(
+    args: argparse.Namespace, method: Method, given_only: bool = False
+) -> dict[str, Any]:
+    """``method``'s settings from the command line (not given: the default; with
+    ``given_only`` left out); a ValueError naming an option given that ``method`` does not
+    use."""
+    given = {s.name: getattr(args, s.name) for m in METHODS for s in m.settings}
+    values = check_settings(method, given, spell=lambda name: "--" + name.replace("_", "-"))
+    return {k: v for k, v in values.items() if given[k] is not None} if given_only else values
+
+
+def add_fit_option(p: argparse.ArgumentParser) -> None:
+    """``--fit``, the same in every verb."""
+    p.add_argument(
+        "--fit",
+        choices=FITS,
+        default="error",
+        help="images whose size or colour channels are not the model's: error (default: "
+        "refused, naming size and mode), squash (resize), crop (shorter side to size, central "
+        "crop) or pad (longer side to size, centred, zero padding)",
+    )
+
+
+def add_run_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """Batching, preprocessing, ``--fit``, ``--limit``, ``--quiet`` and ``--out``, shared by
+    ``explain`` and ``evaluate``."""
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument(
         "--preprocess",
@@ -111,13 +166,7 @@ def add_method_options(p: argparse.ArgumentParser, verb: str) -> None:
         help="the model's input preprocessing (unit = pixels/255; raw = 0-255; caffe/torch/tf "
         "= keras.applications' imagenet_utils modes)",
     )
-    p.add_argument(
-        "--fit",
-        choices=FITS,
-        default="squash",
-        help="image files of another size: squash (resize, default), crop (shorter side to "
-        "size, central crop), pad (longer side to size, zero padding) or error",
-    )
+    add_fit_option(p)
     p.add_argument(
         "--limit", type=positive_int, default=None, help=f"{verb} only the first N images"
     )

@@ -113,7 +113,7 @@ def test_bad_files_become_error_rows_and_good_ones_match_a_clean_run(tmp_path):
         for c in STAT_COLS + ["prediction", "confidence", "label"]:
             assert rows[rid][c] == pytest.approx(r[c], abs=1e-6), (rid, c)
     # --resize converts and resizes instead of error rows
-    fixed = audit(mixed, out=tmp_path / "resized", resize=True)
+    fixed = audit(mixed, out=tmp_path / "resized", fit="squash")
     assert fixed.errors == 3 and fixed.ok == 22
 
 

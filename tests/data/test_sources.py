@@ -239,12 +239,10 @@ def test_a_photo_collection_fits_with_crop_and_is_named_with_error(tmp_path):
     for name, what in mismatched.items():
         assert rows[name]["status"] == "error" and what in rows[name]["error"], (name, rows[name])
     pad = audit(tmp_path / "photos", out=tmp_path / "pad", fit="pad", alpha="white")
-    squash = audit(tmp_path / "photos", out=tmp_path / "squash", resize=True)
+    squash = audit(tmp_path / "photos", out=tmp_path / "squash", fit="squash")
     assert pad.errors == squash.errors == 0
     manifest = json.loads((tmp_path / "pad" / "manifest.json").read_text())
     assert manifest["config"]["fit"] == "pad" and manifest["config"]["alpha"] == "white"
-    with pytest.raises(ValueError, match="contradicts fit='crop'"):
-        audit(tmp_path / "photos", out=tmp_path / "x", resize=True, fit="crop")
 
 
 def test_arrays_of_another_size_are_fitted_like_files(tmp_path):
@@ -322,7 +320,10 @@ def test_cli_fit_flags_and_several_sources(tmp_path, capsys):
     assert sorted(rows_by_id(out)) == ["a/0.png", "a/1.png", "b/0.png", "b/1.png"]
     assert all(r["status"] == "ok" for r in rows_by_id(out).values())
     squash = tmp_path / "squash"
-    assert main(["audit", str(tmp_path / "a"), "--resize", "--quiet", "--out", str(squash)]) == 0
+    assert (
+        main(["audit", str(tmp_path / "a"), "--fit", "squash", "--quiet", "--out", str(squash)])
+        == 0
+    )
     assert json.loads((squash / "manifest.json").read_text())["config"]["fit"] == "squash"
     with pytest.raises(SystemExit):
         main(["audit", str(tmp_path / "a"), "--fit", "stretch", "--out", str(tmp_path / "x")])

@@ -24,11 +24,11 @@ def test_the_default_follows_where_jax_runs_the_model():
     here = host_threads(usable_cores(), jax.default_backend())
     assert default_threads() == here
     assert ReadOptions().threads == here
-    assert read_options("crop", False, 10**6, "black", None).threads == here
+    assert read_options("crop", 10**6, "black", None).threads == here
     assert default_threads("cuda") == min(32, usable_cores())
 
 
 def test_asked_threads_win():
-    assert read_options("crop", False, 10**6, "black", 5).threads == 5
+    assert read_options("crop", 10**6, "black", 5).threads == 5
     with pytest.raises(ValueError, match="threads must be a positive integer; got 0"):
-        read_options("crop", False, 10**6, "black", 0)
+        read_options("crop", 10**6, "black", 0)

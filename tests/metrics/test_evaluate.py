@@ -164,7 +164,7 @@ def test_baselines(cnn32, data):
     x, boxes, _, _ = data
     uniform = fastfem.metrics.UniformMap().explain(x)
     assert uniform.shape == (N, 32, 32, 1)
-    mean = fastfem.metrics.MeanActivation(cnn32, conv_layer="relu_b").explain(x)
+    mean = fastfem.explainers.MeanActivation(cnn32, conv_layer="relu_b").explain(x)
     acts = load(cnn32, layers="relu_b").apply(load(cnn32, layers="relu_b").params, x).activations[0]
     assert mean.shape == (N, 32, 32, 1)
     np.testing.assert_allclose(
@@ -229,7 +229,7 @@ def test_fused_explanation_equals_explain_then_metrics(cnn32, data):
     kw = dict(boxes=boxes, model=cnn32, activation="softmax", steps=2, metrics=metrics)
     for explainer in (
         fastfem.FEM(cnn32, conv_layer="relu_b", variant="gradcam"),
-        fastfem.metrics.MeanActivation(cnn32, conv_layer="relu_b"),
+        fastfem.explainers.MeanActivation(cnn32, conv_layer="relu_b"),
     ):
         fused = fastfem.evaluate(explainer, x, **kw)
         apart = fastfem.evaluate(explainer, x, fuse=False, **kw)
