@@ -119,3 +119,18 @@ def test_one_tfrecord_gives_the_same_maps_in_explain_evaluate_and_audit(tmp_path
     # the pixels every verb read are the PNGs' (exact 8-bit values)
     direct = fem.explain(pixels.astype(np.float32) / 255.0)[..., 0]
     np.testing.assert_allclose(explained, direct, atol=1e-6)
+
+
+def test_the_bundled_sample_is_one_opener():
+    """No source is the bundled sample's test split, for the audit, the CLI and the report."""
+    from fastfem.audit.report.page import images_by_id
+    from fastfem.data.sources import open_source, read_images
+
+    s = sample.generate("test", n=5)
+    src = open_source(None, (64, 64, 3))
+    assert src.ids[:5] == list(s.ids) and src.description.startswith("bundled sample")
+    x, ids, labels, _ = read_images(None, (64, 64, 3), limit=5)
+    np.testing.assert_array_equal(x, s.images)
+    assert ids == list(s.ids) and labels == [sample.CLASS_NAMES[i] for i in s.labels]
+    again = images_by_id("bundled:test", ids[3:], {"fit": "error"})
+    np.testing.assert_array_equal(np.stack([again[i] for i in ids[3:]]), s.images[3:])
