@@ -3,7 +3,8 @@
 Accepted, as in Xplique: a NumPy array, a ``tf.Tensor``, a ``jax.Array`` (anything array-like
 of rank 4), or a ``tf.data.Dataset`` whose elements are images ``x``, ``(x,)`` or ``(x, y, ...)``,
 batched (rank-4 elements) or not (rank-3 elements). Datasets are streamed and re-batched, never
-materialised whole. TensorFlow is not imported here: datasets are recognised by their methods.
+materialised whole, through `image_elements` (also how `fastfem.data.sources` reads ``tf.data``
+and iterables). TensorFlow is not imported here: datasets are recognised by their methods.
 """
 
 from __future__ import annotations
