@@ -62,7 +62,8 @@ def same_class_references(labels):
 def methods(model, batch_size: int):
     """(name, explainer, needs references) for every method available in this checkout."""
     import fastfem
-    from fastfem.metrics import MeanActivation, UniformMap
+    from fastfem.explainers import MeanActivation
+    from fastfem.metrics import UniformMap
 
     out = [
         ("FEM (xplique)", fastfem.FEM(model, batch_size=batch_size), False),

@@ -23,13 +23,10 @@ audit              fastfem audit: PNG folder on disk -> Parquet on disk, vs in-m
                    corner rule they replaced (target: audit with detectors >= 0.9x)
 malloc             glibc's default malloc vs a fixed mmap threshold: page faults of fastfem and
                    its limit
-<<<<<<< HEAD
 detect_scale       the shortcut detectors on a synthetic store of 1,000,000 rows (quick:
                    100,000) of 16x16 maps: time and peak RSS (`benchmarks.detect_scale`)
-=======
 decode_threads     the audit's host decoding alone, 640x480 JPEG photos cropped to 224: ms per
                    image on 1, 2 and every core's threads
->>>>>>> fitgeom
 =================  ==========================================================================
 
 ``--quick`` runs every configuration small (a few minutes in all). Results go to

@@ -42,3 +42,18 @@ def test_explain_errors_name_the_problem(tmp_path, capsys):
     assert "cannot decode image" in capsys.readouterr().err
     assert main(["explain", "--layer", "nope", "--out", str(tmp_path / "o")]) == 2
     assert "no layer named 'nope'" in capsys.readouterr().err
+
+
+def test_fit_refuses_another_size_by_default_in_every_verb(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 40, 3), 60 * i, np.uint8)).save(folder / f"{i}.png")
+    for verb in ("explain", "evaluate"):
+        assert main([verb, str(folder), "--quiet", "--out", str(tmp_path / verb)]) == 2
+        assert "image is 32x40 (HxW), the model expects 64x64" in capsys.readouterr().err
+    out = tmp_path / "squash"
+    assert main(["explain", str(folder), "--fit", "squash", "--quiet", "--out", str(out)]) == 0
+    assert np.load(out / "maps.npy").shape == (2, 64, 64, 1)

@@ -3,32 +3,31 @@ before any image is read.
 
 `plan_audit` turns the arguments of `fastfem.audit.audit` into an `AuditPlan`: the model as a
 `fastfem.converters.FeatureExtractor` with its output and the requested preprocessing
-(`fastfem.data.preprocess`), the explainer of the method built on it (FEM, MLFEM or FAM: the audit
-runs their public ``step``), the opened `fastfem.data.sources.Source`, the boxes matched to the
-source's ids, and the configuration the manifest records. Everything a user can get wrong is an
-error here, naming the value, before the store is touched.
+(`fastfem.data.preprocess`), the explainer of the method built on it (any method of
+`fastfem.explainers.registry` with audit hooks: the audit runs its public ``step``), the
+opened `fastfem.data.sources.Source`, the boxes matched to the source's ids, and the
+configuration the manifest records. Everything a user can get wrong is an error here, naming
+the value, before the store is touched.
 
-Compiled steps are kept between calls in one process in ONE small cache (`STEP_CACHE`), keyed by
-the model file (path, mtime, size), the layers, the method's settings, the preprocessing and the
-devices: a second audit of the same model reuses the loaded model and the compiled step.
-Models given as objects (a Keras model) are not cached: their weights may change between calls.
+Explainers built on model files are kept between calls in one process
+(`fastfem.explainers.registry.cached_explainer`), keyed by the model file (path, mtime, size),
+the layers, the method's settings, the preprocessing and the devices: a second audit of the same
+model reuses the loaded model and the compiled steps. Models given as objects (a Keras model)
+are not cached: their weights may change between calls.
 """
 
 from __future__ import annotations
 
-import collections
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from fastfem.audit.steps import METHODS
 from fastfem.audit.store.manifest import tree_stamp
-from fastfem.converters import FeatureExtractor, load, load_keras_file
+from fastfem.converters import FeatureExtractor
 from fastfem.data.boxes import (
     SAMPLE,
     Boxes,
@@ -38,19 +37,18 @@ from fastfem.data.boxes import (
     sample_boxes,
     unknown_ids_error,
 )
-from fastfem.data.preprocess import Preprocess, preprocess_fn, preprocess_name, with_preprocessing
-from fastfem.data.sources import ReadOptions, Source, array_source, open_source
-from fastfem.explainers import FAM, FEM, MLFEM
-from fastfem.explainers.base import Explainer, check_positive_int
-from fastfem.explainers.mlfem import default_layers
-from fastfem.kernels.fem import check_k, check_variant
+from fastfem.data.preprocess import Preprocess, preprocess_fn, preprocess_name
+from fastfem.data.sources import ReadOptions, Source, open_source
+from fastfem.explainers.base import check_positive_int
+from fastfem.explainers.method import Explainer, Method
+from fastfem.explainers.registry import METHODS, cached_explainer, check_settings, method_named
 
 
 @dataclass
 class AuditPlan:
     """What an audit will do (see the module docstring)."""
 
-    method: str
+    method: Method
     explainer: Explainer
     source: Source
     boxes: Boxes | None
@@ -76,67 +74,24 @@ def image_hw(extractor: FeatureExtractor) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def mlfem_layers(model: Any, layer: Any) -> list[Any]:
-    """MLFEM's layers: ``layer`` (a list, or a comma-separated string), else
-    `fastfem.explainers.mlfem.default_layers` (the last conv of each resolution stage)."""
-    if isinstance(layer, str) and "," in layer:
-        return [name.strip() for name in layer.split(",") if name.strip()]
-    if isinstance(layer, (str, int)):
-        return [layer]
-    if layer is not None:
-        return list(layer)
-    keras_model = load_keras_file(model) if isinstance(model, (str, os.PathLike)) else model
-    return default_layers(keras_model)
-
-
 def check_arguments(
-    method: str,
-    k: Any,
-    variant: str,
-    batch_size: Any,
-    part_size: Any,
-    references: Any,
-    fusion: str,
-    fusion_weights: Any,
-) -> float:
-    """Validate the audit's scalar arguments (a ValueError naming the value); returns k."""
-    if method not in METHODS:
-        raise ValueError(f"unknown audit method {method!r}; expected one of {METHODS}")
-    check_variant(variant)
+    method: str, batch_size: Any, part_size: Any, references: Any, settings: Mapping[str, Any]
+) -> Method:
+    """Validate the audit's scalar arguments (a ValueError naming the value); returns the
+    method. ``settings``: the method settings given (None: not given)."""
+    audited = tuple(m for m in METHODS if m.audit is not None)
+    if method not in [m.name for m in audited]:
+        raise ValueError(
+            f"unknown audit method {method!r}; expected one of {[m.name for m in audited]}"
+        )
+    chosen = method_named(method)
     check_positive_int(batch_size)
     check_positive_int(part_size, "part_size")
-    if references is not None and method != "fam":
-        raise ValueError("references= is only used by method='fam'")
-    if method != "mlfem" and (fusion != "mean" or fusion_weights is not None):
-        raise ValueError("fusion= and fusion_weights= are only used by method='mlfem'")
-    return check_k(k)
-
-
-# ---------------------------------------------------------------------------------- cache
-
-
-class StepCache:
-    """An LRU of ``key -> (explainer, anything)`` for models given by file (module docstring)."""
-
-    def __init__(self, size: int = 4):
-        self.size = size
-        self._items: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
-
-    def get_or_build(self, key: tuple | None, build: Callable[[], Any]) -> Any:
-        """The cached value of ``key``, else ``build()`` (cached unless ``key`` is None)."""
-        if key is None:
-            return build()
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        value = self._items[key] = build()
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return value
-
-
-#: The one cache of loaded models and their compiled audit steps (see the module docstring).
-STEP_CACHE = StepCache()
+    if references is not None and chosen.audit.prepare is None:
+        users = "/".join(repr(m.name) for m in audited if m.audit.prepare is not None)
+        raise ValueError(f"references= is only used by method={users}")
+    check_settings(chosen, settings)
+    return chosen
 
 
 def model_file_key(model: Any) -> tuple | None:
@@ -152,79 +107,7 @@ def model_file_key(model: Any) -> tuple | None:
         return None
 
 
-def build_explainer(
-    model: Any,
-    method: str,
-    layer: Any,
-    settings: Mapping[str, Any],
-    preprocess: str | Preprocess,
-    batch_size: int,
-) -> Explainer:
-    """The method's explainer on the model's extractor (with output and preprocessing)."""
-    if isinstance(model, FeatureExtractor):
-        if layer is not None:
-            raise ValueError("layer= cannot re-select the layers of a FeatureExtractor")
-        extractor = model
-    else:
-        if method == "mlfem":
-            layers = mlfem_layers(model, layer)
-        elif isinstance(layer, (list, tuple)):
-            raise ValueError(f"method {method!r} explains one layer; got layer={layer!r}")
-        else:
-            layers = layer
-        extractor = load(model, layers=layers, include_output=True)
-    extractor = with_preprocessing(extractor, preprocess)
-    if method == "fem":
-        return FEM(extractor, batch_size, k=settings["k"], variant=settings["variant"])
-    if method == "mlfem":
-        return MLFEM(
-            extractor,
-            fusion=settings["fusion"],
-            weights=settings["fusion_weights"],
-            k=settings["k"],
-            variant=settings["variant"],
-            batch_size=batch_size,
-        )
-    return FAM(extractor, batch_size=batch_size)
-
-
-def cached_explainer(
-    model: Any,
-    method: str,
-    layer: Any,
-    settings: Mapping[str, Any],
-    preprocess: str | Preprocess,
-    batch_size: int,
-) -> Explainer:
-    """`build_explainer`, through `STEP_CACHE` for models given by file."""
-    file_key = model_file_key(model)
-    key = None
-    if file_key is not None and isinstance(preprocess, str):
-        layer_key = tuple(layer) if isinstance(layer, (list, tuple)) else layer
-        devices = tuple(str(d) for d in jax.local_devices())
-        frozen = tuple(sorted((k, _hashable(v)) for k, v in settings.items()))
-        key = (file_key, method, layer_key, frozen, preprocess, batch_size, devices)
-    return STEP_CACHE.get_or_build(
-        key, lambda: build_explainer(model, method, layer, settings, preprocess, batch_size)
-    )
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, (list, np.ndarray)) else value
-
-
 # ---------------------------------------------------------------------------------- plan
-
-
-def open_audit_source(source: Any, expected: Sequence[int | None], reading: ReadOptions) -> Source:
-    """The source to audit: a user source, or the bundled sample's test split (arrays)."""
-    if source is not None:
-        return open_source(source, tuple(expected), reading)
-    from fastfem.sample import CLASS_NAMES, generate
-
-    sample = generate("test")
-    labels = [CLASS_NAMES[i] for i in sample.labels]
-    return array_source(sample.images, list(sample.ids), labels, tuple(expected), "bundled sample")
 
 
 def resolve_boxes(spec: Any, src: Source, input_shape: Sequence[int | None]) -> Boxes | None:
@@ -255,7 +138,7 @@ def resolve_boxes(spec: Any, src: Source, input_shape: Sequence[int | None]) -> 
 def plan_audit(
     source: Any,
     model: Any,
-    method: str,
+    method: Method,
     layer: Any,
     settings: Mapping[str, Any],
     preprocess: str | Preprocess,
@@ -272,15 +155,21 @@ def plan_audit(
         model = str(MODEL_PATH)
     model_desc = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     # the explainer checked its layers when it was built (MLFEM: the fusion weights per layer)
-    explainer = cached_explainer(model, method, layer, settings, preprocess, batch_size)
+    values = method.values(settings)
+    key = model_file_key(model)
+    explainer = cached_explainer(method.name, model, key, layer, batch_size, values, preprocess)
     expected = explainer.extractor.input_shape
     hw = image_hw(explainer.extractor)
-    src = open_audit_source(source, expected, reading)
+    src = open_source(source, tuple(expected), reading)
     refs = None
     if references is not None:
         refs = open_source(references, tuple(expected), reading)
     config: dict[str, Any] = {
-        **settings,
+        **{
+            k: np.asarray(v).tolist() if isinstance(v, (list, tuple)) else v
+            for k, v in values.items()
+        },
+        **method.audit.manifest(explainer),
         "batch_size": explainer.device_batch(),
         "input_size": list(hw),
         "fit": reading.fit,
@@ -291,9 +180,8 @@ def plan_audit(
     for name in ("image_column", "label_column", "label_field"):  # recorded when chosen
         if getattr(reading, name) is not None:
             config[name] = getattr(reading, name)
-    if method != "mlfem":
-        config.pop("fusion", None)
-        config.pop("fusion_weights", None)
+    if method.audit.prepare is not None:
+        config["prototypes_from"] = "references" if refs is not None else "source"
     return AuditPlan(
         method=method,
         explainer=explainer,

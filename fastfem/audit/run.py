@@ -1,65 +1,37 @@
 """`audit`: explain a whole dataset into a result store, streaming, sharded, resumable.
 
-Read top to bottom, an audit is four stages:
+Four stages: 1. the plan (`fastfem.audit.plan`), all checked before anything is read or
+written; 2. record batches (`fastfem.audit.batches`): decoded on host threads, good images
+batched, unreadable ones set aside as error rows; 3. ONE jitted step per batch, sharded
+(`fastfem.audit.steps`, around the method's own `fastfem.engine.step.Step`): preprocessing, one
+forward pass, the map, its statistics, the prediction, finiteness flags, the localisation
+metrics, while the next batch is being put on the devices; 4. the part writer
+(`fastfem.audit.store.parts.PartWriter`): rows committed part by part (atomic, one schema), so
+``resume=True`` continues after a crash with nothing lost or counted twice; then the flags and
+the manifest. Before stage 2, process 0 opens the store under its lock
+(`fastfem.audit.store.open`). Bad inputs become ``status="error"`` rows; only a failure of the
+store itself (`fastfem.audit.store.parts.StoreError`) stops the run.
 
-1. plan (`fastfem.audit.plan`): the model, the method's explainer, the source, the boxes and the
-   settings, all checked before anything is read or written;
-2. record batches (`fastfem.audit.batches`): the source is decoded on host threads into records
-   (8-bit pixels for encoded files); good images are batched (every batch padded to one device
-   batch), unreadable ones set aside as error rows;
-3. ONE jitted step per batch, sharded over the local devices (`fastfem.audit.steps`, around the
-   explainer's own `fastfem.engine.step.Step`): the model's preprocessing, a single forward pass
-   for the
-   activations and the model output, the explanation map (FEM, MLFEM or FAM), its statistics,
-   the prediction and confidence, finiteness flags and, with boxes, the localisation metrics —
-   while the next batch is already being put on the devices. Only small results come back;
-4. the part writer (`fastfem.audit.store.parts.PartWriter`): rows committed to the store part by
-part
-   (atomic, one fixed Parquet schema), so ``resume=True`` continues after a crash with nothing
-   lost and nothing counted twice; then the flags and the manifest.
+Speed: ``compile_seconds`` is the time spent compiling the audit step (0 when an earlier call
+in this process did), ``images_per_second = processed / (seconds - compile_seconds)`` (a
+prepare pass such as FAM's prototypes included).
 
-Before stage 2 the store is opened by process 0 under its lock (`fastfem.audit.store.lock`): an
-existing store needs ``resume=True``, whose configuration must equal the store's
-(`fastfem.audit.store.manifest`); temporary files of a killed run are removed, parts whose maps are
-missing or short set aside to be recomputed; then the
-manifest is written (merged) with the full configuration, before the first part.
+A method's prepare pass (FAM, ``method="fam"``: every image is explained against the
+PROTOTYPE, the mean GAP embedding, of its class; `fastfem.explainers.fam.method`) runs over
+``references`` (a labelled source) or the audited source (every process reads it whole, so all
+processes and a resumed run use the same prototypes). An image whose label has no prototype,
+or no label, is explained against its nearest one; a source without labels has one prototype.
 
-Bad inputs become ``status="error"`` rows and never stop the run; only a failure of the store
-itself (`fastfem.audit.store.parts.StoreError`: disk full, read-only) does, after what is committed.
-
-Speed: ``seconds`` is the run's wall time; ``compile_seconds`` the time the runner spent tracing
-and compiling the audit step (its first call per batch size; 0 when an earlier call in this
-process compiled it), so ``images_per_second = processed / (seconds - compile_seconds)`` is the
-rate after compilation (FAM: the prototype pass included). No extra batch is computed for it.
-
-FAM (``method="fam"``) audits a similarity model with no classifier assumed: every image is
-explained against the PROTOTYPE (mean GAP embedding at the explained layer) of its class, i.e.
-why it resembles its class. Prototypes come from ``references`` (a labelled source) or, by
-default, from the audited source itself in a first pass (every good image; each process reads
-the whole source for it, so all processes and a resumed run use the same prototypes). Classes
-are the sources' labels (image folders: the first sub-folder); an image whose label has no
-prototype, or that has no label, is explained against its nearest prototype; a source without
-labels has one prototype, the mean of all embeddings (then FAM shows what makes an image
-typical of the dataset). Columns: ``similarity`` (cosine to the explained prototype),
-``prototype`` (its class), ``nearest_prototype``. The rows equal
-`fastfem.FAM.explain_episode` with the audited images as support and queries.
-
-Several processes (JAX's multi-controller runtime, ``distributed=True``): each audits its share
-of the inputs — whole shards when the source has at least as many shards (folders, TFRecord
-files) as there are processes, else the inputs whose index ``i % process_count ==
-process_index`` (`fastfem.data.sources.process_of`) — and writes its own parts; process 0 holds
-the store's lock and writes the manifest. They start through a handshake that reports a missing
-peer or a duplicated process id within a timeout, and pass the audit's stages together
+Several processes (``distributed=True``): each audits its share of the inputs (whole shards, or
+``i % process_count == process_index``: `fastfem.data.sources.process_of`) and writes its own
+parts; process 0 holds the lock and writes the manifest; they pass the stages together
 (`fastfem.audit.distributed`): a process that fails stops the others with its message.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,32 +61,19 @@ from fastfem.audit.reliance import (
     reliance_test,
 )
 from fastfem.audit.reliance.table import write_reliance
-from fastfem.audit.steps import (
-    FAM_COLUMNS,
-    IOU_THRESHOLD,
-    LOCALISATION_COLUMNS,
-    NORMALIZE,
-    AuditSpec,
-    make_audit_step,
-)
-from fastfem.audit.store.lock import StoreLock, describe
-from fastfem.audit.store.manifest import (
-    STORE_FORMAT,
-    check_parts,
-    check_resume,
-    merge,
-    model_sha256,
-    part_metadata,
-)
-from fastfem.audit.store.parts import PartWriter, ResultStore, schema_types, store_schema
-from fastfem.audit.store.safe_write import output_path
+from fastfem.audit.steps import AuditSpec, audit_step_fn
+from fastfem.audit.store.info import end_info, plan_columns, start_info
+from fastfem.audit.store.lock import StoreLock
+from fastfem.audit.store.manifest import check_resume, merge, part_metadata
+from fastfem.audit.store.open import open_store, store_folder
+from fastfem.audit.store.parts import PartWriter, ResultStore, store_schema
 from fastfem.data.boxes import max_boxes
 from fastfem.data.decode import DEFAULT_MAX_PIXELS
 from fastfem.data.preprocess import Preprocess
 from fastfem.data.sources import ReadOptions, default_threads, process_of
 from fastfem.engine.progress import progress_bar
 from fastfem.engine.step import Step
-from fastfem.kernels.fem import Variant
+from fastfem.explainers.method import Classes
 from fastfem.kernels.map_stats import MapStats
 
 STAT_FIELDS = MapStats._fields
@@ -152,81 +111,9 @@ class AuditSummary:
         return asdict(self)
 
 
-def row_columns(has_output: bool, method: str, has_boxes: bool) -> list[str]:
-    """The Parquet columns of an audit, in order."""
-    cols = ["id", "id_raw", "label", "status", "error", *STAT_FIELDS]
-    if has_output:
-        cols += ["prediction", "confidence"]
-    if method == "fam":
-        cols += list(FAM_COLUMNS)
-    if has_boxes:
-        cols += list(LOCALISATION_COLUMNS)
-    return cols
-
-
-def plan_columns(plan: AuditPlan) -> list[str]:
-    """The store's columns for ``plan`` (`row_columns`)."""
-    return row_columns(plan.extractor.has_output, plan.method, plan.boxes is not None)
-
-
-def source_location(source: Any) -> str | None:
-    """Where the report can read the images again: a path, "bundled:test", or None."""
-    if source is None:
-        return "bundled:test"
-    if isinstance(source, (str, Path)):
-        return str(Path(source).resolve())
-    return None
-
-
-def _versions() -> dict[str, str | None]:
-    """fastfem's, JAX's and Keras's versions (Keras's read from its installed metadata, not by
-    importing it: a Flax or JAX model audits without Keras; None when it is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from fastfem import __version__
-
-    try:
-        keras_version: str | None = version("keras")
-    except PackageNotFoundError:
-        keras_version = None
-    return {"fastfem": __version__, "jax": jax.__version__, "keras": keras_version}
-
-
 def row_errors(finite: np.ndarray) -> list[str | None]:
     """The error text of each row from its (B, 2) finiteness flags (None: ok)."""
     return [None if f.all() else NONFINITE_ERRORS[0 if not f[0] else 1] for f in np.asarray(finite)]
-
-
-# ------------------------------------------------------------------------------ FAM prototypes
-
-
-def fam_prototypes(plan: AuditPlan) -> tuple[np.ndarray, np.ndarray]:
-    """``(classes, prototypes (P, C))``: the mean GAP embedding per label over the good images
-    of the references (default: the audited source), `fastfem.explainers.fam.class_prototypes`;
-    unlabeled images are left out unless no image has a label (then one prototype ``"(all)"``
-    of every image)."""
-    from fastfem.explainers.fam import class_prototypes
-
-    src = plan.references if plan.references is not None else plan.source
-    fam = plan.explainer
-    step = fam.embed_step((*plan.image_hw, plan.extractor.input_shape[2]))
-    batcher = RecordBatcher(fam.device_batch())  # the good images; error records set aside
-    labels: list[str | None] = []
-    outs = []
-    for out in fam.run(step, batcher.batches(src.read(lambda i, rid: True))):
-        labels.extend(rec.label for rec in batcher.pending.popleft())
-        outs.append(out)
-    if not outs:
-        raise ValueError(f"FAM audit: no readable image in {src.description} for the prototypes")
-    e = np.concatenate([o["embedding"] for o in outs])
-    keep = np.concatenate([o["finite"].all(axis=1) for o in outs])
-    lab = np.asarray(["(all)" if v is None else str(v) for v in labels], dtype=object)
-    has_label = np.asarray([v is not None for v in labels])
-    if has_label.any():
-        keep &= has_label
-    if not keep.any():
-        raise ValueError(f"FAM audit: no finite embedding in {src.description}")
-    return class_prototypes(e[keep], lab[keep].astype(str))
 
 
 # --------------------------------------------------------------------------------- the run
@@ -248,20 +135,35 @@ class AuditRun:
     reliance_sample: int = SAMPLE  # rows of the reliance sweep (0: no reliance test)
 
 
-def audit_step(plan: AuditPlan, classes_protos: tuple | None) -> tuple[Step, AuditSpec]:
-    """The audit's `Step` around the explainer's own step (at its own resolution), and the
-    runner that runs it (compiled once per step function, kept by the explainer)."""
-    explainer = plan.explainer
-    shape = (*plan.image_hw, plan.extractor.input_shape[2])
-    if plan.method == "fam":
-        explain = explainer.episode_step(shape, classes_protos[1], resize=False)
-    else:
-        explain = explainer.step(shape, resize=False)
-    spec = AuditSpec(plan.method, plan.image_hw, 0 if plan.boxes is None else max_boxes(plan.boxes))
-    fn = explainer.cached_fn(
-        ("audit", explain.fn, spec),
-        lambda: make_audit_step(explain.fn, spec, explainer.resize_maps),
-    )
+def prepare_classes(plan: AuditPlan) -> Classes | None:
+    """The method's prepare pass (FAM: class prototypes) over the good images of the references
+    (default: the audited source), or None for a method without one."""
+    prepare = plan.method.audit.prepare
+    if prepare is None:
+        return None
+    src = plan.references if plan.references is not None else plan.source
+    batcher = RecordBatcher(plan.explainer.device_batch())  # the good images; errors set aside
+
+    def run_over(step: Step) -> Iterator[tuple[dict[str, np.ndarray], list[str | None]]]:
+        for out in plan.explainer.run(step, batcher.batches(src.read(lambda i, rid: True))):
+            yield out, [rec.label for rec in batcher.pending.popleft()]
+
+    return prepare(plan.explainer, sample_shape(plan), run_over, src.description)
+
+
+def sample_shape(plan: AuditPlan) -> tuple[int, int, int]:
+    """(H, W, C) of the model's inputs."""
+    return (*plan.image_hw, plan.extractor.input_shape[2])
+
+
+def audit_step(plan: AuditPlan, classes: Classes | None) -> tuple[Step, AuditSpec]:
+    """The audit's `Step` around the method's own step (`AuditHooks.step`, at its own
+    resolution); its function is built once per step function and spec (`audit_step_fn`)."""
+    hooks = plan.method.audit
+    explain = hooks.step(plan.explainer, sample_shape(plan), classes)
+    boxes = 0 if plan.boxes is None else max_boxes(plan.boxes)
+    spec = AuditSpec(hooks.outputs, plan.image_hw, boxes)
+    fn = audit_step_fn(explain.fn, spec, plan.explainer.resize_maps)
     return Step(fn, explain.params, (*explain.inputs, "boxes", "has_box")), spec
 
 
@@ -271,13 +173,13 @@ def map_shape(step: Step, plan: AuditPlan, batch: dict[str, np.ndarray]) -> tupl
     return tuple(jax.eval_shape(step.fn, step.params, spec)["map"].shape[1:])
 
 
-def _example_batch(plan: AuditPlan, spec: AuditSpec) -> dict[str, np.ndarray]:
-    h, w = plan.image_hw
-    batch = {"x": np.zeros((1, h, w, plan.extractor.input_shape[2]), np.float32)}
+def example_batch(plan: AuditPlan, spec: AuditSpec, targets: bool) -> dict[str, np.ndarray]:
+    """A one-image batch shaped like the run's (for `map_shape`)."""
+    batch = {"x": np.zeros((1, *sample_shape(plan)), np.float32)}
     if spec.boxes:
         batch["boxes"] = np.zeros((1, spec.boxes, 4), np.float32)
         batch["has_box"] = np.zeros((1,), bool)
-    if plan.method == "fam":
+    if targets:
         batch["target"] = np.zeros((1,), np.int32)
     return batch
 
@@ -285,21 +187,20 @@ def _example_batch(plan: AuditPlan, spec: AuditSpec) -> dict[str, np.ndarray]:
 def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bool) -> None:
     """Stages 2-4: record batches through the step into the part writer."""
     plan, summary = run.plan, run.summary
-    protos = None
+    classes = prepare_classes(plan)
     class_index = None
-    if plan.method == "fam":
-        protos = fam_prototypes(plan)
-        run.classes = protos[0]
+    if classes is not None:
+        run.classes = classes[0]
         class_index = {c: i for i, c in enumerate(run.classes.tolist())}
-    step, spec = audit_step(plan, protos)
+    step, spec = audit_step(plan, classes)
     batcher = RecordBatcher(plan.explainer.device_batch(), plan.boxes, spec.boxes, class_index)
     labels = (
-        {} if run.classes is None else {"prototype": run.classes, "nearest_prototype": run.classes}
+        {} if run.classes is None else dict.fromkeys(plan.method.audit.class_columns, run.classes)
     )
     writer = PartWriter(
         run.store,
         store_schema(plan_columns(plan)),
-        map_shape(step, plan, _example_batch(plan, spec)),
+        map_shape(step, plan, example_batch(plan, spec, classes is not None)),
         run.part_size,
         labels,
         run.metadata,
@@ -335,19 +236,19 @@ def run_batches(run: AuditRun, select: Any, todo_count: int | None, progress: bo
 
 
 def read_options(
-    fit: str | None,
+    fit: str,
     max_pixels: int,
     alpha: str,
     threads: int | None,
     columns: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> ReadOptions:
-    """The audit's `ReadOptions` (``fit`` None: ``"error"``; ``threads`` None:
+    """The audit's `ReadOptions` (``threads`` None:
     `fastfem.data.sources.default_threads`; ``columns``: image column, label column, label
     field)."""
     threads = default_threads() if threads is None else threads
     image_column, label_column, label_field = columns
     return ReadOptions(
-        fit or "error",
+        fit,
         max_pixels,
         alpha,
         threads,
@@ -363,20 +264,16 @@ def audit(
     out: str | Path = "runs/audit",
     method: str = "fem",
     layer: str | int | Sequence[str | int] | None = None,
-    k: float = 2.0,
-    variant: Variant = "xplique",
     batch_size: int = 256,
     part_size: int = 2048,
     resume: bool = False,
-    fit: str | None = None,
+    fit: str = "error",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     alpha: str = "black",
     distributed: bool | Mapping[str, Any] = False,
     progress: bool = False,
     threads: int | None = None,
     boxes: Any = None,
-    fusion: str = "mean",
-    fusion_weights: Sequence[float] | None = None,
     references: Any = None,
     preprocess: str | Preprocess = "unit",
     reliance_sample: int | None = None,
@@ -384,6 +281,7 @@ def audit(
     image_column: str | None = None,
     label_column: str | None = None,
     label_field: str | None = None,
+    **settings: Any,
 ) -> AuditSummary:
     """Audit ``source`` with ``model`` into the result store ``out``; returns a summary.
 
@@ -392,11 +290,11 @@ def audit(
         files, a save_to_disk folder), WebDataset .tar shards, array, tf.data.Dataset or
         iterable of batches; None -> the bundled sample's test split (as PNG-free arrays).
       model: Keras model / path / FeatureExtractor; None -> the bundled CNN.
-      method: ``"fem"`` (default), ``"mlfem"`` (the fused multi-layer map, at the input size)
-        or ``"fam"`` (each image against its class prototype; see the module docstring).
-      layer: the explained layer (fem, fam); for mlfem a list (or ``"a,b,c"``), default one
-        per resolution stage.
-      k, variant: FEM's k (finite, >= 0) and variant (fem, mlfem).
+      method: a method of `fastfem.explainers.registry` with audit hooks: ``"fem"``
+        (default), ``"mlfem"`` (the fused multi-layer map, at the input size), ``"fam"`` (each
+        image against its class prototype; see the module docstring), ``"mean"``.
+      layer: the explained layer; for multi-layer methods (mlfem) a list (or ``"a,b,c"``),
+        default one per resolution stage.
       batch_size: images per device step; part_size: rows per committed part (positive ints).
       resume: continue an interrupted store (skips committed ids); without it an existing
         store is an error. The store's configuration is checked against the one each part
@@ -420,7 +318,6 @@ def audit(
       boxes: ground-truth boxes (a .csv/.json path, a mapping, or ``"sample"``; format in
         `fastfem.data.boxes`): adds the columns ``pointing_game``, ``energy_pointing_game``
         and ``iou`` (null for images without boxes) and the outside-the-box flag rule.
-      fusion, fusion_weights: MLFEM's fusion rule (`fastfem.kernels.fusion`).
       references: FAM only: a labelled source whose class prototypes the images are explained
         against (default: the audited source itself).
       preprocess: the model's input preprocessing, on the device (`fastfem.data.preprocess`):
@@ -434,11 +331,12 @@ def audit(
       image_column, label_column, label_field: a Hugging Face dataset's image and label
         columns (`fastfem.data.hf`), a WebDataset's image and label extensions and JSON label
         field (`fastfem.data.webdataset`); None: the source's default.
+      settings: the method's settings (`fastfem.explainers.method.Method.settings`; e.g. FEM's
+        ``k`` and ``variant``, MLFEM's also ``fusion`` and ``fusion_weights``, FAM's
+        ``similarity``); a setting the method does not have is an error.
     """
     out = store_folder(out)
-    k = check_arguments(
-        method, k, variant, batch_size, part_size, references, fusion, fusion_weights
-    )
+    chosen = check_arguments(method, batch_size, part_size, references, settings)
     if reliance_sample is None:
         reliance_sample = reliance_module.SAMPLE
     if (
@@ -448,13 +346,11 @@ def audit(
     ):
         raise ValueError(f"reliance_sample must be an integer >= 0; got {reliance_sample!r}")
     group = start_processes(distributed)
-    weights = None if fusion_weights is None else [float(v) for v in fusion_weights]
-    settings = {"variant": variant, "k": k, "fusion": fusion, "fusion_weights": weights}
     with group.checkpoint("plan"):
         plan = plan_audit(
             source,
             model,
-            method,
+            chosen,
             layer,
             settings,
             preprocess,
@@ -516,161 +412,6 @@ def audit_my_slice(run: AuditRun, group: ProcessGroup, progress: bool) -> None:
     steady = summary.seconds - summary.compile_seconds
     summary.compile_seconds = round(summary.compile_seconds, 3)
     summary.images_per_second = round(summary.processed / max(steady, 1e-9), 1)
-
-
-def store_folder(out: str | os.PathLike) -> Path:
-    """The store folder ``out`` (`fastfem.audit.store.safe_write.output_path`: not empty, no NUL or
-    line break); a ValueError when it names an existing file."""
-    path = output_path(out, "--out")
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} is a file, not a folder")
-    return path
-
-
-def check_source(
-    committed: set[str], ids: list[str] | None, old: Mapping[str, Any], info: Mapping[str, Any]
-) -> None:
-    """A resume's source must be the store's (or a grown one): a ValueError when it lacks a
-    committed id (an unlisted stream: when the manifest names another source)."""
-    if not committed:
-        return
-    if ids is None:
-        if old.get("source") not in (None, info["source"]):
-            raise ValueError(
-                f"--resume: the store was audited from {old['source']}, not {info['source']}; "
-                "pass --allow-new-source (allow_new_source=True) to add it, or audit into a new "
-                "--out"
-            )
-        return
-    missing = committed.difference(ids)
-    if missing:
-        raise ValueError(
-            f"--resume: {len(missing)} of the {len(committed)} committed ids are not in "
-            f"{info['source']} (e.g. {sorted(missing)[:3]}): it is another source; pass "
-            "--allow-new-source (allow_new_source=True) to add its inputs to this store, or "
-            "audit into a new --out"
-        )
-
-
-def check_store(
-    store: ResultStore, info: dict[str, Any], ids: list[str] | None, allow_new_source: bool
-) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
-    """Everything ``--resume`` checks before it writes: the manifest (readable), the
-    configuration recorded in the readable parts and in the manifest (`check_parts`,
-    `check_resume`), ids committed once (`ResultStore.check_unique_ids`), the source
-    (`check_source`). Returns ``(stored manifest — rebuilt from the parts when lost —, broken
-    parts, manifest update)``."""
-    where = str(store.root)
-    old = store.manifest()
-    broken = store.broken_parts()
-    readable = [p for p in store.part_files() if p.name not in broken]
-    record = check_parts(store.part_records(readable), info, old, where)
-    update: dict[str, Any] = {}
-    if old:
-        check_resume(old, info, where)
-    elif record:
-        old, update["manifest_rebuilt_from_parts"] = record, True
-        warnings.warn(f"{where}: manifest.json was lost; rebuilt from the parts", stacklevel=4)
-    store.check_unique_ids(readable)
-    if not allow_new_source:
-        check_source(store.committed_ids_of(readable), ids, old, info)
-    elif old.get("source") not in (None, info["source"]):
-        update["sources"] = [*(old.get("sources") or [old["source"]]), info["source"]]
-    return old, broken, update
-
-
-def open_store(
-    store: ResultStore,
-    lock: StoreLock,
-    info: dict[str, Any],
-    resume: bool,
-    ids: list[str] | None = None,
-    allow_new_source: bool = False,
-) -> None:
-    """Process 0, before any part is written: take the store's lock, check the store against
-    this run (an existing store needs ``resume``; `check_store`), repair what a killed run left
-    (temporary files, parts whose maps are missing or short or whose Parquet file is
-    unreadable), then write the manifest with this run's
-    configuration (merged)."""
-    stale = lock.acquire()
-    if stale:
-        warnings.warn(
-            f"{store.root}: took over a stale lock ({describe(stale)}: no longer running)",
-            stacklevel=3,
-        )
-    if store.exists() and not resume:
-        raise FileExistsError(
-            f"{store.root} already holds an audit; pass resume=True (--resume) to continue it, "
-            "or choose another output folder"
-        )
-    old, broken, update = check_store(store, info, ids, allow_new_source)
-    store.remove_temporaries()
-    if broken:
-        store.set_aside_broken_parts(broken)
-        update["set_aside"] = broken
-        warnings.warn(
-            f"{store.root}: {len(broken)} committed parts cannot be read back whole and are "
-            f"computed again (moved to {store.root / 'invalid'}): {broken}",
-            stacklevel=3,
-        )
-    store.write_manifest(merge(old, {**info, **update}))
-
-
-def start_info(plan: AuditPlan, source: Any, boxes: Any) -> dict[str, Any]:
-    """What the manifest records before the first part: everything a row depends on
-    (`fastfem.audit.store.manifest`), the source, the versions and the devices."""
-    config = dict(plan.config)
-    if plan.method == "fam":
-        config.update(pooling="gap", similarity="cosine", weights="max")
-        config["prototypes_from"] = "references" if plan.references is not None else "source"
-    info: dict[str, Any] = {
-        "store_format": STORE_FORMAT,
-        "model": plan.model_desc,
-        "model_sha256": model_sha256(plan.model),
-        "layer": ",".join(plan.explainer.layer_names),
-        "method": plan.method,
-        "config": config,
-        "columns": schema_types(store_schema(plan_columns(plan))),
-        "source": plan.source.description,
-        "source_location": source_location(source),
-        "versions": _versions(),
-        "devices": [str(d) for d in jax.local_devices()],
-        "process_count": jax.process_count(),
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(),
-    }
-    if plan.boxes is not None:
-        info["boxes"] = {
-            "source": str(boxes) if isinstance(boxes, (str, Path)) else "mapping",
-            "images_with_boxes": len(plan.boxes),
-            "iou_threshold": IOU_THRESHOLD,
-            "normalize": NORMALIZE,
-        }
-    return info
-
-
-def end_info(run: AuditRun) -> dict[str, Any]:
-    """What the manifest adds at the end of a run: FAM's classes, the box ids and labels that
-    matched nothing (with a warning), the time."""
-    plan = run.plan
-    info: dict[str, Any] = {"finished": dt.datetime.now(dt.timezone.utc).isoformat()}
-    if run.classes is not None:
-        info["config"] = {"classes": run.classes.tolist()}
-    if plan.boxes is not None and plan.source.ids is None and run.summary.processed:
-        unmatched = sorted(set(plan.boxes) - run.box_ids_seen)
-        info["boxes"] = {"unmatched": unmatched}
-        if unmatched:
-            warnings.warn(
-                f"{len(unmatched)} box ids matched no input of the stream: {unmatched[:10]}",
-                stacklevel=3,
-            )
-    if run.unmatched_labels:
-        info["fam_labels_without_prototype"] = sorted(run.unmatched_labels)
-        warnings.warn(
-            f"labels {sorted(run.unmatched_labels)[:10]} have no prototype among "
-            f"{run.classes.tolist()}; those images are explained against their nearest prototype",
-            stacklevel=3,
-        )
-    return info
 
 
 def describe_reliance(result: RelianceResult) -> str:

@@ -7,8 +7,11 @@ map's statistics (`fastfem.kernels.map_stats`), the prediction and its confidenc
 finiteness flags and, with ground-truth boxes, the localisation metrics
 (`fastfem.metrics.localisation`). Only per-image numbers and the stored map leave the devices.
 
-Stored maps, per method: ``fem`` and ``fam`` at feature resolution (h, w); ``mlfem`` the fused
-map at the input size (H, W). Localisation metrics are computed on the map at the input size,
+Stored maps: the method's own step's (``resize=False``): feature resolution (h, w) for the
+one-layer methods, the fused map at the input size (H, W) for MLFEM. A method adds its own
+columns through its audit hooks (`fastfem.explainers.method.AuditHooks.outputs`).
+
+Localisation metrics are computed on the map at the input size,
 resized the way the method's explainer resizes (``explainer.resize_maps``: FEM the variant's
 resize, e.g. bicubic for ``xplique``; FAM bilinear) — exactly what `fastfem.evaluate` scores for
 that explainer — with `evaluate`'s defaults: ``normalize="relu_minmax"``, IoU threshold
@@ -18,7 +21,8 @@ union of their masks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,24 +33,23 @@ from fastfem.engine.step import StepFn
 from fastfem.kernels.map_stats import map_stats
 from fastfem.metrics import localisation as Loc
 
-METHODS: tuple[str, ...] = ("fem", "mlfem", "fam")
 #: Localisation settings of the audit (`fastfem.evaluate`'s defaults).
 IOU_THRESHOLD = 0.5
 NORMALIZE: Loc.Normalize = "relu_minmax"
 TIES: Loc.Ties = "mean"
 LOCALISATION_COLUMNS: tuple[str, ...] = ("pointing_game", "energy_pointing_game", "iou")
-FAM_COLUMNS: tuple[str, ...] = ("similarity", "prototype", "nearest_prototype")
 
 
 @dataclass(frozen=True)
 class AuditSpec:
     """What one audit step computes beside the explanation (hashable).
 
-    ``method``: which explainer made the step (its method-specific columns); ``boxes``: boxes
-    per image in the batch (0: no localisation metrics); ``image_hw``: the model input size.
+    ``outputs``: the method's columns from its step's outputs (`AuditHooks.outputs`);
+    ``boxes``: boxes per image in the batch (0: no localisation metrics); ``image_hw``: the
+    model input size.
     """
 
-    method: str
+    outputs: Callable[[Mapping[str, jax.Array]], dict[str, jax.Array]]
     image_hw: tuple[int, int]
     boxes: int = 0
 
@@ -79,19 +82,11 @@ def prediction_columns(output: jax.Array) -> dict[str, jax.Array]:
     }
 
 
-def fam_columns(out: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """FAM's columns from its episode step: the similarity to the explained prototype, that
-    prototype's index and the nearest one's."""
-    target = out["targets"]
-    sim = jnp.take_along_axis(out["similarities"], target[:, None], axis=1)[:, 0]
-    return {"similarity": sim, "prototype": target, "nearest_prototype": out["predictions"]}
-
-
 def make_audit_step(
     explain: StepFn, spec: AuditSpec, resize_maps: Callable[[jax.Array, Any], jax.Array]
 ) -> StepFn:
     """``(params, batch) -> {map, <map stats>, finite (B, 2), [prediction, confidence],
-    [similarity, prototype, nearest_prototype], [localisation]}`` around an explainer's step
+    [the method's columns], [localisation]}`` around an explainer's step
     function ``explain`` (run at the method's own resolution; ``resize_maps`` is the
     explainer's own resize to the input size, used for the localisation metrics).
 
@@ -103,8 +98,7 @@ def make_audit_step(
         out = explain(params, batch)
         maps = out["maps"]
         res = {"map": maps, "finite": out["finite"], **jax.vmap(map_stats)(maps)._asdict()}
-        if spec.method == "fam":
-            res.update(fam_columns(out))
+        res.update(spec.outputs(out))
         if "output" in out:
             res.update(prediction_columns(out["output"]))
         if spec.boxes:
@@ -113,3 +107,12 @@ def make_audit_step(
         return res
 
     return step
+
+
+@functools.lru_cache(maxsize=8)
+def audit_step_fn(
+    explain: StepFn, spec: AuditSpec, resize_maps: Callable[[jax.Array, Any], jax.Array]
+) -> StepFn:
+    """`make_audit_step`, built once per (explainer step function, spec, resize): the same
+    function object is what lets the runner reuse its compiled code."""
+    return make_audit_step(explain, spec, resize_maps)

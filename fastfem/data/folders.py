@@ -1,4 +1,4 @@
-"""Image folders on disk: the files they hold (walked safely), and loading them as arrays.
+"""Image folders on disk: the image files they hold, walked safely.
 
 `walk_images` lists the image files under a folder (recursive; suffixes
 `fastfem.data.decode.IMAGE_SUFFIXES`, any case) as `FolderEntry` items sorted by their path
@@ -12,10 +12,6 @@ escaped where it is not UTF-8, the bytes on disk kept beside it). Symbolic links
 * a dangling link with an image suffix, a special file (FIFO, device, socket: never opened,
   reading one can block forever) and a sub-folder that cannot be listed are entries with a
   ``problem`` (the audit's error rows), never silently dropped.
-
-`load_images` reads a folder (or a ``.npy``/``.npz`` file) into one float32 array in [0, 1]
-for ``fastfem explain`` / ``evaluate``, through the same decoder as the audit
-(`fastfem.data.decode`).
 """
 
 from __future__ import annotations
@@ -23,16 +19,9 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from fastfem.data.decode import (
     IMAGE_SUFFIXES,
-    DecodeOptions,
-    array_pixels,
-    decode_image,
-    unit_float,
 )
 from fastfem.data.ids import id_and_raw, printable, readable_id
 
@@ -143,59 +132,3 @@ def walk_images(root: str | os.PathLike) -> list[FolderEntry]:
     walk = _Walk(root)
     walk.run()
     return walk.entries()
-
-
-def load_folder(
-    folder: Path, size: tuple[int, int] | None, channels: int, fit: str
-) -> tuple[np.ndarray, list[str]]:
-    """Every image under ``folder`` as float32 (N, H, W, C) in [0, 1], and their ids."""
-    entries = walk_images(folder)
-    if not entries:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
-    options = DecodeOptions(size=size, channels=channels, fit="squash" if size is None else fit)
-    arrays = []
-    for e in entries:
-        if e.problem is not None:
-            raise ValueError(f"cannot read image {e.id}: {e.problem}")
-        try:
-            arrays.append(unit_float(decode_image(e.path, options)))
-        except Exception as err:  # any decoder failure, named with its file
-            raise ValueError(f"cannot decode image {e.id}: {printable(str(err))}") from err
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(f"images under {folder} have different sizes {shapes}; pass a size")
-    return np.stack(arrays), [e.id for e in entries]
-
-
-def load_images(
-    source: str | Path,
-    size: tuple[int, int] | None = None,
-    channels: int = 3,
-    fit: str = "squash",
-) -> tuple[np.ndarray, list[str]]:
-    """Load ``source`` as (N, H, W, C) float32 in [0, 1] with one id per image.
-
-    A folder: every image under it (`walk_images`; ids are relative paths), decoded by
-    `fastfem.data.decode` and fitted to ``size`` = (H, W) by ``fit`` (default ``squash``). A
-    ``.npy``
-    / ``.npz`` (``images`` or its only array, ``ids`` if present): the pixels by the same rule
-    (`fastfem.data.decode.array_pixels`: uint8 ``v / 255``, uint16 ``v / 65535``, floats as they
-    are).
-    """
-    src = Path(source)
-    if src.is_dir():
-        return load_folder(src, size, channels, fit)
-    if src.suffix == ".npy":
-        x = np.load(src, allow_pickle=False)
-        return unit_float(array_pixels(x, str(src))), [str(i) for i in range(len(x))]
-    if src.suffix == ".npz":
-        with np.load(src, allow_pickle=False) as data:
-            key = "images" if "images" in data else None
-            if key is None and len(data.files) != 1:
-                raise ValueError(f"{src} holds {data.files}; expected an 'images' array")
-            x = unit_float(array_pixels(data[key or data.files[0]], str(src)))
-            ids = [readable_id(str(i)) for i in data["ids"]] if "ids" in data else None
-        return x, ids or [str(i) for i in range(len(x))]
-    if not src.exists():
-        raise FileNotFoundError(f"no such file or folder: {src}")
-    raise ValueError(f"unsupported image source {src}: expected a folder, .npy or .npz")

@@ -3,12 +3,14 @@
 Accepted, as in Xplique: a NumPy array, a ``tf.Tensor``, a ``jax.Array`` (anything array-like
 of rank 4), or a ``tf.data.Dataset`` whose elements are images ``x``, ``(x,)`` or ``(x, y, ...)``,
 batched (rank-4 elements) or not (rank-3 elements). Datasets are streamed and re-batched, never
-materialised whole. TensorFlow is not imported here: datasets are recognised by their methods.
+materialised whole, through `image_elements` (also how `fastfem.data.sources` reads ``tf.data``
+and iterables). TensorFlow is not imported here: datasets are recognised by their methods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,21 +74,19 @@ def _first_component(element: Any) -> Any:
     return element
 
 
-def _dataset_batches(ds: Any, batch_size: int, batched: bool) -> Iterator[np.ndarray]:
-    buf: list[np.ndarray] = []
-    held = 0
-    for element in ds.as_numpy_iterator():
-        x = np.asarray(_first_component(element), dtype=np.float32)
-        chunk = x if batched else x[None]
-        buf.append(chunk)
-        held += chunk.shape[0]
-        while held >= batch_size:
-            merged = np.concatenate(buf, axis=0)
-            yield merged[:batch_size]
-            rest = merged[batch_size:]
-            buf, held = ([rest], rest.shape[0]) if rest.shape[0] else ([], 0)
-    if held:
-        yield np.concatenate(buf, axis=0)
+def image_elements(data: Iterable[Any]) -> Iterator[np.ndarray]:
+    """Each image (H, W, C) of a ``tf.data.Dataset`` or any iterable whose elements are images
+    or batches (rank 4), bare or as the first item of a tuple; the dtype kept."""
+    it = data.as_numpy_iterator() if is_tf_dataset(data) else iter(data)
+    for element in it:
+        x = np.asarray(_first_component(element))
+        yield from (x if x.ndim == 4 else x[None])
+
+
+def _dataset_batches(ds: Any, batch_size: int) -> Iterator[np.ndarray]:
+    images = image_elements(ds)
+    while batch := list(itertools.islice(images, batch_size)):
+        yield np.stack(batch).astype(np.float32, copy=False)
 
 
 def _validated(batches: Iterator[np.ndarray], shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
@@ -117,8 +117,7 @@ def image_stream(
                 f"dataset elements have shape {tuple(spec.shape)}; expected images (H, W, C) "
                 "or batches (N, H, W, C)"
             )
-        batched = rank == 4
-        it = _dataset_batches(inputs, batch_size, batched)
+        it = _dataset_batches(inputs, batch_size)
         first = next(it, None)
         if first is None:
             raise ValueError("inputs: the dataset is empty; nothing to explain")

@@ -33,7 +33,13 @@ Sources:
 * Hugging Face datasets (Parquet or Arrow files, a ``save_to_disk`` folder; `fastfem.data.hf`)
   and WebDataset ``.tar`` shards (`fastfem.data.webdataset`): shards = files, ids
   ``<shard>:<row>`` / ``<shard>:<key>``;
-* a ``tf.data.Dataset`` or any iterable of image batches (read and numbered in order).
+* a ``tf.data.Dataset`` or any iterable of image batches (read and numbered in order);
+* None: the bundled sample's test split (`bundled_source`; its class names are the labels).
+
+`open_source` is the one way in for images: the audit, ``fastfem explain`` / ``evaluate``
+(`read_images`) and the report all open their inputs here, and a new input format is one
+opener in `open_paths` (files) or `open_source` (Python objects). Pixels stay uint8 / [0, 1]
+floats; the model's preprocessing runs on the device (`fastfem.data.preprocess`).
 
 Every source but the last lists its ids before decoding, so ``--resume`` and multi-process
 slicing skip work without reading pixels; sharded sources (several folders; TFRecord,
@@ -70,7 +76,7 @@ from fastfem.data.decode import (
 from fastfem.data.fit import check_fit, fit_array
 from fastfem.data.folders import FolderEntry, walk_images
 from fastfem.data.ids import id_and_raw, is_reserved, printable, readable_id, reserved_id
-from fastfem.data.inputs import is_tf_dataset
+from fastfem.data.inputs import image_elements, is_tf_dataset
 from fastfem.data.npz import open_npz
 from fastfem.data.tfrecord import HEADER, parse_example, scan_records
 
@@ -85,6 +91,7 @@ __all__ = [
     "check_image",
     "open_source",
     "process_of",
+    "read_images",
     "stack_images",
     "unit_float",
 ]
@@ -533,21 +540,26 @@ def _stream_record(rid: str, img: np.ndarray, expected: Shape, fit: str) -> Reco
 
 
 def stream_source(batches: Iterable[Any], expected: Shape, what: str, fit: str = "error") -> Source:
-    """A tf.data.Dataset or an iterable of batches: not listable; numbered in order."""
-
-    def elements() -> Iterator[np.ndarray]:
-        it = batches.as_numpy_iterator() if is_tf_dataset(batches) else iter(batches)
-        for el in it:
-            x = np.asarray(el[0] if isinstance(el, (tuple, list)) else el)
-            yield from (x if x.ndim == 4 else x[None])
+    """A tf.data.Dataset or an iterable of batches (`fastfem.data.inputs.image_elements`): not
+    listable; numbered in order."""
 
     def read(select: Select) -> Iterator[Record]:
-        for i, img in enumerate(elements()):
+        for i, img in enumerate(image_elements(batches)):
             rid = str(i)
             if select(i, rid):
                 yield _stream_record(rid, img, expected, fit)
 
     return Source(None, read, what)
+
+
+def bundled_source(expected: Shape) -> Source:
+    """The bundled sample's test split (`fastfem.sample.generate`): arrays, ids ``test-NNNNN``,
+    its class names as labels."""
+    from fastfem.sample import CLASS_NAMES, generate
+
+    s = generate("test")
+    labels = [CLASS_NAMES[i] for i in s.labels]
+    return array_source(s.images, list(s.ids), labels, expected, "bundled sample (test split)")
 
 
 # ----------------------------------------------------------------------------- open
@@ -615,6 +627,8 @@ def _is_path_list(source: Any) -> bool:
 def open_source(source: Any, expected: Shape, options: ReadOptions | None = None) -> Source:
     """Recognise ``source`` and return it as a `Source` (see the module docstring)."""
     options = options or ReadOptions()
+    if source is None:
+        return bundled_source(expected)
     if isinstance(source, (str, os.PathLike)):
         return open_paths(expand(source), expected, options)
     if _is_path_list(source):
@@ -626,6 +640,30 @@ def open_source(source: Any, expected: Shape, options: ReadOptions | None = None
     raise TypeError(
         f"cannot audit a {type(source).__name__}: pass a folder, file, array or dataset"
     )
+
+
+def read_images(
+    source: Any, expected: Shape, options: ReadOptions | None = None, limit: int | None = None
+) -> tuple[np.ndarray, list[str], list[str | None], str]:
+    """The first ``limit`` (None: all) inputs of ``source`` (`open_source`) as one batch
+    (`stack_images`: uint8 when every image is 8-bit, else float32 in [0, 1]), their ids, labels
+    and the source's description. An input that cannot be read is a ValueError naming it: a
+    command that explains every input never drops one silently."""
+    src = open_source(source, expected, options)
+    records: list[Record] = []
+    for r in src.read(lambda i, rid: limit is None or i < limit):
+        if r.error is not None:
+            raise ValueError(f"cannot read input {r.id!r} of {src.description}: {r.error}")
+        records.append(r)
+        if limit is not None and len(records) == limit:
+            break
+    if not records:
+        raise ValueError(f"{src.description}: no images to read")
+    shapes = {r.image.shape for r in records}  # type: ignore[union-attr]
+    if len(shapes) > 1:
+        raise ValueError(f"{src.description}: images of different sizes {shapes}; pass --fit")
+    images = stack_images([r.image for r in records])  # type: ignore[misc]
+    return images, [r.id for r in records], [r.label for r in records], src.description
 
 
 def process_of(source: Source, nproc: int) -> Callable[[int], int]:

@@ -16,10 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fastfem.data.boxes import check_box
 from fastfem.engine.parallel import data_mesh
 from fastfem.engine.runner import Runner, collect
 from fastfem.evaluation.config import FAITHFULNESS_METRICS, MetricsConfig, resolve_metrics
-from fastfem.evaluation.scoring import fused_explanation, is_similarity_explainer, make_scorer
+from fastfem.evaluation.scoring import fused_explanation, make_scorer
 from fastfem.evaluation.stages import StagePlan, metrics_stages
 from fastfem.explainers.base import check_positive_int
 from fastfem.metrics import faithfulness as F
@@ -74,19 +75,11 @@ def _as_maps(maps: Any, n: int) -> np.ndarray:
 
 
 def _as_boxes(boxes: Any, n: int, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(on-device form, xyxy for the host IoU): xyxy (N, 4) or masks (N, H, W)."""
+    """(on-device form, xyxy for the host IoU): xyxy (N, 4), each checked by
+    `fastfem.data.boxes.check_box` (finite, ``x1 > x0``, ``y1 > y0``), or masks (N, H, W)."""
     boxes = np.asarray(boxes)
     if boxes.ndim == 2 and boxes.shape == (n, 4):
-        xyxy = boxes.astype(np.float32)
-        bad = ~np.isfinite(xyxy).all(axis=1) | (xyxy[:, 2] < xyxy[:, 0])
-        bad |= xyxy[:, 3] < xyxy[:, 1]
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"boxes: {int(bad.sum())} box(es) are not finite with x1 >= x0 and y1 >= y0 "
-                f"(xyxy, exclusive ends; x1 == x0 is an empty box), e.g. box {i} = "
-                f"{boxes[i].tolist()}"
-            )
+        xyxy = np.stack([check_box(b, f"boxes[{i}]") for i, b in enumerate(boxes)])
         return xyxy, xyxy
     if boxes.ndim == 3 and boxes.shape == (n, *image_hw):
         masks = boxes.astype(bool)
@@ -156,7 +149,8 @@ class Evaluator:
         self.metrics = [metrics] if isinstance(metrics, str) else metrics
         if self.metrics is not None:
             resolve_metrics(self.metrics, True, True)  # names only; data checked per call
-        self.similarity = scorer is None and model is None and is_similarity_explainer(explainer)
+        pairs = getattr(explainer, "explains_pairs", False)
+        self.similarity = scorer is None and model is None and pairs
         self.make_step = None
         if fuse and scorer is None and model is not None:
             fused = fused_explanation(explainer, model, activation)

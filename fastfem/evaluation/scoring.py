@@ -1,7 +1,7 @@
 """Which model score the faithfulness metrics use, and when the explanation can share its pass.
 
 * `make_scorer`: the `fastfem.metrics.Scorer` of an explainer — the similarity of a FAM-like
-  explainer (`is_similarity_explainer`) to its reference, else the class score of ``model=``,
+  explainer (``explains_pairs``: FAM) to its reference, else the class score of ``model=``,
   ``explainer.model`` or an extractor built with the model output.
 * `fused_explanation`: the scorer and the explainer's step on the scorer's extractor, when the
   scored model contains the explainer's weights (`same_weights`).
@@ -20,16 +20,9 @@ from fastfem.engine.step import Step
 from fastfem.metrics import faithfulness as F
 
 
-def is_similarity_explainer(explainer: Any) -> bool:
-    """Duck typing for FAM-like explainers: a str ``similarity`` and an ``extractor``."""
-    return isinstance(getattr(explainer, "similarity", None), str) and isinstance(
-        getattr(explainer, "extractor", None), FeatureExtractor
-    )
-
-
 def make_scorer(explainer: Any, model: Any = None, activation: F.Activation = None) -> F.Scorer:
     """The `Scorer` `fastfem.evaluate` uses for ``explainer`` (`fastfem.evaluation`)."""
-    if is_similarity_explainer(explainer) and model is None:
+    if getattr(explainer, "explains_pairs", False) and model is None:
         head = getattr(explainer, "head_function", None)
         return F.similarity_scorer(
             explainer.extractor,
@@ -76,7 +69,7 @@ def fused_explanation(
     step = getattr(explainer, "step", None)
     if layers is None or step is None or not isinstance(extractor, FeatureExtractor):
         return None
-    if is_similarity_explainer(explainer) or isinstance(model, FeatureExtractor):
+    if getattr(explainer, "explains_pairs", False) or isinstance(model, FeatureExtractor):
         return None
     scoring = load(model, layers=list(layers), include_output=True)
     if not same_weights(extractor.params, scoring.params):

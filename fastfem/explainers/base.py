@@ -35,8 +35,9 @@ def check_positive_int(value: Any, name: str = "batch_size") -> int:
     return int(value)
 
 
-class Explainer:
-    """Base of the explainers (see the module docstring).
+class ExplainerBase:
+    """Base of the explainers (see the module docstring); the `fastfem.explainers.method.Explainer`
+    protocol is what callers use.
 
     Args:
       extractor: the model as a `FeatureExtractor`.
@@ -44,6 +45,9 @@ class Explainer:
         of the number of devices by the runner.
       devices: devices to shard the batch over; default all local devices.
     """
+
+    #: True for a method that explains pairs of images (`fastfem.explainers.method.Explainer`)
+    explains_pairs: bool = False
 
     def __init__(
         self,

@@ -19,11 +19,12 @@ from fastfem.converters import FeatureExtractor, load
 from fastfem.engine.nonfinite import NAN_MAPS_HINT, NonFiniteCheck, OnNonFinite, check_policy
 from fastfem.engine.runner import collect
 from fastfem.engine.step import Step
-from fastfem.explainers.base import Explainer, image_batches
-from fastfem.kernels.fem import Variant, check_k, check_variant, fem_map, fem_resize
+from fastfem.explainers.base import ExplainerBase, image_batches
+from fastfem.explainers.method import Method, Setting
+from fastfem.kernels.fem import VARIANTS, Variant, check_k, check_variant, fem_map, fem_resize
 
 
-class FEM(Explainer):
+class FEM(ExplainerBase):
     """Feature Explanation Method (Fuad et al. 2020), Xplique-compatible, under ``jax.jit``.
 
     Args:
@@ -116,3 +117,19 @@ class FEM(Explainer):
         return maps[..., None] if resize else maps
 
     __call__ = explain
+
+
+#: FEM's k and variant, shared with the methods built on it (`fastfem.explainers.mlfem`).
+FEM_SETTINGS = (
+    Setting("k", 2.0, "k of the k-sigma threshold (fem, mlfem)", parse=lambda t: check_k(float(t))),
+    Setting("variant", "xplique", "FEM variant (fem, mlfem)", choices=VARIANTS),
+)
+
+METHOD = Method(
+    name="fem",
+    summary="FEM: the k-sigma map of one layer (default)",
+    build=lambda extractor, batch_size, s: FEM(
+        extractor, batch_size, k=s["k"], variant=s["variant"]
+    ),
+    settings=FEM_SETTINGS,
+)

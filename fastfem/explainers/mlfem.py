@@ -23,10 +23,12 @@ from fastfem.converters import FeatureExtractor, is_artifact, is_keras_model, lo
 from fastfem.engine.nonfinite import NonFiniteCheck
 from fastfem.engine.runner import collect
 from fastfem.engine.step import Step, StepFn
-from fastfem.explainers.base import Explainer, image_batches
+from fastfem.explainers.base import ExplainerBase, image_batches
+from fastfem.explainers.fem import FEM_SETTINGS
+from fastfem.explainers.method import Method, Setting
 from fastfem.kernels.fem import Variant, check_k, check_variant
 from fastfem.kernels.finite import input_and_activation_finite
-from fastfem.kernels.fusion import Fusion, check_fusion
+from fastfem.kernels.fusion import FUSIONS, Fusion, check_fusion
 from fastfem.kernels.mlfem import mlfem_maps
 from fastfem.kernels.resize import resize_batch
 
@@ -81,9 +83,12 @@ def make_mlfem_step(
     return step
 
 
-def mlfem_extractor(model: Any, layers: Sequence[str | int] | None) -> FeatureExtractor:
-    """The multi-layer `FeatureExtractor` of ``model``: its own for an extractor or a converted
-    artifact, else ``layers`` (default `default_layers` for Keras models)."""
+def mlfem_extractor(
+    model: Any, layers: Sequence[str | int] | None, include_output: bool = False
+) -> FeatureExtractor:
+    """The multi-layer `FeatureExtractor` of ``model`` (with its output when
+    ``include_output``): its own for an extractor or a converted artifact, else ``layers``
+    (default `default_layers` for Keras models)."""
     if isinstance(layers, (str, int)):
         raise TypeError(f"layers must be a list of layer names/indices; got {layers!r}")
     if layers is not None and not list(layers):
@@ -99,20 +104,20 @@ def mlfem_extractor(model: Any, layers: Sequence[str | int] | None) -> FeatureEx
         model = load_keras_file(model)
     if is_keras_model(model):
         chosen = list(layers) if layers is not None else default_layers(model)
-        return load(model, layers=chosen)
+        return load(model, layers=chosen, include_output=include_output)
     # any other model fastfem.converters.load accepts (SavedModel, tf_keras, Flax, artifact...):
     # its layers must be named, there is no stage structure to read
     if layers is None and isinstance(model, (str, os.PathLike)) and is_artifact(model):
-        return load(model)  # a converted artifact keeps its layers
+        return load(model, include_output=include_output)  # an artifact keeps its layers
     if layers is None:
         raise ValueError(
             f"MLFEM needs layers= for a {type(model).__name__} model (the default per-stage "
             "layers are read from Keras models only)"
         )
-    return load(model, layers=list(layers))
+    return load(model, layers=list(layers), include_output=include_output)
 
 
-class MLFEM(Explainer):
+class MLFEM(ExplainerBase):
     """Multi-layer FEM: FEM at several layers, each resized and normalised, then fused.
 
     Args:
@@ -211,3 +216,34 @@ class MLFEM(Explainer):
         return (maps, out["layers"]) if return_layers else maps
 
     __call__ = explain
+
+
+def fusion_weights(text: str) -> list[float]:
+    """``"1,2,3"`` -> [1.0, 2.0, 3.0] (MLFEM's weights on the command line)."""
+    return [float(t) for t in text.split(",") if t.strip()]
+
+
+METHOD = Method(
+    name="mlfem",
+    summary="MLFEM: FEM of several layers fused at the input size",
+    build=lambda extractor, batch_size, s: MLFEM(
+        extractor,
+        fusion=s["fusion"],
+        weights=s["fusion_weights"],
+        k=s["k"],
+        variant=s["variant"],
+        batch_size=batch_size,
+    ),
+    settings=(
+        *FEM_SETTINGS,
+        Setting("fusion", "mean", "fusion rule of the layers' maps (mlfem)", choices=FUSIONS),
+        Setting(
+            "fusion_weights",
+            None,
+            "comma-separated weights, one per layer, for --fusion weighted (mlfem)",
+            parse=fusion_weights,
+        ),
+    ),
+    load=mlfem_extractor,
+    multi_layer=True,
+)

@@ -436,3 +436,44 @@ def prototype_fam(
         "maps": jax.vmap(fam_sample_map)(aq, w),
         "embedding": eq,
     }
+
+
+def pair_maps(
+    acts: jax.Array, eq: jax.Array, er: jax.Array, opts: FamOptions, head: Head | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """FAM of pairs on one side's activations: ``acts`` (B, h, w, C) and k pairs per sample,
+    query embeddings ``eq`` and reference embeddings ``er`` (B, k, C) ->
+    ``(S(eq, er) (B, k), maps (B, k, h, w))`` with weights ``normalize(c(eq, er))``."""
+    s, c = fam_contributions(eq, er, opts.similarity, head, opts.eps)
+    return s, maps_per_pair(acts, normalize_weights(c, opts.normalize))
+
+
+def retrieval_fam(
+    aq: jax.Array,
+    index: jax.Array | None,
+    gallery_e: jax.Array,
+    gallery_z: jax.Array | None,
+    top_k: int,
+    opts: FamOptions,
+    head: Head | None = None,
+) -> dict[str, jax.Array]:
+    """Top-k retrieval of each query in a gallery, and the query's FAM for each neighbour.
+
+    ``aq`` (B, h, w, C) query activations; ``gallery_e`` (Ng, C) gallery embeddings
+    (``gallery_z`` their head projections, None without a head); ``index`` (B,) each query's
+    own gallery index, never returned as its neighbour (None: the queries are not the
+    gallery). With ``S_bg = S(z_b, gallery_z[g])``: ``indices = top_k_g S_bg`` and each map is
+    ``fam_sample_map(aq, normalize(c(eq, gallery_e[indices])))``.
+
+    Returns ``{similarity (B, k), indices (B, k), maps (B, k, h, w), embedding (B, C)}``.
+    """
+    gallery_z = gallery_e if gallery_z is None else gallery_z
+    eq, zq = embed(aq, opts.pooling, head)
+    sims = similarity_matrix(zq, gallery_z, opts.similarity, opts.eps)  # (B, Ng)
+    if index is not None:
+        same = jnp.arange(sims.shape[1])[None, :] == index[:, None]
+        sims = jnp.where(same, -jnp.inf, sims)
+    _, idx = jax.lax.top_k(sims, top_k)  # (B, k)
+    er = gallery_e[idx]  # (B, k, C)
+    s, maps = pair_maps(aq, jnp.broadcast_to(eq[:, None, :], er.shape), er, opts, head)
+    return {"similarity": s, "indices": idx, "maps": maps, "embedding": eq}

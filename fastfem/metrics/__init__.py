@@ -4,12 +4,13 @@
   largest-connected-component box IoU (host); `box_mask` rasterises xyxy boxes.
 * `fastfem.metrics.faithfulness`: average drop, increase in confidence, deletion / insertion
   curves and AUC, with the model's score as a `Scorer` (class score or FAM similarity).
-* `fastfem.metrics.baselines`: the mean-of-activations and uniform reference maps.
+* `fastfem.metrics.baselines`: the uniform reference map (the mean of activations is the
+  method `fastfem.explainers.mean_activation.MeanActivation`).
 
 `fastfem.evaluate` runs them all, fused in one jitted step per batch.
 """
 
-from fastfem.metrics.baselines import MeanActivation, UniformMap
+from fastfem.metrics.baselines import UniformMap
 from fastfem.metrics.faithfulness import (
     Scorer,
     average_drop,
@@ -43,7 +44,6 @@ from fastfem.metrics.localisation import (
 
 __all__ = [
     "Localisation",
-    "MeanActivation",
     "Scorer",
     "UniformMap",
     "average_drop",

@@ -28,9 +28,11 @@ def data(cnn32, images32):
     x0 = rng.integers(0, 20, N)
     y0 = rng.integers(0, 20, N)
     boxes = np.stack([x0, y0, x0 + rng.integers(4, 13, N), y0 + rng.integers(4, 13, N)], 1)
-    boxes[0] = (5, 5, 5, 9)  # empty
-    boxes[1] = (0, 0, 32, 32)  # the whole image
     maps = fastfem.FEM(cnn32, conv_layer="relu_b").explain(x)
+    r, c = np.unravel_index(np.argmax(maps[0, ..., 0]), (32, 32))
+    far = (31 if c < 16 else 0, 31 if r < 16 else 0)
+    boxes[0] = (*far, far[0] + 1, far[1] + 1)  # one pixel far from the peak
+    boxes[1] = (0, 0, 32, 32)  # the whole image
     maps[2] = 0.25  # constant map
     probs = np.asarray(jax.nn.softmax(cnn32(x)))
     return x, boxes, maps, probs
@@ -162,7 +164,7 @@ def test_baselines(cnn32, data):
     x, boxes, _, _ = data
     uniform = fastfem.metrics.UniformMap().explain(x)
     assert uniform.shape == (N, 32, 32, 1)
-    mean = fastfem.metrics.MeanActivation(cnn32, conv_layer="relu_b").explain(x)
+    mean = fastfem.explainers.MeanActivation(cnn32, conv_layer="relu_b").explain(x)
     acts = load(cnn32, layers="relu_b").apply(load(cnn32, layers="relu_b").params, x).activations[0]
     assert mean.shape == (N, 32, 32, 1)
     np.testing.assert_allclose(
@@ -227,7 +229,7 @@ def test_fused_explanation_equals_explain_then_metrics(cnn32, data):
     kw = dict(boxes=boxes, model=cnn32, activation="softmax", steps=2, metrics=metrics)
     for explainer in (
         fastfem.FEM(cnn32, conv_layer="relu_b", variant="gradcam"),
-        fastfem.metrics.MeanActivation(cnn32, conv_layer="relu_b"),
+        fastfem.explainers.MeanActivation(cnn32, conv_layer="relu_b"),
     ):
         fused = fastfem.evaluate(explainer, x, **kw)
         apart = fastfem.evaluate(explainer, x, fuse=False, **kw)
@@ -289,10 +291,11 @@ def test_numbers_are_checked_at_the_door(cnn32, data):
             ev(x, targets=bad, maps=maps)
     with pytest.raises(ValueError, match="integers"):
         ev(x, targets=np.full(N, 0.5), maps=maps)
-    for box in ((9, 5, 4, 12), (1, np.nan, 5, 6)):
+    # inverted, NaN, and empty (x1 == x0): one validator, `fastfem.data.boxes.check_box`
+    for box in ((9, 5, 4, 12), (1, np.nan, 5, 6), (5, 5, 5, 9)):
         wrong = boxes.astype(np.float64).copy()
         wrong[3] = box
-        with pytest.raises(ValueError, match="box 3"):
+        with pytest.raises(ValueError, match=r"^boxes\[3\]: box \["):
             fastfem.evaluate(None, x, boxes=wrong, maps=maps)
     with pytest.raises(ValueError, match="threshold"):
         Evaluator(None, ["iou"], threshold=1.5)

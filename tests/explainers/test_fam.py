@@ -15,7 +15,7 @@ from fastfem.converters import from_fn
 from subprocess_runs import run_json, simulated_devices
 
 import fastfem
-from fastfem.explainers.fam import plan_reference_rows
+from fastfem.explainers.fam.planning import plan_reference_rows
 from fastfem.kernels.fam import SIMILARITIES
 from fastfem.kernels.resize import resize_matrices
 
@@ -394,7 +394,7 @@ def test_cli_explain_method_fam(tmp_path, capsys):
     assert json.loads((ref / "pairs.json").read_text())[0]["reference"] == "0"
     capsys.readouterr()
     assert main(["explain", "--references", "r.npy", "--out", str(tmp_path / "o")]) == 2
-    assert "--references is only used with --method fam" in capsys.readouterr().err
+    assert "--references is only used by a method that explains pairs" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ 10,000-image gallery memory

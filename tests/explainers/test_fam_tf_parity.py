@@ -19,10 +19,10 @@ import keras
 import numpy as np
 import pytest
 from fastfem.converters import from_keras
+from fastfem.converters.head import build_head
 from tiny_models import randomize_weights
 
 import fastfem
-from fastfem.explainers.fam import build_head
 from fastfem.kernels.fam import (
     NORMALIZATIONS,
     POOLINGS,

@@ -176,11 +176,11 @@ def test_cli_explain_method_mlfem(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["layer"] == ["conv1", "conv2", "last_conv"] and summary["fusion"] == "product"
     assert np.load(out / "maps.npy").shape == (6, 64, 64, 1)
-    assert main([*args, "--layers", "conv2,last_conv", "--out", str(tmp_path / "b")]) == 0
+    assert main([*args, "--layer", "conv2,last_conv", "--out", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["layer"] == [
         "conv2",
         "last_conv",
     ]
     capsys.readouterr()
-    assert main([*args, "--layer", "conv1", "--out", str(tmp_path / "c")]) == 2
-    assert "takes --layers" in capsys.readouterr().err
+    assert main([*args, "--similarity", "dot", "--out", str(tmp_path / "c")]) == 2
+    assert "--similarity is only used by method='fam'" in capsys.readouterr().err

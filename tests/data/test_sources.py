@@ -320,7 +320,10 @@ def test_cli_fit_flags_and_several_sources(tmp_path, capsys):
     assert sorted(rows_by_id(out)) == ["a/0.png", "a/1.png", "b/0.png", "b/1.png"]
     assert all(r["status"] == "ok" for r in rows_by_id(out).values())
     squash = tmp_path / "squash"
-    assert main(["audit", str(tmp_path / "a"), "--resize", "--quiet", "--out", str(squash)]) == 0
+    assert (
+        main(["audit", str(tmp_path / "a"), "--fit", "squash", "--quiet", "--out", str(squash)])
+        == 0
+    )
     assert json.loads((squash / "manifest.json").read_text())["config"]["fit"] == "squash"
     with pytest.raises(SystemExit):
         main(["audit", str(tmp_path / "a"), "--fit", "stretch", "--out", str(tmp_path / "x")])
