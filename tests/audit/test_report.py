@@ -18,7 +18,9 @@ from fastfem.cli import main
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "store"
-    audit(out=out)  # the bundled sample: 512 images with planted watermarks
+    # the bundled sample: 512 images with planted watermarks; the map detectors alone (its model
+    # barely relies on the watermark: with the reliance test on, no row is flagged)
+    audit(out=out, reliance_sample=0)
     return out
 
 
