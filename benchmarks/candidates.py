@@ -490,7 +490,9 @@ def audit_folder(
     on host threads -> fused step (forward with the model output, FEM map at feature
     resolution, map statistics, prediction) -> Parquet part + maps on disk. Each run writes a
     fresh store (the previous one is deleted before the run, untimed); the whole ``audit``
-    call is timed (model load and the step's compilation included, as a CLI run pays them)."""
+    call is timed (model load and the step's compilation included, as a CLI run pays them).
+    The reliance test is off (``reliance_sample=0``): it is a fixed sweep after the pass,
+    measured on its own by ``python -m benchmarks.shortcuts --cost N``."""
     from fastfem.audit.run import audit
     from fastfem.data.sources import default_threads
 
@@ -503,7 +505,9 @@ def audit_folder(
         root.mkdir(parents=True, exist_ok=True)
 
     def run() -> int:
-        summary = audit(png_dir, model, out=out, batch_size=batch_size, threads=threads)
+        summary = audit(
+            png_dir, model, out=out, batch_size=batch_size, threads=threads, reliance_sample=0
+        )
         if summary.errors:
             raise RuntimeError(f"audit reported {summary.errors} error rows")
         state["summary"] = summary.to_dict()
