@@ -32,7 +32,6 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from fastfem.data.sources import (
     Source,
     _threaded,
     check_unique,
+    list_shards,
     read_record,
     shard_names,
 )
@@ -385,8 +385,8 @@ def hf_source(paths: Sequence[Path], expected: Shape, options: ReadOptions) -> S
     docstring); shards = files."""
     files, where = dataset_files(paths)
     names = [readable_id(n) for n in shard_names(files)]
-    with ThreadPoolExecutor(max(1, min(options.threads, len(files)))) as pool:
-        shards = list(pool.map(lambda a: list_shard(*a, options), zip(files, names, strict=True)))
+    pairs = list(zip(files, names, strict=True))
+    shards = list_shards(lambda a: list_shard(*a, options), pairs, options.threads)
     listed = [shard_ids(s) for s in shards]
     ids = [rid for found in listed for rid in found]
     if not ids:

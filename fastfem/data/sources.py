@@ -279,6 +279,13 @@ def _threaded(items: Iterable[Any], fn: Callable[[Any], Record], threads: int) -
             yield from pending.popleft().result()
 
 
+def list_shards(fn: Callable[[Any], Any], shards: Sequence[Any], threads: int) -> list[Any]:
+    """``[fn(s) for s in shards]``, listed on up to ``threads`` threads (at most one per shard):
+    the openers of sharded formats read their files' indexes in parallel."""
+    with ThreadPoolExecutor(max(1, min(threads, len(shards)))) as pool:
+        return list(pool.map(fn, shards))
+
+
 def check_unique(ids: Sequence[str], what: str) -> None:
     """A ValueError naming the repeated ids of a source, if any."""
     if len(set(ids)) == len(ids):
@@ -500,10 +507,8 @@ def tfrecord_source(paths: Sequence[Path], expected: Shape, options: ReadOptions
     """TFRecord shards (module docstring), listed in parallel; shards = files."""
     names = [readable_id(n) for n in shard_names(paths)]
     several = len(paths) > 1
-    with ThreadPoolExecutor(max(1, min(options.threads, len(paths)))) as pool:
-        listed = list(
-            pool.map(lambda a: list_tfrecord(*a, several), zip(paths, names, strict=True))
-        )
+    pairs = list(zip(paths, names, strict=True))
+    listed = list_shards(lambda a: list_tfrecord(*a, several), pairs, options.threads)
     entries = name_unnamed([e for found in listed for e in found])
     shards = [k for k, found in enumerate(listed) for _ in found]
     where = names[0] if not several else f"{len(paths)} files"

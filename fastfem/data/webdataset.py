@@ -27,7 +27,6 @@ import json
 import re
 import tarfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -42,6 +41,7 @@ from fastfem.data.sources import (
     Source,
     _threaded,
     check_unique,
+    list_shards,
     read_record,
     shard_names,
 )
@@ -179,8 +179,8 @@ def is_tar(p: Path) -> bool:
 def webdataset_source(paths: Sequence[Path], expected: Shape, options: ReadOptions) -> Source:
     """WebDataset tar shards (module docstring); shards = files."""
     names = shard_names(paths)
-    with ThreadPoolExecutor(max(1, min(options.threads, len(paths)))) as pool:
-        listed = list(pool.map(list_tar, paths, [readable_id(n) for n in names]))
+    pairs = [(p, readable_id(n)) for p, n in zip(paths, names, strict=True)]
+    listed = list_shards(lambda a: list_tar(*a), pairs, options.threads)
     samples = [s for found in listed for s in found]
     where = printable(names[0]) if len(paths) == 1 else f"{len(paths)} files"
     if not samples:
