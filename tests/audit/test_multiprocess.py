@@ -5,25 +5,16 @@ reads as one table; a resume with nothing left to do keeps the manifest."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from loopback_audit import ENV, free_port
 from store_readers import assert_one_table
 
 from fastfem import sample
-
-ENV = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(args: list[str]) -> subprocess.Popen:
