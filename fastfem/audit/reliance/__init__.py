@@ -38,10 +38,10 @@ import numpy as np
 
 from fastfem.audit.batches import RecordBatcher
 from fastfem.audit.reliance.stats import (
-    MIN_DOSE_LIFT,
     TAU,
     ProbeTest,
     RegionInfo,
+    dose_floor,
     probe_tests,
     select_candidates,
     widest_extent,
@@ -107,7 +107,7 @@ class Candidate:
     nonmember_mean_drop: float = 0.0
     nonmember_hits: int = 0
     #: a global probe's rows count only where it changed the image this much (the sample's
-    #: mean change x MIN_DOSE_LIFT, as for the candidate); 0 for regions
+    #: `stats.dose_floor`, as for the candidate); 0 for regions
     dose_floor: float = 0.0
 
 
@@ -308,7 +308,7 @@ def reliance_test(
     cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
     for c in cands:
         if c.probe.region.kind == "image":
-            c.dose_floor = float(np.mean(doses[0][:, c.test.probe])) * MIN_DOSE_LIFT
+            c.dose_floor = dose_floor(doses[0][:, c.test.probe])
         c.fill_effects = fill_effects(runner, batches, c, pred, fills)
     result = RelianceResult(candidates=cands, sampled=got, probes=len(probes))
     for c in cands:  # the sample's other rows: the non-members' evidence

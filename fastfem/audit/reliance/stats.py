@@ -248,6 +248,12 @@ def probe_tests(
     return tests
 
 
+def dose_floor(dose: np.ndarray) -> float:
+    """The change a global probe must make to a row for it to count (a *dosed* row):
+    ``MIN_DOSE_LIFT`` times the sample's mean change ``dose``."""
+    return MIN_DOSE_LIFT * float(np.mean(dose))
+
+
 def global_test(p: int, cls: int, mine: np.ndarray, hit: np.ndarray, dose: np.ndarray) -> ProbeTest:
     """The test of a global probe ``p`` for class ``cls`` (module docstring): only the rows it
     changed most count (``dose >= MIN_DOSE_LIFT`` x the sample's mean dose, the *dosed* rows);
@@ -255,17 +261,17 @@ def global_test(p: int, cls: int, mine: np.ndarray, hit: np.ndarray, dose: np.nd
     ``place_lift`` the hit rate of the class's dosed rows over that of its other rows
     (smoothed), and the p-value ``P(Binomial(n_dosed, q_rest) >= h)`` for the ``h`` hits among
     the class's ``n_dosed`` dosed rows."""
-    dosed = dose >= MIN_DOSE_LIFT * float(np.mean(dose))
+    dosed = dose >= dose_floor(dose)
     n_c, n_o = int(mine.sum()), int((~mine).sum())
     mine_dosed, mine_rest = mine & dosed, mine & ~dosed
-    h = int(np.sum(hit & mine_dosed))
+    hits = hit & mine_dosed
+    h = int(hits.sum())
     n_dosed = int(mine_dosed.sum())
     share_o = (np.sum(~mine & dosed) + 1.0) / (n_o + 2.0)
     lift = (n_dosed / max(n_c, 1)) / share_o
     q_rest = (np.sum(hit & mine_rest) + 1.0) / (mine_rest.sum() + 2.0)
     place = (h / max(n_dosed, 1)) / q_rest
     pv = binomial_tail(h, n_dosed, float(q_rest)) if h >= MIN_HITS else 1.0
-    hits = hit & mine_dosed
     dose_lift = float(np.mean(dose[hits]) / max(np.mean(dose), 1e-12)) if h else 0.0
     other = int(np.sum(hit & ~mine & dosed))
     return ProbeTest(p, cls, h, n_c, other, n_o, lift, pv, place, dose_lift)
