@@ -106,8 +106,8 @@ class Candidate:
     nonmember_rows: int = 0
     nonmember_mean_drop: float = 0.0
     nonmember_hits: int = 0
-    #: a global probe's rows count only where it changed the image this much (the sample's
-    #: `stats.dose_floor`, as for the candidate); 0 for regions
+    #: a global probe's rows count only where it changed the image this much
+    #: (`stats.dose_floor` of the sample, as for the candidate); 0 for regions
     dose_floor: float = 0.0
 
 
