@@ -53,7 +53,6 @@ from fastfem.audit.detectors.tables import FLAGS_FILE, read_table
 from fastfem.audit.distributed import ProcessGroup, start_processes
 from fastfem.audit.plan import AuditPlan, check_arguments, plan_audit
 from fastfem.audit.reliance import (
-    ROW_TAU,
     SAMPLE,
     RelianceResult,
     hot_spot_regions,
@@ -447,7 +446,7 @@ def flag_store(run: AuditRun, group: ProcessGroup, rows: dict[str, np.ndarray]) 
             result = reliance_result(run, rows, detection.hot)
             write_reliance(store.root, result)
             summary.reliance = describe_reliance(result)
-            write_detection(store.root, with_reliance(detection, result, ROW_TAU))
+            write_detection(store.root, with_reliance(detection, result))
     flagged = read_table(store.root, FLAGS_FILE)["id"]
     summary.flagged_total = len(flagged)
     summary.flagged = flagged[:20]

@@ -190,3 +190,34 @@ def test_a_global_property_every_class_has_is_not_a_shortcut_of_one():
     tests = S.probe_tests(drop, pred, np.unique(pred), [0.0], None, None, dose)
     (found,) = S.select_candidates(tests, drop, pred)
     assert found.cls == 0 and found.hits == 60 and found.lift >= S.MIN_GLOBAL_LIFT
+
+
+def _partly_hidden_mark(mark_drop: float, object_drop: float, object_rows: int, seed: int = 0):
+    """240 rows of 3 classes under 8 disjoint bands; objects knock out a row at a random band
+    (drop ``object_drop``, at 4% of (row, band)); 24 rows of class 0 carry a mark in band 3 that
+    the probe hides only partly (drop ``mark_drop``), and ``object_rows`` further rows of class
+    0 have objects in band 3 (drop 0.3)."""
+    rng = np.random.default_rng(seed)
+    pred = np.repeat(np.arange(3), 80)
+    drop = np.where(rng.uniform(size=(240, 8)) < 0.04, object_drop, 0.0)
+    drop[:, 3] = 0.0
+    drop[:24, 3] = mark_drop
+    drop[24 : 24 + object_rows, 3] = 0.3
+    regions = S.RegionInfo([1 / 8] * 8, ["band"] * 8, np.eye(8, dtype=bool))
+    tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    return next(t for t in tests if (t.probe, t.cls) == (3, 0)), drop, pred, regions
+
+
+def test_the_row_threshold_follows_how_cleanly_the_probe_hides_the_mark():
+    # the probe hides the mark partly: every marked row falls by 0.3 — a 0.5 threshold would
+    # flag none of them; the class's objects elsewhere fall by more (0.6) and no more often at
+    # 0.25 than at 0.5, so the lowest threshold is clean
+    test, drop, pred, regions = _partly_hidden_mark(0.3, object_drop=0.6, object_rows=0)
+    assert S.row_threshold(test, drop, pred, regions, None) == 0.25
+    # objects fall by 0.3 where hidden, in the band too (20 rows of class 0): flagging at 0.25
+    # would take them with the mark's rows (place lift 8.8 < 10); 0.35 keeps the mark's rows
+    test, drop, pred, regions = _partly_hidden_mark(0.4, object_drop=0.3, object_rows=20)
+    tau = S.row_threshold(test, drop, pred, regions, None)
+    assert tau == 0.35
+    flagged = (pred == 0) & (drop[:, 3] >= tau)
+    assert flagged[:24].all() and not flagged[24:].any()

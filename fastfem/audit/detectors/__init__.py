@@ -223,15 +223,14 @@ def detect(
     )
 
 
-def with_reliance(detection: Detection, result: Any, row_tau: float) -> Detection:
-    """``detection`` with the reliance test's verdict (`fastfem.audit.reliance`): its flagged
-    rows get score ``drop / row_tau``, reason ``relies on <region> (<fill>)`` and the evidence
-    columns (region, fill, output change). When the test ran, a map hot spot no longer flags a
-    row by itself — maps show where a model looks, the test whether it decides by it (a hot
-    spot the model relies on is swept and flags its rows as ``relies on hot spot k``); the
-    clusters and their hot spots stay in ``clusters.parquet``. When it could not run (no
-    classifier output, a one-shot source, ``reliance_sample=0``) the hot spots flag as they
-    are."""
+def with_reliance(detection: Detection, result: Any) -> Detection:
+    """``detection`` with the reliance test's verdict (`fastfem.audit.reliance`): its flagged rows
+    get score ``drop / row_tau``, reason ``relies on <region> (<fill>)``
+    and the evidence columns (region, fill, output change). When the test ran, a map hot spot no
+    longer flags a row by itself — maps show where a model looks, the test whether it decides by it
+    (a hot spot the model relies on is swept and flags its rows as ``relies on hot spot k``); the
+    clusters and their hot spots stay in ``clusters.parquet``. When it could not run (no classifier
+    output, a one-shot source, ``reliance_sample=0``) the hot spots flag as they are."""
     n = len(detection.ids)
     pos = {str(rid): i for i, rid in enumerate(detection.ids)}
     region = np.full(n, None, dtype=object)
@@ -247,7 +246,7 @@ def with_reliance(detection: Detection, result: Any, row_tau: float) -> Detectio
         i = pos[rid]
         probe = result.candidates[k].probe
         region[i], fill[i], change[i] = probe.region.name, "+".join(probe.fills), drop
-        score[i] = max(score[i], drop / row_tau)
+        score[i] = max(score[i], drop / result.candidates[k].row_tau)
         strength[i] = max(strength[i], drop)
         text = f"relies on {probe.name}"
         reason[i] = f"{reason[i]}, {text}" if reason[i] else text

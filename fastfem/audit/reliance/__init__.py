@@ -16,10 +16,12 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    (mean, blur, noise) on the sample and keeps the fill with the strongest effect.
 3. **Every row** (streaming): each row predicted a candidate's class is read again and run
    under that candidate's probe (one forward per candidate); a row whose predicted class's
-   probability falls by ``>= ROW_TAU`` is flagged ``relies on <region> (<fill>)``, score
-   ``drop / ROW_TAU``. The evidence — region, fill, the output change on members (rows of the
-   class) and on non-members (the sample's other rows), rates, lift, p-value — goes to
-   ``DIR/reliance.parquet`` (`table`) and the report.
+   probability falls by at least the candidate's ``row_tau`` (`stats.row_threshold`: 0.5,
+   0.35 or 0.25, the lowest at which the class's own objects would give at most 1 flag in 10)
+   is flagged ``relies on <region> (<fill>)``, score ``drop / row_tau``. The evidence —
+   region, fill, the output change on members (rows of the class) and on non-members (the
+   sample's other rows), rates, lift, p-value — goes to ``DIR/reliance.parquet`` (`table`)
+   and the report.
 
 Memory is bounded by the sample (kept as host batches) and one batch; the member pass streams.
 Models without a classifier output (FAM similarity models) and sources that cannot be read
@@ -43,6 +45,7 @@ from fastfem.audit.reliance.stats import (
     RegionInfo,
     dose_floor,
     probe_tests,
+    row_threshold,
     select_candidates,
     widest_extent,
 )
@@ -58,10 +61,8 @@ from fastfem.kernels.occlusion import (
     whole_image,
 )
 
-PROBE_BUCKET = 8  # probes per step are padded to a multiple of this (one compilation)
+PROBE_BUCKET = 8  # probes per step: a power of two up to this, then multiples of it (few shapes)
 SAMPLE = 320  # rows of the sweep (stratified by predicted class)
-ROW_TAU = 0.5  # a member row is flagged when its class's probability falls by this much (the
-# reliance ground truth's own threshold)
 #: How the sweep hides a region: filled from its surroundings. A flat or a noise patch draws
 #: edges a model may read as an object or a frame (measured: a model that never saw a frame
 #: loses one class on 88-98% of its rows when a 2 px border is painted flat or noisy, on 0%
@@ -109,6 +110,9 @@ class Candidate:
     #: a global probe's rows count only where it changed the image this much
     #: (`stats.dose_floor` of the sample, as for the candidate); 0 for regions
     dose_floor: float = 0.0
+    #: a member row is flagged when its class's probability falls by this much
+    #: (`stats.row_threshold`)
+    row_tau: float = 0.5
 
 
 @dataclass
@@ -141,7 +145,8 @@ def reliance_settings(sample: int) -> dict[str, float | int | str]:
         "reliance_sample": sample,
         "reliance_fill": "+".join(HIDE_FILLS),
         "reliance_tau": stats.TAU,
-        "reliance_row_tau": ROW_TAU,
+        "reliance_row_taus": "/".join(f"{t:g}" for t in stats.ROW_TAUS),
+        "reliance_row_place_lift": stats.ROW_PLACE_LIFT,
         "reliance_min_hits": stats.MIN_HITS,
         "reliance_min_lift": stats.MIN_LIFT,
         "reliance_min_global_lift": stats.MIN_GLOBAL_LIFT,
@@ -184,10 +189,12 @@ def stratified_sample(pred: np.ndarray, size: int) -> np.ndarray:
 
 def _probe_params(probes: Sequence[Probe], fills: Any) -> tuple[ProbeParams, np.ndarray]:
     """The step's probes, one per (probe, fill), and the probe each belongs to (-1: padding).
-    Their number is padded to a multiple of ``PROBE_BUCKET`` with empty masks (drop 0), so the
-    few shapes a test uses are compiled once."""
+    Their number is padded with empty masks (drop 0) to a power of two up to ``PROBE_BUCKET``
+    and to a multiple of it above, so the few shapes a test uses are compiled once and the
+    member pass (a candidate or two on every row) runs no empty probe."""
     pairs = [(k, p.region.mask, f) for k, p in enumerate(probes) for f in p.fills]
-    pad = -len(pairs) % PROBE_BUCKET
+    n = len(pairs)
+    pad = (1 << (n - 1).bit_length()) - n if n <= PROBE_BUCKET else -n % PROBE_BUCKET
     empty = np.zeros_like(pairs[0][1])
     pairs += [(-1, empty, FILLS[0])] * pad
     masks = np.stack([m for _, m, _ in pairs]).astype(np.float32)
@@ -251,17 +258,24 @@ def pixel_moments(batches: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray,
     return flat.mean(axis=0), flat.std(axis=0)
 
 
+def rows_of(batches: list[dict[str, np.ndarray]], keep: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """The host batches of the sample's rows ``keep`` (bool over the rows, in order), of the
+    same batch size."""
+    x = np.concatenate([b["x"] for b in batches])[keep]
+    size = len(batches[0]["x"])
+    return [{"x": x[i : i + size]} for i in range(0, len(x), size)]
+
+
 def fill_effects(
     runner: ProbeRunner, batches: list, cand: Candidate, pred: np.ndarray, fills: Any
 ) -> dict[str, float]:
     """The hit rate of ``cand``'s class's sampled rows with its region hidden by each single
-    region fill (evidence: which ways of hiding it matter)."""
+    region fill (evidence: which ways of hiding it matter); only those rows are run."""
     if cand.probe.region.kind == "image":
         return {cand.probe.fills[0]: cand.test.rate}
     probes = [Probe(cand.probe.region, (f,)) for f in REGION_FILLS]
-    _, drop = sweep(runner, batches, probes, fills)
-    mine = pred == cand.cls
-    return {f: float(np.mean(drop[mine, j] >= TAU)) for j, f in enumerate(REGION_FILLS)}
+    _, drop = sweep(runner, rows_of(batches, pred == cand.cls), probes, fills)
+    return {f: float(np.mean(drop[:, j] >= TAU)) for j, f in enumerate(REGION_FILLS)}
 
 
 def reliance_test(
@@ -309,6 +323,7 @@ def reliance_test(
     for c in cands:
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(doses[0][:, c.test.probe])
+        c.row_tau = row_threshold(c.test, drop, pred, regions, doses[0])
         c.fill_effects = fill_effects(runner, batches, c, pred, fills)
     result = RelianceResult(candidates=cands, sampled=got, probes=len(probes))
     for c in cands:  # the sample's other rows: the non-members' evidence
@@ -336,6 +351,7 @@ def member_pass(
     members = idx[np.isin(pred_all[idx], cls)]
     params, owner = _probe_params([c.probe for c in cands], fills)
     floors = np.asarray([c.dose_floor for c in cands])
+    taus = np.asarray([c.row_tau for c in cands])
     drops = np.zeros((len(cands),))
     hits = np.zeros((len(cands),), np.int64)
     counts = np.zeros((len(cands),), np.int64)
@@ -352,15 +368,14 @@ def member_pass(
         drop = probe_drops(out["drop"], owner, len(cands))
         dose = -probe_drops(-out["dose"], owner, len(cands))
         mine &= dose >= floors[None, :]  # a global probe: only the rows it changed much
-        d = np.where(mine, drop, -np.inf)
+        score = np.where(mine, drop / taus[None, :], -np.inf)  # >= 1: flagged
         drops += np.where(mine, drop, 0.0).sum(axis=0)
         counts += mine.sum(axis=0)
-        hits += (d >= ROW_TAU).sum(axis=0)
-        best = np.argmax(d, axis=1)
-        top = d[np.arange(len(best)), best]
-        for j in np.flatnonzero(top >= ROW_TAU):
+        hits += (score >= 1.0).sum(axis=0)
+        best = np.argmax(score, axis=1)
+        for j in np.flatnonzero(score[np.arange(len(best)), best] >= 1.0):
             result.ids.append(batch_ids[j])
-            result.drop.append(float(top[j]))
+            result.drop.append(float(drop[j, best[j]]))
             result.candidate.append(int(best[j]))
         result.tested += len(batch_ids)
     for k, c in enumerate(cands):

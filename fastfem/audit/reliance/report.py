@@ -22,7 +22,7 @@ _CANDIDATE = """<section class="candidate"><h3>Class {cls} relies on {region} ({
 <tr><th>lift over other classes / over its translates</th><td>{lift:.1f} / {place}</td></tr>
 <tr><th>p-value</th><td>{p:.2g}</td></tr>
 <tr><th>class's sampled rows knocked out, by fill</th><td>{fills}</td></tr>
-<tr><th>members (every row of the class): mean drop, knocked out</th>
+<tr><th>members (every row of the class): mean drop, knocked out (drop &ge; {rtau:g})</th>
 <td>{mdrop:.3f}, {mhits} of {mrows}</td></tr>
 <tr><th>non-members (the sample's other rows): mean drop, knocked out</th>
 <td>{ndrop:.3f}, {nhits} of {nrows}</td></tr>
@@ -75,6 +75,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 place=place,
                 p=t["p_value"],
                 fills=_fills(t["fills"], t["fill_hit_rates"]),
+                rtau=t["row_tau"],
                 mdrop=t["member_mean_drop"],
                 mhits=t["member_hits"],
                 mrows=t["member_rows"],

@@ -14,6 +14,7 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     lift, place_lift, p_value             `fastfem.audit.reliance.stats`
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
+    row_tau           float64  the drop that flags a member row (`stats.row_threshold`)
     member_rows, member_hits, member_mean_drop         every row of the class (stage 3)
     nonmember_rows, nonmember_hits, nonmember_mean_drop  the sample's other rows
     flagged           int64    rows flagged for this candidate
@@ -51,6 +52,7 @@ def reliance_schema():
             f("p_value", pa.float64(), nullable=False),
             f("fills", pa.list_(pa.string()), nullable=False),
             f("fill_hit_rates", pa.list_(pa.float64()), nullable=False),
+            f("row_tau", pa.float64(), nullable=False),
             f("member_rows", pa.int64(), nullable=False),
             f("member_hits", pa.int64(), nullable=False),
             f("member_mean_drop", pa.float64(), nullable=False),
@@ -85,6 +87,7 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "p_value": float(t.p_value),
             "fills": list(c.fill_effects),
             "fill_hit_rates": [float(v) for v in c.fill_effects.values()],
+            "row_tau": float(c.row_tau),
             "member_rows": c.member_rows,
             "member_hits": c.member_hits,
             "member_mean_drop": c.member_mean_drop,
