@@ -243,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=("test", "holdout"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--cost", type=int, metavar="N", help="instead: the reliance test's cost on N images"
+        "--cost",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead: the reliance test's cost on N images (several sizes: one row each)",
     )
     parser.add_argument(
         "--table-only",
@@ -258,11 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         print(write_results(results, args.out, args.split, whole))
         return 0
     if args.cost:
-        with tempfile.TemporaryDirectory() as tmp:
-            res = cost(args.base[0], (args.only or ["watermark@middle"])[0], args.cost, Path(tmp))
+        name = (args.only or ["watermark@middle"])[0]
+        rows = []
+        for n in args.cost:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(cost(args.base[0], name, n, Path(tmp)))
+            print(json.dumps(rows[-1], indent=1), flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "shortcuts-cost.json").write_text(json.dumps(res, indent=1))
-        print(json.dumps(res, indent=1))
+        (args.out / "shortcuts-cost.json").write_text(json.dumps(rows, indent=1))
         return 0
     names = args.only or [c.name for c in CONFIGS]
     results = []
