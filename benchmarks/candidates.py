@@ -494,7 +494,7 @@ def audit_folder(
     The reliance test is off (``reliance_sample=0``): it is a fixed sweep after the pass,
     measured on its own by ``python -m benchmarks.shortcuts --cost N``."""
     from fastfem.audit.run import audit
-    from fastfem.data.sources import default_threads
+    from fastfem.data.threads import default_threads
 
     root = Path(workdir)
     out = root / "store"
@@ -583,7 +583,8 @@ def decode_folder(folder: str, size: int, threads: int, fit: str = "crop") -> Be
     """The audit's host side alone: `fastfem.data.sources.open_source` of an image folder
     with ``fit`` to ``size x size`` on ``threads`` decoding threads, every record read (listing,
     reading, decoding with the JPEG draft, fitting; no device). An error record fails the run."""
-    from fastfem.data.sources import ReadOptions, open_source
+    from fastfem.data.records import ReadOptions
+    from fastfem.data.sources import open_source
 
     options = ReadOptions(fit=fit, threads=threads)
 
@@ -601,8 +602,8 @@ def decode_folder(folder: str, size: int, threads: int, fit: str = "crop") -> Be
 
 def host_threads_info() -> dict[str, Any]:
     """This worker's usable cores and the audit's default decoding threads for a model on the
-    CPU and on an accelerator (`fastfem.data.sources.host_threads`)."""
-    from fastfem.data.sources import MAX_ACCELERATOR_THREADS, host_threads, usable_cores
+    CPU and on an accelerator (`fastfem.data.threads.host_threads`)."""
+    from fastfem.data.threads import MAX_ACCELERATOR_THREADS, host_threads, usable_cores
 
     cores = usable_cores()
     return {

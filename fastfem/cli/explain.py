@@ -27,7 +27,9 @@ def load_explain_inputs(
     through `fastfem.data.sources.read_images` and fitted to the model by ``fit``: float32 in
     [0, 1] (the model's preprocessing runs on the device, `make_cli_explainer`), their ids,
     labels and the source's description."""
-    from fastfem.data.sources import ReadOptions, read_images, unit_float
+    from fastfem.data.decode import unit_float
+    from fastfem.data.records import ReadOptions
+    from fastfem.data.sources import read_images
 
     x, ids, labels, what = read_images(images, tuple(model_input_shape), ReadOptions(fit), limit)
     return unit_float(x), ids, labels, what

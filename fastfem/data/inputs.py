@@ -10,11 +10,13 @@ and iterables). TensorFlow is not imported here: datasets are recognised by thei
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from fastfem.data.arrays import first_component, image_elements, is_tf_dataset
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,6 @@ class ImageStream:
     batches: Iterator[np.ndarray]
     sample_shape: tuple[int, int, int]
     count: int | None
-
-
-def is_tf_dataset(obj: Any) -> bool:
-    """True for a ``tf.data.Dataset`` (duck-typed, so TensorFlow need not be imported)."""
-    return hasattr(obj, "element_spec") and hasattr(obj, "as_numpy_iterator")
 
 
 def check_sample_shape(
@@ -64,25 +61,6 @@ def _array_batches(x: Any, batch_size: int) -> Iterator[np.ndarray]:
         yield np.asarray(x[start : start + batch_size], dtype=np.float32)
 
 
-def _first_component(element: Any) -> Any:
-    if isinstance(element, dict):
-        raise ValueError("dataset elements are dicts; map them to images or (image, label) pairs")
-    if isinstance(element, (tuple, list)):
-        if not element:
-            raise ValueError("dataset elements are empty tuples")
-        return element[0]
-    return element
-
-
-def image_elements(data: Iterable[Any]) -> Iterator[np.ndarray]:
-    """Each image (H, W, C) of a ``tf.data.Dataset`` or any iterable whose elements are images
-    or batches (rank 4), bare or as the first item of a tuple; the dtype kept."""
-    it = data.as_numpy_iterator() if is_tf_dataset(data) else iter(data)
-    for element in it:
-        x = np.asarray(_first_component(element))
-        yield from (x if x.ndim == 4 else x[None])
-
-
 def _dataset_batches(ds: Any, batch_size: int) -> Iterator[np.ndarray]:
     images = image_elements(ds)
     while batch := list(itertools.islice(images, batch_size)):
@@ -110,7 +88,7 @@ def image_stream(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     if is_tf_dataset(inputs):
-        spec = _first_component(inputs.element_spec)
+        spec = first_component(inputs.element_spec)
         rank = len(spec.shape)
         if rank not in (3, 4):
             raise ValueError(
