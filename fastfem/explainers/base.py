@@ -21,6 +21,7 @@ import numpy as np
 
 from fastfem.converters import FeatureExtractor
 from fastfem.data.inputs import ImageStream, image_stream
+from fastfem.engine.cache import cached_step, runner_for
 from fastfem.engine.parallel import data_mesh, round_up
 from fastfem.engine.runner import HostBatch, Runner
 from fastfem.engine.step import Step, StepFn
@@ -59,8 +60,6 @@ class ExplainerBase:
         self.batch_size = check_positive_int(batch_size)
         self.devices = devices
         self.mesh = data_mesh(devices)
-        self._fns: dict[Hashable, StepFn] = {}
-        self._runners: dict[StepFn, Runner] = {}
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -88,28 +87,10 @@ class ExplainerBase:
                 raise
             raise ValueError(f"{what}: {err}") from err
 
-    def cached_fn(
-        self,
-        key: Hashable,
-        build: Callable[[], StepFn],
-        extractor: FeatureExtractor | None = None,
-    ) -> StepFn:
-        """The step function for ``key``, built once: the same function object is what lets
-        the runner reuse its compiled code. A step on another ``extractor`` than the
-        explainer's own (`fastfem.evaluate`'s scoring one, made per evaluation) is built and
-        not kept: the cache would hold that extractor's weights for good."""
-        if extractor is not None and extractor is not self.extractor:
-            return build()
-        if key not in self._fns:
-            self._fns[key] = build()
-        return self._fns[key]
-
     def runner(self, step: Step) -> Runner:
-        """The runner of ``step``'s function on this explainer's mesh (compiled once)."""
-        runner = self._runners.get(step.fn)
-        if runner is None:
-            runner = self._runners[step.fn] = Runner(step.fn, self.batch_size, self.mesh)
-        return runner
+        """The runner of ``step``'s function on this explainer's mesh (`runner_for`: made and
+        compiled once per function, batch size and mesh)."""
+        return runner_for(step.fn, self.batch_size, self.mesh)
 
     def run(
         self, step: Step, batches: Iterable[HostBatch], count: int | None = None
@@ -128,7 +109,7 @@ class ExplainerBase:
 
     def layer_step(
         self,
-        name: str,
+        settings: Hashable,
         layer_map: LayerMap,
         sample_shape: Sequence[int],
         resize: bool,
@@ -136,14 +117,16 @@ class ExplainerBase:
     ) -> Step:
         """The `Step` of a one-layer method whose map is ``layer_map(A)`` (`make_layer_step`),
         resized with `resize_maps` to the input size when ``resize``; built once per
-        ``(name, size, extractor)``. ``extractor``: compute on another extractor's activations
-        of the same layer (e.g. one that also returns the model output)."""
+        ``(extractor, settings, size)`` (`fastfem.engine.cache.cached_step`: ``settings`` names
+        the method and every value ``layer_map`` and `resize_maps` depend on). ``extractor``:
+        compute on another extractor's activations of the same layer (e.g. one that also
+        returns the model output)."""
         ex = self.extractor if extractor is None else extractor
         out_hw = (int(sample_shape[0]), int(sample_shape[1])) if resize else None
-        fn = self.cached_fn(
-            (name, out_hw),
+        fn = cached_step(
+            ex.apply,
+            (settings, out_hw),
             lambda: make_layer_step(ex, layer_map, self.resize_maps, out_hw),
-            ex,
         )
         return Step(fn, ex.params)
 

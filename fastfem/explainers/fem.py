@@ -82,7 +82,7 @@ class FEM(ExplainerBase):
         model output, for metrics in the same forward pass).
         """
         return self.layer_step(
-            "fem",
+            ("fem", self.k, self.variant),
             partial(fem_map, k=self.k, variant=self.variant),
             sample_shape,
             resize,

@@ -55,7 +55,7 @@ class MeanActivation(ExplainerBase):
         extractor: FeatureExtractor | None = None,
     ) -> Step:
         """``(params, {"x"}) -> {"maps", "finite"[, "output"]}``, as `fastfem.FEM.step`."""
-        return self.layer_step("mean", mean_over_channels, sample_shape, resize, extractor)
+        return self.layer_step(("mean",), mean_over_channels, sample_shape, resize, extractor)
 
     def explain(self, inputs: Any, targets: Any = None, progress: bool = False) -> np.ndarray:
         """(N, H, W, 1) float32 maps; ``targets`` is ignored (class-agnostic); ``progress``:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from fastfem.converters import FeatureExtractor, is_artifact, is_keras_model, load, load_keras_file
+from fastfem.engine.cache import cached_step
 from fastfem.engine.nonfinite import NonFiniteCheck
 from fastfem.engine.runner import collect
 from fastfem.engine.step import Step, StepFn
@@ -177,8 +178,10 @@ class MLFEM(ExplainerBase):
         del resize
         ex = self.extractor if extractor is None else extractor
         out_hw = (int(sample_shape[0]), int(sample_shape[1]))
-        fn = self.cached_fn(
-            ("mlfem", out_hw, return_layers),
+        weights = None if self.weights is None else tuple(self.weights.tolist())
+        fn = cached_step(
+            ex.apply,
+            ("mlfem", self.k, self.variant, self.fusion, weights, out_hw, return_layers),
             lambda: make_mlfem_step(
                 ex,
                 self.k,
@@ -188,7 +191,6 @@ class MLFEM(ExplainerBase):
                 out_hw,
                 return_layers,  # type: ignore[arg-type]
             ),
-            ex,
         )
         return Step(fn, ex.params)
 

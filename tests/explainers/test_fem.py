@@ -106,6 +106,28 @@ def test_batching_padding_and_one_trace(cnn32, images32):
     assert len(traces) == 1  # a second call with another N reuses the compiled step
 
 
+def test_explainers_with_one_model_and_settings_share_one_compiled_step(cnn32, images32):
+    """Steps are cached by (extractor, settings) in `fastfem.engine.cache`, not in explainers:
+    a second FEM on the same extractor with the same k traces nothing; another k is its own."""
+    traces = []
+    base = fastfem.converters.from_keras(cnn32)
+
+    def apply(params, x):
+        traces.append(x.shape)
+        return base.apply(params, x)
+
+    extractor = from_fn(apply, base.params, base.input_shape, base.layer_names)
+    first, second = (fastfem.FEM(extractor, batch_size=8) for _ in range(2))
+    other_k = fastfem.FEM(extractor, batch_size=8, k=1.0)
+    shape = images32.shape[1:]
+    assert first.step(shape).fn is second.step(shape).fn
+    assert first.runner(first.step(shape)) is second.runner(second.step(shape))
+    assert other_k.step(shape).fn is not first.step(shape).fn
+    np.testing.assert_array_equal(first.explain(images32[:8]), second.explain(images32[:8]))
+    assert len(traces) == 1
+    assert not any(isinstance(v, dict) for v in vars(first).values())  # no cache of its own
+
+
 @pytest.mark.parametrize("variant", ["original", "gradcam"])
 def test_variants_against_numpy_and_cv2(cnn32, images32, variant):
     x = images32[:6]

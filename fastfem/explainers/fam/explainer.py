@@ -32,6 +32,7 @@ import numpy as np
 
 from fastfem.converters import FeatureExtractor, load
 from fastfem.converters.head import PureHead, bind_head, build_head, is_keras_layer
+from fastfem.engine.cache import cached_step
 from fastfem.engine.nonfinite import NonFiniteCheck
 from fastfem.engine.runner import HostBatch, collect
 from fastfem.engine.step import Step, StepFn
@@ -149,12 +150,13 @@ class FAM(ExplainerBase):
         extractor: FeatureExtractor | None = None,
         inputs: tuple[str, ...] = ("x",),
     ) -> Step:
-        """A task's `Step`: its function built once per ``(kind, shape, key)`` from
-        ``build(head)`` (`cached_fn`: not kept for another extractor); params ``(model, head,
-        extra)``."""
+        """A task's `Step`: its function built once from ``build(head)`` per extractor, FAM
+        options, head, ``kind``, shape and ``key`` (`fastfem.engine.cache.cached_step`);
+        params ``(model, head, extra)``."""
         ex = self.extractor if extractor is None else extractor
         head = self.pure_head(sample_shape)
-        fn = self.cached_fn((kind, tuple(sample_shape), *key), lambda: build(head), ex)
+        settings = (self.options, None if head is None else head.apply, kind, tuple(sample_shape))
+        fn = cached_step(ex.apply, (*settings, *key), lambda: build(head))
         head_params = () if head is None else head.params
         return Step(fn, (ex.params, head_params, extra), inputs)
 
