@@ -178,7 +178,7 @@ def jax_forward_limit(
     import jax.numpy as jnp
     from fastfem.converters import load
 
-    from fastfem.data.inputs import image_stream
+    from fastfem.data.sources import stream_images
     from fastfem.engine.runner import Runner
 
     x = _load_inputs(inputs, n)
@@ -191,7 +191,7 @@ def jax_forward_limit(
     state: dict[str, Any] = {}
 
     def run() -> int:
-        stream = image_stream(x, batch_size, ext.input_shape)
+        stream = stream_images(x, batch_size, ext.input_shape)
         batches = ({"x": b} for b in stream.batches)
         outs = runner.run(ext.params, batches, stream.count)
         state["sums"] = np.concatenate([o["sum"] for o in outs])

@@ -210,7 +210,7 @@ def forward_loop(models: Models, bf16: bool, x: np.ndarray, batch_size: int) -> 
     per image on the device (N floats back); made once per dtype (``models.forward``)."""
     import jax.numpy as jnp
 
-    from fastfem.data.inputs import image_stream
+    from fastfem.data.sources import stream_images
     from fastfem.engine.runner import Runner
 
     key = f"{'bfloat16' if bf16 else 'float32'}-{batch_size}-{x.shape}"
@@ -225,7 +225,7 @@ def forward_loop(models: Models, bf16: bool, x: np.ndarray, batch_size: int) -> 
     runner = Runner(step, batch_size)
 
     def run() -> int:
-        stream = image_stream(x, batch_size, ext.input_shape)
+        stream = stream_images(x, batch_size, ext.input_shape)
         outs = runner.run(ext.params, ({"x": b} for b in stream.batches), stream.count)
         np.concatenate([o["sum"] for o in outs])
         return len(x)

@@ -11,7 +11,7 @@ their methods.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,27 +40,46 @@ def _fitted(x: np.ndarray, expected: Shape, fit: str) -> np.ndarray:
     return fit_array(x, (int(h), int(w)), fit)  # the same size: returned as it is
 
 
+def as_given(x: np.ndarray, what: str = "array") -> np.ndarray:
+    """Pixels as the caller gave them, as float32, whatever their numeric dtype
+    (`fastfem.data.records.ReadOptions.as_given`: the model sees these very numbers)."""
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{what}: pixels of dtype {x.dtype}; expected numbers")
+    return x.astype(np.float32, copy=False)
+
+
+def pixel_rule(options: ReadOptions) -> Callable[[np.ndarray, str], np.ndarray]:
+    """How an array's values become pixels: `as_given`, or fastfem's one rule
+    (`fastfem.data.decode.array_pixels`)."""
+    return as_given if options.as_given else array_pixels
+
+
 def array_source(
     x: Any,
-    ids: list[str] | None,
-    labels: Any,
     expected: Shape,
     what: str,
-    fit: str = "error",
+    options: ReadOptions,
+    ids: list[str] | None = None,
+    labels: Any = None,
     raw_ids: list[bytes | None] | None = None,
-    max_pixels: int | None = None,
 ) -> Source:
     """A (N, H, W, C) array (memory-mapped, or an `fastfem.data.npz.NpzImages` read image by
-    image, is fine), uint8, uint16 or float of either byte order: the rank, dtype, channels and
-    the pixels per image (``max_pixels``, the pixel budget) are checked once, up front, from the
-    shape and dtype alone (nothing is read); the size too unless ``fit`` fits each image."""
+    image, is fine), of a dtype `pixel_rule` reads, either byte order: the rank, dtype, channels
+    and the pixels per image (the pixel budget ``max_pixels``) are checked once, up front, from
+    the shape and dtype alone (nothing is read); the size too unless ``fit`` fits each image."""
+    if x.ndim == 3:
+        raise ValueError(
+            f"{what}: got a single image of shape {x.shape}; expected a batch (N, H, W, C) — add "
+            "a batch axis, e.g. x[None]"
+        )
     if x.ndim != 4:
-        raise ValueError(f"{what}: expected an array (N, H, W, C); got shape {x.shape}")
-    array_pixels(np.empty((0,), x.dtype), what)  # the dtype, checked up front
-    if max_pixels is not None and x.shape[1] * x.shape[2] > max_pixels:
+        raise ValueError(f"{what}: expected rank 4 (N, H, W, C); got rank {x.ndim} {x.shape}")
+    pixels, fit = pixel_rule(options), options.fit
+    pixels(np.empty((0,), x.dtype), what)  # the dtype, checked up front
+    if x.shape[1] * x.shape[2] > options.max_pixels:
         raise ValueError(
             f"{what}: images of {x.shape[1]}x{x.shape[2]} pixels, over the pixel budget "
-            f"max_pixels={max_pixels:,}"
+            f"max_pixels={options.max_pixels:,}"
         )
     h, w, c = expected
     # fitted images take the model's size (a free dimension: the array's)
@@ -76,7 +95,7 @@ def array_source(
 
     def read(select: Select) -> Iterator[Record]:
         for i in selected(ids, select):
-            img = _fitted(array_pixels(np.asarray(x[i]), what), expected, fit)
+            img = _fitted(pixels(np.asarray(x[i]), what), expected, fit)
             label = None if labels is None else readable_id(str(labels[i]))
             yield Record(ids[i], label, image=img, raw_id=raws[i])
 
@@ -92,39 +111,42 @@ def npz_source(p: Path, expected: Shape, options: ReadOptions) -> Source:
     if id_values is not None:
         pairs = [id_and_raw(str(i)) for i in id_values]
         ids, raws = [a for a, _ in pairs], [b for _, b in pairs]
-    return array_source(x, ids, labels, expected, str(p), options.fit, raws, options.max_pixels)
+    return array_source(x, expected, str(p), options, ids, labels, raws)
 
 
-def _stream_record(rid: str, img: np.ndarray, expected: Shape, fit: str) -> Record:
+def _stream_record(rid: str, img: np.ndarray, expected: Shape, options: ReadOptions) -> Record:
     try:
-        x = _fitted(array_pixels(img, "stream element"), expected, fit)
+        x = _fitted(pixel_rule(options)(img, "stream element"), expected, options.fit)
     except ValueError as err:
         return Record(rid, error=str(err))
     problem = check_image(x, expected)
     return Record(rid, error=problem) if problem else Record(rid, image=x)
 
 
-def stream_source(batches: Iterable[Any], expected: Shape, what: str, fit: str = "error") -> Source:
-    """A tf.data.Dataset or an iterable of batches (`fastfem.data.inputs.image_elements`): not
-    listable; numbered in order."""
+def stream_source(
+    batches: Iterable[Any], expected: Shape, what: str, options: ReadOptions
+) -> Source:
+    """A tf.data.Dataset or an iterable of images or batches (`image_elements`): not listable;
+    numbered in order."""
 
     def read(select: Select) -> Iterator[Record]:
         for i, img in enumerate(image_elements(batches)):
             rid = str(i)
             if select(i, rid):
-                yield _stream_record(rid, img, expected, fit)
+                yield _stream_record(rid, img, expected, options)
 
     return Source(None, read, what)
 
 
-def bundled_source(expected: Shape) -> Source:
+def bundled_source(expected: Shape, options: ReadOptions) -> Source:
     """The bundled sample's test split (`fastfem.sample.generate`): arrays, ids ``test-NNNNN``,
     its class names as labels."""
     from fastfem.sample import CLASS_NAMES, generate
 
     s = generate("test")
     labels = [CLASS_NAMES[i] for i in s.labels]
-    return array_source(s.images, list(s.ids), labels, expected, "bundled sample (test split)")
+    what = "bundled sample (test split)"
+    return array_source(s.images, expected, what, options, list(s.ids), labels)
 
 
 def is_tf_dataset(obj: Any) -> bool:
@@ -135,7 +157,7 @@ def is_tf_dataset(obj: Any) -> bool:
 def first_component(element: Any) -> Any:
     if isinstance(element, dict):
         raise ValueError("dataset elements are dicts; map them to images or (image, label) pairs")
-    if isinstance(element, (tuple, list)):
+    if isinstance(element, tuple):  # (x, y, ...); a list is an image (nested lists)
         if not element:
             raise ValueError("dataset elements are empty tuples")
         return element[0]

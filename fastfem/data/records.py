@@ -79,7 +79,9 @@ class ReadOptions:
     checked when made (arrays and streams never build a `DecodeOptions`, which checks too).
     Datasets of records: ``image_column`` / ``label_column`` (`fastfem.data.hf`; WebDataset
     shards: the members' extensions, `fastfem.data.webdataset`) and the JSON ``label_field``
-    (None: each source's default)."""
+    (None: each source's default). ``as_given``: arrays and streams are read as float32 of the
+    numbers given, any numeric dtype (the Python API's rule, as Xplique's: the model sees those
+    numbers), not by the one pixel rule of the module docstring."""
 
     fit: str = "error"
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -89,6 +91,7 @@ class ReadOptions:
     image_column: str | None = None
     label_column: str | None = None
     label_field: str | None = None
+    as_given: bool = False
 
     def __post_init__(self) -> None:
         check_fit(self.fit)

@@ -30,17 +30,24 @@ folders; TFRecord, Parquet/Arrow or tar files) say which shard each input is in
 from __future__ import annotations
 
 import glob
+import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fastfem.data.arrays import array_source, bundled_source, npz_source, stream_source
+from fastfem.data.arrays import (
+    array_source,
+    bundled_source,
+    is_tf_dataset,
+    npz_source,
+    stream_source,
+)
 from fastfem.data.folders import folder_source
 from fastfem.data.hf import hf_source, is_hf_dataset
-from fastfem.data.inputs import is_tf_dataset
 from fastfem.data.records import ReadOptions, Record, Shape, Source, stack_images
 from fastfem.data.tfrecord import is_tfrecord, tfrecord_source
 from fastfem.data.webdataset import is_tar, webdataset_source
@@ -82,7 +89,7 @@ def open_paths(paths: list[Path], expected: Shape, options: ReadOptions) -> Sour
             x = np.load(p, mmap_mode="r", allow_pickle=False)
         except EOFError:
             raise ValueError(f"{p}: an empty .npy file") from None
-        return array_source(x, None, None, expected, str(p), options.fit, None, options.max_pixels)
+        return array_source(x, expected, str(p), options)
     if p.suffix == ".npz":
         return npz_source(p, expected, options)
     raise ValueError(
@@ -102,39 +109,83 @@ def open_source(source: Any, expected: Shape, options: ReadOptions | None = None
     """Recognise ``source`` and return it as a `Source` (see the module docstring)."""
     options = options or ReadOptions()
     if source is None:
-        return bundled_source(expected)
+        return bundled_source(expected, options)
     if isinstance(source, (str, os.PathLike)):
         return open_paths(expand(source), expected, options)
     if _is_path_list(source):
         return open_paths([p for s in source for p in expand(s)], expected, options)
     if isinstance(source, np.ndarray) or (hasattr(source, "shape") and hasattr(source, "dtype")):
-        return array_source(np.asarray(source), None, None, expected, "array", options.fit)
+        return array_source(np.asarray(source), expected, "array", options)
     if is_tf_dataset(source) or isinstance(source, Iterable):
-        return stream_source(source, expected, type(source).__name__, options.fit)
+        return stream_source(source, expected, type(source).__name__, options)
     raise TypeError(
-        f"cannot audit a {type(source).__name__}: pass a folder, file, array or dataset"
+        f"cannot read images from a {type(source).__name__}: pass an array, a tf.data.Dataset, "
+        "an iterable of images, a folder or a file"
     )
+
+
+def checked_records(src: Source, limit: int | None = None) -> Iterator[Record]:
+    """The first ``limit`` (None: all) records of ``src`` in order, every one with its pixels,
+    all of one shape: an input that cannot be read, or of another shape than the first, is a
+    ValueError naming it (a caller that explains every input never drops one silently)."""
+    shape = None
+    records = src.read(lambda i, rid: limit is None or i < limit)
+    for r in records if limit is None else itertools.islice(records, limit):
+        if r.error is not None:
+            raise ValueError(f"cannot read input {r.id!r} of {src.description}: {r.error}")
+        image: np.ndarray = r.image  # type: ignore[assignment]
+        shape = image.shape if shape is None else shape
+        if image.shape != shape:
+            raise ValueError(
+                f"{src.description}: images of different sizes: input {r.id!r} is "
+                f"{image.shape}, the first ones {shape}; pass --fit (fit=) or resize first"
+            )
+        yield r
 
 
 def read_images(
     source: Any, expected: Shape, options: ReadOptions | None = None, limit: int | None = None
 ) -> tuple[np.ndarray, list[str], list[str | None], str]:
-    """The first ``limit`` (None: all) inputs of ``source`` (`open_source`) as one batch
-    (`stack_images`: uint8 when every image is 8-bit, else float32 in [0, 1]), their ids, labels
-    and the source's description. An input that cannot be read is a ValueError naming it: a
-    command that explains every input never drops one silently."""
+    """The first ``limit`` (None: all) inputs of ``source`` (`open_source`, `checked_records`) as
+    one batch (`stack_images`: uint8 when every image is 8-bit, else float32 in [0, 1]), their
+    ids, labels and the source's description."""
     src = open_source(source, expected, options)
-    records: list[Record] = []
-    for r in src.read(lambda i, rid: limit is None or i < limit):
-        if r.error is not None:
-            raise ValueError(f"cannot read input {r.id!r} of {src.description}: {r.error}")
-        records.append(r)
-        if limit is not None and len(records) == limit:
-            break
+    records = list(checked_records(src, limit))
     if not records:
         raise ValueError(f"{src.description}: no images to read")
-    shapes = {r.image.shape for r in records}  # type: ignore[union-attr]
-    if len(shapes) > 1:
-        raise ValueError(f"{src.description}: images of different sizes {shapes}; pass --fit")
     images = stack_images([r.image for r in records])  # type: ignore[misc]
     return images, [r.id for r in records], [r.label for r in records], src.description
+
+
+@dataclass(frozen=True)
+class ImageStream:
+    """Host batches (B, H, W, C) float32 of at most the batch size, all images of
+    ``sample_shape``; ``count``: the number of images when the source lists them, else None."""
+
+    batches: Iterator[np.ndarray]
+    sample_shape: tuple[int, int, int]
+    count: int | None
+
+
+def stream_images(inputs: Any, batch_size: int, expected: Shape) -> ImageStream:
+    """The Python API's way in: ``inputs`` (anything `open_source` reads: arrays, ``tf.Tensor``,
+    ``jax.Array``, a ``tf.data.Dataset``, an iterable of images or batches, files) read with
+    ``as_given`` pixels (`fastfem.data.records.ReadOptions`) and `checked_records`, as a
+    stream of float32 batches; nothing is read whole (arrays image by image, datasets as they
+    go). The first image is read here (its shape is the stream's), an empty input is a
+    ValueError."""
+    if len(expected) != 3:
+        raise ValueError(f"the model expects inputs of shape {expected}, not images (H, W, C)")
+    src = open_source(inputs, expected, ReadOptions(as_given=True))
+    records = checked_records(src)
+    first = next(records, None)
+    if first is None:
+        raise ValueError(f"{src.description}: empty (no images); nothing to explain")
+
+    def batches() -> Iterator[np.ndarray]:
+        rest = itertools.chain([first], records)
+        while chunk := list(itertools.islice(rest, batch_size)):
+            yield np.stack([r.image for r in chunk]).astype(np.float32, copy=False)
+
+    count = None if src.ids is None else len(src.ids)
+    return ImageStream(batches(), first.image.shape, count)  # type: ignore[union-attr]

@@ -1,13 +1,13 @@
-"""What every explainer shares: its extractor, batch size, device mesh and compiled steps.
+"""What every explainer shares: its extractor, batch size, device mesh and input stream.
 
 An explainer is a method (a kernel of the activations, `fastfem.kernels`) bound to a
 `fastfem.converters.FeatureExtractor`. Its public ``step(sample_shape, *, resize=...)`` returns
-a `fastfem.engine.step.Step`; ``explain`` streams the inputs (`fastfem.data.inputs`), runs the step
-with
-`fastfem.engine.runner.Runner` and gathers the results with `fastfem.engine.runner.collect`. This
-base holds
-the plumbing once: validated batch size, the mesh, one compiled runner per step function, the
-feature shape, and the input stream with the model's expected shape.
+a `fastfem.engine.step.Step` (its function cached by the extractor and hashable settings,
+`fastfem.engine.cache`); ``explain`` streams the inputs (`fastfem.data.sources.stream_images`),
+runs the step with `fastfem.engine.runner.Runner` and gathers the results with
+`fastfem.engine.runner.collect`. This base holds the plumbing once: validated batch size, the
+mesh, the runner of a step, the feature shape, and the input stream with the model's expected
+shape.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastfem.converters import FeatureExtractor
-from fastfem.data.inputs import ImageStream, image_stream
+from fastfem.data.sources import ImageStream, stream_images
 from fastfem.engine.cache import cached_step, runner_for
 from fastfem.engine.parallel import data_mesh, round_up
-from fastfem.engine.runner import HostBatch, Runner
+from fastfem.engine.runner import Check, HostBatch, Runner, collect
 from fastfem.engine.step import Step, StepFn
 from fastfem.kernels.finite import input_and_activation_finite
 
@@ -78,14 +78,33 @@ class ExplainerBase:
         return tuple(feats.activations[layer].shape[1:])  # type: ignore[return-value]
 
     def stream(self, inputs: Any, what: str | None = None) -> ImageStream:
-        """``inputs`` as validated host batches of at most ``batch_size`` images; errors are
+        """``inputs`` as float32 host batches of at most ``batch_size`` images, read through
+        `fastfem.data.sources.stream_images` (the one way in, pixels as given); errors are
         prefixed with ``what`` (e.g. ``"queries"``) when given."""
         try:
-            return image_stream(inputs, self.batch_size, self.extractor.input_shape)
+            return stream_images(inputs, self.batch_size, self.extractor.input_shape)
         except ValueError as err:
             if what is None:
                 raise
             raise ValueError(f"{what}: {err}") from err
+
+    def collect_stream(
+        self,
+        inputs: Any,
+        make_step: Callable[[tuple[int, int, int]], Step],
+        check: Check | None = None,
+        progress: bool = False,
+        desc: str = "explain",
+        what: str | None = None,
+    ) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
+        """Stream ``inputs`` once (`stream`) through ``make_step(sample_shape)``: the results
+        gathered by `fastfem.engine.runner.collect` (``check``, ``progress``, ``desc``) and the
+        inputs' sample shape."""
+        stream = self.stream(inputs, what)
+        batches = ({"x": b} for b in stream.batches)
+        step = make_step(stream.sample_shape)
+        out = collect(self.run(step, batches, stream.count), stream.count, check, progress, desc)
+        return out, stream.sample_shape
 
     def runner(self, step: Step) -> Runner:
         """The runner of ``step``'s function on this explainer's mesh (`runner_for`: made and
@@ -159,8 +178,3 @@ def make_layer_step(
         return out
 
     return step
-
-
-def image_batches(stream: ImageStream) -> Iterator[HostBatch]:
-    """A stream's batches as ``{"x": images}`` host batches."""
-    return ({"x": b} for b in stream.batches)

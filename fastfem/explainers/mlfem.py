@@ -22,9 +22,8 @@ import numpy as np
 from fastfem.converters import FeatureExtractor, is_artifact, is_keras_model, load, load_keras_file
 from fastfem.engine.cache import cached_step
 from fastfem.engine.nonfinite import NonFiniteCheck
-from fastfem.engine.runner import collect
 from fastfem.engine.step import Step, StepFn
-from fastfem.explainers.base import ExplainerBase, image_batches
+from fastfem.explainers.base import ExplainerBase
 from fastfem.explainers.fem import FEM_SETTINGS
 from fastfem.explainers.method import Method, Setting
 from fastfem.kernels.fem import Variant, check_k, check_variant
@@ -204,16 +203,9 @@ class MLFEM(ExplainerBase):
         NaN/inf pixels or activations raise a ValueError naming the inputs.
         """
         del targets
-        stream = self.stream(inputs)
-        step = self.step(stream.sample_shape, return_layers=return_layers)
+        make_step = lambda s: self.step(s, return_layers=return_layers)  # noqa: E731
         check = NonFiniteCheck(",".join(self.layer_names))
-        out = collect(
-            self.run(step, image_batches(stream), stream.count),
-            stream.count,
-            check,
-            progress,
-            desc="mlfem",
-        )
+        out, _ = self.collect_stream(inputs, make_step, check, progress, "mlfem")
         maps = out["maps"][..., None]
         return (maps, out["layers"]) if return_layers else maps
 

@@ -355,7 +355,7 @@ def test_array_source_with_a_fit_and_a_model_of_free_size_keeps_each_image_size(
     from fastfem.data.arrays import array_source
 
     x = np.random.default_rng(0).integers(0, 255, (2, 10, 12, 3), dtype=np.uint8)
-    src = array_source(x, None, None, (None, None, 3), "arr", fit="crop")
+    src = array_source(x, (None, None, 3), "arr", ReadOptions(fit="crop"))
     recs = list(src.read(lambda i, rid: True))
     assert [r.error for r in recs] == [None, None]
     np.testing.assert_array_equal(np.stack([r.image for r in recs]), x)

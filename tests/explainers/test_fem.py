@@ -55,13 +55,13 @@ def test_bad_inputs(cnn32, images32):
         fem.explain(images32[0])
     with pytest.raises(ValueError, match="rank 4"):
         fem.explain(images32[None])
-    with pytest.raises(ValueError, match="1 channels but the model expects 3"):
+    with pytest.raises(ValueError, match="grayscale image where the model expects 3 channels"):
         fem.explain(images32[..., :1])
-    with pytest.raises(ValueError, match="height 30 does not match"):
+    with pytest.raises(ValueError, match="image is 30x32, the model expects 32x32"):
         fem.explain(images32[:, :30])
     with pytest.raises(ValueError, match="empty"):
         fem.explain(images32[:0])
-    with pytest.raises(TypeError, match="inputs must be an array"):
+    with pytest.raises(TypeError, match="cannot read images from a object"):
         fem.explain(object())
     with pytest.raises(ValueError, match="unknown FEM variant"):
         fastfem.FEM(cnn32, variant="nope")
@@ -164,6 +164,12 @@ def test_array_types_and_targets(cnn32, images32):
     ds = tf.data.Dataset.from_tensor_slices((x, np.arange(5)))
     np.testing.assert_array_equal(fem.explain(ds.batch(2)), want)
     np.testing.assert_array_equal(fem.explain(ds), want)
+    # pixels as given (the model sees these numbers): uint8 and int64 as their float32 values
+    u8 = (x * 255).astype(np.uint8)
+    as_float = fem.explain(u8.astype(np.float32))
+    assert np.ptp(as_float) > 0
+    np.testing.assert_array_equal(fem.explain(u8), as_float)
+    np.testing.assert_array_equal(fem.explain(u8.astype(np.int64)), as_float)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])

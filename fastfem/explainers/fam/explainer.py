@@ -36,7 +36,7 @@ from fastfem.engine.cache import cached_step
 from fastfem.engine.nonfinite import NonFiniteCheck
 from fastfem.engine.runner import HostBatch, collect
 from fastfem.engine.step import Step, StepFn
-from fastfem.explainers.base import ExplainerBase, check_positive_int, image_batches
+from fastfem.explainers.base import ExplainerBase, check_positive_int
 from fastfem.explainers.fam.planning import (
     as_maps,
     check_same_shape,
@@ -228,16 +228,11 @@ class FAM(ExplainerBase):
         self, inputs: Any, what: str, progress: bool = False
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
         """Stream ``inputs`` once: pooled embeddings (N, C) and projections (N, D)."""
-        stream = self.stream(inputs, what)
-        step = self.embed_step(stream.sample_shape)
-        out = collect(
-            self.run(step, image_batches(stream), stream.count),
-            stream.count,
-            self._checked(what),
-            progress,
-            desc=f"embed {what}",
+        check = self._checked(what)
+        out, shape = self.collect_stream(
+            inputs, self.embed_step, check, progress, f"embed {what}", what
         )
-        return out["embedding"], out["projection"], stream.sample_shape
+        return out["embedding"], out["projection"], shape
 
     # -- public API -------------------------------------------------------------------------
 
