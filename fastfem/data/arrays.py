@@ -11,7 +11,7 @@ their methods.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,6 @@ def as_given(x: np.ndarray, what: str = "array") -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def pixel_rule(options: ReadOptions) -> Callable[[np.ndarray, str], np.ndarray]:
-    """How an array's values become pixels: `as_given`, or fastfem's one rule
-    (`fastfem.data.decode.array_pixels`)."""
-    return as_given if options.as_given else array_pixels
-
-
 def array_source(
     x: Any,
     expected: Shape,
@@ -64,9 +58,10 @@ def array_source(
     raw_ids: list[bytes | None] | None = None,
 ) -> Source:
     """A (N, H, W, C) array (memory-mapped, or an `fastfem.data.npz.NpzImages` read image by
-    image, is fine), of a dtype `pixel_rule` reads, either byte order: the rank, dtype, channels
-    and the pixels per image (the pixel budget ``max_pixels``) are checked once, up front, from
-    the shape and dtype alone (nothing is read); the size too unless ``fit`` fits each image."""
+    image, is fine) read by `fastfem.data.decode.array_pixels` (`as_given` with
+    ``options.as_given``): the rank, dtype, channels and the pixels per image (the pixel budget
+    ``max_pixels``) are checked once, up front, from the shape and dtype alone (nothing is
+    read); the size too unless ``fit`` fits each image."""
     if x.ndim == 3:
         raise ValueError(
             f"{what}: got a single image of shape {x.shape}; expected a batch (N, H, W, C) — add "
@@ -74,7 +69,7 @@ def array_source(
         )
     if x.ndim != 4:
         raise ValueError(f"{what}: expected rank 4 (N, H, W, C); got rank {x.ndim} {x.shape}")
-    pixels, fit = pixel_rule(options), options.fit
+    pixels, fit = as_given if options.as_given else array_pixels, options.fit
     pixels(np.empty((0,), x.dtype), what)  # the dtype, checked up front
     if x.shape[1] * x.shape[2] > options.max_pixels:
         raise ValueError(
@@ -116,7 +111,8 @@ def npz_source(p: Path, expected: Shape, options: ReadOptions) -> Source:
 
 def _stream_record(rid: str, img: np.ndarray, expected: Shape, options: ReadOptions) -> Record:
     try:
-        x = _fitted(pixel_rule(options)(img, "stream element"), expected, options.fit)
+        pixels = as_given if options.as_given else array_pixels
+        x = _fitted(pixels(img, "stream element"), expected, options.fit)
     except ValueError as err:
         return Record(rid, error=str(err))
     problem = check_image(x, expected)

@@ -46,11 +46,10 @@ from fastfem.data.arrays import (
     npz_source,
     stream_source,
 )
+from fastfem.data.decode import unit_float
 from fastfem.data.folders import folder_source
-from fastfem.data.hf import hf_source, is_hf_dataset
-from fastfem.data.records import ReadOptions, Record, Shape, Source, stack_images
+from fastfem.data.records import ReadOptions, Record, Shape, Source
 from fastfem.data.tfrecord import is_tfrecord, tfrecord_source
-from fastfem.data.webdataset import is_tar, webdataset_source
 
 
 def expand(pattern: str | os.PathLike) -> list[Path]:
@@ -67,6 +66,9 @@ def expand(pattern: str | os.PathLike) -> list[Path]:
 def open_paths(paths: list[Path], expected: Shape, options: ReadOptions) -> Source:
     """One path (folder, .npy, .npz, TFRecord) or several folders / TFRecord shards; Hugging
     Face datasets (`fastfem.data.hf`) and WebDataset shards (`fastfem.data.webdataset`)."""
+    from fastfem.data.hf import hf_source, is_hf_dataset  # pyarrow: imported when needed
+    from fastfem.data.webdataset import is_tar, webdataset_source
+
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"no such file or folder: {p}")
@@ -144,16 +146,17 @@ def checked_records(src: Source, limit: int | None = None) -> Iterator[Record]:
 
 
 def read_images(
-    source: Any, expected: Shape, options: ReadOptions | None = None, limit: int | None = None
+    source: Any, expected: Shape, fit: str = "error", limit: int | None = None
 ) -> tuple[np.ndarray, list[str], list[str | None], str]:
-    """The first ``limit`` (None: all) inputs of ``source`` (`open_source`, `checked_records`) as
-    one batch (`stack_images`: uint8 when every image is 8-bit, else float32 in [0, 1]), their
-    ids, labels and the source's description."""
-    src = open_source(source, expected, options)
+    """What ``fastfem explain`` and ``evaluate`` read: the first ``limit`` (None: all) inputs of
+    ``source`` (`open_source` with ``fit``, `checked_records`) as one float32 batch in [0, 1]
+    (`fastfem.data.decode.unit_float`; the model's preprocessing runs on the device), their ids,
+    labels and the source's description."""
+    src = open_source(source, expected, ReadOptions(fit))
     records = list(checked_records(src, limit))
     if not records:
         raise ValueError(f"{src.description}: no images to read")
-    images = stack_images([r.image for r in records])  # type: ignore[misc]
+    images = np.stack([unit_float(r.image) for r in records])  # type: ignore[arg-type]
     return images, [r.id for r in records], [r.label for r in records], src.description
 
 

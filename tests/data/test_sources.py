@@ -360,4 +360,4 @@ def test_array_source_with_a_fit_and_a_model_of_free_size_keeps_each_image_size(
     assert [r.error for r in recs] == [None, None]
     np.testing.assert_array_equal(np.stack([r.image for r in recs]), x)
     with pytest.raises(ValueError, match="model/source mismatch"):
-        array_source(x, None, None, (None, None, 1), "arr", fit="crop")
+        array_source(x, (None, None, 1), "arr", ReadOptions(fit="crop"))

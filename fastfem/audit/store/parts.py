@@ -125,17 +125,12 @@ class ResultStore:
     def exists(self) -> bool:
         return bool(self.part_files()) or (self.root / MANIFEST).exists()
 
-    def committed_ids(self) -> set[str]:
-        """The ids of every committed part."""
-        return self.committed_ids_of(None)
-
-    def committed_ids_of(self, parts: Sequence[Path] | None) -> set[str]:
+    def committed_ids(self, parts: Sequence[Path] | None = None) -> set[str]:
         """The ids of ``parts`` (default: every committed part)."""
         return {rid for ids in self.ids_by_part(parts).values() for rid in ids}
 
     def ids_by_part(self, parts: Sequence[Path] | None = None) -> dict[str, list[str]]:
         """``{part name: its ids}`` of ``parts`` (default: every committed part)."""
-
         parts = self.part_files() if parts is None else parts
         return {p.name: read_part(p, ["id"]).column("id").to_pylist() for p in parts}
 
@@ -212,15 +207,7 @@ class ResultStore:
     def read_maps(self) -> np.ndarray:
         """The maps of every committed row, aligned with `read_rows` (a FileNotFoundError
         naming a missing maps file)."""
-        shards = []
-        for p in self.part_files():
-            path = self.maps_path(p)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing (the maps of {p.name}); `fastfem audit --resume` "
-                    "recomputes that part"
-                )
-            shards.append(self.load_maps(p, mmap=False))
+        shards = [self.load_maps(p, mmap=False) for p in self.part_files()]
         return np.concatenate(shards) if shards else np.zeros((0, 0, 0), np.float32)
 
     def read_map_shape(self) -> tuple[int, ...] | None:
@@ -234,18 +221,15 @@ class ResultStore:
 
     def load_maps(self, part: Path, mmap: bool = True) -> np.ndarray:
         """The maps shard of ``part`` (memory-mapped by default; never unpickled); a
-        ValueError naming it when it is not a readable ``.npy`` (a missing one: a
-        FileNotFoundError)."""
+        FileNotFoundError (missing) or a ValueError (not a readable ``.npy``) naming it."""
         path = self.maps_path(part)
+        redo = "`fastfem audit --resume` recomputes that part"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (the maps of {part.name}); {redo}")
         try:
             return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except FileNotFoundError:
-            raise
         except (OSError, ValueError, EOFError) as err:
-            raise ValueError(
-                f"{path} is not a readable maps file ({err}); `fastfem audit --resume` "
-                "recomputes that part"
-            ) from None
+            raise ValueError(f"{path} is not a readable maps file ({err}); {redo}") from None
 
     def manifest(self) -> dict[str, Any]:
         """The manifest ({} when there is none); a ValueError naming an unreadable one."""
@@ -284,15 +268,15 @@ class ResultStore:
             rows = pq.ParquetFile(part).metadata.num_rows
         except (OSError, pa.ArrowException) as err:
             return f"its Parquet file is unreadable ({err})"
-        path = self.maps_path(part)
-        if not path.is_file():
-            return f"its maps file {path.name} is missing"
+        name = self.maps_name(part)
         try:
-            shard = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
-            return f"its maps file {path.name} is unreadable ({err})"
+            shard = self.load_maps(part)
+        except FileNotFoundError:
+            return f"its maps file {name} is missing"
+        except ValueError as err:
+            return f"its maps file {name} is unreadable ({err})"
         if shard.ndim != 3 or shard.shape[0] != rows:
-            return f"its maps file {path.name} holds shape {shard.shape}, not {rows} maps"
+            return f"its maps file {name} holds shape {shard.shape}, not {rows} maps"
         return None
 
     def broken_parts(self) -> dict[str, str]:
