@@ -494,7 +494,7 @@ def audit_folder(
     The reliance test is off (``reliance_sample=0``): it is a fixed sweep after the pass,
     measured on its own by ``python -m benchmarks.shortcuts --cost N``."""
     from fastfem.audit.run import audit
-    from fastfem.data.threads import default_threads
+    from fastfem.data.records import default_threads
 
     root = Path(workdir)
     out = root / "store"
@@ -602,8 +602,8 @@ def decode_folder(folder: str, size: int, threads: int, fit: str = "crop") -> Be
 
 def host_threads_info() -> dict[str, Any]:
     """This worker's usable cores and the audit's default decoding threads for a model on the
-    CPU and on an accelerator (`fastfem.data.threads.host_threads`)."""
-    from fastfem.data.threads import MAX_ACCELERATOR_THREADS, host_threads, usable_cores
+    CPU and on an accelerator (`fastfem.data.records.host_threads`)."""
+    from fastfem.data.records import MAX_ACCELERATOR_THREADS, host_threads, usable_cores
 
     cores = usable_cores()
     return {

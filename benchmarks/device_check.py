@@ -382,9 +382,8 @@ def write_photos(folder: Path, n: int, size: tuple[int, int], threads: int) -> d
 def audit_phase(cfg: Config, models: Models, work: Path) -> dict[str, Any]:
     """Phase 4: the audit of generated JPEGs vs its host decoding alone (module docstring)."""
     from fastfem.audit import audit
-    from fastfem.data.records import ReadOptions
+    from fastfem.data.records import ReadOptions, default_threads, usable_cores
     from fastfem.data.sources import open_source
-    from fastfem.data.threads import default_threads, usable_cores
 
     w, h = cfg.photo
     folder = work / f"jpeg-{w}x{h}-{cfg.audit_n}"
@@ -426,7 +425,7 @@ def decode_threads_phase(cfg: Config, models: Models, work: Path) -> dict[str, A
     reading, JPEG draft decoding, crop to the model's size) on ``--decode-n`` generated photos,
     on 1, 2 and every usable core's threads (at most the accelerator bound): img/s, ms per
     image, and the speed-up over one thread, paired by round."""
-    from fastfem.data.threads import MAX_ACCELERATOR_THREADS, usable_cores
+    from fastfem.data.records import MAX_ACCELERATOR_THREADS, usable_cores
 
     from .candidates import decode_folder
 
@@ -459,7 +458,7 @@ def environment() -> dict[str, Any]:
     """Where it ran: devices, versions, cores, the audit's default threads."""
     import jax
 
-    from fastfem.data.threads import default_threads, usable_cores
+    from fastfem.data.records import default_threads, usable_cores
 
     dev = jax.local_devices()[0]
     versions = {}

@@ -72,8 +72,7 @@ from fastfem.audit.store.writer import PartWriter
 from fastfem.data.boxes import max_boxes
 from fastfem.data.decode import DEFAULT_MAX_PIXELS
 from fastfem.data.preprocess import Preprocess
-from fastfem.data.records import ReadOptions, process_of
-from fastfem.data.threads import default_threads
+from fastfem.data.records import ReadOptions, default_threads, process_of
 from fastfem.engine.progress import progress_bar
 from fastfem.engine.step import Step
 from fastfem.explainers.method import Classes
@@ -246,7 +245,7 @@ def read_options(
     columns: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> ReadOptions:
     """The audit's `ReadOptions` (``threads`` None:
-    `fastfem.data.threads.default_threads`; ``columns``: image column, label column, label
+    `fastfem.data.records.default_threads`; ``columns``: image column, label column, label
     field)."""
     threads = default_threads() if threads is None else threads
     image_column, label_column, label_field = columns
@@ -326,7 +325,7 @@ def audit(
       preprocess: the model's input preprocessing, on the device (`fastfem.data.preprocess`):
         ``unit`` (v / 255, default), ``raw``, ``caffe``, ``torch``, ``tf``, or a JAX function.
       threads: host threads decoding image files (default
-        `fastfem.data.threads.default_threads`: half the CPU cores, 1 to 8, when the model
+        `fastfem.data.records.default_threads`: half the CPU cores, 1 to 8, when the model
         runs on the CPU; every core, 1 to 32, when it runs on an accelerator).
       reliance_sample: rows of the reliance test's sweep (`fastfem.audit.reliance`: which
         regions does the model rely on for one class, by occlusion; its flags join the map

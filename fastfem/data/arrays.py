@@ -150,20 +150,12 @@ def is_tf_dataset(obj: Any) -> bool:
     return hasattr(obj, "element_spec") and hasattr(obj, "as_numpy_iterator")
 
 
-def first_component(element: Any) -> Any:
-    if isinstance(element, dict):
-        raise ValueError("dataset elements are dicts; map them to images or (image, label) pairs")
-    if isinstance(element, tuple):  # (x, y, ...); a list is an image (nested lists)
-        if not element:
-            raise ValueError("dataset elements are empty tuples")
-        return element[0]
-    return element
-
-
 def image_elements(data: Iterable[Any]) -> Iterator[np.ndarray]:
     """Each image (H, W, C) of a ``tf.data.Dataset`` or any iterable whose elements are images
     or batches (rank 4), bare or as the first item of a tuple; the dtype kept."""
     it = data.as_numpy_iterator() if is_tf_dataset(data) else iter(data)
     for element in it:
-        x = np.asarray(first_component(element))
+        if isinstance(element, dict) or (isinstance(element, tuple) and not element):
+            raise ValueError("dataset elements must be images or (image, label, ...) tuples")
+        x = np.asarray(element[0] if isinstance(element, tuple) else element)  # a list: an image
         yield from (x if x.ndim == 4 else x[None])

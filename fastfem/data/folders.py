@@ -34,8 +34,8 @@ from fastfem.data.records import (
     read_record,
     selected,
     shard_names,
+    threaded_map,
 )
-from fastfem.data.threads import threaded_map
 
 
 @dataclass(frozen=True)

@@ -49,10 +49,11 @@ from fastfem.data.records import (
     Shape,
     Source,
     check_unique,
+    list_shards,
     read_record,
     shard_names,
+    threaded_map,
 )
-from fastfem.data.threads import list_shards, threaded_map
 
 SUFFIXES = (".parquet", ".arrow")
 #: Rows per record batch read from a Parquet row group.

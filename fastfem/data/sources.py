@@ -21,10 +21,8 @@ Sources:
 opener in `open_paths` (files) or `open_source` (Python objects). Pixels stay uint8 / [0, 1]
 floats; the model's preprocessing runs on the device (`fastfem.data.preprocess`).
 
-Every source but the streams lists its ids before decoding; sharded sources (several
-folders; TFRecord, Parquet/Arrow or tar files) say which shard each input is in
-(`fastfem.data.records.process_of`). What a record is, and the rules every one follows:
-`fastfem.data.records`.
+What a record is, the rules every one follows, and how sharded sources are split between
+processes: `fastfem.data.records`.
 """
 
 from __future__ import annotations
@@ -39,13 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from fastfem.data.arrays import (
-    array_source,
-    bundled_source,
-    is_tf_dataset,
-    npz_source,
-    stream_source,
-)
+from fastfem.data.arrays import array_source, bundled_source, npz_source, stream_source
 from fastfem.data.decode import unit_float
 from fastfem.data.folders import folder_source
 from fastfem.data.records import ReadOptions, Record, Shape, Source
@@ -118,7 +110,7 @@ def open_source(source: Any, expected: Shape, options: ReadOptions | None = None
         return open_paths([p for s in source for p in expand(s)], expected, options)
     if isinstance(source, np.ndarray) or (hasattr(source, "shape") and hasattr(source, "dtype")):
         return array_source(np.asarray(source), expected, "array", options)
-    if is_tf_dataset(source) or isinstance(source, Iterable):
+    if isinstance(source, Iterable):  # a tf.data.Dataset too
         return stream_source(source, expected, type(source).__name__, options)
     raise TypeError(
         f"cannot read images from a {type(source).__name__}: pass an array, a tf.data.Dataset, "
@@ -131,8 +123,7 @@ def checked_records(src: Source, limit: int | None = None) -> Iterator[Record]:
     all of one shape: an input that cannot be read, or of another shape than the first, is a
     ValueError naming it (a caller that explains every input never drops one silently)."""
     shape = None
-    records = src.read(lambda i, rid: limit is None or i < limit)
-    for r in records if limit is None else itertools.islice(records, limit):
+    for r in itertools.islice(src.read(lambda i, rid: limit is None or i < limit), limit):
         if r.error is not None:
             raise ValueError(f"cannot read input {r.id!r} of {src.description}: {r.error}")
         image: np.ndarray = r.image  # type: ignore[assignment]
@@ -172,11 +163,9 @@ class ImageStream:
 
 def stream_images(inputs: Any, batch_size: int, expected: Shape) -> ImageStream:
     """The Python API's way in: ``inputs`` (anything `open_source` reads: arrays, ``tf.Tensor``,
-    ``jax.Array``, a ``tf.data.Dataset``, an iterable of images or batches, files) read with
-    ``as_given`` pixels (`fastfem.data.records.ReadOptions`) and `checked_records`, as a
-    stream of float32 batches; nothing is read whole (arrays image by image, datasets as they
-    go). The first image is read here (its shape is the stream's), an empty input is a
-    ValueError."""
+    ``jax.Array``, ``tf.data``, iterables, files) with ``as_given`` pixels, `checked_records`,
+    as float32 batches; nothing read whole. The first image is read here (its shape is the
+    stream's); empty inputs are a ValueError."""
     if len(expected) != 3:
         raise ValueError(f"the model expects inputs of shape {expected}, not images (H, W, C)")
     src = open_source(inputs, expected, ReadOptions(as_given=True))

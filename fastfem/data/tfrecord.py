@@ -48,11 +48,12 @@ from fastfem.data.records import (
     Shape,
     Source,
     check_unique,
+    list_shards,
     read_record,
     selected,
     shard_names,
+    threaded_map,
 )
-from fastfem.data.threads import list_shards, threaded_map
 
 HEADER = 12  # uint64 length + uint32 masked CRC of the length
 FOOTER = 4  # uint32 masked CRC of the data

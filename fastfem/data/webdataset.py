@@ -40,10 +40,11 @@ from fastfem.data.records import (
     Shape,
     Source,
     check_unique,
+    list_shards,
     read_record,
     shard_names,
+    threaded_map,
 )
-from fastfem.data.threads import list_shards, threaded_map
 
 IMAGE_EXTENSIONS = frozenset(s[1:] for s in IMAGE_SUFFIXES)
 LABEL_EXTENSIONS = ("cls", "txt", "json")

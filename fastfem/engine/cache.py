@@ -1,15 +1,10 @@
 """Compiled steps, cached by hashable settings in one place (big_vision's ``get_eval_fn``).
 
-`cached_step` returns the step function of ``(model, settings)``: the model is its extractor's
-pure ``apply`` (compared by identity; the weights are the step's params, not part of the key)
-and ``settings`` every hashable value the step is built from (method, layer options, output
-size, ...). Two explainers on the same extractor with the same settings get the same function
-object, so `runner_for` gives them one `fastfem.engine.runner.Runner` and JAX compiles once. No
-explainer carries a cache of its own.
-
-Both caches keep the `KEPT` most recently used entries: a built step closes over its model, so
-an unbounded cache would hold every model a process ever explained.
-"""
+`cached_step` keys a step function by its model (the extractor's pure ``apply``, by identity;
+the weights are the step's params) and every hashable setting it is built from, so explainers
+of one model with the same settings share one function, one `runner_for` and one compilation;
+no explainer carries a cache. Both keep the `KEPT` most recently used entries: a built step
+closes over its model, so an unbounded cache would hold every model a process explained."""
 
 from __future__ import annotations
 

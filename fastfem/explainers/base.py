@@ -78,9 +78,8 @@ class ExplainerBase:
         return tuple(feats.activations[layer].shape[1:])  # type: ignore[return-value]
 
     def stream(self, inputs: Any, what: str | None = None) -> ImageStream:
-        """``inputs`` as float32 host batches of at most ``batch_size`` images, read through
-        `fastfem.data.sources.stream_images` (the one way in, pixels as given); errors are
-        prefixed with ``what`` (e.g. ``"queries"``) when given."""
+        """``inputs`` as float32 host batches of at most ``batch_size`` images (`fastfem.data.
+        sources.stream_images`); errors prefixed with ``what`` (e.g. ``"queries"``) if given."""
         try:
             return stream_images(inputs, self.batch_size, self.extractor.input_shape)
         except ValueError as err:
@@ -101,9 +100,10 @@ class ExplainerBase:
         gathered by `fastfem.engine.runner.collect` (``check``, ``progress``, ``desc``) and the
         inputs' sample shape."""
         stream = self.stream(inputs, what)
-        batches = ({"x": b} for b in stream.batches)
-        step = make_step(stream.sample_shape)
-        out = collect(self.run(step, batches, stream.count), stream.count, check, progress, desc)
+        results = self.run(
+            make_step(stream.sample_shape), ({"x": b} for b in stream.batches), stream.count
+        )
+        out = collect(results, stream.count, check, progress, desc)
         return out, stream.sample_shape
 
     def runner(self, step: Step) -> Runner:

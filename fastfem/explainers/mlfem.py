@@ -93,13 +93,8 @@ def mlfem_extractor(
         raise TypeError(f"layers must be a list of layer names/indices; got {layers!r}")
     if layers is not None and not list(layers):
         raise ValueError("layers is empty; give at least one layer")
-    if isinstance(model, FeatureExtractor):
-        if layers is not None:
-            raise ValueError(
-                "layers= cannot re-select layers of an existing FeatureExtractor "
-                f"(it returns {model.layer_names}); build it with the layers you need"
-            )
-        return model
+    if isinstance(model, FeatureExtractor):  # its own layers (a ValueError for layers=)
+        return load(model, layers=layers, include_output=include_output)
     if isinstance(model, (str, os.PathLike)) and str(model).endswith((".keras", ".h5", ".hdf5")):
         model = load_keras_file(model)
     if is_keras_model(model):

@@ -45,7 +45,6 @@ import numpy as np
 import tensorflow as tf
 
 from fastfem.converters import FeatureExtractor, load
-from fastfem.data.arrays import is_tf_dataset
 from fastfem.data.sources import stream_images
 from fastfem.explainers.fem import FEM as FemEngine
 from fastfem.kernels.fem import channel_stats, fem_masks
@@ -83,14 +82,6 @@ def weights_and_masks(feature_maps: jax.Array, k: float) -> tuple[jax.Array, jax
     masks = jax.vmap(lambda x, s: fem_masks(x, s, k, inclusive=True))(flat, stats)
     means = stats.mean.reshape(a.shape[0], *[1] * (a.ndim - 2), a.shape[-1])
     return means, masks.reshape(a.shape)
-
-
-def all_images(inputs: Any) -> Any:
-    """``inputs`` with datasets materialised to one (N, H, W, C) array (for one batch of all)."""
-    if not is_tf_dataset(inputs):
-        return inputs
-    stream = stream_images(inputs, 1024, (None, None, None))
-    return np.concatenate(list(stream.batches), axis=0)
 
 
 class FEM:
@@ -131,9 +122,9 @@ class FEM:
         """
         del targets
         batch_size = self.batch_size
-        if batch_size is None:
-            inputs = all_images(inputs)
-            batch_size = max(len(inputs), 1)
+        if batch_size is None:  # one batch of all: the inputs read whole first
+            inputs = np.concatenate(list(stream_images(inputs, 1024, (None,) * 3).batches))
+            batch_size = len(inputs)
         maps = self._engine(batch_size).explain(inputs)
         return tf.convert_to_tensor(maps)
 

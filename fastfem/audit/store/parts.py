@@ -1,4 +1,5 @@
-"""The audit's result store: committed parts with ONE fixed schema, their maps, a manifest.
+"""The audit's result store: committed parts with ONE fixed schema (`fastfem.audit.store.schema`),
+their maps, a manifest.
 
 Layout::
 
@@ -10,8 +11,6 @@ Layout::
                                                       (`fastfem.audit.store.lock`)
     DIR/invalid/                                      parts set aside by ``--resume`` (their
                                                       maps were missing or short)
-
-**One schema.** Every part is written with the store's schema (`fastfem.audit.store.schema`).
 
 **Commit protocol.** A part's maps are written first, then the Parquet file is written to a
 temporary name and renamed; the rename is the commit. Every file is written by
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 PART_RE = re.compile(r"^part-p(\d{3})-(\d{6})\.parquet$")
-MAPS_RE = re.compile(r"^maps-p(\d{3})-(\d{6})\.npy$")
 TEMP_RE = re.compile(r"^\..*\.tmp-\d+$|^\.tmp-\d+-")  # this version's, and older versions'
 MANIFEST = "manifest.json"
 INVALID = "invalid"
