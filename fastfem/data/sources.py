@@ -110,7 +110,7 @@ def open_source(source: Any, expected: Shape, options: ReadOptions | None = None
         return open_paths([p for s in source for p in expand(s)], expected, options)
     if isinstance(source, np.ndarray) or (hasattr(source, "shape") and hasattr(source, "dtype")):
         return array_source(np.asarray(source), expected, "array", options)
-    if isinstance(source, Iterable):  # a tf.data.Dataset too
+    if isinstance(source, Iterable) or hasattr(source, "as_numpy_iterator"):  # tf.data
         return stream_source(source, expected, type(source).__name__, options)
     raise TypeError(
         f"cannot read images from a {type(source).__name__}: pass an array, a tf.data.Dataset, "

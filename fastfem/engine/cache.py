@@ -4,7 +4,8 @@
 the weights are the step's params) and every hashable setting it is built from, so explainers
 of one model with the same settings share one function, one `runner_for` and one compilation;
 no explainer carries a cache. Both keep the `KEPT` most recently used entries: a built step
-closes over its model, so an unbounded cache would hold every model a process explained."""
+closes over its model and a runner keeps its weights on the devices, so an unbounded cache
+would hold every model a process explained."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from fastfem.engine.runner import Runner
 from fastfem.engine.step import StepFn
 
 #: Entries kept by each cache (least recently used dropped first).
-KEPT = 64
+KEPT = 16
 
 _steps: collections.OrderedDict[Hashable, StepFn] = collections.OrderedDict()
 
