@@ -134,7 +134,8 @@ def audit_bench(quick: bool, cache: Path) -> list[dict[str, Any]]:
     from fastfem import FEM
     from fastfem.audit import audit
     from fastfem.data.preprocess import preprocess_fn
-    from fastfem.data.sources import ReadOptions, open_source
+    from fastfem.data.records import ReadOptions
+    from fastfem.data.sources import open_source
     from fastfem.sample import MODEL_PATH
 
     work = Path(tempfile.mkdtemp(prefix="fastfem-bench-decode-"))

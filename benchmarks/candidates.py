@@ -178,7 +178,7 @@ def jax_forward_limit(
     import jax.numpy as jnp
     from fastfem.converters import load
 
-    from fastfem.data.inputs import image_stream
+    from fastfem.data.sources import stream_images
     from fastfem.engine.runner import Runner
 
     x = _load_inputs(inputs, n)
@@ -191,7 +191,7 @@ def jax_forward_limit(
     state: dict[str, Any] = {}
 
     def run() -> int:
-        stream = image_stream(x, batch_size, ext.input_shape)
+        stream = stream_images(x, batch_size, ext.input_shape)
         batches = ({"x": b} for b in stream.batches)
         outs = runner.run(ext.params, batches, stream.count)
         state["sums"] = np.concatenate([o["sum"] for o in outs])
@@ -494,7 +494,7 @@ def audit_folder(
     The reliance test is off (``reliance_sample=0``): it is a fixed sweep after the pass,
     measured on its own by ``python -m benchmarks.shortcuts --cost N``."""
     from fastfem.audit.run import audit
-    from fastfem.data.sources import default_threads
+    from fastfem.data.records import default_threads
 
     root = Path(workdir)
     out = root / "store"
@@ -583,7 +583,8 @@ def decode_folder(folder: str, size: int, threads: int, fit: str = "crop") -> Be
     """The audit's host side alone: `fastfem.data.sources.open_source` of an image folder
     with ``fit`` to ``size x size`` on ``threads`` decoding threads, every record read (listing,
     reading, decoding with the JPEG draft, fitting; no device). An error record fails the run."""
-    from fastfem.data.sources import ReadOptions, open_source
+    from fastfem.data.records import ReadOptions
+    from fastfem.data.sources import open_source
 
     options = ReadOptions(fit=fit, threads=threads)
 
@@ -601,8 +602,8 @@ def decode_folder(folder: str, size: int, threads: int, fit: str = "crop") -> Be
 
 def host_threads_info() -> dict[str, Any]:
     """This worker's usable cores and the audit's default decoding threads for a model on the
-    CPU and on an accelerator (`fastfem.data.sources.host_threads`)."""
-    from fastfem.data.sources import MAX_ACCELERATOR_THREADS, host_threads, usable_cores
+    CPU and on an accelerator (`fastfem.data.records.host_threads`)."""
+    from fastfem.data.records import MAX_ACCELERATOR_THREADS, host_threads, usable_cores
 
     cores = usable_cores()
     return {

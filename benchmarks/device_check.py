@@ -210,7 +210,7 @@ def forward_loop(models: Models, bf16: bool, x: np.ndarray, batch_size: int) -> 
     per image on the device (N floats back); made once per dtype (``models.forward``)."""
     import jax.numpy as jnp
 
-    from fastfem.data.inputs import image_stream
+    from fastfem.data.sources import stream_images
     from fastfem.engine.runner import Runner
 
     key = f"{'bfloat16' if bf16 else 'float32'}-{batch_size}-{x.shape}"
@@ -225,7 +225,7 @@ def forward_loop(models: Models, bf16: bool, x: np.ndarray, batch_size: int) -> 
     runner = Runner(step, batch_size)
 
     def run() -> int:
-        stream = image_stream(x, batch_size, ext.input_shape)
+        stream = stream_images(x, batch_size, ext.input_shape)
         outs = runner.run(ext.params, ({"x": b} for b in stream.batches), stream.count)
         np.concatenate([o["sum"] for o in outs])
         return len(x)
@@ -382,7 +382,8 @@ def write_photos(folder: Path, n: int, size: tuple[int, int], threads: int) -> d
 def audit_phase(cfg: Config, models: Models, work: Path) -> dict[str, Any]:
     """Phase 4: the audit of generated JPEGs vs its host decoding alone (module docstring)."""
     from fastfem.audit import audit
-    from fastfem.data.sources import ReadOptions, default_threads, open_source, usable_cores
+    from fastfem.data.records import ReadOptions, default_threads, usable_cores
+    from fastfem.data.sources import open_source
 
     w, h = cfg.photo
     folder = work / f"jpeg-{w}x{h}-{cfg.audit_n}"
@@ -424,7 +425,7 @@ def decode_threads_phase(cfg: Config, models: Models, work: Path) -> dict[str, A
     reading, JPEG draft decoding, crop to the model's size) on ``--decode-n`` generated photos,
     on 1, 2 and every usable core's threads (at most the accelerator bound): img/s, ms per
     image, and the speed-up over one thread, paired by round."""
-    from fastfem.data.sources import MAX_ACCELERATOR_THREADS, usable_cores
+    from fastfem.data.records import MAX_ACCELERATOR_THREADS, usable_cores
 
     from .candidates import decode_folder
 
@@ -457,7 +458,7 @@ def environment() -> dict[str, Any]:
     """Where it ran: devices, versions, cores, the audit's default threads."""
     import jax
 
-    from fastfem.data.sources import default_threads, usable_cores
+    from fastfem.data.records import default_threads, usable_cores
 
     dev = jax.local_devices()[0]
     versions = {}

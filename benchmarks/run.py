@@ -610,7 +610,7 @@ def cfg_decode_threads(w: Workers, quick: bool) -> dict[str, Any]:
     JPEG draft decoding, ``fit="crop"`` to 224x224; no device) on N=1024 (quick 256) 640x480
     JPEG photos (quality 90), on 1, 2 and every usable core's threads: images per second, ms
     per image (wall time / images) and the speed-up over one thread. The audit's default on
-    this machine (`fastfem.data.sources.default_threads`) is recorded beside them."""
+    this machine (`fastfem.data.records.default_threads`) is recorded beside them."""
     n = 256 if quick else 1024
     folder = w["jax"].call(
         C + "prepare_jpeg_folder",

@@ -1,6 +1,6 @@
 """Stage 2 of an audit: records -> device batches (and the error records set aside).
 
-`RecordBatcher` groups the good records of a `fastfem.data.sources.Source` into host batches
+`RecordBatcher` groups the good records of a `fastfem.data.records.Source` into host batches
 of the device batch size (``{"x": (B, H, W, C)}`` plus ground-truth boxes and FAM targets when
 the audit has them) and keeps, in order, the records that could not be read (their error rows
 are written right after the batch that follows them). The records of each batch travel beside
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fastfem.data.boxes import Boxes, pack_boxes
-from fastfem.data.sources import Record, stack_images
+from fastfem.data.records import Record, stack_images
 
 
 class RecordBatcher:

@@ -5,7 +5,7 @@ before any image is read.
 `fastfem.converters.FeatureExtractor` with its output and the requested preprocessing
 (`fastfem.data.preprocess`), the explainer of the method built on it (any method of
 `fastfem.explainers.registry` with audit hooks: the audit runs its public ``step``), the
-opened `fastfem.data.sources.Source`, the boxes matched to the source's ids, and the
+opened `fastfem.data.records.Source`, the boxes matched to the source's ids, and the
 configuration the manifest records. Everything a user can get wrong is an error here, naming
 the value, before the store is touched.
 
@@ -38,7 +38,8 @@ from fastfem.data.boxes import (
     unknown_ids_error,
 )
 from fastfem.data.preprocess import Preprocess, preprocess_fn, preprocess_name
-from fastfem.data.sources import ReadOptions, Source, open_source
+from fastfem.data.records import ReadOptions, Source
+from fastfem.data.sources import open_source
 from fastfem.explainers.base import check_positive_int
 from fastfem.explainers.method import Explainer, Method
 from fastfem.explainers.registry import METHODS, cached_explainer, check_settings, method_named

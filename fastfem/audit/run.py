@@ -6,11 +6,11 @@ batched, unreadable ones set aside as error rows; 3. ONE jitted step per batch, 
 (`fastfem.audit.steps`, around the method's own `fastfem.engine.step.Step`): preprocessing, one
 forward pass, the map, its statistics, the prediction, finiteness flags, the localisation
 metrics, while the next batch is being put on the devices; 4. the part writer
-(`fastfem.audit.store.parts.PartWriter`): rows committed part by part (atomic, one schema), so
+(`fastfem.audit.store.writer.PartWriter`): rows committed part by part (atomic, one schema), so
 ``resume=True`` continues after a crash with nothing lost or counted twice; then the flags and
 the manifest. Before stage 2, process 0 opens the store under its lock
 (`fastfem.audit.store.open`). Bad inputs become ``status="error"`` rows; only a failure of the
-store itself (`fastfem.audit.store.parts.StoreError`) stops the run.
+store itself (`fastfem.audit.store.safe_write.StoreError`) stops the run.
 
 Speed: ``compile_seconds`` is the time spent compiling the audit step (0 when an earlier call
 in this process did), ``images_per_second = processed / (seconds - compile_seconds)`` (a
@@ -23,7 +23,7 @@ processes and a resumed run use the same prototypes). An image whose label has n
 or no label, is explained against its nearest one; a source without labels has one prototype.
 
 Several processes (``distributed=True``): each audits its share of the inputs (whole shards, or
-``i % process_count == process_index``: `fastfem.data.sources.process_of`) and writes its own
+``i % process_count == process_index``: `fastfem.data.records.process_of`) and writes its own
 parts; process 0 holds the lock and writes the manifest; they pass the stages together
 (`fastfem.audit.distributed`): a process that fails stops the others with its message.
 """
@@ -65,11 +65,13 @@ from fastfem.audit.store.info import end_info, plan_columns, start_info
 from fastfem.audit.store.lock import StoreLock
 from fastfem.audit.store.manifest import check_resume, merge, part_metadata
 from fastfem.audit.store.open import open_store, store_folder
-from fastfem.audit.store.parts import PartWriter, ResultStore, store_schema
+from fastfem.audit.store.parts import ResultStore
+from fastfem.audit.store.schema import store_schema
+from fastfem.audit.store.writer import PartWriter
 from fastfem.data.boxes import max_boxes
 from fastfem.data.decode import DEFAULT_MAX_PIXELS
 from fastfem.data.preprocess import Preprocess
-from fastfem.data.sources import ReadOptions, default_threads, process_of
+from fastfem.data.records import ReadOptions, default_threads, process_of
 from fastfem.engine.progress import progress_bar
 from fastfem.engine.step import Step
 from fastfem.explainers.method import Classes
@@ -242,7 +244,7 @@ def read_options(
     columns: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> ReadOptions:
     """The audit's `ReadOptions` (``threads`` None:
-    `fastfem.data.sources.default_threads`; ``columns``: image column, label column, label
+    `fastfem.data.records.default_threads`; ``columns``: image column, label column, label
     field)."""
     threads = default_threads() if threads is None else threads
     image_column, label_column, label_field = columns
@@ -322,7 +324,7 @@ def audit(
       preprocess: the model's input preprocessing, on the device (`fastfem.data.preprocess`):
         ``unit`` (v / 255, default), ``raw``, ``caffe``, ``torch``, ``tf``, or a JAX function.
       threads: host threads decoding image files (default
-        `fastfem.data.sources.default_threads`: half the CPU cores, 1 to 8, when the model
+        `fastfem.data.records.default_threads`: half the CPU cores, 1 to 8, when the model
         runs on the CPU; every core, 1 to 32, when it runs on an accelerator).
       reliance_sample: rows of the reliance test's sweep (`fastfem.audit.reliance`: which
         regions does the model rely on for one class, by occlusion; its flags join the map

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fastfem.cli.explain import (
-    IMAGES_HELP,
-    load_explain_inputs,
-    make_cli_explainer,
-)
+from fastfem.cli.explain import IMAGES_HELP, make_cli_explainer
 from fastfem.cli.options import add_method_options, add_run_options, positive_int
+from fastfem.data.sources import read_images
 from fastfem.explainers.registry import METHODS
 from fastfem.metrics.baselines import UniformMap
 
@@ -63,7 +60,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         explainer = make_cli_explainer(args, model, include_output=True)
     pairs = getattr(explainer, "explains_pairs", False)
     shape = explainer.extractor.input_shape if hasattr(explainer, "extractor") else (None,) * 3
-    x, ids, labels, source = load_explain_inputs(args.images, shape, args.fit, args.limit)
+    x, ids, labels, source = read_images(args.images, shape, args.fit, args.limit)
     boxes = None
     if args.boxes is not None:
         boxes = _load_array(args.boxes, "--boxes")[: len(x)]
@@ -75,7 +72,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     targets = None
     if pairs:
         if args.references is not None:
-            targets, _, _, _ = load_explain_inputs(args.references, shape, args.fit, len(x))
+            targets, _, _, _ = read_images(args.references, shape, args.fit, len(x))
         elif args.images is None:
             targets = x[_next_same_label(np.asarray(labels))]
         else:

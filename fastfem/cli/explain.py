@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from fastfem.cli.options import add_method_options, add_run_options, method_settings
+from fastfem.data.sources import read_images
 from fastfem.explainers.registry import METHODS, make_explainer, method_named
 
 #: What the ``images`` argument of ``explain`` and ``evaluate`` accepts (`fastfem.data.sources`).
@@ -18,19 +19,6 @@ IMAGES_HELP = (
     "image folder, .npy, .npz, TFRecord file, or a glob of folders / TFRecord shards "
     "(default: the bundled sample)"
 )
-
-
-def load_explain_inputs(
-    images: str | None, model_input_shape: tuple, fit: str, limit: int | None = None
-) -> tuple[np.ndarray, list[str], list[str | None], str]:
-    """The first ``limit`` images of ``images`` (None: the bundled sample's test split) read
-    through `fastfem.data.sources.read_images` and fitted to the model by ``fit``: float32 in
-    [0, 1] (the model's preprocessing runs on the device, `make_cli_explainer`), their ids,
-    labels and the source's description."""
-    from fastfem.data.sources import ReadOptions, read_images, unit_float
-
-    x, ids, labels, what = read_images(images, tuple(model_input_shape), ReadOptions(fit), limit)
-    return unit_float(x), ids, labels, what
 
 
 def make_cli_explainer(args: argparse.Namespace, model: str, include_output: bool = False) -> Any:
@@ -64,10 +52,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.references is not None and not explainer.explains_pairs:
         raise ValueError("--references is only used by a method that explains pairs of images")
     shape = explainer.extractor.input_shape
-    x, ids, _, source = load_explain_inputs(args.images, shape, args.fit, args.limit)
+    x, ids, _, source = read_images(args.images, shape, args.fit, args.limit)
     refs, ref_ids = None, ids
     if args.references is not None:
-        refs, ref_ids, _, _ = load_explain_inputs(args.references, shape, args.fit, args.limit)
+        refs, ref_ids, _, _ = read_images(args.references, shape, args.fit, args.limit)
     out = Path(args.out)
     start = time.perf_counter()
     maps, items, pairs = method.explain_images(explainer, x, refs, not args.quiet)

@@ -1,7 +1,7 @@
 """Image files -> pixels for a model input: fastfem's one image decoder.
 
 Every image file fastfem reads goes through `decode_image`: the folders of ``fastfem explain``
-and ``evaluate`` (`fastfem.data.folders`) and every audit source (`fastfem.data.sources`).
+and ``evaluate`` (`fastfem.data.folders`) and every source (`fastfem.data.records.read_record`).
 
 **Fixed surface.** Pillow opens only ``ALLOWED_FORMATS`` — PNG, JPEG (with MPO, the camera
 multi-picture JPEG), WebP, BMP, TIFF, GIF — recognised by content, whatever the file's name
@@ -365,7 +365,7 @@ def decode_image(file: bytes | str | os.PathLike, options: DecodeOptions) -> np.
 
     Raises `DecodeError` (a ValueError) with the reason for refused files; Pillow's own errors
     on damaged data (any exception type) propagate: callers that must go on catch them
-    (`fastfem.data.sources` turns each into the record's error row).
+    (`fastfem.data.records.read_record` turns each into the record's error row).
     """
     with open_image(file) as img:
         return decode_open(img, options)

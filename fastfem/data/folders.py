@@ -18,12 +18,24 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from fastfem.data.decode import (
-    IMAGE_SUFFIXES,
-)
+from fastfem.data.decode import IMAGE_SUFFIXES
 from fastfem.data.ids import id_and_raw, printable, readable_id
+from fastfem.data.records import (
+    ReadOptions,
+    Record,
+    Select,
+    Shape,
+    Source,
+    check_unique,
+    read_record,
+    selected,
+    shard_names,
+    threaded_map,
+)
 
 
 @dataclass(frozen=True)
@@ -132,3 +144,40 @@ def walk_images(root: str | os.PathLike) -> list[FolderEntry]:
     walk = _Walk(root)
     walk.run()
     return walk.entries()
+
+
+def _prefixed(entry: FolderEntry, prefix: str | None) -> FolderEntry:
+    """The entry with its folder's name in front of its id (several folders)."""
+    if prefix is None:
+        return entry
+    name = entry.id if entry.raw_id is None else os.fsdecode(entry.raw_id)
+    rid, raw = id_and_raw(f"{prefix}/{name}", file_name=True)
+    return FolderEntry(rid, raw, entry.path, entry.label, entry.problem)
+
+
+def folder_source(roots: Sequence[Path], expected: Shape, options: ReadOptions) -> Source:
+    """One or several image folders (module docstring); shards = folders."""
+    names = shard_names(roots) if len(roots) > 1 else [None]
+    entries: list[FolderEntry] = []
+    shards: list[int] = []
+    for k, (root, name) in enumerate(zip(roots, names, strict=True)):
+        found = walk_images(root)
+        entries += [_prefixed(e, name) for e in found]
+        shards += [k] * len(found)
+    where = printable(str(roots[0])) if len(roots) == 1 else f"{len(roots)} folders"
+    if not entries:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {where}")
+    ids = [e.id for e in entries]
+    check_unique(ids, where)
+    decoding = options.decode_options(expected)
+
+    def one(i: int) -> Record:
+        e = entries[i]
+        if e.problem is not None:
+            return Record(e.id, e.label, error=e.problem, raw_id=e.raw_id)
+        return read_record(e.id, e.raw_id, e.label, lambda: e.path, decoding, expected)
+
+    def read(select: Select) -> Iterator[Record]:
+        return threaded_map(selected(ids, select), one, options.threads)
+
+    return Source(ids, read, f"image folder {where} ({len(ids)} files)", shards)

@@ -15,7 +15,7 @@ metadata names (``datasets`` writes it into every Parquet and Arrow file), else 
 ``image`` / ``label`` (no label column: no labels).
 
 **Ids** say where a row lies: ``<shard>:<row>``, the file's name (several files: its path
-relative to their common parent, `fastfem.data.sources.shard_names`) and the row's index in
+relative to their common parent, `fastfem.data.records.shard_names`) and the row's index in
 the file. Shards are files, so several processes read whole files (`process_of`).
 
 **Streaming.** Listing reads metadata only: Parquet footers, Arrow batch headers through a
@@ -42,17 +42,17 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from fastfem.data.ids import printable, readable_id, reserved_id
-from fastfem.data.sources import (
+from fastfem.data.records import (
     ReadOptions,
     Record,
     Select,
     Shape,
     Source,
-    _threaded,
     check_unique,
     list_shards,
     read_record,
     shard_names,
+    threaded_map,
 )
 
 SUFFIXES = (".parquet", ".arrow")
@@ -409,7 +409,7 @@ def hf_source(paths: Sequence[Path], expected: Shape, options: ReadOptions) -> S
 
     def read(select: Select) -> Iterator[Record]:
         chosen = [i for i, rid in enumerate(ids) if select(i, rid)]
-        return _threaded(items(chosen), one, options.threads)
+        return threaded_map(items(chosen), one, options.threads)
 
     shard_of = [k for k, found in enumerate(listed) for _ in found]
     return Source(ids, read, f"Hugging Face dataset {where} ({len(ids)} rows)", shard_of)

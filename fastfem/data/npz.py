@@ -4,7 +4,7 @@ An ``.npz`` is a zip of ``.npy`` members, each usually deflated: 1 MB on disk ca
 zeros. `member_header` reads a member's ``.npy`` header (``np.lib.format.read_magic`` and
 ``read_array_header_{1,2}_0``) through ``zipfile`` after inflating only the header's bytes, so
 the shape and dtype are checked — rank, channels, pixel budget, dtype (the audit's
-`fastfem.data.sources.array_source`) — before any pixel is read. `NpzImages` then reads the
+`fastfem.data.arrays.array_source`) — before any pixel is read. `NpzImages` then reads the
 images one at a time from the member's stream (a forward read; an earlier image restarts the
 stream), so memory is one image, never the array. The ``ids`` and ``labels`` members are read
 whole only after their header says they are one value per image of a bounded size

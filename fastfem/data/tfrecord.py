@@ -16,18 +16,44 @@ trusted. Nothing is held but the current record.
 to a ``bytes_list``, ``float_list`` or ``int64_list``) straight from the protobuf wire format,
 without TensorFlow; bytes values come back as (start, end) positions in the record, so an image
 is located in the file without being copied. Malformed messages raise `ExampleError`.
+
+`tfrecord_source` reads one or several shards as a `fastfem.data.records.Source` (checksums
+verified; records up to a damage are read, the damage is one error row naming the file and byte
+offset). Each record a ``tf.train.Example`` with the encoded image under ``image`` (or
+``image/encoded``), optional ``id`` (bytes) and ``label`` (or ``image/class/label``; bytes or
+int64). Without an ``id``, a record's id is its index in the file (one file) or
+``<file>:<index>`` (several) — unless other records of the source have ids: then it is the
+reserved ``\\!<file>:<index>`` (`fastfem.data.ids.reserved_id`), which no real id can equal. A
+damaged record is always a reserved id (``\\!<file>:<index>``, ``\\!<file>:damaged-at-<offset>``),
+so it never collides with a real one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from fastfem.data.crc32c import masked_crc32c
+from fastfem.data.ids import id_and_raw, is_reserved, printable, readable_id, reserved_id
+from fastfem.data.records import (
+    ReadOptions,
+    Record,
+    Select,
+    Shape,
+    Source,
+    check_unique,
+    list_shards,
+    read_record,
+    selected,
+    shard_names,
+    threaded_map,
+)
 
 HEADER = 12  # uint64 length + uint32 masked CRC of the length
 FOOTER = 4  # uint32 masked CRC of the data
@@ -214,3 +240,130 @@ def parse_example(buf: bytes) -> dict[str, Feature]:
             if name is not None:
                 features[name] = value
     return features
+
+
+# ------------------------------------------------------------------------------ the source
+
+IMAGE_KEYS = ("image", "image/encoded")
+LABEL_KEYS = ("label", "image/class/label")
+
+
+def is_tfrecord(p: Path) -> bool:
+    return p.suffix in (".tfrecord", ".tfrecords") or ".tfrecord" in p.name
+
+
+@dataclass(frozen=True)
+class _TFRecordEntry:
+    id: str
+    raw_id: bytes | None
+    label: str | None
+    path: Path
+    span: tuple[int, int] | None  # the image bytes in the file
+    problem: str | None = None
+    unnamed: str | None = None  # a record without an id: its reserved id (`fastfem.data.ids`)
+
+
+def _label_of(buf: bytes, features: dict) -> str | None:
+    for key in LABEL_KEYS:
+        if key in features and features[key][1]:
+            kind, values = features[key]
+            if kind == "bytes":
+                s, e = values[0]
+                return readable_id(buf[s:e].decode("utf-8", "surrogateescape"))
+            return str(values[0])
+    return None
+
+
+def _example_entry(
+    path: Path, offset: int, data: bytes, default_id: str, unnamed: str
+) -> _TFRecordEntry:
+    """The entry of one checked record: its id (``default_id`` without one, ``unnamed`` — a
+    reserved id — when it cannot be parsed), label and where its image is."""
+    try:
+        features = parse_example(data)
+        rid, raw, nameless = default_id, None, unnamed
+        if "id" in features and features["id"][0] == "bytes" and features["id"][1]:
+            s, e = features["id"][1][0]
+            if e > s:
+                rid, raw = id_and_raw(data[s:e].decode("utf-8", "surrogateescape"), data[s:e])
+                nameless = None
+        label = _label_of(data, features)
+        for key in IMAGE_KEYS:
+            if key in features and features[key][0] == "bytes" and features[key][1]:
+                s, e = features[key][1][0]
+                start = offset + HEADER
+                return _TFRecordEntry(rid, raw, label, path, (start + s, start + e), None, nameless)
+        problem = f"record at byte {offset} has no {' or '.join(IMAGE_KEYS)} bytes feature"
+        return _TFRecordEntry(rid, raw, label, path, None, problem, nameless)
+    except Exception as err:  # any malformed record is that record's error row
+        problem = f"unparsable tf.train.Example at byte {offset}: {type(err).__name__}: {err}"
+        return _TFRecordEntry(unnamed, None, None, path, None, printable(problem))
+
+
+def list_tfrecord(path: Path, name: str, several: bool) -> list[_TFRecordEntry]:
+    """One TFRecord file's entries, records up to a damage and then the damage (module
+    docstring of `fastfem.data.tfrecord`)."""
+    entries: list[_TFRecordEntry] = []
+    try:
+        with open(path, "rb") as f:
+            for n, frame in enumerate(scan_records(f)):
+                default_id = f"{name}:{n}" if several else str(n)
+                unnamed = reserved_id(name, n)
+                if frame.fatal:
+                    problem = f"TFRecord {name}: {frame.problem}; the rest of the file is not read"
+                    rid = reserved_id(name, f"damaged-at-{frame.offset}")
+                    entries.append(_TFRecordEntry(rid, None, None, path, None, problem))
+                elif frame.problem is not None:
+                    entries.append(_TFRecordEntry(unnamed, None, None, path, None, frame.problem))
+                else:
+                    entries.append(
+                        _example_entry(path, frame.offset, frame.data, default_id, unnamed)
+                    )
+    except OSError as err:
+        problem = printable(f"cannot read TFRecord {name}: {err}")
+        rid = reserved_id(name, "unreadable")
+        entries.append(_TFRecordEntry(rid, None, None, path, None, problem))
+    return entries
+
+
+def name_unnamed(entries: list[_TFRecordEntry]) -> list[_TFRecordEntry]:
+    """When some records of a source have ids, the records without one take their reserved
+    id (an index could equal a real id); otherwise every id is an index and stays one."""
+    if not any(e.unnamed is None and not is_reserved(e.id) for e in entries):
+        return entries
+    return [e if e.unnamed is None else dataclasses.replace(e, id=e.unnamed) for e in entries]
+
+
+def _read_span(path: Path, span: tuple[int, int]) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(span[0])
+        return f.read(span[1] - span[0])
+
+
+def tfrecord_source(paths: Sequence[Path], expected: Shape, options: ReadOptions) -> Source:
+    """TFRecord shards (module docstring), listed in parallel; shards = files."""
+    names = [readable_id(n) for n in shard_names(paths)]
+    several = len(paths) > 1
+    pairs = list(zip(paths, names, strict=True))
+    listed = list_shards(lambda a: list_tfrecord(*a, several), pairs, options.threads)
+    entries = name_unnamed([e for found in listed for e in found])
+    shards = [k for k, found in enumerate(listed) for _ in found]
+    where = names[0] if not several else f"{len(paths)} files"
+    if not entries:
+        raise ValueError(f"no records in TFRecord {where}")
+    ids = [e.id for e in entries]
+    check_unique(ids, f"TFRecord {where}")
+    decoding = options.decode_options(expected)
+
+    def one(i: int) -> Record:
+        e = entries[i]
+        if e.span is None:
+            return Record(e.id, e.label, error=e.problem, raw_id=e.raw_id)
+        return read_record(
+            e.id, e.raw_id, e.label, lambda: _read_span(e.path, e.span), decoding, expected
+        )
+
+    def read(select: Select) -> Iterator[Record]:
+        return threaded_map(selected(ids, select), one, options.threads)
+
+    return Source(ids, read, f"TFRecord {where} ({len(ids)} records)", shards)

@@ -10,7 +10,7 @@ its ``.txt``, else the ``label`` field (``label_field``) of its ``.json`` — or
 
 **Ids** say where a sample lies: ``<shard>:<key>`` (the shard's name, several shards: its path
 relative to their common parent). Shards are files, so several processes read whole files
-(`fastfem.data.sources.process_of`).
+(`fastfem.data.records.process_of`).
 
 **Streaming.** Listing reads the member headers once through each file (`tarfile` seeks past
 the data); reading then takes each selected sample's image and label members by their offsets,
@@ -33,17 +33,17 @@ from typing import BinaryIO
 
 from fastfem.data.decode import IMAGE_SUFFIXES
 from fastfem.data.ids import id_and_raw, printable, readable_id, reserved_id
-from fastfem.data.sources import (
+from fastfem.data.records import (
     ReadOptions,
     Record,
     Select,
     Shape,
     Source,
-    _threaded,
     check_unique,
     list_shards,
     read_record,
     shard_names,
+    threaded_map,
 )
 
 IMAGE_EXTENSIONS = frozenset(s[1:] for s in IMAGE_SUFFIXES)
@@ -206,7 +206,7 @@ def webdataset_source(paths: Sequence[Path], expected: Shape, options: ReadOptio
 
     def read(select: Select) -> Iterator[Record]:
         chosen = [i for i, rid in enumerate(ids) if select(i, rid)]
-        return _threaded(chosen, one, options.threads)
+        return threaded_map(chosen, one, options.threads)
 
     shards = [k for k, found in enumerate(listed) for _ in found]
     return Source(ids, read, f"WebDataset {where} ({len(ids)} samples)", shards)

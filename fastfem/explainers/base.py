@@ -1,13 +1,13 @@
-"""What every explainer shares: its extractor, batch size, device mesh and compiled steps.
+"""What every explainer shares: its extractor, batch size, device mesh and input stream.
 
 An explainer is a method (a kernel of the activations, `fastfem.kernels`) bound to a
 `fastfem.converters.FeatureExtractor`. Its public ``step(sample_shape, *, resize=...)`` returns
-a `fastfem.engine.step.Step`; ``explain`` streams the inputs (`fastfem.data.inputs`), runs the step
-with
-`fastfem.engine.runner.Runner` and gathers the results with `fastfem.engine.runner.collect`. This
-base holds
-the plumbing once: validated batch size, the mesh, one compiled runner per step function, the
-feature shape, and the input stream with the model's expected shape.
+a `fastfem.engine.step.Step` (its function cached by the extractor and hashable settings,
+`fastfem.engine.cache`); ``explain`` streams the inputs (`fastfem.data.sources.stream_images`),
+runs the step with `fastfem.engine.runner.Runner` and gathers the results with
+`fastfem.engine.runner.collect`. This base holds the plumbing once: validated batch size, the
+mesh, the runner of a step, the feature shape, and the input stream with the model's expected
+shape.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastfem.converters import FeatureExtractor
-from fastfem.data.inputs import ImageStream, image_stream
+from fastfem.data.sources import ImageStream, stream_images
+from fastfem.engine.cache import cached_step, runner_for
 from fastfem.engine.parallel import data_mesh, round_up
-from fastfem.engine.runner import HostBatch, Runner
+from fastfem.engine.runner import Check, HostBatch, Runner, collect
 from fastfem.engine.step import Step, StepFn
 from fastfem.kernels.finite import input_and_activation_finite
 
@@ -59,8 +60,6 @@ class ExplainerBase:
         self.batch_size = check_positive_int(batch_size)
         self.devices = devices
         self.mesh = data_mesh(devices)
-        self._fns: dict[Hashable, StepFn] = {}
-        self._runners: dict[StepFn, Runner] = {}
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -79,37 +78,38 @@ class ExplainerBase:
         return tuple(feats.activations[layer].shape[1:])  # type: ignore[return-value]
 
     def stream(self, inputs: Any, what: str | None = None) -> ImageStream:
-        """``inputs`` as validated host batches of at most ``batch_size`` images; errors are
-        prefixed with ``what`` (e.g. ``"queries"``) when given."""
+        """``inputs`` as float32 host batches of at most ``batch_size`` images (`fastfem.data.
+        sources.stream_images`); errors prefixed with ``what`` (e.g. ``"queries"``) if given."""
         try:
-            return image_stream(inputs, self.batch_size, self.extractor.input_shape)
+            return stream_images(inputs, self.batch_size, self.extractor.input_shape)
         except ValueError as err:
             if what is None:
                 raise
             raise ValueError(f"{what}: {err}") from err
 
-    def cached_fn(
+    def collect_stream(
         self,
-        key: Hashable,
-        build: Callable[[], StepFn],
-        extractor: FeatureExtractor | None = None,
-    ) -> StepFn:
-        """The step function for ``key``, built once: the same function object is what lets
-        the runner reuse its compiled code. A step on another ``extractor`` than the
-        explainer's own (`fastfem.evaluate`'s scoring one, made per evaluation) is built and
-        not kept: the cache would hold that extractor's weights for good."""
-        if extractor is not None and extractor is not self.extractor:
-            return build()
-        if key not in self._fns:
-            self._fns[key] = build()
-        return self._fns[key]
+        inputs: Any,
+        make_step: Callable[[tuple[int, int, int]], Step],
+        check: Check | None = None,
+        progress: bool = False,
+        desc: str = "explain",
+        what: str | None = None,
+    ) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
+        """Stream ``inputs`` once (`stream`) through ``make_step(sample_shape)``: the results
+        gathered by `fastfem.engine.runner.collect` (``check``, ``progress``, ``desc``) and the
+        inputs' sample shape."""
+        stream = self.stream(inputs, what)
+        results = self.run(
+            make_step(stream.sample_shape), ({"x": b} for b in stream.batches), stream.count
+        )
+        out = collect(results, stream.count, check, progress, desc)
+        return out, stream.sample_shape
 
     def runner(self, step: Step) -> Runner:
-        """The runner of ``step``'s function on this explainer's mesh (compiled once)."""
-        runner = self._runners.get(step.fn)
-        if runner is None:
-            runner = self._runners[step.fn] = Runner(step.fn, self.batch_size, self.mesh)
-        return runner
+        """The runner of ``step``'s function on this explainer's mesh (`runner_for`: made and
+        compiled once per function, batch size and mesh)."""
+        return runner_for(step.fn, self.batch_size, self.mesh)
 
     def run(
         self, step: Step, batches: Iterable[HostBatch], count: int | None = None
@@ -128,7 +128,7 @@ class ExplainerBase:
 
     def layer_step(
         self,
-        name: str,
+        settings: Hashable,
         layer_map: LayerMap,
         sample_shape: Sequence[int],
         resize: bool,
@@ -136,14 +136,16 @@ class ExplainerBase:
     ) -> Step:
         """The `Step` of a one-layer method whose map is ``layer_map(A)`` (`make_layer_step`),
         resized with `resize_maps` to the input size when ``resize``; built once per
-        ``(name, size, extractor)``. ``extractor``: compute on another extractor's activations
-        of the same layer (e.g. one that also returns the model output)."""
+        ``(extractor, settings, size)`` (`fastfem.engine.cache.cached_step`: ``settings`` names
+        the method and every value ``layer_map`` and `resize_maps` depend on). ``extractor``:
+        compute on another extractor's activations of the same layer (e.g. one that also
+        returns the model output)."""
         ex = self.extractor if extractor is None else extractor
         out_hw = (int(sample_shape[0]), int(sample_shape[1])) if resize else None
-        fn = self.cached_fn(
-            (name, out_hw),
+        fn = cached_step(
+            ex.apply,
+            (settings, out_hw),
             lambda: make_layer_step(ex, layer_map, self.resize_maps, out_hw),
-            ex,
         )
         return Step(fn, ex.params)
 
@@ -176,8 +178,3 @@ def make_layer_step(
         return out
 
     return step
-
-
-def image_batches(stream: ImageStream) -> Iterator[HostBatch]:
-    """A stream's batches as ``{"x": images}`` host batches."""
-    return ({"x": b} for b in stream.batches)

@@ -17,9 +17,8 @@ import numpy as np
 
 from fastfem.converters import FeatureExtractor, load
 from fastfem.engine.nonfinite import NAN_MAPS_HINT, NonFiniteCheck, OnNonFinite, check_policy
-from fastfem.engine.runner import collect
 from fastfem.engine.step import Step
-from fastfem.explainers.base import ExplainerBase, image_batches
+from fastfem.explainers.base import ExplainerBase
 from fastfem.explainers.method import Method, Setting
 from fastfem.kernels.fem import VARIANTS, Variant, check_k, check_variant, fem_map, fem_resize
 
@@ -82,7 +81,7 @@ class FEM(ExplainerBase):
         model output, for metrics in the same forward pass).
         """
         return self.layer_step(
-            "fem",
+            ("fem", self.k, self.variant),
             partial(fem_map, k=self.k, variant=self.variant),
             sample_shape,
             resize,
@@ -106,12 +105,8 @@ class FEM(ExplainerBase):
           float32 NumPy array of maps.
         """
         del targets
-        stream = self.stream(inputs)
-        step = self.step(stream.sample_shape, resize=resize)
         check = NonFiniteCheck(self.layer_name, self.on_nonfinite, hint=NAN_MAPS_HINT)
-        out = collect(
-            self.run(step, image_batches(stream), stream.count), stream.count, check, progress
-        )
+        out, _ = self.collect_stream(inputs, lambda s: self.step(s, resize=resize), check, progress)
         self.last_nonfinite = check.indices
         maps = out["maps"]
         return maps[..., None] if resize else maps

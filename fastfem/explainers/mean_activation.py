@@ -12,9 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastfem.converters import FeatureExtractor, load
-from fastfem.engine.runner import collect
 from fastfem.engine.step import Step
-from fastfem.explainers.base import ExplainerBase, image_batches
+from fastfem.explainers.base import ExplainerBase
 from fastfem.explainers.method import Method
 from fastfem.kernels.resize import resize_batch
 
@@ -55,18 +54,13 @@ class MeanActivation(ExplainerBase):
         extractor: FeatureExtractor | None = None,
     ) -> Step:
         """``(params, {"x"}) -> {"maps", "finite"[, "output"]}``, as `fastfem.FEM.step`."""
-        return self.layer_step("mean", mean_over_channels, sample_shape, resize, extractor)
+        return self.layer_step(("mean",), mean_over_channels, sample_shape, resize, extractor)
 
     def explain(self, inputs: Any, targets: Any = None, progress: bool = False) -> np.ndarray:
         """(N, H, W, 1) float32 maps; ``targets`` is ignored (class-agnostic); ``progress``:
         a progress bar on stderr."""
         del targets
-        stream = self.stream(inputs)
-        step = self.step(stream.sample_shape)
-        out = collect(
-            self.run(step, image_batches(stream), stream.count), stream.count, None, progress
-        )
-        return out["maps"][..., None]
+        return self.collect_stream(inputs, self.step, progress=progress)[0]["maps"][..., None]
 
     __call__ = explain
 

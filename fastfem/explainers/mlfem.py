@@ -20,10 +20,10 @@ import jax
 import numpy as np
 
 from fastfem.converters import FeatureExtractor, is_artifact, is_keras_model, load, load_keras_file
+from fastfem.engine.cache import cached_step
 from fastfem.engine.nonfinite import NonFiniteCheck
-from fastfem.engine.runner import collect
 from fastfem.engine.step import Step, StepFn
-from fastfem.explainers.base import ExplainerBase, image_batches
+from fastfem.explainers.base import ExplainerBase
 from fastfem.explainers.fem import FEM_SETTINGS
 from fastfem.explainers.method import Method, Setting
 from fastfem.kernels.fem import Variant, check_k, check_variant
@@ -93,13 +93,8 @@ def mlfem_extractor(
         raise TypeError(f"layers must be a list of layer names/indices; got {layers!r}")
     if layers is not None and not list(layers):
         raise ValueError("layers is empty; give at least one layer")
-    if isinstance(model, FeatureExtractor):
-        if layers is not None:
-            raise ValueError(
-                "layers= cannot re-select layers of an existing FeatureExtractor "
-                f"(it returns {model.layer_names}); build it with the layers you need"
-            )
-        return model
+    if isinstance(model, FeatureExtractor):  # its own layers (a ValueError for layers=)
+        return load(model, layers=layers, include_output=include_output)
     if isinstance(model, (str, os.PathLike)) and str(model).endswith((".keras", ".h5", ".hdf5")):
         model = load_keras_file(model)
     if is_keras_model(model):
@@ -177,8 +172,10 @@ class MLFEM(ExplainerBase):
         del resize
         ex = self.extractor if extractor is None else extractor
         out_hw = (int(sample_shape[0]), int(sample_shape[1]))
-        fn = self.cached_fn(
-            ("mlfem", out_hw, return_layers),
+        weights = None if self.weights is None else tuple(self.weights.tolist())
+        fn = cached_step(
+            ex.apply,
+            ("mlfem", self.k, self.variant, self.fusion, weights, out_hw, return_layers),
             lambda: make_mlfem_step(
                 ex,
                 self.k,
@@ -188,7 +185,6 @@ class MLFEM(ExplainerBase):
                 out_hw,
                 return_layers,  # type: ignore[arg-type]
             ),
-            ex,
         )
         return Step(fn, ex.params)
 
@@ -202,16 +198,9 @@ class MLFEM(ExplainerBase):
         NaN/inf pixels or activations raise a ValueError naming the inputs.
         """
         del targets
-        stream = self.stream(inputs)
-        step = self.step(stream.sample_shape, return_layers=return_layers)
+        make_step = lambda s: self.step(s, return_layers=return_layers)  # noqa: E731
         check = NonFiniteCheck(",".join(self.layer_names))
-        out = collect(
-            self.run(step, image_batches(stream), stream.count),
-            stream.count,
-            check,
-            progress,
-            desc="mlfem",
-        )
+        out, _ = self.collect_stream(inputs, make_step, check, progress, "mlfem")
         maps = out["maps"][..., None]
         return (maps, out["layers"]) if return_layers else maps
 

@@ -31,7 +31,8 @@ standard deviation is float round-off of 0 (``sigma <= 1e-6 |mu|``) counts as ex
 
 Keras backend: either. Under TensorFlow (an Xplique user's usual process) the cut model is
 converted to JAX once by tf2jax (``jax2tf.call_tf`` without tf2jax); under JAX it runs natively.
-The engine is built at the first `FEM.explain` and kept for later calls.
+The cut model is converted at the first `FEM.explain` and kept; the compiled step is shared
+through `fastfem.engine.cache`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from fastfem.converters import FeatureExtractor, load
-from fastfem.data.inputs import image_stream, is_tf_dataset
+from fastfem.data.sources import stream_images
 from fastfem.explainers.fem import FEM as FemEngine
 from fastfem.kernels.fem import channel_stats, fem_masks
 
@@ -83,14 +84,6 @@ def weights_and_masks(feature_maps: jax.Array, k: float) -> tuple[jax.Array, jax
     return means, masks.reshape(a.shape)
 
 
-def all_images(inputs: Any) -> Any:
-    """``inputs`` with datasets materialised to one (N, H, W, C) array (for one batch of all)."""
-    if not is_tf_dataset(inputs):
-        return inputs
-    stream = image_stream(inputs, batch_size=1024)
-    return np.concatenate(list(stream.batches), axis=0)
-
-
 class FEM:
     """Xplique's ``FEM`` explainer on fastfem's engine (module docstring).
 
@@ -113,15 +106,13 @@ class FEM:
         self.conv_layer = find_conv_layer(model, conv_layer)
         self.model = tf.keras.Model(model.inputs[0], self.conv_layer.output)
         self._extractor: FeatureExtractor | None = None  # the cut model, converted once
-        self._engines: dict[tuple[int, float], FemEngine] = {}
 
     def _engine(self, batch_size: int) -> FemEngine:
-        key = (int(batch_size), float(self.k))
-        if key not in self._engines:
-            if self._extractor is None:
-                self._extractor = load(self.model, layers=self.conv_layer.name)
-            self._engines[key] = FemEngine(self._extractor, batch_size=key[0], k=key[1])
-        return self._engines[key]
+        """fastfem's FEM at ``batch_size`` and the current ``k`` (made per call: its compiled
+        step is shared through `fastfem.engine.cache`)."""
+        if self._extractor is None:
+            self._extractor = load(self.model, layers=self.conv_layer.name)
+        return FemEngine(self._extractor, batch_size=int(batch_size), k=float(self.k))
 
     def explain(self, inputs: Any, targets: Any = None) -> tf.Tensor:
         """FEM maps of ``inputs`` resized to their size: a float32 ``tf.Tensor`` (N, H, W, 1).
@@ -131,9 +122,9 @@ class FEM:
         """
         del targets
         batch_size = self.batch_size
-        if batch_size is None:
-            inputs = all_images(inputs)
-            batch_size = max(len(inputs), 1)
+        if batch_size is None:  # one batch of all: the inputs read whole first
+            inputs = np.concatenate(list(stream_images(inputs, 1024, (None,) * 3).batches))
+            batch_size = len(inputs)
         maps = self._engine(batch_size).explain(inputs)
         return tf.convert_to_tensor(maps)
 

@@ -13,7 +13,7 @@ from fastfem.audit import ResultStore
 from fastfem.audit.detectors import detect
 from fastfem.audit.detectors.by_class import _class_subsets, disagreement_mask, label_views
 from fastfem.audit.detectors.summary import Classes, row_classes
-from fastfem.audit.store.parts import store_schema
+from fastfem.audit.store.schema import store_schema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 from synthetic_store import blob_maps, plant_spot, write_store  # noqa: E402

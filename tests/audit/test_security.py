@@ -22,10 +22,16 @@ from fastfem.audit import ResultStore, audit
 from fastfem.audit.report.page import write_report
 from fastfem.audit.store.lock import StoreLock
 from fastfem.audit.store.manifest import PART_CONFIG_SHA256, ConfigMismatch
-from fastfem.audit.store.parts import PartWriter, StoreError, store_schema
-from fastfem.audit.store.safe_write import atomic_write_bytes, temporary, write_table_atomic
+from fastfem.audit.store.safe_write import (
+    StoreError,
+    atomic_write_bytes,
+    temporary,
+    write_table_atomic,
+)
+from fastfem.audit.store.schema import store_schema
+from fastfem.audit.store.writer import PartWriter
 from fastfem.cli import main
-from fastfem.data.sources import Record
+from fastfem.data.records import Record
 
 X = sample.generate("test", n=24).images
 VICTIM = b"a file outside the store that nothing may change\n"

@@ -1,12 +1,14 @@
-"""`fastfem.audit.store.parts`: the part writer's commits, what a crash leaves, resume
+"""`fastfem.audit.store`: the part writer's commits, what a crash leaves, resume
 bookkeeping."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fastfem.audit.store.parts import PartWriter, ResultStore, store_schema
-from fastfem.data.sources import Record
+from fastfem.audit.store.parts import ResultStore
+from fastfem.audit.store.schema import store_schema
+from fastfem.audit.store.writer import PartWriter
+from fastfem.data.records import Record
 
 COLUMNS = store_schema(["id", "label", "status", "error", "score"], {"score": "double"})
 

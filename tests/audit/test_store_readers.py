@@ -18,7 +18,7 @@ from subprocess_runs import run_python
 
 from fastfem import sample
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.store.parts import store_schema
+from fastfem.audit.store.schema import store_schema
 
 
 def png_folder_with_bad_files(root: Path, n: int = 40) -> Path:

@@ -19,7 +19,8 @@ from fastfem import sample
 from fastfem.audit import ResultStore, audit
 from fastfem.data.folders import walk_images
 from fastfem.data.ids import id_and_raw, readable_id
-from fastfem.data.sources import ReadOptions, Source, open_source, process_of
+from fastfem.data.records import ReadOptions, Source, process_of
+from fastfem.data.sources import open_source
 
 EXPECTED = (64, 64, 3)
 RNG = np.random.default_rng(0)
@@ -351,12 +352,12 @@ def test_report_reads_images_fitted_as_the_audit_fitted_them(tmp_path):
 def test_array_source_with_a_fit_and_a_model_of_free_size_keeps_each_image_size():
     """A model with free spatial dimensions: nothing to fit to, the images keep their size
     (a fit mode no longer breaks the up-front check)."""
-    from fastfem.data.sources import array_source
+    from fastfem.data.arrays import array_source
 
     x = np.random.default_rng(0).integers(0, 255, (2, 10, 12, 3), dtype=np.uint8)
-    src = array_source(x, None, None, (None, None, 3), "arr", fit="crop")
+    src = array_source(x, (None, None, 3), "arr", ReadOptions(fit="crop"))
     recs = list(src.read(lambda i, rid: True))
     assert [r.error for r in recs] == [None, None]
     np.testing.assert_array_equal(np.stack([r.image for r in recs]), x)
     with pytest.raises(ValueError, match="model/source mismatch"):
-        array_source(x, None, None, (None, None, 1), "arr", fit="crop")
+        array_source(x, (None, None, 1), "arr", ReadOptions(fit="crop"))

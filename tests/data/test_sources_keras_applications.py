@@ -12,7 +12,8 @@ from PIL import Image
 
 from fastfem import FEM
 from fastfem.audit import ResultStore, audit
-from fastfem.data.sources import ReadOptions, open_source
+from fastfem.data.records import ReadOptions
+from fastfem.data.sources import open_source
 
 SIZE = 64
 K = 1.0

@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from fastfem.audit.run import read_options
-from fastfem.data.sources import ReadOptions, default_threads, host_threads, usable_cores
+from fastfem.data.records import ReadOptions, default_threads, host_threads, usable_cores
 
 
 @pytest.mark.parametrize(

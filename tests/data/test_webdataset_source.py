@@ -15,7 +15,8 @@ from PIL import Image
 
 from fastfem import sample
 from fastfem.audit import ResultStore, audit
-from fastfem.data.sources import ReadOptions, open_source
+from fastfem.data.records import ReadOptions
+from fastfem.data.sources import open_source
 
 wds = pytest.importorskip("webdataset")
 

@@ -292,7 +292,7 @@ def test_bad_input(ext, images):
         fastfem.FAM(ext, head=np.ones((8, 4)))
     with pytest.raises(ValueError, match="queries: .*single image"):
         fam.explain(images[0], images[1])
-    with pytest.raises(ValueError, match="references: .*1 channels"):
+    with pytest.raises(ValueError, match="references: .*grayscale image where the model expects 3"):
         fam.explain(images[:2], images[:2, ..., :1])
     with pytest.raises(ValueError, match="support_labels must be one label per support image"):
         fam.explain_episode(images[:6], [0, 1, 0], images[6:8])
@@ -338,7 +338,7 @@ def run(devices):
     qm, rm = fam.explain(x[:13], x[13:26], reference_maps=True)
     ret = fam.explain_retrieval(x[:9], x, top_k=3, neighbour_maps=True)
     ep = fam.explain_episode(x[:12], [0, 1, 2] * 4, x[12:23])
-    runner = fam._runners[next(iter(fam._runners))]
+    runner = fam.runner(fam.embed_step(x.shape[1:]))
     return dict(qm=qm, rm=rm, idx=ret.indices, rmaps=ret.maps, nmaps=ret.neighbour_maps,
                 pred=ep.predictions, emaps=ep.query_maps, smaps=ep.support_maps,
                 n_devices=runner.n_devices, batch=runner.batch_size)

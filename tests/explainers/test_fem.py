@@ -55,13 +55,13 @@ def test_bad_inputs(cnn32, images32):
         fem.explain(images32[0])
     with pytest.raises(ValueError, match="rank 4"):
         fem.explain(images32[None])
-    with pytest.raises(ValueError, match="1 channels but the model expects 3"):
+    with pytest.raises(ValueError, match="grayscale image where the model expects 3 channels"):
         fem.explain(images32[..., :1])
-    with pytest.raises(ValueError, match="height 30 does not match"):
+    with pytest.raises(ValueError, match="image is 30x32, the model expects 32x32"):
         fem.explain(images32[:, :30])
     with pytest.raises(ValueError, match="empty"):
         fem.explain(images32[:0])
-    with pytest.raises(TypeError, match="inputs must be an array"):
+    with pytest.raises(TypeError, match="cannot read images from a object"):
         fem.explain(object())
     with pytest.raises(ValueError, match="unknown FEM variant"):
         fastfem.FEM(cnn32, variant="nope")
@@ -106,6 +106,28 @@ def test_batching_padding_and_one_trace(cnn32, images32):
     assert len(traces) == 1  # a second call with another N reuses the compiled step
 
 
+def test_explainers_with_one_model_and_settings_share_one_compiled_step(cnn32, images32):
+    """Steps are cached by (extractor, settings) in `fastfem.engine.cache`, not in explainers:
+    a second FEM on the same extractor with the same k traces nothing; another k is its own."""
+    traces = []
+    base = fastfem.converters.from_keras(cnn32)
+
+    def apply(params, x):
+        traces.append(x.shape)
+        return base.apply(params, x)
+
+    extractor = from_fn(apply, base.params, base.input_shape, base.layer_names)
+    first, second = (fastfem.FEM(extractor, batch_size=8) for _ in range(2))
+    other_k = fastfem.FEM(extractor, batch_size=8, k=1.0)
+    shape = images32.shape[1:]
+    assert first.step(shape).fn is second.step(shape).fn
+    assert first.runner(first.step(shape)) is second.runner(second.step(shape))
+    assert other_k.step(shape).fn is not first.step(shape).fn
+    np.testing.assert_array_equal(first.explain(images32[:8]), second.explain(images32[:8]))
+    assert len(traces) == 1
+    assert not any(isinstance(v, dict) for v in vars(first).values())  # no cache of its own
+
+
 @pytest.mark.parametrize("variant", ["original", "gradcam"])
 def test_variants_against_numpy_and_cv2(cnn32, images32, variant):
     x = images32[:6]
@@ -142,6 +164,12 @@ def test_array_types_and_targets(cnn32, images32):
     ds = tf.data.Dataset.from_tensor_slices((x, np.arange(5)))
     np.testing.assert_array_equal(fem.explain(ds.batch(2)), want)
     np.testing.assert_array_equal(fem.explain(ds), want)
+    # pixels as given (the model sees these numbers): uint8 and int64 as their float32 values
+    u8 = (x * 255).astype(np.uint8)
+    as_float = fem.explain(u8.astype(np.float32))
+    assert np.ptp(as_float) > 0
+    np.testing.assert_array_equal(fem.explain(u8), as_float)
+    np.testing.assert_array_equal(fem.explain(u8.astype(np.int64)), as_float)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])

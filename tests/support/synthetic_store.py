@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from fastfem.audit import ResultStore
-from fastfem.audit.store.parts import store_schema
+from fastfem.audit.store.schema import store_schema
 
 
 def blob_maps(rng: np.random.Generator, n: int, size: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """``DIR/flags.parquet`` and ``DIR/clusters.parquet``: the detectors' results beside the parts.
 
 Both files have fixed, explicit Parquet schemas (nullable where a value can be missing; never
-inferred from the values) and are written like the store's parts (`fastfem.audit.store.parts.
+inferred from the values) and are written like the store's parts (`fastfem.audit.store.safe_write.
 write_table_atomic`): to a temporary name, then renamed over the old file — a reader sees the
 old file or the new one, never half of one; a write failure is a `StoreError`.
 They are rewritten at the end of every audit run, a no-op resume included.
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastfem.audit.store.parts import write_table_atomic
+from fastfem.audit.store.safe_write import write_table_atomic
 
 FLAGS_FILE = "flags.parquet"
 CLUSTERS_FILE = "clusters.parquet"

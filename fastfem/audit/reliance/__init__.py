@@ -50,6 +50,7 @@ from fastfem.audit.reliance.stats import (
     widest_extent,
 )
 from fastfem.audit.reliance.step import ProbeParams, make_probe_step
+from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
 from fastfem.kernels.occlusion import (
     FILLS,
@@ -217,8 +218,8 @@ class ProbeRunner:
 
     def __init__(self, plan: Any):
         self.plan = plan
-        explainer = plan.explainer
-        self.fn = explainer.cached_fn(("reliance",), lambda: make_probe_step(plan.extractor))
+        ex = plan.extractor
+        self.fn = cached_step(ex.apply, ("reliance",), lambda: make_probe_step(ex))
 
     def read(self, ids: set[str]) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
         """Host batches of the rows ``ids`` (in source order) with their ids."""

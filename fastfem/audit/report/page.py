@@ -44,7 +44,9 @@ from fastfem.audit.steps import LOCALISATION_COLUMNS
 from fastfem.audit.store.lock import describe, lock_holder
 from fastfem.audit.store.parts import ResultStore
 from fastfem.audit.store.safe_write import atomic_write_bytes, output_path
-from fastfem.data.sources import ReadOptions, open_source, unit_float
+from fastfem.data.decode import unit_float
+from fastfem.data.records import ReadOptions
+from fastfem.data.sources import open_source
 from fastfem.kernels.map_stats import MapStats
 
 #: Shortcut-candidate clusters given a section, members pictured per section, classes shown.

@@ -14,7 +14,7 @@ import jax
 
 from fastfem.audit.steps import IOU_THRESHOLD, LOCALISATION_COLUMNS, NORMALIZE
 from fastfem.audit.store.manifest import STORE_FORMAT, model_sha256
-from fastfem.audit.store.parts import schema_types, store_schema
+from fastfem.audit.store.schema import schema_types, store_schema
 from fastfem.kernels.map_stats import MapStats
 
 if TYPE_CHECKING:

@@ -71,7 +71,7 @@ def check_store(
         warnings.warn(f"{where}: manifest.json was lost; rebuilt from the parts", stacklevel=4)
     store.check_unique_ids(readable)
     if not allow_new_source:
-        check_source(store.committed_ids_of(readable), ids, old, info)
+        check_source(store.committed_ids(readable), ids, old, info)
     elif old.get("source") not in (None, info["source"]):
         update["sources"] = [*(old.get("sources") or [old["source"]]), info["source"]]
     return old, broken, update

@@ -1,4 +1,5 @@
-"""The audit's result store: committed parts with ONE fixed schema, their maps, a manifest.
+"""The audit's result store: committed parts with ONE fixed schema (`fastfem.audit.store.schema`),
+their maps, a manifest.
 
 Layout::
 
@@ -10,14 +11,6 @@ Layout::
                                                       (`fastfem.audit.store.lock`)
     DIR/invalid/                                      parts set aside by ``--resume`` (their
                                                       maps were missing or short)
-
-**One schema.** Every part is written with the schema `store_schema` builds from the audit's
-columns: an explicit Arrow type per column (`COLUMN_TYPES`), every column nullable, never
-inferred from a part's values (an all-null ``error`` column is still ``string``). So the parts
-of every process and every resumed run read as one table with ``pyarrow.dataset``,
-``pandas.read_parquet(DIR/parts)`` or DuckDB (``SELECT ... FROM 'DIR/parts/*.parquet'``).
-``id_raw`` holds the raw bytes of an id that is not valid UTF-8 (``id`` then holds a readable
-form); null otherwise.
 
 **Commit protocol.** A part's maps are written first, then the Parquet file is written to a
 temporary name and renamed; the rename is the commit. Every file is written by
@@ -61,59 +54,14 @@ from fastfem.audit.store.safe_write import (
     write_table_atomic,
     writing,
 )
-from fastfem.data.sources import Record
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 PART_RE = re.compile(r"^part-p(\d{3})-(\d{6})\.parquet$")
-MAPS_RE = re.compile(r"^maps-p(\d{3})-(\d{6})\.npy$")
 TEMP_RE = re.compile(r"^\..*\.tmp-\d+$|^\.tmp-\d+-")  # this version's, and older versions'
 MANIFEST = "manifest.json"
 INVALID = "invalid"
-
-#: The Arrow type of every column an audit writes (``pyarrow.type_for_alias`` names); all are
-#: nullable. Columns taken from each input's `fastfem.data.sources.Record` come first.
-COLUMN_TYPES: dict[str, str] = {
-    "id": "string",
-    "id_raw": "binary",
-    "label": "string",
-    "status": "string",
-    "error": "string",
-    "peak_y": "float64",
-    "peak_x": "float64",
-    "border_energy": "float64",
-    "corner_energy": "float64",
-    "entropy": "float64",
-    "frac_above": "float64",
-    "prediction": "int64",
-    "confidence": "float64",
-    "similarity": "float64",
-    "prototype": "string",
-    "nearest_prototype": "string",
-    "pointing_game": "float64",
-    "energy_pointing_game": "float64",
-    "iou": "float64",
-}
-RECORD_COLUMNS = ("id", "id_raw", "label", "status", "error")
-
-
-def store_schema(columns: Sequence[str], types: Mapping[str, str] | None = None) -> pa.Schema:
-    """The store's Arrow schema for ``columns`` in order: `COLUMN_TYPES`, or ``types`` for
-    columns of another name; every field nullable. A ValueError names a column without a
-    type."""
-    import pyarrow as pa
-
-    known = {**COLUMN_TYPES, **(types or {})}
-    unknown = [c for c in columns if c not in known]
-    if unknown:
-        raise ValueError(f"no store type for the columns {unknown}; known: {sorted(known)}")
-    return pa.schema([pa.field(c, pa.type_for_alias(known[c]), nullable=True) for c in columns])
-
-
-def schema_types(schema: pa.Schema) -> dict[str, str]:
-    """``{column: type name}`` of a schema (what the manifest records)."""
-    return {f.name: str(f.type) for f in schema}
 
 
 def npy_bytes(a: np.ndarray) -> bytes:
@@ -175,17 +123,12 @@ class ResultStore:
     def exists(self) -> bool:
         return bool(self.part_files()) or (self.root / MANIFEST).exists()
 
-    def committed_ids(self) -> set[str]:
-        """The ids of every committed part."""
-        return self.committed_ids_of(None)
-
-    def committed_ids_of(self, parts: Sequence[Path] | None) -> set[str]:
+    def committed_ids(self, parts: Sequence[Path] | None = None) -> set[str]:
         """The ids of ``parts`` (default: every committed part)."""
         return {rid for ids in self.ids_by_part(parts).values() for rid in ids}
 
     def ids_by_part(self, parts: Sequence[Path] | None = None) -> dict[str, list[str]]:
         """``{part name: its ids}`` of ``parts`` (default: every committed part)."""
-
         parts = self.part_files() if parts is None else parts
         return {p.name: read_part(p, ["id"]).column("id").to_pylist() for p in parts}
 
@@ -262,15 +205,7 @@ class ResultStore:
     def read_maps(self) -> np.ndarray:
         """The maps of every committed row, aligned with `read_rows` (a FileNotFoundError
         naming a missing maps file)."""
-        shards = []
-        for p in self.part_files():
-            path = self.maps_path(p)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing (the maps of {p.name}); `fastfem audit --resume` "
-                    "recomputes that part"
-                )
-            shards.append(self.load_maps(p, mmap=False))
+        shards = [self.load_maps(p, mmap=False) for p in self.part_files()]
         return np.concatenate(shards) if shards else np.zeros((0, 0, 0), np.float32)
 
     def read_map_shape(self) -> tuple[int, ...] | None:
@@ -284,18 +219,15 @@ class ResultStore:
 
     def load_maps(self, part: Path, mmap: bool = True) -> np.ndarray:
         """The maps shard of ``part`` (memory-mapped by default; never unpickled); a
-        ValueError naming it when it is not a readable ``.npy`` (a missing one: a
-        FileNotFoundError)."""
+        FileNotFoundError (missing) or a ValueError (not a readable ``.npy``) naming it."""
         path = self.maps_path(part)
+        redo = "`fastfem audit --resume` recomputes that part"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (the maps of {part.name}); {redo}")
         try:
             return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except FileNotFoundError:
-            raise
         except (OSError, ValueError, EOFError) as err:
-            raise ValueError(
-                f"{path} is not a readable maps file ({err}); `fastfem audit --resume` "
-                "recomputes that part"
-            ) from None
+            raise ValueError(f"{path} is not a readable maps file ({err}); {redo}") from None
 
     def manifest(self) -> dict[str, Any]:
         """The manifest ({} when there is none); a ValueError naming an unreadable one."""
@@ -334,15 +266,15 @@ class ResultStore:
             rows = pq.ParquetFile(part).metadata.num_rows
         except (OSError, pa.ArrowException) as err:
             return f"its Parquet file is unreadable ({err})"
-        path = self.maps_path(part)
-        if not path.is_file():
-            return f"its maps file {path.name} is missing"
+        name = self.maps_name(part)
         try:
-            shard = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
-            return f"its maps file {path.name} is unreadable ({err})"
+            shard = self.load_maps(part)
+        except FileNotFoundError:
+            return f"its maps file {name} is missing"
+        except ValueError as err:
+            return f"its maps file {name} is unreadable ({err})"
         if shard.ndim != 3 or shard.shape[0] != rows:
-            return f"its maps file {path.name} holds shape {shard.shape}, not {rows} maps"
+            return f"its maps file {name} holds shape {shard.shape}, not {rows} maps"
         return None
 
     def broken_parts(self) -> dict[str, str]:
@@ -410,125 +342,3 @@ class ResultStore:
         ensure_folder(self.root)
         atomic_write_bytes(path, (json.dumps(body, indent=2, default=str) + "\n").encode())
         return path
-
-
-class PartWriter:
-    """The part being filled: rows as columns (lists) and maps as blocks, committed to the store
-    as parts of exactly ``part_size`` rows (a batch that crosses the boundary is split; the last
-    part holds the rest).
-
-    ``schema`` is the store's (`store_schema`): the record columns (`RECORD_COLUMNS`) come
-    from each input's record (``id_raw``: ``record.raw_id`` when the source sets it), the
-    others are the step's per-image results by name. ``labels`` maps a column of class indices
-    to the class names it stores (FAM's prototypes). NaN in a float column is stored as null.
-    ``metadata``: the Parquet key-value metadata of every part (the run's configuration,
-    `fastfem.audit.store.manifest.part_metadata`).
-    """
-
-    def __init__(
-        self,
-        store: ResultStore,
-        schema: pa.Schema,
-        map_shape: Sequence[int],
-        part_size: int,
-        labels: Mapping[str, np.ndarray] | None = None,
-        metadata: Mapping[bytes, bytes] | None = None,
-    ):
-        self.store = store
-        self.schema = schema
-        self.columns = list(schema.names)
-        self.result_columns = [c for c in self.columns if c not in RECORD_COLUMNS]
-        self.map_shape = tuple(int(d) for d in map_shape)
-        self.part_size = int(part_size)
-        self.labels = dict(labels or {})
-        self.metadata = dict(metadata or {})
-        self.seq = store.next_seq()
-        self._reset()
-
-    def _reset(self) -> None:
-        self.rows: dict[str, list] = {c: [] for c in self.columns}
-        self.maps: list[np.ndarray | int] = []  # a block of maps, or a count of NaN maps
-
-    def __len__(self) -> int:
-        return len(self.rows["id"])
-
-    def _add_records(self, recs: Sequence[Record], errors: Sequence[str | None]) -> None:
-        record_values = {
-            "id": [r.id for r in recs],
-            "id_raw": [getattr(r, "raw_id", None) for r in recs],
-            "label": [r.label for r in recs],
-            "status": ["ok" if e is None else "error" for e in errors],
-            "error": list(errors),
-        }
-        for c in RECORD_COLUMNS:
-            if c in self.rows:
-                self.rows[c].extend(record_values[c])
-
-    def add_errors(self, items: Sequence[tuple[Record, str]]) -> None:
-        """One error row per ``(record, reason)``: null results, a NaN map."""
-        if not items:
-            return
-        self._add_records([r for r, _ in items], [e for _, e in items])
-        for c in self.result_columns:
-            self.rows[c].extend([None] * len(items))
-        self.maps.append(len(items))
-        self._maybe_commit()
-
-    def add_batch(
-        self, recs: Sequence[Record], out: Mapping[str, np.ndarray], errors: Sequence[str | None]
-    ) -> int:
-        """Append one batch's results (``out["map"]`` and a value per column); a record with a
-        non-None entry in ``errors`` becomes an error row (NaN map, null results). Returns the
-        number of ok rows."""
-        ok = np.asarray([e is None for e in errors], bool)
-        block = np.asarray(out["map"][: len(recs)], np.float32)
-        if not ok.all():
-            block = block.copy()
-            block[~ok] = np.nan
-        self.maps.append(block)
-        self._add_records(recs, errors)
-        for c in self.result_columns:
-            values = np.asarray(out[c][: len(recs)])
-            if c in self.labels:
-                values = self.labels[c][values]
-            col = values.tolist()
-            if values.dtype.kind == "f":
-                col = [None if v != v else v for v in col]  # NaN != NaN
-            if not ok.all():
-                col = [v if g else None for v, g in zip(col, ok, strict=True)]
-            self.rows[c].extend(col)
-        self._maybe_commit()
-        return int(ok.sum())
-
-    def _stacked_maps(self) -> np.ndarray:
-        return np.concatenate(
-            [
-                b
-                if isinstance(b, np.ndarray)
-                else np.full((b, *self.map_shape), np.nan, np.float32)
-                for b in self.maps
-            ]
-        )
-
-    def _maybe_commit(self) -> None:
-        while len(self) >= self.part_size:
-            self._commit_rows(self.part_size)
-
-    def commit(self) -> None:
-        """Write the rows held so far as one committed part (nothing when empty)."""
-        if len(self):
-            self._commit_rows(len(self))
-
-    def _commit_rows(self, n: int) -> None:
-        """Commit the first ``n`` rows held as one part; the rest stay held (nothing changes
-        when the write fails)."""
-        import pyarrow as pa
-
-        maps = self._stacked_maps()
-        table = pa.table({c: v[:n] for c, v in self.rows.items()}, schema=self.schema)
-        if self.metadata:
-            table = table.replace_schema_metadata(self.metadata)
-        self.store.write_part(self.seq, table, maps[:n])
-        self.seq += 1
-        self.rows = {c: v[n:] for c, v in self.rows.items()}
-        self.maps = [maps[n:]] if len(maps) > n else []

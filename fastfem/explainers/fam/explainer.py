@@ -32,10 +32,11 @@ import numpy as np
 
 from fastfem.converters import FeatureExtractor, load
 from fastfem.converters.head import PureHead, bind_head, build_head, is_keras_layer
+from fastfem.engine.cache import cached_step
 from fastfem.engine.nonfinite import NonFiniteCheck
 from fastfem.engine.runner import HostBatch, collect
 from fastfem.engine.step import Step, StepFn
-from fastfem.explainers.base import ExplainerBase, check_positive_int, image_batches
+from fastfem.explainers.base import ExplainerBase, check_positive_int
 from fastfem.explainers.fam.planning import (
     as_maps,
     check_same_shape,
@@ -149,12 +150,13 @@ class FAM(ExplainerBase):
         extractor: FeatureExtractor | None = None,
         inputs: tuple[str, ...] = ("x",),
     ) -> Step:
-        """A task's `Step`: its function built once per ``(kind, shape, key)`` from
-        ``build(head)`` (`cached_fn`: not kept for another extractor); params ``(model, head,
-        extra)``."""
+        """A task's `Step`: its function built once from ``build(head)`` per extractor, FAM
+        options, head, ``kind``, shape and ``key`` (`fastfem.engine.cache.cached_step`);
+        params ``(model, head, extra)``."""
         ex = self.extractor if extractor is None else extractor
         head = self.pure_head(sample_shape)
-        fn = self.cached_fn((kind, tuple(sample_shape), *key), lambda: build(head), ex)
+        settings = (self.options, None if head is None else head.apply, kind, tuple(sample_shape))
+        fn = cached_step(ex.apply, (*settings, *key), lambda: build(head))
         head_params = () if head is None else head.params
         return Step(fn, (ex.params, head_params, extra), inputs)
 
@@ -226,16 +228,11 @@ class FAM(ExplainerBase):
         self, inputs: Any, what: str, progress: bool = False
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
         """Stream ``inputs`` once: pooled embeddings (N, C) and projections (N, D)."""
-        stream = self.stream(inputs, what)
-        step = self.embed_step(stream.sample_shape)
-        out = collect(
-            self.run(step, image_batches(stream), stream.count),
-            stream.count,
-            self._checked(what),
-            progress,
-            desc=f"embed {what}",
+        check = self._checked(what)
+        out, shape = self.collect_stream(
+            inputs, self.embed_step, check, progress, f"embed {what}", what
         )
-        return out["embedding"], out["projection"], stream.sample_shape
+        return out["embedding"], out["projection"], shape
 
     # -- public API -------------------------------------------------------------------------
 
