@@ -83,10 +83,10 @@ def test_a_global_probe_must_knock_out_the_rows_it_changes_most():
     drop[rows, 1] = 0.8
     areas = [0.1, 0.0]  # probe 1 is global
     dose = np.full(drop.shape, 0.05)
-    ordinary = S.probe_tests(drop, pred, np.unique(pred), areas, None, None, dose)
+    ordinary = S.probe_tests(drop, pred, np.unique(pred), areas, None, None, dose=dose)
     assert S.select_candidates(ordinary, drop, pred) == []  # a class that needs colour
     dose[rows, 1] = 0.3  # the knocked-out rows are the ones the probe changes most: a tint
-    tinted = S.probe_tests(drop, pred, np.unique(pred), areas, None, None, dose)
+    tinted = S.probe_tests(drop, pred, np.unique(pred), areas, None, None, dose=dose)
     (found,) = S.select_candidates(tinted, drop, pred)
     assert (found.probe, found.cls) == (1, 1) and found.dose_lift > 1.5
 
@@ -182,12 +182,12 @@ def test_a_global_property_every_class_has_is_not_a_shortcut_of_one():
     dose[rows] = 0.2
     drop = np.zeros((400, 1))
     drop[np.flatnonzero(pred == 0)[:15]] = 0.7
-    tests = S.probe_tests(drop, pred, np.unique(pred), [0.0], None, None, dose)
+    tests = S.probe_tests(drop, pred, np.unique(pred), [0.0], None, None, dose=dose)
     assert {t.cls: t for t in tests}[0].place_lift > 10  # its dosed rows are knocked out
     assert S.select_candidates(tests, drop, pred) == []
     pred[rows[15:]] = 0  # the marked images of the other classes are predicted class 0
     drop[rows] = 0.7
-    tests = S.probe_tests(drop, pred, np.unique(pred), [0.0], None, None, dose)
+    tests = S.probe_tests(drop, pred, np.unique(pred), [0.0], None, None, dose=dose)
     (found,) = S.select_candidates(tests, drop, pred)
     assert found.cls == 0 and found.hits == 60 and found.lift >= S.MIN_GLOBAL_LIFT
 
@@ -221,3 +221,50 @@ def test_the_row_threshold_follows_how_cleanly_the_probe_hides_the_mark():
     assert tau == 0.35
     flagged = (pred == 0) & (drop[:, 3] >= tau)
     assert flagged[:24].all() and not flagged[24:].any()
+
+
+def _corner_and_centre_sweep(hit_centre_mirrors: bool):
+    """A 4x4 grid of cells (probe = row * 4 + col, 64 px): class 0 is knocked out at the
+    central cell (1, 1) on 24 of its 80 rows; its mirror images (1, 2), (2, 1), (2, 2) knock out
+    20 rows each when ``hit_centre_mirrors`` (objects, which sit at the centre in any of the
+    four), none otherwise (a mark at one place); other cells rarely."""
+    rng = np.random.default_rng(5)
+    pred = np.repeat(np.arange(3), 80)
+    drop = np.where(rng.uniform(size=(240, 16)) < 0.02, 0.6, 0.0)
+    drop[:24, 5] = 0.6
+    if hit_centre_mirrors:
+        for j, start in ((6, 24), (9, 44), (10, 4)):
+            drop[start : start + 20, j] = 0.6
+    return drop, pred
+
+
+def _cells():
+    from fastfem.audit.reliance import Probe, region_mirrors
+    from fastfem.kernels.occlusion import _box_region
+
+    probes = [
+        Probe(
+            _box_region(
+                f"cell {r},{c}", "cell", 64, 64, (16 * c, 16 * r, 16 * c + 16, 16 * r + 16)
+            ),
+            ("inpaint",),
+        )
+        for r in range(4)
+        for c in range(4)
+    ]
+    return probes, region_mirrors(probes)
+
+
+def test_mirror_images_are_the_reflected_regions_of_the_family():
+    probes, mirrors = _cells()
+    assert mirrors[0] == [3, 12, 15] and mirrors[5] == [6, 9, 10] and mirrors[6] == [5, 9, 10]
+
+
+def test_a_region_hit_as_often_as_its_mirror_images_is_objects_not_a_mark():
+    _, mirrors = _cells()
+    regions = S.RegionInfo([1 / 16] * 16, ["cell"] * 16, np.eye(16, dtype=bool), mirrors)
+    for objects, expected in ((False, [(5, 0)]), (True, [])):
+        drop, pred = _corner_and_centre_sweep(objects)
+        tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
+        found = S.select_candidates(tests, drop, pred)
+        assert [(t.probe, t.cls) for t in found] == expected

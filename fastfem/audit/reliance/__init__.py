@@ -138,6 +138,29 @@ def region_overlaps(probes: Sequence[Probe]) -> np.ndarray:
     return (masks @ masks.T) > 0
 
 
+def region_mirrors(probes: Sequence[Probe], min_iou: float = 0.75) -> list[list[int]]:
+    """Per probe, the other probes of its family (`Region.kind`) whose region is its mirror
+    image — its mask reflected left-right, top-bottom or both, matched by intersection over
+    union ``>= min_iou`` (the family's edges are rounded) — for `stats.typical_rate`. A region
+    that is its own mirror image (a border ring, the centre, a middle band), global probes and
+    hot spots have none."""
+    masks = np.stack([p.region.mask.ravel() > 0 for p in probes]).astype(np.float32)
+    kinds = np.asarray([p.region.kind for p in probes], dtype=object)
+    sizes = masks.sum(axis=1)
+    out = []
+    for k, p in enumerate(probes):
+        found: set[int] = set()
+        if p.region.kind not in ("image", "hot spot"):
+            m = p.region.mask > 0
+            for flipped in (m[:, ::-1], m[::-1, :], m[::-1, ::-1]):
+                inter = masks @ flipped.ravel().astype(np.float32)
+                iou = inter / np.maximum(sizes + flipped.sum() - inter, 1.0)
+                found.update(int(j) for j in np.flatnonzero((iou >= min_iou) & (kinds == kinds[k])))
+            found.discard(k)
+        out.append(sorted(found))
+    return out
+
+
 def reliance_settings(sample: int) -> dict[str, float | int | str]:
     """The reliance test's settings by name (recorded in the manifest)."""
     from fastfem.audit.reliance import stats
@@ -315,6 +338,7 @@ def reliance_test(
         [0.0 if p.region.kind == "image" else float(p.region.mask.mean()) for p in probes],
         [p.region.kind for p in probes],
         region_overlaps(probes),
+        region_mirrors(probes),
     )
     tests = probe_tests(drop, pred, classes, *regions, doses[0])
     n_tests = len(probes) * max(len(classes), 1)

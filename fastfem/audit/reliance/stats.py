@@ -24,6 +24,14 @@ of the same mark):
 
     t_cp = q75_{r ~ p} (h_cr / n_c) + 1 / n_c
 
+Objects do not sit everywhere alike: a drawn or photographed object must fit in the frame, so
+the central regions hide objects more often than the corners, and a class whose predictions
+fall whenever part of its object is hidden is hit most at the centre. Object placement is
+symmetric (nothing puts one class's objects on the left rather than the right), a mark is not:
+so ``t_cp`` is at least the class's rate at ``p``'s *mirror images* (the same region reflected
+left-right, top-bottom or both, where that is another region of the family) ``+ 1 / n_c`` —
+their largest.
+
 A region without ``MIN_FAMILY`` translates — a border ring, the centre, a map's hot spot — is
 compared with the other regions whose area is within a factor ``AREA_RATIO`` of its own, else
 with every other region. Those have another shape: they hide objects more or less often *for
@@ -121,11 +129,13 @@ def binomial_tail(k: int, n: int, q: float) -> float:
 
 class RegionInfo(NamedTuple):
     """The sweep's probes as regions: ``areas`` (P,) each region's share of the image (0: a
-    global probe), ``families`` (P,) its shape family, ``overlaps`` (P, P) which share a pixel."""
+    global probe), ``families`` (P,) its shape family, ``overlaps`` (P, P) which share a pixel,
+    ``mirrors`` (P,) each probe's mirror images (`typical_rate`; default: none)."""
 
     areas: Sequence[float]
     families: Sequence[str]
     overlaps: np.ndarray
+    mirrors: Sequence[Sequence[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,7 @@ def probe_tests(
     areas: Sequence[float] | None = None,
     families: Sequence[str] | None = None,
     overlaps: np.ndarray | None = None,
+    mirrors: Sequence[Sequence[int]] | None = None,
     dose: np.ndarray | None = None,
     tau: float = TAU,
 ) -> list[ProbeTest]:
@@ -227,7 +238,8 @@ def probe_tests(
     ``pred`` (N,), for each class in ``classes``; ``areas`` (P,) each probe's region area (0
     for a global probe, which has no place lift; default: all equal), ``families`` (P,) each
     probe's region family (default: none, compared by area), ``overlaps`` (P, P) which
-    probes' regions share a pixel (`translates`), ``dose`` (N, P) how much each probe changed
+    probes' regions share a pixel (`translates`), ``mirrors`` (P,) each probe's mirror images
+    (module docstring; default: none), ``dose`` (N, P) how much each probe changed
     each row (the dose lift of the global probes; default: not measured); ``tau`` the drop that
     counts as a hit."""
     hit = drop >= tau
@@ -251,6 +263,8 @@ def probe_tests(
             if areas[p] > 0 and compare[p].any():
                 upper = wilson_upper(int(h_o[p]), n_o)
                 typical = typical_rate(p, compare[p], h_c, n_c, q, fams, upper)
+                if mirrors is not None and len(mirrors[p]):
+                    typical = max(typical, float(np.max(h_c[list(mirrors[p])])) / n_c + 1.0 / n_c)
                 place = (h_c[p] / n_c) / typical
                 q_star = max(q_star, min(typical, 1.0))
             lift = (h_c[p] / n_c) / q[p]
