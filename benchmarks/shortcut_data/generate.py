@@ -29,6 +29,7 @@ import numpy as np
 from benchmarks.shortcut_data import marks
 from benchmarks.shortcut_data.bases import Base, get_base
 from benchmarks.shortcut_data.config import Shortcut, parse_shortcut
+from fastfem.sample.dataset import check_split
 
 __all__ = [
     "LEAK_RATE",
@@ -130,12 +131,7 @@ def generate_shortcut(
     3000 train, 512 test or holdout); see the module docstring."""
     shortcut = parse_shortcut(shortcut)
     b = get_base(base)
-    if split not in SHORTCUT_SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SHORTCUT_SPLITS)}")
-    seed, default_n = SHORTCUT_SPLITS[split]
-    n = default_n if n is None else int(n)
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    seed, n = check_split(split, n, SHORTCUT_SPLITS)
     s = b.image_size
     images = np.empty((n, s, s, 3), np.float32)
     clean = np.empty((n, s, s, 3), np.float32)

@@ -36,6 +36,7 @@ images of the split's fixed sequence.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,10 +235,14 @@ def _render_one(split: str, seed: int, i: int):
     return img, label, box, wm, mask
 
 
-def _check_split(split: str, n: int | None) -> tuple[int, int]:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
-    seed, default_n = SPLITS[split]
+def check_split(
+    split: str, n: int | None, splits: Mapping[str, tuple[int, int]] = SPLITS
+) -> tuple[int, int]:
+    """``(seed, n)`` of ``split`` in ``splits`` (name -> (seed, default n)); ``n=None`` takes the
+    split's default. A ValueError names an unknown split or a negative ``n``."""
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(splits)}")
+    seed, default_n = splits[split]
     n = default_n if n is None else int(n)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -253,7 +258,7 @@ def generate(split: str = "test", n: int | None = None) -> SampleSet:
         n: number of images; ``None`` for the split's default.  Image ``i`` is
             the same whatever ``n`` is.
     """
-    seed, n = _check_split(split, n)
+    seed, n = check_split(split, n)
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
     labels = np.empty((n,), np.int64)
     boxes = np.empty((n, 4), np.int64)
@@ -266,7 +271,7 @@ def generate(split: str = "test", n: int | None = None) -> SampleSet:
 
 def generate_masks(split: str = "test", n: int | None = None) -> np.ndarray:
     """Ground-truth shape masks ``(n, 64, 64)`` bool for ``generate(split, n)``."""
-    seed, n = _check_split(split, n)
+    seed, n = check_split(split, n)
     masks = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), bool)
     for i in range(n):
         masks[i] = _render_one(split, seed, i)[4]

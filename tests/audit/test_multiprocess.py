@@ -6,28 +6,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from loopback_audit import ENV, free_port
+from loopback_audit import ENV, audit_command, free_port
 from store_readers import assert_one_table
 
 from fastfem import sample
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "fastfem.cli",
-        "audit",
-        "--quiet",
-        "--reliance-sample",
-        "32",
-        *args,
-    ]
+    cmd = audit_command(args, reliance_sample=32)
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -86,15 +86,21 @@ def test_nan_input_raises_naming_the_index(cnn32, images32):
     np.testing.assert_array_equal(maps[clean], fastfem.FEM(cnn32).explain(x[clean]))
 
 
-def test_batching_padding_and_one_trace(cnn32, images32):
+def traced_extractor(model):
+    """``model``'s extractor with every trace of its ``apply`` recorded: ``(extractor, traces)``
+    (the input shape of each trace)."""
     traces = []
-    base = fastfem.converters.from_keras(cnn32)
+    base = fastfem.converters.from_keras(model)
 
     def apply(params, x):
         traces.append(x.shape)
         return base.apply(params, x)
 
-    extractor = from_fn(apply, base.params, base.input_shape, base.layer_names)
+    return from_fn(apply, base.params, base.input_shape, base.layer_names), traces
+
+
+def test_batching_padding_and_one_trace(cnn32, images32):
+    extractor, traces = traced_extractor(cnn32)
     fem = fastfem.FEM(extractor, batch_size=32)
     maps = fem.explain(images32)  # 70 = 32 + 32 + 6 (padded to 32)
     # ONE trace of the step (no shape probe: the resize matrices come from the traced shapes):
@@ -109,14 +115,7 @@ def test_batching_padding_and_one_trace(cnn32, images32):
 def test_explainers_with_one_model_and_settings_share_one_compiled_step(cnn32, images32):
     """Steps are cached by (extractor, settings) in `fastfem.engine.cache`, not in explainers:
     a second FEM on the same extractor with the same k traces nothing; another k is its own."""
-    traces = []
-    base = fastfem.converters.from_keras(cnn32)
-
-    def apply(params, x):
-        traces.append(x.shape)
-        return base.apply(params, x)
-
-    extractor = from_fn(apply, base.params, base.input_shape, base.layer_names)
+    extractor, traces = traced_extractor(cnn32)
     first, second = (fastfem.FEM(extractor, batch_size=8) for _ in range(2))
     other_k = fastfem.FEM(extractor, batch_size=8, k=1.0)
     shape = images32.shape[1:]

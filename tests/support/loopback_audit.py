@@ -20,20 +20,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def audit_command(args: list[str], reliance_sample: int = 0) -> list[str]:
+    """``fastfem audit ARGS`` as a fresh CLI interpreter's argv (quiet, ``--reliance-sample``)."""
+    return [
+        sys.executable,
+        "-m",
+        "fastfem.cli",
+        "audit",
+        "--quiet",
+        "--reliance-sample",
+        str(reliance_sample),
+        *args,
+    ]
+
+
 def audit_processes(args: list[str], count: int, timeout: float = 600) -> list[tuple[int, str]]:
     """Run ``fastfem audit ARGS`` as ``count`` processes; ``(returncode, stdout + stderr)`` each."""
     port = free_port()
     procs = [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "fastfem.cli",
-                "audit",
-                "--quiet",
-                "--reliance-sample",
-                "0",
-                *args,
+                *audit_command(args),
                 "--coordinator",
                 f"127.0.0.1:{port}",
                 "--num-processes",

@@ -225,8 +225,8 @@ def detect(
 
 def with_reliance(detection: Detection, result: Any) -> Detection:
     """``detection`` with the reliance test's verdict (`fastfem.audit.reliance`): its flagged rows
-    get score ``drop / row_tau``, reason ``relies on <region> (<fill>)``
-    and the evidence columns (region, fill, output change). When the test ran, a map hot spot no
+    get score ``drop / row_tau`` (their candidate's), reason ``relies on <region> (<fill>)`` and
+    the evidence columns (region, fill, output change). When the test ran, a map hot spot no
     longer flags a row by itself — maps show where a model looks, the test whether it decides by it
     (a hot spot the model relies on is swept and flags its rows as ``relies on hot spot k``); the
     clusters and their hot spots stay in ``clusters.parquet``. When it could not run (no classifier
