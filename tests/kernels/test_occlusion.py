@@ -142,6 +142,14 @@ def test_median_equals_scipy_and_removes_salt_and_pepper_but_keeps_a_shape():
     assert np.argwhere(changed).tolist() == [[8, 8], [8, 23], [23, 8], [23, 23]]  # only corners
 
 
+def test_median_network_is_the_median_of_every_binary_input():
+    # the 0-1 principle: a comparator network computes an order statistic of every input
+    # iff it does for all 2^9 inputs of zeros and ones
+    bits = (np.arange(512)[:, None] >> np.arange(9)[None, :]) & 1
+    got = np.asarray(O.median_of_9([jnp.asarray(bits[:, j]) for j in range(9)]))
+    np.testing.assert_array_equal(got, np.median(bits, axis=1))
+
+
 def test_tint_moves_each_channel_mean_and_keeps_contrast():
     x = _image() * 0.5 + 0.2
     tinted = np.clip(x + np.array([0.15, 0.05, -0.1], np.float32), 0, 1)
