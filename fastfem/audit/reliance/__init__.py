@@ -15,7 +15,8 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    passing neighbour of the same shape. Each candidate region is then tried with every region fill
    (mean, blur, noise) on the sample and keeps the fill with the strongest effect.
 3. **Every row** (streaming): each row predicted a candidate's class is read again and run
-   under that candidate's probe (one forward per candidate); a row whose predicted class's
+   under that candidate's probe (one forward per candidate; the unprobed prediction and
+   confidence are the audit's, from the store); a row whose predicted class's
    probability falls by at least the candidate's ``row_tau`` (`stats.row_threshold`: 0.5,
    0.35 or 0.25, the lowest at which the class's own objects would give at most 1 flag in 10)
    is flagged ``relies on <region> (<fill>)``, score ``drop / row_tau``. The evidence —
@@ -369,7 +370,8 @@ def member_pass(
     fills: Any,
     result: RelianceResult,
 ) -> None:
-    """Stage 3: every row predicted a candidate's class, under that class's candidates."""
+    """Stage 3: every row predicted a candidate's class, under that class's candidates (one
+    forward per candidate: the unprobed prediction and confidence are the store's)."""
     pred_all = np.asarray(rows["prediction"])
     ids = np.asarray(rows["id"], dtype=object)
     cls = np.asarray([c.cls for c in cands])
@@ -382,10 +384,15 @@ def member_pass(
     counts = np.zeros((len(cands),), np.int64)
     pending: collections.deque[list[str]] = collections.deque()
 
+    stored = {str(i): k for k, i in enumerate(ids[members])}
+    member_pred = pred_all[members].astype(np.int32)
+    member_base = np.asarray(rows["confidence"])[members].astype(np.float32)
+
     def batches() -> Iterator[dict[str, np.ndarray]]:
-        for batch_ids, batch in runner.read({str(i) for i in ids[members]}):
+        for batch_ids, batch in runner.read(set(stored)):
             pending.append(batch_ids)
-            yield batch
+            at = np.asarray([stored[i] for i in batch_ids])
+            yield {**batch, "pred": member_pred[at], "base": member_base[at]}
 
     for out in runner.run(batches(), params):
         batch_ids = pending.popleft()

@@ -2,11 +2,15 @@
 
 ``(params, batch) -> {prediction (B,), drop, dose (B, P)}``
 where, for image ``x_i``
-with predicted class ``y_i`` (from the unprobed forward pass of the same step) and probe ``p``
-(`fastfem.kernels.occlusion.probe_image`, mask and fill in ``params``),
+with predicted class ``y_i`` (from the unprobed forward pass of the same step, or given: see
+below) and probe ``p`` (`fastfem.kernels.occlusion.probe_image`, mask and fill in ``params``),
 
     drop[i, p]  = P(y_i | x_i) - P(y_i | probe_p(x_i))
     dose[i, p]  = mean |probe_p(x_i) - x_i|        (how much the probe changed the image)
+
+A batch that carries ``pred`` (B,) int32 and ``base`` (B,) float32 — the audit's stored
+prediction and confidence ``P(y_i | x_i)`` of the same images through the same extractor —
+skips the unprobed forward pass: one forward per probe, none more.
 
 The probes run one after the other (``lax.map``), each a forward pass of the whole batch, so
 memory is one batch whatever the number of probes; the batch is sharded over the devices by the
@@ -48,9 +52,12 @@ def make_probe_step(extractor: FeatureExtractor) -> StepFn:
     def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         model_params, probes = params
         x = pixels_255(batch["x"]) / 255.0
-        p0 = classify(model_params, x)
-        pred = jnp.argmax(p0, axis=1)
-        base = jnp.take_along_axis(p0, pred[:, None], axis=1)[:, 0]
+        if "base" in batch:
+            pred, base = batch["pred"], batch["base"]
+        else:
+            p0 = classify(model_params, x)
+            pred = jnp.argmax(p0, axis=1)
+            base = jnp.take_along_axis(p0, pred[:, None], axis=1)[:, 0]
 
         def one_probe(probe: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
             mask, fill = probe
