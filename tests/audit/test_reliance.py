@@ -13,6 +13,7 @@ from fastfem.converters import Features, from_fn
 from fastfem.audit import audit
 from fastfem.audit.reliance import hot_spot_regions, stratified_sample
 from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
+from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
 
 BAR = slice(29, 31)  # rows of the shortcut: a white bar across the image
 
@@ -78,6 +79,14 @@ def test_the_audit_finds_the_band_the_model_relies_on(tmp_path):
     assert cands["row_tau"][0] in (0.5, 0.35, 0.25)
     assert flags["output_change"][row] >= cands["row_tau"][0]
     assert "class 0 relies on band" in summary.reliance
+    # the output change, recomputed from the formula: P(0 | x) - P(0 | x with the band inpainted)
+    i = int(flags["id"][row])
+    mask = np.zeros((64, 64), np.float32)
+    mask[y0:y1, x0:x1] = 1.0
+    fills = fill_params(images.mean(axis=(0, 1, 2)), images.std(axis=(0, 1, 2)), 64, 64)
+    probed = probe_image(jnp.asarray(images[i]), jnp.asarray(mask), FILLS.index("inpaint"), fills)
+    p = jax.nn.softmax(model.apply(model.params, jnp.stack([images[i], probed])).output)
+    assert flags["output_change"][row] == pytest.approx(float(p[0, 0] - p[1, 0]), abs=1e-4)
 
 
 def test_a_model_relying_on_nothing_gets_no_candidate(tmp_path):
