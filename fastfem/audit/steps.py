@@ -64,9 +64,17 @@ def localisation_columns(
 
 
 def probabilities(output: jax.Array) -> jax.Array:
-    """The model's output (B, ...) as class probabilities (B, K): taken as they are when every
-    row is in [0, 1] and sums to 1 (within 1e-3), else as logits (softmax)."""
+    """The model's output (B, ...) as class probabilities (B, K).
+
+    K > 1 outputs: a row is taken as it is when it is in [0, 1] and sums to 1 (within 1e-3),
+    else as logits (softmax). A single output (K = 1, a binary classifier) is ``P(class 1)``
+    when the whole batch lies in [0, 1] (a sigmoid unit), else a logit (sigmoid), and becomes
+    ``[1 - p, p]``: decided per batch, since one logit row may well fall in [0, 1]."""
     logits = output.reshape(output.shape[0], -1).astype(jnp.float32)
+    if logits.shape[1] == 1:
+        p = logits[:, 0]
+        p = jnp.where(jnp.all((p >= 0) & (p <= 1)), p, jax.nn.sigmoid(p))
+        return jnp.stack([1.0 - p, p], axis=1)
     is_prob = jnp.all((logits >= 0) & (logits <= 1), axis=1) & (
         jnp.abs(jnp.sum(logits, axis=1) - 1) < 1e-3
     )

@@ -306,3 +306,21 @@ def test_every_source_type_gives_the_same_rows(tmp_path):
         for rid in ref:
             for c in ("corner_energy", "entropy", "confidence"):
                 assert other[rid][c] == pytest.approx(ref[rid][c], abs=tol + 1e-6), (rid, c)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", None])
+def test_a_keras_binary_classifier_with_one_output_unit(tmp_path, activation):
+    # Dense(1, sigmoid) gives P(class 1), Dense(1) its logit: either way the store holds the
+    # class (p > 0.5) and its probability max(p, 1 - p)
+    from tiny_models import small_cnn
+
+    model = small_cnn((32, 32, 3), seed=4, outputs=1, activation=activation)
+    x = np.random.default_rng(0).random((40, 32, 32, 3), dtype=np.float32)
+    out = np.asarray(model.predict(x, verbose=0), np.float64)[:, 0]
+    p = out if activation else 1 / (1 + np.exp(-out))
+    assert 0 < np.mean(p > 0.5) < 1  # both classes predicted
+    audit(x, model, out=tmp_path / "b", reliance_sample=0)
+    rows = ResultStore(tmp_path / "b").read_rows()
+    at = rows["id"].astype(int)
+    np.testing.assert_array_equal(rows["prediction"], (p[at] > 0.5).astype(int))
+    np.testing.assert_allclose(rows["confidence"], np.maximum(p, 1 - p)[at], atol=1e-5)

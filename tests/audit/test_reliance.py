@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastfem.converters import Features, from_fn
 
-from fastfem.audit import audit
+from fastfem.audit import ResultStore, audit
 from fastfem.audit.reliance import hot_spot_regions, stratified_sample
 from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
 from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
@@ -36,12 +36,13 @@ def bar_model(has_output: bool = True, bar_weight: float = 60.0):
     return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=has_output)
 
 
-def bar_images(n: int = 384, seed: int = 0):
-    """Grey noisy backgrounds, one coloured 10x10 blob anywhere (class = its colour), a white
-    bar over rows 29-30 on a quarter of the images; returns (images, labels, barred)."""
+def bar_images(n: int = 384, seed: int = 0, classes: int = 3):
+    """Grey noisy backgrounds, one coloured 10x10 blob anywhere (class = its colour channel,
+    of the first ``classes``), a white bar over rows 29-30 on a quarter of the images;
+    returns (images, labels, barred)."""
     rng = np.random.default_rng(seed)
     x = 0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))
-    labels = rng.integers(0, 3, n)
+    labels = rng.integers(0, classes, n)
     for i, c in enumerate(labels):
         y0, x0 = rng.integers(0, 54, 2)
         while 19 <= y0 <= 31:  # the blob keeps off the bar's band
@@ -87,6 +88,47 @@ def test_the_audit_finds_the_band_the_model_relies_on(tmp_path):
     probed = probe_image(jnp.asarray(images[i]), jnp.asarray(mask), FILLS.index("inpaint"), fills)
     p = jax.nn.softmax(model.apply(model.params, jnp.stack([images[i], probed])).output)
     assert flags["output_change"][row] == pytest.approx(float(p[0, 0] - p[1, 0]), abs=1e-4)
+
+
+def binary_bar_model(sigmoid: bool):
+    """`bar_model` as a binary classifier with ONE output: green blob (class 1) against red
+    (class 0), and class 1 whenever the bar is there; the output is ``P(class 1)`` (a sigmoid
+    unit) or, with ``sigmoid=False``, its logit."""
+
+    def apply(params, x):
+        excess = jnp.maximum(x - 0.3, 0.0)
+        colour = jnp.max(excess.reshape(x.shape[0], -1, 3), axis=1)
+        bar = jnp.mean(jnp.min(x[:, BAR, :, :], axis=-1), axis=(1, 2))
+        logit = 20.0 * (colour[:, 1] - colour[:, 0]) + 60.0 * jnp.maximum(bar - 0.6, 0.0)
+        out = jax.nn.sigmoid(logit) if sigmoid else logit
+        return Features(activations=(excess,), output=out[:, None])
+
+    return from_fn(apply, {}, (64, 64, 3), ("excess",), has_output=True)
+
+
+def test_a_binary_model_with_one_output_is_read_and_tested(tmp_path):
+    images, labels, barred = bar_images(n=384, seed=3, classes=2)
+    for sigmoid in (True, False):
+        model = binary_bar_model(sigmoid)
+        out = np.asarray(model.apply(model.params, jnp.asarray(images)).output[:, 0])
+        p1 = out if sigmoid else 1 / (1 + np.exp(-out.astype(np.float64)))
+        audit(images, model, out=tmp_path / str(sigmoid), reliance_sample=192 if sigmoid else 0)
+        rows = ResultStore(tmp_path / str(sigmoid)).read_rows()
+        at = rows["id"].astype(int)
+        np.testing.assert_array_equal(rows["prediction"], (p1[at] > 0.5).astype(int))
+        np.testing.assert_allclose(rows["confidence"], np.maximum(p1, 1 - p1)[at], atol=1e-5)
+    # the reliance test on the sigmoid model: class 1 relies on the bar
+    cands = pq.read_table(tmp_path / "True" / RELIANCE_FILE).to_pydict()
+    assert cands["predicted_class"] == [1], cands["region"]
+    x0, y0, x1, y1 = cands["box"][0]
+    assert y0 <= 29 and y1 >= 31 and (y1 - y0) <= 16, cands["region"]
+    flags = pq.read_table(tmp_path / "True" / "flags.parquet").to_pydict()
+    found = np.zeros(len(images), bool)
+    found[
+        [int(i) for i, r in zip(flags["id"], flags["reason"], strict=True) if "relies on" in r]
+    ] = 1
+    relied = barred & (labels == 0)
+    assert found[relied].mean() >= 0.95 and barred[found].mean() >= 0.95
 
 
 def test_a_model_relying_on_nothing_gets_no_candidate(tmp_path):

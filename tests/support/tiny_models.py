@@ -12,8 +12,9 @@ def randomize_weights(model, seed: int = 0, scale: float = 0.3):
     return model
 
 
-def small_cnn(input_shape=(32, 32, 3), seed: int = 0):
-    """conv(valid) -> relu -> pool -> conv -> activation -> flatten -> dense: a tiny classifier."""
+def small_cnn(input_shape=(32, 32, 3), seed: int = 0, outputs: int = 3, activation=None):
+    """conv(valid) -> relu -> pool -> conv -> activation -> flatten -> dense: a tiny classifier
+    (``outputs`` units, the dense layer's ``activation``)."""
     import keras
 
     layers = keras.layers
@@ -24,5 +25,5 @@ def small_cnn(input_shape=(32, 32, 3), seed: int = 0):
     x = layers.Conv2D(16, 3, padding="same", name="conv_b")(x)
     x = layers.Activation("relu", name="relu_b")(x)
     x = layers.Flatten(name="flatten")(x)
-    outputs = layers.Dense(3, name="dense")(x)
-    return randomize_weights(keras.Model(inputs, outputs, name="small_cnn"), seed)
+    out = layers.Dense(outputs, activation=activation, name="dense")(x)
+    return randomize_weights(keras.Model(inputs, out, name="small_cnn"), seed)
