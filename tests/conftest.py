@@ -26,7 +26,7 @@ def images32():
 
 @pytest.fixture(autouse=True)
 def no_reliance_sweep_unless_asked(request, monkeypatch):
-    """Audits in tests skip the reliance test unless they ask for it (its default sweep, 320
+    """Audits in tests skip the reliance test unless they ask for it (its default sweep, 320+
     rows, costs ~27,000 forward passes and a compilation per audit; on a Keras application at
     224 px, minutes on CPU): the reliance tests pass their own sample, tests marked
     ``reliance_default`` (the shortcut benchmark's) keep the default, CLI subprocesses pass

@@ -53,7 +53,6 @@ from fastfem.audit.detectors.tables import FLAGS_FILE, read_table
 from fastfem.audit.distributed import ProcessGroup, start_processes
 from fastfem.audit.plan import AuditPlan, check_arguments, plan_audit
 from fastfem.audit.reliance import (
-    SAMPLE,
     RelianceResult,
     hot_spot_regions,
     reliance_settings,
@@ -133,7 +132,8 @@ class AuditRun:
     box_ids_seen: set[str] = field(default_factory=set)
     metadata: dict[bytes, bytes] = field(default_factory=dict)  # every part's (configuration)
     check_peers: Callable[[], None] = lambda: None  # raises when another process has failed
-    reliance_sample: int = SAMPLE  # rows of the reliance sweep (0: no reliance test)
+    #: rows of the reliance sweep (0: no reliance test; None: by the number of classes)
+    reliance_sample: int | None = None
 
 
 def prepare_classes(plan: AuditPlan) -> Classes | None:
@@ -328,7 +328,9 @@ def audit(
         runs on the CPU; every core, 1 to 32, when it runs on an accelerator).
       reliance_sample: rows of the reliance test's sweep (`fastfem.audit.reliance`: which
         regions does the model rely on for one class, by occlusion; its flags join the map
-        detectors'); None: `fastfem.audit.reliance.SAMPLE` (320); 0 turns the test off.
+        detectors'); None: `fastfem.audit.reliance.SAMPLE`, by default itself None: 80 rows
+        per predicted class, 320 to 2048 (`fastfem.audit.reliance.sample_size`); 0 turns the
+        test off.
       image_column, label_column, label_field: a Hugging Face dataset's image and label
         columns (`fastfem.data.hf`), a WebDataset's image and label extensions and JSON label
         field (`fastfem.data.webdataset`); None: the source's default.
@@ -340,7 +342,7 @@ def audit(
     chosen = check_arguments(method, batch_size, part_size, references, settings)
     if reliance_sample is None:
         reliance_sample = reliance_module.SAMPLE
-    if (
+    if reliance_sample is not None and (
         isinstance(reliance_sample, bool)
         or not isinstance(reliance_sample, int)
         or reliance_sample < 0
@@ -431,7 +433,7 @@ def describe_reliance(result: RelianceResult) -> str:
 
 def reliance_result(run: AuditRun, rows: dict[str, np.ndarray], hot: Any) -> RelianceResult:
     """The reliance test on the committed rows (`fastfem.audit.reliance`), or why not."""
-    if run.reliance_sample <= 0:
+    if run.reliance_sample == 0:
         return RelianceResult(skipped="disabled (reliance_sample=0)")
     h, w = run.plan.image_hw
     return reliance_test(run.plan, rows, hot_spot_regions(hot, h, w), run.reliance_sample)

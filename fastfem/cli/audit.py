@@ -172,7 +172,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--reliance-sample",
         type=non_negative_int,
         help="rows of the reliance test's occlusion sweep: which regions the model relies on "
-        "for one class (default: fastfem.audit.reliance.SAMPLE, 320; 0: no reliance test)",
+        "for one class (default: 80 per predicted class, 320 to 2048; 0: no reliance test)",
     )
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.add_argument("--out", required=True, help="result store folder")

@@ -11,7 +11,7 @@ import pytest
 from fastfem.converters import Features, from_fn
 
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.reliance import hot_spot_regions, stratified_sample
+from fastfem.audit.reliance import hot_spot_regions, sample_size, stratified_sample
 from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
 from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
 
@@ -166,6 +166,20 @@ def test_the_manifest_records_the_reliance_settings(tmp_path):
     assert body["detectors"]["reliance_sample"] == 32
     assert body["detectors"]["reliance_fill"] == "inpaint"
     assert body["reliance"].endswith("rows tested") or "relies on" in body["reliance"]
+
+
+@pytest.mark.reliance_default
+def test_the_default_sweep_grows_with_the_classes(tmp_path):
+    import json
+
+    assert [sample_size(k) for k in (1, 2, 4, 5, 10, 25, 1000)] == [
+        320, 320, 320, 400, 800, 2000, 2048
+    ]  # fmt: skip
+    images, _, _ = bar_images(n=96)
+    summary = audit(images, bar_model(), out=tmp_path / "d")  # every row (96 < 320)
+    body = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert body["detectors"]["reliance_sample"] == "auto (80 per class, 320 to 2048)"
+    assert "on 96 sampled rows" in summary.reliance
 
 
 def test_stratified_sample_takes_each_class_alike_and_is_deterministic():
