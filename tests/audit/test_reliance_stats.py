@@ -213,11 +213,11 @@ def test_the_row_threshold_follows_how_cleanly_the_probe_hides_the_mark():
     # flag none of them; the class's objects elsewhere fall by more (0.6) and no more often at
     # 0.25 than at 0.5, so the lowest threshold is clean
     test, drop, pred, regions = _partly_hidden_mark(0.3, object_drop=0.6, object_rows=0)
-    assert S.row_threshold(test, drop, pred, regions, None) == 0.25
+    assert S.row_threshold(test, drop, pred, regions, None) == (0.25, S.MIN_DOSE_LIFT)
     # objects fall by 0.3 where hidden, in the band too (20 rows of class 0): flagging at 0.25
     # would take them with the mark's rows (place lift 8.8 < 10); 0.35 keeps the mark's rows
     test, drop, pred, regions = _partly_hidden_mark(0.4, object_drop=0.3, object_rows=20)
-    tau = S.row_threshold(test, drop, pred, regions, None)
+    tau, _ = S.row_threshold(test, drop, pred, regions, None)
     assert tau == 0.35
     flagged = (pred == 0) & (drop[:, 3] >= tau)
     assert flagged[:24].all() and not flagged[24:].any()
@@ -268,3 +268,35 @@ def test_a_region_hit_as_often_as_its_mirror_images_is_objects_not_a_mark():
         tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
         found = S.select_candidates(tests, drop, pred)
         assert [(t.probe, t.cls) for t in found] == expected
+
+
+def _global_mark(natural_hits: int):
+    """240 rows of 3 classes under one global probe (area 0). 24 rows of class 0 carry a mark
+    the probe removes (drop 0.8): 12 of them changed 1.8x as much as an ordinary row, 12 only
+    1.4x (a mark that is a small part of what the fill changes). ``natural_hits`` unmarked
+    rows of class 0, changed as much as any row, also fall (the class needs what the fill
+    removes)."""
+    rng = np.random.default_rng(2)
+    pred = np.repeat(np.arange(3), 80)
+    dose = rng.uniform(0.9, 1.1, size=(240, 1))
+    drop = np.zeros((240, 1))
+    dose[:12], dose[12:24] = 1.8, 1.4
+    drop[:24] = 0.8
+    drop[24 : 24 + natural_hits] = 0.6
+    regions = S.RegionInfo([0.0], ["image"], np.zeros((1, 1), bool))
+    tests = S.probe_tests(drop, pred, np.unique(pred), *regions, dose)
+    return next(t for t in tests if t.cls == 0), drop, pred, regions, dose
+
+
+def test_a_global_candidates_dose_floor_goes_down_while_its_flags_stay_clean():
+    test, drop, pred, regions, dose = _global_mark(natural_hits=0)
+    assert S.select_candidates([test], drop, pred)  # found on its strongly changed rows
+    tau, lift = S.row_threshold(test, drop, pred, regions, dose)
+    counted = (pred == 0) & (drop[:, 0] >= tau) & (dose[:, 0] >= S.dose_floor(dose[:, 0], lift))
+    assert lift == min(S.ROW_DOSE_LIFTS) and counted[:24].all() and not counted[24:].any()
+    # where the class's ordinary rows fall under the fill too, the floor stops above them
+    test, drop, pred, regions, dose = _global_mark(natural_hits=30)
+    tau, lift = S.row_threshold(test, drop, pred, regions, dose)
+    counted = (pred == 0) & (drop[:, 0] >= tau) & (dose[:, 0] >= S.dose_floor(dose[:, 0], lift))
+    assert min(S.ROW_DOSE_LIFTS) < lift < S.MIN_DOSE_LIFT
+    assert counted[:24].all() and not counted[24:].any()

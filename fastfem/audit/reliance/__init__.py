@@ -117,7 +117,7 @@ class Candidate:
     nonmember_mean_drop: float = 0.0
     nonmember_hits: int = 0
     #: a global probe's rows count only where it changed the image this much
-    #: (`stats.dose_floor` of the sample, as for the candidate); 0 for regions
+    #: (`stats.dose_floor` of the sample at `stats.row_threshold`'s lift); 0 for regions
     dose_floor: float = 0.0
     #: a member row is flagged when its class's probability falls by this much
     #: (`stats.row_threshold`)
@@ -186,6 +186,7 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         "reliance_tau": stats.TAU,
         "reliance_row_taus": "/".join(f"{t:g}" for t in stats.ROW_TAUS),
         "reliance_row_place_lift": stats.ROW_PLACE_LIFT,
+        "reliance_row_dose_lifts": "/".join(f"{v:g}" for v in stats.ROW_DOSE_LIFTS),
         "reliance_min_hits": stats.MIN_HITS,
         "reliance_min_lift": stats.MIN_LIFT,
         "reliance_min_global_lift": stats.MIN_GLOBAL_LIFT,
@@ -364,9 +365,9 @@ def reliance_test(
     found = widest_extent(found, tests, drop, pred, regions, n_tests)
     cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
     for c in cands:
+        c.row_tau, lift = row_threshold(c.test, drop, pred, regions, doses[0])
         if c.probe.region.kind == "image":
-            c.dose_floor = dose_floor(doses[0][:, c.test.probe])
-        c.row_tau = row_threshold(c.test, drop, pred, regions, doses[0])
+            c.dose_floor = dose_floor(doses[0][:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, batches, c, pred, fills)
     result = RelianceResult(candidates=cands, sampled=got, probes=len(probes))
     for c in cands:  # the sample's other rows: the non-members' evidence

@@ -111,6 +111,12 @@ ROW_TAUS: tuple[float, ...] = (0.5, 0.35, 0.25)
 #: this many times its typical rate elsewhere: at most 1 in 10 of the flags is expected from
 #: the class's objects hidden by the region (its place null).
 ROW_PLACE_LIFT = 10.0
+#: The dose floors (multiples of the sample's mean change) a global candidate's member rows
+#: may be counted at, strictest first (`row_threshold`). The candidate test's 1.5 keeps out
+#: rows a global fill changes by nature; but a mark the fill removes is only part of the
+#: image, and its rows' change can lie just under it (measured: a diagonal line's relied-on
+#: rows at 1.35-1.7x the mean, the unmarked rows of its class at most 0.97x).
+ROW_DOSE_LIFTS: tuple[float, ...] = (1.5, 1.25, 1.0)
 
 
 def binomial_tail(k: int, n: int, q: float) -> float:
@@ -233,6 +239,7 @@ def probe_tests(
     mirrors: Sequence[Sequence[int]] | None = None,
     dose: np.ndarray | None = None,
     tau: float = TAU,
+    dose_lift: float = MIN_DOSE_LIFT,
 ) -> list[ProbeTest]:
     """Every (probe, class) test of a sweep: ``drop`` (N, P) of the rows' predicted classes
     ``pred`` (N,), for each class in ``classes``; ``areas`` (P,) each probe's region area (0
@@ -241,7 +248,7 @@ def probe_tests(
     probes' regions share a pixel (`translates`), ``mirrors`` (P,) each probe's mirror images
     (module docstring; default: none), ``dose`` (N, P) how much each probe changed
     each row (the dose lift of the global probes; default: not measured); ``tau`` the drop that
-    counts as a hit."""
+    counts as a hit; ``dose_lift`` a global probe's dosed rows' floor (`dose_floor`)."""
     hit = drop >= tau
     areas = np.ones(drop.shape[1]) if areas is None else np.asarray(areas, np.float64)
     compare = translates(areas, families, overlaps)
@@ -257,7 +264,7 @@ def probe_tests(
         q = (h_o + 1.0) / (n_o + 2.0)
         for p in range(drop.shape[1]):
             if dose is not None and areas[p] <= 0:
-                tests.append(global_test(p, int(c), mine, hit[:, p], dose[:, p]))
+                tests.append(global_test(p, int(c), mine, hit[:, p], dose[:, p], dose_lift))
                 continue
             q_star, place = float(q[p]), float("inf")
             if areas[p] > 0 and compare[p].any():
@@ -273,20 +280,27 @@ def probe_tests(
     return tests
 
 
-def dose_floor(dose: np.ndarray) -> float:
+def dose_floor(dose: np.ndarray, lift: float = MIN_DOSE_LIFT) -> float:
     """The change a global probe must make to a row for it to count (a *dosed* row):
-    ``MIN_DOSE_LIFT`` times the sample's mean change ``dose``."""
-    return MIN_DOSE_LIFT * float(np.mean(dose))
+    ``lift`` times the sample's mean change ``dose``."""
+    return lift * float(np.mean(dose))
 
 
-def global_test(p: int, cls: int, mine: np.ndarray, hit: np.ndarray, dose: np.ndarray) -> ProbeTest:
+def global_test(
+    p: int,
+    cls: int,
+    mine: np.ndarray,
+    hit: np.ndarray,
+    dose: np.ndarray,
+    dose_lift: float = MIN_DOSE_LIFT,
+) -> ProbeTest:
     """The test of a global probe ``p`` for class ``cls`` (module docstring): only the rows it
-    changed most count (``dose >= MIN_DOSE_LIFT`` x the sample's mean dose, the *dosed* rows);
+    changed most count (``dose >= dose_lift`` x the sample's mean dose, the *dosed* rows);
     ``lift`` is the class's share of dosed rows over the other classes' (smoothed), the
     ``place_lift`` the hit rate of the class's dosed rows over that of its other rows
     (smoothed), and the p-value ``P(Binomial(n_dosed, q_rest) >= h)`` for the ``h`` hits among
     the class's ``n_dosed`` dosed rows."""
-    dosed = dose >= dose_floor(dose)
+    dosed = dose >= dose_floor(dose, dose_lift)
     n_c, n_o = int(mine.sum()), int((~mine).sum())
     mine_dosed, mine_rest = mine & dosed, mine & ~dosed
     hits = hit & mine_dosed
@@ -334,20 +348,28 @@ def select_candidates(
 
 def row_threshold(
     t: ProbeTest, drop: np.ndarray, pred: np.ndarray, regions: RegionInfo, dose: np.ndarray
-) -> float:
-    """The drop at which the member pass flags a row of candidate ``t``: the lowest of
-    ``ROW_TAUS`` at which the class's hit rate at the probe is at least ``ROW_PLACE_LIFT``
-    times its typical rate (its place lift at that threshold, module docstring; for a global
-    probe the hit rate of its dosed rows over the rest), else the one with the largest place
-    lift. A lower threshold finds the rows where the probe hides the mark only partly; the
-    place lift bounds the share of flags the class's own objects would give there (a band
-    across the objects: 1 in 5 at 0.25 where it is 1 in 10 at 0.5)."""
+) -> tuple[float, float]:
+    """``(tau, dose_lift)``: the drop at which the member pass flags a row of candidate ``t``
+    and, for a global probe, the dose floor (`dose_floor`) a row must reach to count. The
+    lowest floor of ``ROW_DOSE_LIFTS`` (regions: ``MIN_DOSE_LIFT``, unused), then the lowest
+    threshold of ``ROW_TAUS``, at which the class's hit rate at the probe is at least
+    ``ROW_PLACE_LIFT`` times its typical rate (its place lift there, module docstring; for a
+    global probe the hit rate of its dosed rows over the rest's); else the pair with the
+    largest place lift (ties: the stricter floor, the lower threshold). A lower threshold
+    finds the rows where the probe hides the mark only partly, a lower floor those where the
+    mark is a small part of what a global fill changes; the place lift bounds the share of
+    flags the class's own objects would give there (a band across the objects: 1 in 5 at 0.25
+    where it is 1 in 10 at 0.5)."""
+    lifts = ROW_DOSE_LIFTS if regions.areas[t.probe] <= 0 else (MIN_DOSE_LIFT,)
     place = {}
-    for tau in ROW_TAUS:
-        tests = probe_tests(drop, pred, np.asarray([t.cls]), *regions, dose, tau=tau)
-        place[tau] = next(u.place_lift for u in tests if u.probe == t.probe)
-    clean = [tau for tau in ROW_TAUS if place[tau] >= ROW_PLACE_LIFT]
-    return min(clean) if clean else max(ROW_TAUS, key=lambda tau: (place[tau], -tau))
+    for lift in sorted(lifts):
+        for tau in sorted(ROW_TAUS):
+            tests = probe_tests(drop, pred, np.asarray([t.cls]), *regions, dose, tau, lift)
+            place[(tau, lift)] = next(u.place_lift for u in tests if u.probe == t.probe)
+    clean = [key for key in place if place[key] >= ROW_PLACE_LIFT]
+    if clean:
+        return min(clean, key=lambda key: (key[1], key[0]))
+    return max(place, key=lambda key: (place[key], key[1], -key[0]))
 
 
 def widest_extent(
