@@ -268,11 +268,21 @@ class ProbeRunner:
             yield [r.id for r in batcher.pending.popleft()], batch
 
     def run(
-        self, batches: Iterable[dict[str, np.ndarray]], probes: ProbeParams
+        self, batches: Iterable[dict[str, np.ndarray]], probes: ProbeParams, size: int | None = None
     ) -> Iterator[dict[str, np.ndarray]]:
-        """The probe step's outputs, batch by batch."""
+        """The probe step's outputs, batch by batch (``size``: host batches of at most that
+        many rows run at that device batch; default the full one)."""
         step = Step(self.fn, (self.plan.extractor.params, probes))
-        return self.plan.explainer.run(step, batches)
+        return self.plan.explainer.run(step, batches, size)
+
+    def even_batches(self, batches: list[dict[str, np.ndarray]]) -> tuple[list, int]:
+        """The in-memory ``batches`` re-cut into as few host batches as the full device batch
+        needs, of equal size (320 rows at a batch of 256: two of 160, not 256 and 64 padded to
+        256: every probe is a forward pass of the padded batch), and that size."""
+        x = np.concatenate([b["x"] for b in batches])
+        full = self.plan.explainer.device_batch()
+        size = -(-len(x) // -(-len(x) // full)) if len(x) else full
+        return [{"x": x[i : i + size]} for i in range(0, len(x), size)], size
 
 
 def _concat(outs: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
@@ -283,7 +293,8 @@ def sweep(runner: ProbeRunner, batches: list, probes: list[Probe], fills: Any, d
     """``(pred (S,), drop (S, P))`` of the sample's batches under ``probes``; with a list
     ``doses``, the (S, P) doses (how much each probe changed each image) are appended to it."""
     params, owner = _probe_params(probes, fills)
-    outs = list(runner.run(batches, params))
+    even, size = runner.even_batches(batches)
+    outs = list(runner.run(even, params, size))
     pred = _concat(outs, "prediction")
     if doses is not None:
         dose = _concat(outs, "dose").reshape(len(pred), -1)
