@@ -300,3 +300,43 @@ def test_a_global_candidates_dose_floor_goes_down_while_its_flags_stay_clean():
     counted = (pred == 0) & (drop[:, 0] >= tau) & (dose[:, 0] >= S.dose_floor(dose[:, 0], lift))
     assert min(S.ROW_DOSE_LIFTS) < lift < S.MIN_DOSE_LIFT
     assert counted[:24].all() and not counted[24:].any()
+
+
+def _quarter_sweep(seed: int = 3):
+    """The 9 quarters of a 96 px image (3 x 3 at a stride of a quarter side), 240 rows of 3
+    classes: class 1 falls whenever a quarter is hidden, more often at the top (60% of its rows
+    under the top row, 40% the middle row, 15% the bottom row: a class that needs most of the
+    image); class 0 carries a mark in the bottom-right corner that only the quarters covering
+    it hide (24 rows at the bottom-right quarter, 12 at its two half-overlapping neighbours)."""
+    from fastfem.audit.reliance import Probe, region_mirrors, region_overlaps
+    from fastfem.kernels.occlusion import region_family
+
+    quarters = [r for r in region_family(96, 96) if r.kind == "quarter"]
+    probes = [Probe(r, ("inpaint",)) for r in quarters]
+    rng = np.random.default_rng(seed)
+    pred = np.repeat(np.arange(3), 80)
+    drop = np.where(rng.uniform(size=(240, 9)) < 0.02, 0.6, 0.0)
+    rate = np.repeat([0.6, 0.4, 0.15], 3)  # quarter k = row * 3 + col
+    drop[80:160] = np.where(rng.uniform(size=(80, 9)) < rate, 0.6, 0.0)
+    drop[:24, 8] = 0.6
+    drop[:12, [5, 7]] = 0.6
+    regions = S.RegionInfo(
+        [float(r.mask.mean()) for r in quarters],
+        [r.kind for r in quarters],
+        region_overlaps(probes),
+        region_mirrors(probes),
+    )
+    return drop, pred, regions
+
+
+def test_a_class_that_needs_most_of_the_image_is_not_a_mark_of_its_upper_half(monkeypatch):
+    drop, pred, regions = _quarter_sweep()
+    tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    found = {(t.probe, t.cls) for t in S.select_candidates(tests, drop, pred)}
+    assert (8, 0) in found  # the mark's quarter
+    assert not any(c == 1 for _, c in found)  # family lift: 1.5 at most for class 1
+    upper = next(t for t in tests if (t.probe, t.cls) == (1, 1))
+    assert upper.place_lift >= S.MIN_LIFT > upper.family_lift  # only the family lift holds
+    monkeypatch.setattr(S, "FAMILY_PEAK_MEMBERS", 100)  # without it: a false candidate
+    tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    assert any(t.cls == 1 for t in S.select_candidates(tests, drop, pred))

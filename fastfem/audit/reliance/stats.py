@@ -32,6 +32,14 @@ so ``t_cp`` is at least the class's rate at ``p``'s *mirror images* (the same re
 left-right, top-bottom or both, where that is another region of the family) ``+ 1 / n_c`` —
 their largest.
 
+The translates that share no pixel with a large region are few and lie on the far side of
+the image (a quarter's: the other half), so a class that falls whenever a large part of the
+image is hidden, more on one side than the other, can pass the place lift there. A mark at
+one place is hit by the few regions that cover it and missed by most of the family; so a
+region of a family with ``FAMILY_PEAK_MEMBERS`` members or more must also have a *family lift*
+``h_c / max(median_{r in family} h_cr, 1) >= MIN_LIFT``, the median taken over every region
+of its family, itself and its overlapping neighbours included.
+
 A region without ``MIN_FAMILY`` translates — a border ring, the centre, a map's hot spot — is
 compared with the other regions whose area is within a factor ``AREA_RATIO`` of its own, else
 with every other region. Those have another shape: they hide objects more or less often *for
@@ -49,8 +57,8 @@ lift, so there
 Either null — "the region hides other classes' objects as often" or "it hides this class's
 objects as often as comparable regions do" — predicts a hit rate of at most ``q* = max(q,
 t_cp)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)`` (``q* = q`` for global probes), and
-``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``, ``min(lift, place_lift) >= MIN_LIFT``
-and the p-value is below ``ALPHA`` divided by the number of tests (probes x classes:
+``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``, ``min(lift, place_lift, family_lift) >=
+MIN_LIFT`` (the family lift above, where it applies) and the p-value is below ``ALPHA`` divided by the number of tests (probes x classes:
 Bonferroni).
 
 A global probe (low-pass, colour moments, median, tint) has no place; it removes a property of
@@ -91,6 +99,10 @@ MIN_GLOBAL_LIFT = 5.0
 MAX_OVERLAP = 0.5  # share of a candidate's hits already explained by an earlier one
 AREA_RATIO = 1.5  # regions "of the same size" for the place lift
 MIN_FAMILY = 3  # the fewest regions a place lift compares with
+#: A family of at least this many regions (bands, columns, cells, quarters; not the map's hot
+#: spots) also asks the *family lift*: the class's hits at the region over the median of its
+#: hits at every region of the family, overlapping ones included (module docstring).
+FAMILY_PEAK_MEMBERS = 5
 #: The translates' "typical" hit rate: their upper quartile, not their median. Objects are not
 #: spread evenly over a sample of a few dozen rows per class; the median of the translates
 #: made one cell of the bundled sample look like a mark for triangles (place lift 3.3).
@@ -158,6 +170,7 @@ class ProbeTest:
     p_value: float
     place_lift: float = float("inf")  # inf: a global probe (no place to compare)
     dose_lift: float = float("inf")  # inf: not measured
+    family_lift: float = float("inf")  # inf: no family of FAMILY_PEAK_MEMBERS regions
 
     @property
     def rate(self) -> float:
@@ -276,8 +289,34 @@ def probe_tests(
                 q_star = max(q_star, min(typical, 1.0))
             lift = (h_c[p] / n_c) / q[p]
             pv = binomial_tail(int(h_c[p]), n_c, q_star) if h_c[p] >= MIN_HITS else 1.0
-            tests.append(ProbeTest(p, int(c), int(h_c[p]), n_c, int(h_o[p]), n_o, lift, pv, place))
+            family = family_lift(p, h_c, fams, areas)
+            tests.append(
+                ProbeTest(
+                    p,
+                    int(c),
+                    int(h_c[p]),
+                    n_c,
+                    int(h_o[p]),
+                    n_o,
+                    lift,
+                    pv,
+                    place,
+                    family_lift=family,
+                )
+            )
     return tests
+
+
+def family_lift(p: int, h_c: np.ndarray, families: np.ndarray, areas: np.ndarray) -> float:
+    """The class's hits ``h_c[p]`` at region ``p`` over the median of its hits at every region
+    of ``p``'s family (at least 1), for a family of ``FAMILY_PEAK_MEMBERS`` regions or more
+    other than the map's hot spots (module docstring); inf otherwise."""
+    if areas[p] <= 0 or families[p] in ("", "hot spot"):
+        return float("inf")
+    same = np.flatnonzero(families == families[p])
+    if len(same) < FAMILY_PEAK_MEMBERS:
+        return float("inf")
+    return float(h_c[p]) / max(float(np.median(h_c[same])), 1.0)
 
 
 def dose_floor(dose: np.ndarray, lift: float = MIN_DOSE_LIFT) -> float:
@@ -325,7 +364,7 @@ def select_candidates(
         t
         for t in tests
         if t.hits >= MIN_HITS
-        and min(t.lift, t.place_lift) >= MIN_LIFT
+        and min(t.lift, t.place_lift, t.family_lift) >= MIN_LIFT
         and (t.dose_lift == float("inf") or t.lift >= MIN_GLOBAL_LIFT)
         and t.dose_lift >= MIN_DOSE_LIFT
         and t.p_value <= ALPHA / n_tests
@@ -404,7 +443,7 @@ def widest_extent(
                 u is None
                 or shape[j] != shape[t.probe]
                 or not 0 < a[j] <= MAX_EXTENT * a[t.probe]
-                or u.place_lift < MIN_LIFT
+                or min(u.place_lift, u.family_lift) < MIN_LIFT
                 or u.hits <= best.hits
                 or np.sum(mine & hit[:, j]) < MAX_OVERLAP * mine.sum()
             ):
