@@ -58,8 +58,8 @@ Either null — "the region hides other classes' objects as often" or "it hides 
 objects as often as comparable regions do" — predicts a hit rate of at most ``q* = max(q,
 t_cp)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)`` (``q* = q`` for global probes), and
 ``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``, ``min(lift, place_lift, family_lift) >=
-MIN_LIFT`` (the family lift above, where it applies) and the p-value is below ``ALPHA`` divided by the number of tests (probes x classes:
-Bonferroni).
+MIN_LIFT`` (the family lift above, where it applies) and the p-value is below ``ALPHA``
+divided by the number of tests (probes x classes: Bonferroni).
 
 A global probe (low-pass, colour moments, median, tint) has no place; it removes a property of
 some images — a texture, noise, a tint — and changes every image somewhat, often enough to
