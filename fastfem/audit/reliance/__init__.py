@@ -310,11 +310,9 @@ def pixel_moments(batches: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray,
 
 
 def rows_of(batches: list[dict[str, np.ndarray]], keep: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """The host batches of the sample's rows ``keep`` (bool over the rows, in order), of the
-    same batch size."""
-    x = np.concatenate([b["x"] for b in batches])[keep]
-    size = len(batches[0]["x"])
-    return [{"x": x[i : i + size]} for i in range(0, len(x), size)]
+    """The sample's rows ``keep`` (bool over the rows, in order) as one host batch (`sweep`
+    cuts it into device batches, `ProbeRunner.even_batches`)."""
+    return [{"x": np.concatenate([b["x"] for b in batches])[keep]}]
 
 
 def fill_effects(
