@@ -128,16 +128,17 @@ def test_a_region_without_translates_is_compared_by_lift_not_by_rate():
 def _band_sweep():
     """Probe 0: a narrow band hiding part of a mark (20 rows of class 1), probe 1: the wide
     band around it hiding all of it (35 rows, incl. those 20) but also the other classes'
-    objects (the class lift stays < MIN_LIFT), probe 2: a column overlapping both (more hits
-    of the class, less specific), probes 3-7:
-    narrow bands elsewhere (translates), probes 8-11: wide bands elsewhere."""
+    objects (15 rows of each: the class lift stays < MIN_LIFT), probe 2: a column overlapping
+    both (more hits of the class, less specific), probes 3-7: narrow bands elsewhere
+    (translates), probes 8-11: wide bands elsewhere."""
     rng = np.random.default_rng(4)
     pred = np.repeat(np.arange(4), 80)
     drop = np.where(rng.uniform(size=(len(pred), 12)) < 0.02, 0.6, 0.0)
     mine = np.flatnonzero(pred == 1)
     drop[mine[:20], 0] = 0.7
     drop[mine[:35], 1] = 0.7
-    drop[rng.choice(np.flatnonzero(pred != 1), 40, replace=False), 1] = 0.6
+    for k in (0, 2, 3):  # every other class alike: objects, not one fragile class
+        drop[rng.choice(np.flatnonzero(pred == k), 15, replace=False), 1] = 0.6
     drop[mine[:20], 2] = 0.7
     drop[mine[60:75], 2] = 0.7
     drop[rng.choice(np.flatnonzero(pred != 1), 30, replace=False), 2] = 0.6
@@ -340,3 +341,28 @@ def test_a_class_that_needs_most_of_the_image_is_not_a_mark_of_its_upper_half(mo
     monkeypatch.setattr(S, "FAMILY_PEAK_MEMBERS", 100)  # without it: a false candidate
     tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
     assert any(t.cls == 1 for t in S.select_candidates(tests, drop, pred))
+
+
+def test_one_fragile_other_class_does_not_hide_a_mark_of_another():
+    # class 0 falls under every region (a class predicted from weak, spread-out evidence);
+    # region 7 holds a mark class 2 relies on. Pooled in, class 0's hits there lift the other
+    # classes' rate to class 2's own; the lift leaves out the most-hit other class.
+    drop, pred = _null_sweep(rate=0.02)
+    rng = np.random.default_rng(3)
+    fragile = pred == 0
+    drop[fragile] = np.where(rng.uniform(size=(fragile.sum(), drop.shape[1])) < 0.6, 0.7, 0.0)
+    marked = np.flatnonzero(pred == 2)[:40]
+    drop[marked, 7] = 0.8
+    h_o, n_o = S.others_hits(drop >= S.TAU, pred, 2)
+    assert n_o[7] == np.sum((pred != 2) & (pred != 0))  # class 0, the most hit there, left out
+    assert h_o[7] == np.sum((drop[:, 7] >= S.TAU) & (pred != 2) & (pred != 0))
+    pooled = (np.sum((drop[:, 7] >= S.TAU) & (pred != 2)) + 1) / (np.sum(pred != 2) + 2)
+    assert (40 / np.sum(pred == 2)) / pooled < S.MIN_LIFT  # the pooled lift would miss it
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    found = S.select_candidates(tests, drop, pred)
+    assert [(t.probe, t.cls) for t in found] == [(7, 2)]
+    assert found[0].lift > 5
+    # with two classes in all, there is no other class to leave out: the lift pools
+    two = pred % 2
+    h2, n2 = S.others_hits(drop >= S.TAU, two, 1)
+    assert n2[7] == np.sum(two == 0) and h2[7] == np.sum((drop[:, 7] >= S.TAU) & (two == 0))
