@@ -14,14 +14,17 @@ sits and pushes ONE class. So for each probe and class ``c`` the hits among the 
     lift = (h_c / n_c) / q
     p-value = P(Binomial(n_c, q) >= h_c)            (one-sided, exact)
 
-where, with at least ``TRIM_OTHERS`` other classes, ``h_o`` and ``n_o`` leave out the other
-class hit most at ``p``: some class of a model often falls under almost any occlusion (one
-predicted from weak, spread-out evidence), and pooled in, it lifts the other classes' rate at
-a region that holds a mark of class ``c`` to the level of ``c``'s own (measured: a stamp over
-the centre of the benchmark's photographs, relied on by class 3, knocks out 36 of its 80
-sampled rows, 92% of them stamped, and 50 of the 199 rows of the other classes, 45 of them of
-the ring class that every region knocks out: lift 1.8 pooled, 14 without it). A region that
-hides objects hides the objects of most classes; a mark pushes one.
+where, with at least ``MEDIAN_OTHERS`` other classes, ``q`` is instead the median over them of
+each one's rate ``(h_k + 1) / (n_k + 2)``: some class of a model often falls under almost any
+occlusion (one predicted from weak, spread-out evidence), and pooled in, it lifts the other
+classes' rate at a region that holds a mark of class ``c`` to the level of ``c``'s own
+(measured: a stamp over the centre of the benchmark's photographs, relied on by class 3, knocks
+out 36 of its 80 sampled rows, 92% of them stamped, and 50 of the 199 rows of the other
+classes, 45 of them of the ring class that every region knocks out: lift 1.8 pooled, 9.2 over
+the median class). A region that hides objects hides the objects of most classes; a mark
+pushes one. (The pool without the most-hit other class, lower than the median, was tried: on
+a shapes model whose classes' objects the centre cell hides on 14, 9, 4 and 2 of 80 rows, it
+made the first class a candidate there; the median keeps it out.)
 
 That alone does not separate a mark from objects of one class that a region's *shape* hides
 more often (thin objects and thin columns). A mark sits at one place; objects of a class sit
@@ -60,9 +63,9 @@ lift, so there
 
 (``u_p`` the upper end of the Wilson interval of the other classes' rate ``h_o / n_o``, one-sided
 95%: when few rows of the other classes are hit, their rate and the lift are noisy; here the
-rates and lifts pool *every* other class: left out, the most-hit class differs from region to
-region, and the ratio of like with like between them is lost — measured, a border ring's
-frame in the fragile class itself then compares with lifts 10x inflated at the bands)
+rates and lifts pool *every* other class: the interval of one class's 80 rows is wide, and
+with the median class there the photos' frame, a mark of the fragile class itself, fell below
+the place test)
 
     place_lift = (h_c / n_c) / t_cp
 
@@ -111,9 +114,9 @@ MIN_GLOBAL_LIFT = 5.0
 MAX_OVERLAP = 0.5  # share of a candidate's hits already explained by an earlier one
 AREA_RATIO = 1.5  # regions "of the same size" for the place lift
 MIN_FAMILY = 3  # the fewest regions a place lift compares with
-#: With at least this many other classes, a class's lift leaves out the other class hit most
-#: at the probe (module docstring): at least two other classes remain in the comparison.
-TRIM_OTHERS = 3
+#: With at least this many other classes, a class's lift compares with the median of their
+#: rates, not with their pooled rate (module docstring).
+MEDIAN_OTHERS = 3
 #: A family of at least this many regions (bands, columns, cells, quarters; not the map's hot
 #: spots) also asks the *family lift*: the class's hits at the region over the median of its
 #: hits at every region of the family, overlapping ones included (module docstring).
@@ -257,22 +260,17 @@ def typical_rate(
     return max(q_upper * float(np.percentile(lifts, TYPICAL_PERCENTILE)), 1.0 / n_c)
 
 
-def others_hits(hit: np.ndarray, pred: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(h_o, n_o)`` (P,) each, for a class's lift: per probe, the hits under ``hit`` (N, P)
-    and the number of the rows whose predicted class (``pred``) is not ``c``, leaving out at
-    each probe the other class with the highest smoothed hit rate ``(h + 1) / (n + 2)`` there
-    when there are at least ``TRIM_OTHERS`` other classes (module docstring)."""
+def others_rate(hit: np.ndarray, pred: np.ndarray, c: int) -> np.ndarray:
+    """(P,) the other classes' hit rate a class ``c``'s lift compares with: per probe, with at
+    least ``MEDIAN_OTHERS`` other classes the median over them of each one's smoothed rate
+    ``(h_k + 1) / (n_k + 2)`` under ``hit`` (N, P) (``pred`` the rows' predicted classes),
+    else the pooled ``(h_o + 1) / (n_o + 2)`` (module docstring)."""
     others = [k for k in np.unique(pred) if k != c]
-    per_class = np.stack([hit[pred == k].sum(axis=0) for k in others]) if others else None
-    rows = np.asarray([np.sum(pred == k) for k in others], np.float64)
-    if per_class is None:
-        return np.zeros(hit.shape[1]), np.zeros(hit.shape[1])
-    h_o, n_o = per_class.sum(axis=0).astype(np.float64), np.full(hit.shape[1], rows.sum())
-    if len(others) >= TRIM_OTHERS:
-        top = np.argmax((per_class + 1.0) / (rows[:, None] + 2.0), axis=0)
-        h_o = h_o - per_class[top, np.arange(hit.shape[1])]
-        n_o = n_o - rows[top]
-    return h_o, n_o
+    if len(others) < MEDIAN_OTHERS:
+        rest = pred != c
+        return (hit[rest].sum(axis=0) + 1.0) / (rest.sum() + 2.0)
+    rates = [(hit[pred == k].sum(axis=0) + 1.0) / (np.sum(pred == k) + 2.0) for k in others]
+    return np.median(np.stack(rates), axis=0)
 
 
 def probe_tests(
@@ -308,8 +306,7 @@ def probe_tests(
         h_c = hit[mine].sum(axis=0)
         h_o = hit[~mine].sum(axis=0)
         q = (h_o + 1.0) / (n_o + 2.0)  # every other class: the place lift's excesses
-        h_t, n_t = others_hits(hit, pred, int(c))
-        q_lift = (h_t + 1.0) / (n_t + 2.0)  # the lift's: without the most-hit other class
+        q_lift = others_rate(hit, pred, int(c))  # the lift's: the median other class
         for p in range(drop.shape[1]):
             if dose is not None and areas[p] <= 0:
                 tests.append(global_test(p, int(c), mine, hit[:, p], dose[:, p], dose_lift))

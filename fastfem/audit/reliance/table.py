@@ -11,8 +11,8 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     fill              string   how the region was hidden (inpaint, or a global fill)
     sample_hits / sample_rows             the class's sampled rows knocked out / sampled
     other_hits / other_rows               the same for the other classes' sampled rows
-    lift, place_lift, p_value             `fastfem.audit.reliance.stats` (the lift leaves
-                                          out the other class hit most, of 3 or more)
+    lift, place_lift, p_value             `fastfem.audit.reliance.stats` (the lift: over
+                                          the median other class, of 3 or more)
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
     row_tau           float64  the drop that flags a member row (`stats.row_threshold`)
