@@ -1,8 +1,9 @@
 """Planted shortcuts: the ground truth of the shortcut benchmark.
 
 A *configuration* is a mark kind at a place (`config`: eleven kinds, seven of them drawn over
-the objects), planted in one of two base datasets of different make (`bases`: the bundled
-sample's 64 px shapes, and 96 px crops of real photographs with drawn objects), with a label
+the objects), planted in one of three base datasets of different make (`bases`: the bundled
+sample's 64 px shapes, 96 px crops of real photographs with drawn objects, and 80 px rotated
+letters on gradient-and-blob backgrounds, five classes), with a label
 leak in ``train`` and the mark on 15% of every class in ``test``/``holdout`` (`generate`).
 Every image comes with its clean twin, so whether a model relies on the mark is measured, not
 assumed (`reliance`).

@@ -1,4 +1,4 @@
-"""Base datasets the shortcuts are planted in: two of different make.
+"""Base datasets the shortcuts are planted in: three of different make.
 
 * ``shapes``: the bundled sample's images (64x64; a circle, square, triangle or plus-sign cross,
   axis aligned, in a saturated colour on a smooth synthetic texture; `fastfem.sample.dataset`).
@@ -9,6 +9,12 @@
   rotation and position, anti-aliased (4x supersampled), in a saturated colour with a 1.5 px
   outline of the opposite brightness: a five-pointed ``star``, a ``ring``, a ``cross`` or a
   ``triangle``.
+* ``letters``: 80x80, five classes, the capitals ``A``, ``E``, ``K``, ``R``, ``S`` in Pillow's
+  own font (cap height 26-40 px, rotated by up to 25 degrees either way, anywhere in the frame,
+  anti-aliased: 4x supersampled), in a saturated colour (HSV saturation 0.75-1, value 0.55-1,
+  at least 0.4 from the background under it) over a background of another make: a linear
+  gradient between two random colours plus 2-4 large soft Gaussian blobs and, half the time,
+  one slow sinusoidal wave. Not tuned on: a check that the audit generalises.
 
 A base renders one *scene* (background, object and 0.015 pixel noise, not clipped) from a NumPy
 generator; the object's box (xyxy, x1/y1 exclusive, tight over its pixels) never touches the
@@ -234,9 +240,132 @@ def _photos_scene(
     return img.astype(np.float32), box
 
 
+# ------------------------------------------------------------------------------ letters
+LETTER_SIZE = 80
+LETTER_CLASSES: tuple[str, ...] = ("A", "E", "K", "R", "S")
+LETTER_HEIGHT = (26.0, 40.0)  # cap height in px
+LETTER_ROTATION = 25.0  # max |rotation| in degrees
+LETTER_BG = (0.15, 0.85)  # range of the gradient's two end colours (per channel)
+LETTER_BLOBS = (2, 5)  # number of soft blobs, [lo, hi)
+LETTER_BLOB_SIGMA = (0.15, 0.35)  # blob radius (Gaussian sigma) / S
+LETTER_BLOB_AMP = 0.25  # max |blob colour offset| per channel
+LETTER_WAVE_AMP = 0.08  # max |wave amplitude| per channel
+LETTER_WAVE_PERIOD = (0.5, 1.5)  # wave period / S
+_LETTER_MARGIN = 1  # px kept free between the glyph and the image border
+
+
+@functools.cache
+def _letter_font(px: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=px)
+
+
+@functools.cache
+def _cap_ratio() -> float:
+    """Cap height of Pillow's default font / its size (about 0.7)."""
+    left, top, right, bottom = _letter_font(400).getbbox("E")
+    return (bottom - top) / 400.0
+
+
+def _letters_background(rng: np.random.Generator) -> np.ndarray:
+    """A linear gradient between two random colours in a random direction, plus 2-4 large soft
+    Gaussian blobs of random colour offsets and (half the time) one smooth sinusoidal wave,
+    clipped to [0.05, 0.95]: (80, 80, 3) float32."""
+    s = LETTER_SIZE
+    yy, xx = (np.mgrid[0:s, 0:s].astype(np.float32) + 0.5) / s
+    c0, c1 = rng.uniform(*LETTER_BG, size=(2, 3)).astype(np.float32)
+    angle = rng.uniform(0.0, 2 * np.pi)
+    proj = (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle)
+    t = (proj - proj.min()) / (proj.max() - proj.min())
+    img = c0 * (1 - t[:, :, None]) + c1 * t[:, :, None]
+    for _ in range(int(rng.integers(*LETTER_BLOBS))):
+        bx, by = rng.uniform(-0.1, 1.1, size=2)
+        sigma = rng.uniform(*LETTER_BLOB_SIGMA)
+        offset = rng.uniform(-LETTER_BLOB_AMP, LETTER_BLOB_AMP, size=3).astype(np.float32)
+        g = np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * sigma**2))
+        img = img + g[:, :, None] * offset
+    if rng.random() < 0.5:
+        wave_angle = rng.uniform(0.0, np.pi)
+        period = rng.uniform(*LETTER_WAVE_PERIOD)
+        phase = rng.uniform(0.0, 2 * np.pi)
+        along = xx * np.cos(wave_angle) + yy * np.sin(wave_angle)
+        wave = np.sin(2 * np.pi * along / period + phase)
+        amp = rng.uniform(-LETTER_WAVE_AMP, LETTER_WAVE_AMP, size=3).astype(np.float32)
+        img = img + wave[:, :, None] * amp
+    return np.clip(img, 0.05, 0.95).astype(np.float32)
+
+
+def _letter_glyph(label: int, height: float, degrees: float):
+    """The letter's coverage at 4x (Pillow "L" image cropped tight), cap height ``height`` px
+    (at 1x), rotated by ``degrees`` (counter-clockwise), anti-aliased."""
+    from PIL import Image, ImageDraw
+
+    font = _letter_font(max(8, round(_SUPER * height / _cap_ratio())))
+    char = LETTER_CLASSES[label]
+    left, top, right, bottom = font.getbbox(char)
+    side = 2 * max(right - left, bottom - top) + 8
+    im = Image.new("L", (side, side), 0)
+    xy = (side / 2 - (left + right) / 2, side / 2 - (top + bottom) / 2)
+    ImageDraw.Draw(im).text(xy, char, fill=255, font=font)
+    im = im.rotate(degrees, resample=Image.BICUBIC)
+    return im.crop(im.getbbox())
+
+
+def _letter_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+    """A saturated colour (HSV: saturation 0.75-1, value 0.55-1) at least 0.4 (max channel)
+    from ``under``, the mean colour of the background under the letter."""
+    import colorsys
+
+    for _ in range(100):
+        h, sat, val = rng.uniform(0.0, 1.0), rng.uniform(0.75, 1.0), rng.uniform(0.55, 1.0)
+        colour = np.asarray(colorsys.hsv_to_rgb(h, sat, val), np.float32)
+        if np.max(np.abs(colour - under)) >= MIN_MARK_CONTRAST:
+            return colour
+    return (1.0 - under).astype(np.float32)  # pragma: no cover - never reached in practice
+
+
+def _letters_scene(
+    rng: np.random.Generator, label: int, keep_out: np.ndarray, avoid: np.ndarray | None
+) -> Scene:
+    """A letter on a gradient-and-blobs background (module docstring), clear of ``keep_out``."""
+    from PIL import Image
+
+    img = _letters_background(rng)
+    for _ in range(_TRIES):
+        if _far_from(img.mean(axis=(0, 1)), avoid):
+            break
+        img = _letters_background(rng)
+    else:  # pragma: no cover - a few percent of backgrounds are redrawn
+        raise RuntimeError("no background far enough from the mark's colour")
+    big = LETTER_SIZE * _SUPER
+    lo = _LETTER_MARGIN * _SUPER
+    for _ in range(_TRIES):
+        height = float(rng.uniform(*LETTER_HEIGHT))
+        degrees = float(rng.uniform(-LETTER_ROTATION, LETTER_ROTATION))
+        glyph = _letter_glyph(label, height, degrees)
+        gw, gh = glyph.size
+        x = int(rng.integers(lo, big - lo - gw + 1))
+        y = int(rng.integers(lo, big - lo - gh + 1))
+        canvas = Image.new("L", (big, big), 0)
+        canvas.paste(glyph, (x, y))
+        cover = np.asarray(canvas.reduce(_SUPER), np.float32) / 255.0
+        rows, cols = np.flatnonzero(cover.any(axis=1)), np.flatnonzero(cover.any(axis=0))
+        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        if _box_clear(keep_out, box):
+            break
+    else:  # pragma: no cover
+        raise RuntimeError("could not place a letter outside the mark's zone")
+    colour = _letter_colour(rng, img[cover > 0.5].mean(axis=0))
+    img = img * (1 - cover[:, :, None]) + colour * cover[:, :, None]
+    img = img + rng.normal(0.0, PIXEL_NOISE, size=img.shape).astype(np.float32)
+    return img.astype(np.float32), box
+
+
 BASES: dict[str, Base] = {
     "shapes": Base("shapes", SHAPE_SIZE, SHAPE_CLASSES, _shapes_scene),
     "photos": Base("photos", PHOTO_SIZE, PHOTO_CLASSES, _photos_scene),
+    "letters": Base("letters", LETTER_SIZE, LETTER_CLASSES, _letters_scene),
 }
 
 

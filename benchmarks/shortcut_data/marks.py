@@ -3,7 +3,9 @@
 Sizes are relative to the image: with ``u = S / 64`` (S the image side), the checker's cells
 are ``round(2u)`` px, the text glyphs are scaled by ``round(u)``, the ruler and the frame are
 ``round(2u)`` px wide, patches sit ``round(2u)`` px from the borders; the watermark's band,
-font size and the stamp are fractions of S; the line is 1 px at every size.
+font size and the stamp are fractions of S; the line is 1 px at every size. Python's ``round``
+rounds halves to even: at 80 px (u = 1.25) ``round(2u)`` = 2 and ``round(u)`` = 1, the same
+pixel sizes as at 64 px.
 
 Each ``draw(img, place, rng, box) -> marked image`` takes the clean scene (S, S, 3) float32 and
 the object's box, and draws its random parameters (string, opacity, jitter ...) from ``rng``.
