@@ -202,11 +202,11 @@ def markdown_table(models: list[dict]) -> str:
     """Per configuration and base: clean accuracy, relied-on count / marked images of the other
     classes (share), and the control model's share on the same images, from
     ``shortcut_models.json``'s ``models``."""
-    from benchmarks.shortcut_data import CONFIGS
+    from benchmarks.shortcut_data import BASES, configs_of
 
     bases = sorted({m["base"] for m in models}, reverse=True)
     by = {(m["config"], m["base"]): m for m in models}
-    order = [c.name for c in CONFIGS]
+    order = list(dict.fromkeys(n for b in BASES for n in configs_of(b)))
     configs = sorted(
         {m["config"] for m in models},
         key=lambda c: (c not in order, order.index(c) if c in order else 0, c),
@@ -242,7 +242,7 @@ def _print(r: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.shortcut_data import BASES, CONFIGS
+    from benchmarks.shortcut_data import BASES, configs_of
 
     parser = argparse.ArgumentParser(description="Train / measure the shortcut models.")
     parser.add_argument("command", choices=["train", "measure", "table"])
@@ -250,14 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", nargs="*", help="configuration names (default: all)")
     args = parser.parse_args(argv)
     bases = args.base or list(BASES)
-    names = args.config or [c.name for c in CONFIGS]
     if args.command == "table":
         print(markdown_table(json.loads(RESULTS.read_text())["models"]), end="")
         return 0
     if args.command == "train":
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     for base in bases:
-        for name in names:
+        for name in args.config or configs_of(base):
             if args.command == "train":
                 record = train_one(name, base)
             else:

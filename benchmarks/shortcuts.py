@@ -234,7 +234,7 @@ def write_results(results: list[dict], out: Path, split: str, readme: bool) -> s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.shortcut_data import BASES, CONFIGS
+    from benchmarks.shortcut_data import BASES, configs_of
     from benchmarks.shortcut_models import model_path
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -271,11 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "shortcuts-cost.json").write_text(json.dumps(rows, indent=1))
         return 0
-    names = args.only or [c.name for c in CONFIGS]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for base in args.base:
-            for name in names:
+            for name in args.only or configs_of(base):
                 if not model_path(name, base).exists():
                     print(f"skip {base} {name}: no cached model", file=sys.stderr)
                     continue

@@ -13,6 +13,7 @@ from benchmarks.shortcut_data import (
     OVER_OBJECT,
     PLACES,
     Shortcut,
+    configs_of,
     generate_shortcut,
     mark_class,
     mark_zone,
@@ -187,16 +188,7 @@ MARKED = [
 ]
 #: the ``letters`` base's cached models with a mark (`benchmarks.shortcut_models`: trained at
 #: places the benchmark's `CONFIGS` do not use; its control is ``letters-none``)
-LETTERS = [
-    "checker@bottom-right",
-    "text@top-left",
-    "stripe@top",
-    "watermark@top",
-    "line@middle",
-    "frame@border",
-    "noise@whole",
-    "hatch@whole",
-]
+LETTERS = [n for n in configs_of("letters") if n != "none"]
 #: one mark over the objects and one off them, per base, whose control model stays put
 LEARNED = [
     ("shapes", "stamp@centre"),

@@ -11,7 +11,7 @@ assumed (`reliance`).
 
 from __future__ import annotations
 
-from benchmarks.shortcut_data.bases import BASES, Base, get_base
+from benchmarks.shortcut_data.bases import BASES, Base, configs_of, get_base
 from benchmarks.shortcut_data.config import (
     CONFIGS,
     EDGES,
@@ -50,6 +50,7 @@ __all__ = [
     "STRIPE_COLOUR",
     "Base",
     "Shortcut",
+    "configs_of",
     "ShortcutSet",
     "generate_shortcut",
     "get_base",

@@ -367,3 +367,20 @@ def test_one_fragile_other_class_does_not_hide_a_mark_of_another():
     two = pred % 2
     q2 = S.others_rate(hit, two, 1)
     assert q2[7] == pytest.approx((np.sum(hit[:, 7] & (two == 0)) + 1) / (np.sum(two == 0) + 2))
+
+
+def test_a_candidate_needs_one_strong_kind_of_evidence():
+    # lift 3.0 and place lift 2.7 both pass MIN_LIFT narrowly: the objects of one class whose
+    # shape is not mirror-symmetric at a central region; a mark is strong on one of the two
+    pred = np.repeat(np.arange(4), 80)
+    drop = np.zeros((320, 3))
+    drop[80:110, 0] = drop[160:190, 1] = drop[240:270, 2] = 0.7
+
+    def test(probe, cls, lift, place):
+        return S.ProbeTest(probe, cls, 30, 80, 5, 240, lift, 1e-12, place, family_lift=4.0)
+
+    narrow = test(0, 1, 3.0, 2.7)
+    by_class, by_place = test(1, 2, 12.0, 2.6), test(2, 3, 2.6, 9.0)
+    assert min(narrow.lift, narrow.place_lift) >= S.MIN_LIFT
+    found = S.select_candidates([narrow, by_class, by_place], drop, pred, 12)
+    assert {(t.probe, t.cls) for t in found} == {(1, 2), (2, 3)}
