@@ -369,18 +369,28 @@ def test_one_fragile_other_class_does_not_hide_a_mark_of_another():
     assert q2[7] == pytest.approx((np.sum(hit[:, 7] & (two == 0)) + 1) / (np.sum(two == 0) + 2))
 
 
-def test_a_candidate_needs_one_strong_kind_of_evidence():
-    # lift 3.0 and place lift 2.7 both pass MIN_LIFT narrowly: the objects of one class whose
-    # shape is not mirror-symmetric at a central region; a mark is strong on one of the two
-    pred = np.repeat(np.arange(4), 80)
-    drop = np.zeros((320, 3))
-    drop[80:110, 0] = drop[160:190, 1] = drop[240:270, 2] = 0.7
-
-    def test(probe, cls, lift, place):
-        return S.ProbeTest(probe, cls, 30, 80, 5, 240, lift, 1e-12, place, family_lift=4.0)
-
-    narrow = test(0, 1, 3.0, 2.7)
-    by_class, by_place = test(1, 2, 12.0, 2.6), test(2, 3, 2.6, 9.0)
-    assert min(narrow.lift, narrow.place_lift) >= S.MIN_LIFT
-    found = S.select_candidates([narrow, by_class, by_place], drop, pred, 12)
-    assert {(t.probe, t.cls) for t in found} == {(1, 2), (2, 3)}
+def test_a_candidate_must_collapse_its_class_not_dent_it():
+    # region 7 knocks out 30 rows of class 1 far more than elsewhere: by 0.3 (part of an
+    # object hidden: a dent) the region is not a candidate; by 0.7 (the class's evidence
+    # gone) it is. The lifts are the same either way.
+    drop, pred = _null_sweep(rate=0.02)
+    rows = np.flatnonzero(pred == 1)[:30]
+    for fall, found in ((0.3, False), (0.7, True)):
+        d = drop.copy()
+        d[rows, 7] = fall
+        tests = S.probe_tests(d, pred, np.unique(pred))
+        t = next(t for t in tests if (t.probe, t.cls) == (7, 1))
+        assert t.lift > 5 and t.place_lift > 5 and t.hits >= 30
+        assert t.collapse == pytest.approx(
+            np.mean(d[d[:, 7] >= S.TAU][pred[d[:, 7] >= S.TAU] == 1, 7] >= 0.5)
+        )
+        assert ((7, 1) in {(u.probe, u.cls) for u in S.select_candidates(tests, d, pred)}) is found
+    # a global probe's collapse counts its dosed hits only
+    mine = pred == 1
+    hit = np.zeros(len(pred), bool)
+    hit[rows] = True
+    dose = np.where(hit, 3.0, 1.0)
+    deep = np.zeros(len(pred), bool)
+    deep[rows[:10]] = True
+    g = S.global_test(0, 1, mine, hit, dose, deep=deep)
+    assert g.hits == 30 and g.collapse == pytest.approx(10 / 30)

@@ -190,6 +190,7 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         "reliance_min_hits": stats.MIN_HITS,
         "reliance_min_lift": stats.MIN_LIFT,
         "reliance_min_global_lift": stats.MIN_GLOBAL_LIFT,
+        "reliance_min_collapse": f"{stats.MIN_COLLAPSE:.3g} at {stats.COLLAPSE_DROP:g}",
         "reliance_alpha": stats.ALPHA,
         "reliance_max_candidates": stats.MAX_CANDIDATES,
     }

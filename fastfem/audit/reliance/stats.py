@@ -73,15 +73,18 @@ Either null — "the region hides other classes' objects as often" or "it hides 
 objects as often as comparable regions do" — predicts a hit rate of at most ``q* = max(q,
 t_cp)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)`` (``q* = q`` for global probes), and
 ``(p, c)`` is a *candidate* when ``h_c >= MIN_HITS``, ``min(lift, place_lift, family_lift) >=
-MIN_LIFT`` (the family lift above, where it applies), ``max(lift, place_lift) >= STRONG_LIFT``
-and the p-value is below ``ALPHA`` divided by the number of tests (probes x classes:
-Bonferroni). The last-but-one asks one of the two kinds of evidence to be strong: a mark pushes
-one class (a large lift) or sits at one place (a large place lift), where the objects of one
-class whose shape is not mirror-symmetric (a letter K's stem on its left, an A's crossbar below
-its middle) pass both tests narrowly at the central regions, where objects are densest and
-the mirror images do not help (measured on a base of rotated letters the tests were not tuned
-on: 6 false candidates at lift 2.5-3.7 and place lift 2.5-3.0; every planted mark found on the
-three bases has one of the two at 5.1 or more).
+MIN_LIFT`` (the family lift above, where it applies), its *collapse* — the share of its hit
+rows whose drop reaches ``COLLAPSE_DROP`` — is at least ``MIN_COLLAPSE``, and the p-value is
+below ``ALPHA`` divided by the number of tests (probes x classes: Bonferroni). The collapse
+separates what a class relies on from what it merely reads: hiding the mark a class is
+predicted by takes its evidence away, and the prediction collapses; hiding part of an object
+the model reads whole dents it. Objects of one class whose shape is not mirror-symmetric (a
+letter K's stem on its left, an A's crossbar below its middle) pass the lifts narrowly at the
+central regions, where objects are densest and mirror images do not help — measured on a base
+of rotated letters these tests had not seen: 6 such false candidates, lift 2.5-3.7, place lift
+2.5-3.0, collapse 0.00-0.23 (median drop 0.31-0.41); every planted mark the test finds on the
+three bases has a collapse of 0.42 or more (median drop 0.49-1.00). The ground truth of a
+shortcut asks the same: the mark raises its class's probability by 0.5.
 
 A global probe (low-pass, colour moments, median, tint) has no place; it removes a property of
 some images — a texture, noise, a tint — and changes every image somewhat, often enough to
@@ -112,7 +115,10 @@ import numpy as np
 TAU = 0.25  # a drop of the predicted class's probability that counts as a hit
 MIN_HITS = 5  # hits among the class's rows
 MIN_LIFT = 2.5  # the class's hit rate over the other rows' and over its translates' (smoothed)
-STRONG_LIFT = 5.0  # the larger of the lift and the place lift (module docstring)
+#: A candidate's hit rows must include this share that fall by at least ``COLLAPSE_DROP``
+#: (its *collapse*, module docstring).
+COLLAPSE_DROP = 0.5
+MIN_COLLAPSE = 1.0 / 3.0
 ALPHA = 0.01  # family-wise significance (Bonferroni over probes x classes)
 #: A global probe's class must hold this many times the other classes' share of dosed rows:
 #: properties every class has by nature (the colour of photographs) gather a few times over
@@ -197,6 +203,7 @@ class ProbeTest:
     place_lift: float = float("inf")  # inf: a global probe (no place to compare)
     dose_lift: float = float("inf")  # inf: not measured
     family_lift: float = float("inf")  # inf: no family of FAMILY_PEAK_MEMBERS regions
+    collapse: float = 1.0  # share of the hits whose drop reaches COLLAPSE_DROP
 
     @property
     def rate(self) -> float:
@@ -302,6 +309,7 @@ def probe_tests(
     each row (the dose lift of the global probes; default: not measured); ``tau`` the drop that
     counts as a hit; ``dose_lift`` a global probe's dosed rows' floor (`dose_floor`)."""
     hit = drop >= tau
+    deep = drop >= max(tau, COLLAPSE_DROP)
     areas = np.ones(drop.shape[1]) if areas is None else np.asarray(areas, np.float64)
     compare = translates(areas, families, overlaps)
     fams = np.asarray(["" for _ in areas] if families is None else list(families), dtype=object)
@@ -312,12 +320,15 @@ def probe_tests(
         if n_c == 0:
             continue
         h_c = hit[mine].sum(axis=0)
+        collapse = deep[mine].sum(axis=0) / np.maximum(h_c, 1)
         h_o = hit[~mine].sum(axis=0)
         q = (h_o + 1.0) / (n_o + 2.0)  # every other class: the place lift's excesses
         q_lift = others_rate(hit, pred, int(c))  # the lift's: the median other class
         for p in range(drop.shape[1]):
             if dose is not None and areas[p] <= 0:
-                tests.append(global_test(p, int(c), mine, hit[:, p], dose[:, p], dose_lift))
+                tests.append(
+                    global_test(p, int(c), mine, hit[:, p], dose[:, p], dose_lift, deep[:, p])
+                )
                 continue
             q_star, place = float(q_lift[p]), float("inf")
             if areas[p] > 0 and compare[p].any():
@@ -342,6 +353,7 @@ def probe_tests(
                     pv,
                     place,
                     family_lift=family,
+                    collapse=float(collapse[p]),
                 )
             )
     return tests
@@ -372,13 +384,15 @@ def global_test(
     hit: np.ndarray,
     dose: np.ndarray,
     dose_lift: float = MIN_DOSE_LIFT,
+    deep: np.ndarray | None = None,
 ) -> ProbeTest:
     """The test of a global probe ``p`` for class ``cls`` (module docstring): only the rows it
     changed most count (``dose >= dose_lift`` x the sample's mean dose, the *dosed* rows);
     ``lift`` is the class's share of dosed rows over the other classes' (smoothed), the
     ``place_lift`` the hit rate of the class's dosed rows over that of its other rows
     (smoothed), and the p-value ``P(Binomial(n_dosed, q_rest) >= h)`` for the ``h`` hits among
-    the class's ``n_dosed`` dosed rows."""
+    the class's ``n_dosed`` dosed rows; the collapse is the share of those hits that are also
+    ``deep`` (their drop reaches ``COLLAPSE_DROP``; default: every hit)."""
     dosed = dose >= dose_floor(dose, dose_lift)
     n_c, n_o = int(mine.sum()), int((~mine).sum())
     mine_dosed, mine_rest = mine & dosed, mine & ~dosed
@@ -392,7 +406,8 @@ def global_test(
     pv = binomial_tail(h, n_dosed, float(q_rest)) if h >= MIN_HITS else 1.0
     dose_lift = float(np.mean(dose[hits]) / max(np.mean(dose), 1e-12)) if h else 0.0
     other = int(np.sum(hit & ~mine & dosed))
-    return ProbeTest(p, cls, h, n_c, other, n_o, lift, pv, place, dose_lift)
+    collapse = float(np.sum(hits & deep) / max(h, 1)) if deep is not None else 1.0
+    return ProbeTest(p, cls, h, n_c, other, n_o, lift, pv, place, dose_lift, collapse=collapse)
 
 
 def select_candidates(
@@ -405,7 +420,7 @@ def select_candidates(
         for t in tests
         if t.hits >= MIN_HITS
         and min(t.lift, t.place_lift, t.family_lift) >= MIN_LIFT
-        and max(t.lift, t.place_lift) >= STRONG_LIFT
+        and t.collapse >= MIN_COLLAPSE
         and (t.dose_lift == float("inf") or t.lift >= MIN_GLOBAL_LIFT)
         and t.dose_lift >= MIN_DOSE_LIFT
         and t.p_value <= ALPHA / n_tests
