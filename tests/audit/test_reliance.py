@@ -12,6 +12,7 @@ from fastfem.converters import Features, from_fn
 
 from fastfem.audit import ResultStore, audit
 from fastfem.audit.reliance import hot_spot_regions, sample_size, stratified_sample
+from fastfem.audit.reliance import stats as S
 from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
 from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
 
@@ -66,6 +67,7 @@ def test_the_audit_finds_the_band_the_model_relies_on(tmp_path):
     x0, y0, x1, y1 = cands["box"][0]
     assert y0 <= 29 and y1 >= 31 and (y1 - y0) <= 16, cands["region"]  # a band over the bar
     assert cands["member_mean_drop"][0] > 5 * max(cands["nonmember_mean_drop"][0], 0.01)
+    assert S.MIN_COLLAPSE <= cands["collapse"][0] <= 1.0  # the bar's rows collapse
 
     flags = pq.read_table(tmp_path / "a" / "flags.parquet").to_pydict()
     by_reliance = {

@@ -21,6 +21,7 @@ _CANDIDATE = """<section class="candidate"><h3>Class {cls} relies on {region} ({
 <tr><th>sample: other classes' rows knocked out</th><td>{ohits} of {orows} ({orate:.0%})</td></tr>
 <tr><th>lift over other classes / over its translates</th><td>{lift:.1f} / {place}</td></tr>
 <tr><th>p-value</th><td>{p:.2g}</td></tr>
+<tr><th>collapse: its knocked-out rows that fell by &ge; 0.5</th><td>{collapse:.0%}</td></tr>
 <tr><th>class's sampled rows knocked out, by fill</th><td>{fills}</td></tr>
 <tr><th>members (every row of the class): mean drop, knocked out (drop &ge; {rtau:g})</th>
 <td>{mdrop:.3f}, {mhits} of {mrows}</td></tr>
@@ -74,6 +75,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 lift=t["lift"],
                 place=place,
                 p=t["p_value"],
+                collapse=t["collapse"],
                 fills=_fills(t["fills"], t["fill_hit_rates"]),
                 rtau=t["row_tau"],
                 mdrop=t["member_mean_drop"],

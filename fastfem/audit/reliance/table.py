@@ -13,6 +13,7 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     other_hits / other_rows               the same for the other classes' sampled rows
     lift, place_lift, p_value             `fastfem.audit.reliance.stats` (the lift: over
                                           the median other class, of 3 or more)
+    collapse          float64  the share of the class's sampled hit rows whose drop is >= 0.5
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
     row_tau           float64  the drop that flags a member row (`stats.row_threshold`)
@@ -51,6 +52,7 @@ def reliance_schema():
             f("lift", pa.float64(), nullable=False),
             f("place_lift", pa.float64(), nullable=True),
             f("p_value", pa.float64(), nullable=False),
+            f("collapse", pa.float64(), nullable=False),
             f("fills", pa.list_(pa.string()), nullable=False),
             f("fill_hit_rates", pa.list_(pa.float64()), nullable=False),
             f("row_tau", pa.float64(), nullable=False),
@@ -86,6 +88,7 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "lift": float(t.lift),
             "place_lift": None if place is None else float(place),
             "p_value": float(t.p_value),
+            "collapse": float(t.collapse),
             "fills": list(c.fill_effects),
             "fill_hit_rates": [float(v) for v in c.fill_effects.values()],
             "row_tau": float(c.row_tau),
