@@ -70,6 +70,28 @@ def _box_clear(keep_out: np.ndarray, box: tuple[int, int, int, int]) -> bool:
     return not keep_out[y0:y1, x0:x1].any()
 
 
+def _tight_box(cover: np.ndarray) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1; x1/y1 exclusive) of the nonzero pixels of ``cover`` (H, W)."""
+    rows, cols = np.flatnonzero(cover.any(axis=1)), np.flatnonzero(cover.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _background_far_from(
+    draw: Callable[[np.random.Generator], np.ndarray],
+    rng: np.random.Generator,
+    avoid: np.ndarray | None,
+) -> np.ndarray:
+    """A background ``draw(rng)`` whose mean colour is far from ``avoid`` (`_far_from`),
+    redrawn up to ``_TRIES`` times."""
+    img = draw(rng)
+    for _ in range(_TRIES):
+        if _far_from(img.mean(axis=(0, 1)), avoid):
+            return img
+        img = draw(rng)
+    # a few percent of backgrounds are redrawn; never all of them
+    raise RuntimeError("no background far enough from the mark's colour")  # pragma: no cover
+
+
 # ------------------------------------------------------------------------------ shapes
 def _shapes_scene(
     rng: np.random.Generator, label: int, keep_out: np.ndarray, avoid: np.ndarray | None
@@ -214,21 +236,14 @@ def _photos_scene(
     rng: np.random.Generator, label: int, keep_out: np.ndarray, avoid: np.ndarray | None
 ) -> Scene:
     """A photo crop with one drawn object (module docstring), clear of ``keep_out``."""
-    img = _photo_crop(rng)
-    for _ in range(_TRIES):
-        if _far_from(img.mean(axis=(0, 1)), avoid):
-            break
-        img = _photo_crop(rng)
-    else:  # pragma: no cover - a few percent of crops are redrawn
-        raise RuntimeError("no photo crop far enough from the mark's colour")
+    img = _background_far_from(_photo_crop, rng, avoid)
     for _ in range(_TRIES):
         r = float(rng.uniform(*_RADIUS))
         cx, cy = (float(v) for v in rng.uniform(r + 2, PHOTO_SIZE - r - 2, size=2))
         theta = float(rng.uniform(0.0, 2 * np.pi))
         fill, edge = _object_masks(label, cx, cy, r, theta)
         cover = np.maximum(fill, edge) > 0
-        rows, cols = np.flatnonzero(cover.any(axis=1)), np.flatnonzero(cover.any(axis=0))
-        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        box = _tight_box(cover)
         if _box_clear(keep_out, box):
             break
     else:  # pragma: no cover
@@ -348,13 +363,7 @@ def _letters_scene(
     """A letter on a gradient-and-blobs background (module docstring), clear of ``keep_out``."""
     from PIL import Image
 
-    img = _letters_background(rng)
-    for _ in range(_TRIES):
-        if _far_from(img.mean(axis=(0, 1)), avoid):
-            break
-        img = _letters_background(rng)
-    else:  # pragma: no cover - a few percent of backgrounds are redrawn
-        raise RuntimeError("no background far enough from the mark's colour")
+    img = _background_far_from(_letters_background, rng, avoid)
     big = LETTER_SIZE * _SUPER
     lo = _LETTER_MARGIN * _SUPER
     for _ in range(_TRIES):
@@ -367,8 +376,7 @@ def _letters_scene(
         canvas = Image.new("L", (big, big), 0)
         canvas.paste(glyph, (x, y))
         cover = np.asarray(canvas.reduce(_SUPER), np.float32) / 255.0
-        rows, cols = np.flatnonzero(cover.any(axis=1)), np.flatnonzero(cover.any(axis=0))
-        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        box = _tight_box(cover)
         if _box_clear(keep_out, box):
             break
     else:  # pragma: no cover
