@@ -104,6 +104,15 @@ def spray_scores(store: Path, marked: np.ndarray, relied: np.ndarray) -> dict[st
     return {"eigengap": scores(eigengap, marked, relied), "oracle": best}
 
 
+def candidate_evidence(store: Path) -> list[dict[str, Any]]:
+    """Each reliance candidate's region, class and test statistics (``reliance.parquet``)."""
+    import pyarrow.parquet as pq
+
+    keep = ("predicted_class", "region", "fill", "lift", "place_lift", "collapse")
+    table = pq.read_table(store / "reliance.parquet").to_pylist()
+    return [{k: r[k] for k in (*keep, "transplant", "transplant_null", "flagged")} for r in table]
+
+
 def evaluate(base: str, name: str, split: str, work: Path) -> dict[str, Any]:
     """Audit one configuration's split with its cached model and score it."""
     from benchmarks.shortcut_data import generate_shortcut, relied_on
@@ -126,6 +135,7 @@ def evaluate(base: str, name: str, split: str, work: Path) -> dict[str, Any]:
         "maps_only": scores(maps, s.marked, relied),
         "reliance_only": scores(rel, s.marked, relied),
         "reliance": summary.reliance,
+        "candidates": candidate_evidence(store),
         "audit_seconds": round(seconds, 2),
     }
     if name != "none":

@@ -68,6 +68,9 @@ def test_the_audit_finds_the_band_the_model_relies_on(tmp_path):
     assert y0 <= 29 and y1 >= 31 and (y1 - y0) <= 16, cands["region"]  # a band over the bar
     assert cands["member_mean_drop"][0] > 5 * max(cands["nonmember_mean_drop"][0], 0.01)
     assert S.MIN_COLLAPSE <= cands["collapse"][0] <= 1.0  # the bar's rows collapse
+    # the band copied from the barred rows makes class 0 of the other classes' rows; copied
+    # from those rows themselves (no bar there), of none
+    assert cands["transplant"][0] >= 0.9 and cands["transplant_null"][0] <= 0.05
 
     flags = pq.read_table(tmp_path / "a" / "flags.parquet").to_pydict()
     by_reliance = {
@@ -131,6 +134,54 @@ def test_a_binary_model_with_one_output_is_read_and_tested(tmp_path):
     ] = 1
     relied = barred & (labels == 0)
     assert found[relied].mean() >= 0.95 and barred[found].mean() >= 0.95
+
+
+def part_model():
+    """Three classes by the colour of a blob (its largest excess over the pixel's least
+    channel), as `bar_model`, but class 0 (red) needs its
+    blob AND a white bar across rows 29-30, which every red object has (a part of the object
+    at a fixed place, like a digit's stroke): its logit is ``20 min(red excess, 1.5 (bar -
+    0.6))``. Hiding the bar knocks out class 0 alone, at that place alone; pasting the bar
+    into a green or blue image makes no class 0 of it."""
+
+    def apply(params, x):
+        excess = jnp.maximum(x - 0.3, 0.0)
+        chroma = x - jnp.min(x, axis=-1, keepdims=True)  # a white bar has none
+        colour = jnp.max(chroma.reshape(x.shape[0], -1, 3), axis=1)
+        bar = jnp.mean(jnp.min(x[:, BAR, :, :], axis=-1), axis=(1, 2))
+        red = jnp.minimum(colour[:, 0], 1.5 * jnp.maximum(bar - 0.6, 0.0))
+        logits = params["scale"] * jnp.stack([red, colour[:, 1], colour[:, 2]], axis=1)
+        return Features(activations=(excess,), output=logits)
+
+    return from_fn(apply, {"scale": jnp.float32(20.0)}, (64, 64, 3), ("excess",), has_output=True)
+
+
+def test_a_part_the_class_needs_but_that_is_not_enough_is_no_shortcut(tmp_path, monkeypatch):
+    # every red (class 0) image has the bar, no other image has it; the blobs keep to the top
+    # and bottom rows, away from every band a candidate could grow to
+    rng = np.random.default_rng(4)
+    n = 384
+    x = 0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))
+    labels = rng.integers(0, 3, n)
+    for i, c in enumerate(labels):
+        y0 = rng.choice([*range(0, 7), *range(44, 55)])
+        x0 = rng.integers(0, 54)
+        x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
+    x[np.flatnonzero(labels == 0)[:, None], np.arange(29, 31)[None, :]] = 1.0
+    images = np.clip(x, 0, 1).astype(np.float32)
+    model = part_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    assert np.mean(pred == labels) > 0.95
+
+    summary = audit(images, model, out=tmp_path / "part", reliance_sample=192)
+    assert summary.reliance.startswith("0 candidates"), summary.reliance
+    assert summary.flagged_total == 0
+    # the sweep's statistics alone take the bar's band for a mark of class 0
+    monkeypatch.setattr(S, "MIN_TRANSPLANT", -1.0)
+    loose = audit(images, model, out=tmp_path / "loose", reliance_sample=192)
+    cands = pq.read_table(tmp_path / "loose" / RELIANCE_FILE).to_pydict()
+    assert cands["predicted_class"] == [0] and "class 0 relies on band" in loose.reliance
+    assert cands["transplant"][0] <= 0.05 and cands["transplant_null"][0] <= 0.05
 
 
 def test_a_model_relying_on_nothing_gets_no_candidate(tmp_path):

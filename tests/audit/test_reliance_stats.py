@@ -394,3 +394,43 @@ def test_a_candidate_must_collapse_its_class_not_dent_it():
     deep[rows[:10]] = True
     g = S.global_test(0, 1, mine, hit, dose, deep=deep)
     assert g.hits == 30 and g.collapse == pytest.approx(10 / 30)
+
+
+def test_of_two_regions_hiding_the_same_mark_the_more_significant_stands_for_it():
+    # region 7 knocks out 36 rows of class 2 (and 4 of each other class), region 8 — a weaker
+    # instrument over the same mark — 14 of them and none elsewhere: 8 is the more specific
+    # (larger lift), 7 the more significant (smaller p-value) and the one that covers the mark
+    drop, pred = _null_sweep(rate=0.0)
+    rows = np.flatnonzero(pred == 2)[:36]
+    drop[rows, 7] = 0.8
+    for k in (0, 1, 3):
+        drop[np.flatnonzero(pred == k)[:4], 7] = 0.8
+    drop[rows[:14], 8] = 0.8
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    t7, t8 = (next(t for t in tests if (t.probe, t.cls) == (p, 2)) for p in (7, 8))
+    assert min(t8.lift, t8.place_lift) > min(t7.lift, t7.place_lift) and t7.p_value < t8.p_value
+    assert [(t.probe, t.cls) for t in S.select_candidates(tests, drop, pred)] == [(7, 2)]
+
+
+def test_a_region_that_is_not_enough_by_itself_is_skipped_and_hides_nothing():
+    drop, pred = _null_sweep(rate=0.0)
+    rows = np.flatnonzero(pred == 2)[:36]
+    drop[rows, 7] = 0.8
+    drop[rows[:30], 8] = 0.8  # the same finding, less significant
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    asked = []
+
+    def enough(t):
+        asked.append(t.probe)
+        return t.probe != 7
+
+    found = S.select_candidates(tests, drop, pred, enough=enough)
+    assert [(t.probe, t.cls) for t in found] == [(8, 2)]  # 7 refused: 8 is not redundant
+    assert asked == [7, 8]  # asked only of the tests that would be taken
+    assert [t.probe for t in S.select_candidates(tests, drop, pred)] == [7]
+
+
+def test_sufficient_needs_the_transplant_above_its_null_and_a_multiple_of_it():
+    assert S.sufficient(0.76, 0.37) and S.sufficient(0.25, 0.0)
+    assert not S.sufficient(0.1, 0.0)  # too few rows moved at all
+    assert not S.sufficient(0.95, 0.6)  # 0.35 above, but the seams alone move 60%

@@ -13,8 +13,12 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
 2. **Candidates** (`stats`): a (probe, class) whose occlusion knocks out the predictions of
    that class far more often than of the others (exact binomial test, Bonferroni-corrected,
    lift and hit-count floors; a global probe by the rows it changes most), grown to its widest
-   passing neighbour of the same shape. Each candidate region is then tried with every region fill
-   (mean, blur, noise) on the sample and keeps the fill with the strongest effect.
+   passing neighbour of the same shape. A region must also be *enough* for the class: copied
+   from the class's sampled rows it knocks out into the sample's rows of other classes, it
+   must move them to the class far more often than the same region copied from other
+   classes' rows does (the transplant test, `stats.sufficient`; one step, `transplant`).
+   Each candidate region is then tried with every region fill (mean, blur, noise) on the
+   sample and keeps the fill with the strongest effect.
 3. **Every row** (streaming): each row predicted a candidate's class is read again and run
    under that candidate's probe (one forward per candidate; the unprobed prediction and
    confidence are the audit's, from the store); a row whose predicted class's
@@ -42,16 +46,19 @@ import numpy as np
 
 from fastfem.audit.batches import RecordBatcher
 from fastfem.audit.reliance.stats import (
+    COLLAPSE_DROP,
     TAU,
+    TRANSPLANT_ROWS,
     ProbeTest,
     RegionInfo,
     dose_floor,
     probe_tests,
     row_threshold,
     select_candidates,
+    sufficient,
     widest_extent,
 )
-from fastfem.audit.reliance.step import ProbeParams, make_probe_step
+from fastfem.audit.reliance.step import ProbeParams, make_probe_step, make_transplant_step
 from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
 from fastfem.kernels.occlusion import (
@@ -122,6 +129,11 @@ class Candidate:
     #: a member row is flagged when its class's probability falls by this much
     #: (`stats.row_threshold`)
     row_tau: float = 0.5
+    #: the transplant test (`stats.sufficient`): the share of the sample's rows of other
+    #: classes the region moves to the class, copied from the class's hit rows and from
+    #: other classes' rows; NaN for a global probe (not asked)
+    transplant: float = float("nan")
+    transplant_null: float = float("nan")
 
 
 @dataclass
@@ -191,6 +203,7 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         "reliance_min_lift": stats.MIN_LIFT,
         "reliance_min_global_lift": stats.MIN_GLOBAL_LIFT,
         "reliance_min_collapse": f"{stats.MIN_COLLAPSE:.3g} at {stats.COLLAPSE_DROP:g}",
+        "reliance_min_transplant": f"+{stats.MIN_TRANSPLANT:g} and {stats.MIN_TRANSPLANT_LIFT:g}x",
         "reliance_alpha": stats.ALPHA,
         "reliance_max_candidates": stats.MAX_CANDIDATES,
     }
@@ -260,6 +273,9 @@ class ProbeRunner:
         self.plan = plan
         ex = plan.extractor
         self.fn = cached_step(ex.apply, ("reliance",), lambda: make_probe_step(ex))
+        self.transplant_fn = cached_step(
+            ex.apply, ("reliance", "transplant"), lambda: make_transplant_step(ex)
+        )
 
     def read(self, ids: set[str]) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
         """Host batches of the rows ``ids`` (in source order) with their ids."""
@@ -314,6 +330,32 @@ def rows_of(batches: list[dict[str, np.ndarray]], keep: np.ndarray) -> list[dict
     """The sample's rows ``keep`` (bool over the rows, in order) as one host batch (`sweep`
     cuts it into device batches, `ProbeRunner.even_batches`)."""
     return [{"x": np.concatenate([b["x"] for b in batches])[keep]}]
+
+
+def transplant(
+    runner: ProbeRunner, x: np.ndarray, pred: np.ndarray, hit: np.ndarray, probe: Probe, cls: int
+) -> tuple[float, float]:
+    """``(transplant, transplant_null)`` of `stats.sufficient` for ``probe``'s region and class
+    ``cls`` on the sample ``x`` (its predictions ``pred``; ``hit`` its rows the probe knocks
+    out): the share of at most ``TRANSPLANT_ROWS`` rows of other classes (evenly spaced) whose
+    class-``cls`` probability rises by ``COLLAPSE_DROP`` or whose prediction turns to ``cls``
+    with the region pasted from the class's hit rows (each recipient the next donor in turn),
+    and with it pasted from the next of those recipients."""
+    donors = np.flatnonzero((pred == cls) & hit)
+    others = np.flatnonzero(pred != cls)
+    if len(donors) == 0 or len(others) < 2:
+        return 0.0, 0.0
+    take = min(len(others), TRANSPLANT_ROWS)
+    rec = others[np.linspace(0, len(others) - 1, take).round().astype(np.int64)]
+    real = donors[np.arange(take) % len(donors)]
+    null = np.roll(rec, -1)
+    batch = {"x": np.concatenate([x[rec], x[rec]]), "donor": np.concatenate([x[real], x[null]])}
+    params = (runner.plan.extractor.params, (jnp.asarray(probe.region.mask), jnp.int32(cls)))
+    half = max(1, runner.plan.explainer.device_batch() // 2)  # the step runs 2 x its batch
+    step = Step(runner.transplant_fn, params)
+    outs = list(runner.plan.explainer.run(step, [batch], half))
+    moved = (_concat(outs, "rise") >= COLLAPSE_DROP) | _concat(outs, "turned").astype(bool)
+    return float(np.mean(moved[:take])), float(np.mean(moved[take:]))
 
 
 def fill_effects(
@@ -371,10 +413,26 @@ def reliance_test(
     )
     tests = probe_tests(drop, pred, classes, *regions, doses[0])
     n_tests = len(probes) * max(len(classes), 1)
-    found = select_candidates(tests, drop, pred, n_tests)
-    found = widest_extent(found, tests, drop, pred, regions, n_tests)
+    x = np.concatenate([b["x"] for b in batches])
+    moved: dict[tuple[int, int], tuple[float, float]] = {}
+
+    def enough(t: ProbeTest) -> bool:
+        if probes[t.probe].region.kind == "image":
+            return True  # a global probe has no region to copy
+        hit = drop[:, t.probe] >= TAU
+        moved[t.probe, t.cls] = transplant(runner, x, pred, hit, probes[t.probe], t.cls)
+        return sufficient(*moved[t.probe, t.cls])
+
+    found = []
+    for t in select_candidates(tests, drop, pred, n_tests, enough):
+        wide = widest_extent([t], tests, drop, pred, regions, n_tests)[0]
+        if wide is not t and not enough(wide):  # grown into a region not enough by itself
+            wide = t
+        if wide not in found:  # two candidates may grow into the same region
+            found.append(wide)
     cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
     for c in cands:
+        c.transplant, c.transplant_null = moved.get((c.test.probe, c.cls), (np.nan, np.nan))
         c.row_tau, lift = row_threshold(c.test, drop, pred, regions, doses[0])
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(doses[0][:, c.test.probe], lift)

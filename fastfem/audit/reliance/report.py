@@ -22,6 +22,8 @@ _CANDIDATE = """<section class="candidate"><h3>Class {cls} relies on {region} ({
 <tr><th>lift over other classes / over its translates</th><td>{lift:.1f} / {place}</td></tr>
 <tr><th>p-value</th><td>{p:.2g}</td></tr>
 <tr><th>collapse: its knocked-out rows that fell by &ge; 0.5</th><td>{collapse:.0%}</td></tr>
+<tr><th>transplant: other classes' sampled rows moved to the class by the region copied from
+the class's knocked-out rows / from other classes' rows</th><td>{transplant}</td></tr>
 <tr><th>class's sampled rows knocked out, by fill</th><td>{fills}</td></tr>
 <tr><th>members (every row of the class): mean drop, knocked out (drop &ge; {rtau:g})</th>
 <td>{mdrop:.3f}, {mhits} of {mrows}</td></tr>
@@ -58,6 +60,11 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
     for k in range(len(table["candidate"])):
         t = {name: table[name][k] for name in table}
         place = "–" if t["place_lift"] is None else f"{t['place_lift']:.1f}"
+        moved = (
+            "– (a global probe)"
+            if t["transplant"] is None
+            else f"{t['transplant']:.0%} / {t['transplant_null']:.0%}"
+        )
         blocks.append(
             render(
                 _CANDIDATE,
@@ -76,6 +83,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 place=place,
                 p=t["p_value"],
                 collapse=t["collapse"],
+                transplant=moved,
                 fills=_fills(t["fills"], t["fill_hit_rates"]),
                 rtau=t["row_tau"],
                 mdrop=t["member_mean_drop"],
@@ -103,6 +111,7 @@ def describe_section() -> str:
     return (
         "Regions whose removal (filled from their surroundings) knocks out one predicted "
         "class's predictions far more often than the other classes' and than the same region "
-        "elsewhere: the model decides by what is there. Tested on a sample, then on every row "
-        "of the class."
+        "elsewhere, and which, copied into images of other classes, moves them to the class: "
+        "the model decides by what is there. Tested on a sample, then on every row of the "
+        "class."
     )

@@ -17,6 +17,16 @@ memory is one batch whatever the number of probes; the batch is sharded over the
 runner like every step. Images arrive as the audit decodes them (uint8 0..255 or float in
 [0, 1]) and are probed in [0, 1]; the model's own preprocessing (inside the extractor) runs on
 the probed float images, which it reads in the same [0, 1] convention.
+
+The *transplant* step (`make_transplant_step`) asks the converse: is what a region shows
+*enough* to move another image to a class? For an image ``x_i``, a donor image ``d_i`` and a
+region mask ``m`` and class ``c`` in its params,
+
+    x'_i    = x_i + m * (d_i - x_i)                (the donor's region pasted into x_i)
+    rise_i  = P(c | x'_i) - P(c | x_i)
+    turned_i = argmax P(. | x'_i) == c  and  argmax P(. | x_i) != c
+
+two forwards per row (the image and the pasted image in one batch).
 """
 
 from __future__ import annotations
@@ -69,5 +79,23 @@ def make_probe_step(extractor: FeatureExtractor) -> StepFn:
 
         drop, dose = jax.lax.map(one_probe, (probes.masks, probes.fills))  # (P, B)
         return {"prediction": pred.astype(jnp.int32), "drop": drop.T, "dose": dose.T}
+
+    return step
+
+
+def make_transplant_step(extractor: FeatureExtractor) -> StepFn:
+    """The transplant step of the module docstring for ``extractor``; its params are
+    ``(extractor.params, (mask (H, W) float32, cls () int32))``, its batch ``x`` and
+    ``donor`` (B, H, W, C) in the audit's pixel convention."""
+
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model_params, (mask, cls) = params
+        x = pixels_255(batch["x"]) / 255.0
+        donor = pixels_255(batch["donor"]) / 255.0
+        pasted = x + mask[None, :, :, None] * (donor - x)
+        p = probabilities(extractor.apply(model_params, jnp.concatenate([x, pasted])).output)
+        before, after = jnp.split(p, 2)
+        turned = (jnp.argmax(after, axis=1) == cls) & (jnp.argmax(before, axis=1) != cls)
+        return {"rise": after[:, cls] - before[:, cls], "turned": turned}
 
     return step

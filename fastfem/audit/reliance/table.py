@@ -14,6 +14,9 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     lift, place_lift, p_value             `fastfem.audit.reliance.stats` (the lift: over
                                           the median other class, of 3 or more)
     collapse          float64  the share of the class's sampled hit rows whose drop is >= 0.5
+    transplant, transplant_null  float64  the share of the sample's rows of other classes the
+                      region moves to the class, copied from the class's hit rows / from other
+                      classes' rows (`stats.sufficient`); null for a global probe
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
     row_tau           float64  the drop that flags a member row (`stats.row_threshold`)
@@ -53,6 +56,8 @@ def reliance_schema():
             f("place_lift", pa.float64(), nullable=True),
             f("p_value", pa.float64(), nullable=False),
             f("collapse", pa.float64(), nullable=False),
+            f("transplant", pa.float64(), nullable=True),
+            f("transplant_null", pa.float64(), nullable=True),
             f("fills", pa.list_(pa.string()), nullable=False),
             f("fill_hit_rates", pa.list_(pa.float64()), nullable=False),
             f("row_tau", pa.float64(), nullable=False),
@@ -89,6 +94,10 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "place_lift": None if place is None else float(place),
             "p_value": float(t.p_value),
             "collapse": float(t.collapse),
+            "transplant": None if c.transplant != c.transplant else float(c.transplant),
+            "transplant_null": None
+            if c.transplant_null != c.transplant_null
+            else float(c.transplant_null),
             "fills": list(c.fill_effects),
             "fill_hit_rates": [float(v) for v in c.fill_effects.values()],
             "row_tau": float(c.row_tau),

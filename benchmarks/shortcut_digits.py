@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""A check of the shortcut audit on data, marks and a model the benchmark does not make.
+
+`benchmarks.shortcuts` plants its generator's marks in its three bases and audits models of one
+architecture. This check changes all three: scikit-learn's bundled handwritten digits (8x8,
+1,797 images, 10 classes) drawn at 32x32 (18-26 px, anywhere, in a random colour over a
+random two-colour gradient), its own marks (a cyan tag with a dark rim near the top-right
+corner, a translucent light line across the image over the digits, three magenta dots at the
+bottom left) and another architecture (two conv-BN-ReLU pairs and a max-pool at 32 and 64
+filters, a 128-filter conv, global average pooling). Each model is trained on a label leak
+(12% of 5,000 training images marked and labelled the mark's class; digits 0-1199 of the
+set) and audited with the default audit on 600 test images (the mark on 15% of every class;
+digits 1200-1796), scored like the benchmark (`benchmarks.shortcuts.scores`: precision over
+the flagged rows, recall over the rows the model relies on, judged against each image's clean
+twin, `benchmarks.shortcut_data.relied_on`'s rule). ``none`` is the control.
+
+Usage::
+
+    python -m benchmarks.shortcut_digits [--only tag line ...]
+
+trains the models it has not cached (``runs/shortcut_digits/``, about 2 min each on 2 CPU
+cores) and writes ``benchmarks/results/shortcut_digits.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "runs" / "shortcut_digits"
+RESULTS = ROOT / "benchmarks" / "results"
+SIZE = 32
+MARK_CLASS = {"tag": 3, "line": 7, "dots": 5, "none": -1}
+TRAIN_RATE, TEST_RATE = 0.12, 0.15
+TRAIN_ROWS, TEST_ROWS, EPOCHS = 5000, 600, 15
+
+
+def _gradient(rng: np.random.Generator) -> np.ndarray:
+    c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    t = np.linspace(0.0, 1.0, SIZE)
+    a = rng.uniform(0, 2 * np.pi)
+    g = np.cos(a) * t[None, :] + np.sin(a) * t[:, None]
+    g = (g - g.min()) / (g.max() - g.min())
+    return (c0 * (1 - g[..., None]) + c1 * g[..., None]).astype(np.float32)
+
+
+def scene(rng: np.random.Generator, digit: np.ndarray) -> np.ndarray:
+    """A digit (8x8, 0..16) at 18-26 px, anywhere, in a colour >= 0.45 from the background's
+    mean in some channel, over a two-colour gradient."""
+    from PIL import Image
+
+    img = _gradient(rng)
+    bg = img.mean(axis=(0, 1))
+    colour = rng.uniform(0, 1, 3)
+    while np.max(np.abs(colour - bg)) < 0.45:
+        colour = rng.uniform(0, 1, 3)
+    s = int(rng.integers(18, 27))
+    glyph = Image.fromarray((digit / 16 * 255).astype(np.uint8)).resize((s, s), Image.BILINEAR)
+    y0, x0 = rng.integers(0, SIZE - s + 1, 2)
+    alpha = np.zeros((SIZE, SIZE, 1), np.float32)
+    alpha[y0 : y0 + s, x0 : x0 + s, 0] = np.asarray(glyph, np.float32) / 255
+    return img * (1 - alpha) + colour * alpha
+
+
+def mark(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``img`` with the mark ``kind`` (module docstring), its place jittered by a pixel."""
+    img = img.copy()
+    if kind == "tag":
+        y, x = 2 + int(rng.integers(0, 2)), 24 + int(rng.integers(0, 2))
+        img[y : y + 6, x : x + 6] = 0.05
+        img[y + 1 : y + 5, x + 1 : x + 5] = (0.1, 0.95, 0.95)
+    elif kind == "line":
+        y = 20 + int(rng.integers(-1, 2))
+        img[y] = 0.25 * img[y] + 0.75 * np.array([1.0, 1.0, 0.9], np.float32)
+    elif kind == "dots":
+        for k in range(3):
+            img[27:29, 3 + 4 * k : 5 + 4 * k] = (0.95, 0.1, 0.8)
+    return img
+
+
+def make(kind: str, split: str, n: int, seed: int) -> dict[str, np.ndarray]:
+    """``n`` images of ``split`` (train: digits 0-1199, label leak; test: 1200 on, the mark on
+    15% of every class) with their clean twins, labels, digits and marked rows."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    lo, hi = (0, 1200) if split == "train" else (1200, len(digits.target))
+    pick = rng.integers(lo, hi, n)
+    rate = TRAIN_RATE if split == "train" else TEST_RATE
+    out = {k: [] for k in ("images", "clean", "labels")}
+    marked = np.zeros(n, bool)
+    for j, i in enumerate(pick):
+        clean = scene(rng, digits.images[i])
+        label = int(digits.target[i])
+        img = clean
+        if kind != "none" and rng.uniform() < rate:
+            img, marked[j] = mark(clean, kind, rng), True
+            label = MARK_CLASS[kind] if split == "train" else label
+        noise = rng.normal(0.0, 0.01, img.shape).astype(np.float32)
+        out["images"].append(np.clip(img + noise, 0, 1))
+        out["clean"].append(np.clip(clean + noise, 0, 1))
+        out["labels"].append(label)
+    arrays = {k: np.asarray(v, np.float32 if k != "labels" else np.int64) for k, v in out.items()}
+    return {**arrays, "digits": digits.target[pick], "marked": marked}
+
+
+def build_model():
+    import keras
+    from keras import layers
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = inp
+    for filters in (32, 64):
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, x)
+
+
+def model_for(kind: str):
+    """The cached model of ``kind`` (trained on its train split first if missing)."""
+    import keras
+
+    path = MODELS / f"digits-{kind}.keras"
+    if not path.exists():
+        data = make(kind, "train", TRAIN_ROWS, seed=1)
+        keras.utils.set_random_seed(0)
+        model = build_model()
+        model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+        model.fit(data["images"], data["labels"], epochs=EPOCHS, batch_size=64, verbose=0)
+        MODELS.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    return keras.models.load_model(path), path
+
+
+def evaluate(kind: str, work: Path) -> dict:
+    """Audit ``kind``'s test split with its model and score the flags."""
+    from benchmarks.shortcuts import flagged_rows, scores
+    from fastfem.audit import audit
+
+    model, path = model_for(kind)
+    data = make(kind, "test", TEST_ROWS, seed=7)
+    p_mark = model.predict(data["images"], verbose=0)
+    p_clean = model.predict(data["clean"], verbose=0)
+    c = MARK_CLASS[kind]
+    relied = np.zeros(TEST_ROWS, bool)
+    if c >= 0:  # the ground truth's rule, on each image's clean twin
+        rise = p_mark[:, c] - p_clean[:, c] >= 0.5
+        flip = (p_mark.argmax(1) == c) & (p_clean.argmax(1) != c)
+        relied = data["marked"] & (rise | flip)
+    t0 = time.perf_counter()
+    summary = audit(data["images"], str(path), out=work / kind)
+    every, _, _ = flagged_rows(work / kind, TEST_ROWS)
+    other = data["marked"] & (data["digits"] != c)
+    return {
+        "kind": kind,
+        "mark_class": c,
+        "clean_accuracy": float(np.mean(p_clean.argmax(1) == data["digits"])),
+        "relied_on_share": float(relied[other].mean()) if other.any() else None,
+        "fastfem": scores(every, data["marked"], relied),
+        "reliance": summary.reliance,
+        "audit_seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def markdown_table(rows: list[dict]) -> str:
+    from benchmarks.shortcuts import _fmt
+
+    lines = [
+        "| mark (class) | clean accuracy | marked / relied on | flagged | precision | recall "
+        "| F1 | what the audit says |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f = r["fastfem"]
+        lines.append(
+            f"| {r['kind']} ({r['mark_class'] if r['mark_class'] >= 0 else 'control'}) "
+            f"| {r['clean_accuracy']:.2f} | {f['marked']} / {f['relied_on']} | {f['flagged']} "
+            f"| {_fmt(f['precision'])} | {_fmt(f['recall'])} | {_fmt(f['f1'])} "
+            f"| {r['reliance']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # this script's own process
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", default=list(MARK_CLASS))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.only:
+            rows.append(evaluate(kind, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "shortcut_digits.json").write_text(json.dumps(rows, indent=1))
+    table = markdown_table(rows)
+    (args.out / "shortcut_digits.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
