@@ -6,8 +6,9 @@ architecture. This check changes all three: scikit-learn's bundled handwritten d
 1,797 images, 10 classes) drawn at 32x32 (18-26 px, anywhere, in a random colour over a
 random two-colour gradient), its own marks (a cyan tag with a dark rim near the top-right
 corner, a translucent light line across the image over the digits, three magenta dots at the
-bottom left) and another architecture (two conv-BN-ReLU pairs and a max-pool at 32 and 64
-filters, a 128-filter conv, global average pooling). Each model is trained on a label leak
+bottom left, an orange tag in one of the four corners at random) and another architecture
+(two conv-BN-ReLU pairs and a max-pool at 32 and 64 filters, a 128-filter conv, global
+average pooling). Each model is trained on a label leak
 (12% of 5,000 training images marked and labelled the mark's class; digits 0-1199 of the
 set) and audited with the default audit on 600 test images (the mark on 15% of every class;
 digits 1200-1796), scored like the benchmark (`benchmarks.shortcuts.scores`: precision over
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "runs" / "shortcut_digits"
 RESULTS = ROOT / "benchmarks" / "results"
 SIZE = 32
-MARK_CLASS = {"tag": 3, "line": 7, "dots": 5, "none": -1}
+MARK_CLASS = {"tag": 3, "line": 7, "dots": 5, "corners": 8, "none": -1}
 TRAIN_RATE, TEST_RATE = 0.12, 0.15
 TRAIN_ROWS, TEST_ROWS, EPOCHS = 5000, 600, 15
 
@@ -82,6 +83,10 @@ def mark(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     elif kind == "dots":
         for k in range(3):
             img[27:29, 3 + 4 * k : 5 + 4 * k] = (0.95, 0.1, 0.8)
+    elif kind == "corners":  # an orange tag in one of the four corners, at random
+        y, x = (1 if rng.uniform() < 0.5 else SIZE - 6 for _ in range(2))
+        img[y : y + 5, x : x + 5] = 0.05
+        img[y + 1 : y + 4, x + 1 : x + 4] = (1.0, 0.55, 0.0)
     return img
 
 

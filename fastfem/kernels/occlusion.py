@@ -83,6 +83,16 @@ def border_region(h: int, w: int, width: int) -> Region:
     return Region(f"border {width} px", "border", (0, 0, w, h), mask)
 
 
+def corners_region(h: int, w: int) -> Region:
+    """The four corner squares of H/4 x W/4 (the corner cells of `region_family`'s grid)."""
+    ch, cw = round(h / 4), round(w / 4)
+    mask = np.zeros((h, w), np.float32)
+    for ys in (slice(0, ch), slice(h - ch, h)):
+        for xs in (slice(0, cw), slice(w - cw, w)):
+            mask[ys, xs] = 1.0
+    return Region("corners", "corners", (0, 0, w, h), mask)
+
+
 def region_family(h: int, w: int) -> list[Region]:
     """The fixed, map-free regions of an (H, W) image.
 
@@ -93,6 +103,9 @@ def region_family(h: int, w: int) -> list[Region]:
     * ``cell``: squares of H/4 x W/4 on the 4x4 grid and on the 3x3 grid offset by half a cell
       (25: corners, edge middles, the centre and everything between);
     * ``border``: the rings of width max(1, H/32) and max(2, H/16) (a frame);
+    * ``corners``: the four corner cells of the 4x4 grid at once (a tag put in any corner:
+      each corner alone is hit as often as its mirror images, which the place lift takes for
+      objects, not a mark);
     * ``quarter``: squares of H/2 x W/2 at a stride of H/4 (9; the middle one is the
       ``centre``: a stamp over the object), so the centre has translates to be compared with;
     * ``image``: the whole image (for the global fills).
@@ -115,6 +128,7 @@ def region_family(h: int, w: int) -> list[Region]:
                 )
     for width in sorted({max(1, round(min(h, w) / 32)), max(2, round(min(h, w) / 16))}):
         out.append(border_region(h, w, width))
+    out.append(corners_region(h, w))
     ys = [round(i * h / 4) for i in range(5)]
     xs = [round(i * w / 4) for i in range(5)]
     for i in range(3):

@@ -434,3 +434,45 @@ def test_sufficient_needs_the_transplant_above_its_null_and_a_multiple_of_it():
     assert S.sufficient(0.76, 0.37) and S.sufficient(0.25, 0.0)
     assert not S.sufficient(0.1, 0.0)  # too few rows moved at all
     assert not S.sufficient(0.95, 0.6)  # 0.35 above, but the seams alone move 60%
+
+
+def test_a_tag_in_any_corner_is_found_by_the_corners_together():
+    # class 2's rows carry a 6 px tag in one of the four corners, at random; a region hides
+    # it when it covers the tag whole. Objects sit inside the frame: a region of a quarter of
+    # the image or more (wide bands and columns, quarters) hides the object of 15% of every
+    # class's rows, the others and the corners (no object there) 3%. Each corner cell alone
+    # is hit as often as its mirror images (the other corners), which the place lift reads as
+    # objects; the four corners together hide every tag.
+    from fastfem.audit.reliance import Probe, region_mirrors, region_overlaps
+    from fastfem.kernels.occlusion import region_family
+
+    rng = np.random.default_rng(5)
+    probes = [Probe(r, ("inpaint",)) for r in region_family(64, 64)]
+    masks = np.stack([p.region.mask > 0 for p in probes])
+    pred = np.repeat(np.arange(4), 80)
+    big = np.asarray([p.region.mask.mean() >= 0.25 and p.region.kind != "corners" for p in probes])
+    drop = np.where(rng.uniform(size=(320, len(probes))) < np.where(big, 0.15, 0.03), 0.6, 0.0)
+    for i in np.flatnonzero(pred == 2)[:40]:
+        y, x = (int(rng.choice([2, 56])) for _ in range(2))
+        drop[i, masks[:, y : y + 6, x : x + 6].all(axis=(1, 2))] = 0.9
+    kinds = [p.region.kind for p in probes]
+    areas = [float(p.region.mask.mean()) for p in probes]
+    regions = S.RegionInfo(areas, kinds, region_overlaps(probes), region_mirrors(probes))
+    tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    found = S.select_candidates(tests, drop, pred)
+    assert [(probes[t.probe].region.name, t.cls) for t in found] == [("corners", 2)]
+    alone = [k for k, p in enumerate(probes) if p.region.kind != "corners"]
+    tests = S.probe_tests(drop[:, alone], pred, np.unique(pred), *_subset(regions, alone))
+    assert S.select_candidates(tests, drop[:, alone], pred) == []  # no corner by itself
+
+
+def _subset(regions, keep):
+    """``regions`` (`stats.RegionInfo`) of the probes ``keep`` only, renumbered."""
+    index = {k: j for j, k in enumerate(keep)}
+    mirrors = [[index[m] for m in regions.mirrors[k] if m in index] for k in keep]
+    return S.RegionInfo(
+        [regions.areas[k] for k in keep],
+        [regions.families[k] for k in keep],
+        regions.overlaps[np.ix_(keep, keep)],
+        mirrors,
+    )

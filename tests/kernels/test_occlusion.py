@@ -38,7 +38,7 @@ def test_family_masks_match_their_boxes_and_names():
         assert r.mask.shape == (64, 64) and r.mask.dtype == np.float32
         ys, xs = np.nonzero(r.mask)
         assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == r.box
-        if r.kind != "border":  # rectangles are full boxes
+        if r.kind not in ("border", "corners"):  # rectangles are full boxes
             assert r.mask.sum() == (r.box[2] - r.box[0]) * (r.box[3] - r.box[1])
     ring = O.border_region(64, 64, 2)
     assert ring.mask.sum() == 64 * 64 - 60 * 60
@@ -156,3 +156,17 @@ def test_tint_moves_each_channel_mean_and_keeps_contrast():
     mean = x.mean(axis=(0, 1))
     got = np.asarray(O.tint(jnp.asarray(tinted), jnp.asarray(mean)))
     np.testing.assert_allclose(got, x, atol=1e-5)  # the cast undone exactly (no clipping)
+
+
+def test_the_corners_region_is_the_four_corner_cells_at_once():
+    regions = O.region_family(64, 64)
+    (corners,) = [r for r in regions if r.kind == "corners"]
+    cells = [r for r in regions if r.kind == "cell"]
+    corner_cells = [
+        c
+        for c in cells
+        if c.box in ((0, 0, 16, 16), (48, 0, 64, 16), (0, 48, 16, 64), (48, 48, 64, 64))
+    ]
+    assert len(corner_cells) == 4
+    np.testing.assert_array_equal(corners.mask, np.maximum.reduce([c.mask for c in corner_cells]))
+    assert corners.box == (0, 0, 64, 64) and corners.mask.sum() == 4 * 16 * 16
