@@ -151,6 +151,7 @@ def model_for(kind: str):
 
 def evaluate(kind: str, work: Path) -> dict:
     """Audit ``kind``'s test split with its model and score the flags."""
+    from benchmarks.shortcut_data.reliance import moved_to
     from benchmarks.shortcuts import flagged_rows, scores
     from fastfem.audit import audit
 
@@ -161,9 +162,7 @@ def evaluate(kind: str, work: Path) -> dict:
     c = MARK_CLASS[kind]
     relied = np.zeros(TEST_ROWS, bool)
     if c >= 0:  # the ground truth's rule, on each image's clean twin
-        rise = p_mark[:, c] - p_clean[:, c] >= 0.5
-        flip = (p_mark.argmax(1) == c) & (p_clean.argmax(1) != c)
-        relied = data["marked"] & (rise | flip)
+        relied = data["marked"] & moved_to(p_mark, p_clean, c)
     t0 = time.perf_counter()
     summary = audit(data["images"], str(path), out=work / kind)
     every, _, _ = flagged_rows(work / kind, TEST_ROWS)

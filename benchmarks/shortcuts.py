@@ -104,13 +104,16 @@ def spray_scores(store: Path, marked: np.ndarray, relied: np.ndarray) -> dict[st
     return {"eigengap": scores(eigengap, marked, relied), "oracle": best}
 
 
+#: The columns of ``reliance.parquet`` kept per candidate in the results' JSON.
+EVIDENCE = "predicted_class region fill lift place_lift collapse transplant transplant_null flagged"
+
+
 def candidate_evidence(store: Path) -> list[dict[str, Any]]:
     """Each reliance candidate's region, class and test statistics (``reliance.parquet``)."""
     import pyarrow.parquet as pq
 
-    keep = ("predicted_class", "region", "fill", "lift", "place_lift", "collapse")
     table = pq.read_table(store / "reliance.parquet").to_pylist()
-    return [{k: r[k] for k in (*keep, "transplant", "transplant_null", "flagged")} for r in table]
+    return [{k: r[k] for k in EVIDENCE.split()} for r in table]
 
 
 def evaluate(base: str, name: str, split: str, work: Path) -> dict[str, Any]:

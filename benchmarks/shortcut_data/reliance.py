@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks.shortcut_data.generate import ShortcutSet
 
-__all__ = ["relied_on", "reliance_summary"]
+__all__ = ["moved_to", "relied_on", "reliance_summary"]
 
 
 def _probabilities(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
@@ -42,13 +42,19 @@ def relied_on(
         return out
     p_mark = _probabilities(predict, s.images[rows])
     p_clean = _probabilities(predict, s.clean[rows])
-    c = s.mark_class
+    out[rows] = moved_to(p_mark, p_clean, s.mark_class, threshold)
+    return out
+
+
+def moved_to(p_mark: np.ndarray, p_clean: np.ndarray, c: int, threshold: float = 0.5) -> np.ndarray:
+    """(n,) bool: the rows whose marked image's probabilities ``p_mark`` (n, classes) raise
+    class ``c`` by ``threshold`` over the clean twin's ``p_clean``, or turn the prediction to
+    ``c`` (module docstring)."""
     if not 0 <= c < p_mark.shape[1]:
         raise ValueError(f"mark_class {c} is not a class of predict's {p_mark.shape[1]} outputs")
     rise = p_mark[:, c] - p_clean[:, c] >= threshold
     flip = (p_mark.argmax(axis=1) == c) & (p_clean.argmax(axis=1) != c)
-    out[rows] = rise | flip
-    return out
+    return rise | flip
 
 
 def reliance_summary(relied: np.ndarray, s: ShortcutSet) -> dict:

@@ -29,7 +29,7 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    sample's other rows), rates, lift, p-value — goes to ``DIR/reliance.parquet`` (`table`)
    and the report.
 
-Memory is bounded by the sample (kept as host batches) and one batch; the member pass streams.
+Memory is bounded by the sample (kept as one host array) and one batch; the member pass streams.
 Models without a classifier output (FAM similarity models) and sources that cannot be read
 again (a one-shot iterable) skip the test, with the reason in the result.
 """
@@ -292,11 +292,10 @@ class ProbeRunner:
         step = Step(self.fn, (self.plan.extractor.params, probes))
         return self.plan.explainer.run(step, batches, size)
 
-    def even_batches(self, batches: list[dict[str, np.ndarray]]) -> tuple[list, int]:
-        """The in-memory ``batches`` re-cut into as few host batches as the full device batch
+    def even_batches(self, x: np.ndarray) -> tuple[list, int]:
+        """The in-memory images ``x`` cut into as few host batches as the full device batch
         needs, of equal size (320 rows at a batch of 256: two of 160, not 256 and 64 padded to
         256: every probe is a forward pass of the padded batch), and that size."""
-        x = np.concatenate([b["x"] for b in batches])
         full = self.plan.explainer.device_batch()
         size = -(-len(x) // -(-len(x) // full)) if len(x) else full
         return [{"x": x[i : i + size]} for i in range(0, len(x), size)], size
@@ -306,11 +305,11 @@ def _concat(outs: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
     return np.concatenate([o[key] for o in outs]) if outs else np.zeros((0,))
 
 
-def sweep(runner: ProbeRunner, batches: list, probes: list[Probe], fills: Any, doses=None):
-    """``(pred (S,), drop (S, P))`` of the sample's batches under ``probes``; with a list
+def sweep(runner: ProbeRunner, x: np.ndarray, probes: list[Probe], fills: Any, doses=None):
+    """``(pred (S,), drop (S, P))`` of the sample's images ``x`` under ``probes``; with a list
     ``doses``, the (S, P) doses (how much each probe changed each image) are appended to it."""
     params, owner = _probe_params(probes, fills)
-    even, size = runner.even_batches(batches)
+    even, size = runner.even_batches(x)
     outs = list(runner.run(even, params, size))
     pred = _concat(outs, "prediction")
     if doses is not None:
@@ -319,17 +318,11 @@ def sweep(runner: ProbeRunner, batches: list, probes: list[Probe], fills: Any, d
     return pred, probe_drops(_concat(outs, "drop").reshape(len(pred), -1), owner, len(probes))
 
 
-def pixel_moments(batches: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std of the sample's pixels in [0, 1]."""
-    xs = [b["x"].astype(np.float32) / (255.0 if b["x"].dtype == np.uint8 else 1.0) for b in batches]
-    flat = np.concatenate([x.reshape(-1, x.shape[-1]) for x in xs])
+def pixel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the sample's pixels ``x`` in [0, 1]."""
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float32)
+    flat /= 255.0 if x.dtype == np.uint8 else 1.0
     return flat.mean(axis=0), flat.std(axis=0)
-
-
-def rows_of(batches: list[dict[str, np.ndarray]], keep: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """The sample's rows ``keep`` (bool over the rows, in order) as one host batch (`sweep`
-    cuts it into device batches, `ProbeRunner.even_batches`)."""
-    return [{"x": np.concatenate([b["x"] for b in batches])[keep]}]
 
 
 def transplant(
@@ -359,14 +352,14 @@ def transplant(
 
 
 def fill_effects(
-    runner: ProbeRunner, batches: list, cand: Candidate, pred: np.ndarray, fills: Any
+    runner: ProbeRunner, x: np.ndarray, cand: Candidate, pred: np.ndarray, fills: Any
 ) -> dict[str, float]:
     """The hit rate of ``cand``'s class's sampled rows with its region hidden by each single
     region fill (evidence: which ways of hiding it matter); only those rows are run."""
     if cand.probe.region.kind == "image":
         return {cand.probe.fills[0]: cand.test.rate}
     probes = [Probe(cand.probe.region, (f,)) for f in REGION_FILLS]
-    _, drop = sweep(runner, rows_of(batches, pred == cand.cls), probes, fills)
+    _, drop = sweep(runner, x[pred == cand.cls], probes, fills)
     return {f: float(np.mean(drop[:, j] >= TAU)) for j, f in enumerate(REGION_FILLS)}
 
 
@@ -393,17 +386,18 @@ def reliance_test(
     chosen = stratified_sample(pred_all[idx], sample)
     want = {str(i) for i in ids_all[idx[chosen]]}
     kept = list(runner.read(want))
-    batches = [b for _, b in kept]
     got = sum(len(i) for i, _ in kept)
     if got < len(want):
         return RelianceResult(
             skipped=f"the source could not be read again ({got} of {len(want)} sampled rows)"
         )
+    x = np.concatenate([b["x"] for _, b in kept])  # the sample, one host array
+    del kept  # not held twice
     h, w = plan.image_hw
-    fills = fill_params(*pixel_moments(batches), h, w)
+    fills = fill_params(*pixel_moments(x), h, w)
     probes = sweep_probes(h, w, proposed)
     doses: list[np.ndarray] = []
-    pred, drop = sweep(runner, batches, probes, fills, doses)
+    pred, drop = sweep(runner, x, probes, fills, doses)
     classes = np.unique(pred)
     regions = RegionInfo(
         [0.0 if p.region.kind == "image" else float(p.region.mask.mean()) for p in probes],
@@ -413,7 +407,6 @@ def reliance_test(
     )
     tests = probe_tests(drop, pred, classes, *regions, doses[0])
     n_tests = len(probes) * max(len(classes), 1)
-    x = np.concatenate([b["x"] for b in batches])
     moved: dict[tuple[int, int], tuple[float, float]] = {}
 
     def enough(t: ProbeTest) -> bool:
@@ -436,7 +429,7 @@ def reliance_test(
         c.row_tau, lift = row_threshold(c.test, drop, pred, regions, doses[0])
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(doses[0][:, c.test.probe], lift)
-        c.fill_effects = fill_effects(runner, batches, c, pred, fills)
+        c.fill_effects = fill_effects(runner, x, c, pred, fills)
     result = RelianceResult(candidates=cands, sampled=got, probes=len(probes))
     for c in cands:  # the sample's other rows: the non-members' evidence
         other = pred != c.cls
