@@ -105,7 +105,9 @@ def spray_scores(store: Path, marked: np.ndarray, relied: np.ndarray) -> dict[st
 
 
 #: The columns of ``reliance.parquet`` kept per candidate in the results' JSON.
-EVIDENCE = "predicted_class region fill lift place_lift collapse transplant transplant_null flagged"
+EVIDENCE = (
+    "status predicted_class region fill lift place_lift collapse transplant transplant_null flagged"
+)
 
 
 def candidate_evidence(store: Path) -> list[dict[str, Any]]:
@@ -185,9 +187,18 @@ def _fmt(v: float) -> str:
 
 
 def found_text(row: dict) -> str:
-    """The reliance test's findings from the summary line (what is inside its parentheses)."""
+    """The reliance test's findings from the summary line (what is inside its parentheses),
+    then its near misses (``candidates`` whose status is not "confirmed"), each with what it
+    lacks."""
     text = str(row.get("reliance", ""))
-    return text[text.index("(") + 1 : text.rindex(")")] if "(" in text else "–"
+    found = [text[text.index("(") + 1 : text.rindex(")")]] if "(" in text else []
+    for c in row.get("candidates", []):
+        if c.get("status", "confirmed") != "confirmed":
+            lacks = c["status"].removeprefix("not confirmed: ")
+            found.append(
+                f"near miss, class {c['predicted_class']} {c['region']} ({c['fill']}): {lacks}"
+            )
+    return "; ".join(found) or "–"
 
 
 def markdown_table(results: list[dict]) -> str:

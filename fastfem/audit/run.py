@@ -427,7 +427,8 @@ def describe_reliance(result: RelianceResult) -> str:
     )
     return (
         f"{len(result.candidates)} candidates from {result.probes} probes on {result.sampled} "
-        f"sampled rows, {result.tested} rows tested" + (f" ({found})" if found else "")
+        f"sampled rows, {len(result.near_misses)} near misses, {result.tested} rows tested"
+        + (f" ({found})" if found else "")
     )
 
 

@@ -14,6 +14,7 @@ from fastfem.audit import ResultStore, audit
 from fastfem.audit.reliance import hot_spot_regions, sample_size, stratified_sample
 from fastfem.audit.reliance import stats as S
 from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
+from fastfem.audit.report.page import write_report
 from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
 
 BAR = slice(29, 31)  # rows of the shortcut: a white bar across the image
@@ -176,11 +177,22 @@ def test_a_part_the_class_needs_but_that_is_not_enough_is_no_shortcut(tmp_path, 
     summary = audit(images, model, out=tmp_path / "part", reliance_sample=192)
     assert summary.reliance.startswith("0 candidates"), summary.reliance
     assert summary.flagged_total == 0
+    # ... but the band is still named: a near miss the class needs and that is not enough
+    near = pq.read_table(tmp_path / "part" / RELIANCE_FILE).to_pylist()
+    bar = [r for r in near if r["region_kind"] == "band" and r["box"][1] <= 29 < r["box"][3]]
+    assert bar and all(r["flagged"] == 0 and r["row_tau"] is None for r in near)
+    assert bar[0]["predicted_class"] == 0
+    assert bar[0]["status"].startswith("not confirmed: not enough: transplant")
+    assert bar[0]["transplant"] <= 0.05
+    assert "near misses" in summary.reliance
+    html = write_report(tmp_path / "part").read_text()
+    assert "Near misses" in html and "not enough: transplant" in html
     # the sweep's statistics alone take the bar's band for a mark of class 0
     monkeypatch.setattr(S, "MIN_TRANSPLANT", -1.0)
     loose = audit(images, model, out=tmp_path / "loose", reliance_sample=192)
     cands = pq.read_table(tmp_path / "loose" / RELIANCE_FILE).to_pydict()
-    assert cands["predicted_class"] == [0] and "class 0 relies on band" in loose.reliance
+    assert cands["predicted_class"][:1] == [0] and "class 0 relies on band" in loose.reliance
+    assert cands["status"].count("confirmed") == 1
     assert cands["transplant"][0] <= 0.05 and cands["transplant_null"][0] <= 0.05
 
 

@@ -476,3 +476,63 @@ def _subset(regions, keep):
         regions.overlaps[np.ix_(keep, keep)],
         mirrors,
     )
+
+
+def test_near_misses_are_the_tests_close_to_every_rule_with_what_they_lack():
+    # region 7 knocks out 30 rows of class 1 and nothing elsewhere; how many of them collapse
+    # (fall by 0.5) decides: 10 of 30 passes (1/3), 9 (0.3: 90% of the floor) is a near miss
+    # that lacks the collapse, 3 (0.1) is neither
+    drop, pred = _null_sweep(rate=0.0)
+    rows = np.flatnonzero(pred == 1)[:30]
+    got = {}
+    for deep in (10, 9, 3):
+        d = drop.copy()
+        d[rows, 7] = 0.3
+        d[rows[:deep], 7] = 0.7
+        tests = S.probe_tests(d, pred, np.unique(pred))
+        taken = S.select_candidates(tests, d, pred)
+        near = S.near_misses(tests, taken, d, pred)
+        t = next(t for t in tests if (t.probe, t.cls) == (7, 1))
+        got[deep] = ((7, 1) in {(u.probe, u.cls) for u in taken}, t in near, S.shortfall(t, 160))
+    assert got[10] == (True, False, "")
+    assert got[9][:2] == (False, True) and got[9][2] == "collapse 0.3 < 0.333"
+    assert got[3][:2] == (False, False)
+    assert S.standing(t, 160) == pytest.approx(0.1 / (1 / 3))
+
+
+def test_a_region_refused_by_the_transplant_test_is_a_near_miss_once():
+    drop, pred = _null_sweep(rate=0.0)
+    rows = np.flatnonzero(pred == 2)[:36]
+    drop[rows, 7] = 0.8
+    drop[rows[:30], 8] = 0.8  # the same finding: reported once, by the more significant
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    refused = S.select_candidates(tests, drop, pred, enough=lambda t: False)
+    near = S.near_misses(tests, refused, drop, pred)
+    assert refused == [] and [(t.probe, t.cls) for t in near] == [(7, 2)]
+    assert S.passes(near[0], len(tests)) and S.shortfall(near[0], len(tests)) == ""
+    # taken as a candidate, neither it nor its repeat is a near miss
+    taken = S.select_candidates(tests, drop, pred)
+    assert S.near_misses(tests, taken, drop, pred) == []
+
+
+def test_a_clean_sweep_has_no_near_miss():
+    drop, pred = _null_sweep()
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    assert S.near_misses(tests, [], drop, pred) == []
+
+
+def test_the_rules_are_the_candidate_rules():
+    # passes() is exactly what select_candidates keeps: over many random sweeps, a test is
+    # taken only if it passes, and each passing test is taken or repeats one taken
+    rng = np.random.default_rng(3)
+    for seed in range(20):
+        drop, pred = _null_sweep(seed=seed, rate=0.05)
+        rows = np.flatnonzero(pred == seed % 4)[: rng.integers(3, 40)]
+        drop[rows, seed % 40] = rng.choice([0.3, 0.7], len(rows))
+        tests = S.probe_tests(drop, pred, np.unique(pred))
+        n = len(tests)
+        taken = S.select_candidates(tests, drop, pred)
+        assert all(S.passes(t, n) for t in taken)
+        for t in tests:
+            if S.passes(t, n) and t not in taken:
+                assert S._repeats(t, taken, drop, pred)

@@ -102,3 +102,7 @@ def test_the_readme_table_is_rewritten_between_its_markers(tmp_path):
     line = "1 candidates, 180 rows tested (class 0 relies on band y24-40 (inpaint): 52 rows)"
     assert found_text({"reliance": line}) == "class 0 relies on band y24-40 (inpaint): 52 rows"
     assert found_text({"reliance": "0 candidates from 85 probes"}) == "–"
+    near = {"status": "not confirmed: place lift 2.42 < 2.5", "predicted_class": 2}
+    near |= {"region": "band y40-56", "fill": "inpaint"}
+    row = {"reliance": "0 candidates", "candidates": [near]}
+    assert found_text(row) == "near miss, class 2 band y40-56 (inpaint): place lift 2.42 < 2.5"

@@ -18,7 +18,8 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    must move them to the class far more often than the same region copied from other
    classes' rows does (the transplant test, `stats.sufficient`; one step, `transplant`).
    Each candidate region is then tried with every region fill (mean, blur, noise) on the
-   sample and keeps the fill with the strongest effect.
+   sample and keeps the fill with the strongest effect. The *near misses* (`stats.near_misses`:
+   close to every rule, or needed but not enough) are reported beside them, never flagged.
 3. **Every row** (streaming): each row predicted a candidate's class is read again and run
    under that candidate's probe (one forward per candidate; the unprobed prediction and
    confidence are the audit's, from the store); a row whose predicted class's
@@ -47,14 +48,17 @@ import numpy as np
 from fastfem.audit.batches import RecordBatcher
 from fastfem.audit.reliance.stats import (
     COLLAPSE_DROP,
+    MAX_CANDIDATES,
     TAU,
     TRANSPLANT_ROWS,
     ProbeTest,
     RegionInfo,
     dose_floor,
+    near_misses,
     probe_tests,
     row_threshold,
     select_candidates,
+    shortfall,
     sufficient,
     widest_extent,
 )
@@ -134,14 +138,19 @@ class Candidate:
     #: other classes' rows; NaN for a global probe (not asked)
     transplant: float = float("nan")
     transplant_null: float = float("nan")
+    #: "confirmed" (tested on every row of the class), or for a near miss
+    #: (`stats.near_misses`; not flagged) "not confirmed: " and what it lacks
+    status: str = "confirmed"
 
 
 @dataclass
 class RelianceResult:
     """The reliance test's outcome: ``candidates`` and the flagged rows (``ids``, ``drop``,
-    ``candidate`` index), or ``skipped`` (why the test did not run)."""
+    ``candidate`` index), the ``near_misses`` (`stats.near_misses`: reported, not flagged),
+    or ``skipped`` (why the test did not run)."""
 
     candidates: list[Candidate] = field(default_factory=list)
+    near_misses: list[Candidate] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     drop: list[float] = field(default_factory=list)
     candidate: list[int] = field(default_factory=list)
@@ -416,22 +425,26 @@ def reliance_test(
         moved[t.probe, t.cls] = transplant(runner, x, pred, hit, probes[t.probe], t.cls)
         return sufficient(*moved[t.probe, t.cls])
 
-    found = []
-    for t in select_candidates(tests, drop, pred, n_tests, enough):
+    found: list[ProbeTest] = []
+    taken = select_candidates(tests, drop, pred, n_tests, enough)
+    for t in taken:
         wide = widest_extent([t], tests, drop, pred, regions, n_tests)[0]
         if wide is not t and not enough(wide):  # grown into a region not enough by itself
             wide = t
         if wide not in found:  # two candidates may grow into the same region
             found.append(wide)
+    near = near_misses(tests, [*taken, *found], drop, pred, n_tests)
     cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
-    for c in cands:
+    misses = [Candidate(probes[t.probe], t.cls, t, status=why_not(t, n_tests, moved)) for t in near]
+    for c in [*cands, *misses]:
         c.transplant, c.transplant_null = moved.get((c.test.probe, c.cls), (np.nan, np.nan))
+    for c in cands:
         c.row_tau, lift = row_threshold(c.test, drop, pred, regions, doses[0])
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(doses[0][:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)
-    result = RelianceResult(candidates=cands, sampled=got, probes=len(probes))
-    for c in cands:  # the sample's other rows: the non-members' evidence
+    result = RelianceResult(candidates=cands, near_misses=misses, sampled=got, probes=len(probes))
+    for c in [*cands, *misses]:  # the sample's other rows: the non-members' evidence
         other = pred != c.cls
         c.nonmember_rows = int(other.sum())
         c.nonmember_hits = c.test.other_hits
@@ -439,6 +452,16 @@ def reliance_test(
     if cands:
         member_pass(runner, rows, idx, cands, fills, result)
     return result
+
+
+def why_not(t: ProbeTest, n_tests: int, moved: dict[tuple[int, int], tuple[float, float]]) -> str:
+    """A near miss's status: the rules it fails (`stats.shortfall`), else its transplant test
+    (``moved``: the shares asked, by (probe, class)), else that it was not asked."""
+    lacks = shortfall(t, n_tests)
+    if not lacks and (t.probe, t.cls) in moved:
+        a, b = moved[t.probe, t.cls]
+        lacks = f"not enough: transplant {a:.2f} vs null {b:.2f}"
+    return f"not confirmed: {lacks or f'not tested ({MAX_CANDIDATES} candidates taken)'}"
 
 
 def member_pass(

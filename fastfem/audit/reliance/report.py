@@ -1,4 +1,5 @@
-"""The report's reliance section: each candidate with its evidence and its flagged rows.
+"""The report's reliance section: each candidate with its evidence and its flagged rows, and
+the near misses with what each lacks.
 
 Built with the report's one escaping helper (`fastfem.audit.report.markup.render`): every value read
 from ``reliance.parquet`` and ``flags.parquet`` is escaped there.
@@ -34,6 +35,16 @@ the class's knocked-out rows / from other classes' rows</th><td>{transplant}</td
 <p>Flagged rows, largest output change first: {ids}</p></section>"""
 
 
+_NEAR_HEAD = """<h3>Near misses: suggested by the sample, not confirmed (no row flagged)</h3>
+<table><tr><th>class</th><th>region (fill)</th><th>class's sampled rows knocked out</th>
+<th>other classes'</th><th>lift / over its translates</th><th>collapse</th>
+<th>transplant / null</th><th>what it lacks</th></tr>"""
+
+_NEAR_ROW = """<tr><td>{cls}</td><td>{region} ({fill})</td><td>{hits} of {rows}</td>
+<td>{ohits} of {orows}</td><td>{lift:.1f} / {place}</td><td>{collapse:.0%}</td>
+<td>{transplant}</td><td>{status}</td></tr>"""
+
+
 def _fills(names: list, rates: list) -> Markup:
     return join((render("{n} {r:.0%}", n=n, r=r) for n, r in zip(names, rates, strict=True)), "; ")
 
@@ -51,39 +62,42 @@ def _ids(flags: dict[str, list], region: str) -> Markup:
 
 
 def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> Markup:
-    """The section: what the test did (``summary``, the manifest's line) and one block per
-    candidate of ``root/reliance.parquet``."""
+    """The section: what the test did (``summary``, the manifest's line), one block per
+    candidate of ``root/reliance.parquet`` and a table of its near misses."""
     table = read_table(root, RELIANCE_FILE)
     if table is None or list(table) != reliance_schema().names:
         return render("<p>No reliance test in this store ({s}).</p>", s=summary or "not run")
-    blocks = []
+    blocks, near = [], []
     for k in range(len(table["candidate"])):
         t = {name: table[name][k] for name in table}
-        place = "–" if t["place_lift"] is None else f"{t['place_lift']:.1f}"
-        moved = (
-            "– (a global probe)"
+        shared = {  # what a candidate's block and a near miss's row both show
+            "cls": t["predicted_class"],
+            "region": t["region"],
+            "fill": t["fill"],
+            "hits": t["sample_hits"],
+            "rows": t["sample_rows"],
+            "ohits": t["other_hits"],
+            "orows": t["other_rows"],
+            "lift": t["lift"],
+            "place": "–" if t["place_lift"] is None else f"{t['place_lift']:.1f}",
+            "collapse": t["collapse"],
+            "transplant": "– (a global probe or not asked)"
             if t["transplant"] is None
-            else f"{t['transplant']:.0%} / {t['transplant_null']:.0%}"
-        )
+            else f"{t['transplant']:.0%} / {t['transplant_null']:.0%}",
+        }
+        if t["status"] != "confirmed":
+            status = t["status"].removeprefix("not confirmed: ")
+            near.append(render(_NEAR_ROW, **shared, status=status))
+            continue
         blocks.append(
             render(
                 _CANDIDATE,
-                cls=t["predicted_class"],
-                region=t["region"],
-                fill=t["fill"],
+                **shared,
                 kind=t["region_kind"],
                 box=tuple(t["box"]),
-                hits=t["sample_hits"],
-                rows=t["sample_rows"],
                 rate=t["sample_hits"] / max(t["sample_rows"], 1),
-                ohits=t["other_hits"],
-                orows=t["other_rows"],
                 orate=t["other_hits"] / max(t["other_rows"], 1),
-                lift=t["lift"],
-                place=place,
                 p=t["p_value"],
-                collapse=t["collapse"],
-                transplant=moved,
                 fills=_fills(t["fills"], t["fill_hit_rates"]),
                 rtau=t["row_tau"],
                 mdrop=t["member_mean_drop"],
@@ -96,14 +110,14 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 ids=_ids(flags, t["region"]) if "region" in flags else "",
             )
         )
-    head = render("<p>{s}.</p>", s=summary or "")
-    return (
-        join([head, *blocks])
-        if blocks
-        else render(
-            "<p>{s}. No region knocks out one class's predictions.</p>", s=summary or "no candidate"
+    misses = [render(_NEAR_HEAD), *near, render("</table>")] if near else []
+    if not blocks:
+        none = render(
+            "<p>{s}. No region is confirmed to knock out one class's predictions.</p>",
+            s=summary or "no candidate",
         )
-    )
+        return join([none, *misses])
+    return join([render("<p>{s}.</p>", s=summary or ""), *blocks, *misses])
 
 
 def describe_section() -> str:

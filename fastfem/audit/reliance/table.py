@@ -1,9 +1,12 @@
 """``DIR/reliance.parquet``: the reliance test's candidates with their evidence.
 
-One row per candidate (a region and a fill that knock out one predicted class), fixed schema,
+One row per candidate (a region and a fill that knock out one predicted class), then one per
+near miss (`fastfem.audit.reliance.stats.near_misses`: reported, never flagged), fixed schema,
 written atomically like the store's other tables (`fastfem.audit.detectors.tables`)::
 
-    candidate         int32    0, 1, ... (most significant first)
+    candidate         int32    0, 1, ... (candidates most significant first, then near misses)
+    status            string   "confirmed", or "not confirmed: " and what a near miss lacks
+                               (e.g. "place lift 2.42 < 2.5", "not enough: transplant ...")
     predicted_class   int64    the class whose predictions the region carries
     region            string   e.g. "band y24-40", "border 2 px", "whole image"
     region_kind       string   band, column, cell, border, centre, image, hot spot
@@ -19,8 +22,10 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
                       classes' rows (`stats.sufficient`); null for a global probe
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
-    row_tau           float64  the drop that flags a member row (`stats.row_threshold`)
-    member_rows, member_hits, member_mean_drop         every row of the class (stage 3)
+    row_tau           float64  the drop that flags a member row (`stats.row_threshold`);
+                               null for a near miss (its rows are not tested)
+    member_rows, member_hits, member_mean_drop         every row of the class (stage 3; 0 for
+                                                        a near miss)
     nonmember_rows, nonmember_hits, nonmember_mean_drop  the sample's other rows
     flagged           int64    rows flagged for this candidate
 """
@@ -43,6 +48,7 @@ def reliance_schema():
     return pa.schema(
         [
             f("candidate", pa.int32(), nullable=False),
+            f("status", pa.string(), nullable=False),
             f("predicted_class", pa.int64(), nullable=False),
             f("region", pa.string(), nullable=False),
             f("region_kind", pa.string(), nullable=False),
@@ -60,7 +66,7 @@ def reliance_schema():
             f("transplant_null", pa.float64(), nullable=True),
             f("fills", pa.list_(pa.string()), nullable=False),
             f("fill_hit_rates", pa.list_(pa.float64()), nullable=False),
-            f("row_tau", pa.float64(), nullable=False),
+            f("row_tau", pa.float64(), nullable=True),
             f("member_rows", pa.int64(), nullable=False),
             f("member_hits", pa.int64(), nullable=False),
             f("member_mean_drop", pa.float64(), nullable=False),
@@ -76,11 +82,13 @@ def reliance_columns(result: Any) -> dict[str, list]:
     """The columns of ``reliance.parquet`` for a `fastfem.audit.reliance.RelianceResult`."""
     names = reliance_schema().names
     cols: dict[str, list] = {n: [] for n in names}
-    for k, c in enumerate(result.candidates):
+    confirmed = len(result.candidates)
+    for k, c in enumerate([*result.candidates, *result.near_misses]):
         t = c.test
         place = t.place_lift if t.place_lift != float("inf") else None
         row = {
             "candidate": k,
+            "status": c.status,
             "predicted_class": c.cls,
             "region": c.probe.region.name,
             "region_kind": c.probe.region.kind,
@@ -100,7 +108,7 @@ def reliance_columns(result: Any) -> dict[str, list]:
             else float(c.transplant_null),
             "fills": list(c.fill_effects),
             "fill_hit_rates": [float(v) for v in c.fill_effects.values()],
-            "row_tau": float(c.row_tau),
+            "row_tau": float(c.row_tau) if k < confirmed else None,
             "member_rows": c.member_rows,
             "member_hits": c.member_hits,
             "member_mean_drop": c.member_mean_drop,
