@@ -19,7 +19,8 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    classes' rows does (the transplant test, `stats.sufficient`; one step, `transplant`).
    Each candidate region is then tried with every region fill (mean, blur, noise) on the
    sample and keeps the fill with the strongest effect. The *near misses* (`stats.near_misses`:
-   close to every rule, or needed but not enough) are reported beside them, never flagged.
+   close to every rule, or needed but not enough) are reported beside them with their
+   transplant test (regions), never flagged.
 3. **Every row** (streaming): each row predicted a candidate's class is read again and run
    under that candidate's probe (one forward per candidate; the unprobed prediction and
    confidence are the audit's, from the store); a row whose predicted class's
@@ -407,58 +408,91 @@ def reliance_test(
     probes = sweep_probes(h, w, proposed)
     doses: list[np.ndarray] = []
     pred, drop = sweep(runner, x, probes, fills, doses)
-    classes = np.unique(pred)
-    regions = RegionInfo(
-        [0.0 if p.region.kind == "image" else float(p.region.mask.mean()) for p in probes],
-        [p.region.kind for p in probes],
-        region_overlaps(probes),
-        region_mirrors(probes),
-    )
-    tests = probe_tests(drop, pred, classes, *regions, doses[0])
-    n_tests = len(probes) * max(len(classes), 1)
-    moved: dict[tuple[int, int], tuple[float, float]] = {}
-
-    def enough(t: ProbeTest) -> bool:
-        if probes[t.probe].region.kind == "image":
-            return True  # a global probe has no region to copy
-        hit = drop[:, t.probe] >= TAU
-        moved[t.probe, t.cls] = transplant(runner, x, pred, hit, probes[t.probe], t.cls)
-        return sufficient(*moved[t.probe, t.cls])
-
-    found: list[ProbeTest] = []
-    taken = select_candidates(tests, drop, pred, n_tests, enough)
-    for t in taken:
-        wide = widest_extent([t], tests, drop, pred, regions, n_tests)[0]
-        if wide is not t and not enough(wide):  # grown into a region not enough by itself
-            wide = t
-        if wide not in found:  # two candidates may grow into the same region
-            found.append(wide)
-    near = near_misses(tests, [*taken, *found], drop, pred, n_tests)
-    cands = [Candidate(probes[t.probe], t.cls, t) for t in found]
-    misses = [Candidate(probes[t.probe], t.cls, t, status=why_not(t, n_tests, moved)) for t in near]
-    for c in [*cands, *misses]:
-        c.transplant, c.transplant_null = moved.get((c.test.probe, c.cls), (np.nan, np.nan))
+    sw = Sweep(runner, x, probes, pred, drop, doses[0])
+    cands, misses = choose(sw)
     for c in cands:
-        c.row_tau, lift = row_threshold(c.test, drop, pred, regions, doses[0])
+        c.row_tau, lift = row_threshold(c.test, drop, pred, sw.regions, sw.dose)
         if c.probe.region.kind == "image":
-            c.dose_floor = dose_floor(doses[0][:, c.test.probe], lift)
+            c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)
     result = RelianceResult(candidates=cands, near_misses=misses, sampled=got, probes=len(probes))
-    for c in [*cands, *misses]:  # the sample's other rows: the non-members' evidence
-        other = pred != c.cls
-        c.nonmember_rows = int(other.sum())
-        c.nonmember_hits = c.test.other_hits
-        c.nonmember_mean_drop = float(np.mean(drop[other, c.test.probe])) if other.any() else 0.0
     if cands:
         member_pass(runner, rows, idx, cands, fills, result)
     return result
 
 
+@dataclass
+class Sweep:
+    """The sweep of the sample ``x``: its ``probes``, the rows' predictions ``pred`` (S,), drops
+    ``drop`` and doses ``dose`` (S, P); then the probes as regions, every (probe, class) test
+    and the transplant tests asked (``moved``, by (probe, class))."""
+
+    runner: ProbeRunner
+    x: np.ndarray
+    probes: list[Probe]
+    pred: np.ndarray
+    drop: np.ndarray
+    dose: np.ndarray
+    moved: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p = self.probes
+        self.regions = RegionInfo(
+            [0.0 if q.region.kind == "image" else float(q.region.mask.mean()) for q in p],
+            [q.region.kind for q in p],
+            region_overlaps(p),
+            region_mirrors(p),
+        )
+        classes = np.unique(self.pred)
+        self.tests = probe_tests(self.drop, self.pred, classes, *self.regions, self.dose)
+        self.n_tests = len(p) * max(len(classes), 1)
+
+    def enough(self, t: ProbeTest) -> bool:
+        """The transplant test of ``t``'s region (`stats.sufficient`; recorded in ``moved``);
+        a global probe has no region to copy and passes."""
+        if self.probes[t.probe].region.kind == "image":
+            return True
+        hit = self.drop[:, t.probe] >= TAU
+        got = transplant(self.runner, self.x, self.pred, hit, self.probes[t.probe], t.cls)
+        self.moved[t.probe, t.cls] = got
+        return sufficient(*got)
+
+
+def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
+    """Stage 2 (module docstring): the candidates, each grown to its widest passing
+    neighbour, and the near misses (their transplant test asked: evidence), both with the
+    evidence the sample gives (the non-members: the sample's rows of other classes)."""
+    tests, drop, pred, n_tests = sw.tests, sw.drop, sw.pred, sw.n_tests
+    found: list[ProbeTest] = []
+    taken = select_candidates(tests, drop, pred, n_tests, sw.enough)
+    for t in taken:
+        wide = widest_extent([t], tests, drop, pred, sw.regions, n_tests)[0]
+        if wide is not t and not sw.enough(wide):  # grown into a region not enough by itself
+            wide = t
+        if wide not in found:  # two candidates may grow into the same region
+            found.append(wide)
+    near = near_misses(tests, [*taken, *found], drop, pred, n_tests)
+    for t in near:  # near misses are few: is the region enough by itself?
+        if (t.probe, t.cls) not in sw.moved:
+            sw.enough(t)
+    cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found]
+    misses = [
+        Candidate(sw.probes[t.probe], t.cls, t, status=why_not(t, n_tests, sw.moved)) for t in near
+    ]
+    for c in [*cands, *misses]:
+        c.transplant, c.transplant_null = sw.moved.get((c.test.probe, c.cls), (np.nan, np.nan))
+        other = pred != c.cls
+        c.nonmember_rows = int(other.sum())
+        c.nonmember_hits = c.test.other_hits
+        c.nonmember_mean_drop = float(np.mean(drop[other, c.test.probe])) if other.any() else 0.0
+    return cands, misses
+
+
 def why_not(t: ProbeTest, n_tests: int, moved: dict[tuple[int, int], tuple[float, float]]) -> str:
-    """A near miss's status: the rules it fails (`stats.shortfall`), else its transplant test
-    (``moved``: the shares asked, by (probe, class)), else that it was not asked."""
+    """A near miss's status: the rules it fails (`stats.shortfall`), else its failed transplant
+    test (``moved``: the shares asked, by (probe, class)), else that it was not tested."""
     lacks = shortfall(t, n_tests)
-    if not lacks and (t.probe, t.cls) in moved:
+    if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
         a, b = moved[t.probe, t.cls]
         lacks = f"not enough: transplant {a:.2f} vs null {b:.2f}"
     return f"not confirmed: {lacks or f'not tested ({MAX_CANDIDATES} candidates taken)'}"
