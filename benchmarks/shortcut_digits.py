@@ -152,7 +152,7 @@ def model_for(kind: str):
 def evaluate(kind: str, work: Path) -> dict:
     """Audit ``kind``'s test split with its model and score the flags."""
     from benchmarks.shortcut_data.reliance import moved_to
-    from benchmarks.shortcuts import flagged_rows, scores
+    from benchmarks.shortcuts import candidate_evidence, flagged_rows, scores
     from fastfem.audit import audit
 
     model, path = model_for(kind)
@@ -174,12 +174,13 @@ def evaluate(kind: str, work: Path) -> dict:
         "relied_on_share": float(relied[other].mean()) if other.any() else None,
         "fastfem": scores(every, data["marked"], relied),
         "reliance": summary.reliance,
+        "candidates": candidate_evidence(work / kind),
         "audit_seconds": round(time.perf_counter() - t0, 1),
     }
 
 
 def markdown_table(rows: list[dict]) -> str:
-    from benchmarks.shortcuts import _fmt
+    from benchmarks.shortcuts import _fmt, near_miss_text
 
     lines = [
         "| mark (class) | clean accuracy | marked / relied on | flagged | precision | recall "
@@ -192,7 +193,7 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {r['kind']} ({r['mark_class'] if r['mark_class'] >= 0 else 'control'}) "
             f"| {r['clean_accuracy']:.2f} | {f['marked']} / {f['relied_on']} | {f['flagged']} "
             f"| {_fmt(f['precision'])} | {_fmt(f['recall'])} | {_fmt(f['f1'])} "
-            f"| {r['reliance']} |"
+            f"| {'; '.join([r['reliance'], *near_miss_text(r)])} |"
         )
     return "\n".join(lines) + "\n"
 

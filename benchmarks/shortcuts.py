@@ -186,19 +186,23 @@ def _fmt(v: float) -> str:
     return "–" if v != v else f"{v:.2f}"
 
 
+def near_miss_text(row: dict) -> list[str]:
+    """The reliance test's near misses (``candidates`` whose status is not "confirmed"), each
+    with what it lacks."""
+    return [
+        f"near miss, class {c['predicted_class']} {c['region']} ({c['fill']}): "
+        + c["status"].removeprefix("not confirmed: ")
+        for c in row.get("candidates", [])
+        if c.get("status", "confirmed") != "confirmed"
+    ]
+
+
 def found_text(row: dict) -> str:
     """The reliance test's findings from the summary line (what is inside its parentheses),
-    then its near misses (``candidates`` whose status is not "confirmed"), each with what it
-    lacks."""
+    then its near misses (`near_miss_text`)."""
     text = str(row.get("reliance", ""))
     found = [text[text.index("(") + 1 : text.rindex(")")]] if "(" in text else []
-    for c in row.get("candidates", []):
-        if c.get("status", "confirmed") != "confirmed":
-            lacks = c["status"].removeprefix("not confirmed: ")
-            found.append(
-                f"near miss, class {c['predicted_class']} {c['region']} ({c['fill']}): {lacks}"
-            )
-    return "; ".join(found) or "–"
+    return "; ".join(found + near_miss_text(row)) or "–"
 
 
 def markdown_table(results: list[dict]) -> str:
