@@ -230,6 +230,7 @@ def test_the_manifest_records_the_reliance_settings(tmp_path):
     body = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert body["detectors"]["reliance_sample"] == 32
     assert body["detectors"]["reliance_fill"] == "inpaint"
+    assert body["detectors"]["reliance_near_miss"] == "0.8 of every floor, at most 8"
     assert body["reliance"].endswith("rows tested") or "relies on" in body["reliance"]
 
 

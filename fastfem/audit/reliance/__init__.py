@@ -216,6 +216,9 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         "reliance_min_transplant": f"+{stats.MIN_TRANSPLANT:g} and {stats.MIN_TRANSPLANT_LIFT:g}x",
         "reliance_alpha": stats.ALPHA,
         "reliance_max_candidates": stats.MAX_CANDIDATES,
+        "reliance_near_miss": (
+            f"{stats.NEAR_MISS:g} of every floor, at most {stats.MAX_NEAR_MISSES}"
+        ),
     }
 
 
