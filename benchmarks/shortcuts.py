@@ -160,15 +160,16 @@ def cost(base: str, name: str, n: int, work: Path, reps: int = 2) -> dict[str, A
     images = generate_shortcut(name, "test", n=n, base=base).images
     model = str(model_path(name, base))
     times: dict[str, list[float]] = {"off": [], "on": []}
+    line = ""
     for rep in range(reps + 1):
         for mode in ("off", "on"):
             t0 = time.perf_counter()
-            audit(
+            line = audit(
                 images,
                 model,
                 out=work / f"cost-{mode}-{rep}",
                 reliance_sample=0 if mode == "off" else 320,
-            )
+            ).reliance
             if rep:  # rep 0 warms the compilation caches
                 times[mode].append(time.perf_counter() - t0)
     med = {m: float(np.median(v)) for m, v in times.items()}
@@ -179,7 +180,13 @@ def cost(base: str, name: str, n: int, work: Path, reps: int = 2) -> dict[str, A
         "seconds": times,
         "median": med,
         "extra_share": (med["on"] - med["off"]) / med["off"],
+        "reliance": line,
     }
+
+
+def _cost_key(row: dict) -> tuple[str, str, int]:
+    """A cost row's identity in ``shortcuts-cost.json``: base, configuration, images."""
+    return row["base"], row["config"], row["images"]
 
 
 def _fmt(v: float) -> str:
@@ -297,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(cost(args.base[0], name, n, Path(tmp)))
             print(json.dumps(rows[-1], indent=1), flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "shortcuts-cost.json").write_text(json.dumps(rows, indent=1))
+        path = args.out / "shortcuts-cost.json"
+        old = json.loads(path.read_text()) if path.exists() else []
+        merged = {_cost_key(r): r for r in [*old, *rows]}  # this run's rows replace the same
+        path.write_text(json.dumps(sorted(merged.values(), key=_cost_key), indent=1))
         return 0
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -425,9 +425,11 @@ def describe_reliance(result: RelianceResult) -> str:
         f"class {c.cls} relies on {c.probe.name}: {sum(1 for j in result.candidate if j == k)} rows"
         for k, c in enumerate(result.candidates)
     )
+    screened = result.tested - result.forwarded
     return (
         f"{len(result.candidates)} candidates from {result.probes} probes on {result.sampled} "
         f"sampled rows, {len(result.near_misses)} near misses, {result.tested} rows tested"
+        + (f", {screened} of them screened out by their doses" if screened else "")
         + (f" ({found})" if found else "")
     )
 

@@ -291,3 +291,55 @@ def test_a_mark_the_model_looks_at_but_does_not_rely_on_is_not_flagged(tmp_path)
     clusters = pq.read_table(tmp_path / "tested" / "clusters.parquet").to_pydict()
     assert any(clusters["candidate"])  # the pattern is still reported, as a cluster
     assert maps_only.flagged_total > 0
+
+
+def noise_model():
+    """Three classes by the colour of a blob (as `bar_model`), and class 0 whenever the image
+    is grainy (its mean |x - its 3x3 box mean| is high: salt-and-pepper noise, the shortcut)."""
+
+    def apply(params, x):
+        excess = jnp.maximum(x - 0.3, 0.0)
+        colour = jnp.max(excess.reshape(x.shape[0], -1, 3), axis=1)
+        pad = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+        box = sum(pad[:, dy : dy + 64, dx : dx + 64] for dy in range(3) for dx in range(3)) / 9
+        grain = jnp.mean(jnp.abs(x - box), axis=(1, 2, 3))
+        logits = params["scale"] * colour
+        logits = logits.at[:, 0].add(params["grain"] * jnp.maximum(grain - 0.03, 0.0))
+        return Features(activations=(excess,), output=logits)
+
+    params = {"scale": jnp.float32(20.0), "grain": jnp.float32(400.0)}
+    return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=True)
+
+
+def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_through(
+    tmp_path, monkeypatch
+):
+    # a quarter of the images carry salt-and-pepper noise, which the model reads as class 0:
+    # a global fill (the low-pass or the 3x3 median) removes it. The member pass screens class 0's rows by their doses first
+    # and runs the model on those that reach the candidate's dose floor only; the flags are
+    # those of the pass that runs every row.
+    import fastfem.audit.reliance as R
+
+    images, _, _ = bar_images(n=384, seed=3)
+    images[:, BAR] = 0.3  # no bar
+    rng = np.random.default_rng(0)
+    grainy = rng.uniform(size=len(images)) < 0.25
+    salt = rng.uniform(size=images.shape[:3]) < 0.08
+    noisy = np.where(salt[..., None], rng.choice([0.0, 1.0], size=salt.shape)[..., None], images)
+    images[grainy] = noisy[grainy]
+    model = noise_model()
+    summary = audit(images, model, out=tmp_path / "screened", reliance_sample=192)
+    cands = pq.read_table(tmp_path / "screened" / RELIANCE_FILE).to_pylist()
+    found = [c for c in cands if c["status"] == "confirmed"]
+    assert [(c["predicted_class"], c["region"]) for c in found] == [(0, "whole image")], cands
+    assert "screened out by their doses" in summary.reliance, summary.reliance
+    monkeypatch.setattr(R, "screen", lambda runner, batches, *a: batches)  # every row runs
+    every = audit(images, model, out=tmp_path / "every", reliance_sample=192)
+    assert "screened out" not in every.reliance
+    flags = [
+        pq.read_table(tmp_path / d / "flags.parquet").to_pydict() for d in ("screened", "every")
+    ]
+    assert sorted(flags[0]["id"]) == sorted(flags[1]["id"]) and len(flags[0]["id"]) > 40
+    changes = [dict(zip(f["id"], f["output_change"], strict=True)) for f in flags]
+    assert all(changes[0][i] == pytest.approx(changes[1][i], abs=1e-6) for i in changes[0])
+    assert np.mean(grainy[[int(i) for i in flags[0]["id"]]]) > 0.9

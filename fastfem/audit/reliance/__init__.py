@@ -63,7 +63,12 @@ from fastfem.audit.reliance.stats import (
     sufficient,
     widest_extent,
 )
-from fastfem.audit.reliance.step import ProbeParams, make_probe_step, make_transplant_step
+from fastfem.audit.reliance.step import (
+    ProbeParams,
+    make_dose_step,
+    make_probe_step,
+    make_transplant_step,
+)
 from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
 from fastfem.kernels.occlusion import (
@@ -156,7 +161,8 @@ class RelianceResult:
     drop: list[float] = field(default_factory=list)
     candidate: list[int] = field(default_factory=list)
     sampled: int = 0
-    tested: int = 0
+    tested: int = 0  # rows of the candidates' classes read by the member pass
+    forwarded: int = 0  # of those, the rows run under their probes (the rest: `screen`)
     probes: int = 0
     skipped: str = ""
 
@@ -289,6 +295,7 @@ class ProbeRunner:
         self.transplant_fn = cached_step(
             ex.apply, ("reliance", "transplant"), lambda: make_transplant_step(ex)
         )
+        self.dose_fn = cached_step(ex.apply, ("reliance", "dose"), make_dose_step)
 
     def read(self, ids: set[str]) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
         """Host batches of the rows ``ids`` (in source order) with their ids."""
@@ -510,7 +517,9 @@ def member_pass(
     result: RelianceResult,
 ) -> None:
     """Stage 3: every row predicted a candidate's class, under that class's candidates (one
-    forward per candidate: the unprobed prediction and confidence are the store's)."""
+    forward per candidate: the unprobed prediction and confidence are the store's). A row
+    whose every candidate is a global probe it changes less than that candidate's dose floor
+    can be flagged by none: it is screened out by its doses (`screen`), with no forward."""
     pred_all = np.asarray(rows["prediction"])
     ids = np.asarray(rows["id"], dtype=object)
     cls = np.asarray([c.cls for c in cands])
@@ -527,11 +536,18 @@ def member_pass(
     member_pred = pred_all[members].astype(np.int32)
     member_base = np.asarray(rows["confidence"])[members].astype(np.float32)
 
-    def batches() -> Iterator[dict[str, np.ndarray]]:
+    def read() -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
         for batch_ids, batch in runner.read(set(stored)):
-            pending.append(batch_ids)
             at = np.asarray([stored[i] for i in batch_ids])
-            yield {**batch, "pred": member_pred[at], "base": member_base[at]}
+            result.tested += len(batch_ids)
+            yield batch_ids, {**batch, "pred": member_pred[at], "base": member_base[at]}
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        screened = screen(runner, read(), params, owner, cls, floors)
+        source = screened if np.any(floors > 0) else read()
+        for batch_ids, batch in source:
+            pending.append(batch_ids)
+            yield batch
 
     for out in runner.run(batches(), params):
         batch_ids = pending.popleft()
@@ -548,8 +564,41 @@ def member_pass(
             result.ids.append(batch_ids[j])
             result.drop.append(float(drop[j, best[j]]))
             result.candidate.append(int(best[j]))
-        result.tested += len(batch_ids)
+        result.forwarded += len(batch_ids)
     for k, c in enumerate(cands):
         c.member_rows = int(counts[k])
         c.member_hits = int(hits[k])
         c.member_mean_drop = float(drops[k] / max(counts[k], 1))
+
+
+def screen(
+    runner: ProbeRunner,
+    batches: Iterable[tuple[list[str], dict[str, np.ndarray]]],
+    params: ProbeParams,
+    owner: np.ndarray,
+    cls: np.ndarray,
+    floors: np.ndarray,
+) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
+    """The member rows (``(ids, batch)`` with ``x``, ``pred``, ``base``) that a candidate of
+    their class may flag — candidate ``k`` of class ``cls[k]``, its probe's fills ``params``
+    (``owner``: `_probe_params`) — one with a region probe (dose floor 0), or a global probe
+    that changes the row by at least its dose floor ``floors[k]`` (the dose step, no
+    forward); re-cut into full device batches (memory: two batches)."""
+    step = Step(runner.dose_fn, params)
+    full = runner.plan.explainer.device_batch()
+    kept_ids: list[str] = []
+    kept: list[dict[str, np.ndarray]] = []
+    for batch_ids, batch in batches:
+        out = next(iter(runner.plan.explainer.run(step, [{"x": batch["x"]}])))
+        dose = -probe_drops(-out["dose"], owner, len(cls))  # (B, K)
+        keep = np.any((batch["pred"][:, None] == cls) & (dose >= floors[None, :]), axis=1)
+        kept_ids += [i for i, k in zip(batch_ids, keep, strict=True) if k]
+        kept.append({key: v[keep] for key, v in batch.items()})
+        while len(kept_ids) >= full:
+            merged = {key: np.concatenate([b[key] for b in kept]) for key in kept[0]}
+            yield kept_ids[:full], {key: v[:full] for key, v in merged.items()}
+            kept_ids = kept_ids[full:]
+            kept = [{key: v[full:] for key, v in merged.items()}]
+    if kept_ids:
+        merged = {key: np.concatenate([b[key] for b in kept]) for key in kept[0]}
+        yield kept_ids, merged

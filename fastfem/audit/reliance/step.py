@@ -27,6 +27,9 @@ region mask ``m`` and class ``c`` in its params,
     turned_i = argmax P(. | x'_i) == c  and  argmax P(. | x_i) != c
 
 two forwards per row (the image and the pasted image in one batch).
+
+The *dose* step (`make_dose_step`) gives ``dose`` alone, with no forward: the member pass's
+screen, which runs the model only on the rows whose dose can reach a global candidate's floor.
 """
 
 from __future__ import annotations
@@ -52,6 +55,24 @@ class ProbeParams(NamedTuple):
     fill: FillParams
 
 
+def probed(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) -> tuple[jax.Array, ...]:
+    """The batch ``x`` (B, H, W, C) in [0, 1] under one probe, and each image's dose
+    ``mean |probe(x_i) - x_i|`` (B,)."""
+    xs = jax.vmap(probe_image, in_axes=(0, None, None, None))(x, mask, fill, p)
+    return xs, jnp.mean(jnp.abs(xs - x), axis=(1, 2, 3))
+
+
+def make_dose_step() -> StepFn:
+    """The dose step of the module docstring; its params are a `ProbeParams`."""
+
+    def step(probes: ProbeParams, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        x = pixels_255(batch["x"]) / 255.0
+        dose = jax.lax.map(lambda q: probed(x, *q, probes.fill)[1], (probes.masks, probes.fills))
+        return {"dose": dose.T}
+
+    return step
+
+
 def make_probe_step(extractor: FeatureExtractor) -> StepFn:
     """The step of the module docstring for ``extractor`` (which must return the model's
     output); its params are ``(extractor.params, ProbeParams)``."""
@@ -70,11 +91,9 @@ def make_probe_step(extractor: FeatureExtractor) -> StepFn:
             base = jnp.take_along_axis(p0, pred[:, None], axis=1)[:, 0]
 
         def one_probe(probe: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
-            mask, fill = probe
-            xs = jax.vmap(probe_image, in_axes=(0, None, None, None))(x, mask, fill, probes.fill)
+            xs, dose = probed(x, *probe, probes.fill)
             p = classify(model_params, xs)
             kept = jnp.take_along_axis(p, pred[:, None], axis=1)[:, 0]
-            dose = jnp.mean(jnp.abs(xs - x), axis=(1, 2, 3))
             return base - kept, dose
 
         drop, dose = jax.lax.map(one_probe, (probes.masks, probes.fills))  # (P, B)
