@@ -26,7 +26,10 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    confidence are the audit's, from the store); a row whose predicted class's
    probability falls by at least the candidate's ``row_tau`` (`stats.row_threshold`: 0.5,
    0.35 or 0.25, the lowest at which the class's own objects would give at most 1 flag in 10)
-   is flagged ``relies on <region> (<fill>)``, score ``drop / row_tau``. The evidence —
+   is flagged ``relies on <region> (<fill>)``, score ``drop / row_tau``. A global
+   candidate counts a row only where its probe changed it by at least its dose floor, so the
+   rows below every floor of their class's candidates are screened out first by a dose step
+   that runs no model (`screen`). The evidence —
    region, fill, the output change on members (rows of the class) and on non-members (the
    sample's other rows), rates, lift, p-value — goes to ``DIR/reliance.parquet`` (`table`)
    and the report.
