@@ -592,7 +592,7 @@ def screen(
     kept_ids: list[str] = []
     kept: list[dict[str, np.ndarray]] = []
     for batch_ids, batch in batches:
-        out = next(iter(runner.plan.explainer.run(step, [{"x": batch["x"]}])))
+        (out,) = runner.plan.explainer.run(step, [{"x": batch["x"]}])
         dose = -probe_drops(-out["dose"], owner, len(cls))  # (B, K)
         keep = np.any((batch["pred"][:, None] == cls) & (dose >= floors[None, :]), axis=1)
         kept_ids += [i for i, k in zip(batch_ids, keep, strict=True) if k]
