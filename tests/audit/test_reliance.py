@@ -315,9 +315,9 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
     tmp_path, monkeypatch
 ):
     # a quarter of the images carry salt-and-pepper noise, which the model reads as class 0:
-    # a global fill (the low-pass or the 3x3 median) removes it. The member pass screens class 0's rows by their doses first
-    # and runs the model on those that reach the candidate's dose floor only; the flags are
-    # those of the pass that runs every row.
+    # a global fill (the low-pass or the 3x3 median) removes it. The member pass screens
+    # class 0's rows by their doses first and runs the model on those that reach the
+    # candidate's dose floor only; the flags are those of the pass that runs every row.
     import fastfem.audit.reliance as R
 
     images, _, _ = bar_images(n=384, seed=3)
