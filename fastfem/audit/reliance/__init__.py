@@ -546,18 +546,16 @@ def member_pass(
             yield batch_ids, {**batch, "pred": member_pred[at], "base": member_base[at]}
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
-        screened = screen(runner, read(), params, owner, cls, floors)
-        source = screened if np.any(floors > 0) else read()
+        source = screen(runner, read(), cands, fills) if np.any(floors > 0) else read()
         for batch_ids, batch in source:
             pending.append(batch_ids)
             yield batch
 
     for out in runner.run(batches(), params):
         batch_ids = pending.popleft()
-        mine = out["prediction"][:, None] == cls[None, :]  # (B, K): the row's candidates
         drop = probe_drops(out["drop"], owner, len(cands))
         dose = -probe_drops(-out["dose"], owner, len(cands))
-        mine &= dose >= floors[None, :]  # a global probe: only the rows it changed much
+        mine = counted(out["prediction"], dose, cls, floors)  # (B, K)
         score = np.where(mine, drop / taus[None, :], -np.inf)  # >= 1: flagged
         drops += np.where(mine, drop, 0.0).sum(axis=0)
         counts += mine.sum(axis=0)
@@ -574,34 +572,46 @@ def member_pass(
         c.member_mean_drop = float(drops[k] / max(counts[k], 1))
 
 
+def counted(pred: np.ndarray, dose: np.ndarray, cls: np.ndarray, floors: np.ndarray) -> np.ndarray:
+    """(B, K) bool: which candidates count each member row — those of the row's predicted
+    class ``pred`` (B,) (candidate ``k`` is of class ``cls[k]``) whose probe changed it by at
+    least their dose floor (``dose`` (B, K); ``floors`` (K,): 0 for a region probe)."""
+    return (pred[:, None] == cls[None, :]) & (dose >= floors[None, :])
+
+
 def screen(
     runner: ProbeRunner,
     batches: Iterable[tuple[list[str], dict[str, np.ndarray]]],
-    params: ProbeParams,
-    owner: np.ndarray,
-    cls: np.ndarray,
-    floors: np.ndarray,
+    cands: list[Candidate],
+    fills: Any,
 ) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
-    """The member rows (``(ids, batch)`` with ``x``, ``pred``, ``base``) that a candidate of
-    their class may flag — candidate ``k`` of class ``cls[k]``, its probe's fills ``params``
-    (``owner``: `_probe_params`) — one with a region probe (dose floor 0), or a global probe
-    that changes the row by at least its dose floor ``floors[k]`` (the dose step, no
-    forward); re-cut into full device batches (memory: two batches)."""
+    """The member rows (``(ids, batch)`` with ``x``, ``pred``, ``base``) that a candidate may
+    count (`counted`): every row of a class with a region candidate, and a row of any other
+    class only where one of its global candidates changes it by at least its dose floor (the
+    dose step of those candidates' probes, no forward); re-cut into full device batches
+    (memory: two batches)."""
+    cls = np.asarray([c.cls for c in cands])
+    floors = np.asarray([c.dose_floor for c in cands])
+    is_global = floors > 0
+    params, owner = _probe_params(
+        [c.probe for c, g in zip(cands, is_global, strict=True) if g], fills
+    )
     step = Step(runner.dose_fn, params)
     full = runner.plan.explainer.device_batch()
     kept_ids: list[str] = []
-    kept: list[dict[str, np.ndarray]] = []
+    kept: dict[str, np.ndarray] = {}
     for batch_ids, batch in batches:
         (out,) = runner.plan.explainer.run(step, [{"x": batch["x"]}])
-        dose = -probe_drops(-out["dose"], owner, len(cls))  # (B, K)
-        keep = np.any((batch["pred"][:, None] == cls) & (dose >= floors[None, :]), axis=1)
+        dose = -probe_drops(-out["dose"], owner, int(is_global.sum()))  # (B, global candidates)
+        keep = np.isin(batch["pred"], cls[~is_global])
+        keep |= counted(batch["pred"], dose, cls[is_global], floors[is_global]).any(axis=1)
         kept_ids += [i for i, k in zip(batch_ids, keep, strict=True) if k]
-        kept.append({key: v[keep] for key, v in batch.items()})
+        kept = {
+            key: np.concatenate([kept[key], v[keep]]) if kept else v[keep]
+            for key, v in batch.items()
+        }
         while len(kept_ids) >= full:
-            merged = {key: np.concatenate([b[key] for b in kept]) for key in kept[0]}
-            yield kept_ids[:full], {key: v[:full] for key, v in merged.items()}
-            kept_ids = kept_ids[full:]
-            kept = [{key: v[full:] for key, v in merged.items()}]
+            yield kept_ids[:full], {key: v[:full] for key, v in kept.items()}
+            kept_ids, kept = kept_ids[full:], {key: v[full:] for key, v in kept.items()}
     if kept_ids:
-        merged = {key: np.concatenate([b[key] for b in kept]) for key in kept[0]}
-        yield kept_ids, merged
+        yield kept_ids, kept
