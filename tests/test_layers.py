@@ -7,6 +7,7 @@
 * The module-level imports (``if TYPE_CHECKING:`` blocks aside) have no cycle.
 * No comparison with a method's name outside the methods' own modules (fastfem/explainers/):
   callers read the `fastfem.explainers.method.Method` record and the explainer instead.
+* No module above ``MAX_MODULE_LINES`` lines: a module longer than that does more than one job.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ LAYERS = {
     "cli": 8,
 }
 TOP = 9  # fastfem/__init__.py, __main__.py
+MAX_MODULE_LINES = 500
 
 
 def module_files() -> dict[str, Path]:
@@ -157,3 +159,9 @@ def test_method_name_comparisons_are_found(tmp_path):
     )
     hits = method_name_comparisons(path, {"fam", "fem", "mean"})
     assert [h.rsplit(":", 1)[1] for h in hits] == ["1", "2", "4"]
+
+
+def test_no_module_is_longer_than_the_limit():
+    lengths = {m: len(p.read_text().splitlines()) for m, p in module_files().items()}
+    assert len(lengths) > 100 and max(lengths.values()) > MAX_MODULE_LINES // 2
+    assert {m: n for m, n in lengths.items() if n > MAX_MODULE_LINES} == {}

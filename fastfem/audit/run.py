@@ -52,12 +52,8 @@ from fastfem.audit.detectors.box import box_scores
 from fastfem.audit.detectors.tables import FLAGS_FILE, read_table
 from fastfem.audit.distributed import ProcessGroup, start_processes
 from fastfem.audit.plan import AuditPlan, check_arguments, plan_audit
-from fastfem.audit.reliance import (
-    RelianceResult,
-    hot_spot_regions,
-    reliance_settings,
-    reliance_test,
-)
+from fastfem.audit.reliance import RelianceResult, reliance_settings, reliance_test
+from fastfem.audit.reliance.probes import hot_spot_regions
 from fastfem.audit.reliance.table import write_reliance
 from fastfem.audit.steps import AuditSpec, audit_step_fn
 from fastfem.audit.store.info import end_info, plan_columns, start_info

@@ -11,8 +11,8 @@ import pytest
 from fastfem.converters import Features, from_fn
 
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.reliance import hot_spot_regions, sample_size, stratified_sample
-from fastfem.audit.reliance import stats as S
+from fastfem.audit.reliance import rules, sample_size, stratified_sample
+from fastfem.audit.reliance.probes import hot_spot_regions
 from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
 from fastfem.audit.report.page import write_report
 from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
@@ -68,7 +68,7 @@ def test_the_audit_finds_the_band_the_model_relies_on(tmp_path):
     x0, y0, x1, y1 = cands["box"][0]
     assert y0 <= 29 and y1 >= 31 and (y1 - y0) <= 16, cands["region"]  # a band over the bar
     assert cands["member_mean_drop"][0] > 5 * max(cands["nonmember_mean_drop"][0], 0.01)
-    assert S.MIN_COLLAPSE <= cands["collapse"][0] <= 1.0  # the bar's rows collapse
+    assert rules.MIN_COLLAPSE <= cands["collapse"][0] <= 1.0  # the bar's rows collapse
     # the band copied from the barred rows makes class 0 of the other classes' rows; copied
     # from those rows themselves (no bar there), of none
     assert cands["transplant"][0] >= 0.9 and cands["transplant_null"][0] <= 0.05
@@ -188,7 +188,7 @@ def test_a_part_the_class_needs_but_that_is_not_enough_is_no_shortcut(tmp_path, 
     html = write_report(tmp_path / "part").read_text()
     assert "Near misses" in html and "not enough: transplant" in html
     # the sweep's statistics alone take the bar's band for a mark of class 0
-    monkeypatch.setattr(S, "MIN_TRANSPLANT", -1.0)
+    monkeypatch.setattr(rules, "MIN_TRANSPLANT", -1.0)
     loose = audit(images, model, out=tmp_path / "loose", reliance_sample=192)
     cands = pq.read_table(tmp_path / "loose" / RELIANCE_FILE).to_pydict()
     assert cands["predicted_class"][:1] == [0] and "class 0 relies on band" in loose.reliance
@@ -318,7 +318,7 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
     # a global fill (the low-pass or the 3x3 median) removes it. The member pass screens
     # class 0's rows by their doses first and runs the model on those that reach the
     # candidate's dose floor only; the flags are those of the pass that runs every row.
-    import fastfem.audit.reliance as R
+    import fastfem.audit.reliance.members as M
 
     images, _, _ = bar_images(n=384, seed=3)
     images[:, BAR] = 0.3  # no bar
@@ -333,7 +333,7 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
     found = [c for c in cands if c["status"] == "confirmed"]
     assert [(c["predicted_class"], c["region"]) for c in found] == [(0, "whole image")], cands
     assert "screened out by their doses" in summary.reliance, summary.reliance
-    monkeypatch.setattr(R, "screen", lambda runner, batches, *a: batches)  # every row runs
+    monkeypatch.setattr(M, "screen", lambda runner, batches, *a: batches)  # every row runs
     every = audit(images, model, out=tmp_path / "every", reliance_sample=192)
     assert "screened out" not in every.reliance
     flags = [

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from fastfem.audit.reliance import rules
 from fastfem.audit.reliance import stats as S
 
 
@@ -28,7 +29,7 @@ def _null_sweep(n=400, probes=40, classes=4, seed=0, rate=0.1):
 def test_no_candidate_when_every_class_is_hit_alike():
     drop, pred = _null_sweep()
     tests = S.probe_tests(drop, pred, np.unique(pred))
-    assert S.select_candidates(tests, drop, pred) == []
+    assert rules.select_candidates(tests, drop, pred) == []
 
 
 def test_a_region_that_knocks_out_one_class_is_found_first():
@@ -37,7 +38,7 @@ def test_a_region_that_knocks_out_one_class_is_found_first():
     drop[rows, 7] = 0.8
     drop[rows, 8] = 0.7  # an overlapping region hiding the same mark: the same finding
     tests = S.probe_tests(drop, pred, np.unique(pred))
-    found = S.select_candidates(tests, drop, pred)
+    found = rules.select_candidates(tests, drop, pred)
     assert len(found) == 1 and found[0].probe in (7, 8) and found[0].cls == 2
     t = found[0]
     assert t.hits >= 40 and t.lift > 5 and t.place_lift > 5 and t.p_value < 1e-20
@@ -51,8 +52,8 @@ def test_a_class_hit_at_every_place_alike_is_objects_not_a_mark():
     rng = np.random.default_rng(1)
     drop[rows] = np.where(rng.uniform(size=(rows.sum(), drop.shape[1])) < 0.4, 0.7, 0.0)
     tests = S.probe_tests(drop, pred, np.unique(pred))
-    assert max(t.lift for t in tests if t.cls == 1) > S.MIN_LIFT
-    assert S.select_candidates(tests, drop, pred) == []
+    assert max(t.lift for t in tests if t.cls == 1) > rules.MIN_LIFT
+    assert rules.select_candidates(tests, drop, pred) == []
 
 
 def test_place_lift_compares_regions_of_the_same_size():
@@ -84,10 +85,10 @@ def test_a_global_probe_must_knock_out_the_rows_it_changes_most():
     areas = [0.1, 0.0]  # probe 1 is global
     dose = np.full(drop.shape, 0.05)
     ordinary = S.probe_tests(drop, pred, np.unique(pred), areas, None, None, dose=dose)
-    assert S.select_candidates(ordinary, drop, pred) == []  # a class that needs colour
+    assert rules.select_candidates(ordinary, drop, pred) == []  # a class that needs colour
     dose[rows, 1] = 0.3  # the knocked-out rows are the ones the probe changes most: a tint
     tinted = S.probe_tests(drop, pred, np.unique(pred), areas, None, None, dose=dose)
-    (found,) = S.select_candidates(tinted, drop, pred)
+    (found,) = rules.select_candidates(tinted, drop, pred)
     assert (found.probe, found.cls) == (1, 1) and found.dose_lift > 1.5
 
 
@@ -116,12 +117,13 @@ def test_a_region_without_translates_is_compared_by_lift_not_by_rate():
     tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
     t = {(t.probe, t.cls): t for t in tests}[(4, 0)]
     assert t.place_lift > 5
-    assert [(f.probe, f.cls) for f in S.select_candidates(tests, drop, pred)] == [(4, 0)]
+    assert [(f.probe, f.cls) for f in rules.select_candidates(tests, drop, pred)] == [(4, 0)]
     # a ring that knocks out class 0 no more, relative to the others, than the bands do
     drop, pred, regions = _ring_sweep(0)
     drop[np.flatnonzero(pred == 0)[:1], 4] = 0.6
     assert (
-        S.select_candidates(S.probe_tests(drop, pred, np.unique(pred), *regions), drop, pred) == []
+        rules.select_candidates(S.probe_tests(drop, pred, np.unique(pred), *regions), drop, pred)
+        == []
     )
 
 
@@ -153,10 +155,10 @@ def test_a_candidate_grows_to_its_widest_passing_neighbour_of_the_same_shape():
     drop, pred, regions = _band_sweep()
     tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
     by = {(t.probe, t.cls): t for t in tests}
-    assert by[(1, 1)].lift < S.MIN_LIFT  # the wide band alone would not be a candidate
-    found = S.select_candidates(tests, drop, pred, 48)
+    assert by[(1, 1)].lift < rules.MIN_LIFT  # the wide band alone would not be a candidate
+    found = rules.select_candidates(tests, drop, pred, 48)
     assert [(f.probe, f.cls) for f in found] == [(0, 1)]
-    (grown,) = S.widest_extent(found, tests, drop, pred, regions, 48)
+    (grown,) = rules.widest_extent(found, tests, drop, pred, regions, 48)
     assert (grown.probe, grown.cls) == (1, 1) and grown.hits >= 35  # not the column (a column)
 
 
@@ -166,10 +168,10 @@ def test_a_candidate_does_not_grow_into_a_neighbour_hiding_other_rows():
     drop[mine[:20], 1] = 0.0  # the wide band knocks out other rows of the class, not these
     drop[mine[40:60], 1] = 0.7
     tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
-    found = S.select_candidates(tests, drop, pred, 48)
-    assert [(t.probe, t.cls) for t in S.widest_extent(found, tests, drop, pred, regions, 48)] == [
-        (0, 1)
-    ]
+    found = rules.select_candidates(tests, drop, pred, 48)
+    assert [
+        (t.probe, t.cls) for t in rules.widest_extent(found, tests, drop, pred, regions, 48)
+    ] == [(0, 1)]
 
 
 def test_a_global_property_every_class_has_is_not_a_shortcut_of_one():
@@ -185,12 +187,12 @@ def test_a_global_property_every_class_has_is_not_a_shortcut_of_one():
     drop[np.flatnonzero(pred == 0)[:15]] = 0.7
     tests = S.probe_tests(drop, pred, np.unique(pred), [0.0], None, None, dose=dose)
     assert {t.cls: t for t in tests}[0].place_lift > 10  # its dosed rows are knocked out
-    assert S.select_candidates(tests, drop, pred) == []
+    assert rules.select_candidates(tests, drop, pred) == []
     pred[rows[15:]] = 0  # the marked images of the other classes are predicted class 0
     drop[rows] = 0.7
     tests = S.probe_tests(drop, pred, np.unique(pred), [0.0], None, None, dose=dose)
-    (found,) = S.select_candidates(tests, drop, pred)
-    assert found.cls == 0 and found.hits == 60 and found.lift >= S.MIN_GLOBAL_LIFT
+    (found,) = rules.select_candidates(tests, drop, pred)
+    assert found.cls == 0 and found.hits == 60 and found.lift >= rules.MIN_GLOBAL_LIFT
 
 
 def _partly_hidden_mark(mark_drop: float, object_drop: float, object_rows: int, seed: int = 0):
@@ -214,11 +216,11 @@ def test_the_row_threshold_follows_how_cleanly_the_probe_hides_the_mark():
     # flag none of them; the class's objects elsewhere fall by more (0.6) and no more often at
     # 0.25 than at 0.5, so the lowest threshold is clean
     test, drop, pred, regions = _partly_hidden_mark(0.3, object_drop=0.6, object_rows=0)
-    assert S.row_threshold(test, drop, pred, regions, None) == (0.25, S.MIN_DOSE_LIFT)
+    assert rules.row_threshold(test, drop, pred, regions, None) == (0.25, S.MIN_DOSE_LIFT)
     # objects fall by 0.3 where hidden, in the band too (20 rows of class 0): flagging at 0.25
     # would take them with the mark's rows (place lift 8.8 < 10); 0.35 keeps the mark's rows
     test, drop, pred, regions = _partly_hidden_mark(0.4, object_drop=0.3, object_rows=20)
-    tau, _ = S.row_threshold(test, drop, pred, regions, None)
+    tau, _ = rules.row_threshold(test, drop, pred, regions, None)
     assert tau == 0.35
     flagged = (pred == 0) & (drop[:, 3] >= tau)
     assert flagged[:24].all() and not flagged[24:].any()
@@ -240,7 +242,7 @@ def _corner_and_centre_sweep(hit_centre_mirrors: bool):
 
 
 def _cells():
-    from fastfem.audit.reliance import Probe, region_mirrors
+    from fastfem.audit.reliance.probes import Probe, region_mirrors
     from fastfem.kernels.occlusion import _box_region
 
     probes = [
@@ -267,7 +269,7 @@ def test_a_region_hit_as_often_as_its_mirror_images_is_objects_not_a_mark():
     for objects, expected in ((False, [(5, 0)]), (True, [])):
         drop, pred = _corner_and_centre_sweep(objects)
         tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
-        found = S.select_candidates(tests, drop, pred)
+        found = rules.select_candidates(tests, drop, pred)
         assert [(t.probe, t.cls) for t in found] == expected
 
 
@@ -291,15 +293,15 @@ def _global_mark(natural_hits: int):
 
 def test_a_global_candidates_dose_floor_goes_down_while_its_flags_stay_clean():
     test, drop, pred, regions, dose = _global_mark(natural_hits=0)
-    assert S.select_candidates([test], drop, pred)  # found on its strongly changed rows
-    tau, lift = S.row_threshold(test, drop, pred, regions, dose)
+    assert rules.select_candidates([test], drop, pred)  # found on its strongly changed rows
+    tau, lift = rules.row_threshold(test, drop, pred, regions, dose)
     counted = (pred == 0) & (drop[:, 0] >= tau) & (dose[:, 0] >= S.dose_floor(dose[:, 0], lift))
-    assert lift == min(S.ROW_DOSE_LIFTS) and counted[:24].all() and not counted[24:].any()
+    assert lift == min(rules.ROW_DOSE_LIFTS) and counted[:24].all() and not counted[24:].any()
     # where the class's ordinary rows fall under the fill too, the floor stops above them
     test, drop, pred, regions, dose = _global_mark(natural_hits=30)
-    tau, lift = S.row_threshold(test, drop, pred, regions, dose)
+    tau, lift = rules.row_threshold(test, drop, pred, regions, dose)
     counted = (pred == 0) & (drop[:, 0] >= tau) & (dose[:, 0] >= S.dose_floor(dose[:, 0], lift))
-    assert min(S.ROW_DOSE_LIFTS) < lift < S.MIN_DOSE_LIFT
+    assert min(rules.ROW_DOSE_LIFTS) < lift < S.MIN_DOSE_LIFT
     assert counted[:24].all() and not counted[24:].any()
 
 
@@ -309,7 +311,7 @@ def _quarter_sweep(seed: int = 3):
     under the top row, 40% the middle row, 15% the bottom row: a class that needs most of the
     image); class 0 carries a mark in the bottom-right corner that only the quarters covering
     it hide (24 rows at the bottom-right quarter, 12 at its two half-overlapping neighbours)."""
-    from fastfem.audit.reliance import Probe, region_mirrors, region_overlaps
+    from fastfem.audit.reliance.probes import Probe, region_mirrors, region_overlaps
     from fastfem.kernels.occlusion import region_family
 
     quarters = [r for r in region_family(96, 96) if r.kind == "quarter"]
@@ -333,14 +335,14 @@ def _quarter_sweep(seed: int = 3):
 def test_a_class_that_needs_most_of_the_image_is_not_a_mark_of_its_upper_half(monkeypatch):
     drop, pred, regions = _quarter_sweep()
     tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
-    found = {(t.probe, t.cls) for t in S.select_candidates(tests, drop, pred)}
+    found = {(t.probe, t.cls) for t in rules.select_candidates(tests, drop, pred)}
     assert (8, 0) in found  # the mark's quarter
     assert not any(c == 1 for _, c in found)  # family lift: 1.5 at most for class 1
     upper = next(t for t in tests if (t.probe, t.cls) == (1, 1))
-    assert upper.place_lift >= S.MIN_LIFT > upper.family_lift  # only the family lift holds
+    assert upper.place_lift >= rules.MIN_LIFT > upper.family_lift  # only the family lift holds
     monkeypatch.setattr(S, "FAMILY_PEAK_MEMBERS", 100)  # without it: a false candidate
     tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
-    assert any(t.cls == 1 for t in S.select_candidates(tests, drop, pred))
+    assert any(t.cls == 1 for t in rules.select_candidates(tests, drop, pred))
 
 
 def test_one_fragile_other_class_does_not_hide_a_mark_of_another():
@@ -358,9 +360,9 @@ def test_one_fragile_other_class_does_not_hide_a_mark_of_another():
     per_class = sorted((hit[pred == k, 7].sum() + 1) / (np.sum(pred == k) + 2) for k in (0, 1, 3))
     assert q[7] == pytest.approx(per_class[1])  # the median of the three other classes
     pooled = (np.sum(hit[:, 7] & (pred != 2)) + 1) / (np.sum(pred != 2) + 2)
-    assert (40 / np.sum(pred == 2)) / pooled < S.MIN_LIFT  # the pooled lift would miss it
+    assert (40 / np.sum(pred == 2)) / pooled < rules.MIN_LIFT  # the pooled lift would miss it
     tests = S.probe_tests(drop, pred, np.unique(pred))
-    found = S.select_candidates(tests, drop, pred)
+    found = rules.select_candidates(tests, drop, pred)
     assert [(t.probe, t.cls) for t in found] == [(7, 2)]
     assert found[0].lift > 5
     # fewer than MEDIAN_OTHERS other classes: the pooled rate
@@ -384,7 +386,9 @@ def test_a_candidate_must_collapse_its_class_not_dent_it():
         assert t.collapse == pytest.approx(
             np.mean(d[d[:, 7] >= S.TAU][pred[d[:, 7] >= S.TAU] == 1, 7] >= 0.5)
         )
-        assert ((7, 1) in {(u.probe, u.cls) for u in S.select_candidates(tests, d, pred)}) is found
+        assert (
+            (7, 1) in {(u.probe, u.cls) for u in rules.select_candidates(tests, d, pred)}
+        ) is found
     # a global probe's collapse counts its dosed hits only
     mine = pred == 1
     hit = np.zeros(len(pred), bool)
@@ -409,7 +413,7 @@ def test_of_two_regions_hiding_the_same_mark_the_more_significant_stands_for_it(
     tests = S.probe_tests(drop, pred, np.unique(pred))
     t7, t8 = (next(t for t in tests if (t.probe, t.cls) == (p, 2)) for p in (7, 8))
     assert min(t8.lift, t8.place_lift) > min(t7.lift, t7.place_lift) and t7.p_value < t8.p_value
-    assert [(t.probe, t.cls) for t in S.select_candidates(tests, drop, pred)] == [(7, 2)]
+    assert [(t.probe, t.cls) for t in rules.select_candidates(tests, drop, pred)] == [(7, 2)]
 
 
 def test_a_region_that_is_not_enough_by_itself_is_skipped_and_hides_nothing():
@@ -424,16 +428,16 @@ def test_a_region_that_is_not_enough_by_itself_is_skipped_and_hides_nothing():
         asked.append(t.probe)
         return t.probe != 7
 
-    found = S.select_candidates(tests, drop, pred, enough=enough)
+    found = rules.select_candidates(tests, drop, pred, enough=enough)
     assert [(t.probe, t.cls) for t in found] == [(8, 2)]  # 7 refused: 8 is not redundant
     assert asked == [7, 8]  # asked only of the tests that would be taken
-    assert [t.probe for t in S.select_candidates(tests, drop, pred)] == [7]
+    assert [t.probe for t in rules.select_candidates(tests, drop, pred)] == [7]
 
 
 def test_sufficient_needs_the_transplant_above_its_null_and_a_multiple_of_it():
-    assert S.sufficient(0.76, 0.37) and S.sufficient(0.25, 0.0)
-    assert not S.sufficient(0.1, 0.0)  # too few rows moved at all
-    assert not S.sufficient(0.95, 0.6)  # 0.35 above, but the seams alone move 60%
+    assert rules.sufficient(0.76, 0.37) and rules.sufficient(0.25, 0.0)
+    assert not rules.sufficient(0.1, 0.0)  # too few rows moved at all
+    assert not rules.sufficient(0.95, 0.6)  # 0.35 above, but the seams alone move 60%
 
 
 def test_a_tag_in_any_corner_is_found_by_the_corners_together():
@@ -443,7 +447,7 @@ def test_a_tag_in_any_corner_is_found_by_the_corners_together():
     # class's rows, the others and the corners (no object there) 3%. Each corner cell alone
     # is hit as often as its mirror images (the other corners), which the place lift reads as
     # objects; the four corners together hide every tag.
-    from fastfem.audit.reliance import Probe, region_mirrors, region_overlaps
+    from fastfem.audit.reliance.probes import Probe, region_mirrors, region_overlaps
     from fastfem.kernels.occlusion import region_family
 
     rng = np.random.default_rng(5)
@@ -459,11 +463,11 @@ def test_a_tag_in_any_corner_is_found_by_the_corners_together():
     areas = [float(p.region.mask.mean()) for p in probes]
     regions = S.RegionInfo(areas, kinds, region_overlaps(probes), region_mirrors(probes))
     tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
-    found = S.select_candidates(tests, drop, pred)
+    found = rules.select_candidates(tests, drop, pred)
     assert [(probes[t.probe].region.name, t.cls) for t in found] == [("corners", 2)]
     alone = [k for k, p in enumerate(probes) if p.region.kind != "corners"]
     tests = S.probe_tests(drop[:, alone], pred, np.unique(pred), *_subset(regions, alone))
-    assert S.select_candidates(tests, drop[:, alone], pred) == []  # no corner by itself
+    assert rules.select_candidates(tests, drop[:, alone], pred) == []  # no corner by itself
 
 
 def _subset(regions, keep):
@@ -490,14 +494,18 @@ def test_near_misses_are_the_tests_close_to_every_rule_with_what_they_lack():
         d[rows, 7] = 0.3
         d[rows[:deep], 7] = 0.7
         tests = S.probe_tests(d, pred, np.unique(pred))
-        taken = S.select_candidates(tests, d, pred)
-        near = S.near_misses(tests, taken, d, pred)
+        taken = rules.select_candidates(tests, d, pred)
+        near = rules.near_misses(tests, taken, d, pred)
         t = next(t for t in tests if (t.probe, t.cls) == (7, 1))
-        got[deep] = ((7, 1) in {(u.probe, u.cls) for u in taken}, t in near, S.shortfall(t, 160))
+        got[deep] = (
+            (7, 1) in {(u.probe, u.cls) for u in taken},
+            t in near,
+            rules.shortfall(t, 160),
+        )
     assert got[10] == (True, False, "")
     assert got[9][:2] == (False, True) and got[9][2] == "collapse 0.3 < 0.333"
     assert got[3][:2] == (False, False)
-    assert S.standing(t, 160) == pytest.approx(0.1 / (1 / 3))
+    assert rules.standing(t, 160) == pytest.approx(0.1 / (1 / 3))
 
 
 def test_a_region_refused_by_the_transplant_test_is_a_near_miss_once():
@@ -506,19 +514,19 @@ def test_a_region_refused_by_the_transplant_test_is_a_near_miss_once():
     drop[rows, 7] = 0.8
     drop[rows[:30], 8] = 0.8  # the same finding: reported once, by the more significant
     tests = S.probe_tests(drop, pred, np.unique(pred))
-    refused = S.select_candidates(tests, drop, pred, enough=lambda t: False)
-    near = S.near_misses(tests, refused, drop, pred)
+    refused = rules.select_candidates(tests, drop, pred, enough=lambda t: False)
+    near = rules.near_misses(tests, refused, drop, pred)
     assert refused == [] and [(t.probe, t.cls) for t in near] == [(7, 2)]
-    assert S.passes(near[0], len(tests)) and S.shortfall(near[0], len(tests)) == ""
+    assert rules.passes(near[0], len(tests)) and rules.shortfall(near[0], len(tests)) == ""
     # taken as a candidate, neither it nor its repeat is a near miss
-    taken = S.select_candidates(tests, drop, pred)
-    assert S.near_misses(tests, taken, drop, pred) == []
+    taken = rules.select_candidates(tests, drop, pred)
+    assert rules.near_misses(tests, taken, drop, pred) == []
 
 
 def test_a_clean_sweep_has_no_near_miss():
     drop, pred = _null_sweep()
     tests = S.probe_tests(drop, pred, np.unique(pred))
-    assert S.near_misses(tests, [], drop, pred) == []
+    assert rules.near_misses(tests, [], drop, pred) == []
 
 
 def test_the_rules_are_the_candidate_rules():
@@ -531,8 +539,8 @@ def test_the_rules_are_the_candidate_rules():
         drop[rows, seed % 40] = rng.choice([0.3, 0.7], len(rows))
         tests = S.probe_tests(drop, pred, np.unique(pred))
         n = len(tests)
-        taken = S.select_candidates(tests, drop, pred)
-        assert all(S.passes(t, n) for t in taken)
+        taken = rules.select_candidates(tests, drop, pred)
+        assert all(rules.passes(t, n) for t in taken)
         for t in tests:
-            if S.passes(t, n) and t not in taken:
-                assert S._repeats(t, taken, drop, pred)
+            if rules.passes(t, n) and t not in taken:
+                assert rules._repeats(t, taken, drop, pred)

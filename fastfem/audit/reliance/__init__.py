@@ -4,32 +4,32 @@ Maps show where a model looks; a shortcut is what it decides by. This test asks 
 itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
 
 1. **Sweep** (a sample): committed rows stratified by predicted class (by default
-   `sample_size`: ``PER_CLASS`` rows per class, 320 to 2048 in all) are read
-   again from the source and run under every probe of a fixed, map-free family — bands,
-   columns, cells at two offsets, border rings, the centre (each inpainted from its
-   surroundings) and the whole image under the global fills (low-pass, colour moments, 3x3
-   median, tint) — plus the hot spots of the map detectors' candidate clusters (maps propose,
-   occlusion tests). One forward pass per probe per sampled row, in one jitted step (`step`).
-2. **Candidates** (`stats`): a (probe, class) whose occlusion knocks out the predictions of
+   `sample_size`: ``PER_CLASS`` rows per class, 320 to 2048 in all) are read again from the
+   source and run under every probe of a fixed, map-free family — bands, columns, cells,
+   border rings, the centre (each inpainted from its surroundings; `probes`) and the whole
+   image under the global fills (low-pass, colour moments, 3x3 median, tint) — plus the hot
+   spots of the map detectors' candidate clusters (maps propose, occlusion tests). One
+   forward pass per probe per sampled row, in one jitted step (`step`).
+2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
    that class far more often than of the others (exact binomial test, Bonferroni-corrected,
    lift and hit-count floors; a global probe by the rows it changes most), grown to its widest
    passing neighbour of the same shape. A region must also be *enough* for the class: copied
    from the class's sampled rows it knocks out into the sample's rows of other classes, it
    must move them to the class far more often than the same region copied from other
-   classes' rows does (the transplant test, `stats.sufficient`; one step, `transplant`).
+   classes' rows does (the transplant test, `rules.sufficient`; one step, `transplant`).
    Each candidate region is then tried with every region fill (mean, blur, noise) on the
-   sample and keeps the fill with the strongest effect. The *near misses* (`stats.near_misses`:
+   sample and keeps the fill with the strongest effect. The *near misses* (`rules.near_misses`:
    close to every rule, or needed but not enough) are reported beside them with their
    transplant test (regions), never flagged.
-3. **Every row** (streaming): each row predicted a candidate's class is read again and run
-   under that candidate's probe (one forward per candidate; the unprobed prediction and
+3. **Every row** (streaming; `members`): each row predicted a candidate's class is read again
+   and run under that candidate's probe (one forward per candidate; the unprobed prediction and
    confidence are the audit's, from the store); a row whose predicted class's
-   probability falls by at least the candidate's ``row_tau`` (`stats.row_threshold`: 0.5,
+   probability falls by at least the candidate's ``row_tau`` (`rules.row_threshold`: 0.5,
    0.35 or 0.25, the lowest at which the class's own objects would give at most 1 flag in 10)
    is flagged ``relies on <region> (<fill>)``, score ``drop / row_tau``. A global
    candidate counts a row only where its probe changed it by at least its dose floor, so the
    rows below every floor of their class's candidates are screened out first by a dose step
-   that runs no model (`screen`). The evidence —
+   that runs no model (`members.screen`). The evidence —
    region, fill, the output change on members (rows of the class) and on non-members (the
    sample's other rows), rates, lift, p-value — goes to ``DIR/reliance.parquet`` (`table`)
    and the report.
@@ -41,7 +41,6 @@ again (a one-shot iterable) skip the test, with the reason in the result.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,21 +49,33 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastfem.audit.batches import RecordBatcher
-from fastfem.audit.reliance.stats import (
-    COLLAPSE_DROP,
+from fastfem.audit.reliance.members import member_pass
+from fastfem.audit.reliance.probes import (
+    HIDE_FILLS,
+    Probe,
+    probe_drops,
+    probe_params,
+    region_mirrors,
+    region_overlaps,
+    sweep_probes,
+)
+from fastfem.audit.reliance.rules import (
     MAX_CANDIDATES,
-    TAU,
     TRANSPLANT_ROWS,
-    ProbeTest,
-    RegionInfo,
-    dose_floor,
     near_misses,
-    probe_tests,
     row_threshold,
     select_candidates,
     shortfall,
     sufficient,
     widest_extent,
+)
+from fastfem.audit.reliance.stats import (
+    COLLAPSE_DROP,
+    TAU,
+    ProbeTest,
+    RegionInfo,
+    dose_floor,
+    probe_tests,
 )
 from fastfem.audit.reliance.step import (
     ProbeParams,
@@ -75,16 +86,11 @@ from fastfem.audit.reliance.step import (
 from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
 from fastfem.kernels.occlusion import (
-    FILLS,
-    GLOBAL_FILLS,
     REGION_FILLS,
     Region,
     fill_params,
-    region_family,
-    whole_image,
 )
 
-PROBE_BUCKET = 8  # probes per step: a power of two up to this, then multiples of it (few shapes)
 #: Rows of the sweep (stratified by predicted class); None: `sample_size` of the classes.
 SAMPLE: int | None = None
 #: The default sweep's rows per predicted class. Replayed on the shortcut benchmark's stored
@@ -92,32 +98,6 @@ SAMPLE: int | None = None
 #: its 13 detected kinds come and go with the draw; 80 keep all of them.
 PER_CLASS = 80
 MIN_SAMPLE, MAX_SAMPLE = 320, 2048  # the default sweep's bounds (a cost of one forward per probe)
-#: How the sweep hides a region: filled from its surroundings. A flat or a noise patch draws
-#: edges a model may read as an object or a frame (measured: a model that never saw a frame
-#: loses one class on 88-98% of its rows when a 2 px border is painted flat or noisy, on 0%
-#: when it is blurred); the other fills are evidence (`fill_effects`).
-HIDE_FILLS: tuple[str, ...] = ("inpaint",)
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A region and the fills that hide it; its drop is the smallest over the fills."""
-
-    region: Region
-    fills: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return f"{self.region.name} ({'+'.join(self.fills)})"
-
-
-def sweep_probes(h: int, w: int, proposed: Sequence[Region] = ()) -> list[Probe]:
-    """The sweep: every region of `region_family` and every ``proposed`` region (map hot spots)
-    hidden by ``HIDE_FILLS``, and the whole image under each global fill."""
-    regions = [*region_family(h, w), *proposed]
-    return [Probe(r, HIDE_FILLS) for r in regions] + [
-        Probe(whole_image(h, w), (f,)) for f in GLOBAL_FILLS
-    ]
 
 
 @dataclass
@@ -137,25 +117,25 @@ class Candidate:
     nonmember_mean_drop: float = 0.0
     nonmember_hits: int = 0
     #: a global probe's rows count only where it changed the image this much
-    #: (`stats.dose_floor` of the sample at `stats.row_threshold`'s lift); 0 for regions
+    #: (`stats.dose_floor` of the sample at `rules.row_threshold`'s lift); 0 for regions
     dose_floor: float = 0.0
     #: a member row is flagged when its class's probability falls by this much
-    #: (`stats.row_threshold`)
+    #: (`rules.row_threshold`)
     row_tau: float = 0.5
-    #: the transplant test (`stats.sufficient`): the share of the sample's rows of other
+    #: the transplant test (`rules.sufficient`): the share of the sample's rows of other
     #: classes the region moves to the class, copied from the class's hit rows and from
     #: other classes' rows; NaN for a global probe (not asked)
     transplant: float = float("nan")
     transplant_null: float = float("nan")
     #: "confirmed" (tested on every row of the class), or for a near miss
-    #: (`stats.near_misses`; not flagged) "not confirmed: " and what it lacks
+    #: (`rules.near_misses`; not flagged) "not confirmed: " and what it lacks
     status: str = "confirmed"
 
 
 @dataclass
 class RelianceResult:
     """The reliance test's outcome: ``candidates`` and the flagged rows (``ids``, ``drop``,
-    ``candidate`` index), the ``near_misses`` (`stats.near_misses`: reported, not flagged),
+    ``candidate`` index), the ``near_misses`` (`rules.near_misses`: reported, not flagged),
     or ``skipped`` (why the test did not run)."""
 
     candidates: list[Candidate] = field(default_factory=list)
@@ -170,36 +150,6 @@ class RelianceResult:
     skipped: str = ""
 
 
-def region_overlaps(probes: Sequence[Probe]) -> np.ndarray:
-    """(P, P) bool: which probes' regions share a pixel (global probes: none)."""
-    masks = np.stack([p.region.mask.ravel() > 0 for p in probes]).astype(np.float32)
-    masks[[p.region.kind == "image" for p in probes]] = 0.0
-    return (masks @ masks.T) > 0
-
-
-def region_mirrors(probes: Sequence[Probe], min_iou: float = 0.75) -> list[list[int]]:
-    """Per probe, the other probes of its family (`Region.kind`) whose region is its mirror
-    image — its mask reflected left-right, top-bottom or both, matched by intersection over
-    union ``>= min_iou`` (the family's edges are rounded) — for `stats.typical_rate`. A region
-    that is its own mirror image (a border ring, the centre, a middle band), global probes and
-    hot spots have none."""
-    masks = np.stack([p.region.mask.ravel() > 0 for p in probes]).astype(np.float32)
-    kinds = np.asarray([p.region.kind for p in probes], dtype=object)
-    sizes = masks.sum(axis=1)
-    out = []
-    for k, p in enumerate(probes):
-        found: set[int] = set()
-        if p.region.kind not in ("image", "hot spot"):
-            m = p.region.mask > 0
-            for flipped in (m[:, ::-1], m[::-1, :], m[::-1, ::-1]):
-                inter = masks @ flipped.ravel().astype(np.float32)
-                iou = inter / np.maximum(sizes + flipped.sum() - inter, 1.0)
-                found.update(int(j) for j in np.flatnonzero((iou >= min_iou) & (kinds == kinds[k])))
-            found.discard(k)
-        out.append(sorted(found))
-    return out
-
-
 def sample_size(n_classes: int) -> int:
     """The default sweep's rows for ``n_classes`` predicted classes: ``PER_CLASS`` each, at
     least ``MIN_SAMPLE`` and at most ``MAX_SAMPLE`` in all."""
@@ -208,44 +158,27 @@ def sample_size(n_classes: int) -> int:
 
 def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
     """The reliance test's settings by name (recorded in the manifest)."""
-    from fastfem.audit.reliance import stats
+    from fastfem.audit.reliance import rules, stats
 
     auto = f"auto ({PER_CLASS} per class, {MIN_SAMPLE} to {MAX_SAMPLE})"
     return {
         "reliance_sample": auto if sample is None else sample,
         "reliance_fill": "+".join(HIDE_FILLS),
         "reliance_tau": stats.TAU,
-        "reliance_row_taus": "/".join(f"{t:g}" for t in stats.ROW_TAUS),
-        "reliance_row_place_lift": stats.ROW_PLACE_LIFT,
-        "reliance_row_dose_lifts": "/".join(f"{v:g}" for v in stats.ROW_DOSE_LIFTS),
+        "reliance_row_taus": "/".join(f"{t:g}" for t in rules.ROW_TAUS),
+        "reliance_row_place_lift": rules.ROW_PLACE_LIFT,
+        "reliance_row_dose_lifts": "/".join(f"{v:g}" for v in rules.ROW_DOSE_LIFTS),
         "reliance_min_hits": stats.MIN_HITS,
-        "reliance_min_lift": stats.MIN_LIFT,
-        "reliance_min_global_lift": stats.MIN_GLOBAL_LIFT,
-        "reliance_min_collapse": f"{stats.MIN_COLLAPSE:.3g} at {stats.COLLAPSE_DROP:g}",
-        "reliance_min_transplant": f"+{stats.MIN_TRANSPLANT:g} and {stats.MIN_TRANSPLANT_LIFT:g}x",
-        "reliance_alpha": stats.ALPHA,
-        "reliance_max_candidates": stats.MAX_CANDIDATES,
+        "reliance_min_lift": rules.MIN_LIFT,
+        "reliance_min_global_lift": rules.MIN_GLOBAL_LIFT,
+        "reliance_min_collapse": f"{rules.MIN_COLLAPSE:.3g} at {stats.COLLAPSE_DROP:g}",
+        "reliance_min_transplant": f"+{rules.MIN_TRANSPLANT:g} and {rules.MIN_TRANSPLANT_LIFT:g}x",
+        "reliance_alpha": rules.ALPHA,
+        "reliance_max_candidates": rules.MAX_CANDIDATES,
         "reliance_near_miss": (
-            f"{stats.NEAR_MISS:g} of every floor, at most {stats.MAX_NEAR_MISSES}"
+            f"{rules.NEAR_MISS:g} of every floor, at most {rules.MAX_NEAR_MISSES}"
         ),
     }
-
-
-def hot_spot_regions(hot: Any, h: int, w: int) -> list[Region]:
-    """The map detectors' candidate hot spots (`fastfem.audit.detectors.hotspots`: cells of a
-    coarse grid) as regions of the (H, W) model input, to be tested like the fixed family."""
-    if hot is None:
-        return []
-    out = []
-    for k in np.flatnonzero(hot.candidate):
-        cells = np.asarray(hot.hot[k]) > 0
-        gy = (np.arange(h) * cells.shape[0]) // h
-        gx = (np.arange(w) * cells.shape[1]) // w
-        mask = cells[gy[:, None], gx[None, :]].astype(np.float32)
-        ys, xs = np.nonzero(mask)
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        out.append(Region(f"hot spot {k}", "hot spot", box, mask))
-    return out
 
 
 def stratified_sample(pred: np.ndarray, size: int) -> np.ndarray:
@@ -261,31 +194,6 @@ def stratified_sample(pred: np.ndarray, size: int) -> np.ndarray:
         take = min(per, len(rows))
         out.append(rows[np.linspace(0, len(rows) - 1, take).round().astype(np.int64)])
     return np.unique(np.concatenate(out))
-
-
-def _probe_params(probes: Sequence[Probe], fills: Any) -> tuple[ProbeParams, np.ndarray]:
-    """The step's probes, one per (probe, fill), and the probe each belongs to (-1: padding).
-    Their number is padded with empty masks (drop 0) to a power of two up to ``PROBE_BUCKET``
-    and to a multiple of it above, so the few shapes a test uses are compiled once and the
-    member pass (a candidate or two on every row) runs no empty probe."""
-    pairs = [(k, p.region.mask, f) for k, p in enumerate(probes) for f in p.fills]
-    n = len(pairs)
-    pad = (1 << (n - 1).bit_length()) - n if n <= PROBE_BUCKET else -n % PROBE_BUCKET
-    empty = np.zeros_like(pairs[0][1])
-    pairs += [(-1, empty, FILLS[0])] * pad
-    masks = np.stack([m for _, m, _ in pairs]).astype(np.float32)
-    idx = np.asarray([FILLS.index(f) for _, _, f in pairs], np.int32)
-    owner = np.asarray([k for k, _, _ in pairs], np.int64)
-    return ProbeParams(jnp.asarray(masks), jnp.asarray(idx), fills), owner
-
-
-def probe_drops(drop: np.ndarray, owner: np.ndarray, n_probes: int) -> np.ndarray:
-    """(N, P) drops of the probes from the (N, F) drops of their fills: the smallest."""
-    out = np.full((drop.shape[0], n_probes), np.inf, np.float32)
-    for j, k in enumerate(owner):
-        if k >= 0:
-            out[:, k] = np.minimum(out[:, k], drop[:, j])
-    return out
 
 
 class ProbeRunner:
@@ -331,7 +239,7 @@ def _concat(outs: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
 def sweep(runner: ProbeRunner, x: np.ndarray, probes: list[Probe], fills: Any, doses=None):
     """``(pred (S,), drop (S, P))`` of the sample's images ``x`` under ``probes``; with a list
     ``doses``, the (S, P) doses (how much each probe changed each image) are appended to it."""
-    params, owner = _probe_params(probes, fills)
+    params, owner = probe_params(probes, fills)
     even, size = runner.even_batches(x)
     outs = list(runner.run(even, params, size))
     pred = _concat(outs, "prediction")
@@ -351,7 +259,7 @@ def pixel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def transplant(
     runner: ProbeRunner, x: np.ndarray, pred: np.ndarray, hit: np.ndarray, probe: Probe, cls: int
 ) -> tuple[float, float]:
-    """``(transplant, transplant_null)`` of `stats.sufficient` for ``probe``'s region and class
+    """``(transplant, transplant_null)`` of `rules.sufficient` for ``probe``'s region and class
     ``cls`` on the sample ``x`` (its predictions ``pred``; ``hit`` its rows the probe knocks
     out): the share of at most ``TRANSPLANT_ROWS`` rows of other classes (evenly spaced) whose
     class-``cls`` probability rises by ``COLLAPSE_DROP`` or whose prediction turns to ``cls``
@@ -461,7 +369,7 @@ class Sweep:
         self.n_tests = len(p) * max(len(classes), 1)
 
     def enough(self, t: ProbeTest) -> bool:
-        """The transplant test of ``t``'s region (`stats.sufficient`; recorded in ``moved``);
+        """The transplant test of ``t``'s region (`rules.sufficient`; recorded in ``moved``);
         a global probe has no region to copy and passes."""
         if self.probes[t.probe].region.kind == "image":
             return True
@@ -502,116 +410,10 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
 
 
 def why_not(t: ProbeTest, n_tests: int, moved: dict[tuple[int, int], tuple[float, float]]) -> str:
-    """A near miss's status: the rules it fails (`stats.shortfall`), else its failed transplant
+    """A near miss's status: the rules it fails (`rules.shortfall`), else its failed transplant
     test (``moved``: the shares asked, by (probe, class)), else that it was not tested."""
     lacks = shortfall(t, n_tests)
     if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
         a, b = moved[t.probe, t.cls]
         lacks = f"not enough: transplant {a:.2f} vs null {b:.2f}"
     return f"not confirmed: {lacks or f'not tested ({MAX_CANDIDATES} candidates taken)'}"
-
-
-def member_pass(
-    runner: ProbeRunner,
-    rows: dict[str, np.ndarray],
-    idx: np.ndarray,
-    cands: list[Candidate],
-    fills: Any,
-    result: RelianceResult,
-) -> None:
-    """Stage 3: every row predicted a candidate's class, under that class's candidates (one
-    forward per candidate: the unprobed prediction and confidence are the store's). A row
-    whose every candidate is a global probe it changes less than that candidate's dose floor
-    can be flagged by none: it is screened out by its doses (`screen`), with no forward."""
-    pred_all = np.asarray(rows["prediction"])
-    ids = np.asarray(rows["id"], dtype=object)
-    cls = np.asarray([c.cls for c in cands])
-    members = idx[np.isin(pred_all[idx], cls)]
-    params, owner = _probe_params([c.probe for c in cands], fills)
-    floors = np.asarray([c.dose_floor for c in cands])
-    taus = np.asarray([c.row_tau for c in cands])
-    drops = np.zeros((len(cands),))
-    hits = np.zeros((len(cands),), np.int64)
-    counts = np.zeros((len(cands),), np.int64)
-    pending: collections.deque[list[str]] = collections.deque()
-
-    stored = {str(i): k for k, i in enumerate(ids[members])}
-    member_pred = pred_all[members].astype(np.int32)
-    member_base = np.asarray(rows["confidence"])[members].astype(np.float32)
-
-    def read() -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
-        for batch_ids, batch in runner.read(set(stored)):
-            at = np.asarray([stored[i] for i in batch_ids])
-            result.tested += len(batch_ids)
-            yield batch_ids, {**batch, "pred": member_pred[at], "base": member_base[at]}
-
-    def batches() -> Iterator[dict[str, np.ndarray]]:
-        source = screen(runner, read(), cands, fills) if np.any(floors > 0) else read()
-        for batch_ids, batch in source:
-            pending.append(batch_ids)
-            yield batch
-
-    for out in runner.run(batches(), params):
-        batch_ids = pending.popleft()
-        drop = probe_drops(out["drop"], owner, len(cands))
-        dose = -probe_drops(-out["dose"], owner, len(cands))
-        mine = counted(out["prediction"], dose, cls, floors)  # (B, K)
-        score = np.where(mine, drop / taus[None, :], -np.inf)  # >= 1: flagged
-        drops += np.where(mine, drop, 0.0).sum(axis=0)
-        counts += mine.sum(axis=0)
-        hits += (score >= 1.0).sum(axis=0)
-        best = np.argmax(score, axis=1)
-        for j in np.flatnonzero(score[np.arange(len(best)), best] >= 1.0):
-            result.ids.append(batch_ids[j])
-            result.drop.append(float(drop[j, best[j]]))
-            result.candidate.append(int(best[j]))
-        result.forwarded += len(batch_ids)
-    for k, c in enumerate(cands):
-        c.member_rows = int(counts[k])
-        c.member_hits = int(hits[k])
-        c.member_mean_drop = float(drops[k] / max(counts[k], 1))
-
-
-def counted(pred: np.ndarray, dose: np.ndarray, cls: np.ndarray, floors: np.ndarray) -> np.ndarray:
-    """(B, K) bool: which candidates count each member row — those of the row's predicted
-    class ``pred`` (B,) (candidate ``k`` is of class ``cls[k]``) whose probe changed it by at
-    least their dose floor (``dose`` (B, K); ``floors`` (K,): 0 for a region probe)."""
-    return (pred[:, None] == cls[None, :]) & (dose >= floors[None, :])
-
-
-def screen(
-    runner: ProbeRunner,
-    batches: Iterable[tuple[list[str], dict[str, np.ndarray]]],
-    cands: list[Candidate],
-    fills: Any,
-) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
-    """The member rows (``(ids, batch)`` with ``x``, ``pred``, ``base``) that a candidate may
-    count (`counted`): every row of a class with a region candidate, and a row of any other
-    class only where one of its global candidates changes it by at least its dose floor (the
-    dose step of those candidates' probes, no forward); re-cut into full device batches
-    (memory: two batches)."""
-    cls = np.asarray([c.cls for c in cands])
-    floors = np.asarray([c.dose_floor for c in cands])
-    is_global = floors > 0
-    params, owner = _probe_params(
-        [c.probe for c, g in zip(cands, is_global, strict=True) if g], fills
-    )
-    step = Step(runner.dose_fn, params)
-    full = runner.plan.explainer.device_batch()
-    kept_ids: list[str] = []
-    kept: dict[str, np.ndarray] = {}
-    for batch_ids, batch in batches:
-        (out,) = runner.plan.explainer.run(step, [{"x": batch["x"]}])
-        dose = -probe_drops(-out["dose"], owner, int(is_global.sum()))  # (B, global candidates)
-        keep = np.isin(batch["pred"], cls[~is_global])
-        keep |= counted(batch["pred"], dose, cls[is_global], floors[is_global]).any(axis=1)
-        kept_ids += [i for i, k in zip(batch_ids, keep, strict=True) if k]
-        kept = {
-            key: np.concatenate([kept[key], v[keep]]) if kept else v[keep]
-            for key, v in batch.items()
-        }
-        while len(kept_ids) >= full:
-            yield kept_ids[:full], {key: v[:full] for key, v in kept.items()}
-            kept_ids, kept = kept_ids[full:], {key: v[full:] for key, v in kept.items()}
-    if kept_ids:
-        yield kept_ids, kept

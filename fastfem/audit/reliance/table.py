@@ -1,7 +1,7 @@
 """``DIR/reliance.parquet``: the reliance test's candidates with their evidence.
 
 One row per candidate (a region and a fill that knock out one predicted class), then one per
-near miss (`fastfem.audit.reliance.stats.near_misses`: reported, never flagged), fixed schema,
+near miss (`fastfem.audit.reliance.rules.near_misses`: reported, never flagged), fixed schema,
 written atomically like the store's other tables (`fastfem.audit.detectors.tables`)::
 
     candidate         int32    0, 1, ... (candidates most significant first, then near misses)
@@ -19,10 +19,10 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     collapse          float64  the share of the class's sampled hit rows whose drop is >= 0.5
     transplant, transplant_null  float64  the share of the sample's rows of other classes the
                       region moves to the class, copied from the class's hit rows / from other
-                      classes' rows (`stats.sufficient`); null for a global probe
+                      classes' rows (`rules.sufficient`); null for a global probe
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
-    row_tau           float64  the drop that flags a member row (`stats.row_threshold`);
+    row_tau           float64  the drop that flags a member row (`rules.row_threshold`);
                                null for a near miss (its rows are not tested)
     member_rows, member_hits, member_mean_drop         every row of the class (stage 3; 0 for
                                                         a near miss)

@@ -1,0 +1,124 @@
+"""The reliance test's third stage, the member pass: every row predicted a candidate's class
+read again and run under that class's candidates (`member_pass`), after a screen by the rows'
+doses where only global candidates could count them (`screen`, no model). What the package
+docstring (`fastfem.audit.reliance`) says of stage 3 is done here."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fastfem.audit.reliance.probes import probe_drops, probe_params
+from fastfem.engine.step import Step
+
+if TYPE_CHECKING:
+    from fastfem.audit.reliance import Candidate, ProbeRunner, RelianceResult
+
+
+def member_pass(
+    runner: ProbeRunner,
+    rows: dict[str, np.ndarray],
+    idx: np.ndarray,
+    cands: list[Candidate],
+    fills: Any,
+    result: RelianceResult,
+) -> None:
+    """Stage 3: every row predicted a candidate's class, under that class's candidates (one
+    forward per candidate: the unprobed prediction and confidence are the store's). A row
+    whose every candidate is a global probe it changes less than that candidate's dose floor
+    can be flagged by none: it is screened out by its doses (`screen`), with no forward."""
+    pred_all = np.asarray(rows["prediction"])
+    ids = np.asarray(rows["id"], dtype=object)
+    cls = np.asarray([c.cls for c in cands])
+    members = idx[np.isin(pred_all[idx], cls)]
+    params, owner = probe_params([c.probe for c in cands], fills)
+    floors = np.asarray([c.dose_floor for c in cands])
+    taus = np.asarray([c.row_tau for c in cands])
+    drops = np.zeros((len(cands),))
+    hits = np.zeros((len(cands),), np.int64)
+    counts = np.zeros((len(cands),), np.int64)
+    pending: collections.deque[list[str]] = collections.deque()
+
+    stored = {str(i): k for k, i in enumerate(ids[members])}
+    member_pred = pred_all[members].astype(np.int32)
+    member_base = np.asarray(rows["confidence"])[members].astype(np.float32)
+
+    def read() -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
+        for batch_ids, batch in runner.read(set(stored)):
+            at = np.asarray([stored[i] for i in batch_ids])
+            result.tested += len(batch_ids)
+            yield batch_ids, {**batch, "pred": member_pred[at], "base": member_base[at]}
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        source = screen(runner, read(), cands, fills) if np.any(floors > 0) else read()
+        for batch_ids, batch in source:
+            pending.append(batch_ids)
+            yield batch
+
+    for out in runner.run(batches(), params):
+        batch_ids = pending.popleft()
+        drop = probe_drops(out["drop"], owner, len(cands))
+        dose = -probe_drops(-out["dose"], owner, len(cands))
+        mine = counted(out["prediction"], dose, cls, floors)  # (B, K)
+        score = np.where(mine, drop / taus[None, :], -np.inf)  # >= 1: flagged
+        drops += np.where(mine, drop, 0.0).sum(axis=0)
+        counts += mine.sum(axis=0)
+        hits += (score >= 1.0).sum(axis=0)
+        best = np.argmax(score, axis=1)
+        for j in np.flatnonzero(score[np.arange(len(best)), best] >= 1.0):
+            result.ids.append(batch_ids[j])
+            result.drop.append(float(drop[j, best[j]]))
+            result.candidate.append(int(best[j]))
+        result.forwarded += len(batch_ids)
+    for k, c in enumerate(cands):
+        c.member_rows = int(counts[k])
+        c.member_hits = int(hits[k])
+        c.member_mean_drop = float(drops[k] / max(counts[k], 1))
+
+
+def counted(pred: np.ndarray, dose: np.ndarray, cls: np.ndarray, floors: np.ndarray) -> np.ndarray:
+    """(B, K) bool: which candidates count each member row — those of the row's predicted
+    class ``pred`` (B,) (candidate ``k`` is of class ``cls[k]``) whose probe changed it by at
+    least their dose floor (``dose`` (B, K); ``floors`` (K,): 0 for a region probe)."""
+    return (pred[:, None] == cls[None, :]) & (dose >= floors[None, :])
+
+
+def screen(
+    runner: ProbeRunner,
+    batches: Iterable[tuple[list[str], dict[str, np.ndarray]]],
+    cands: list[Candidate],
+    fills: Any,
+) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
+    """The member rows (``(ids, batch)`` with ``x``, ``pred``, ``base``) that a candidate may
+    count (`counted`): every row of a class with a region candidate, and a row of any other
+    class only where one of its global candidates changes it by at least its dose floor (the
+    dose step of those candidates' probes, no forward); re-cut into full device batches
+    (memory: two batches)."""
+    cls = np.asarray([c.cls for c in cands])
+    floors = np.asarray([c.dose_floor for c in cands])
+    is_global = floors > 0
+    params, owner = probe_params(
+        [c.probe for c, g in zip(cands, is_global, strict=True) if g], fills
+    )
+    step = Step(runner.dose_fn, params)
+    full = runner.plan.explainer.device_batch()
+    kept_ids: list[str] = []
+    kept: dict[str, np.ndarray] = {}
+    for batch_ids, batch in batches:
+        (out,) = runner.plan.explainer.run(step, [{"x": batch["x"]}])
+        dose = -probe_drops(-out["dose"], owner, int(is_global.sum()))  # (B, global candidates)
+        keep = np.isin(batch["pred"], cls[~is_global])
+        keep |= counted(batch["pred"], dose, cls[is_global], floors[is_global]).any(axis=1)
+        kept_ids += [i for i, k in zip(batch_ids, keep, strict=True) if k]
+        kept = {
+            key: np.concatenate([kept[key], v[keep]]) if kept else v[keep]
+            for key, v in batch.items()
+        }
+        while len(kept_ids) >= full:
+            yield kept_ids[:full], {key: v[:full] for key, v in kept.items()}
+            kept_ids, kept = kept_ids[full:], {key: v[full:] for key, v in kept.items()}
+    if kept_ids:
+        yield kept_ids, kept

@@ -1,0 +1,118 @@
+"""The reliance test's probes: the regions it hides (`fastfem.kernels.occlusion`'s fixed
+family, the map detectors' hot spots) and the whole image under the global fills, how they
+relate (which overlap, which are each other's mirror images), and their parameters for the
+probe step (`fastfem.audit.reliance.step`), whose per-fill drops `probe_drops` folds back into
+one per probe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from fastfem.audit.reliance.step import ProbeParams
+from fastfem.kernels.occlusion import FILLS, GLOBAL_FILLS, Region, region_family, whole_image
+
+PROBE_BUCKET = 8  # probes per step: a power of two up to this, then multiples of it (few shapes)
+
+#: How the sweep hides a region: filled from its surroundings. A flat or a noise patch draws
+#: edges a model may read as an object or a frame (measured: a model that never saw a frame
+#: loses one class on 88-98% of its rows when a 2 px border is painted flat or noisy, on 0%
+#: when it is blurred); the other fills are evidence (`fill_effects`).
+HIDE_FILLS: tuple[str, ...] = ("inpaint",)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A region and the fills that hide it; its drop is the smallest over the fills."""
+
+    region: Region
+    fills: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.region.name} ({'+'.join(self.fills)})"
+
+
+def sweep_probes(h: int, w: int, proposed: Sequence[Region] = ()) -> list[Probe]:
+    """The sweep: every region of `region_family` and every ``proposed`` region (map hot spots)
+    hidden by ``HIDE_FILLS``, and the whole image under each global fill."""
+    regions = [*region_family(h, w), *proposed]
+    return [Probe(r, HIDE_FILLS) for r in regions] + [
+        Probe(whole_image(h, w), (f,)) for f in GLOBAL_FILLS
+    ]
+
+
+def region_overlaps(probes: Sequence[Probe]) -> np.ndarray:
+    """(P, P) bool: which probes' regions share a pixel (global probes: none)."""
+    masks = np.stack([p.region.mask.ravel() > 0 for p in probes]).astype(np.float32)
+    masks[[p.region.kind == "image" for p in probes]] = 0.0
+    return (masks @ masks.T) > 0
+
+
+def region_mirrors(probes: Sequence[Probe], min_iou: float = 0.75) -> list[list[int]]:
+    """Per probe, the other probes of its family (`Region.kind`) whose region is its mirror
+    image — its mask reflected left-right, top-bottom or both, matched by intersection over
+    union ``>= min_iou`` (the family's edges are rounded) — for `stats.typical_rate`. A region
+    that is its own mirror image (a border ring, the centre, a middle band), global probes and
+    hot spots have none."""
+    masks = np.stack([p.region.mask.ravel() > 0 for p in probes]).astype(np.float32)
+    kinds = np.asarray([p.region.kind for p in probes], dtype=object)
+    sizes = masks.sum(axis=1)
+    out = []
+    for k, p in enumerate(probes):
+        found: set[int] = set()
+        if p.region.kind not in ("image", "hot spot"):
+            m = p.region.mask > 0
+            for flipped in (m[:, ::-1], m[::-1, :], m[::-1, ::-1]):
+                inter = masks @ flipped.ravel().astype(np.float32)
+                iou = inter / np.maximum(sizes + flipped.sum() - inter, 1.0)
+                found.update(int(j) for j in np.flatnonzero((iou >= min_iou) & (kinds == kinds[k])))
+            found.discard(k)
+        out.append(sorted(found))
+    return out
+
+
+def hot_spot_regions(hot: Any, h: int, w: int) -> list[Region]:
+    """The map detectors' candidate hot spots (`fastfem.audit.detectors.hotspots`: cells of a
+    coarse grid) as regions of the (H, W) model input, to be tested like the fixed family."""
+    if hot is None:
+        return []
+    out = []
+    for k in np.flatnonzero(hot.candidate):
+        cells = np.asarray(hot.hot[k]) > 0
+        gy = (np.arange(h) * cells.shape[0]) // h
+        gx = (np.arange(w) * cells.shape[1]) // w
+        mask = cells[gy[:, None], gx[None, :]].astype(np.float32)
+        ys, xs = np.nonzero(mask)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        out.append(Region(f"hot spot {k}", "hot spot", box, mask))
+    return out
+
+
+def probe_params(probes: Sequence[Probe], fills: Any) -> tuple[ProbeParams, np.ndarray]:
+    """The step's probes, one per (probe, fill), and the probe each belongs to (-1: padding).
+    Their number is padded with empty masks (drop 0) to a power of two up to ``PROBE_BUCKET``
+    and to a multiple of it above, so the few shapes a test uses are compiled once and the
+    member pass (a candidate or two on every row) runs no empty probe."""
+    pairs = [(k, p.region.mask, f) for k, p in enumerate(probes) for f in p.fills]
+    n = len(pairs)
+    pad = (1 << (n - 1).bit_length()) - n if n <= PROBE_BUCKET else -n % PROBE_BUCKET
+    empty = np.zeros_like(pairs[0][1])
+    pairs += [(-1, empty, FILLS[0])] * pad
+    masks = np.stack([m for _, m, _ in pairs]).astype(np.float32)
+    idx = np.asarray([FILLS.index(f) for _, _, f in pairs], np.int32)
+    owner = np.asarray([k for k, _, _ in pairs], np.int64)
+    return ProbeParams(jnp.asarray(masks), jnp.asarray(idx), fills), owner
+
+
+def probe_drops(drop: np.ndarray, owner: np.ndarray, n_probes: int) -> np.ndarray:
+    """(N, P) drops of the probes from the (N, F) drops of their fills: the smallest."""
+    out = np.full((drop.shape[0], n_probes), np.inf, np.float32)
+    for j, k in enumerate(owner):
+        if k >= 0:
+            out[:, k] = np.minimum(out[:, k], drop[:, j])
+    return out
