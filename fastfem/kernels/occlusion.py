@@ -100,9 +100,8 @@ def region_family(h: int, w: int) -> list[Region]:
       line, a ruler, text in a band of height <= H/16 lies whole in one), and ``band wide``:
       height H/4 at a stride of H/8 (7: text up to H/8 high);
     * ``column``, ``column wide``: the same vertically (15 + 7);
-    * ``cell``: squares of H/4 x W/4 at a stride of H/8 x W/8 (49: a mark up to H/8 x W/8
-      lies whole in one, wherever it is; corners, edge middles, the centre and everything
-      between);
+    * ``cell``: squares of H/4 x W/4 on the 4x4 grid and on the 3x3 grid offset by half a cell
+      (25: corners, edge middles, the centre and everything between);
     * ``border``: the rings of width max(1, H/32) and max(2, H/16) (a frame);
     * ``corners``: the four corner cells of the 4x4 grid at once (a tag put in any corner:
       each corner alone is hit as often as its mirror images, which the place lift takes for
@@ -117,9 +116,16 @@ def region_family(h: int, w: int) -> list[Region]:
             out.append(_box_region(f"band y{y0}-{y1}", f"band{tag}", h, w, (0, y0, w, y1)))
         for x0, x1 in _spans(w, parts):
             out.append(_box_region(f"column x{x0}-{x1}", f"column{tag}", h, w, (x0, 0, x1, h)))
-    for y0, y1 in _spans(h, 4):
-        for x0, x1 in _spans(w, 4):
-            out.append(_box_region(f"cell y{y0}-{y1} x{x0}-{x1}", "cell", h, w, (x0, y0, x1, y1)))
+    ys = [round(i * h / 8) for i in range(9)]
+    xs = [round(i * w / 8) for i in range(9)]
+    for offset, n in ((0, 4), (1, 3)):
+        for i in range(n):
+            for j in range(n):
+                y0, y1 = ys[offset + 2 * i], ys[offset + 2 * i + 2]
+                x0, x1 = xs[offset + 2 * j], xs[offset + 2 * j + 2]
+                out.append(
+                    _box_region(f"cell y{y0}-{y1} x{x0}-{x1}", "cell", h, w, (x0, y0, x1, y1))
+                )
     for width in sorted({max(1, round(min(h, w) / 32)), max(2, round(min(h, w) / 16))}):
         out.append(border_region(h, w, width))
     out.append(corners_region(h, w))

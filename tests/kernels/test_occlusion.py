@@ -33,17 +33,6 @@ def test_every_thin_line_lies_whole_in_one_band_and_one_column(size):
         assert any(r.mask[line].all() for r in columns), x
 
 
-@pytest.mark.parametrize("size", [(64, 64), (96, 80), (37, 53)])
-def test_every_small_mark_lies_whole_in_one_cell_wherever_it_is(size):
-    h, w = size
-    cells = [r.mask > 0 for r in O.region_family(h, w) if r.kind == "cell"]
-    assert len(cells) == 49
-    mh, mw = h // 8, w // 8
-    for y in range(h - mh + 1):
-        for x in range(w - mw + 1):
-            assert any(c[y : y + mh, x : x + mw].all() for c in cells), (y, x)
-
-
 def test_family_masks_match_their_boxes_and_names():
     for r in O.region_family(64, 64):
         assert r.mask.shape == (64, 64) and r.mask.dtype == np.float32
