@@ -25,26 +25,55 @@ a region shows in different ways, since a shortcut may survive one of them:
                                             lines and fine textures, keeps edges and areas
     tint        F = clip(x - xbar + mu)     each channel's image mean ``xbar`` moved to the
                                             dataset's mean (contrast kept): a colour cast
+    no <hue>    F = x + w (l - x)           each pixel's colour of one hue ``h`` (red, yellow,
+                                            green, cyan, blue, magenta) moved towards grey:
+                                            ``l`` its channel mean, ``w = chroma *
+                                            max(0, cos(theta - h))^4`` (``theta`` its hue angle,
+                                            ``chroma`` max - min of its channels: a vivid
+                                            colour loses most, a dull one little): takes the
+                                            colour of a coloured mark (a sticker, a stamp, a
+                                            red line), keeps every shape
 
-``lowpass``, ``colour``, ``median`` and ``tint`` are *global* fills, used with the whole-image
-mask. The region
+``lowpass``, ``colour``, ``median``, ``tint`` and the ``no <hue>`` fills are *global* fills,
+used with the whole-image mask. The region
 family that needs no map (`region_family`) and the fills are fixed; `probe_image` is the one
 per-sample function, `vmap`ped and `lax.map`ped over probes by the caller.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+#: The hues the ``no <hue>`` fills turn grey, name -> angle in degrees (`hue_angle`).
+HUES: dict[str, float] = {
+    "red": 0.0,
+    "yellow": 60.0,
+    "green": 120.0,
+    "cyan": 180.0,
+    "blue": 240.0,
+    "magenta": 300.0,
+}
+HUE_FILLS: tuple[str, ...] = tuple(f"no {h}" for h in HUES)
 #: The fills, in the order of a probe's fill index.
-FILLS: tuple[str, ...] = ("mean", "blur", "noise", "lowpass", "colour", "inpaint", "median", "tint")
+FILLS: tuple[str, ...] = (
+    "mean",
+    "blur",
+    "noise",
+    "lowpass",
+    "colour",
+    "inpaint",
+    "median",
+    "tint",
+) + HUE_FILLS
 #: Fills that make sense for a region; the others are applied to the whole image.
 REGION_FILLS: tuple[str, ...] = ("inpaint", "mean", "blur", "noise")
-GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "colour", "median", "tint")
+GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "colour", "median", "tint", *HUE_FILLS)
+HUE_POWER = 4.0  # the hue window cos^4: half its weight within +-33 degrees of its hue
 BLUR_FRACTION = 1 / 16  # sigma of ``blur`` as a fraction of the image's longer side
 LOWPASS_FRACTION = 1 / 64  # sigma of ``lowpass``
 NOISE_SEED = 0
@@ -231,6 +260,25 @@ def tint(x: jax.Array, mean: jax.Array) -> jax.Array:
     return jnp.clip(x - jnp.mean(x, axis=(0, 1)) + mean, 0.0, 1.0)
 
 
+def hue_angle(x: jax.Array) -> jax.Array:
+    """Each pixel's hue angle (H, W) in radians of one image (H, W, 3): the angle of its
+    colour on the opponent axes ``r - (g + b) / 2`` and ``sqrt(3) / 2 (g - b)`` (0 red,
+    2 pi / 3 green, 4 pi / 3 blue)."""
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    return jnp.arctan2(0.5 * jnp.sqrt(3.0) * (g - b), r - 0.5 * (g + b))
+
+
+def hue_out(x: jax.Array, degrees: float) -> jax.Array:
+    """One image (H, W, C) with its colours near the hue ``degrees`` moved towards grey
+    (``no <hue>`` above); an image of fewer than 3 channels has no hue and is returned as it
+    is."""
+    if x.shape[-1] < 3:
+        return x
+    chroma = jnp.max(x, axis=-1) - jnp.min(x, axis=-1)
+    w = chroma * jnp.maximum(jnp.cos(hue_angle(x) - jnp.deg2rad(degrees)), 0.0) ** HUE_POWER
+    return x + w[..., None] * (jnp.mean(x, axis=-1, keepdims=True) - x)
+
+
 def inpaint(x: jax.Array, mask: jax.Array, p: FillParams) -> jax.Array:
     """The region ``mask`` of one image filled from its surroundings (``inpaint`` above)."""
     outside = (1.0 - mask)[:, :, None]
@@ -251,6 +299,7 @@ def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) ->
         lambda v: inpaint(v, mask, p),
         median_3x3,
         lambda v: tint(v, p.mean),
+        *(functools.partial(hue_out, degrees=d) for d in HUES.values()),
     )
     return jax.lax.switch(fill, branches, x)
 

@@ -205,6 +205,49 @@ def test_a_model_relying_on_nothing_gets_no_candidate(tmp_path):
     assert summary.flagged_total <= 0.01 * len(images)
 
 
+def sticker_model():
+    """`bar_model`'s blob classes, and class 0 whenever a magenta sticker (a pixel with red
+    and blue far above green) is somewhere in the image: a coloured mark with no place."""
+
+    def apply(params, x):
+        excess = jnp.maximum(x - 0.3, 0.0)
+        colour = jnp.max(excess.reshape(x.shape[0], -1, 3), axis=1)
+        magenta = jnp.minimum(x[..., 0], x[..., 2]) - x[..., 1] > 0.5
+        sticker = jnp.mean(magenta, axis=(1, 2)) * 64  # ~0.25 for a 4x4 sticker
+        logits = params["scale"] * colour + jnp.stack(
+            [params["sticker"] * sticker, 0 * sticker, 0 * sticker], axis=1
+        )
+        return Features(activations=(excess,), output=logits)
+
+    params = {"scale": jnp.float32(20.0), "sticker": jnp.float32(200.0)}
+    return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=True)
+
+
+def test_a_colour_the_class_needs_is_a_lead_never_a_flag(tmp_path):
+    # a magenta sticker anywhere on a quarter of the images moves them to class 0: no region
+    # holds it, the `no magenta` probe takes its colour away. A class's colour and a coloured
+    # mark look alike to occlusion, so the colour probe is reported as a near miss (a lead
+    # for a person) and flags no row
+    images, labels, _ = bar_images(n=384, seed=2)
+    images[:, BAR] = 0.3  # no bar
+    rng = np.random.default_rng(5)
+    stuck = rng.uniform(size=len(images)) < 0.25
+    for i in np.flatnonzero(stuck):
+        y0, x0 = rng.integers(0, 60, 2)
+        images[i, y0 : y0 + 4, x0 : x0 + 4] = [1.0, 0.0, 1.0]
+    model = sticker_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    assert np.all(pred[stuck] == 0) and np.mean(pred[~stuck] == labels[~stuck]) > 0.95
+    summary = audit(images, model, out=tmp_path / "s", reliance_sample=192)
+    found = pq.read_table(tmp_path / "s" / RELIANCE_FILE).to_pylist()
+    colour = [r for r in found if r["fill"] == "no magenta"]
+    assert colour and colour[0]["predicted_class"] == 0, found
+    assert colour[0]["status"].startswith("not confirmed: a colour"), colour[0]["status"]
+    assert colour[0]["lift"] >= rules.MIN_GLOBAL_LIFT  # it passes the rules: a lead all the same
+    assert all(r["status"] != "confirmed" for r in found) and summary.flagged_total == 0
+    assert "near misses" in summary.reliance and summary.reliance.startswith("0 candidates")
+
+
 def test_disabled_skipped_and_bad_settings(tmp_path):
     images, _, _ = bar_images(n=64)
     summary = audit(images, bar_model(), out=tmp_path / "off", reliance_sample=0)
@@ -231,6 +274,7 @@ def test_the_manifest_records_the_reliance_settings(tmp_path):
     assert body["detectors"]["reliance_sample"] == 32
     assert body["detectors"]["reliance_fill"] == "inpaint"
     assert body["detectors"]["reliance_near_miss"] == "0.8 of every floor, at most 8"
+    assert body["detectors"]["reliance_colour_leads"].startswith("no red+no yellow+")
     assert body["reliance"].endswith("rows tested") or "relies on" in body["reliance"]
 
 
@@ -343,3 +387,20 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
     changes = [dict(zip(f["id"], f["output_change"], strict=True)) for f in flags]
     assert all(changes[0][i] == pytest.approx(changes[1][i], abs=1e-6) for i in changes[0])
     assert np.mean(grainy[[int(i) for i in flags[0]["id"]]]) > 0.9
+
+
+def test_a_hue_probe_doses_a_small_vivid_mark_by_its_size_not_its_area():
+    from fastfem.audit.reliance.step import probed
+
+    x = np.full((2, 32, 32, 3), 0.5, np.float32)
+    x[0, 4:8, 4:8] = [0.9, 0.1, 0.1]  # a small red sticker (1.6% of the image) ...
+    x[1, :, :, 0] += 0.1  # ... and a faint red tone over a whole image
+    p = fill_params(x.reshape(-1, 3).mean(0), x.reshape(-1, 3).std(0), 32, 32)
+    whole = jnp.ones((32, 32))
+    xs, dose = probed(jnp.asarray(x), whole, jnp.int32(FILLS.index("no red")), p)
+    d = np.abs(np.asarray(xs) - x)
+    np.testing.assert_allclose(dose, (d**2).sum((1, 2, 3)) / d.sum((1, 2, 3)), rtol=1e-5)
+    mean = d.mean((1, 2, 3))
+    assert dose[0] / dose[1] > 5 * mean[0] / mean[1]  # the sticker stands out
+    xs, dose = probed(jnp.asarray(x), whole, jnp.int32(FILLS.index("tint")), p)
+    np.testing.assert_allclose(dose, np.abs(np.asarray(xs) - x).mean((1, 2, 3)), rtol=1e-5)

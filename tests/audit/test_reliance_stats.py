@@ -523,6 +523,21 @@ def test_a_region_refused_by_the_transplant_test_is_a_near_miss_once():
     assert rules.near_misses(tests, taken, drop, pred) == []
 
 
+def test_a_colour_test_is_a_lead_at_a_regions_lift_and_never_without_it():
+    from dataclasses import replace
+
+    # a colour probe's test that passes every rule but the global lift floor (5) is a lead at
+    # a region's floor (2.5) and below it is none; the same test of another probe is none
+    n = 160
+    t = S.ProbeTest(3, 1, 30, 80, 2, 240, 3.0, 1e-12, 20.0, dose_lift=3.0, collapse=0.7)
+    assert rules.shortfall(t, n) == "lift 3 < 5" and rules.colour_lead(t, n)
+    weak = replace(t, lift=2.0)
+    assert not rules.colour_lead(weak, n)
+    drop, pred = _null_sweep(rate=0.0)
+    assert rules.near_misses([t, weak], [], drop, pred, n, colour={3}) == [t]
+    assert rules.near_misses([t, weak], [], drop, pred, n) == []  # standing 3 / 5 < 0.8
+
+
 def test_a_clean_sweep_has_no_near_miss():
     drop, pred = _null_sweep()
     tests = S.probe_tests(drop, pred, np.unique(pred))

@@ -170,3 +170,32 @@ def test_the_corners_region_is_the_four_corner_cells_at_once():
     assert len(corner_cells) == 4
     np.testing.assert_array_equal(corners.mask, np.maximum.reduce([c.mask for c in corner_cells]))
     assert corners.box == (0, 0, 64, 64) and corners.mask.sum() == 4 * 16 * 16
+
+
+def _hue_reference(x: np.ndarray, degrees: float) -> np.ndarray:
+    """``no <hue>`` written from its formula in NumPy, pixel by pixel."""
+    out = x.copy()
+    for idx in np.ndindex(x.shape[:2]):
+        r, g, b = (float(v) for v in x[idx])
+        theta = np.arctan2(np.sqrt(3) / 2 * (g - b), r - (g + b) / 2)
+        w = (max(r, g, b) - min(r, g, b)) * max(0.0, np.cos(theta - np.radians(degrees))) ** 4
+        out[idx] = x[idx] + w * (x[idx].mean() - x[idx])
+    return out
+
+
+def test_hue_fills_turn_one_hue_grey_and_keep_the_others():
+    x = _image(seed=4)
+    x[2:6, 2:6] = [0.9, 0.1, 0.1]  # a red square
+    x[10:14, 2:6] = [0.1, 0.85, 0.2]  # a green one
+    x[20:24, 2:6] = 0.6  # grey
+    p = _params(x)
+    whole = jnp.ones(x.shape[:2])
+    for name, degrees in O.HUES.items():
+        got = np.asarray(O.fill_image(jnp.asarray(x), whole, O.FILLS.index(f"no {name}"), p))
+        np.testing.assert_allclose(got, _hue_reference(x, degrees), atol=1e-5)
+        np.testing.assert_allclose(got[20:24, 2:6], 0.6, atol=1e-6)  # grey has no hue
+    no_red = np.asarray(O.fill_image(jnp.asarray(x), whole, O.FILLS.index("no red"), p))
+    np.testing.assert_allclose(np.ptp(no_red[3, 3]), 0.8 * (1 - 0.8), atol=1e-6)  # red: 80% out
+    np.testing.assert_allclose(no_red[11, 3], [0.1, 0.85, 0.2], atol=1e-6)  # ... not the green
+    grey = np.asarray(O.hue_out(jnp.asarray(x[..., :1]), 0.0))
+    np.testing.assert_array_equal(grey, x[..., :1])  # one channel: no hue to remove

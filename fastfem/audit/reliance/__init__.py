@@ -86,6 +86,7 @@ from fastfem.audit.reliance.step import (
 from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
 from fastfem.kernels.occlusion import (
+    HUE_FILLS,
     REGION_FILLS,
     Region,
     fill_params,
@@ -178,6 +179,7 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         "reliance_near_miss": (
             f"{rules.NEAR_MISS:g} of every floor, at most {rules.MAX_NEAR_MISSES}"
         ),
+        "reliance_colour_leads": "+".join(HUE_FILLS) + " (near misses only, never flagged)",
     }
 
 
@@ -346,7 +348,8 @@ def reliance_test(
 class Sweep:
     """The sweep of the sample ``x``: its ``probes``, the rows' predictions ``pred`` (S,), drops
     ``drop`` and doses ``dose`` (S, P); then the probes as regions, every (probe, class) test
-    and the transplant tests asked (``moved``, by (probe, class))."""
+    and the transplant tests asked (``moved``, by (probe, class)); ``colour`` the hue probes
+    (`rules`: never candidates)."""
 
     runner: ProbeRunner
     x: np.ndarray
@@ -364,6 +367,7 @@ class Sweep:
             region_overlaps(p),
             region_mirrors(p),
         )
+        self.colour = {k for k, q in enumerate(p) if q.fills[0] in HUE_FILLS}
         classes = np.unique(self.pred)
         self.tests = probe_tests(self.drop, self.pred, classes, *self.regions, self.dose)
         self.n_tests = len(p) * max(len(classes), 1)
@@ -385,20 +389,24 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     evidence the sample gives (the non-members: the sample's rows of other classes)."""
     tests, drop, pred, n_tests = sw.tests, sw.drop, sw.pred, sw.n_tests
     found: list[ProbeTest] = []
-    taken = select_candidates(tests, drop, pred, n_tests, sw.enough)
+    testable = [t for t in tests if t.probe not in sw.colour]  # a colour is only a lead
+    taken = select_candidates(testable, drop, pred, n_tests, sw.enough)
     for t in taken:
         wide = widest_extent([t], tests, drop, pred, sw.regions, n_tests)[0]
         if wide is not t and not sw.enough(wide):  # grown into a region not enough by itself
             wide = t
         if wide not in found:  # two candidates may grow into the same region
             found.append(wide)
-    near = near_misses(tests, [*taken, *found], drop, pred, n_tests)
+    near = near_misses(tests, [*taken, *found], drop, pred, n_tests, sw.colour)
     for t in near:  # near misses are few: is the region enough by itself?
         if (t.probe, t.cls) not in sw.moved:
             sw.enough(t)
     cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found]
     misses = [
-        Candidate(sw.probes[t.probe], t.cls, t, status=why_not(t, n_tests, sw.moved)) for t in near
+        Candidate(
+            sw.probes[t.probe], t.cls, t, status=why_not(t, n_tests, sw.moved, t.probe in sw.colour)
+        )
+        for t in near
     ]
     for c in [*cands, *misses]:
         c.transplant, c.transplant_null = sw.moved.get((c.test.probe, c.cls), (np.nan, np.nan))
@@ -409,11 +417,20 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     return cands, misses
 
 
-def why_not(t: ProbeTest, n_tests: int, moved: dict[tuple[int, int], tuple[float, float]]) -> str:
+def why_not(
+    t: ProbeTest,
+    n_tests: int,
+    moved: dict[tuple[int, int], tuple[float, float]],
+    colour: bool = False,
+) -> str:
     """A near miss's status: the rules it fails (`rules.shortfall`), else its failed transplant
-    test (``moved``: the shares asked, by (probe, class)), else that it was not tested."""
+    test (``moved``: the shares asked, by (probe, class)), else that it was not tested; a
+    ``colour`` probe's (never a candidate, `rules`) says so first."""
     lacks = shortfall(t, n_tests)
     if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
         a, b = moved[t.probe, t.cls]
         lacks = f"not enough: transplant {a:.2f} vs null {b:.2f}"
+    if colour:
+        what = "a colour (a mark's or the class's own)"
+        return f"not confirmed: {what}" + (f"; {lacks}" if lacks else "")
     return f"not confirmed: {lacks or f'not tested ({MAX_CANDIDATES} candidates taken)'}"

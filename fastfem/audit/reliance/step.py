@@ -6,7 +6,8 @@ with predicted class ``y_i`` (from the unprobed forward pass of the same step, o
 below) and probe ``p`` (`fastfem.kernels.occlusion.probe_image`, mask and fill in ``params``),
 
     drop[i, p]  = P(y_i | x_i) - P(y_i | probe_p(x_i))
-    dose[i, p]  = mean |probe_p(x_i) - x_i|        (how much the probe changed the image)
+    dose[i, p]  = mean |probe_p(x_i) - x_i|        (how much the probe changed the image;
+                                                    size-weighted for a hue: `probed`)
 
 A batch that carries ``pred`` (B,) int32 and ``base`` (B,) float32 — the audit's stored
 prediction and confidence ``P(y_i | x_i)`` of the same images through the same extractor —
@@ -43,7 +44,7 @@ from fastfem.audit.steps import probabilities
 from fastfem.converters import FeatureExtractor
 from fastfem.data.preprocess import pixels_255
 from fastfem.engine.step import StepFn
-from fastfem.kernels.occlusion import FillParams, probe_image
+from fastfem.kernels.occlusion import FILLS, HUE_FILLS, FillParams, probe_image
 
 
 class ProbeParams(NamedTuple):
@@ -56,10 +57,16 @@ class ProbeParams(NamedTuple):
 
 
 def probed(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) -> tuple[jax.Array, ...]:
-    """The batch ``x`` (B, H, W, C) in [0, 1] under one probe, and each image's dose
-    ``mean |probe(x_i) - x_i|`` (B,)."""
+    """The batch ``x`` (B, H, W, C) in [0, 1] under one probe, and each image's dose (B,):
+    ``mean |probe(x_i) - x_i|``, and for a ``no <hue>`` fill the size-weighted change
+    ``sum d^2 / sum d`` (``d = |probe(x_i) - x_i|``): a small mark of a vivid colour changes
+    few pixels by much, and its mean change is lost among an image's many small ones."""
     xs = jax.vmap(probe_image, in_axes=(0, None, None, None))(x, mask, fill, p)
-    return xs, jnp.mean(jnp.abs(xs - x), axis=(1, 2, 3))
+    d = jnp.abs(xs - x)
+    mean = jnp.mean(d, axis=(1, 2, 3))
+    weighted = jnp.sum(d * d, axis=(1, 2, 3)) / jnp.maximum(jnp.sum(d, axis=(1, 2, 3)), 1e-12)
+    is_hue = jnp.asarray([f in HUE_FILLS for f in FILLS])[fill]
+    return xs, jnp.where(is_hue, weighted, mean)
 
 
 def make_dose_step() -> StepFn:
