@@ -535,6 +535,8 @@ def test_a_colour_test_is_a_lead_at_a_regions_lift_and_never_without_it():
     assert not rules.colour_lead(weak, n)
     drop, pred = _null_sweep(rate=0.0)
     assert rules.near_misses([t, weak], [], drop, pred, n, colour={3}) == [t]
+    assert rules.passes(t, n) is False and rules.passes(replace(t, lift=6.0), n)
+    assert rules.select_candidates([replace(t, lift=6.0)], drop, pred, n, colour={3}) == []
     assert rules.near_misses([t, weak], [], drop, pred, n) == []  # standing 3 / 5 < 0.8
 
 

@@ -389,8 +389,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     evidence the sample gives (the non-members: the sample's rows of other classes)."""
     tests, drop, pred, n_tests = sw.tests, sw.drop, sw.pred, sw.n_tests
     found: list[ProbeTest] = []
-    testable = [t for t in tests if t.probe not in sw.colour]  # a colour is only a lead
-    taken = select_candidates(testable, drop, pred, n_tests, sw.enough)
+    taken = select_candidates(tests, drop, pred, n_tests, sw.enough, sw.colour)
     for t in taken:
         wide = widest_extent([t], tests, drop, pred, sw.regions, n_tests)[0]
         if wide is not t and not sw.enough(wide):  # grown into a region not enough by itself

@@ -206,12 +206,14 @@ def select_candidates(
     pred: np.ndarray,
     n_tests: int | None = None,
     enough: Callable[[ProbeTest], bool] | None = None,
+    colour: Collection[int] = (),
 ) -> list[ProbeTest]:
     """The candidates among ``tests`` (module docstring), most significant first; ``enough``
     the transplant test of a region candidate (asked only of a test that would be taken;
-    default: every test passes)."""
+    default: every test passes); the tests of the ``colour`` probes are never candidates
+    (module docstring: leads, `near_misses`)."""
     n_tests = n_tests or max(len(tests), 1)
-    passing = [t for t in tests if passes(t, n_tests)]
+    passing = [t for t in tests if t.probe not in colour and passes(t, n_tests)]
     passing.sort(key=lambda t: (t.p_value, -min(t.lift, t.place_lift), t.probe))
     chosen: list[ProbeTest] = []
     for t in passing:
@@ -226,9 +228,9 @@ def colour_lead(t: ProbeTest, n_tests: int) -> bool:
     """Whether the test ``t`` of a colour probe is a lead (module docstring): it passes every
     rule of `rule_margins`, its lift against ``MIN_LIFT`` (a region's floor) instead of a
     global probe's ``MIN_GLOBAL_LIFT``."""
-    rules = rule_margins(t, n_tests)
-    rules["lift"] = (t.lift, MIN_LIFT)
-    return all(v >= f for v, f in rules.values())
+    margins = rule_margins(t, n_tests)
+    margins["lift"] = (t.lift, MIN_LIFT)
+    return all(v >= f for v, f in margins.values())
 
 
 def near_misses(
