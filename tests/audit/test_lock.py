@@ -3,11 +3,13 @@ taken over, and two audits started together into one fresh folder lose no row.""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -62,6 +64,23 @@ def test_a_released_lock_is_taken_again_and_a_second_release_is_a_no_op(tmp_path
     with pytest.raises(StoreLocked):
         StoreLock(tmp_path).acquire()
     second.release()
+
+
+def test_a_refused_writer_waits_for_the_holder_to_write_its_name(tmp_path):
+    """The holder takes the lock, then writes its name: an audit refused in between must still
+    name it (CI once caught "holder unknown" from two audits started together)."""
+    tmp_path.joinpath(LOCK_FILE).touch()
+    fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held, its name not written yet
+    holder = {"pid": 4242, "host": "elsewhere", "since": "2026-01-01T00:00:00"}
+    late = threading.Timer(0.3, lambda: os.write(fd, json.dumps(holder).encode()))
+    late.start()
+    try:
+        with pytest.raises(StoreLocked, match="pid 4242 on host elsewhere"):
+            StoreLock(tmp_path).acquire()
+    finally:
+        late.join()
+        os.close(fd)
 
 
 AUDIT = [sys.executable, "-m", "fastfem.cli", "audit", "--batch-size", "16", "--part-size", "16"]

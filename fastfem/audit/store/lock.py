@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,18 @@ def _read(fd: int) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+HOLDER_WAIT_S = 2.0  # how long a refused audit waits for the holder to write its name
+
+
+def _read_holder(fd: int) -> dict[str, Any] | None:
+    """The holder named in a lock file someone else holds. The holder writes its name just
+    after taking the lock, so an empty file is read again for up to `HOLDER_WAIT_S`."""
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while (holder := _read(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return holder
 
 
 class StoreLock:
@@ -106,7 +119,7 @@ class StoreLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read(fd)
+                holder = _read_holder(fd)
                 os.close(fd)
                 return None, holder
             if self._still_at_path(fd):
