@@ -425,7 +425,7 @@ def describe_reliance(result: RelianceResult) -> str:
     return (
         f"{len(result.candidates)} candidates from {result.probes} probes on {result.sampled} "
         f"sampled rows, {len(result.near_misses)} near misses, {result.tested} rows tested"
-        + (f", {screened} of them screened out by their doses" if screened else "")
+        + (f", {screened} of them screened out by confidence or dose" if screened else "")
         + (f" ({found})" if found else "")
     )
 

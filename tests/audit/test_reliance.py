@@ -355,6 +355,16 @@ def noise_model():
     return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=True)
 
 
+def same_flags(a, b) -> dict:
+    """The flags of the stores ``a`` and ``b``, checked equal (the same rows, more than 40,
+    with the same output change); those of ``a``."""
+    flags = [pq.read_table(d / "flags.parquet").to_pydict() for d in (a, b)]
+    assert sorted(flags[0]["id"]) == sorted(flags[1]["id"]) and len(flags[0]["id"]) > 40
+    changes = [dict(zip(f["id"], f["output_change"], strict=True)) for f in flags]
+    assert all(changes[0][i] == pytest.approx(changes[1][i], abs=1e-6) for i in changes[0])
+    return flags[0]
+
+
 def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_through(
     tmp_path, monkeypatch
 ):
@@ -376,17 +386,41 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
     cands = pq.read_table(tmp_path / "screened" / RELIANCE_FILE).to_pylist()
     found = [c for c in cands if c["status"] == "confirmed"]
     assert [(c["predicted_class"], c["region"]) for c in found] == [(0, "whole image")], cands
-    assert "screened out by their doses" in summary.reliance, summary.reliance
+    assert "screened out by confidence or dose" in summary.reliance, summary.reliance
     monkeypatch.setattr(M, "screen", lambda runner, batches, *a: batches)  # every row runs
     every = audit(images, model, out=tmp_path / "every", reliance_sample=192)
     assert "screened out" not in every.reliance
-    flags = [
-        pq.read_table(tmp_path / d / "flags.parquet").to_pydict() for d in ("screened", "every")
-    ]
-    assert sorted(flags[0]["id"]) == sorted(flags[1]["id"]) and len(flags[0]["id"]) > 40
-    changes = [dict(zip(f["id"], f["output_change"], strict=True)) for f in flags]
-    assert all(changes[0][i] == pytest.approx(changes[1][i], abs=1e-6) for i in changes[0])
-    assert np.mean(grainy[[int(i) for i in flags[0]["id"]]]) > 0.9
+    flags = same_flags(tmp_path / "screened", tmp_path / "every")
+    assert np.mean(grainy[[int(i) for i in flags["id"]]]) > 0.9
+
+
+def test_rows_too_unsure_to_fall_by_row_tau_are_screened_out_with_the_same_flags(
+    tmp_path, monkeypatch
+):
+    # blobs of every brightness: the dim ones are predicted with little confidence. A row's
+    # drop is its stored confidence minus its probed probability, so a row of the band's
+    # class less confident than the candidate's row_tau can never be flagged: the member
+    # pass does not run it, and the flags are those of the pass that runs every row.
+    import fastfem.audit.reliance.members as M
+
+    images, labels, barred = bar_images(n=384, seed=5)
+    rng = np.random.default_rng(1)
+    dim = rng.uniform(0.05, 1.0, len(images)).astype(np.float32)
+    blob = (images > 0.8) & ~np.isin(np.arange(64), np.arange(BAR.start, BAR.stop))[:, None, None]
+    images = np.where(blob, 0.3 + (images - 0.3) * dim[:, None, None, None], images)
+    model = bar_model()
+    summary = audit(images, model, out=tmp_path / "screened", reliance_sample=192)
+    cands = pq.read_table(tmp_path / "screened" / RELIANCE_FILE).to_pylist()
+    found = [c for c in cands if c["status"] == "confirmed"]
+    assert [c["predicted_class"] for c in found] == [0] and found[0]["fill"] == "inpaint", cands
+    rows = ResultStore(tmp_path / "screened").read_rows()
+    unsure = int(np.sum((rows["prediction"] == 0) & (rows["confidence"] < found[0]["row_tau"])))
+    assert unsure >= 10, unsure  # the test has rows to screen
+    assert f", {unsure} of them screened out by confidence or dose" in summary.reliance
+    monkeypatch.setattr(M, "screen", lambda runner, batches, *a: batches)  # every row runs
+    every = audit(images, model, out=tmp_path / "every", reliance_sample=192)
+    assert "screened out" not in every.reliance
+    same_flags(tmp_path / "screened", tmp_path / "every")
 
 
 def test_a_hue_probe_doses_a_small_vivid_mark_by_its_size_not_its_area():

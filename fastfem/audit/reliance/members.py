@@ -1,7 +1,9 @@
 """The reliance test's third stage, the member pass: every row predicted a candidate's class
-read again and run under that class's candidates (`member_pass`), after a screen by the rows'
-doses where only global candidates could count them (`screen`, no model). What the package
-docstring (`fastfem.audit.reliance`) says of stage 3 is done here."""
+read again and run under that class's candidates (`member_pass`), after a screen (`screen`, no
+model) of the rows no candidate can flag. A row's drop is its stored confidence minus its
+probed probability, so a row less confident than a candidate's ``row_tau`` cannot fall by it;
+and a global candidate counts only the rows its probe changes by at least its dose floor.
+What the package docstring (`fastfem.audit.reliance`) says of stage 3 is done here."""
 
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ def member_pass(
     result: RelianceResult,
 ) -> None:
     """Stage 3: every row predicted a candidate's class, under that class's candidates (one
-    forward per candidate: the unprobed prediction and confidence are the store's). A row
-    whose every candidate is a global probe it changes less than that candidate's dose floor
-    can be flagged by none: it is screened out by its doses (`screen`), with no forward."""
+    forward per candidate: the unprobed prediction and confidence are the store's). A row no
+    candidate counts (`counted`: too little confidence to fall by the candidate's ``row_tau``,
+    or changed less than a global candidate's dose floor) can be flagged by none: it is
+    screened out (`screen`), with no forward."""
     pred_all = np.asarray(rows["prediction"])
     ids = np.asarray(rows["id"], dtype=object)
     cls = np.asarray([c.cls for c in cands])
@@ -40,7 +43,7 @@ def member_pass(
     drops = np.zeros((len(cands),))
     hits = np.zeros((len(cands),), np.int64)
     counts = np.zeros((len(cands),), np.int64)
-    pending: collections.deque[list[str]] = collections.deque()
+    pending: collections.deque[tuple[list[str], np.ndarray]] = collections.deque()
 
     stored = {str(i): k for k, i in enumerate(ids[members])}
     member_pred = pred_all[members].astype(np.int32)
@@ -53,16 +56,15 @@ def member_pass(
             yield batch_ids, {**batch, "pred": member_pred[at], "base": member_base[at]}
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
-        source = screen(runner, read(), cands, fills) if np.any(floors > 0) else read()
-        for batch_ids, batch in source:
-            pending.append(batch_ids)
+        for batch_ids, batch in screen(runner, read(), cands, fills):
+            pending.append((batch_ids, batch["base"]))
             yield batch
 
     for out in runner.run(batches(), params):
-        batch_ids = pending.popleft()
+        batch_ids, base = pending.popleft()
         drop = probe_drops(out["drop"], owner, len(cands))
         dose = -probe_drops(-out["dose"], owner, len(cands))
-        mine = counted(out["prediction"], dose, cls, floors)  # (B, K)
+        mine = counted(out["prediction"], base, dose, cls, floors, taus)  # (B, K)
         score = np.where(mine, drop / taus[None, :], -np.inf)  # >= 1: flagged
         drops += np.where(mine, drop, 0.0).sum(axis=0)
         counts += mine.sum(axis=0)
@@ -79,11 +81,24 @@ def member_pass(
         c.member_mean_drop = float(drops[k] / max(counts[k], 1))
 
 
-def counted(pred: np.ndarray, dose: np.ndarray, cls: np.ndarray, floors: np.ndarray) -> np.ndarray:
+def counted(
+    pred: np.ndarray,
+    base: np.ndarray,
+    dose: np.ndarray,
+    cls: np.ndarray,
+    floors: np.ndarray,
+    taus: np.ndarray,
+) -> np.ndarray:
     """(B, K) bool: which candidates count each member row — those of the row's predicted
-    class ``pred`` (B,) (candidate ``k`` is of class ``cls[k]``) whose probe changed it by at
-    least their dose floor (``dose`` (B, K); ``floors`` (K,): 0 for a region probe)."""
-    return (pred[:, None] == cls[None, :]) & (dose >= floors[None, :])
+    class ``pred`` (B,) (candidate ``k`` is of class ``cls[k]``) whose ``row_tau`` (``taus``
+    (K,)) its confidence ``base`` (B,) reaches (its drop, ``base`` minus the probed
+    probability, cannot exceed ``base``) and whose probe changed it by at least their dose
+    floor (``dose`` (B, K); ``floors`` (K,): 0 for a region probe)."""
+    return (
+        (pred[:, None] == cls[None, :])
+        & (base[:, None] >= taus[None, :])
+        & (dose >= floors[None, :])
+    )
 
 
 def screen(
@@ -93,25 +108,26 @@ def screen(
     fills: Any,
 ) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
     """The member rows (``(ids, batch)`` with ``x``, ``pred``, ``base``) that a candidate may
-    count (`counted`): every row of a class with a region candidate, and a row of any other
-    class only where one of its global candidates changes it by at least its dose floor (the
-    dose step of those candidates' probes, no forward); re-cut into full device batches
-    (memory: two batches)."""
+    count (`counted`): those confident enough to fall by one of their class's candidates'
+    ``row_tau``, and for a global candidate changed by at least its dose floor (the dose step
+    of the global candidates' probes, no forward; a region candidate's dose counts as
+    reached); re-cut into full device batches (memory: two batches)."""
     cls = np.asarray([c.cls for c in cands])
     floors = np.asarray([c.dose_floor for c in cands])
+    taus = np.asarray([c.row_tau for c in cands])
     is_global = floors > 0
-    params, owner = probe_params(
-        [c.probe for c, g in zip(cands, is_global, strict=True) if g], fills
-    )
-    step = Step(runner.dose_fn, params)
+    if is_global.any():
+        params, owner = probe_params([c.probe for c in cands if c.dose_floor > 0], fills)
+        step = Step(runner.dose_fn, params)
     full = runner.plan.explainer.device_batch()
     kept_ids: list[str] = []
     kept: dict[str, np.ndarray] = {}
     for batch_ids, batch in batches:
-        (out,) = runner.plan.explainer.run(step, [{"x": batch["x"]}])
-        dose = -probe_drops(-out["dose"], owner, int(is_global.sum()))  # (B, global candidates)
-        keep = np.isin(batch["pred"], cls[~is_global])
-        keep |= counted(batch["pred"], dose, cls[is_global], floors[is_global]).any(axis=1)
+        dose = np.full((len(batch_ids), len(cands)), np.inf)
+        if is_global.any():
+            (out,) = runner.plan.explainer.run(step, [{"x": batch["x"]}])
+            dose[:, is_global] = -probe_drops(-out["dose"], owner, int(is_global.sum()))
+        keep = counted(batch["pred"], batch["base"], dose, cls, floors, taus).any(axis=1)
         kept_ids += [i for i, k in zip(batch_ids, keep, strict=True) if k]
         kept = {
             key: np.concatenate([kept[key], v[keep]]) if kept else v[keep]
