@@ -52,7 +52,7 @@ from fastfem.audit.detectors.box import box_scores
 from fastfem.audit.detectors.tables import FLAGS_FILE, read_table
 from fastfem.audit.distributed import ProcessGroup, start_processes
 from fastfem.audit.plan import AuditPlan, check_arguments, plan_audit
-from fastfem.audit.reliance import RelianceResult, reliance_settings, reliance_test
+from fastfem.audit.reliance import PER_CLASS, RelianceResult, reliance_settings, reliance_test
 from fastfem.audit.reliance.probes import hot_spot_regions
 from fastfem.audit.reliance.table import write_reliance
 from fastfem.audit.steps import AuditSpec, audit_step_fn
@@ -422,11 +422,16 @@ def describe_reliance(result: RelianceResult) -> str:
         for k, c in enumerate(result.candidates)
     )
     screened = result.tested - result.forwarded
+    thin = (
+        f"; {result.thin} of {result.classes} classes sampled with fewer than {PER_CLASS} rows "
+        "(their shortcuts may go unseen: raise the reliance sample)"
+    )
     return (
         f"{len(result.candidates)} candidates from {result.probes} probes on {result.sampled} "
         f"sampled rows, {len(result.near_misses)} near misses, {result.tested} rows tested"
         + (f", {screened} of them screened out by confidence or dose" if screened else "")
         + (f" ({found})" if found else "")
+        + (thin if result.thin else "")
     )
 
 

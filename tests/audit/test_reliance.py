@@ -11,7 +11,7 @@ import pytest
 from fastfem.converters import Features, from_fn
 
 from fastfem.audit import ResultStore, audit
-from fastfem.audit.reliance import rules, sample_size, stratified_sample
+from fastfem.audit.reliance import rules, sample_size, stratified_sample, thin_classes
 from fastfem.audit.reliance.probes import hot_spot_regions
 from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
 from fastfem.audit.report.page import write_report
@@ -275,7 +275,11 @@ def test_the_manifest_records_the_reliance_settings(tmp_path):
     assert body["detectors"]["reliance_fill"] == "inpaint"
     assert body["detectors"]["reliance_near_miss"] == "0.8 of every floor, at most 8"
     assert body["detectors"]["reliance_colour_leads"].startswith("no red+no yellow+")
-    assert body["reliance"].endswith("rows tested") or "relies on" in body["reliance"]
+    # 32 rows over the classes: each has fewer than PER_CLASS, and the line says so
+    assert body["reliance"].endswith(
+        "classes sampled with fewer than 80 rows (their shortcuts may go unseen: raise the "
+        "reliance sample)"
+    ), body["reliance"]
 
 
 @pytest.mark.reliance_default
@@ -290,6 +294,16 @@ def test_the_default_sweep_grows_with_the_classes(tmp_path):
     body = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert body["detectors"]["reliance_sample"] == "auto (80 per class, 320 to 2048)"
     assert "on 96 sampled rows" in summary.reliance
+    assert "; 3 of 3 classes sampled with fewer than 80 rows" in summary.reliance
+
+
+def test_thin_classes_counts_the_classes_sampled_below_per_class():
+    # a capped sample over 1,000 classes: 2 rows each, every class too thin to be tested
+    pred = np.repeat(np.arange(1000), 50)
+    assert thin_classes(pred[stratified_sample(pred, sample_size(1000))]) == 1000
+    # 4 classes of 80 rows, and one the model rarely predicts
+    pred = np.r_[np.repeat(np.arange(4), 500), np.full(12, 4)]
+    assert thin_classes(pred[stratified_sample(pred, sample_size(5))]) == 1
 
 
 def test_stratified_sample_takes_each_class_alike_and_is_deterministic():

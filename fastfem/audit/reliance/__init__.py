@@ -150,6 +150,8 @@ class RelianceResult:
     forwarded: int = 0  # of those, the rows run under their probes (the rest: `screen`)
     probes: int = 0
     skipped: str = ""
+    classes: int = 0  # predicted classes in the sweep's sample
+    thin: int = 0  # of those, sampled with fewer than PER_CLASS rows (`thin_classes`)
 
 
 def sample_size(n_classes: int) -> int:
@@ -182,6 +184,14 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         ),
         "reliance_colour_leads": "+".join(HUE_FILLS) + " (near misses only, never flagged)",
     }
+
+
+def thin_classes(pred: np.ndarray) -> int:
+    """How many predicted classes of the sweep's sample ``pred`` have fewer than ``PER_CLASS``
+    rows: a capped sample spread over many classes (``MAX_SAMPLE`` over 26 or more), a small
+    ``sample``, or a class the model rarely predicts. With few rows a class's hits cannot
+    pass the binomial test, so its shortcut may go unseen."""
+    return int(np.sum(np.unique(pred, return_counts=True)[1] < PER_CLASS))
 
 
 def stratified_sample(pred: np.ndarray, size: int) -> np.ndarray:
@@ -339,7 +349,14 @@ def reliance_test(
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)
-    result = RelianceResult(candidates=cands, near_misses=misses, sampled=got, probes=len(probes))
+    result = RelianceResult(
+        candidates=cands,
+        near_misses=misses,
+        sampled=got,
+        probes=len(probes),
+        classes=len(np.unique(pred)),
+        thin=thin_classes(pred),
+    )
     if cands:
         member_pass(runner, rows, idx, cands, fills, result)
     return result
