@@ -351,9 +351,10 @@ def test_a_mark_the_model_looks_at_but_does_not_rely_on_is_not_flagged(tmp_path)
     assert maps_only.flagged_total > 0
 
 
-def noise_model():
+def noise_model(bar_weight: float = 0.0):
     """Three classes by the colour of a blob (as `bar_model`), and class 0 whenever the image
-    is grainy (its mean |x - its 3x3 box mean| is high: salt-and-pepper noise, the shortcut)."""
+    is grainy (its mean |x - its 3x3 box mean| is high: salt-and-pepper noise, the shortcut);
+    with ``bar_weight``, also whenever `bar_model`'s bar lies across it (a second shortcut)."""
 
     def apply(params, x):
         excess = jnp.maximum(x - 0.3, 0.0)
@@ -363,9 +364,15 @@ def noise_model():
         grain = jnp.mean(jnp.abs(x - box), axis=(1, 2, 3))
         logits = params["scale"] * colour
         logits = logits.at[:, 0].add(params["grain"] * jnp.maximum(grain - 0.03, 0.0))
+        bar = jnp.mean(jnp.min(x[:, BAR, :, :], axis=-1), axis=(1, 2))
+        logits = logits.at[:, 0].add(params["bar"] * jnp.maximum(bar - 0.6, 0.0))
         return Features(activations=(excess,), output=logits)
 
-    params = {"scale": jnp.float32(20.0), "grain": jnp.float32(400.0)}
+    params = {
+        "scale": jnp.float32(20.0),
+        "grain": jnp.float32(400.0),
+        "bar": jnp.float32(bar_weight),
+    }
     return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=True)
 
 
@@ -379,6 +386,44 @@ def same_flags(a, b) -> dict:
     return flags[0]
 
 
+def grainy_images(images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` with salt-and-pepper noise (8% of the pixels) on a quarter of them; returns
+    (images, grainy)."""
+    rng = np.random.default_rng(seed)
+    grainy = rng.uniform(size=len(images)) < 0.25
+    salt = rng.uniform(size=images.shape[:3]) < 0.08
+    noisy = np.where(salt[..., None], rng.choice([0.0, 1.0], size=salt.shape)[..., None], images)
+    return np.where(grainy[:, None, None, None], noisy, images), grainy
+
+
+def test_a_class_with_a_region_and_a_global_candidate_is_screened_by_both(tmp_path, monkeypatch):
+    # class 0 is made by the bar (a region) and by grain (a global fill): a row of class 0
+    # is run when either candidate counts it (confident enough for the band's row_tau, or
+    # changed enough by the global fill), and both candidates flag their own rows
+    import fastfem.audit.reliance.members as M
+
+    images, labels, barred = bar_images(n=384, seed=4)
+    images, grainy = grainy_images(images, seed=6)
+    model = noise_model(bar_weight=60.0)
+    summary = audit(images, model, out=tmp_path / "screened", reliance_sample=192)
+    cands = pq.read_table(tmp_path / "screened" / RELIANCE_FILE).to_pylist()
+    # (class 0's candidates only: on this draw the blob, a coloured square anywhere off the
+    # bar's rows, also makes a class-1 candidate at the top band, since a toy class made by
+    # one small patch is what a patch shortcut looks like to occlusion)
+    found = [c for c in cands if c["status"] == "confirmed" and c["predicted_class"] == 0]
+    assert sorted(c["region"].split()[0] for c in found) == ["band", "whole"], cands
+    monkeypatch.setattr(M, "screen", lambda runner, batches, *a: batches)  # every row runs
+    audit(images, model, out=tmp_path / "every", reliance_sample=192)
+    flags = same_flags(tmp_path / "screened", tmp_path / "every")
+    rows = np.asarray([int(i) for i in flags["id"]])
+    band, whole = (
+        np.asarray(flags["region"]) == c["region"] for c in sorted(found, key=lambda c: c["region"])
+    )
+    assert np.mean(barred[rows[band]]) > 0.9 and band.sum() > 20
+    assert np.mean(grainy[rows[whole]]) > 0.9 and whole.sum() > 20
+    assert "class 0 relies on band" in summary.reliance
+
+
 def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_through(
     tmp_path, monkeypatch
 ):
@@ -390,11 +435,7 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
 
     images, _, _ = bar_images(n=384, seed=3)
     images[:, BAR] = 0.3  # no bar
-    rng = np.random.default_rng(0)
-    grainy = rng.uniform(size=len(images)) < 0.25
-    salt = rng.uniform(size=images.shape[:3]) < 0.08
-    noisy = np.where(salt[..., None], rng.choice([0.0, 1.0], size=salt.shape)[..., None], images)
-    images[grainy] = noisy[grainy]
+    images, grainy = grainy_images(images, seed=0)
     model = noise_model()
     summary = audit(images, model, out=tmp_path / "screened", reliance_sample=192)
     cands = pq.read_table(tmp_path / "screened" / RELIANCE_FILE).to_pylist()
