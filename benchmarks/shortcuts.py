@@ -205,10 +205,13 @@ def near_miss_text(row: dict) -> list[str]:
 
 
 def found_text(row: dict) -> str:
-    """The reliance test's findings from the summary line (what is inside its parentheses),
-    then its near misses (`near_miss_text`)."""
-    text = str(row.get("reliance", ""))
-    found = [text[text.index("(") + 1 : text.rindex(")")]] if "(" in text else []
+    """The reliance test's findings (its confirmed candidates, as the summary line words
+    them), then its near misses (`near_miss_text`)."""
+    found = [
+        f"class {c['predicted_class']} relies on {c['region']} ({c['fill']}): {c['flagged']} rows"
+        for c in row.get("candidates", [])
+        if c.get("status", "confirmed") == "confirmed"
+    ]
     return "; ".join(found + near_miss_text(row)) or "–"
 
 

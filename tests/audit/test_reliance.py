@@ -294,16 +294,17 @@ def test_the_default_sweep_grows_with_the_classes(tmp_path):
     body = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert body["detectors"]["reliance_sample"] == "auto (80 per class, 320 to 2048)"
     assert "on 96 sampled rows" in summary.reliance
-    assert "; 3 of 3 classes sampled with fewer than 80 rows" in summary.reliance
+    assert "classes sampled with fewer" not in summary.reliance  # every row is in the sample
 
 
-def test_thin_classes_counts_the_classes_sampled_below_per_class():
+def test_thin_classes_counts_the_classes_a_larger_sample_would_fill():
     # a capped sample over 1,000 classes: 2 rows each, every class too thin to be tested
     pred = np.repeat(np.arange(1000), 50)
-    assert thin_classes(pred[stratified_sample(pred, sample_size(1000))]) == 1000
-    # 4 classes of 80 rows, and one the model rarely predicts
+    assert thin_classes(pred[stratified_sample(pred, sample_size(1000))], pred) == 1000
+    # a class the model rarely predicts is sampled whole: a larger sample would not add to it
     pred = np.r_[np.repeat(np.arange(4), 500), np.full(12, 4)]
-    assert thin_classes(pred[stratified_sample(pred, sample_size(5))]) == 1
+    assert thin_classes(pred[stratified_sample(pred, sample_size(5))], pred) == 0
+    assert thin_classes(pred[stratified_sample(pred, 200)], pred) == 4  # 40 of 500 each
 
 
 def test_stratified_sample_takes_each_class_alike_and_is_deterministic():

@@ -99,10 +99,13 @@ def test_the_readme_table_is_rewritten_between_its_markers(tmp_path):
     readme.write_text(f"intro\n{TABLE_START}\nold | table\n{TABLE_END}\nafter\n")
     write_readme_table("| new |\n", readme)
     assert readme.read_text() == f"intro\n{TABLE_START}\n| new |\n{TABLE_END}\nafter\n"
-    line = "1 candidates, 180 rows tested (class 0 relies on band y24-40 (inpaint): 52 rows)"
-    assert found_text({"reliance": line}) == "class 0 relies on band y24-40 (inpaint): 52 rows"
-    assert found_text({"reliance": "0 candidates from 85 probes"}) == "–"
+    found = {"status": "confirmed", "predicted_class": 0, "region": "band y24-40"}
+    found |= {"fill": "inpaint", "flagged": 52}
     near = {"status": "not confirmed: place lift 2.42 < 2.5", "predicted_class": 2}
     near |= {"region": "band y40-56", "fill": "inpaint"}
-    row = {"reliance": "0 candidates", "candidates": [near]}
-    assert found_text(row) == "near miss, class 2 band y40-56 (inpaint): place lift 2.42 < 2.5"
+    assert found_text({"candidates": [found]}) == "class 0 relies on band y24-40 (inpaint): 52 rows"
+    assert found_text({"reliance": "0 candidates from 85 probes", "candidates": []}) == "–"
+    assert found_text({"candidates": [found, near]}) == (
+        "class 0 relies on band y24-40 (inpaint): 52 rows; "
+        "near miss, class 2 band y40-56 (inpaint): place lift 2.42 < 2.5"
+    )

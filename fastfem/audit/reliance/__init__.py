@@ -186,12 +186,16 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
     }
 
 
-def thin_classes(pred: np.ndarray) -> int:
-    """How many predicted classes of the sweep's sample ``pred`` have fewer than ``PER_CLASS``
-    rows: a capped sample spread over many classes (``MAX_SAMPLE`` over 26 or more), a small
-    ``sample``, or a class the model rarely predicts. With few rows a class's hits cannot
-    pass the binomial test, so its shortcut may go unseen."""
-    return int(np.sum(np.unique(pred, return_counts=True)[1] < PER_CLASS))
+def thin_classes(sampled: np.ndarray, every: np.ndarray) -> int:
+    """How many predicted classes the sweep sampled with fewer than ``PER_CLASS`` rows while
+    the store holds more of them: ``sampled`` the sample's predicted classes, ``every`` those
+    of every readable row. A capped sample spread over many classes (``MAX_SAMPLE`` over 26
+    or more) or a small ``sample`` leaves a class too few rows for its hits to pass the
+    binomial test, so its shortcut may go unseen; a class the model rarely predicts is
+    sampled whole, and a larger sample would not add to it."""
+    classes, counts = np.unique(sampled, return_counts=True)
+    held = np.asarray([np.sum(every == c) for c in classes])
+    return int(np.sum((counts < PER_CLASS) & (counts < held)))
 
 
 def stratified_sample(pred: np.ndarray, size: int) -> np.ndarray:
@@ -355,7 +359,7 @@ def reliance_test(
         sampled=got,
         probes=len(probes),
         classes=len(np.unique(pred)),
-        thin=thin_classes(pred),
+        thin=thin_classes(pred_all[idx[chosen]], pred_all[idx]),
     )
     if cands:
         member_pass(runner, rows, idx, cands, fills, result)
