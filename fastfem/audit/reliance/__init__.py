@@ -194,7 +194,8 @@ def thin_classes(sampled: np.ndarray, every: np.ndarray) -> int:
     binomial test, so its shortcut may go unseen; a class the model rarely predicts is
     sampled whole, and a larger sample would not add to it."""
     classes, counts = np.unique(sampled, return_counts=True)
-    held = np.asarray([np.sum(every == c) for c in classes])
+    every_classes, every_counts = np.unique(every, return_counts=True)
+    held = every_counts[np.searchsorted(every_classes, classes)]
     return int(np.sum((counts < PER_CLASS) & (counts < held)))
 
 
@@ -353,13 +354,14 @@ def reliance_test(
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)
+    sampled_pred = pred_all[idx[chosen]]  # as stratified (the store's predictions)
     result = RelianceResult(
         candidates=cands,
         near_misses=misses,
         sampled=got,
         probes=len(probes),
-        classes=len(np.unique(pred)),
-        thin=thin_classes(pred_all[idx[chosen]], pred_all[idx]),
+        classes=len(np.unique(sampled_pred)),
+        thin=thin_classes(sampled_pred, pred_all[idx]),
     )
     if cands:
         member_pass(runner, rows, idx, cands, fills, result)

@@ -117,7 +117,9 @@ def screen(
     taus = np.asarray([c.row_tau for c in cands])
     is_global = floors > 0
     if is_global.any():
-        params, owner = probe_params([c.probe for c in cands if c.dose_floor > 0], fills)
+        params, owner = probe_params(
+            [c.probe for c, g in zip(cands, is_global, strict=True) if g], fills
+        )
         step = Step(runner.dose_fn, params)
     full = runner.plan.explainer.device_batch()
     kept_ids: list[str] = []
