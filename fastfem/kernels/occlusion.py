@@ -23,8 +23,13 @@ a region shows in different ways, since a shortcut may survive one of them:
     median      F = med_3x3(x)              each pixel the median of its 3x3 neighbourhood
                                             (edges replicated): removes isolated pixels, 1 px
                                             lines and fine textures, keeps edges and areas
-    tint        F = clip(x - xbar + mu)     each channel's image mean ``xbar`` moved to the
-                                            dataset's mean (contrast kept): a colour cast
+    balance     F = clip(x g / xbar)        the image white-balanced by the grey world:
+                                            each channel scaled so that its mean ``xbar`` is
+                                            the image's grey level ``g`` (the mean of its
+                                            channel means): takes a colour cast away (a
+                                            tint, an orange blend, a scanner's channel
+                                            gain), keeps every shape and the colours'
+                                            contrasts within the image
     no <hue>    F = x + w (l - x)           each pixel's colour of one hue ``h`` (red, yellow,
                                             green, cyan, blue, magenta) moved towards grey:
                                             ``l`` its channel mean, ``w = chroma *
@@ -34,8 +39,9 @@ a region shows in different ways, since a shortcut may survive one of them:
                                             colour of a coloured mark (a sticker, a stamp, a
                                             red line), keeps every shape
 
-``lowpass``, ``colour``, ``median``, ``tint`` and the ``no <hue>`` fills are *global* fills,
-used with the whole-image mask. The region
+``lowpass``, ``colour``, ``median``, ``balance`` and the ``no <hue>`` fills are *global* fills,
+used with the whole-image mask; ``balance`` and the ``no <hue>`` fills change colours only
+(`COLOUR_FILLS`). The region
 family that needs no map (`region_family`) and the fills are fixed; `probe_image` is the one
 per-sample function, `vmap`ped and `lax.map`ped over probes by the caller.
 """
@@ -68,11 +74,14 @@ FILLS: tuple[str, ...] = (
     "colour",
     "inpaint",
     "median",
-    "tint",
+    "balance",
 ) + HUE_FILLS
 #: Fills that make sense for a region; the others are applied to the whole image.
 REGION_FILLS: tuple[str, ...] = ("inpaint", "mean", "blur", "noise")
-GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "colour", "median", "tint", *HUE_FILLS)
+GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "colour", "median", "balance", *HUE_FILLS)
+#: The fills that change an image's colours only, never a shape: a colour a mark brings and a
+#: colour a class's own objects have look alike to them.
+COLOUR_FILLS: tuple[str, ...] = (*HUE_FILLS, "balance")
 HUE_POWER = 4.0  # the hue window cos^4: half its weight within +-33 degrees of its hue
 BLUR_FRACTION = 1 / 16  # sigma of ``blur`` as a fraction of the image's longer side
 LOWPASS_FRACTION = 1 / 64  # sigma of ``lowpass``
@@ -255,9 +264,15 @@ def median_3x3(x: jax.Array) -> jax.Array:
     return median_of_9([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)])
 
 
-def tint(x: jax.Array, mean: jax.Array) -> jax.Array:
-    """Each channel of one image (H, W, C) shifted so its mean is ``mean`` (C,) (``tint``)."""
-    return jnp.clip(x - jnp.mean(x, axis=(0, 1)) + mean, 0.0, 1.0)
+def balance(x: jax.Array) -> jax.Array:
+    """One image (H, W, C) white-balanced by the grey world (``balance``): each channel ``c``
+    scaled by ``g / xbar_c``, ``xbar_c`` its mean and ``g = mean_c xbar_c``, so that every
+    channel's mean is ``g``; an image of one channel is returned as it is."""
+    if x.shape[-1] < 2:
+        return x
+    xbar = jnp.mean(x, axis=(0, 1))
+    grey = jnp.mean(xbar)
+    return jnp.clip(x * (grey / jnp.maximum(xbar, 1e-3)), 0.0, 1.0)
 
 
 def hue_angle(x: jax.Array) -> jax.Array:
@@ -298,7 +313,7 @@ def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) ->
         lambda v: colour_moments(v, p.mean, p.std),
         lambda v: inpaint(v, mask, p),
         median_3x3,
-        lambda v: tint(v, p.mean),
+        balance,
         *(functools.partial(hue_out, degrees=d) for d in HUES.values()),
     )
     return jax.lax.switch(fill, branches, x)

@@ -527,17 +527,20 @@ def test_a_colour_test_is_a_lead_at_a_regions_lift_and_never_without_it():
     from dataclasses import replace
 
     # a colour probe's test that passes every rule but the global lift floor (5) is a lead at
-    # a region's floor (2.5) and below it is none; the same test of another probe is none
+    # a region's floor (2.5); one at 0.8 of that floor is a near miss like any other test,
+    # below it none; the same tests of another probe are none
     n = 160
     t = S.ProbeTest(3, 1, 30, 80, 2, 240, 3.0, 1e-12, 20.0, dose_lift=3.0, collapse=0.7)
     assert rules.shortfall(t, n) == "lift 3 < 5" and rules.colour_lead(t, n)
-    weak = replace(t, lift=2.0)
-    assert not rules.colour_lead(weak, n)
+    assert rules.shortfall(t, n, colour=True) == ""
+    close, weak = replace(t, lift=2.2), replace(t, lift=1.9)
+    assert not rules.colour_lead(close, n) and not rules.colour_lead(weak, n)
+    assert rules.shortfall(close, n, colour=True) == "lift 2.2 < 2.5"
     drop, pred = _null_sweep(rate=0.0)
-    assert rules.near_misses([t, weak], [], drop, pred, n, colour={3}) == [t]
+    assert rules.near_misses([t, close, weak], [], drop, pred, n, colour={3}) == [t, close]
     assert rules.passes(t, n) is False and rules.passes(replace(t, lift=6.0), n)
     assert rules.select_candidates([replace(t, lift=6.0)], drop, pred, n, colour={3}) == []
-    assert rules.near_misses([t, weak], [], drop, pred, n) == []  # standing 3 / 5 < 0.8
+    assert rules.near_misses([t, close, weak], [], drop, pred, n) == []  # standing 3 / 5 < 0.8
 
 
 def test_a_clean_sweep_has_no_near_miss():

@@ -150,12 +150,28 @@ def test_median_network_is_the_median_of_every_binary_input():
     np.testing.assert_array_equal(got, np.median(bits, axis=1))
 
 
-def test_tint_moves_each_channel_mean_and_keeps_contrast():
+def test_balance_takes_a_channel_gain_away_and_keeps_the_image_within():
     x = _image() * 0.5 + 0.2
-    tinted = np.clip(x + np.array([0.15, 0.05, -0.1], np.float32), 0, 1)
-    mean = x.mean(axis=(0, 1))
-    got = np.asarray(O.tint(jnp.asarray(tinted), jnp.asarray(mean)))
-    np.testing.assert_allclose(got, x, atol=1e-5)  # the cast undone exactly (no clipping)
+    gain = np.asarray([1.3, 0.9, 0.6], np.float32)  # a scanner's cast: one gain per channel
+    got = np.asarray(O.balance(jnp.asarray(x * gain)))
+    ref = np.asarray(O.balance(jnp.asarray(x)))
+    # the same image either way, up to one brightness factor (the grey level moves with the gains)
+    np.testing.assert_allclose(got, ref * (got.mean() / ref.mean()), atol=1e-5)
+    # NumPy reference from the formula: each channel scaled to the mean of the channel means
+    xbar = (x * gain).mean((0, 1))
+    np.testing.assert_allclose(got, np.clip(x * gain * xbar.mean() / xbar, 0, 1), atol=1e-5)
+    grey = np.repeat(x[..., :1], 3, axis=-1)  # no cast: a grey image is left as it is
+    np.testing.assert_allclose(np.asarray(O.balance(jnp.asarray(grey))), grey, atol=1e-6)
+
+
+def test_balance_moves_an_orange_blend_towards_the_clean_image():
+    x = _image() * 0.6 + 0.2  # grey on average: its channel means are about equal
+    cast = 0.65 * x + 0.35 * np.asarray([1.0, 0.55, 0.15], np.float32)  # a 35% orange blend
+    balanced = np.asarray(O.balance(jnp.asarray(cast)))
+    means = balanced.mean((0, 1))
+    np.testing.assert_allclose(means, means.mean(), atol=1e-3)  # the orange is gone
+    hue = np.abs(cast.mean((0, 1)) - cast.mean()).max()  # the cast's distance from grey
+    assert np.abs(x.mean((0, 1)) - x.mean()).max() < 0.02 < hue
 
 
 def test_the_corners_region_is_the_four_corner_cells_at_once():

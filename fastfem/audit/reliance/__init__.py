@@ -7,7 +7,8 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    `sample_size`: ``PER_CLASS`` rows per class, 320 to 2048 in all) are read again from the
    source and run under every probe of a fixed, map-free family — bands, columns, cells,
    border rings, the centre (each inpainted from its surroundings; `probes`) and the whole
-   image under the global fills (low-pass, colour moments, 3x3 median, tint) — plus the hot
+   image under the global fills (low-pass, colour moments, 3x3 median, grey-world balance,
+   six hues turned grey; the colour fills only leads, never candidates) — plus the hot
    spots of the map detectors' candidate clusters (maps propose, occlusion tests). One
    forward pass per probe per sampled row, in one jitted step (`step`).
 2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
@@ -87,7 +88,7 @@ from fastfem.audit.reliance.step import (
 from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
 from fastfem.kernels.occlusion import (
-    HUE_FILLS,
+    COLOUR_FILLS,
     REGION_FILLS,
     Region,
     fill_params,
@@ -182,7 +183,7 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         "reliance_near_miss": (
             f"{rules.NEAR_MISS:g} of every floor, at most {rules.MAX_NEAR_MISSES}"
         ),
-        "reliance_colour_leads": "+".join(HUE_FILLS) + " (near misses only, never flagged)",
+        "reliance_colour_leads": "+".join(COLOUR_FILLS) + " (near misses only, never flagged)",
     }
 
 
@@ -372,7 +373,7 @@ def reliance_test(
 class Sweep:
     """The sweep of the sample ``x``: its ``probes``, the rows' predictions ``pred`` (S,), drops
     ``drop`` and doses ``dose`` (S, P); then the probes as regions, every (probe, class) test
-    and the transplant tests asked (``moved``, by (probe, class)); ``colour`` the hue probes
+    and the transplant tests asked (``moved``, by (probe, class)); ``colour`` the colour probes
     (`rules`: never candidates)."""
 
     runner: ProbeRunner
@@ -391,7 +392,7 @@ class Sweep:
             region_overlaps(p),
             region_mirrors(p),
         )
-        self.colour = {k for k, q in enumerate(p) if q.fills[0] in HUE_FILLS}
+        self.colour = {k for k, q in enumerate(p) if q.fills[0] in COLOUR_FILLS}
         classes = np.unique(self.pred)
         self.tests = probe_tests(self.drop, self.pred, classes, *self.regions, self.dose)
         self.n_tests = len(p) * max(len(classes), 1)
@@ -449,7 +450,7 @@ def why_not(
     """A near miss's status: the rules it fails (`rules.shortfall`), else its failed transplant
     test (``moved``: the shares asked, by (probe, class)), else that it was not tested; a
     ``colour`` probe's (never a candidate, `rules`) says so first."""
-    lacks = shortfall(t, n_tests)
+    lacks = shortfall(t, n_tests, colour)
     if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
         a, b = moved[t.probe, t.cls]
         lacks = f"not enough: transplant {a:.2f} vs null {b:.2f}"

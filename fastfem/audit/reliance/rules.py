@@ -48,15 +48,18 @@ knocked out 27, all of them tagged). Each candidate then grows to its widest pas
 neighbour (`widest_extent`; one that is still enough by the transplant test): a mark whose
 extent varies from image to image is hidden whole by a wider region of the same shape.
 
-A *colour* probe (`fastfem.kernels.occlusion`'s ``no <hue>`` fills: one hue moved towards
-grey over the whole image) is never a candidate: taking a hue away knocks out a class that
-relies on a coloured mark (a red line, a stamp, a sticker), but just as well a class whose
-own objects have that colour (a model that tells red objects from green ones passes every
-rule, at a lift of 87), and without labels nothing in the sweep tells the two apart. Its
-tests that pass every rule, with the lift of a region (``MIN_LIFT``: the class holds 2.5 times
-the other classes' share of the rows the colour dominates) in place of a global probe's, are
-reported as near misses, for a person to judge (measured on the shortcut benchmark: a weaker
-floor let through dozens of colours of the shapes' own objects, at lifts of 0.4-1.7).
+A *colour* probe (`fastfem.kernels.occlusion`'s ``COLOUR_FILLS``: one hue moved towards grey
+over the whole image, or the image white-balanced by the grey world) is never a candidate:
+taking a hue or a cast away knocks out a class that relies on a coloured mark (a red line, a
+stamp, a sticker, an orange cast), but just as well a class whose own objects or scenes have
+that colour (a model that tells red objects from green ones passes every rule, at a lift of
+87), and without labels nothing in the sweep tells the two apart. Its
+tests are judged with the lift of a region (``MIN_LIFT``: the class holds 2.5 times the other
+classes' share of the rows the colour dominates) in place of a global probe's: one that passes
+every rule so is a *lead*, one that reaches ``NEAR_MISS`` of every floor a near miss like any
+other, both reported for a person to judge, never flagged (measured on the shortcut
+benchmark: with no lift floor, dozens of colours of the shapes' own objects were listed, at
+lifts of 0.4-1.7).
 
 A test that is no candidate but reaches ``NEAR_MISS`` (0.8) of every rule's floor, or passes
 every rule and fails the transplant test, is a *near miss* (`near_misses`): reported with what
@@ -147,13 +150,16 @@ def sufficient(transplant: float, transplant_null: float) -> bool:
     )
 
 
-def rule_margins(t: ProbeTest, n_tests: int) -> dict[str, tuple[float, float]]:
+def rule_margins(
+    t: ProbeTest, n_tests: int, colour: bool = False
+) -> dict[str, tuple[float, float]]:
     """The rules a candidate must pass (module docstring) as ``name -> (value, floor)``, each
     passed when ``value >= floor``: the hits, the lift (a global probe's share lift against
-    ``MIN_GLOBAL_LIFT``), the place and family lifts, the collapse, a global probe's dose
-    lift, and the significance ``-log10 p`` against ``-log10(ALPHA / n_tests)``
-    (Bonferroni over the ``n_tests`` tests). A rule that does not apply has value inf."""
-    is_global = t.dose_lift != float("inf")
+    ``MIN_GLOBAL_LIFT``; a ``colour`` probe's, never a candidate, against a region's
+    ``MIN_LIFT``), the place and family lifts, the collapse, a global probe's dose lift, and
+    the significance ``-log10 p`` against ``-log10(ALPHA / n_tests)`` (Bonferroni over the
+    ``n_tests`` tests). A rule that does not apply has value inf."""
+    is_global = t.dose_lift != float("inf") and not colour
     return {
         "hits": (float(t.hits), float(MIN_HITS)),
         "lift": (t.lift, max(MIN_GLOBAL_LIFT, MIN_LIFT) if is_global else MIN_LIFT),
@@ -165,10 +171,11 @@ def rule_margins(t: ProbeTest, n_tests: int) -> dict[str, tuple[float, float]]:
     }
 
 
-def standing(t: ProbeTest, n_tests: int) -> float:
-    """How far ``t`` gets towards being a candidate: the smallest ``value / floor`` over its
-    rules (`rule_margins`); it passes them all at 1 or more."""
-    return min(v / f for v, f in rule_margins(t, n_tests).values())
+def standing(t: ProbeTest, n_tests: int, colour: bool = False) -> float:
+    """How far ``t`` gets towards being a candidate (a ``colour`` probe's: a lead): the
+    smallest ``value / floor`` over its rules (`rule_margins`); it passes them all at 1 or
+    more."""
+    return min(v / f for v, f in rule_margins(t, n_tests, colour).values())
 
 
 def passes(t: ProbeTest, n_tests: int) -> bool:
@@ -176,10 +183,10 @@ def passes(t: ProbeTest, n_tests: int) -> bool:
     return all(v >= f for v, f in rule_margins(t, n_tests).values())
 
 
-def shortfall(t: ProbeTest, n_tests: int) -> str:
+def shortfall(t: ProbeTest, n_tests: int, colour: bool = False) -> str:
     """The rules ``t`` fails, e.g. ``"place lift 2.42 < 2.5"`` (empty when it passes all)."""
     out = []
-    for name, (v, f) in rule_margins(t, n_tests).items():
+    for name, (v, f) in rule_margins(t, n_tests, colour).items():
         if v < f:
             out.append(
                 f"p-value {t.p_value:.2g} > {ALPHA / n_tests:.2g}"
@@ -226,11 +233,9 @@ def select_candidates(
 
 def colour_lead(t: ProbeTest, n_tests: int) -> bool:
     """Whether the test ``t`` of a colour probe is a lead (module docstring): it passes every
-    rule of `rule_margins`, its lift against ``MIN_LIFT`` (a region's floor) instead of a
-    global probe's ``MIN_GLOBAL_LIFT``."""
-    margins = rule_margins(t, n_tests)
-    margins["lift"] = (t.lift, MIN_LIFT)
-    return all(v >= f for v, f in margins.values())
+    rule of `rule_margins`, its lift against a region's floor ``MIN_LIFT`` instead of a global
+    probe's ``MIN_GLOBAL_LIFT``."""
+    return standing(t, n_tests, colour=True) >= 1.0
 
 
 def near_misses(
@@ -244,19 +249,19 @@ def near_misses(
     """The tests that are not ``taken`` (the candidates, before and after growing) but reach
     ``NEAR_MISS`` of every rule's floor (`standing`): a dependence the sample shows but does
     not establish, or a region the class needs that is not enough by itself (it passed every
-    rule and failed the transplant test); and the tests of the ``colour`` probes (never
-    candidates: module docstring) that are leads (`colour_lead`). Those that pass
-    every rule first (most significant first), then the others by standing; one whose hit
+    rule and failed the transplant test); the tests of the ``colour`` probes (never
+    candidates: module docstring) with a region's lift floor (leads when they pass every
+    rule, `colour_lead`). Those that pass every rule first (most significant first), then the
+    others by standing; one whose hit
     rows mostly repeat those of a candidate or of a near miss before it (`_repeats`) is the
     same finding; at most ``MAX_NEAR_MISSES``. Reported, never flagged."""
     n_tests = n_tests or max(len(tests), 1)
-    close = [
-        t
-        for t in tests
-        if t not in taken
-        and (standing(t, n_tests) >= NEAR_MISS or (t.probe in colour and colour_lead(t, n_tests)))
-    ]
-    close.sort(key=lambda t: (-min(standing(t, n_tests), 1.0), t.p_value, t.probe))
+
+    def how_close(t: ProbeTest) -> float:
+        return standing(t, n_tests, t.probe in colour)
+
+    close = [t for t in tests if t not in taken and how_close(t) >= NEAR_MISS]
+    close.sort(key=lambda t: (-min(how_close(t), 1.0), t.p_value, t.probe))
     out: list[ProbeTest] = []
     for t in close:
         if not _repeats(t, [*taken, *out], drop, pred):

@@ -73,16 +73,16 @@ Either null — "the region hides other classes' objects as often" or "it hides 
 objects as often as comparable regions do" — predicts a hit rate of at most ``q* = max(q,
 t_cp)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)`` (``q* = q`` for global probes).
 
-A global probe (low-pass, colour moments, median, tint) has no place; it removes a property of
-some images — a texture, noise, a tint — and changes every image somewhat, often enough to
-knock out many predictions of every class (small models read fine detail). What singles out a
-shortcut is *which* rows: the ones the probe changes most (its *dose*, ``mean |probe(x) -
-x|``, at least ``MIN_DOSE_LIFT`` times the sample's mean: the *dosed* rows) gather in the class
-the property pushes to, and removing it knocks exactly those out. So for a global probe (with
-doses measured; `global_test`) only the class's dosed hits count (``h``), ``lift`` is the
-class's share of dosed rows over the other classes' share, ``place_lift`` the hit rate of its
-dosed rows over that of its other rows, and the p-value is taken against the latter; the
-share lift must reach ``MIN_GLOBAL_LIFT``.
+A global probe (low-pass, colour moments, median, grey-world balance, a hue turned grey) has no
+place; it removes a property of some images — a texture, noise, a colour cast — and changes
+every image somewhat, often enough to knock out many predictions of every class (small models
+read fine detail). What singles out a shortcut is *which* rows: the ones the probe changes
+most (its *dose*, ``mean |probe(x) - x|``, at least ``MIN_DOSE_LIFT`` times the sample's mean:
+the *dosed* rows) gather in the class the property pushes to, and removing it knocks exactly
+those out. So for a global probe (with doses measured; `global_test`) only the class's dosed
+hits count (``h``), ``lift`` is the class's share of dosed rows over the other classes' share,
+``place_lift`` the hit rate of its dosed rows over that of its other rows, and the p-value is
+taken against the latter; the share lift must reach ``MIN_GLOBAL_LIFT``.
 
 Which tests are candidates, near misses and the row thresholds: `fastfem.audit.reliance.rules`.
 """
@@ -123,7 +123,7 @@ FAMILY_PEAK_MEMBERS = 5
 TYPICAL_PERCENTILE = 75.0
 
 #: A global probe (low-pass, colour) has no translates; what it removes is a property of some
-#: images — a texture, a tint — so the rows it knocks out must be the ones it changes most:
+#: images — a texture, a cast — so the rows it knocks out must be the ones it changes most:
 #: their mean change over the sample's must reach this (a class that merely needs colour is
 #: knocked out on ordinary images).
 MIN_DOSE_LIFT = 1.5
