@@ -20,9 +20,12 @@ One set of thresholds for every row; nothing tells the audit where a mark is or 
 like. Usage::
 
     python -m benchmarks.shortcuts [--base B ...] [--only CONFIG ...] [--split test|holdout]
+                                   [--labels]
 
-writes ``benchmarks/results/shortcuts[-holdout].{json,md}``; a whole run of the test split
-(every base and configuration) also rewrites the README's table (between its markers).
+writes ``benchmarks/results/shortcuts[-holdout][-labels].{json,md}``; a whole run of the test
+split (every base and configuration, no labels) also rewrites the README's table (between its
+markers). ``--labels`` audits each split with its labels (the objects' classes), as a labelled
+dataset is audited: the reliance test then asks them about its colour leads.
 """
 
 from __future__ import annotations
@@ -118,8 +121,10 @@ def candidate_evidence(store: Path) -> list[dict[str, Any]]:
     return [{k: r[k] for k in EVIDENCE.split()} for r in table]
 
 
-def evaluate(base: str, name: str, split: str, work: Path) -> dict[str, Any]:
-    """Audit one configuration's split with its cached model and score it."""
+def evaluate(base: str, name: str, split: str, work: Path, labels: bool = False) -> dict[str, Any]:
+    """Audit one configuration's split with its cached model and score it; ``labels``: the
+    audited source carries each image's label (the class of its object), as a labelled
+    dataset's would (an ``.npz`` with ``labels``)."""
     from benchmarks.shortcut_data import generate_shortcut, relied_on
     from benchmarks.shortcut_models import load, model_path, predictor
     from fastfem.audit import audit
@@ -127,8 +132,12 @@ def evaluate(base: str, name: str, split: str, work: Path) -> dict[str, Any]:
     s = generate_shortcut(name, split, base=base)
     relied = relied_on(predictor(load(name, base)), s)
     store = work / f"{base}-{name.replace('@', '-')}-{split}"
+    source: Any = s.images
+    if labels:
+        source = str(work / f"{store.name}.npz")
+        np.savez(source, images=s.images, labels=np.asarray(s.labels).astype(str))
     t0 = time.perf_counter()
-    summary = audit(s.images, str(model_path(name, base)), out=store)
+    summary = audit(source, str(model_path(name, base)), out=store)
     seconds = time.perf_counter() - t0
     every, maps, rel = flagged_rows(store, len(s))
     row: dict[str, Any] = {
@@ -136,6 +145,7 @@ def evaluate(base: str, name: str, split: str, work: Path) -> dict[str, Any]:
         "config": name,
         "kind": s.shortcut.kind,
         "split": split,
+        "labels": labels,
         "fastfem": scores(every, s.marked, relied),
         "maps_only": scores(maps, s.marked, relied),
         "reliance_only": scores(rel, s.marked, relied),
@@ -257,9 +267,12 @@ def write_readme_table(table: str, readme: Path = README) -> None:
     readme.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}")
 
 
-def write_results(results: list[dict], out: Path, split: str, readme: bool) -> str:
-    """``out/shortcuts[-split].{json,md}`` and, for a whole test-split run, the README's table."""
-    suffix = "" if split == "test" else f"-{split}"
+def write_results(
+    results: list[dict], out: Path, split: str, readme: bool, labels: bool = False
+) -> str:
+    """``out/shortcuts[-split][-labels].{json,md}`` and, for a whole test-split run without
+    labels, the README's table."""
+    suffix = ("" if split == "test" else f"-{split}") + ("-labels" if labels else "")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"shortcuts{suffix}.json").write_text(
         json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1, default=str)
@@ -281,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=("test", "holdout"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--labels",
+        action="store_true",
+        help="audit each split with its labels (results in shortcuts[-holdout]-labels.*)",
+    )
+    parser.add_argument(
         "--cost",
         type=int,
         nargs="+",
@@ -294,10 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     whole = args.split == "test" and not args.only and set(args.base) == set(BASES)
+    whole = whole and not args.labels
     if args.table_only:
-        suffix = "" if args.split == "test" else f"-{args.split}"
+        suffix = ("" if args.split == "test" else f"-{args.split}") + (
+            "-labels" if args.labels else ""
+        )
         results = json.loads((args.out / f"shortcuts{suffix}.json").read_text())["results"]
-        print(write_results(results, args.out, args.split, whole))
+        print(write_results(results, args.out, args.split, whole, args.labels))
         return 0
     if args.cost:
         name = (args.only or ["watermark@middle"])[0]
@@ -319,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not model_path(name, base).exists():
                     print(f"skip {base} {name}: no cached model", file=sys.stderr)
                     continue
-                row = evaluate(base, name, args.split, Path(tmp))
+                row = evaluate(base, name, args.split, Path(tmp), args.labels)
                 f = row["fastfem"]
                 print(
                     f"{base:7s} {name:18s} P {_fmt(f['precision'])} R {_fmt(f['recall'])} "
@@ -329,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 results.append(row)
-    print(write_results(results, args.out, args.split, whole))
+    print(write_results(results, args.out, args.split, whole, args.labels))
     return 0
 
 

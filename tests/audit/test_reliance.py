@@ -303,6 +303,66 @@ def test_a_colour_cast_the_class_needs_is_a_lead_by_the_grey_world_balance(tmp_p
     assert all(r["status"] != "confirmed" for r in found) and summary.flagged_total == 0
 
 
+def test_labels_confirm_a_colour_lead_and_it_flags_the_rows_labelled_another_class(tmp_path):
+    # the cast of the test above, audited with its labels: the cast images the model moves
+    # to class 0 are labelled 1 or 2, so the balance lead is a candidate and flags those rows
+    # (and no cast image labelled 0: its prediction is its own class's). Fails without
+    # `labels_confirm` (a lead, nothing flagged).
+    images, labels, cast = cast_images()
+    np.savez(tmp_path / "cast.npz", images=images, labels=np.asarray(labels).astype(str))
+    summary = audit(
+        str(tmp_path / "cast.npz"), cast_model(), out=tmp_path / "c", reliance_sample=192
+    )
+    found = pq.read_table(tmp_path / "c" / RELIANCE_FILE).to_pylist()
+    (cand,) = [r for r in found if r["status"] == "confirmed"]
+    assert (cand["fill"], cand["predicted_class"]) == ("balance", 0), found
+    assert cand["label_other"] >= rules.MIN_LABEL_OTHER > cand["label_other_rest"]
+    flags = pq.read_table(tmp_path / "c" / "flags.parquet").to_pylist()
+    flagged = {int(r["id"]) for r in flags if r["fill"] == "balance"}
+    moved = set(np.flatnonzero(cast & (labels != 0)).tolist())
+    assert flagged <= moved and len(flagged) >= 0.9 * len(moved), (len(flagged), len(moved))
+    assert summary.flagged_total == len(flagged)
+
+
+def colour_class_model():
+    """Class 0: a red blob, class 1: a blue blob, class 2: neither (a blob's colour must
+    exceed the pixel's other channels by 0.3): the classes *are* colours."""
+
+    def apply(params, x):
+        chroma = x - jnp.min(x, axis=-1, keepdims=True)  # excess over the least channel
+        red = jnp.max(chroma[..., 0].reshape(x.shape[0], -1), axis=1)
+        blue = jnp.max(chroma[..., 2].reshape(x.shape[0], -1), axis=1)
+        logits = params["scale"] * jnp.stack([red - 0.3, blue - 0.3, 0 * red], axis=1)
+        return Features(activations=(chroma,), output=logits)
+
+    return from_fn(apply, {"scale": jnp.float32(40.0)}, (64, 64, 3), ("chroma",), has_output=True)
+
+
+def test_labels_keep_a_class_s_own_colour_a_lead(tmp_path):
+    # taking red away knocks out the red class: a lead, as a red mark's would be; its rows
+    # are labelled red, so the labels do not confirm it, and nothing is flagged
+    rng = np.random.default_rng(4)
+    n = 384
+    images = (0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))).astype(np.float32)
+    labels = rng.integers(0, 3, n)
+    for i in np.flatnonzero(labels < 2):
+        y0, x0 = rng.integers(0, 54, 2)
+        images[i, y0 : y0 + 10, x0 : x0 + 10] = (
+            [0.9, 0.3, 0.3] if labels[i] == 0 else [0.3, 0.3, 0.9]
+        )
+    model = colour_class_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    assert np.mean(pred == labels) > 0.95
+    np.savez(tmp_path / "own.npz", images=images, labels=labels.astype(str))
+    summary = audit(str(tmp_path / "own.npz"), model, out=tmp_path / "o", reliance_sample=192)
+    found = pq.read_table(tmp_path / "o" / RELIANCE_FILE).to_pylist()
+    leads = [r for r in found if r["status"].startswith("not confirmed: a colour")]
+    assert {r["fill"] for r in leads} >= {"no red"}, found  # the colour is a lead ...
+    assert all(r["label_other"] is not None and r["label_other"] < 0.5 for r in leads), leads
+    assert all("labelled another class" in r["status"] for r in leads)  # ... and says why
+    assert all(r["status"] != "confirmed" for r in found) and summary.flagged_total == 0
+
+
 def test_disabled_skipped_and_bad_settings(tmp_path):
     images, _, _ = bar_images(n=64)
     summary = audit(images, bar_model(), out=tmp_path / "off", reliance_sample=0)

@@ -564,3 +564,42 @@ def test_the_rules_are_the_candidate_rules():
         for t in tests:
             if rules.passes(t, n) and t not in taken:
                 assert rules._repeats(t, taken, drop, pred)
+
+
+def test_label_evidence_is_the_share_of_hit_rows_labelled_another_class():
+    # class 0's rows 0-9 are dosed and knocked out, 8 of them labelled 1 (a mark moved them);
+    # its other rows are labelled 0, one of them 1; rows without a label are left out
+    n = 60
+    pred = np.repeat([0, 1], 30)
+    drop = np.zeros((n, 1))
+    dose = np.full((n, 1), 0.1)
+    drop[:10, 0], dose[:10, 0] = 0.6, 1.0
+    labels = pred.copy()
+    labels[:8] = 1
+    labels[20] = 1
+    labels[25:30] = -1  # no label
+    t = S.ProbeTest(0, 0, 10, 30, 0, 30, 9.0, 1e-9, 9.0, dose_lift=3.0)
+    share, rest = rules.label_evidence(t, drop, dose, pred, labels)
+    assert (share, rest) == (0.8, 1 / 15)
+    assert rules.labels_confirm(share, rest)
+    assert not rules.labels_confirm(0.8, 0.45)  # other labels everywhere in the class
+    assert not rules.labels_confirm(0.4, 0.0)  # most of its rows are the class's own
+    own = rules.label_evidence(t, drop, dose, pred, pred)
+    assert own == (0.0, 0.0) and not rules.labels_confirm(*own)
+    none = rules.label_evidence(t, drop, dose, pred, np.full(n, -1))
+    assert np.isnan(none).all() and not rules.labels_confirm(*none)
+
+
+def test_a_colour_lead_the_labels_confirm_comes_after_a_region_finding_the_same_rows():
+    # a red line in a band: the band and `no red` knock out the same 10 rows of class 0, the
+    # colour more significantly; the band is the finding (it flags every row it knocks out),
+    # the colour a repeat of it. Alone, the colour is a candidate only with the labels.
+    pred = np.repeat([0, 1], 30)
+    drop = np.zeros((60, 2))
+    drop[:10] = 0.6
+    band = S.ProbeTest(0, 0, 10, 30, 0, 30, 9.0, 1e-6, 9.0, collapse=1.0)
+    red = S.ProbeTest(1, 0, 10, 30, 0, 30, 9.0, 1e-9, 9.0, dose_lift=3.0, collapse=1.0)
+    yes = lambda t: True  # noqa: E731
+    assert rules.select_candidates([red, band], drop, pred, 4, None, {1}, yes) == [band]
+    assert rules.select_candidates([red], drop, pred, 4, None, {1}, yes) == [red]
+    assert rules.select_candidates([red], drop, pred, 4, None, {1}) == []

@@ -8,7 +8,8 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    source and run under every probe of a fixed, map-free family — bands, columns, cells,
    border rings, the centre (each inpainted from its surroundings; `probes`) and the whole
    image under the global fills (low-pass, colour moments, 3x3 median, grey-world balance,
-   six hues turned grey; the colour fills only leads, never candidates) — plus the hot
+   six hues turned grey; the colour fills only leads, candidates only where the audit's
+   labels say that the rows they knock out belong to other classes) — plus the hot
    spots of the map detectors' candidate clusters (maps propose, occlusion tests). One
    forward pass per probe per sampled row, in one jitted step (`step`).
 2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
@@ -51,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastfem.audit.batches import RecordBatcher
+from fastfem.audit.detectors.summary import label_classes
 from fastfem.audit.reliance.members import member_pass
 from fastfem.audit.reliance.probes import (
     HIDE_FILLS,
@@ -64,6 +66,8 @@ from fastfem.audit.reliance.probes import (
 from fastfem.audit.reliance.rules import (
     MAX_CANDIDATES,
     TRANSPLANT_ROWS,
+    label_evidence,
+    labels_confirm,
     near_misses,
     row_threshold,
     select_candidates,
@@ -130,6 +134,12 @@ class Candidate:
     #: other classes' rows; NaN for a global probe (not asked)
     transplant: float = float("nan")
     transplant_null: float = float("nan")
+    #: with labels, a global probe's evidence (`rules.label_evidence`): the share of the
+    #: class's sampled hit rows labelled another class, and of its other rows; a colour
+    #: probe's candidate (`rules.labels_confirm`) flags only rows labelled another class
+    label_other: float = float("nan")
+    label_other_rest: float = float("nan")
+    by_labels: bool = False
     #: "confirmed" (tested on every row of the class), or for a near miss
     #: (`rules.near_misses`; not flagged) "not confirmed: " and what it lacks
     status: str = "confirmed"
@@ -183,7 +193,12 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         "reliance_near_miss": (
             f"{rules.NEAR_MISS:g} of every floor, at most {rules.MAX_NEAR_MISSES}"
         ),
-        "reliance_colour_leads": "+".join(COLOUR_FILLS) + " (near misses only, never flagged)",
+        "reliance_colour_leads": "+".join(COLOUR_FILLS)
+        + " (leads, never flagged, unless the labels confirm them)",
+        "reliance_label_other": (
+            f"{rules.MIN_LABEL_OTHER:g} of the hit rows and {rules.LABEL_OTHER_LIFT:g}x the "
+            "class's others labelled another class"
+        ),
     }
 
 
@@ -342,13 +357,14 @@ def reliance_test(
             skipped=f"the source could not be read again ({got} of {len(want)} sampled rows)"
         )
     x = np.concatenate([b["x"] for _, b in kept])  # the sample, one host array
+    sample_ids = [i for ids, _ in kept for i in ids]
     del kept  # not held twice
     h, w = plan.image_hw
     fills = fill_params(*pixel_moments(x), h, w)
     probes = sweep_probes(h, w, proposed)
     doses: list[np.ndarray] = []
     pred, drop = sweep(runner, x, probes, fills, doses)
-    sw = Sweep(runner, x, probes, pred, drop, doses[0])
+    sw = Sweep(runner, x, probes, pred, drop, doses[0], labels=label_classes(rows, sample_ids))
     cands, misses = choose(sw)
     for c in cands:
         c.row_tau, lift = row_threshold(c.test, drop, pred, sw.regions, sw.dose)
@@ -383,6 +399,8 @@ class Sweep:
     drop: np.ndarray
     dose: np.ndarray
     moved: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    label_shares: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         p = self.probes
@@ -407,6 +425,15 @@ class Sweep:
         self.moved[t.probe, t.cls] = got
         return sufficient(*got)
 
+    def by_labels(self, t: ProbeTest) -> bool:
+        """Whether the labels confirm the colour lead ``t`` (`rules.labels_confirm`; the
+        shares recorded in ``label_shares``); False without labels."""
+        if self.labels is None:
+            return False
+        got = label_evidence(t, self.drop, self.dose, self.pred, self.labels)
+        self.label_shares[t.probe, t.cls] = got
+        return labels_confirm(*got)
+
 
 def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     """Stage 2 (module docstring): the candidates, each grown to its widest passing
@@ -414,7 +441,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     evidence the sample gives (the non-members: the sample's rows of other classes)."""
     tests, drop, pred, n_tests = sw.tests, sw.drop, sw.pred, sw.n_tests
     found: list[ProbeTest] = []
-    taken = select_candidates(tests, drop, pred, n_tests, sw.enough, sw.colour)
+    taken = select_candidates(tests, drop, pred, n_tests, sw.enough, sw.colour, sw.by_labels)
     for t in taken:
         wide = widest_extent([t], tests, drop, pred, sw.regions, n_tests)[0]
         if wide is not t and not sw.enough(wide):  # grown into a region not enough by itself
@@ -422,9 +449,11 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
         if wide not in found:  # two candidates may grow into the same region
             found.append(wide)
     near = near_misses(tests, [*taken, *found], drop, pred, n_tests, sw.colour)
-    for t in near:  # near misses are few: is the region enough by itself?
+    for t in near:  # near misses are few: is the region enough by itself? the labels?
         if (t.probe, t.cls) not in sw.moved:
             sw.enough(t)
+        if t.probe in sw.colour and (t.probe, t.cls) not in sw.label_shares:
+            sw.by_labels(t)
     cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found]
     misses = [
         Candidate(
@@ -434,6 +463,15 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     ]
     for c in [*cands, *misses]:
         c.transplant, c.transplant_null = sw.moved.get((c.test.probe, c.cls), (np.nan, np.nan))
+        c.label_other, c.label_other_rest = sw.label_shares.get(
+            (c.test.probe, c.cls), (np.nan, np.nan)
+        )
+        c.by_labels = c.test.probe in sw.colour and c.status == "confirmed"
+        if c.status != "confirmed" and c.label_other == c.label_other:
+            c.status += (
+                f"; labelled another class: {c.label_other:.2f} of its rows, "
+                f"{c.label_other_rest:.2f} of the class's others"
+            )
         other = pred != c.cls
         c.nonmember_rows = int(other.sum())
         c.nonmember_hits = c.test.other_hits

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastfem.audit.detectors.summary import label_classes
 from fastfem.audit.reliance.probes import probe_drops, probe_params
 from fastfem.engine.step import Step
 
@@ -32,7 +33,8 @@ def member_pass(
     forward per candidate: the unprobed prediction and confidence are the store's). A row no
     candidate counts (`counted`: too little confidence to fall by the candidate's ``row_tau``,
     or changed less than a global candidate's dose floor) can be flagged by none: it is
-    screened out (`screen`), with no forward."""
+    screened out (`screen`), with no forward. A colour candidate confirmed by the labels
+    (``by_labels``) counts only rows labelled another class."""
     pred_all = np.asarray(rows["prediction"])
     ids = np.asarray(rows["id"], dtype=object)
     cls = np.asarray([c.cls for c in cands])
@@ -40,6 +42,7 @@ def member_pass(
     params, owner = probe_params([c.probe for c in cands], fills)
     floors = np.asarray([c.dose_floor for c in cands])
     taus = np.asarray([c.row_tau for c in cands])
+    need = np.asarray([c.by_labels for c in cands])
     drops = np.zeros((len(cands),))
     hits = np.zeros((len(cands),), np.int64)
     counts = np.zeros((len(cands),), np.int64)
@@ -48,23 +51,33 @@ def member_pass(
     stored = {str(i): k for k, i in enumerate(ids[members])}
     member_pred = pred_all[members].astype(np.int32)
     member_base = np.asarray(rows["confidence"])[members].astype(np.float32)
+    labelled = label_classes(rows, [str(i) for i in ids[members]])
+    member_lab = np.full(len(members), -1) if labelled is None else labelled
 
     def read() -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
         for batch_ids, batch in runner.read(set(stored)):
             at = np.asarray([stored[i] for i in batch_ids])
             result.tested += len(batch_ids)
-            yield batch_ids, {**batch, "pred": member_pred[at], "base": member_base[at]}
+            yield (
+                batch_ids,
+                {
+                    **batch,
+                    "pred": member_pred[at],
+                    "base": member_base[at],
+                    "lab": member_lab[at],
+                },
+            )
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
         for batch_ids, batch in screen(runner, read(), cands, fills):
-            pending.append((batch_ids, batch["base"]))
+            pending.append((batch_ids, batch["base"], batch["lab"]))
             yield batch
 
     for out in runner.run(batches(), params):
-        batch_ids, base = pending.popleft()
+        batch_ids, base, lab = pending.popleft()
         drop = probe_drops(out["drop"], owner, len(cands))
         dose = -probe_drops(-out["dose"], owner, len(cands))
-        mine = counted(out["prediction"], base, dose, cls, floors, taus)  # (B, K)
+        mine = counted(out["prediction"], base, dose, cls, floors, taus, lab, need)  # (B, K)
         score = np.where(mine, drop / taus[None, :], -np.inf)  # >= 1: flagged
         drops += np.where(mine, drop, 0.0).sum(axis=0)
         counts += mine.sum(axis=0)
@@ -88,17 +101,24 @@ def counted(
     cls: np.ndarray,
     floors: np.ndarray,
     taus: np.ndarray,
+    lab: np.ndarray | None = None,
+    need: np.ndarray | None = None,
 ) -> np.ndarray:
     """(B, K) bool: which candidates count each member row — those of the row's predicted
     class ``pred`` (B,) (candidate ``k`` is of class ``cls[k]``) whose ``row_tau`` (``taus``
     (K,)) its confidence ``base`` (B,) reaches (its drop, ``base`` minus the probed
     probability, cannot exceed ``base``) and whose probe changed it by at least their dose
-    floor (``dose`` (B, K); ``floors`` (K,): 0 for a region probe)."""
-    return (
+    floor (``dose`` (B, K); ``floors`` (K,): 0 for a region probe); a candidate that ``need``
+    (K,) labels counts only rows whose label's class ``lab`` (B,; -1 none) is another."""
+    out = (
         (pred[:, None] == cls[None, :])
         & (base[:, None] >= taus[None, :])
         & (dose >= floors[None, :])
     )
+    if need is not None and need.any():
+        other = (lab[:, None] >= 0) & (lab[:, None] != cls[None, :])
+        out &= ~need[None, :] | other
+    return out
 
 
 def screen(
@@ -115,6 +135,7 @@ def screen(
     cls = np.asarray([c.cls for c in cands])
     floors = np.asarray([c.dose_floor for c in cands])
     taus = np.asarray([c.row_tau for c in cands])
+    need = np.asarray([c.by_labels for c in cands])
     is_global = floors > 0
     if is_global.any():
         params, owner = probe_params(
@@ -129,7 +150,9 @@ def screen(
         if is_global.any():
             (out,) = runner.plan.explainer.run(step, [{"x": batch["x"]}])
             dose[:, is_global] = -probe_drops(-out["dose"], owner, int(is_global.sum()))
-        keep = counted(batch["pred"], batch["base"], dose, cls, floors, taus).any(axis=1)
+        keep = counted(
+            batch["pred"], batch["base"], dose, cls, floors, taus, batch["lab"], need
+        ).any(axis=1)
         kept_ids += [i for i, k in zip(batch_ids, keep, strict=True) if k]
         kept = {
             key: np.concatenate([kept[key], v[keep]]) if kept else v[keep]

@@ -61,6 +61,21 @@ other, both reported for a person to judge, never flagged (measured on the short
 benchmark: with no lift floor, dozens of colours of the shapes' own objects were listed, at
 lifts of 0.4-1.7).
 
+Labels break the tie. A mark moves images of *other* classes to its class (that is what the
+ground truth of a shortcut asks); a class's own colour knocks out images of the class. So when
+the audit has labels (`label_evidence`: each label matched to the prediction most of its rows
+get), a colour lead is a candidate when at least ``MIN_LABEL_OTHER`` (0.5) of its hit rows are
+labelled another class, and ``LABEL_OTHER_LIFT`` (2) times the share among the class's other
+rows (`labels_confirm`; a model that often mistakes one class for another puts rows of other
+labels in every class, the hit rows must stand out from them); it then flags only the rows
+of the class labelled another class that it knocks out. It is taken after every other
+candidate, so that a mark a region or a texture probe finds by itself (a red line in a band)
+is that candidate's finding, flagged on every row it knocks out. Measured on the shortcut
+benchmark's stored sweeps (both splits, 74 audits): the colour leads of planted marks have
+0.68-1.00 of their hit rows labelled another class, against 0.05-0.33 of the class's other
+rows (the photos' red line excepted: 0.69-0.78 against 0.61-0.73, its model puts many rows of
+other labels in that class); the colour tests of the bases' own objects, 0.00-0.50.
+
 A test that is no candidate but reaches ``NEAR_MISS`` (0.8) of every rule's floor, or passes
 every rule and fails the transplant test, is a *near miss* (`near_misses`): reported with what
 it lacks (`shortfall`), never flagged. The thresholds are set so that a clean model flags
@@ -82,6 +97,7 @@ from fastfem.audit.reliance.stats import (
     ProbeTest,
     RegionInfo,
     binomial_tail,
+    dose_floor,
     probe_tests,
 )
 
@@ -117,6 +133,11 @@ MAX_CANDIDATES = 8  # candidates tested on every row (each costs one forward per
 #: sample suggests without establishing it (a watermark band whose class's own objects the
 #: bands beside it hide almost as often: place lift 2.42 against 2.5). Never flagged.
 NEAR_MISS = 0.8
+#: A colour lead is a candidate when the audit has labels and at least this share of its hit
+#: rows are labelled another class than the one they are predicted ...
+MIN_LABEL_OTHER = 0.5
+#: ... and this many times the share among the class's other rows (module docstring).
+LABEL_OTHER_LIFT = 2.0
 
 MAX_NEAR_MISSES = 8
 
@@ -214,14 +235,24 @@ def select_candidates(
     n_tests: int | None = None,
     enough: Callable[[ProbeTest], bool] | None = None,
     colour: Collection[int] = (),
+    by_labels: Callable[[ProbeTest], bool] | None = None,
 ) -> list[ProbeTest]:
     """The candidates among ``tests`` (module docstring), most significant first; ``enough``
     the transplant test of a region candidate (asked only of a test that would be taken;
-    default: every test passes); the tests of the ``colour`` probes are never candidates
-    (module docstring: leads, `near_misses`)."""
+    default: every test passes); the tests of the ``colour`` probes are leads, not
+    candidates (module docstring, `near_misses`), unless ``by_labels`` confirms a lead (the
+    audit has labels: `labels_confirm`)."""
     n_tests = n_tests or max(len(tests), 1)
-    passing = [t for t in tests if t.probe not in colour and passes(t, n_tests)]
-    passing.sort(key=lambda t: (t.p_value, -min(t.lift, t.place_lift), t.probe))
+
+    def eligible(t: ProbeTest) -> bool:
+        if t.probe not in colour:
+            return passes(t, n_tests)
+        return by_labels is not None and colour_lead(t, n_tests) and by_labels(t)
+
+    passing = [t for t in tests if eligible(t)]
+    # a colour lead the labels confirm comes after every other candidate: the same finding
+    # shown by a region or a texture probe stands by itself and flags every row it knocks out
+    passing.sort(key=lambda t: (t.probe in colour, t.p_value, -min(t.lift, t.place_lift), t.probe))
     chosen: list[ProbeTest] = []
     for t in passing:
         if not _repeats(t, chosen, drop, pred) and (enough is None or enough(t)):
@@ -229,6 +260,31 @@ def select_candidates(
         if len(chosen) == MAX_CANDIDATES:
             break
     return chosen
+
+
+def label_evidence(
+    t: ProbeTest, drop: np.ndarray, dose: np.ndarray, pred: np.ndarray, labels: np.ndarray
+) -> tuple[float, float]:
+    """For the test ``t`` of a global probe: the share of its hit rows (the class's dosed rows
+    its probe knocks out, `stats.global_test`) whose label is matched to another class than
+    ``t.cls``, and the same share among the class's other rows, over the rows with a label
+    (``labels`` (N,): each sampled row's label's class, -1 without one; NaN where none has
+    one)."""
+    mine = (pred == t.cls) & (labels >= 0)
+    dosed = dose[:, t.probe] >= dose_floor(dose[:, t.probe])
+    hits = mine & dosed & (drop[:, t.probe] >= TAU)
+    rest = mine & ~hits
+    other = labels != t.cls
+    share = float(np.mean(other[hits])) if hits.any() else float("nan")
+    return share, float(np.mean(other[rest])) if rest.any() else float("nan")
+
+
+def labels_confirm(share: float, share_rest: float) -> bool:
+    """Whether a colour lead's rows are moved by a mark, by their labels (module docstring):
+    at least ``MIN_LABEL_OTHER`` of its hit rows are labelled another class, and at least
+    ``LABEL_OTHER_LIFT`` times the share among the class's other rows."""
+    rest = share_rest if share_rest == share_rest else 0.0  # NaN: no other labelled row
+    return share >= MIN_LABEL_OTHER and share >= LABEL_OTHER_LIFT * rest
 
 
 def colour_lead(t: ProbeTest, n_tests: int) -> bool:

@@ -20,6 +20,9 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     transplant, transplant_null  float64  the share of the sample's rows of other classes the
                       region moves to the class, copied from the class's hit rows / from other
                       classes' rows (`rules.sufficient`); null for a global probe
+    label_other, label_other_rest  float64  with labels, a global probe's: the share of the
+                      class's sampled hit rows labelled another class, and of its other rows
+                      (`rules.label_evidence`; what confirms a colour lead); null otherwise
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
     row_tau           float64  the drop that flags a member row (`rules.row_threshold`);
@@ -64,6 +67,8 @@ def reliance_schema():
             f("collapse", pa.float64(), nullable=False),
             f("transplant", pa.float64(), nullable=True),
             f("transplant_null", pa.float64(), nullable=True),
+            f("label_other", pa.float64(), nullable=True),
+            f("label_other_rest", pa.float64(), nullable=True),
             f("fills", pa.list_(pa.string()), nullable=False),
             f("fill_hit_rates", pa.list_(pa.float64()), nullable=False),
             f("row_tau", pa.float64(), nullable=True),
@@ -106,6 +111,10 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "transplant_null": None
             if c.transplant_null != c.transplant_null
             else float(c.transplant_null),
+            "label_other": None if c.label_other != c.label_other else float(c.label_other),
+            "label_other_rest": None
+            if c.label_other_rest != c.label_other_rest
+            else float(c.label_other_rest),
             "fills": list(c.fill_effects),
             "fill_hit_rates": [float(v) for v in c.fill_effects.values()],
             "row_tau": float(c.row_tau) if k < confirmed else None,
