@@ -267,12 +267,17 @@ def write_readme_table(table: str, readme: Path = README) -> None:
     readme.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}")
 
 
+def results_suffix(split: str, labels: bool) -> str:
+    """The results files' suffix: ``[-split][-labels]`` (none for the test split unlabelled)."""
+    return ("" if split == "test" else f"-{split}") + ("-labels" if labels else "")
+
+
 def write_results(
     results: list[dict], out: Path, split: str, readme: bool, labels: bool = False
 ) -> str:
     """``out/shortcuts[-split][-labels].{json,md}`` and, for a whole test-split run without
     labels, the README's table."""
-    suffix = ("" if split == "test" else f"-{split}") + ("-labels" if labels else "")
+    suffix = results_suffix(split, labels)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"shortcuts{suffix}.json").write_text(
         json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1, default=str)
@@ -311,12 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: rewrite the tables (.md, README) from the last run's JSON",
     )
     args = parser.parse_args(argv)
-    whole = args.split == "test" and not args.only and set(args.base) == set(BASES)
-    whole = whole and not args.labels
+    whole = (
+        args.split == "test" and not args.only and not args.labels and set(args.base) == set(BASES)
+    )
     if args.table_only:
-        suffix = ("" if args.split == "test" else f"-{args.split}") + (
-            "-labels" if args.labels else ""
-        )
+        suffix = results_suffix(args.split, args.labels)
         results = json.loads((args.out / f"shortcuts{suffix}.json").read_text())["results"]
         print(write_results(results, args.out, args.split, whole, args.labels))
         return 0

@@ -223,6 +223,16 @@ def sticker_model():
     return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=True)
 
 
+def assert_colour_lead(found: list[dict], summary, fill: str, cls: int) -> None:
+    """The audit reported the colour probe ``fill`` for class ``cls`` as a lead (it passes
+    every rule, even a global probe's lift floor) and confirmed and flagged nothing."""
+    lead = [r for r in found if r["fill"] == fill]
+    assert lead and lead[0]["predicted_class"] == cls, found
+    assert lead[0]["status"].startswith("not confirmed: a colour"), lead[0]["status"]
+    assert lead[0]["lift"] >= rules.MIN_GLOBAL_LIFT  # it passes the rules: a lead all the same
+    assert all(r["status"] != "confirmed" for r in found) and summary.flagged_total == 0
+
+
 def test_a_colour_the_class_needs_is_a_lead_never_a_flag(tmp_path):
     # a magenta sticker anywhere on a quarter of the images moves them to class 0: no region
     # holds it, the `no magenta` probe takes its colour away. A class's colour and a coloured
@@ -240,11 +250,7 @@ def test_a_colour_the_class_needs_is_a_lead_never_a_flag(tmp_path):
     assert np.all(pred[stuck] == 0) and np.mean(pred[~stuck] == labels[~stuck]) > 0.95
     summary = audit(images, model, out=tmp_path / "s", reliance_sample=192)
     found = pq.read_table(tmp_path / "s" / RELIANCE_FILE).to_pylist()
-    colour = [r for r in found if r["fill"] == "no magenta"]
-    assert colour and colour[0]["predicted_class"] == 0, found
-    assert colour[0]["status"].startswith("not confirmed: a colour"), colour[0]["status"]
-    assert colour[0]["lift"] >= rules.MIN_GLOBAL_LIFT  # it passes the rules: a lead all the same
-    assert all(r["status"] != "confirmed" for r in found) and summary.flagged_total == 0
+    assert_colour_lead(found, summary, "no magenta", 0)
     assert "near misses" in summary.reliance and summary.reliance.startswith("0 candidates")
 
 
@@ -296,11 +302,7 @@ def test_a_colour_cast_the_class_needs_is_a_lead_by_the_grey_world_balance(tmp_p
     assert np.all(pred[cast] == 0) and np.mean(pred[~cast] == labels[~cast]) > 0.95
     summary = audit(images, model, out=tmp_path / "c", reliance_sample=192)
     found = pq.read_table(tmp_path / "c" / RELIANCE_FILE).to_pylist()
-    lead = [r for r in found if r["fill"] == "balance"]
-    assert lead and lead[0]["predicted_class"] == 0, found
-    assert lead[0]["status"].startswith("not confirmed: a colour"), lead[0]["status"]
-    assert lead[0]["lift"] >= rules.MIN_GLOBAL_LIFT  # it passes the rules: a lead all the same
-    assert all(r["status"] != "confirmed" for r in found) and summary.flagged_total == 0
+    assert_colour_lead(found, summary, "balance", 0)
 
 
 def test_labels_confirm_a_colour_lead_and_it_flags_the_rows_labelled_another_class(tmp_path):

@@ -18,7 +18,7 @@ the inputs' labels. For each cluster:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,18 +76,15 @@ def label_to_prediction(rows: Mapping[str, np.ndarray]) -> dict[str, int] | None
     return {lab: int(np.bincount(ps).argmax()) for lab, ps in by_label.items()}
 
 
-def label_classes(rows: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray | None:
-    """(len(ids),) the class each row's label is matched to (the prediction most rows of the
-    label get, `label_to_prediction`), -1 for a row without a label; None
-    when the store has no labels."""
+def label_classes(rows: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """(N,) the class each row's label is matched to (the prediction most rows of the label
+    get, `label_to_prediction`), -1 for a row without a label; None when the store has no
+    labels."""
     mapping = label_to_prediction(rows)
     if mapping is None:
         return None
-    want = set(ids)
-    pairs = zip(rows["id"], rows["label"], strict=True)
-    label = {str(i): lab for i, lab in pairs if str(i) in want}
     return np.asarray(
-        [-1 if label.get(i) is None else mapping.get(str(label[i]), -1) for i in ids], np.int64
+        [-1 if lab is None else mapping.get(str(lab), -1) for lab in rows["label"]], np.int64
     )
 
 

@@ -349,7 +349,8 @@ def reliance_test(
     if sample is None:
         sample = sample_size(len(np.unique(pred_all[idx])))
     chosen = stratified_sample(pred_all[idx], sample)
-    want = {str(i) for i in ids_all[idx[chosen]]}
+    row_of = {str(ids_all[i]): i for i in idx[chosen]}  # the sample's ids -> stored rows
+    want = set(row_of)
     kept = list(runner.read(want))
     got = sum(len(i) for i, _ in kept)
     if got < len(want):
@@ -357,14 +358,16 @@ def reliance_test(
             skipped=f"the source could not be read again ({got} of {len(want)} sampled rows)"
         )
     x = np.concatenate([b["x"] for _, b in kept])  # the sample, one host array
-    sample_ids = [i for ids, _ in kept for i in ids]
+    sample_rows = np.asarray([row_of[i] for ids, _ in kept for i in ids])  # in read order
     del kept  # not held twice
     h, w = plan.image_hw
     fills = fill_params(*pixel_moments(x), h, w)
     probes = sweep_probes(h, w, proposed)
     doses: list[np.ndarray] = []
     pred, drop = sweep(runner, x, probes, fills, doses)
-    sw = Sweep(runner, x, probes, pred, drop, doses[0], labels=label_classes(rows, sample_ids))
+    labels = label_classes(rows)  # (rows,) or None: each label's class
+    sample_labels = None if labels is None else labels[sample_rows]
+    sw = Sweep(runner, x, probes, pred, drop, doses[0], labels=sample_labels)
     cands, misses = choose(sw)
     for c in cands:
         c.row_tau, lift = row_threshold(c.test, drop, pred, sw.regions, sw.dose)
@@ -381,7 +384,7 @@ def reliance_test(
         thin=thin_classes(sampled_pred, pred_all[idx]),
     )
     if cands:
-        member_pass(runner, rows, idx, cands, fills, result)
+        member_pass(runner, rows, idx, cands, fills, result, labels)
     return result
 
 
@@ -457,7 +460,10 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found]
     misses = [
         Candidate(
-            sw.probes[t.probe], t.cls, t, status=why_not(t, n_tests, sw.moved, t.probe in sw.colour)
+            sw.probes[t.probe],
+            t.cls,
+            t,
+            status=why_not(t, n_tests, sw.moved, t.probe in sw.colour, sw.label_shares),
         )
         for t in near
     ]
@@ -467,11 +473,6 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
             (c.test.probe, c.cls), (np.nan, np.nan)
         )
         c.by_labels = c.test.probe in sw.colour and c.status == "confirmed"
-        if c.status != "confirmed" and c.label_other == c.label_other:
-            c.status += (
-                f"; labelled another class: {c.label_other:.2f} of its rows, "
-                f"{c.label_other_rest:.2f} of the class's others"
-            )
         other = pred != c.cls
         c.nonmember_rows = int(other.sum())
         c.nonmember_hits = c.test.other_hits
@@ -484,15 +485,22 @@ def why_not(
     n_tests: int,
     moved: dict[tuple[int, int], tuple[float, float]],
     colour: bool = False,
+    label_shares: dict[tuple[int, int], tuple[float, float]] | None = None,
 ) -> str:
     """A near miss's status: the rules it fails (`rules.shortfall`), else its failed transplant
     test (``moved``: the shares asked, by (probe, class)), else that it was not tested; a
-    ``colour`` probe's (never a candidate, `rules`) says so first."""
+    ``colour`` probe's (never a candidate, `rules`) says so first and ends with its labels'
+    evidence where ``label_shares`` holds it (`rules.label_evidence`)."""
     lacks = shortfall(t, n_tests, colour)
     if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
         a, b = moved[t.probe, t.cls]
         lacks = f"not enough: transplant {a:.2f} vs null {b:.2f}"
     if colour:
-        what = "a colour (a mark's or the class's own)"
-        return f"not confirmed: {what}" + (f"; {lacks}" if lacks else "")
+        what = ["a colour (a mark's or the class's own)", *([lacks] if lacks else [])]
+        share, rest = (label_shares or {}).get((t.probe, t.cls), (np.nan, np.nan))
+        if share == share:  # the audit has labels
+            what.append(
+                f"labelled another class: {share:.2f} of its rows, {rest:.2f} of the class's others"
+            )
+        return "not confirmed: " + "; ".join(what)
     return f"not confirmed: {lacks or f'not tested ({MAX_CANDIDATES} candidates taken)'}"

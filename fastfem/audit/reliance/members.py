@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastfem.audit.detectors.summary import label_classes
 from fastfem.audit.reliance.probes import probe_drops, probe_params
 from fastfem.engine.step import Step
 
@@ -28,13 +27,15 @@ def member_pass(
     cands: list[Candidate],
     fills: Any,
     result: RelianceResult,
+    labels: np.ndarray | None = None,
 ) -> None:
     """Stage 3: every row predicted a candidate's class, under that class's candidates (one
     forward per candidate: the unprobed prediction and confidence are the store's). A row no
     candidate counts (`counted`: too little confidence to fall by the candidate's ``row_tau``,
     or changed less than a global candidate's dose floor) can be flagged by none: it is
     screened out (`screen`), with no forward. A colour candidate confirmed by the labels
-    (``by_labels``) counts only rows labelled another class."""
+    (``by_labels``) counts only rows labelled another class (``labels`` (rows,): each row's
+    label's class, -1 without one, `detectors.summary.label_classes`; None: no labels)."""
     pred_all = np.asarray(rows["prediction"])
     ids = np.asarray(rows["id"], dtype=object)
     cls = np.asarray([c.cls for c in cands])
@@ -51,8 +52,7 @@ def member_pass(
     stored = {str(i): k for k, i in enumerate(ids[members])}
     member_pred = pred_all[members].astype(np.int32)
     member_base = np.asarray(rows["confidence"])[members].astype(np.float32)
-    labelled = label_classes(rows, [str(i) for i in ids[members]])
-    member_lab = np.full(len(members), -1) if labelled is None else labelled
+    member_lab = np.full(len(members), -1) if labels is None else labels[members]
 
     def read() -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
         for batch_ids, batch in runner.read(set(stored)):
