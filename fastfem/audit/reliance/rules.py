@@ -396,3 +396,29 @@ def widest_extent(
         if best not in out:  # two candidates may grow into the same region
             out.append(best)
     return out
+
+
+def why_not(
+    t: ProbeTest,
+    n_tests: int,
+    moved: dict[tuple[int, int], tuple[float, float]],
+    colour: bool = False,
+    label_shares: dict[tuple[int, int], tuple[float, float]] | None = None,
+) -> str:
+    """A near miss's status: the rules it fails (`shortfall`), else its failed transplant
+    test (``moved``: the shares asked, by (probe, class)), else that it was not tested; a
+    ``colour`` probe's (never a candidate, `rules`) says so first and ends with its labels'
+    evidence where ``label_shares`` holds it (`rules.label_evidence`)."""
+    lacks = shortfall(t, n_tests, colour)
+    if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
+        a, b = moved[t.probe, t.cls]
+        lacks = f"not enough: transplant {a:.2f} vs null {b:.2f}"
+    if colour:
+        what = ["a colour (a mark's or the class's own)", *([lacks] if lacks else [])]
+        share, rest = (label_shares or {}).get((t.probe, t.cls), (np.nan, np.nan))
+        if share == share:  # the audit has labels
+            what.append(
+                f"labelled another class: {share:.2f} of its rows, {rest:.2f} of the class's others"
+            )
+        return "not confirmed: " + "; ".join(what)
+    return f"not confirmed: {lacks or f'not tested ({MAX_CANDIDATES} candidates taken)'}"
