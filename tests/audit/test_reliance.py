@@ -365,6 +365,61 @@ def test_labels_keep_a_class_s_own_colour_a_lead(tmp_path):
     assert all(r["status"] != "confirmed" for r in found) and summary.flagged_total == 0
 
 
+def plain_class_model():
+    """`bar_model` with a third class that has no object: class 0 a red blob, 1 a green blob,
+    2 none (plain background), and class 0 whenever the white bar lies across rows 29-30.
+    Hiding a blob turns its image to class 2, so a band knocks out only the blobs under it."""
+
+    def apply(params, x):
+        excess = jnp.maximum(x - 0.3, 0.0)
+        colour = jnp.max(excess.reshape(x.shape[0], -1, 3), axis=1)
+        bar = jnp.mean(jnp.min(x[:, BAR, :, :], axis=-1), axis=(1, 2))
+        logits = 20.0 * jnp.stack([colour[:, 0], colour[:, 1], 0 * bar + 0.3], axis=1)
+        logits += jnp.stack([60.0 * jnp.maximum(bar - 0.6, 0.0), 0 * bar, 0 * bar], axis=1)
+        return Features(activations=(excess,), output=logits)
+
+    return from_fn(apply, {}, (64, 64, 3), ("excess",), has_output=True)
+
+
+def test_labels_confirm_a_near_miss_and_it_flags_the_rows_labelled_another_class(tmp_path):
+    # a rare bar (a tenth of the images, blobs anywhere, over it too): the sample shows its
+    # band only weakly, just short of significance — a near miss. Its knocked-out rows are
+    # images of other classes the bar moved; with the labels that makes it a candidate that
+    # flags those rows, and no image of class 0. Fails without the labels' word on a near
+    # miss (`rules.needs_labels`: colour leads only, the band stays a near miss)
+    rng = np.random.default_rng(1)
+    n = 384
+    x = 0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))
+    labels = rng.integers(0, 3, n)
+    for i in np.flatnonzero(labels < 2):
+        y0, x0 = rng.integers(0, 54, 2)
+        x[i, y0 : y0 + 10, x0 : x0 + 10, labels[i]] = 0.9
+    barred = rng.uniform(size=n) < 0.1
+    x[barred, BAR] = 1.0
+    images = np.clip(x, 0, 1).astype(np.float32)
+    model = plain_class_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    assert np.all(pred[barred] == 0) and np.all(pred[~barred] == labels[~barred])
+
+    bare = audit(images, model, out=tmp_path / "bare", reliance_sample=192)
+    (near,) = pq.read_table(tmp_path / "bare" / RELIANCE_FILE).to_pylist()
+    assert near["status"].startswith("not confirmed: p-value"), near
+    assert near["predicted_class"] == 0 and near["box"][1] <= 29 < near["box"][3]
+    assert bare.flagged_total == 0
+
+    np.savez(tmp_path / "bar.npz", images=images, labels=labels.astype(str))
+    summary = audit(str(tmp_path / "bar.npz"), model, out=tmp_path / "l", reliance_sample=192)
+    (cand,) = pq.read_table(tmp_path / "l" / RELIANCE_FILE).to_pylist()
+    assert cand["status"] == "confirmed" and cand["region"] == near["region"], cand
+    assert cand["label_other"] >= rules.MIN_LABEL_OTHER
+    assert cand["label_other"] >= rules.LABEL_OTHER_LIFT * cand["label_other_rest"]
+    flags = pq.read_table(tmp_path / "l" / "flags.parquet").to_pylist()
+    flagged = {int(r["id"]) for r in flags if r["fill"] is not None}
+    moved = set(np.flatnonzero(barred & (labels != 0)).tolist())
+    assert flagged <= moved and len(flagged) >= 0.9 * len(moved), (len(flagged), len(moved))
+    assert summary.flagged_total == len(flagged)
+
+
 def test_disabled_skipped_and_bad_settings(tmp_path):
     images, _, _ = bar_images(n=64)
     summary = audit(images, bar_model(), out=tmp_path / "off", reliance_sample=0)

@@ -603,3 +603,45 @@ def test_a_colour_lead_the_labels_confirm_comes_after_a_region_finding_the_same_
     assert rules.select_candidates([red, band], drop, pred, 4, None, {1}, yes) == [band]
     assert rules.select_candidates([red], drop, pred, 4, None, {1}, yes) == [red]
     assert rules.select_candidates([red], drop, pred, 4, None, {1}) == []
+
+
+def test_labels_make_a_candidate_of_a_near_miss_and_of_nothing_further():
+    # region 7 knocks out 30 rows of class 1, 9 of them collapse (0.3: 90% of the floor, a
+    # near miss): with labels that confirm it a candidate, taken after one that passes every
+    # rule (region 5, class 2), and flagged by its labels (`needs_labels`); at 3 collapsed
+    # (0.1) no labels make it one; nor does a labels' "no"
+    drop, pred = _null_sweep(rate=0.0)
+    d = drop.copy()
+    near_rows, pass_rows = np.flatnonzero(pred == 1)[:30], np.flatnonzero(pred == 2)[:30]
+    d[near_rows, 7], d[near_rows[:9], 7] = 0.3, 0.7
+    d[pass_rows, 5] = 0.7
+    tests = S.probe_tests(d, pred, np.unique(pred))
+    n = len(tests)
+    yes, no = (lambda t: True), (lambda t: False)  # noqa: E731
+    got = rules.select_candidates(tests, d, pred, n, None, (), yes)
+    assert [(t.probe, t.cls) for t in got] == [(5, 2), (7, 1)]
+    assert [rules.needs_labels(t, n) for t in got] == [False, True]
+    assert [(t.probe, t.cls) for t in rules.select_candidates(tests, d, pred, n)] == [(5, 2)]
+    assert [(t.probe, t.cls) for t in rules.select_candidates(tests, d, pred, n, by_labels=no)] == [
+        (5, 2)
+    ]
+    d[near_rows[3:9], 7] = 0.3  # 3 of 30 collapse: far from the floor
+    tests = S.probe_tests(d, pred, np.unique(pred))
+    assert [
+        (t.probe, t.cls) for t in rules.select_candidates(tests, d, pred, n, None, (), yes)
+    ] == [(5, 2)]
+
+
+def test_a_region_s_label_evidence_counts_every_row_it_knocks_out():
+    # a region has no dose: its hit rows are the class's rows it knocks out, whatever the
+    # doses of a global probe would say
+    pred = np.repeat([0, 1], 30)
+    drop = np.zeros((60, 1))
+    drop[:10, 0] = 0.6
+    labels = pred.copy()
+    labels[:6] = 1
+    dose = np.zeros((60, 1))
+    dose[:2, 0] = 1.0  # as a global probe's, only 2 rows would be dosed
+    t = S.ProbeTest(0, 0, 10, 30, 0, 30, 9.0, 1e-9, 9.0, collapse=1.0)
+    assert rules.label_evidence(t, drop, None, pred, labels) == (0.6, 0.0)
+    assert rules.label_evidence(t, drop, dose, pred, labels) == (1.0, 4 / 28)

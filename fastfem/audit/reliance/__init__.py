@@ -15,14 +15,15 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
 2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
    that class far more often than of the others (exact binomial test, Bonferroni-corrected,
    lift and hit-count floors; a global probe by the rows it changes most), grown to its widest
-   passing neighbour of the same shape. A region must also be *enough* for the class: copied
-   from the class's sampled rows it knocks out into the sample's rows of other classes, it
-   must move them to the class far more often than the same region copied from other
-   classes' rows does (the transplant test, `rules.sufficient`; one step, `transplant`).
-   Each candidate region is then tried with every region fill (mean, blur, noise) on the
-   sample and keeps the fill with the strongest effect. The *near misses* (`rules.near_misses`:
-   close to every rule, or needed but not enough) are reported beside them with their
-   transplant test (regions), never flagged.
+   passing neighbour of the same shape (with labels, a test close to every rule too, where
+   the rows it knocks out are mostly labelled another class). A region must also be
+   *enough* for the class: copied from the class's sampled rows it knocks out into the
+   sample's rows of other classes, it must move them to the class far more often than the
+   same region copied from other classes' rows does (the transplant test,
+   `rules.sufficient`; one step, `transplant`). Each candidate region is then tried with
+   every region fill (mean, blur, noise) on the sample and keeps the fill with the strongest
+   effect. The *near misses* (`rules.near_misses`: close to every rule, or needed but not
+   enough) are reported beside them with their transplant test (regions), never flagged.
 3. **Every row** (streaming; `members`): each row predicted a candidate's class is read again
    and run under that candidate's probe (one forward per candidate; the unprobed prediction and
    confidence are the audit's, from the store); a row whose predicted class's
@@ -68,6 +69,7 @@ from fastfem.audit.reliance.rules import (
     label_evidence,
     labels_confirm,
     near_misses,
+    needs_labels,
     row_threshold,
     select_candidates,
     sufficient,
@@ -133,9 +135,9 @@ class Candidate:
     #: other classes' rows; NaN for a global probe (not asked)
     transplant: float = float("nan")
     transplant_null: float = float("nan")
-    #: with labels, a global probe's evidence (`rules.label_evidence`): the share of the
-    #: class's sampled hit rows labelled another class, and of its other rows; a colour
-    #: probe's candidate (`rules.labels_confirm`) flags only rows labelled another class
+    #: with labels, a lead's evidence (`rules.label_evidence`): the share of the class's
+    #: sampled hit rows labelled another class, and of its other rows; a candidate the labels
+    #: confirm (`rules.needs_labels`) flags only rows labelled another class
     label_other: float = float("nan")
     label_other_rest: float = float("nan")
     by_labels: bool = False
@@ -428,11 +430,12 @@ class Sweep:
         return sufficient(*got)
 
     def by_labels(self, t: ProbeTest) -> bool:
-        """Whether the labels confirm the colour lead ``t`` (`rules.labels_confirm`; the
-        shares recorded in ``label_shares``); False without labels."""
+        """Whether the labels confirm the lead ``t`` (`rules.labels_confirm`; the shares
+        recorded in ``label_shares``); False without labels."""
         if self.labels is None:
             return False
-        got = label_evidence(t, self.drop, self.dose, self.pred, self.labels)
+        dose = self.dose if self.probes[t.probe].region.kind == "image" else None
+        got = label_evidence(t, self.drop, dose, self.pred, self.labels)
         self.label_shares[t.probe, t.cls] = got
         return labels_confirm(*got)
 
@@ -444,17 +447,21 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     tests, drop, pred, n_tests = sw.tests, sw.drop, sw.pred, sw.n_tests
     found: list[ProbeTest] = []
     taken = select_candidates(tests, drop, pred, n_tests, sw.enough, sw.colour, sw.by_labels)
+    on_labels: set[tuple[int, int]] = set()  # flag only rows labelled another class
     for t in taken:
         wide = widest_extent([t], tests, drop, pred, sw.regions, n_tests)[0]
-        if wide is not t and not sw.enough(wide):  # grown into a region not enough by itself
-            wide = t
+        lead = needs_labels(t, n_tests, sw.colour)
+        if wide is not t and not (sw.enough(wide) and (not lead or sw.by_labels(wide))):
+            wide = t  # grown into a region not enough by itself (or its labels disagree)
         if wide not in found:  # two candidates may grow into the same region
             found.append(wide)
+        if lead:
+            on_labels.add((wide.probe, wide.cls))
     near = near_misses(tests, [*taken, *found], drop, pred, n_tests, sw.colour)
     for t in near:  # near misses are few: is the region enough by itself? the labels?
         if (t.probe, t.cls) not in sw.moved:
             sw.enough(t)
-        if t.probe in sw.colour and (t.probe, t.cls) not in sw.label_shares:
+        if (t.probe, t.cls) not in sw.label_shares:
             sw.by_labels(t)
     cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found]
     misses = [
@@ -471,7 +478,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
         c.label_other, c.label_other_rest = sw.label_shares.get(
             (c.test.probe, c.cls), (np.nan, np.nan)
         )
-        c.by_labels = c.test.probe in sw.colour and c.status == "confirmed"
+        c.by_labels = c.status == "confirmed" and (c.test.probe, c.cls) in on_labels
         other = pred != c.cls
         c.nonmember_rows = int(other.sum())
         c.nonmember_hits = c.test.other_hits

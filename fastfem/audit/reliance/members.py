@@ -33,9 +33,10 @@ def member_pass(
     forward per candidate: the unprobed prediction and confidence are the store's). A row no
     candidate counts (`counted`: too little confidence to fall by the candidate's ``row_tau``,
     or changed less than a global candidate's dose floor) can be flagged by none: it is
-    screened out (`screen`), with no forward. A colour candidate confirmed by the labels
-    (``by_labels``) counts only rows labelled another class (``labels`` (rows,): each row's
-    label's class, -1 without one, `detectors.summary.label_classes`; None: no labels)."""
+    screened out (`screen`), with no forward. A candidate confirmed by the labels
+    (``by_labels``, `rules.needs_labels`) counts only rows labelled another class
+    (``labels`` (rows,): each row's label's class, -1 without one,
+    `detectors.summary.label_classes`; None: no labels)."""
     pred_all = np.asarray(rows["prediction"])
     ids = np.asarray(rows["id"], dtype=object)
     cls = np.asarray([c.cls for c in cands])

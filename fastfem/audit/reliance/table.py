@@ -20,9 +20,9 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     transplant, transplant_null  float64  the share of the sample's rows of other classes the
                       region moves to the class, copied from the class's hit rows / from other
                       classes' rows (`rules.sufficient`); null for a global probe
-    label_other, label_other_rest  float64  with labels, a global probe's: the share of the
-                      class's sampled hit rows labelled another class, and of its other rows
-                      (`rules.label_evidence`; what confirms a colour lead); null otherwise
+    label_other, label_other_rest  float64  with labels: the share of the class's sampled
+                      hit rows labelled another class, and of its other rows
+                      (`rules.label_evidence`; what confirms a lead); null otherwise
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
     row_tau           float64  the drop that flags a member row (`rules.row_threshold`);
