@@ -455,8 +455,8 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
             wide = t  # grown into a region not enough by itself (or its labels disagree)
         if wide not in found:  # two candidates may grow into the same region
             found.append(wide)
-        if lead:
-            on_labels.add((wide.probe, wide.cls))
+            if lead:
+                on_labels.add((wide.probe, wide.cls))
     near = near_misses(tests, [*taken, *found], drop, pred, n_tests, sw.colour)
     for t in near:  # near misses are few: is the region enough by itself? the labels?
         if (t.probe, t.cls) not in sw.moved:
