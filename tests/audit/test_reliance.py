@@ -418,6 +418,8 @@ def test_labels_confirm_a_near_miss_and_it_flags_the_rows_labelled_another_class
     moved = set(np.flatnonzero(barred & (labels != 0)).tolist())
     assert flagged <= moved and len(flagged) >= 0.9 * len(moved), (len(flagged), len(moved))
     assert summary.flagged_total == len(flagged)
+    html = write_report(tmp_path / "l").read_text()
+    assert "a lead the labels confirm: only rows labelled another" in html
 
 
 def test_disabled_skipped_and_bad_settings(tmp_path):

@@ -475,10 +475,10 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     ]
     for c in [*cands, *misses]:
         c.transplant, c.transplant_null = sw.moved.get((c.test.probe, c.cls), (np.nan, np.nan))
-        c.label_other, c.label_other_rest = sw.label_shares.get(
-            (c.test.probe, c.cls), (np.nan, np.nan)
-        )
         c.by_labels = c.status == "confirmed" and (c.test.probe, c.cls) in on_labels
+        if c.by_labels or c.status != "confirmed":  # a candidate's only where they confirm it
+            got = sw.label_shares.get((c.test.probe, c.cls), (np.nan, np.nan))
+            c.label_other, c.label_other_rest = got
         other = pred != c.cls
         c.nonmember_rows = int(other.sum())
         c.nonmember_hits = c.test.other_hits

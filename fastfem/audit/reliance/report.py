@@ -30,7 +30,7 @@ the class's knocked-out rows / from other classes' rows</th><td>{transplant}</td
 <td>{mdrop:.3f}, {mhits} of {mrows}</td></tr>
 <tr><th>non-members (the sample's other rows): mean drop, knocked out</th>
 <td>{ndrop:.3f}, {nhits} of {nrows}</td></tr>
-<tr><th>rows flagged</th><td>{flagged}</td></tr>
+<tr><th>rows flagged</th><td>{flagged}</td></tr>{labels}
 </table>
 <p>Flagged rows, largest output change first: {ids}</p></section>"""
 
@@ -47,6 +47,20 @@ _NEAR_ROW = """<tr><td>{cls}</td><td>{region} ({fill})</td><td>{hits} of {rows}<
 
 def _fills(names: list, rates: list) -> Markup:
     return join((render("{n} {r:.0%}", n=n, r=r) for n, r in zip(names, rates, strict=True)), "; ")
+
+
+_LABELS = """
+<tr><th>labels: the class's knocked-out sampled rows labelled another class / its other
+rows</th><td>{share:.0%} / {rest} &mdash; a lead the labels confirm: only rows labelled another
+class are flagged</td></tr>"""
+
+
+def _labels(share: float | None, rest: float | None) -> Markup | str:
+    """A candidate's labels row: only for one the labels confirmed (`rules.needs_labels`;
+    ``reliance.parquet`` holds its shares), else nothing."""
+    if share is None:
+        return ""
+    return render(_LABELS, share=share, rest="–" if rest is None else f"{rest:.0%}")
 
 
 def _ids(flags: dict[str, list], region: str) -> Markup:
@@ -107,6 +121,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 nhits=t["nonmember_hits"],
                 nrows=t["nonmember_rows"],
                 flagged=t["flagged"],
+                labels=_labels(t["label_other"], t["label_other_rest"]),
                 ids=_ids(flags, t["region"]) if "region" in flags else "",
             )
         )
