@@ -25,7 +25,8 @@ like. Usage::
 writes ``benchmarks/results/shortcuts[-holdout][-labels].{json,md}``; a whole run of the test
 split (every base and configuration, no labels) also rewrites the README's table (between its
 markers). ``--labels`` audits each split with its labels (the objects' classes), as a labelled
-dataset is audited: the reliance test then asks them about its colour leads.
+dataset is audited: the reliance test then asks them about its leads (colour leads and
+near misses).
 """
 
 from __future__ import annotations

@@ -20,14 +20,18 @@ from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
 BAR = slice(29, 31)  # rows of the shortcut: a white bar across the image
 
 
-def bar_model(has_output: bool = True, bar_weight: float = 60.0):
+def bar_model(has_output: bool = True, bar_weight: float = 60.0, plain: bool = False):
     """Three classes by the colour of a blob (the object: its channel with the most excess over
     the grey background), and class 0 whenever a white bar lies across rows 29-30 (the
-    shortcut). Activations: the image's excess over grey, for the maps."""
+    shortcut). Activations: the image's excess over grey, for the maps. ``plain``: class 2
+    has no object (plain background: a fixed logit), so hiding a blob turns its image to
+    class 2 and a band knocks out only the blobs under it."""
 
     def apply(params, x):
         excess = jnp.maximum(x - 0.3, 0.0)
         colour = jnp.max(excess.reshape(x.shape[0], -1, 3), axis=1)  # (B, 3) strongest excess
+        if plain:
+            colour = colour.at[:, 2].set(0.3)
         bar = jnp.mean(jnp.min(x[:, BAR, :, :], axis=-1), axis=(1, 2))  # white across the band
         logits = params["scale"] * colour + jnp.stack(
             [params["bar"] * jnp.maximum(bar - 0.6, 0.0), 0 * bar, 0 * bar], axis=1
@@ -365,22 +369,6 @@ def test_labels_keep_a_class_s_own_colour_a_lead(tmp_path):
     assert all(r["status"] != "confirmed" for r in found) and summary.flagged_total == 0
 
 
-def plain_class_model():
-    """`bar_model` with a third class that has no object: class 0 a red blob, 1 a green blob,
-    2 none (plain background), and class 0 whenever the white bar lies across rows 29-30.
-    Hiding a blob turns its image to class 2, so a band knocks out only the blobs under it."""
-
-    def apply(params, x):
-        excess = jnp.maximum(x - 0.3, 0.0)
-        colour = jnp.max(excess.reshape(x.shape[0], -1, 3), axis=1)
-        bar = jnp.mean(jnp.min(x[:, BAR, :, :], axis=-1), axis=(1, 2))
-        logits = 20.0 * jnp.stack([colour[:, 0], colour[:, 1], 0 * bar + 0.3], axis=1)
-        logits += jnp.stack([60.0 * jnp.maximum(bar - 0.6, 0.0), 0 * bar, 0 * bar], axis=1)
-        return Features(activations=(excess,), output=logits)
-
-    return from_fn(apply, {}, (64, 64, 3), ("excess",), has_output=True)
-
-
 def test_labels_confirm_a_near_miss_and_it_flags_the_rows_labelled_another_class(tmp_path):
     # a rare bar (a tenth of the images, blobs anywhere, over it too): the sample shows its
     # band only weakly, just short of significance — a near miss. Its knocked-out rows are
@@ -397,7 +385,7 @@ def test_labels_confirm_a_near_miss_and_it_flags_the_rows_labelled_another_class
     barred = rng.uniform(size=n) < 0.1
     x[barred, BAR] = 1.0
     images = np.clip(x, 0, 1).astype(np.float32)
-    model = plain_class_model()
+    model = bar_model(plain=True)
     pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
     assert np.all(pred[barred] == 0) and np.all(pred[~barred] == labels[~barred])
 

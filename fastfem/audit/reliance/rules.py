@@ -144,8 +144,8 @@ MAX_CANDIDATES = 8  # candidates tested on every row (each costs one forward per
 #: sample suggests without establishing it (a watermark band whose class's own objects the
 #: bands beside it hide almost as often: place lift 2.42 against 2.5). Never flagged.
 NEAR_MISS = 0.8
-#: A colour lead is a candidate when the audit has labels and at least this share of its hit
-#: rows are labelled another class than the one they are predicted ...
+#: A lead (a colour lead or a near miss) is a candidate when the audit has labels and at least
+#: this share of its hit rows are labelled another class than the one they are predicted ...
 MIN_LABEL_OTHER = 0.5
 #: ... and this many times the share among the class's other rows (module docstring).
 LABEL_OTHER_LIFT = 2.0

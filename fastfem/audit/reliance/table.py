@@ -108,14 +108,10 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "place_lift": None if place is None else float(place),
             "p_value": float(t.p_value),
             "collapse": float(t.collapse),
-            "transplant": None if c.transplant != c.transplant else float(c.transplant),
-            "transplant_null": None
-            if c.transplant_null != c.transplant_null
-            else float(c.transplant_null),
-            "label_other": None if c.label_other != c.label_other else float(c.label_other),
-            "label_other_rest": None
-            if c.label_other_rest != c.label_other_rest
-            else float(c.label_other_rest),
+            "transplant": _nullable(c.transplant),
+            "transplant_null": _nullable(c.transplant_null),
+            "label_other": _nullable(c.label_other),
+            "label_other_rest": _nullable(c.label_other_rest),
             "fills": list(c.fill_effects),
             "fill_hit_rates": [float(v) for v in c.fill_effects.values()],
             "row_tau": float(c.row_tau) if k < confirmed else None,
@@ -130,6 +126,11 @@ def reliance_columns(result: Any) -> dict[str, list]:
         for n in names:
             cols[n].append(row[n])
     return cols
+
+
+def _nullable(value: float) -> float | None:
+    """A float column's value: None for NaN (not measured)."""
+    return None if value != value else float(value)
 
 
 def write_reliance(root: str | os.PathLike, result: Any) -> Path:
