@@ -16,7 +16,8 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    that class far more often than of the others (exact binomial test, Bonferroni-corrected,
    lift and hit-count floors; a global probe by the rows it changes most), grown to its widest
    passing neighbour of the same shape (with labels, a test close to every rule too, where
-   the rows it knocks out are mostly labelled another class). A region must also be
+   the rows it knocks out are mostly labelled another class: it grows, and flags, on the
+   class's rows labelled another class; `choice`). A region must also be
    *enough* for the class: copied from the class's sampled rows it knocks out into the
    sample's rows of other classes, it must move them to the class far more often than the
    same region copied from other classes' rows does (the transplant test,
@@ -54,36 +55,11 @@ import numpy as np
 
 from fastfem.audit.batches import RecordBatcher
 from fastfem.audit.detectors.summary import label_classes
+from fastfem.audit.reliance.choice import Candidate, Sweep, choose
 from fastfem.audit.reliance.members import member_pass
-from fastfem.audit.reliance.probes import (
-    HIDE_FILLS,
-    Probe,
-    probe_drops,
-    probe_params,
-    region_mirrors,
-    region_overlaps,
-    sweep_probes,
-)
-from fastfem.audit.reliance.rules import (
-    TRANSPLANT_ROWS,
-    label_evidence,
-    labels_confirm,
-    near_misses,
-    needs_labels,
-    row_threshold,
-    select_candidates,
-    sufficient,
-    why_not,
-    widest_extent,
-)
-from fastfem.audit.reliance.stats import (
-    COLLAPSE_DROP,
-    TAU,
-    ProbeTest,
-    RegionInfo,
-    dose_floor,
-    probe_tests,
-)
+from fastfem.audit.reliance.probes import HIDE_FILLS, Probe, probe_drops, probe_params, sweep_probes
+from fastfem.audit.reliance.rules import TRANSPLANT_ROWS, row_threshold
+from fastfem.audit.reliance.stats import COLLAPSE_DROP, TAU, dose_floor
 from fastfem.audit.reliance.step import (
     ProbeParams,
     make_dose_step,
@@ -92,12 +68,7 @@ from fastfem.audit.reliance.step import (
 )
 from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
-from fastfem.kernels.occlusion import (
-    COLOUR_FILLS,
-    REGION_FILLS,
-    Region,
-    fill_params,
-)
+from fastfem.kernels.occlusion import COLOUR_FILLS, REGION_FILLS, Region, fill_params
 
 #: Rows of the sweep (stratified by predicted class); None: `sample_size` of the classes.
 SAMPLE: int | None = None
@@ -106,44 +77,6 @@ SAMPLE: int | None = None
 #: its 13 detected kinds come and go with the draw; 80 keep all of them.
 PER_CLASS = 80
 MIN_SAMPLE, MAX_SAMPLE = 320, 2048  # the default sweep's bounds (a cost of one forward per probe)
-
-
-@dataclass
-class Candidate:
-    """A (probe, class) the sweep found, with its evidence: the hit rate of the class's sampled
-    rows under each single fill, and the drops on the members (every row of the class) and
-    on the non-members (the sample's rows of other classes)."""
-
-    probe: Probe
-    cls: int
-    test: ProbeTest
-    fill_effects: dict[str, float] = field(default_factory=dict)
-    member_rows: int = 0
-    member_mean_drop: float = 0.0
-    member_hits: int = 0
-    nonmember_rows: int = 0
-    nonmember_mean_drop: float = 0.0
-    nonmember_hits: int = 0
-    #: a global probe's rows count only where it changed the image this much
-    #: (`stats.dose_floor` of the sample at `rules.row_threshold`'s lift); 0 for regions
-    dose_floor: float = 0.0
-    #: a member row is flagged when its class's probability falls by this much
-    #: (`rules.row_threshold`)
-    row_tau: float = 0.5
-    #: the transplant test (`rules.sufficient`): the share of the sample's rows of other
-    #: classes the region moves to the class, copied from the class's hit rows and from
-    #: other classes' rows; NaN for a global probe (not asked)
-    transplant: float = float("nan")
-    transplant_null: float = float("nan")
-    #: with labels, a lead's evidence (`rules.label_evidence`): the share of the class's
-    #: sampled hit rows labelled another class, and of its other rows; a candidate the labels
-    #: confirm (`rules.needs_labels`) flags only rows labelled another class
-    label_other: float = float("nan")
-    label_other_rest: float = float("nan")
-    by_labels: bool = False
-    #: "confirmed" (tested on every row of the class), or for a near miss
-    #: (`rules.near_misses`; not flagged) "not confirmed: " and what it lacks
-    status: str = "confirmed"
 
 
 @dataclass
@@ -258,6 +191,31 @@ class ProbeRunner:
         step = Step(self.fn, (self.plan.extractor.params, probes))
         return self.plan.explainer.run(step, batches, size)
 
+    def transplant(
+        self, x: np.ndarray, pred: np.ndarray, hit: np.ndarray, probe: Probe, cls: int
+    ) -> tuple[float, float]:
+        """``(transplant, transplant_null)`` of `rules.sufficient` for ``probe``'s region and class
+        ``cls`` on the sample ``x`` (its predictions ``pred``; ``hit`` its rows the probe knocks
+        out): the share of at most ``TRANSPLANT_ROWS`` rows of other classes (evenly spaced) whose
+        class-``cls`` probability rises by ``COLLAPSE_DROP`` or whose prediction turns to ``cls``
+        with the region pasted from the class's hit rows (each recipient the next donor in turn),
+        and with it pasted from the next of those recipients."""
+        donors = np.flatnonzero((pred == cls) & hit)
+        others = np.flatnonzero(pred != cls)
+        if len(donors) == 0 or len(others) < 2:
+            return 0.0, 0.0
+        take = min(len(others), TRANSPLANT_ROWS)
+        rec = others[np.linspace(0, len(others) - 1, take).round().astype(np.int64)]
+        real = donors[np.arange(take) % len(donors)]
+        null = np.roll(rec, -1)
+        batch = {"x": np.concatenate([x[rec], x[rec]]), "donor": np.concatenate([x[real], x[null]])}
+        params = (self.plan.extractor.params, (jnp.asarray(probe.region.mask), jnp.int32(cls)))
+        half = max(1, self.plan.explainer.device_batch() // 2)  # the step runs 2 x its batch
+        step = Step(self.transplant_fn, params)
+        outs = list(self.plan.explainer.run(step, [batch], half))
+        moved = (_concat(outs, "rise") >= COLLAPSE_DROP) | _concat(outs, "turned").astype(bool)
+        return float(np.mean(moved[:take])), float(np.mean(moved[take:]))
+
     def even_batches(self, x: np.ndarray) -> tuple[list, int]:
         """The in-memory images ``x`` cut into as few host batches as the full device batch
         needs, of equal size (320 rows at a batch of 256: two of 160, not 256 and 64 padded to
@@ -289,32 +247,6 @@ def pixel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = x.reshape(-1, x.shape[-1]).astype(np.float32)
     flat /= 255.0 if x.dtype == np.uint8 else 1.0
     return flat.mean(axis=0), flat.std(axis=0)
-
-
-def transplant(
-    runner: ProbeRunner, x: np.ndarray, pred: np.ndarray, hit: np.ndarray, probe: Probe, cls: int
-) -> tuple[float, float]:
-    """``(transplant, transplant_null)`` of `rules.sufficient` for ``probe``'s region and class
-    ``cls`` on the sample ``x`` (its predictions ``pred``; ``hit`` its rows the probe knocks
-    out): the share of at most ``TRANSPLANT_ROWS`` rows of other classes (evenly spaced) whose
-    class-``cls`` probability rises by ``COLLAPSE_DROP`` or whose prediction turns to ``cls``
-    with the region pasted from the class's hit rows (each recipient the next donor in turn),
-    and with it pasted from the next of those recipients."""
-    donors = np.flatnonzero((pred == cls) & hit)
-    others = np.flatnonzero(pred != cls)
-    if len(donors) == 0 or len(others) < 2:
-        return 0.0, 0.0
-    take = min(len(others), TRANSPLANT_ROWS)
-    rec = others[np.linspace(0, len(others) - 1, take).round().astype(np.int64)]
-    real = donors[np.arange(take) % len(donors)]
-    null = np.roll(rec, -1)
-    batch = {"x": np.concatenate([x[rec], x[rec]]), "donor": np.concatenate([x[real], x[null]])}
-    params = (runner.plan.extractor.params, (jnp.asarray(probe.region.mask), jnp.int32(cls)))
-    half = max(1, runner.plan.explainer.device_batch() // 2)  # the step runs 2 x its batch
-    step = Step(runner.transplant_fn, params)
-    outs = list(runner.plan.explainer.run(step, [batch], half))
-    moved = (_concat(outs, "rise") >= COLLAPSE_DROP) | _concat(outs, "turned").astype(bool)
-    return float(np.mean(moved[:take])), float(np.mean(moved[take:]))
 
 
 def fill_effects(
@@ -371,7 +303,8 @@ def reliance_test(
     sw = Sweep(runner, x, probes, pred, drop, doses[0], labels=sample_labels)
     cands, misses = choose(sw)
     for c in cands:
-        c.row_tau, lift = row_threshold(c.test, drop, pred, sw.regions, sw.dose)
+        judged = sw.flaggable if c.by_labels else pred  # the rows it may flag
+        c.row_tau, lift = row_threshold(c.test, drop, judged, sw.regions, sw.dose)
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)
@@ -387,100 +320,3 @@ def reliance_test(
     if cands:
         member_pass(runner, rows, idx, cands, fills, result, labels)
     return result
-
-
-@dataclass
-class Sweep:
-    """The sweep of the sample ``x``: its ``probes``, the rows' predictions ``pred`` (S,), drops
-    ``drop`` and doses ``dose`` (S, P); then the probes as regions, every (probe, class) test
-    and the transplant tests asked (``moved``, by (probe, class)); ``colour`` the colour probes
-    (`rules`: never candidates)."""
-
-    runner: ProbeRunner
-    x: np.ndarray
-    probes: list[Probe]
-    pred: np.ndarray
-    drop: np.ndarray
-    dose: np.ndarray
-    moved: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
-    labels: np.ndarray | None = None
-    label_shares: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        p = self.probes
-        self.regions = RegionInfo(
-            [0.0 if q.region.kind == "image" else float(q.region.mask.mean()) for q in p],
-            [q.region.kind for q in p],
-            region_overlaps(p),
-            region_mirrors(p),
-        )
-        self.colour = {k for k, q in enumerate(p) if q.fills[0] in COLOUR_FILLS}
-        classes = np.unique(self.pred)
-        self.tests = probe_tests(self.drop, self.pred, classes, *self.regions, self.dose)
-        self.n_tests = len(p) * max(len(classes), 1)
-
-    def enough(self, t: ProbeTest) -> bool:
-        """The transplant test of ``t``'s region (`rules.sufficient`; recorded in ``moved``);
-        a global probe has no region to copy and passes."""
-        if self.probes[t.probe].region.kind == "image":
-            return True
-        hit = self.drop[:, t.probe] >= TAU
-        got = transplant(self.runner, self.x, self.pred, hit, self.probes[t.probe], t.cls)
-        self.moved[t.probe, t.cls] = got
-        return sufficient(*got)
-
-    def by_labels(self, t: ProbeTest) -> bool:
-        """Whether the labels confirm the lead ``t`` (`rules.labels_confirm`; the shares
-        recorded in ``label_shares``); False without labels."""
-        if self.labels is None:
-            return False
-        dose = self.dose if self.probes[t.probe].region.kind == "image" else None
-        got = label_evidence(t, self.drop, dose, self.pred, self.labels)
-        self.label_shares[t.probe, t.cls] = got
-        return labels_confirm(*got)
-
-
-def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
-    """Stage 2 (module docstring): the candidates, each grown to its widest passing
-    neighbour, and the near misses (their transplant test asked: evidence), both with the
-    evidence the sample gives (the non-members: the sample's rows of other classes)."""
-    tests, drop, pred, n_tests = sw.tests, sw.drop, sw.pred, sw.n_tests
-    found: list[ProbeTest] = []
-    taken = select_candidates(tests, drop, pred, n_tests, sw.enough, sw.colour, sw.by_labels)
-    on_labels: set[tuple[int, int]] = set()  # flag only rows labelled another class
-    for t in taken:
-        wide = widest_extent([t], tests, drop, pred, sw.regions, n_tests)[0]
-        lead = needs_labels(t, n_tests, sw.colour)
-        if wide is not t and not (sw.enough(wide) and (not lead or sw.by_labels(wide))):
-            wide = t  # grown into a region not enough by itself (or its labels disagree)
-        if wide not in found:  # two candidates may grow into the same region
-            found.append(wide)
-            if lead:
-                on_labels.add((wide.probe, wide.cls))
-    near = near_misses(tests, [*taken, *found], drop, pred, n_tests, sw.colour)
-    for t in near:  # near misses are few: is the region enough by itself? the labels?
-        if (t.probe, t.cls) not in sw.moved:
-            sw.enough(t)
-        if (t.probe, t.cls) not in sw.label_shares:
-            sw.by_labels(t)
-    cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found]
-    misses = [
-        Candidate(
-            sw.probes[t.probe],
-            t.cls,
-            t,
-            status=why_not(t, n_tests, sw.moved, t.probe in sw.colour, sw.label_shares),
-        )
-        for t in near
-    ]
-    for c in [*cands, *misses]:
-        c.transplant, c.transplant_null = sw.moved.get((c.test.probe, c.cls), (np.nan, np.nan))
-        c.by_labels = c.status == "confirmed" and (c.test.probe, c.cls) in on_labels
-        if c.by_labels or c.status != "confirmed":  # a candidate's only where they confirm it
-            got = sw.label_shares.get((c.test.probe, c.cls), (np.nan, np.nan))
-            c.label_other, c.label_other_rest = got
-        other = pred != c.cls
-        c.nonmember_rows = int(other.sum())
-        c.nonmember_hits = c.test.other_hits
-        c.nonmember_mean_drop = float(np.mean(drop[other, c.test.probe])) if other.any() else 0.0
-    return cands, misses

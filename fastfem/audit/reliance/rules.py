@@ -87,6 +87,15 @@ through near misses, each at precision 1.00: the shapes' lower band, the letters
 (0.50 of its hit rows labelled another class, at the floor; 0.48 on the other split, not
 found) and the photos' frame.
 
+Such a candidate may flag only the class's rows labelled another class, so it is grown
+(`widest_extent`) and given its row threshold (`row_threshold`) on those rows alone
+(`labelled_other`), the place test unchanged: the class's own images, whose objects a wider
+band hides too, are out of the way there, and the rows it would flag must still gather at
+its region more than at the region's translates. (Grown over every row of the class, the
+shapes' lower band stayed 8 px high: the 16 px band around it had place lift 2.31; over the
+rows labelled another class, 8.3.) The labels are not asked again of the grown region: they
+confirmed the lead, and the region keeps most of the lead's hit rows.
+
 A test that is no candidate but reaches ``NEAR_MISS`` (0.8) of every rule's floor, or passes
 every rule and fails the transplant test, is a *near miss* (`near_misses`): reported with what
 it lacks (`shortfall`), never flagged. The thresholds are set so that a clean model flags
@@ -309,6 +318,18 @@ def label_evidence(
     other = labels != t.cls
     share = float(np.mean(other[hits])) if hits.any() else float("nan")
     return share, float(np.mean(other[rest])) if rest.any() else float("nan")
+
+
+def labelled_other(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) each row's predicted class where its label (``labels`` (N,): the label's class, -1
+    without one) is another class, else -1: the rows a lead the labels confirm may flag
+    (`needs_labels`). Such a candidate's growth (`widest_extent`) and row threshold
+    (`row_threshold`) are judged on these rows alone, with the place test as ever: the
+    class's own images, whose objects a region over them hides too (the wider band around a
+    watermark over the shapes: place lift 2.31 over every row of the class, 8.3 over its rows
+    labelled another class), are no longer in the way, and the rows that would be flagged
+    must still gather at the region more than at its translates."""
+    return np.where((labels >= 0) & (labels != pred), pred, -1)
 
 
 def labels_confirm(share: float, share_rest: float) -> bool:

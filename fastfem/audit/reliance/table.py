@@ -23,7 +23,8 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     label_other, label_other_rest  float64  with labels: the share of the class's sampled
                       hit rows labelled another class, and of its other rows
                       (`rules.label_evidence`; what confirms a lead): a near miss's, and
-                      a candidate's only where the labels confirmed it; null otherwise
+                      a candidate's only where the labels confirmed it (the lead's, at the
+                      region it grew from); null otherwise
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
     row_tau           float64  the drop that flags a member row (`rules.row_threshold`);

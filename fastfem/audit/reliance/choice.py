@@ -1,0 +1,194 @@
+"""The reliance test's second stage: which of the sweep's tests are candidates, which near
+misses (`choose`), on the sample's drops, doses and labels (`Sweep`), and what the audit keeps
+of each (`Candidate`). The rules are `rules`'; this module asks the model only for the
+transplant test of a region about to be taken (`rules.sufficient`, one step per region).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fastfem.audit.reliance.probes import Probe, region_mirrors, region_overlaps
+from fastfem.audit.reliance.rules import (
+    label_evidence,
+    labelled_other,
+    labels_confirm,
+    near_misses,
+    needs_labels,
+    select_candidates,
+    sufficient,
+    why_not,
+    widest_extent,
+)
+from fastfem.audit.reliance.stats import TAU, ProbeTest, RegionInfo, probe_tests
+from fastfem.kernels.occlusion import COLOUR_FILLS
+
+if TYPE_CHECKING:
+    from fastfem.audit.reliance import ProbeRunner
+
+
+@dataclass
+class Candidate:
+    """A (probe, class) the sweep found, with its evidence: the hit rate of the class's sampled
+    rows under each single fill, and the drops on the members (every row of the class) and
+    on the non-members (the sample's rows of other classes)."""
+
+    probe: Probe
+    cls: int
+    test: ProbeTest
+    fill_effects: dict[str, float] = field(default_factory=dict)
+    member_rows: int = 0
+    member_mean_drop: float = 0.0
+    member_hits: int = 0
+    nonmember_rows: int = 0
+    nonmember_mean_drop: float = 0.0
+    nonmember_hits: int = 0
+    #: a global probe's rows count only where it changed the image this much
+    #: (`stats.dose_floor` of the sample at `rules.row_threshold`'s lift); 0 for regions
+    dose_floor: float = 0.0
+    #: a member row is flagged when its class's probability falls by this much
+    #: (`rules.row_threshold`)
+    row_tau: float = 0.5
+    #: the transplant test (`rules.sufficient`): the share of the sample's rows of other
+    #: classes the region moves to the class, copied from the class's hit rows and from
+    #: other classes' rows; NaN for a global probe (not asked)
+    transplant: float = float("nan")
+    transplant_null: float = float("nan")
+    #: with labels, a lead's evidence (`rules.label_evidence`): the share of the class's
+    #: sampled hit rows labelled another class, and of its other rows (a grown lead's: at the
+    #: region the labels confirmed); a candidate the labels confirm (`rules.needs_labels`)
+    #: flags only rows labelled another class
+    label_other: float = float("nan")
+    label_other_rest: float = float("nan")
+    by_labels: bool = False
+    #: "confirmed" (tested on every row of the class), or for a near miss
+    #: (`rules.near_misses`; not flagged) "not confirmed: " and what it lacks
+    status: str = "confirmed"
+
+
+@dataclass
+class Sweep:
+    """The sweep of the sample ``x``: its ``probes``, the rows' predictions ``pred`` (S,), drops
+    ``drop`` and doses ``dose`` (S, P); then the probes as regions, every (probe, class) test
+    and the transplant tests asked (``moved``, by (probe, class)); ``colour`` the colour probes
+    (`rules`: never candidates)."""
+
+    runner: ProbeRunner
+    x: np.ndarray
+    probes: list[Probe]
+    pred: np.ndarray
+    drop: np.ndarray
+    dose: np.ndarray
+    moved: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    label_shares: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p = self.probes
+        self.regions = RegionInfo(
+            [0.0 if q.region.kind == "image" else float(q.region.mask.mean()) for q in p],
+            [q.region.kind for q in p],
+            region_overlaps(p),
+            region_mirrors(p),
+        )
+        self.colour = {k for k, q in enumerate(p) if q.fills[0] in COLOUR_FILLS}
+        classes = np.unique(self.pred)
+        self.tests = probe_tests(self.drop, self.pred, classes, *self.regions, self.dose)
+        self.n_tests = len(p) * max(len(classes), 1)
+
+    def enough(self, t: ProbeTest) -> bool:
+        """The transplant test of ``t``'s region (`rules.sufficient`; recorded in ``moved``);
+        a global probe has no region to copy and passes."""
+        if self.probes[t.probe].region.kind == "image":
+            return True
+        hit = self.drop[:, t.probe] >= TAU
+        got = self.runner.transplant(self.x, self.pred, hit, self.probes[t.probe], t.cls)
+        self.moved[t.probe, t.cls] = got
+        return sufficient(*got)
+
+    @property
+    def flaggable(self) -> np.ndarray:
+        """`rules.labelled_other` of the sample (all -1 without labels)."""
+        labels = np.full(len(self.pred), -1) if self.labels is None else self.labels
+        return labelled_other(self.pred, labels)
+
+    def lead_extent(self, t: ProbeTest) -> ProbeTest:
+        """The lead ``t`` grown (`rules.widest_extent`) on the rows it may flag, those
+        labelled another class (`rules.labelled_other`): the test over every row of the
+        region it grows to, ``t`` itself where it does not grow."""
+        tests = probe_tests(self.drop, self.flaggable, [t.cls], *self.regions, self.dose)
+        mine = next((u for u in tests if u.probe == t.probe), None)
+        if mine is None:  # no row of the class is labelled another class
+            return t
+        wide = widest_extent([mine], tests, self.drop, self.flaggable, self.regions, self.n_tests)
+        probe = wide[0].probe
+        return (
+            t
+            if probe == t.probe
+            else next(u for u in self.tests if (u.probe, u.cls) == (probe, t.cls))
+        )
+
+    def by_labels(self, t: ProbeTest) -> bool:
+        """Whether the labels confirm the lead ``t`` (`rules.labels_confirm`; the shares
+        recorded in ``label_shares``); False without labels."""
+        if self.labels is None:
+            return False
+        dose = self.dose if self.probes[t.probe].region.kind == "image" else None
+        got = label_evidence(t, self.drop, dose, self.pred, self.labels)
+        self.label_shares[t.probe, t.cls] = got
+        return labels_confirm(*got)
+
+
+def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
+    """Stage 2 (module docstring): the candidates, each grown to its widest passing
+    neighbour, and the near misses (their transplant test asked: evidence), both with the
+    evidence the sample gives (the non-members: the sample's rows of other classes)."""
+    tests, drop, pred, n_tests = sw.tests, sw.drop, sw.pred, sw.n_tests
+    found: list[ProbeTest] = []
+    taken = select_candidates(tests, drop, pred, n_tests, sw.enough, sw.colour, sw.by_labels)
+    # flag only rows labelled another class: (probe, class) -> the lead the labels confirmed
+    on_labels: dict[tuple[int, int], tuple[int, int]] = {}
+    for t in taken:
+        lead = needs_labels(t, n_tests, sw.colour)
+        wide = (
+            sw.lead_extent(t)
+            if lead
+            else widest_extent([t], tests, drop, pred, sw.regions, n_tests)[0]
+        )
+        if wide is not t and not sw.enough(wide):
+            wide = t  # grown into a region not enough by itself
+        if wide not in found:  # two candidates may grow into the same region
+            found.append(wide)
+            if lead:
+                on_labels[wide.probe, wide.cls] = (t.probe, t.cls)
+    near = near_misses(tests, [*taken, *found], drop, pred, n_tests, sw.colour)
+    for t in near:  # near misses are few: is the region enough by itself? the labels?
+        if (t.probe, t.cls) not in sw.moved:
+            sw.enough(t)
+        if (t.probe, t.cls) not in sw.label_shares:
+            sw.by_labels(t)
+    cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found]
+    misses = [
+        Candidate(
+            sw.probes[t.probe],
+            t.cls,
+            t,
+            status=why_not(t, n_tests, sw.moved, t.probe in sw.colour, sw.label_shares),
+        )
+        for t in near
+    ]
+    for c in [*cands, *misses]:
+        c.transplant, c.transplant_null = sw.moved.get((c.test.probe, c.cls), (np.nan, np.nan))
+        c.by_labels = c.status == "confirmed" and (c.test.probe, c.cls) in on_labels
+        if c.by_labels or c.status != "confirmed":  # a candidate's only where they confirm it
+            key = on_labels.get((c.test.probe, c.cls), (c.test.probe, c.cls))
+            got = sw.label_shares.get(key, (np.nan, np.nan))  # a grown lead's: before it grew
+            c.label_other, c.label_other_rest = got
+        other = pred != c.cls
+        c.nonmember_rows = int(other.sum())
+        c.nonmember_hits = c.test.other_hits
+        c.nonmember_mean_drop = float(np.mean(drop[other, c.test.probe])) if other.any() else 0.0
+    return cands, misses
