@@ -74,7 +74,7 @@ class Sweep:
     """The sweep of the sample ``x``: its ``probes``, the rows' predictions ``pred`` (S,), drops
     ``drop`` and doses ``dose`` (S, P); then the probes as regions, every (probe, class) test
     and the transplant tests asked (``moved``, by (probe, class)); ``colour`` the colour probes
-    (`rules`: never candidates)."""
+    (`rules`: never candidates); ``flaggable`` the rows a lead the labels confirm may flag."""
 
     runner: ProbeRunner
     x: np.ndarray
@@ -98,6 +98,11 @@ class Sweep:
         classes = np.unique(self.pred)
         self.tests = probe_tests(self.drop, self.pred, classes, *self.regions, self.dose)
         self.n_tests = len(p) * max(len(classes), 1)
+        unlabelled = np.full(len(self.pred), -1)
+        #: `rules.labelled_other` of the sample (all -1 without labels)
+        self.flaggable = labelled_other(
+            self.pred, unlabelled if self.labels is None else self.labels
+        )
 
     def enough(self, t: ProbeTest) -> bool:
         """The transplant test of ``t``'s region (`rules.sufficient`; recorded in ``moved``);
@@ -109,12 +114,6 @@ class Sweep:
         self.moved[t.probe, t.cls] = got
         return sufficient(*got)
 
-    @property
-    def flaggable(self) -> np.ndarray:
-        """`rules.labelled_other` of the sample (all -1 without labels)."""
-        labels = np.full(len(self.pred), -1) if self.labels is None else self.labels
-        return labelled_other(self.pred, labels)
-
     def lead_extent(self, t: ProbeTest) -> ProbeTest:
         """The lead ``t`` grown (`rules.widest_extent`) on the rows it may flag, those
         labelled another class (`rules.labelled_other`): the test over every row of the
@@ -124,12 +123,9 @@ class Sweep:
         if mine is None:  # no row of the class is labelled another class
             return t
         wide = widest_extent([mine], tests, self.drop, self.flaggable, self.regions, self.n_tests)
-        probe = wide[0].probe
-        return (
-            t
-            if probe == t.probe
-            else next(u for u in self.tests if (u.probe, u.cls) == (probe, t.cls))
-        )
+        if wide[0].probe == t.probe:
+            return t
+        return next(u for u in self.tests if (u.probe, u.cls) == (wide[0].probe, t.cls))
 
     def by_labels(self, t: ProbeTest) -> bool:
         """Whether the labels confirm the lead ``t`` (`rules.labels_confirm`; the shares

@@ -323,12 +323,7 @@ def label_evidence(
 def labelled_other(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(N,) each row's predicted class where its label (``labels`` (N,): the label's class, -1
     without one) is another class, else -1: the rows a lead the labels confirm may flag
-    (`needs_labels`). Such a candidate's growth (`widest_extent`) and row threshold
-    (`row_threshold`) are judged on these rows alone, with the place test as ever: the
-    class's own images, whose objects a region over them hides too (the wider band around a
-    watermark over the shapes: place lift 2.31 over every row of the class, 8.3 over its rows
-    labelled another class), are no longer in the way, and the rows that would be flagged
-    must still gather at the region more than at its translates."""
+    (`needs_labels`), on which it is grown and given its row threshold (module docstring)."""
     return np.where((labels >= 0) & (labels != pred), pred, -1)
 
 
