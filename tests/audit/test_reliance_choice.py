@@ -1,12 +1,13 @@
-"""The sweep's candidates (`fastfem.audit.reliance.choice`): a lead the labels confirm grows,
+"""The sweep's candidates (`fastfem.audit.reliance.choice`): each test the stronger of its two
+counts (every hit, the rows only its region knocks out); a lead the labels confirm grows,
 and sets its row threshold, on the rows it may flag — those labelled another class."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fastfem.audit.reliance import rules
-from fastfem.audit.reliance.choice import Sweep
+from fastfem.audit.reliance import rules, stats
+from fastfem.audit.reliance.choice import Sweep, choose
 from fastfem.audit.reliance.probes import sweep_probes
 
 
@@ -71,3 +72,58 @@ def test_the_rows_a_lead_may_flag_are_those_labelled_another_class():
     pred = np.asarray([0, 0, 1, 1, 2])
     labels = np.asarray([0, 1, 1, -1, 0])  # own, another, own, none, another
     assert rules.labelled_other(pred, labels).tolist() == [-1, 0, -1, -1, 2]
+
+
+class _Enough(Sweep):
+    """The sweep with every transplant test passed (these tests are of the choice, which asks
+    the model only for that)."""
+
+    def enough(self, t: stats.ProbeTest) -> bool:
+        return True
+
+
+def _band_over_objects(labels: np.ndarray | None = None) -> tuple[_Enough, int]:
+    """Real 64 px probe family; class 1's objects (rows 120-159) are hidden by every narrow
+    band from y16 to y56, a mark on rows 80-104 by the band y48-56 only."""
+    probes = sweep_probes(64, 64)
+    names = [p.name for p in probes]
+    narrow = names.index("band y48-56 (inpaint)")
+    rng = np.random.default_rng(4)
+    pred = np.repeat(np.arange(4), 80)
+    drop = np.where(rng.uniform(size=(320, len(probes))) < 0.01, 0.6, 0.0)
+    drop[80:160] = 0.0
+    for j, p in enumerate(probes):
+        y0, y1 = p.region.box[1], p.region.box[3]
+        if p.region.kind == "band" and y0 >= 16 and y1 <= 56:
+            drop[120:160, j] = 0.6
+    drop[80:105, narrow] = 0.8
+    sw = _Enough(None, np.zeros((320, 1)), probes, pred, drop, np.zeros_like(drop), labels=labels)
+    return sw, narrow
+
+
+def test_the_sweep_counts_a_band_over_objects_on_the_rows_only_it_knocks_out():
+    # on every hit the band is the class's objects' (place lift under 2.5); on the rows only
+    # it knocks out, the mark's
+    sw, narrow = _band_over_objects()
+    drop, pred = sw.drop, sw.pred
+    every = stats.probe_tests(drop, pred, np.unique(pred), *sw.regions, sw.dose)
+    t = next(u for u in every if (u.probe, u.cls) == (narrow, 1))
+    assert t.hits == 65 and not rules.passes(t, sw.n_tests)
+    u = next(u for u in sw.tests if (u.probe, u.cls) == (narrow, 1))
+    assert u.only_here and u.hits == 25 and rules.passes(u, sw.n_tests)
+    found = rules.select_candidates(sw.tests, drop, pred, sw.n_tests, None, sw.colour)
+    assert [(f.probe, f.cls) for f in found] == [(narrow, 1)]
+
+    cands, _ = choose(sw)  # without labels it flags every row it knocks out
+    assert [(c.test.probe, c.cls, c.by_labels) for c in cands] == [(narrow, 1, False)]
+
+
+def test_with_labels_such_a_candidate_flags_only_rows_labelled_another_class():
+    # the marked rows are images of other classes; the objects the band also hides are the
+    # class's own: the labels confirm it, and it flags (and grows) on the marked rows alone
+    labels = np.repeat(np.arange(4), 80)
+    labels[80:105] = np.resize([0, 2, 3], 25)
+    sw, narrow = _band_over_objects(labels)
+    cands, _ = choose(sw)
+    assert [(c.test.probe, c.cls, c.by_labels) for c in cands] == [(narrow, 1, True)]
+    assert cands[0].label_other == 1.0 and cands[0].label_other_rest == 0.0

@@ -645,3 +645,86 @@ def test_a_region_s_label_evidence_counts_every_row_it_knocks_out():
     t = S.ProbeTest(0, 0, 10, 30, 0, 30, 9.0, 1e-9, 9.0, collapse=1.0)
     assert rules.label_evidence(t, drop, None, pred, labels) == (0.6, 0.0)
     assert rules.label_evidence(t, drop, dose, pred, labels) == (1.0, 4 / 28)
+
+
+def _only_here_reference(hit, compare, families):
+    """`S.only_here_hits` written from its formula, row by row."""
+    out = hit.copy()
+    for p in range(hit.shape[1]):
+        others = np.flatnonzero(compare[p])
+        if not families[p] or not len(others) or any(families[j] != families[p] for j in others):
+            continue
+        for i in range(hit.shape[0]):
+            out[i, p] = hit[i, p] and not any(hit[i, j] for j in others)
+    return out
+
+
+def test_only_here_hits_equal_a_reference_written_from_the_formula():
+    rng = np.random.default_rng(5)
+    # 6 bands (each overlapping its neighbours), a border ring, the whole image
+    areas = [1 / 6] * 6 + [0.1, 0.0]
+    families = np.asarray(["band"] * 6 + ["border", "image"], dtype=object)
+    overlaps = np.eye(8, dtype=bool)
+    for k in range(5):
+        overlaps[k, k + 1] = overlaps[k + 1, k] = True
+    compare = S.translates(areas, families, overlaps)
+    hit = rng.uniform(size=(60, 8)) < 0.3
+    got = S.only_here_hits(hit, compare, families)
+    assert np.array_equal(got, _only_here_reference(hit, compare, families))
+    assert not np.array_equal(got, hit)  # it removed something: the test can fail
+    assert np.array_equal(got[:, 6:], hit[:, 6:])  # no translates: every hit kept
+
+
+def _mark_over_objects(objects_at_mirror: bool):
+    """8 non-overlapping bands (band k mirrors band 7 - k), 4 classes of 80 rows. Class 0: rows
+    0-19 carry a mark in band 6 (hit there only); rows 20-59 are objects the bands 3-6 all hide
+    (or, ``objects_at_mirror``, the bands 1-2: the mirror image of band 6 and its neighbour).
+    Other classes: scattered hits."""
+    rng = np.random.default_rng(6)
+    pred = np.repeat(np.arange(4), 80)
+    drop = np.where(rng.uniform(size=(320, 8)) < 0.02, 0.6, 0.0)
+    drop[:80] = 0.0
+    drop[:20, 6] = 0.8
+    drop[20:60, [1, 2] if objects_at_mirror else [3, 4, 5, 6]] = 0.8
+    mirrors = [[7 - k] for k in range(8)]
+    regions = S.RegionInfo([1 / 8] * 8, ["band"] * 8, np.eye(8, dtype=bool), mirrors)
+    return drop, pred, regions
+
+
+def test_a_mark_over_a_class_s_objects_stands_out_on_the_rows_only_its_band_knocks_out():
+    drop, pred, regions = _mark_over_objects(objects_at_mirror=False)
+    every = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    here = S.probe_tests(drop, pred, np.unique(pred), *regions, only_here=True)
+    t = next(u for u in every if (u.probe, u.cls) == (6, 0))
+    u = next(u for u in here if (u.probe, u.cls) == (6, 0))
+    # every hit: 60 at band 6, 40 at bands 3-5 (the translates' upper quartile) -> 60 / 41
+    assert t.hits == 60 and t.place_lift == pytest.approx(60 / 41) and not t.only_here
+    # only here: the 20 marked rows; the translates and the mirror none -> 20 / 1
+    assert u.hits == 20 and u.place_lift == pytest.approx(20.0) and u.only_here
+    assert u.collapse == 1.0
+    n_tests = len(every)
+    assert not rules.passes(t, n_tests) and rules.passes(u, n_tests)
+    assert rules.stronger(t, u, n_tests) is u and rules.stronger(u, None, n_tests) is u
+    merged = [rules.stronger(a, b, n_tests) for a, b in zip(every, here, strict=True)]
+    found = rules.select_candidates(merged, drop, pred, n_tests)
+    assert [(f.probe, f.cls, f.only_here) for f in found] == [(6, 0, True)]
+
+
+def test_the_mirror_image_is_counted_on_every_hit():
+    # the class's objects, hidden by the mirror image of band 6 and its neighbour, are not
+    # knocked out there only; under the object null the mirror image's every hit bounds band
+    # 6's: (20 / 80) / (40 / 80 + 1 / 80)
+    drop, pred, regions = _mark_over_objects(objects_at_mirror=True)
+    here = S.probe_tests(drop, pred, np.unique(pred), *regions, only_here=True)
+    u = next(u for u in here if (u.probe, u.cls) == (6, 0))
+    assert u.hits == 20 and u.place_lift == pytest.approx(20 / 41)
+
+
+def test_a_test_that_passes_on_every_hit_is_kept_as_it_is():
+    drop, pred, regions = _mark_over_objects(objects_at_mirror=False)
+    drop[20:60, [3, 4, 5]] = 0.0  # the objects only under band 6 too: every hit passes
+    every = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    here = S.probe_tests(drop, pred, np.unique(pred), *regions, only_here=True)
+    t = next(u for u in every if (u.probe, u.cls) == (6, 0))
+    u = next(u for u in here if (u.probe, u.cls) == (6, 0))
+    assert rules.passes(t, len(every)) and rules.stronger(t, u, len(every)) is t

@@ -19,11 +19,19 @@ from fastfem.audit.reliance.rules import (
     near_misses,
     needs_labels,
     select_candidates,
+    stronger,
     sufficient,
     why_not,
     widest_extent,
 )
-from fastfem.audit.reliance.stats import TAU, ProbeTest, RegionInfo, probe_tests
+from fastfem.audit.reliance.stats import (
+    TAU,
+    ProbeTest,
+    RegionInfo,
+    only_here_hits,
+    probe_tests,
+    translates,
+)
 from fastfem.kernels.occlusion import COLOUR_FILLS
 
 if TYPE_CHECKING:
@@ -95,14 +103,27 @@ class Sweep:
             region_mirrors(p),
         )
         self.colour = {k for k, q in enumerate(p) if q.fills[0] in COLOUR_FILLS}
+        compare = translates(*self.regions[:3])
+        here = only_here_hits(self.drop >= TAU, compare, np.asarray(self.regions[1], object))
+        #: the drops counted where only the probe's region knocks a row out (0 elsewhere)
+        self.here_drop = np.where(here, self.drop, 0.0)
         classes = np.unique(self.pred)
-        self.tests = probe_tests(self.drop, self.pred, classes, *self.regions, self.dose)
         self.n_tests = len(p) * max(len(classes), 1)
+        self.tests = self.counted(self.pred, classes)
         unlabelled = np.full(len(self.pred), -1)
         #: `rules.labelled_other` of the sample (all -1 without labels)
         self.flaggable = labelled_other(
             self.pred, unlabelled if self.labels is None else self.labels
         )
+
+    def counted(self, pred: np.ndarray, classes: np.ndarray) -> list[ProbeTest]:
+        """Every (probe, class) test of the rows predicted ``pred``, each the stronger
+        (`rules.stronger`) of its count on every hit and on the rows only its region knocks
+        out (`stats.probe_tests`' ``only_here``)."""
+        tests = probe_tests(self.drop, pred, classes, *self.regions, self.dose)
+        here = probe_tests(self.drop, pred, classes, *self.regions, self.dose, only_here=True)
+        by_key = {(u.probe, u.cls): u for u in here}
+        return [stronger(t, by_key.get((t.probe, t.cls)), self.n_tests) for t in tests]
 
     def enough(self, t: ProbeTest) -> bool:
         """The transplant test of ``t``'s region (`rules.sufficient`; recorded in ``moved``);
@@ -118,7 +139,7 @@ class Sweep:
         """The lead ``t`` grown (`rules.widest_extent`) on the rows it may flag, those
         labelled another class (`rules.labelled_other`): the test over every row of the
         region it grows to, ``t`` itself where it does not grow."""
-        tests = probe_tests(self.drop, self.flaggable, [t.cls], *self.regions, self.dose)
+        tests = self.counted(self.flaggable, np.asarray([t.cls]))
         mine = next((u for u in tests if u.probe == t.probe), None)
         if mine is None:  # no row of the class is labelled another class
             return t
@@ -133,7 +154,8 @@ class Sweep:
         if self.labels is None:
             return False
         dose = self.dose if self.probes[t.probe].region.kind == "image" else None
-        got = label_evidence(t, self.drop, dose, self.pred, self.labels)
+        drop = self.here_drop if t.only_here else self.drop  # the rows it was counted on
+        got = label_evidence(t, drop, dose, self.pred, self.labels)
         self.label_shares[t.probe, t.cls] = got
         return labels_confirm(*got)
 
@@ -148,7 +170,10 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     # flag only rows labelled another class: (probe, class) -> the lead the labels confirmed
     on_labels: dict[tuple[int, int], tuple[int, int]] = {}
     for t in taken:
-        lead = needs_labels(t, n_tests, sw.colour)
+        # counted on the rows only its region knocks out, a candidate still flags every row
+        # the region knocks out, the class's own objects it hides included; with labels that
+        # confirm it, only those labelled another class (`rules.needs_labels`)
+        lead = needs_labels(t, n_tests, sw.colour) or (t.only_here and sw.by_labels(t))
         wide = (
             sw.lead_extent(t)
             if lead

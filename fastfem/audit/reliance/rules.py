@@ -94,7 +94,12 @@ band hides too, are out of the way there, and the rows it would flag must still 
 its region more than at the region's translates. (Grown over every row of the class, the
 shapes' lower band stayed 8 px high: the 16 px band around it had place lift 2.31; over the
 rows labelled another class, 8.3.) The labels are not asked again of the grown region: they
-confirmed the lead, and the region keeps most of the lead's hit rows.
+confirmed the lead, and the region keeps most of the lead's hit rows. A candidate counted on
+the rows only its region knocks out (`stronger`) is treated the same way where the labels
+confirm it: its region hides the class's own objects on rows that its translates hide as well,
+and the member pass, which runs the region alone, would flag those too (measured: the shapes'
+lower watermark band, 0.75 of its flags marked on every row, 1.00 on the rows labelled another
+class).
 
 A test that is no candidate but reaches ``NEAR_MISS`` (0.8) of every rule's floor, or passes
 every rule and fails the transplant test, is a *near miss* (`near_misses`): reported with what
@@ -237,6 +242,16 @@ def shortfall(t: ProbeTest, n_tests: int, colour: bool = False) -> str:
     return "; ".join(out)
 
 
+def stronger(t: ProbeTest, u: ProbeTest | None, n_tests: int) -> ProbeTest:
+    """Of a test counted on every hit ``t`` and the same (probe, class) counted on the rows
+    only its region knocks out ``u`` (`stats.only_here_hits`; None where the region has no
+    translates), ``t`` where it passes every rule or ``u`` gets no nearer (`standing`), else
+    ``u``."""
+    if u is None or passes(t, n_tests) or standing(u, n_tests) <= standing(t, n_tests):
+        return t
+    return u
+
+
 def _repeats(t: ProbeTest, taken: Sequence[ProbeTest], drop: np.ndarray, pred: np.ndarray) -> bool:
     """Whether ``MAX_OVERLAP`` or more of ``t``'s hit rows of its class are hit by a test of
     the same class in ``taken`` too: the same finding."""
@@ -272,11 +287,14 @@ def select_candidates(
 
     passing = [t for t in tests if eligible(t)]
     # a lead the labels confirm comes after every other candidate: the same finding shown by
-    # a probe that passes every rule stands by itself and flags every row it knocks out
+    # a probe that passes every rule stands by itself and flags every row it knocks out; a
+    # test counted on the rows only its region knocks out (`stronger`) after those counted
+    # on every hit, whose p-values it would undercut (its place null is lower)
     passing.sort(
         key=lambda t: (
             needs_labels(t, n_tests, colour),
             t.probe in colour,
+            t.only_here,
             t.p_value,
             -min(t.lift, t.place_lift),
             t.probe,

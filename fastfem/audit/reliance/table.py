@@ -17,6 +17,8 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     lift, place_lift, p_value             `fastfem.audit.reliance.stats` (the lift: over
                                           the median other class, of 3 or more)
     collapse          float64  the share of the class's sampled hit rows whose drop is >= 0.5
+    only_here         bool     the sample's counts above are of the rows only this region
+                               knocks out, none of its translates (`stats.only_here_hits`)
     transplant, transplant_null  float64  the share of the sample's rows of other classes the
                       region moves to the class, copied from the class's hit rows / from other
                       classes' rows (`rules.sufficient`); null for a global probe
@@ -67,6 +69,7 @@ def reliance_schema():
             f("place_lift", pa.float64(), nullable=True),
             f("p_value", pa.float64(), nullable=False),
             f("collapse", pa.float64(), nullable=False),
+            f("only_here", pa.bool_(), nullable=False),
             f("transplant", pa.float64(), nullable=True),
             f("transplant_null", pa.float64(), nullable=True),
             f("label_other", pa.float64(), nullable=True),
@@ -109,6 +112,7 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "place_lift": None if place is None else float(place),
             "p_value": float(t.p_value),
             "collapse": float(t.collapse),
+            "only_here": bool(t.only_here),
             "transplant": _nullable(c.transplant),
             "transplant_null": _nullable(c.transplant_null),
             "label_other": _nullable(c.label_other),
