@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -705,6 +707,10 @@ def test_a_mark_over_a_class_s_objects_stands_out_on_the_rows_only_its_band_knoc
     n_tests = len(every)
     assert not rules.passes(t, n_tests) and rules.passes(u, n_tests)
     assert rules.stronger(t, u, n_tests) is u and rules.stronger(u, None, n_tests) is u
+    # a second count that fails a rule never stands for the test, even nearer to passing
+    near = dataclasses.replace(u, place_lift=2.4)
+    assert rules.standing(near, n_tests) > rules.standing(t, n_tests)
+    assert rules.stronger(t, near, n_tests) is t
     merged = [rules.stronger(a, b, n_tests) for a, b in zip(every, here, strict=True)]
     found = rules.select_candidates(merged, drop, pred, n_tests)
     assert [(f.probe, f.cls, f.only_here) for f in found] == [(6, 0, True)]
