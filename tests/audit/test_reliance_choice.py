@@ -8,7 +8,7 @@ import numpy as np
 
 from fastfem.audit.reliance import rules, stats
 from fastfem.audit.reliance.choice import Sweep, choose
-from fastfem.audit.reliance.probes import sweep_probes
+from fastfem.audit.reliance.probes import narrow_regions, sweep_probes
 
 
 def _watermark_sweep(labelled: bool = True) -> tuple[Sweep, int, int]:
@@ -127,3 +127,13 @@ def test_with_labels_such_a_candidate_flags_only_rows_labelled_another_class():
     cands, _ = choose(sw)
     assert [(c.test.probe, c.cls, c.by_labels) for c in cands] == [(narrow, 1, True)]
     assert cands[0].label_other == 1.0 and cands[0].label_other_rest == 0.0
+
+
+def test_the_regions_counted_where_only_they_knock_out_are_the_narrow_ones():
+    probes = sweep_probes(64, 64)
+    narrow = narrow_regions(probes)
+    kinds = {}
+    for p, n in zip(probes, narrow, strict=True):
+        kinds.setdefault(p.region.kind, set()).add(bool(n))
+    assert kinds["band"] == kinds["band wide"] == kinds["column"] == kinds["cell"] == {True}
+    assert kinds["quarter"] == kinds["border"] == kinds["corners"] == kinds["image"] == {False}

@@ -671,10 +671,16 @@ def test_only_here_hits_equal_a_reference_written_from_the_formula():
         overlaps[k, k + 1] = overlaps[k + 1, k] = True
     compare = S.translates(areas, families, overlaps)
     hit = rng.uniform(size=(60, 8)) < 0.3
-    got = S.only_here_hits(hit, compare, families)
+    got = S.only_here_hits(hit, compare, families, [True] * 8)
     assert np.array_equal(got, _only_here_reference(hit, compare, families))
     assert not np.array_equal(got, hit)  # it removed something: the test can fail
     assert np.array_equal(got[:, 6:], hit[:, 6:])  # no translates: every hit kept
+    counted = [True, False] * 4  # a probe not counted keeps every hit
+    got = S.only_here_hits(hit, compare, families, counted)
+    want = _only_here_reference(hit, compare, families)
+    assert np.array_equal(got[:, 0::2], want[:, 0::2]) and np.array_equal(
+        got[:, 1::2], hit[:, 1::2]
+    )
 
 
 def _mark_over_objects(objects_at_mirror: bool):
@@ -696,7 +702,7 @@ def _mark_over_objects(objects_at_mirror: bool):
 def test_a_mark_over_a_class_s_objects_stands_out_on_the_rows_only_its_band_knocks_out():
     drop, pred, regions = _mark_over_objects(objects_at_mirror=False)
     every = S.probe_tests(drop, pred, np.unique(pred), *regions)
-    here = S.probe_tests(drop, pred, np.unique(pred), *regions, only_here=True)
+    here = S.probe_tests(drop, pred, np.unique(pred), *regions, only_here=[True] * 8)
     t = next(u for u in every if (u.probe, u.cls) == (6, 0))
     u = next(u for u in here if (u.probe, u.cls) == (6, 0))
     # every hit: 60 at band 6, 40 at bands 3-5 (the translates' upper quartile) -> 60 / 41
@@ -721,7 +727,7 @@ def test_the_mirror_image_is_counted_on_every_hit():
     # knocked out there only; under the object null the mirror image's every hit bounds band
     # 6's: (20 / 80) / (40 / 80 + 1 / 80)
     drop, pred, regions = _mark_over_objects(objects_at_mirror=True)
-    here = S.probe_tests(drop, pred, np.unique(pred), *regions, only_here=True)
+    here = S.probe_tests(drop, pred, np.unique(pred), *regions, only_here=[True] * 8)
     u = next(u for u in here if (u.probe, u.cls) == (6, 0))
     assert u.hits == 20 and u.place_lift == pytest.approx(20 / 41)
 
@@ -730,7 +736,7 @@ def test_a_test_that_passes_on_every_hit_is_kept_as_it_is():
     drop, pred, regions = _mark_over_objects(objects_at_mirror=False)
     drop[20:60, [3, 4, 5]] = 0.0  # the objects only under band 6 too: every hit passes
     every = S.probe_tests(drop, pred, np.unique(pred), *regions)
-    here = S.probe_tests(drop, pred, np.unique(pred), *regions, only_here=True)
+    here = S.probe_tests(drop, pred, np.unique(pred), *regions, only_here=[True] * 8)
     t = next(u for u in every if (u.probe, u.cls) == (6, 0))
     u = next(u for u in here if (u.probe, u.cls) == (6, 0))
     assert rules.passes(t, len(every)) and rules.stronger(t, u, len(every)) is t

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fastfem.audit.reliance.probes import Probe, region_mirrors, region_overlaps
+from fastfem.audit.reliance.probes import (
+    Probe,
+    narrow_regions,
+    region_mirrors,
+    region_overlaps,
+)
 from fastfem.audit.reliance.rules import (
     label_evidence,
     labelled_other,
@@ -103,8 +108,10 @@ class Sweep:
             region_mirrors(p),
         )
         self.colour = {k for k, q in enumerate(p) if q.fills[0] in COLOUR_FILLS}
+        self.narrow = narrow_regions(p)  # the probes also counted where only they knock out
         compare = translates(*self.regions[:3])
-        here = only_here_hits(self.drop >= TAU, compare, np.asarray(self.regions[1], object))
+        families = np.asarray(self.regions.families, object)
+        here = only_here_hits(self.drop >= TAU, compare, families, self.narrow)
         #: the drops counted where only the probe's region knocks a row out (0 elsewhere)
         self.here_drop = np.where(here, self.drop, 0.0)
         classes = np.unique(self.pred)
@@ -119,9 +126,11 @@ class Sweep:
     def counted(self, pred: np.ndarray, classes: np.ndarray) -> list[ProbeTest]:
         """Every (probe, class) test of the rows predicted ``pred``, each the stronger
         (`rules.stronger`) of its count on every hit and on the rows only its region knocks
-        out (`stats.probe_tests`' ``only_here``)."""
+        out (`stats.probe_tests`' ``only_here``, for the regions of `probes.narrow_regions`)."""
         tests = probe_tests(self.drop, pred, classes, *self.regions, self.dose)
-        here = probe_tests(self.drop, pred, classes, *self.regions, self.dose, only_here=True)
+        here = probe_tests(
+            self.drop, pred, classes, *self.regions, self.dose, only_here=self.narrow
+        )
         by_key = {(u.probe, u.cls): u for u in here}
         return [stronger(t, by_key.get((t.probe, t.cls)), self.n_tests) for t in tests]
 

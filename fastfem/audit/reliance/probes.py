@@ -53,6 +53,19 @@ def region_overlaps(probes: Sequence[Probe]) -> np.ndarray:
     return (masks @ masks.T) > 0
 
 
+def narrow_regions(probes: Sequence[Probe]) -> np.ndarray:
+    """(P,) bool: which probes' regions are less than half the image across in some direction
+    (bands, columns, cells; not a quarter, the centre, a border ring, the corners or the whole
+    image, whose boxes span half the image or more both ways): those whose tests are also
+    counted on the rows only they knock out (`fastfem.audit.reliance.stats.only_here_hits`)."""
+    out = []
+    for p in probes:
+        h, w = p.region.mask.shape
+        x0, y0, x1, y1 = p.region.box
+        out.append(2 * (y1 - y0) < h or 2 * (x1 - x0) < w)
+    return np.asarray(out, bool)
+
+
 def region_mirrors(probes: Sequence[Probe], min_iou: float = 0.75) -> list[list[int]]:
     """Per probe, the other probes of its family (`Region.kind`) whose region is its mirror
     image — its mask reflected left-right, top-bottom or both, matched by intersection over
