@@ -137,3 +137,19 @@ def test_the_regions_counted_where_only_they_knock_out_are_the_narrow_ones():
         kinds.setdefault(p.region.kind, set()).add(bool(n))
     assert kinds["band"] == kinds["band wide"] == kinds["column"] == kinds["cell"] == {True}
     assert kinds["quarter"] == kinds["border"] == kinds["corners"] == kinds["image"] == {False}
+
+
+def test_the_labels_are_asked_of_every_row_the_band_knocks_out_as_well():
+    # 12 of the 25 rows only the band knocks out are labelled another class (0.48, under
+    # half), and 21 of the 40 object rows it knocks out with its translates: over every row
+    # it knocks out, 33 of 65 — the labels confirm it there, as they would a lead
+    labels = np.repeat(np.arange(4), 80)
+    labels[80:92] = 0
+    labels[120:141] = 2
+    sw, narrow = _band_over_objects(labels)
+    u = next(u for u in sw.tests if (u.probe, u.cls) == (narrow, 1))
+    assert u.only_here and sw.by_labels(u)
+    assert sw.label_shares[narrow, 1] == (33 / 65, 0.0)
+    labels[120:141] = 1  # the objects labelled as their class: 12 of 65, no label confirms
+    sw, _ = _band_over_objects(labels)
+    assert not sw.by_labels(u) and sw.label_shares[narrow, 1] == (12 / 25, 0.0)

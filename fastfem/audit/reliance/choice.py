@@ -159,12 +159,17 @@ class Sweep:
 
     def by_labels(self, t: ProbeTest) -> bool:
         """Whether the labels confirm the lead ``t`` (`rules.labels_confirm`; the shares
-        recorded in ``label_shares``); False without labels."""
+        recorded in ``label_shares``); False without labels. A test counted on the rows only
+        its region knocks out is asked on those rows, then, as a lead is, on every row its
+        region knocks out (the shares recorded: those that confirm it, else its own rows')."""
         if self.labels is None:
             return False
         dose = self.dose if self.probes[t.probe].region.kind == "image" else None
-        drop = self.here_drop if t.only_here else self.drop  # the rows it was counted on
-        got = label_evidence(t, drop, dose, self.pred, self.labels)
+        shares = [
+            label_evidence(t, drop, dose, self.pred, self.labels)
+            for drop in ([self.here_drop, self.drop] if t.only_here else [self.drop])
+        ]
+        got = next((s for s in shares if labels_confirm(*s)), shares[0])
         self.label_shares[t.probe, t.cls] = got
         return labels_confirm(*got)
 
