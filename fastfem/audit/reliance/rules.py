@@ -82,10 +82,10 @@ that are no candidate, the 15 the labels confirm are all of planted marks (0.60-
 frame at 2.41 — found by no candidate); the 8 of objects have 0.00-0.09 of their hit rows
 labelled another class; the letters' top band, a mark's, stays a near miss (0.70-0.77 against
 0.47-0.56: the band catches a part of the mark's rows, the class's others hold the rest).
-Audited with labels (other samples than those sweeps'), the benchmark finds three marks
-through near misses, each at precision 1.00: the shapes' lower band, the letters' top band
-(0.50 of its hit rows labelled another class, at the floor; 0.48 on the other split, not
-found) and the photos' frame.
+Audited with labels (other samples than those sweeps'), the benchmark finds the photos'
+frame through its near miss, at precision 1.00; the shapes' lower band and the letters' top
+band, near misses before, are candidates without labels now (`stronger`), and the labels
+confirm and grow them.
 
 Such a candidate may flag only the class's rows labelled another class, so it is grown
 (`widest_extent`) and given its row threshold (`row_threshold`) on those rows alone
