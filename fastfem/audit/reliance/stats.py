@@ -249,6 +249,14 @@ def wilson_upper(hits: int, rows: int, z: float = 1.645) -> float:
     return min(1.0, (centre + spread) / (1 + z * z / rows))
 
 
+def has_translates(p: int, compare: np.ndarray, families: np.ndarray) -> bool:
+    """Whether probe ``p``'s place lift compares it with its translates (``compare``, from
+    `translates`: members of its own family) rather than with regions of other shapes."""
+    return (
+        bool(families[p]) and bool(compare.any()) and bool(np.all(families[compare] == families[p]))
+    )
+
+
 def typical_rate(
     p: int,
     compare: np.ndarray,
@@ -263,18 +271,10 @@ def typical_rate(
     ``+ 1 / n_c``; from regions of other shapes, the other classes' rate at ``p`` (its upper
     bound ``q_upper``: few hits among them make the ratio noisy) times the class's
     upper-quartile lift at those regions (at least ``1 / n_c``)."""
-    if families[p] and all(f == families[p] for f in np.asarray(families)[compare]):
+    if has_translates(p, compare, np.asarray(families, dtype=object)):
         return float(np.percentile(h_c[compare], TYPICAL_PERCENTILE)) / n_c + 1.0 / n_c
     lifts = (h_c[compare] / n_c) / q[compare]
     return max(q_upper * float(np.percentile(lifts, TYPICAL_PERCENTILE)), 1.0 / n_c)
-
-
-def has_translates(p: int, compare: np.ndarray, families: np.ndarray) -> bool:
-    """Whether probe ``p``'s place lift compares it with its translates (``compare``, from
-    `translates`: members of its own family) rather than with regions of other shapes."""
-    return (
-        bool(families[p]) and bool(compare.any()) and bool(np.all(families[compare] == families[p]))
-    )
 
 
 def only_here_hits(
@@ -330,13 +330,14 @@ def probe_tests(
     areas = np.ones(drop.shape[1]) if areas is None else np.asarray(areas, np.float64)
     compare = translates(areas, families, overlaps)
     fams = np.asarray(["" for _ in areas] if families is None else list(families), dtype=object)
-    counted = np.zeros(len(areas), bool) if only_here is None else np.asarray(only_here, bool)
-    hit = only_here_hits(every_hit, compare, fams, counted)
+    if only_here is None:  # every hit, every probe
+        hit, asked = every_hit, [True] * len(areas)
+    else:
+        hit = only_here_hits(every_hit, compare, fams, only_here)
+        asked = [
+            bool(only_here[p]) and has_translates(p, compare[p], fams) for p in range(len(areas))
+        ]
     deep = hit & (drop >= COLLAPSE_DROP)
-    asked = [
-        only_here is None or (counted[p] and has_translates(p, compare[p], fams))
-        for p in range(len(areas))
-    ]
     tests = []
     for c in classes:
         mine = pred == c
