@@ -1,6 +1,7 @@
 """The sweep's candidates (`fastfem.audit.reliance.choice`): each test the stronger of its two
 counts (every hit, the rows only its region knocks out); a lead the labels confirm grows,
-and sets its row threshold, on the rows it may flag — those labelled another class."""
+and sets its row threshold, on the rows it may flag — those labelled another class; a
+candidate band grows into a pair of adjacent bands (`probes.adjacent_pairs`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import numpy as np
 
 from fastfem.audit.reliance import rules, stats
 from fastfem.audit.reliance.choice import Sweep, choose
-from fastfem.audit.reliance.probes import narrow_regions, sweep_probes
+from fastfem.audit.reliance.probes import (
+    Probe,
+    adjacent_pairs,
+    narrow_regions,
+    pair_drops,
+    probe_drops,
+    probe_params,
+    sweep_probes,
+)
+from fastfem.kernels.occlusion import FILLS, region_family
 
 
 def _watermark_sweep(labelled: bool = True) -> tuple[Sweep, int, int]:
@@ -153,3 +163,105 @@ def test_the_labels_are_asked_of_every_row_the_band_knocks_out_as_well():
     labels[120:141] = 1  # the objects labelled as their class: 12 of 65, no label confirms
     sw, _ = _band_over_objects(labels)
     assert not sw.by_labels(u) and sw.label_shares[narrow, 1] == (12 / 25, 0.0)
+
+
+def test_adjacent_pairs_are_the_overlapping_neighbours_of_the_narrow_bands_and_columns():
+    probes = sweep_probes(64, 64)
+    pairs = adjacent_pairs(probes)
+    kinds = [q.region.kind for q, _, _ in pairs]
+    assert kinds.count("band pair") == kinds.count("column pair") == 14 and len(kinds) == 28
+    for q, i, j in pairs:
+        a, b = probes[i].region, probes[j].region
+        assert q.parts == (a, b) and a.kind == b.kind == q.region.kind.split()[0]
+        np.testing.assert_array_equal(q.region.mask, np.maximum(a.mask, b.mask))
+        assert 2 * (a.mask * b.mask).sum() == a.mask.sum()  # neighbours overlapping by half
+        ys, xs = np.nonzero(q.region.mask)
+        assert q.region.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert q.region.name == f"{a.name} or {b.name}" and q.hidden == (a, b)
+    assert narrow_regions([q for q, _, _ in pairs]).all()
+    drop = np.random.default_rng(0).uniform(size=(5, len(probes)))
+    got = pair_drops(drop, pairs)
+    for k, (_, i, j) in enumerate(pairs):
+        np.testing.assert_array_equal(got[:, k], np.maximum(drop[:, i], drop[:, j]))
+
+
+def test_a_pair_s_drop_is_the_largest_over_its_parts_of_the_smallest_over_the_fills():
+    band = [r for r in region_family(32, 32) if r.kind == "band"]
+    fills = ("inpaint", "mean")
+    pair = adjacent_pairs([Probe(r, fills) for r in band[:2]])[0][0]
+    params, owner = probe_params([Probe(band[0], fills), pair], None)
+    assert params.masks.shape[0] == 8 and (owner[:, 0] >= 0).sum() == 6  # 2 + 2 parts x 2 fills
+    assert [FILLS[f] for f in np.asarray(params.fills)[:6]] == ["inpaint", "mean"] * 3
+    masks = np.asarray(params.masks)  # each part hidden on its own, under each fill
+    for k, region in enumerate([band[0]] * 4 + [band[1]] * 2):
+        np.testing.assert_array_equal(masks[k], region.mask)
+    assert not masks[6:].any()  # padding
+    drop = np.random.default_rng(1).uniform(size=(7, 8)).astype(np.float32)
+    got = probe_drops(drop, owner, 2)
+    np.testing.assert_array_equal(got[:, 0], np.minimum(drop[:, 0], drop[:, 1]))
+    want = np.maximum(np.minimum(drop[:, 2], drop[:, 3]), np.minimum(drop[:, 4], drop[:, 5]))
+    np.testing.assert_array_equal(got[:, 1], want)
+
+
+def _shifting_mark() -> tuple[_Enough, int, int]:
+    """Real 64 px probe family; class 1's rows 80-115 carry a mark whose height varies: the
+    bands y44-52 and y48-56 both hide it on 18 rows, each alone on 9; the wide band y40-56
+    hides it on all 36 and, like every wide band, the class's own objects on 30 of rows
+    120-159. Returns the sweep and the two bands."""
+    probes = sweep_probes(64, 64)
+    names = [p.region.name for p in probes]
+    upper, lower = names.index("band y44-52"), names.index("band y48-56")
+    rng = np.random.default_rng(5)
+    pred = np.repeat(np.arange(4), 80)
+    drop = np.where(rng.uniform(size=(320, len(probes))) < 0.01, 0.6, 0.0)
+    drop[80:160] = 0.0
+    for j, p in enumerate(probes):
+        if p.region.kind == "band wide":
+            drop[rng.choice(np.arange(120, 160), 30, replace=False), j] = 0.6
+    drop[80:107, upper] = 0.8
+    drop[np.r_[80:98, 107:116], lower] = 0.8
+    drop[80:116, names.index("band y40-56")] = 0.8
+    sw = _Enough(None, np.zeros((320, 1)), probes, pred, drop, np.zeros_like(drop))
+    return sw, upper, lower
+
+
+def test_a_band_grows_into_the_pair_that_hides_a_mark_whose_height_varies():
+    sw, upper, lower = _shifting_mark()
+    assert sw.swept == len(sw.probes) - 28 and sw.n_tests == 4 * sw.swept
+    assert all(t.probe < sw.swept for t in sw.tests)  # pairs are never candidates
+    wide = next(
+        t for t in sw.tests if t.cls == 1 and sw.probes[t.probe].region.name == "band y40-56"
+    )
+    assert wide.place_lift < rules.MIN_LIFT  # the wide band hides the objects as well
+    cands, _ = choose(sw)
+    assert [c.cls for c in cands] == [1]  # one finding: the other band repeats its rows
+    (c,) = cands
+    assert c.probe.region.name == "band y44-52 or band y48-56"
+    assert [r.name for r in c.probe.parts] == ["band y44-52", "band y48-56"]
+    tau, _ = rules.row_threshold(c.test, sw.drop, sw.pred, sw.regions, sw.dose)
+    flagged = (sw.pred == 1) & (sw.drop[:, c.test.probe] >= tau)
+    assert np.flatnonzero(flagged).tolist() == list(range(80, 116))  # every marked row
+
+
+def test_pairs_do_not_change_the_swept_probes_tests():
+    # a border ring or the centre, with no translates, is compared with regions of other
+    # shapes: the swept ones, never a pair (two of them counted again)
+    sw, _, _ = _shifting_mark()
+    n = sw.swept
+    alone = stats.probe_tests(
+        sw.drop[:, :n],
+        sw.pred,
+        np.unique(sw.pred),
+        sw.regions.areas[:n],
+        sw.regions.families[:n],
+        sw.regions.overlaps[:n, :n],
+        sw.regions.mirrors[:n],
+        dose=sw.dose[:, :n],
+    )
+    every = stats.probe_tests(sw.drop, sw.pred, np.unique(sw.pred), *sw.regions, sw.dose)
+    assert [t for t in every if t.probe < n] == alone
+    centre = [p.region.name for p in sw.probes].index("centre")
+    compare = stats.translates(*sw.regions[:3], sw.regions.derived)
+    assert compare[centre].any() and not compare[centre][n:].any()
+    pooled = stats.translates(*sw.regions[:3])
+    assert pooled[centre][n:].any()  # without ``derived`` the pairs would stand in

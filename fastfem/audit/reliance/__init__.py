@@ -15,9 +15,10 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
 2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
    that class far more often than of the others (exact binomial test, Bonferroni-corrected,
    lift and hit-count floors; a global probe by the rows it changes most), grown to its widest
-   passing neighbour of the same shape (with labels, a test close to every rule too, where
-   the rows it knocks out are mostly labelled another class: it grows, and flags, on the
-   class's rows labelled another class; `choice`). A region must also be
+   passing neighbour of the same shape (among them a pair of adjacent bands hidden one at a
+   time, `probes.adjacent_pairs`: a mark whose place varies; with labels, a test close to
+   every rule too, where the rows it knocks out are mostly labelled another class: it grows,
+   and flags, on the class's rows labelled another class; `choice`). A region must also be
    *enough* for the class: copied from the class's sampled rows it knocks out into the
    sample's rows of other classes, it must move them to the class far more often than the
    same region copied from other classes' rows does (the transplant test,
@@ -26,8 +27,9 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    effect. The *near misses* (`rules.near_misses`: close to every rule, or needed but not
    enough) are reported beside them with their transplant test (regions), never flagged.
 3. **Every row** (streaming; `members`): each row predicted a candidate's class is read again
-   and run under that candidate's probe (one forward per candidate; the unprobed prediction and
-   confidence are the audit's, from the store); a row whose predicted class's
+   and run under that candidate's probe (one forward per candidate, two for a pair; the
+   unprobed prediction and confidence are the audit's, from the store); a row whose
+   predicted class's
    probability falls by at least the candidate's ``row_tau`` (`rules.row_threshold`: 0.5,
    0.35 or 0.25, the lowest at which the class's own objects would give at most 1 flag in 10)
    is flagged ``relies on <region> (<fill>)``, score ``drop / row_tau``. A row less
@@ -46,6 +48,7 @@ again (a one-shot iterable) skip the test, with the reason in the result.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,7 +259,7 @@ def fill_effects(
     region fill (evidence: which ways of hiding it matter); only those rows are run."""
     if cand.probe.region.kind == "image":
         return {cand.probe.fills[0]: cand.test.rate}
-    probes = [Probe(cand.probe.region, (f,)) for f in REGION_FILLS]
+    probes = [dataclasses.replace(cand.probe, fills=(f,)) for f in REGION_FILLS]
     _, drop = sweep(runner, x[pred == cand.cls], probes, fills)
     return {f: float(np.mean(drop[:, j] >= TAU)) for j, f in enumerate(REGION_FILLS)}
 
@@ -304,7 +307,7 @@ def reliance_test(
     cands, misses = choose(sw)
     for c in cands:
         judged = sw.flaggable if c.by_labels else pred  # the rows it may flag
-        c.row_tau, lift = row_threshold(c.test, drop, judged, sw.regions, sw.dose)
+        c.row_tau, lift = row_threshold(c.test, sw.drop, judged, sw.regions, sw.dose)
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)

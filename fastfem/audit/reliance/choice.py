@@ -13,7 +13,9 @@ import numpy as np
 
 from fastfem.audit.reliance.probes import (
     Probe,
+    adjacent_pairs,
     narrow_regions,
+    pair_drops,
     region_mirrors,
     region_overlaps,
 )
@@ -87,7 +89,11 @@ class Sweep:
     """The sweep of the sample ``x``: its ``probes``, the rows' predictions ``pred`` (S,), drops
     ``drop`` and doses ``dose`` (S, P); then the probes as regions, every (probe, class) test
     and the transplant tests asked (``moved``, by (probe, class)); ``colour`` the colour probes
-    (`rules`: never candidates); ``flaggable`` the rows a lead the labels confirm may flag."""
+    (`rules`: never candidates); ``flaggable`` the rows a lead the labels confirm may flag.
+    The adjacent pairs of bands and columns (`probes.adjacent_pairs`, their drops from their
+    parts', no forward) are appended to ``probes``, ``drop`` and ``dose``: ``tests`` holds
+    the tests of the swept probes (candidates, near misses, Bonferroni's count), ``extents``
+    those of every probe, pairs included (what a candidate may grow to)."""
 
     runner: ProbeRunner
     x: np.ndarray
@@ -100,23 +106,30 @@ class Sweep:
     label_shares: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.swept = len(self.probes)
+        pairs = adjacent_pairs(self.probes)
+        self.probes = [*self.probes, *(q for q, _, _ in pairs)]
+        self.drop = np.concatenate([self.drop, pair_drops(self.drop, pairs)], axis=1)
+        self.dose = np.concatenate([self.dose, pair_drops(self.dose, pairs)], axis=1)
         p = self.probes
         self.regions = RegionInfo(
             [0.0 if q.region.kind == "image" else float(q.region.mask.mean()) for q in p],
             [q.region.kind for q in p],
             region_overlaps(p),
             region_mirrors(p),
+            [k >= self.swept for k in range(len(p))],
         )
         self.colour = {k for k, q in enumerate(p) if q.fills[0] in COLOUR_FILLS}
         self.narrow = narrow_regions(p)  # the probes also counted where only they knock out
-        compare = translates(*self.regions[:3])
+        compare = translates(*self.regions[:3], self.regions.derived)
         families = np.asarray(self.regions.families, object)
         here = only_here_hits(self.drop >= TAU, compare, families, self.narrow)
         #: the drops counted where only the probe's region knocks a row out (0 elsewhere)
         self.here_drop = np.where(here, self.drop, 0.0)
         classes = np.unique(self.pred)
-        self.n_tests = len(p) * max(len(classes), 1)
-        self.tests = self.counted(self.pred, classes)
+        self.n_tests = self.swept * max(len(classes), 1)
+        self.extents = self.counted(self.pred, classes)
+        self.tests = [t for t in self.extents if t.probe < self.swept]
         unlabelled = np.full(len(self.pred), -1)
         #: `rules.labelled_other` of the sample (all -1 without labels)
         self.flaggable = labelled_other(
@@ -155,7 +168,7 @@ class Sweep:
         wide = widest_extent([mine], tests, self.drop, self.flaggable, self.regions, self.n_tests)
         if wide[0].probe == t.probe:
             return t
-        return next(u for u in self.tests if (u.probe, u.cls) == (wide[0].probe, t.cls))
+        return next(u for u in self.extents if (u.probe, u.cls) == (wide[0].probe, t.cls))
 
     def by_labels(self, t: ProbeTest) -> bool:
         """Whether the labels confirm the lead ``t`` (`rules.labels_confirm`; the shares
@@ -191,7 +204,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
         wide = (
             sw.lead_extent(t)
             if lead
-            else widest_extent([t], tests, drop, pred, sw.regions, n_tests)[0]
+            else widest_extent([t], sw.extents, drop, pred, sw.regions, n_tests)[0]
         )
         if wide is not t and not sw.enough(wide):
             wide = t  # grown into a region not enough by itself

@@ -25,16 +25,30 @@ PROBE_BUCKET = 8  # probes per step: a power of two up to this, then multiples o
 HIDE_FILLS: tuple[str, ...] = ("inpaint",)
 
 
+#: The shape families whose adjacent members (overlapping by half) make a pair
+#: (`adjacent_pairs`): the narrow bands and columns. A wide band's pair spans 3/8 of the image
+#: and hides whole objects.
+PAIRED_KINDS: tuple[str, ...] = ("band", "column")
+
+
 @dataclass(frozen=True)
 class Probe:
-    """A region and the fills that hide it; its drop is the smallest over the fills."""
+    """A region and the fills that hide it; its drop is the smallest over the fills. A pair
+    (`adjacent_pairs`) hides its ``parts`` one at a time, ``region`` their union: its drop is
+    the largest over its parts (a row counts where hiding either knocks it out)."""
 
     region: Region
     fills: tuple[str, ...]
+    parts: tuple[Region, ...] = ()
 
     @property
     def name(self) -> str:
         return f"{self.region.name} ({'+'.join(self.fills)})"
+
+    @property
+    def hidden(self) -> tuple[Region, ...]:
+        """The regions hidden one at a time: the parts of a pair, else the region."""
+        return self.parts or (self.region,)
 
 
 def sweep_probes(h: int, w: int, proposed: Sequence[Region] = ()) -> list[Probe]:
@@ -44,6 +58,40 @@ def sweep_probes(h: int, w: int, proposed: Sequence[Region] = ()) -> list[Probe]
     return [Probe(r, HIDE_FILLS) for r in regions] + [
         Probe(whole_image(h, w), (f,)) for f in GLOBAL_FILLS
     ]
+
+
+def adjacent_pairs(probes: Sequence[Probe]) -> list[tuple[Probe, int, int]]:
+    """The pairs of adjacent, overlapping regions of the ``PAIRED_KINDS`` families among
+    ``probes`` (a band and the band half its height below it), each ``(pair, i, j)`` with the
+    indices of its parts. A mark whose place varies from image to image (text at a random
+    height in a strip) lies whole in one of two adjacent bands on each row, in neither band
+    alone on every row; the pair's drop is the larger of its parts' (`pair_drops`), so it
+    counts every such row, where hiding their union at once would hide more of every object.
+    Pairs are never candidates: a candidate band may grow into one (`rules.widest_extent`)."""
+    out = []
+    for kind in PAIRED_KINDS:
+        members = sorted(
+            (k for k, p in enumerate(probes) if p.region.kind == kind),
+            key=lambda k: probes[k].region.box,
+        )
+        for i, j in zip(members, members[1:], strict=False):
+            a, b = probes[i].region, probes[j].region
+            if not (a.mask * b.mask).any():
+                continue
+            mask = np.maximum(a.mask, b.mask)
+            box = (*np.minimum(a.box[:2], b.box[:2]), *np.maximum(a.box[2:], b.box[2:]))
+            name = f"{a.name} or {b.name}"
+            union = Region(name, f"{kind} pair", tuple(int(v) for v in box), mask)
+            out.append((Probe(union, probes[i].fills, (a, b)), i, j))
+    return out
+
+
+def pair_drops(drop: np.ndarray, pairs: Sequence[tuple[Probe, int, int]]) -> np.ndarray:
+    """(N, len(pairs)) the drops (or doses) of ``pairs`` (`adjacent_pairs`) from the (N, P)
+    ones of their parts: per row the larger of the two, with no forward."""
+    if not pairs:
+        return np.zeros((drop.shape[0], 0), drop.dtype)
+    return np.stack([np.maximum(drop[:, i], drop[:, j]) for _, i, j in pairs], axis=1)
 
 
 def region_overlaps(probes: Sequence[Probe]) -> np.ndarray:
@@ -107,25 +155,36 @@ def hot_spot_regions(hot: Any, h: int, w: int) -> list[Region]:
 
 
 def probe_params(probes: Sequence[Probe], fills: Any) -> tuple[ProbeParams, np.ndarray]:
-    """The step's probes, one per (probe, fill), and the probe each belongs to (-1: padding).
-    Their number is padded with empty masks (drop 0) to a power of two up to ``PROBE_BUCKET``
-    and to a multiple of it above, so the few shapes a test uses are compiled once and the
-    member pass (a candidate or two on every row) runs no empty probe."""
-    pairs = [(k, p.region.mask, f) for k, p in enumerate(probes) for f in p.fills]
-    n = len(pairs)
+    """The step's probes, one per (probe, hidden region, fill), and (F, 2) the probe and the
+    part (`Probe.hidden`) each belongs to (probe -1: padding). Their number is padded with
+    empty masks (drop 0) to a power of two up to ``PROBE_BUCKET`` and to a multiple of it
+    above, so the few shapes a test uses are compiled once and the member pass (a candidate
+    or two on every row) runs no empty probe."""
+    steps = [
+        (k, i, r.mask, f)
+        for k, p in enumerate(probes)
+        for i, r in enumerate(p.hidden)
+        for f in p.fills
+    ]
+    n = len(steps)
     pad = (1 << (n - 1).bit_length()) - n if n <= PROBE_BUCKET else -n % PROBE_BUCKET
-    empty = np.zeros_like(pairs[0][1])
-    pairs += [(-1, empty, FILLS[0])] * pad
-    masks = np.stack([m for _, m, _ in pairs]).astype(np.float32)
-    idx = np.asarray([FILLS.index(f) for _, _, f in pairs], np.int32)
-    owner = np.asarray([k for k, _, _ in pairs], np.int64)
+    empty = np.zeros_like(steps[0][2])
+    steps += [(-1, 0, empty, FILLS[0])] * pad
+    masks = np.stack([m for *_, m, _ in steps]).astype(np.float32)
+    idx = np.asarray([FILLS.index(f) for *_, f in steps], np.int32)
+    owner = np.asarray([(k, i) for k, i, _, _ in steps], np.int64)
     return ProbeParams(jnp.asarray(masks), jnp.asarray(idx), fills), owner
 
 
 def probe_drops(drop: np.ndarray, owner: np.ndarray, n_probes: int) -> np.ndarray:
-    """(N, P) drops of the probes from the (N, F) drops of their fills: the smallest."""
-    out = np.full((drop.shape[0], n_probes), np.inf, np.float32)
-    for j, k in enumerate(owner):
+    """(N, P) drops of the probes from the (N, F) drops of their (part, fill) steps (``owner``
+    (F, 2), `probe_params`): per part the smallest over the fills, per probe the largest over
+    its parts."""
+    parts: dict[tuple[int, int], np.ndarray] = {}
+    for j, (k, i) in enumerate(owner):
         if k >= 0:
-            out[:, k] = np.minimum(out[:, k], drop[:, j])
+            parts[k, i] = np.minimum(parts.get((k, i), np.inf), drop[:, j])
+    out = np.full((drop.shape[0], n_probes), -np.inf, np.float32)
+    for (k, _), d in parts.items():
+        out[:, k] = np.maximum(out[:, k], d)
     return out

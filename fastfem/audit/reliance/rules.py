@@ -429,7 +429,8 @@ def widest_extent(
     n_tests: int,
 ) -> list[ProbeTest]:
     """Each candidate replaced by its widest passing neighbour: the test of the same class
-    whose region is of the same shape family (bands with bands, columns with columns, ...),
+    whose region is of the same shape family (bands with bands, a pair of adjacent bands
+    among them, `probes.adjacent_pairs`; columns with columns, ...),
     overlaps the candidate's, is at most ``MAX_EXTENT`` times its area, knocks out at least
     ``MAX_OVERLAP`` of the candidate's hit rows and more rows of the class in all, and still
     passes the place test (``place_lift >= MIN_LIFT``, binomial p-value against the place

@@ -171,12 +171,14 @@ def binomial_tail(k: int, n: int, q: float) -> float:
 class RegionInfo(NamedTuple):
     """The sweep's probes as regions: ``areas`` (P,) each region's share of the image (0: a
     global probe), ``families`` (P,) its shape family, ``overlaps`` (P, P) which share a pixel,
-    ``mirrors`` (P,) each probe's mirror images (`typical_rate`; default: none)."""
+    ``mirrors`` (P,) each probe's mirror images (`typical_rate`; default: none), ``derived``
+    (P,) which probes' drops are derived from others' (`translates`; default: none)."""
 
     areas: Sequence[float]
     families: Sequence[str]
     overlaps: np.ndarray
     mirrors: Sequence[Sequence[int]] | None = None
+    derived: Sequence[bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -212,11 +214,13 @@ def translates(
     areas: Sequence[float],
     families: Sequence[str] | None = None,
     overlaps: np.ndarray | None = None,
+    derived: Sequence[bool] | None = None,
 ) -> list[np.ndarray]:
     """Per probe, the probes its place lift compares with (module docstring): the members of
     its family that do not overlap it (its translates elsewhere) when there are at least
     ``MIN_FAMILY``, else the other region probes (area > 0) whose area is within ``AREA_RATIO``
-    of its own, else every other region probe.
+    of its own, else every other region probe; a ``derived`` probe (P,; default: none, a pair
+    of adjacent bands, two other probes counted again) only within its family.
     ``overlaps`` (P, P) bool: which probes' regions share a pixel (default: none do)."""
     a = np.asarray(areas, np.float64)
     n = len(a)
@@ -225,7 +229,8 @@ def translates(
     regional = (a > 0)[None, :] & apart
     ratio = np.abs(np.log(np.maximum(a, 1e-12)[:, None] / np.maximum(a, 1e-12)[None, :]))
     out = []
-    anywhere = (a > 0)[None, :] & ~np.eye(n, dtype=bool)
+    swept = ~np.asarray(np.zeros(n, bool) if derived is None else derived, bool)
+    anywhere = (a > 0)[None, :] & swept[None, :] & ~np.eye(n, dtype=bool)
     for p in range(n):
         for choice in (
             regional[p] & (fam == fam[p]) if fam[p] else np.zeros(n, bool),
@@ -311,6 +316,7 @@ def probe_tests(
     families: Sequence[str] | None = None,
     overlaps: np.ndarray | None = None,
     mirrors: Sequence[Sequence[int]] | None = None,
+    derived: Sequence[bool] | None = None,
     dose: np.ndarray | None = None,
     tau: float = TAU,
     dose_lift: float = MIN_DOSE_LIFT,
@@ -321,14 +327,15 @@ def probe_tests(
     for a global probe, which has no place lift; default: all equal), ``families`` (P,) each
     probe's region family (default: none, compared by area), ``overlaps`` (P, P) which
     probes' regions share a pixel (`translates`), ``mirrors`` (P,) each probe's mirror images
-    (module docstring; default: none), ``dose`` (N, P) how much each probe changed
+    (module docstring; default: none), ``derived`` (P,) which probes' drops are derived from
+    others' (`translates`; default: none), ``dose`` (N, P) how much each probe changed
     each row (the dose lift of the global probes; default: not measured); ``tau`` the drop that
     counts as a hit; ``dose_lift`` a global probe's dosed rows' floor (`dose_floor`);
     ``only_here`` (P,) given: the tests of the probes it marks that have translates only,
     counted on the rows no translate knocks out (`only_here_hits`, module docstring)."""
     every_hit = drop >= tau
     areas = np.ones(drop.shape[1]) if areas is None else np.asarray(areas, np.float64)
-    compare = translates(areas, families, overlaps)
+    compare = translates(areas, families, overlaps, derived)
     fams = np.asarray(["" for _ in areas] if families is None else list(families), dtype=object)
     if only_here is None:  # every hit, every probe
         hit, asked = every_hit, [True] * len(areas)

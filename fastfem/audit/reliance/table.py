@@ -8,9 +8,13 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     status            string   "confirmed", or "not confirmed: " and what a near miss lacks
                                (e.g. "place lift 2.42 < 2.5", "not enough: transplant ...")
     predicted_class   int64    the class whose predictions the region carries
-    region            string   e.g. "band y24-40", "border 2 px", "whole image"
-    region_kind       string   band, column, cell, border, centre, image, hot spot
-    box               list<int32>  x0, y0, x1, y1 of the region (model-input pixels)
+    region            string   e.g. "band y24-40", "border 2 px", "whole image"; a pair of
+                               adjacent bands hidden one at a time (`probes.adjacent_pairs`):
+                               "band y10-20 or band y15-25"
+    region_kind       string   band, column, cell, border, centre, image, hot spot, band
+                               pair, column pair
+    box               list<int32>  x0, y0, x1, y1 of the region (model-input pixels; a pair's:
+                                   their union)
     fill              string   how the region was hidden (inpaint, or a global fill)
     sample_hits / sample_rows             the class's sampled rows knocked out / sampled
     other_hits / other_rows               the same for the other classes' sampled rows
