@@ -656,3 +656,32 @@ def test_a_hue_probe_doses_a_small_vivid_mark_by_its_size_not_its_area():
     assert dose[0] / dose[1] > 5 * mean[0] / mean[1]  # the sticker stands out
     xs, dose = probed(jnp.asarray(x), whole, jnp.int32(FILLS.index("balance")), p)
     np.testing.assert_allclose(dose, np.abs(np.asarray(xs) - x).mean((1, 2, 3)), rtol=1e-5)
+
+
+def test_a_pair_of_bands_runs_as_its_two_parts_in_the_real_probe_step(tmp_path, monkeypatch):
+    # the audit's own plan and probe step: a pair's drop is its parts' larger drop, each part
+    # hidden on its own (the band y24-32 hides the bar, y20-28 does not)
+    import fastfem.audit.reliance as R
+    import fastfem.audit.run as run_module
+    from fastfem.audit.reliance.probes import HIDE_FILLS, Probe, adjacent_pairs
+    from fastfem.kernels.occlusion import region_family
+
+    plans = []
+
+    def keep(plan, *args):
+        plans.append(plan)
+        return R.reliance_test(plan, *args)
+
+    monkeypatch.setattr(run_module, "reliance_test", keep)
+    images, labels, barred = bar_images(n=32, seed=7)
+    moved = barred & (labels != 0)  # images of other classes the bar makes class 0
+    audit(images, bar_model(), out=tmp_path / "a", reliance_sample=32, batch_size=16)
+    bands = {r.name: Probe(r, HIDE_FILLS) for r in region_family(64, 64) if r.kind == "band"}
+    above, over = bands["band y20-28"], bands["band y24-32"]
+    (pair, _, _), *_ = adjacent_pairs([above, over])
+    fills = fill_params(*R.pixel_moments(images), 64, 64)
+    doses: list[np.ndarray] = []
+    _, drop = R.sweep(R.ProbeRunner(plans[0]), images, [pair, above, over], fills, doses)
+    np.testing.assert_array_equal(drop[:, 0], np.maximum(drop[:, 1], drop[:, 2]))
+    assert moved.sum() >= 3 and drop[moved, 2].min() >= 0.5 > drop[moved, 1].max()
+    assert np.isfinite(doses[0]).all()
