@@ -92,9 +92,10 @@ class _Enough(Sweep):
         return True
 
 
-def _band_over_objects(labels: np.ndarray | None = None) -> tuple[_Enough, int]:
+def _band_over_objects(labels: np.ndarray | None = None, fall: float = 0.6) -> tuple[_Enough, int]:
     """Real 64 px probe family; class 1's objects (rows 120-159) are hidden by every narrow
-    band from y16 to y56, a mark on rows 80-104 by the band y48-56 only."""
+    band from y16 to y56 (their class's probability falling by ``fall``), a mark on rows
+    80-104 by the band y48-56 only."""
     probes = sweep_probes(64, 64)
     names = [p.name for p in probes]
     narrow = names.index("band y48-56 (inpaint)")
@@ -105,7 +106,7 @@ def _band_over_objects(labels: np.ndarray | None = None) -> tuple[_Enough, int]:
     for j, p in enumerate(probes):
         y0, y1 = p.region.box[1], p.region.box[3]
         if p.region.kind == "band" and y0 >= 16 and y1 <= 56:
-            drop[120:160, j] = 0.6
+            drop[120:160, j] = fall
     drop[80:105, narrow] = 0.8
     sw = _Enough(None, np.zeros((320, 1)), probes, pred, drop, np.zeros_like(drop), labels=labels)
     return sw, narrow
@@ -137,6 +138,24 @@ def test_with_labels_such_a_candidate_flags_only_rows_labelled_another_class():
     cands, _ = choose(sw)
     assert [(c.test.probe, c.cls, c.by_labels) for c in cands] == [(narrow, 1, True)]
     assert cands[0].label_other == 1.0 and cands[0].label_other_rest == 0.0
+
+
+def test_with_labels_such_a_candidate_whose_flags_are_clean_flags_every_row():
+    # the band dents the class's objects (a fall of 0.3: hits, not flags at 0.5): on every
+    # row its flags are the mark's alone, and the labels, which confirm it, would take away
+    # the marked rows of the class's own images (80-84)
+    labels = np.repeat(np.arange(4), 80)
+    labels[85:105] = np.resize([0, 2, 3], 20)
+    sw, narrow = _band_over_objects(labels, fall=0.3)
+    u = next(u for u in sw.tests if (u.probe, u.cls) == (narrow, 1))
+    assert u.only_here and sw.by_labels(u) and sw.clean(u)
+    cands, _ = choose(sw)
+    assert [(c.test.probe, c.cls, c.by_labels) for c in cands] == [(narrow, 1, False)]
+    tau, _ = rules.row_threshold(cands[0].test, sw.drop, sw.pred, sw.regions, sw.dose)
+    flagged = (sw.pred == 1) & (sw.drop[:, narrow] >= tau)
+    assert np.flatnonzero(flagged).tolist() == list(range(80, 105))
+    sw, _ = _band_over_objects(labels)  # hidden (0.6), the objects would be flagged too
+    assert not sw.clean(next(u for u in sw.tests if (u.probe, u.cls) == (narrow, 1)))
 
 
 def test_the_regions_counted_where_only_they_knock_out_are_the_narrow_ones():

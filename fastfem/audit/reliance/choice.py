@@ -20,11 +20,13 @@ from fastfem.audit.reliance.probes import (
     region_overlaps,
 )
 from fastfem.audit.reliance.rules import (
+    ROW_PLACE_LIFT,
     label_evidence,
     labelled_other,
     labels_confirm,
     near_misses,
     needs_labels,
+    row_threshold,
     select_candidates,
     stronger,
     sufficient,
@@ -170,6 +172,21 @@ class Sweep:
             return t
         return next(u for u in self.extents if (u.probe, u.cls) == (wide[0].probe, t.cls))
 
+    def grown(self, wide: ProbeTest, t: ProbeTest) -> ProbeTest:
+        """``wide``, the region ``t`` grew to, where it passes the transplant test (`enough`),
+        else ``t``."""
+        return wide if wide is t or self.enough(wide) else t
+
+    def clean(self, t: ProbeTest) -> bool:
+        """Whether ``t``'s flags over every row of its class are clean: its row threshold
+        (`rules.row_threshold`) reaches a place lift of ``rules.ROW_PLACE_LIFT`` (at most 1
+        flag in 10 expected from the class's objects the region hides)."""
+        tau, lift = row_threshold(t, self.drop, self.pred, self.regions, self.dose)
+        tests = probe_tests(
+            self.drop, self.pred, np.asarray([t.cls]), *self.regions, self.dose, tau, lift
+        )
+        return next(u.place_lift for u in tests if u.probe == t.probe) >= ROW_PLACE_LIFT
+
     def by_labels(self, t: ProbeTest) -> bool:
         """Whether the labels confirm the lead ``t`` (`rules.labels_confirm`; the shares
         recorded in ``label_shares``); False without labels. A test counted on the rows only
@@ -197,17 +214,17 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     # flag only rows labelled another class: (probe, class) -> the lead the labels confirmed
     on_labels: dict[tuple[int, int], tuple[int, int]] = {}
     for t in taken:
-        # counted on the rows only its region knocks out, a candidate still flags every row
-        # the region knocks out, the class's own objects it hides included; with labels that
-        # confirm it, only those labelled another class (`rules.needs_labels`)
-        lead = needs_labels(t, n_tests, sw.colour) or (t.only_here and sw.by_labels(t))
-        wide = (
-            sw.lead_extent(t)
-            if lead
-            else widest_extent([t], sw.extents, drop, pred, sw.regions, n_tests)[0]
-        )
-        if wide is not t and not sw.enough(wide):
-            wide = t  # grown into a region not enough by itself
+        lead = needs_labels(t, n_tests, sw.colour)
+        if not lead:
+            wide = sw.grown(widest_extent([t], sw.extents, drop, pred, sw.regions, n_tests)[0], t)
+            # counted on the rows only its region knocks out, a candidate still flags every
+            # row the region knocks out, the class's own objects it hides included: with
+            # labels that confirm it, only those labelled another class, unless its flags
+            # on every row are clean (`Sweep.clean`: the objects' share bounded as a row
+            # threshold bounds it, the labels would take away rows of the mark alone)
+            lead = t.only_here and not sw.clean(wide) and sw.by_labels(t)
+        if lead:
+            wide = sw.grown(sw.lead_extent(t), t)
         if wide not in found:  # two candidates may grow into the same region
             found.append(wide)
             if lead:

@@ -99,7 +99,7 @@ the rows only its region knocks out (`stronger`) is treated the same way where t
 confirm it: its region hides the class's own objects on rows that its translates hide as well,
 and the member pass, which runs the region alone, would flag those too (measured: the shapes'
 lower watermark band, 0.75 of its flags marked on every row, 1.00 on the rows labelled another
-class).
+class) — unless its flags over every row are clean (`choice.Sweep.clean`: the letters' top band).
 
 A test that is no candidate but reaches ``NEAR_MISS`` (0.8) of every rule's floor, or passes
 every rule and fails the transplant test, is a *near miss* (`near_misses`): reported with what
