@@ -29,14 +29,13 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
 3. **Every row** (streaming; `members`): each row predicted a candidate's class is read again
    and run under that candidate's probe (one forward per candidate, two for a pair; the
    unprobed prediction and confidence are the audit's, from the store); a row whose
-   predicted class's
-   probability falls by at least the candidate's ``row_tau`` (`rules.row_threshold`: 0.5,
-   0.35 or 0.25, the lowest at which the class's own objects would give at most 1 flag in 10)
-   is flagged ``relies on <region> (<fill>)``, score ``drop / row_tau``. A row less
-   confident than a candidate's ``row_tau`` cannot fall by it, and a global candidate counts
-   a row only where its probe changed it by at least its dose floor: the rows no candidate of
-   their class counts are screened out first, with no forward (`members.screen`; the doses
-   by a step that runs no model). The evidence —
+   predicted class's probability falls by at least the candidate's ``row_tau``
+   (`rules.row_threshold`: 0.5, 0.35 or 0.25, the lowest at which the class's own objects
+   would give at most 1 flag in 10) is flagged ``relies on <region> (<fill>)``, score
+   ``drop / row_tau``. A row less confident than a candidate's ``row_tau`` cannot fall by it,
+   and a global candidate counts a row only where its probe changed it by at least its dose
+   floor: the rows no candidate of their class counts are screened out first, with no
+   forward (`members.screen`; the doses by a step that runs no model). The evidence —
    region, fill, the output change on members (rows of the class) and on non-members (the
    sample's other rows), rates, lift, p-value — goes to ``DIR/reliance.parquet`` (`table`)
    and the report.

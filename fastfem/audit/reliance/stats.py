@@ -219,8 +219,9 @@ def translates(
     """Per probe, the probes its place lift compares with (module docstring): the members of
     its family that do not overlap it (its translates elsewhere) when there are at least
     ``MIN_FAMILY``, else the other region probes (area > 0) whose area is within ``AREA_RATIO``
-    of its own, else every other region probe; a ``derived`` probe (P,; default: none, a pair
-    of adjacent bands, two other probes counted again) only within its family.
+    of its own, else every other region probe; a ``derived`` probe (P,; default: none: a pair
+    of adjacent bands, two other probes counted again) is compared with no probe outside its
+    family.
     ``overlaps`` (P, P) bool: which probes' regions share a pixel (default: none do)."""
     a = np.asarray(areas, np.float64)
     n = len(a)
