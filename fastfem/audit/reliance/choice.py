@@ -26,7 +26,7 @@ from fastfem.audit.reliance.rules import (
     labels_confirm,
     near_misses,
     needs_labels,
-    row_threshold,
+    row_places,
     select_candidates,
     stronger,
     sufficient,
@@ -181,11 +181,8 @@ class Sweep:
         """Whether ``t``'s flags over every row of its class are clean: its row threshold
         (`rules.row_threshold`) reaches a place lift of ``rules.ROW_PLACE_LIFT`` (at most 1
         flag in 10 expected from the class's objects the region hides)."""
-        tau, lift = row_threshold(t, self.drop, self.pred, self.regions, self.dose)
-        tests = probe_tests(
-            self.drop, self.pred, np.asarray([t.cls]), *self.regions, self.dose, tau, lift
-        )
-        return next(u.place_lift for u in tests if u.probe == t.probe) >= ROW_PLACE_LIFT
+        place = row_places(t, self.drop, self.pred, self.regions, self.dose)
+        return max(place.values()) >= ROW_PLACE_LIFT
 
     def by_labels(self, t: ProbeTest) -> bool:
         """Whether the labels confirm the lead ``t`` (`rules.labels_confirm`; the shares
@@ -222,7 +219,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
             # labels that confirm it, only those labelled another class, unless its flags
             # on every row are clean (`Sweep.clean`: the objects' share bounded as a row
             # threshold bounds it, the labels would take away rows of the mark alone)
-            lead = t.only_here and not sw.clean(wide) and sw.by_labels(t)
+            lead = t.only_here and sw.by_labels(t) and not sw.clean(wide)
         if lead:
             wide = sw.grown(sw.lead_extent(t), t)
         if wide not in found:  # two candidates may grow into the same region

@@ -83,9 +83,8 @@ frame at 2.41 — found by no candidate); the 8 of objects have 0.00-0.09 of the
 labelled another class; the letters' top band, a mark's, stays a near miss (0.70-0.77 against
 0.47-0.56: the band catches a part of the mark's rows, the class's others hold the rest).
 Audited with labels (other samples than those sweeps'), the benchmark finds the photos'
-frame through its near miss, at precision 1.00; the shapes' lower band and the letters' top
-band, near misses before, are candidates without labels now (`stronger`), and the labels
-confirm and grow them.
+frame through its near miss, at precision 1.00; the watermark bands over the objects, near
+misses before, are candidates without labels now (`stronger`).
 
 Such a candidate may flag only the class's rows labelled another class, so it is grown
 (`widest_extent`) and given its row threshold (`row_threshold`) on those rows alone
@@ -394,6 +393,19 @@ def near_misses(
     return out
 
 
+def row_places(
+    t: ProbeTest, drop: np.ndarray, pred: np.ndarray, regions: RegionInfo, dose: np.ndarray
+) -> dict[tuple[float, float], float]:
+    """Each ``(tau, dose_lift)`` `row_threshold` chooses from -> ``t``'s place lift there."""
+    lifts = ROW_DOSE_LIFTS if regions.areas[t.probe] <= 0 else (MIN_DOSE_LIFT,)
+    place = {}
+    for lift in sorted(lifts):
+        for tau in sorted(ROW_TAUS):
+            tests = probe_tests(drop, pred, np.asarray([t.cls]), *regions, dose, tau, lift)
+            place[(tau, lift)] = next(u.place_lift for u in tests if u.probe == t.probe)
+    return place
+
+
 def row_threshold(
     t: ProbeTest, drop: np.ndarray, pred: np.ndarray, regions: RegionInfo, dose: np.ndarray
 ) -> tuple[float, float]:
@@ -408,12 +420,7 @@ def row_threshold(
     mark is a small part of what a global fill changes; the place lift bounds the share of
     flags the class's own objects would give there (a band across the objects: 1 in 5 at 0.25
     where it is 1 in 10 at 0.5)."""
-    lifts = ROW_DOSE_LIFTS if regions.areas[t.probe] <= 0 else (MIN_DOSE_LIFT,)
-    place = {}
-    for lift in sorted(lifts):
-        for tau in sorted(ROW_TAUS):
-            tests = probe_tests(drop, pred, np.asarray([t.cls]), *regions, dose, tau, lift)
-            place[(tau, lift)] = next(u.place_lift for u in tests if u.probe == t.probe)
+    place = row_places(t, drop, pred, regions, dose)
     clean = [key for key in place if place[key] >= ROW_PLACE_LIFT]
     if clean:
         return min(clean, key=lambda key: (key[1], key[0]))
