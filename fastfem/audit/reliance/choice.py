@@ -91,7 +91,7 @@ class Sweep:
     """The sweep of the sample ``x``: its ``probes``, the rows' predictions ``pred`` (S,), drops
     ``drop`` and doses ``dose`` (S, P); then the probes as regions, every (probe, class) test
     and the transplant tests asked (``moved``, by (probe, class)); ``colour`` the colour probes
-    (`rules`: never candidates); ``flaggable`` the rows a lead the labels confirm may flag.
+    (`rules.needs_labels`); ``flaggable`` the rows a lead the labels confirm may flag.
     The adjacent pairs of bands and columns (`probes.adjacent_pairs`, their drops from their
     parts', no forward) are appended to ``probes``, ``drop`` and ``dose``: ``tests`` holds
     the tests of the swept probes (candidates, near misses, Bonferroni's count), ``extents``
@@ -207,11 +207,13 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     evidence the sample gives (the non-members: the sample's rows of other classes)."""
     tests, drop, pred, n_tests = sw.tests, sw.drop, sw.pred, sw.n_tests
     found: list[ProbeTest] = []
-    taken = select_candidates(tests, drop, pred, n_tests, sw.enough, sw.colour, sw.by_labels)
+    labelled = sw.labels is not None
+    asked = sw.by_labels if labelled else None
+    taken = select_candidates(tests, drop, pred, n_tests, sw.enough, sw.colour, asked)
     # flag only rows labelled another class: (probe, class) -> the lead the labels confirmed
     on_labels: dict[tuple[int, int], tuple[int, int]] = {}
     for t in taken:
-        lead = needs_labels(t, n_tests, sw.colour)
+        lead = needs_labels(t, n_tests, sw.colour, labelled)
         if not lead:
             wide = sw.grown(widest_extent([t], sw.extents, drop, pred, sw.regions, n_tests)[0], t)
             # counted on the rows only its region knocks out, a candidate still flags every
