@@ -530,7 +530,7 @@ def test_a_colour_test_is_a_lead_at_a_regions_lift_and_never_without_it():
 
     # a colour probe's test that passes every rule but the global lift floor (5) is a lead at
     # a region's floor (2.5); one at 0.8 of that floor is a near miss like any other test,
-    # below it none; the same tests of another probe are none
+    # below it none; the same tests of another probe are none (candidates: the next test)
     n = 160
     t = S.ProbeTest(3, 1, 30, 80, 2, 240, 3.0, 1e-12, 20.0, dose_lift=3.0, collapse=0.7)
     assert rules.shortfall(t, n) == "lift 3 < 5" and rules.colour_lead(t, n)
@@ -541,8 +541,33 @@ def test_a_colour_test_is_a_lead_at_a_regions_lift_and_never_without_it():
     drop, pred = _null_sweep(rate=0.0)
     assert rules.near_misses([t, close, weak], [], drop, pred, n, colour={3}) == [t, close]
     assert rules.passes(t, n) is False and rules.passes(replace(t, lift=6.0), n)
-    assert rules.select_candidates([replace(t, lift=6.0)], drop, pred, n, colour={3}) == []
     assert rules.near_misses([t, close, weak], [], drop, pred, n) == []  # standing 3 / 5 < 0.8
+
+
+def test_without_labels_a_colour_lead_on_part_of_its_class_is_a_candidate():
+    from dataclasses import replace
+
+    # the lead above knocks out 30 of its class's 80 rows: without labels a candidate, taken
+    # after a test of any other probe, flagging every row (it needs no labels). Knocking out
+    # 60 of them (the class's own colour is on its images) it stays a lead and says why; a
+    # colour test short of a lead is none; with labels, the labels decide
+    n = 160
+    t = S.ProbeTest(3, 1, 30, 80, 2, 240, 3.0, 1e-12, 20.0, dose_lift=3.0, collapse=0.7)
+    drop, pred = _null_sweep(rate=0.0)
+    assert rules.select_candidates([t], drop, pred, n, colour={3}) == [t]
+    assert not rules.needs_labels(t, n, {3}, labelled=False) and rules.needs_labels(t, n, {3})
+    whole = replace(t, hits=60)
+    assert whole.rate > rules.MAX_COLOUR_RATE >= t.rate and rules.colour_lead(whole, n)
+    assert rules.select_candidates([whole], drop, pred, n, colour={3}) == []
+    assert rules.needs_labels(whole, n, {3}, labelled=False)
+    status = rules.why_not(whole, n, {}, colour=True)
+    assert "a colour" in status and "knocks out 0.75 of its class > 0.5" in status, status
+    assert rules.select_candidates([replace(t, lift=2.2)], drop, pred, n, colour={3}) == []
+    assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: False) == []
+    assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: True) == [t]
+    # a region test that passes every rule comes first
+    band = S.ProbeTest(5, 2, 20, 80, 2, 240, 9.0, 1e-9, 9.0, collapse=0.8)
+    assert rules.select_candidates([t, band], drop, pred, n, colour={3}) == [band, t]
 
 
 def test_a_clean_sweep_has_no_near_miss():
@@ -604,7 +629,9 @@ def test_a_colour_lead_the_labels_confirm_comes_after_a_region_finding_the_same_
     yes = lambda t: True  # noqa: E731
     assert rules.select_candidates([red, band], drop, pred, 4, None, {1}, yes) == [band]
     assert rules.select_candidates([red], drop, pred, 4, None, {1}, yes) == [red]
-    assert rules.select_candidates([red], drop, pred, 4, None, {1}) == []
+    assert rules.select_candidates([red], drop, pred, 4, None, {1}, lambda t: False) == []
+    assert rules.select_candidates([red, band], drop, pred, 4, None, {1}) == [band]
+    assert rules.select_candidates([red], drop, pred, 4, None, {1}) == [red]  # 10 of 30 rows
 
 
 def test_labels_make_a_candidate_of_a_near_miss_and_of_nothing_further():
