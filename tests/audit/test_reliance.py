@@ -258,7 +258,7 @@ def sticker_images(n: int = 384, share: float = 0.15):
 def test_a_coloured_mark_on_part_of_a_class_is_a_candidate_without_labels(tmp_path):
     # a magenta sticker anywhere on 15% of the images moves them to class 0: no region holds
     # it, the `no magenta` probe takes its colour away. It knocks out the class's stuck rows
-    # of other classes, not its own images (at most half of the class: `rules.MAX_COLOUR_RATE`),
+    # of other classes, not its own images (at most 3/4 of the class: `rules.MAX_COLOUR_RATE`),
     # so it is a candidate without labels and flags the stuck rows it knocks out. Fails
     # without the rule (a lead: nothing flagged)
     images, labels, stuck = sticker_images()

@@ -549,19 +549,19 @@ def test_without_labels_a_colour_lead_on_part_of_its_class_is_a_candidate():
 
     # the lead above knocks out 30 of its class's 80 rows: without labels a candidate, taken
     # after a test of any other probe, flagging every row (it needs no labels). Knocking out
-    # 60 of them (the class's own colour is on its images) it stays a lead and says why; a
+    # 70 of them (the class's own colour is on its images) it stays a lead and says why; a
     # colour test short of a lead is none; with labels, the labels decide
     n = 160
     t = S.ProbeTest(3, 1, 30, 80, 2, 240, 3.0, 1e-12, 20.0, dose_lift=3.0, collapse=0.7)
     drop, pred = _null_sweep(rate=0.0)
     assert rules.select_candidates([t], drop, pred, n, colour={3}) == [t]
     assert not rules.needs_labels(t, n, {3}, labelled=False) and rules.needs_labels(t, n, {3})
-    whole = replace(t, hits=60)
+    whole = replace(t, hits=70)
     assert whole.rate > rules.MAX_COLOUR_RATE >= t.rate and rules.colour_lead(whole, n)
     assert rules.select_candidates([whole], drop, pred, n, colour={3}) == []
     assert rules.needs_labels(whole, n, {3}, labelled=False)
     status = rules.why_not(whole, n, {}, colour=True)
-    assert "a colour" in status and "knocks out 0.75 of its class > 0.5" in status, status
+    assert "a colour" in status and "knocks out 0.88 of its class > 0.75" in status, status
     assert rules.select_candidates([replace(t, lift=2.2)], drop, pred, n, colour={3}) == []
     assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: False) == []
     assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: True) == [t]
