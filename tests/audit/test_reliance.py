@@ -12,6 +12,7 @@ from fastfem.converters import Features, from_fn
 
 from fastfem.audit import ResultStore, audit
 from fastfem.audit.reliance import rules, sample_size, stratified_sample, thin_classes
+from fastfem.audit.reliance.labels import LABEL_OTHER_LIFT, MIN_LABEL_OTHER
 from fastfem.audit.reliance.probes import hot_spot_regions
 from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
 from fastfem.audit.report.page import write_report
@@ -351,7 +352,7 @@ def test_labels_confirm_a_colour_lead_and_it_flags_the_rows_labelled_another_cla
     found = pq.read_table(tmp_path / "c" / RELIANCE_FILE).to_pylist()
     (cand,) = [r for r in found if r["status"] == "confirmed"]
     assert (cand["fill"], cand["predicted_class"]) == ("balance", 0), found
-    assert cand["label_other"] >= rules.MIN_LABEL_OTHER > cand["label_other_rest"]
+    assert cand["label_other"] >= MIN_LABEL_OTHER > cand["label_other_rest"]
     flags = pq.read_table(tmp_path / "c" / "flags.parquet").to_pylist()
     flagged = {int(r["id"]) for r in flags if r["fill"] == "balance"}
     moved = set(np.flatnonzero(cast & (labels != 0)).tolist())
@@ -434,8 +435,8 @@ def test_labels_confirm_a_near_miss_and_it_flags_the_rows_labelled_another_class
     summary = audit(str(tmp_path / "bar.npz"), model, out=tmp_path / "l", reliance_sample=192)
     (cand,) = pq.read_table(tmp_path / "l" / RELIANCE_FILE).to_pylist()
     assert cand["status"] == "confirmed" and cand["region"] == near["region"], cand
-    assert cand["label_other"] >= rules.MIN_LABEL_OTHER
-    assert cand["label_other"] >= rules.LABEL_OTHER_LIFT * cand["label_other_rest"]
+    assert cand["label_other"] >= MIN_LABEL_OTHER
+    assert cand["label_other"] >= LABEL_OTHER_LIFT * cand["label_other_rest"]
     flags = pq.read_table(tmp_path / "l" / "flags.parquet").to_pylist()
     flagged = {int(r["id"]) for r in flags if r["fill"] is not None}
     moved = set(np.flatnonzero(barred & (labels != 0)).tolist())

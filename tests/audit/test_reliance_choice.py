@@ -9,6 +9,7 @@ import numpy as np
 
 from fastfem.audit.reliance import rules, stats
 from fastfem.audit.reliance.choice import Sweep, choose
+from fastfem.audit.reliance.labels import labelled_other
 from fastfem.audit.reliance.probes import (
     Probe,
     adjacent_pairs,
@@ -81,7 +82,7 @@ def test_a_lead_s_row_threshold_is_set_on_the_rows_it_may_flag():
 def test_the_rows_a_lead_may_flag_are_those_labelled_another_class():
     pred = np.asarray([0, 0, 1, 1, 2])
     labels = np.asarray([0, 1, 1, -1, 0])  # own, another, own, none, another
-    assert rules.labelled_other(pred, labels).tolist() == [-1, 0, -1, -1, 2]
+    assert labelled_other(pred, labels).tolist() == [-1, 0, -1, -1, 2]
 
 
 class _Enough(Sweep):

@@ -10,6 +10,7 @@ from scipy import stats as sps
 
 from fastfem.audit.reliance import rules
 from fastfem.audit.reliance import stats as S
+from fastfem.audit.reliance.labels import label_evidence, labels_confirm, labels_verdict
 
 
 @pytest.mark.parametrize(
@@ -565,6 +566,14 @@ def test_without_labels_a_colour_lead_on_part_of_its_class_is_a_candidate():
     assert rules.select_candidates([replace(t, lift=2.2)], drop, pred, n, colour={3}) == []
     assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: False) == []
     assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: True) == [t]
+    # labels that say nothing (`labels.labels_verdict` None) leave a colour lead on part of
+    # its class a candidate, not one on all of it, nor a near miss of another probe
+    assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: None) == [t]
+    assert rules.select_candidates([whole], drop, pred, n, None, {3}, lambda u: None) == []
+    near = replace(t, lift=2.2, dose_lift=float("inf"))  # a region at 0.88 of its floor
+    assert rules.standing(near, n) >= rules.NEAR_MISS and not rules.passes(near, n)
+    assert rules.select_candidates([near], drop, pred, n, None, (), lambda u: None) == []
+    assert rules.select_candidates([near], drop, pred, n, None, (), lambda u: True) == [near]
     # a region test that passes every rule comes first
     band = S.ProbeTest(5, 2, 20, 80, 2, 240, 9.0, 1e-9, 9.0, collapse=0.8)
     assert rules.select_candidates([t, band], drop, pred, n, colour={3}) == [band, t]
@@ -606,15 +615,19 @@ def test_label_evidence_is_the_share_of_hit_rows_labelled_another_class():
     labels[20] = 1
     labels[25:30] = -1  # no label
     t = S.ProbeTest(0, 0, 10, 30, 0, 30, 9.0, 1e-9, 9.0, dose_lift=3.0)
-    share, rest = rules.label_evidence(t, drop, dose, pred, labels)
+    share, rest = label_evidence(t, drop, dose, pred, labels)
     assert (share, rest) == (0.8, 1 / 15)
-    assert rules.labels_confirm(share, rest)
-    assert not rules.labels_confirm(0.8, 0.45)  # other labels everywhere in the class
-    assert not rules.labels_confirm(0.4, 0.0)  # most of its rows are the class's own
-    own = rules.label_evidence(t, drop, dose, pred, pred)
-    assert own == (0.0, 0.0) and not rules.labels_confirm(*own)
-    none = rules.label_evidence(t, drop, dose, pred, np.full(n, -1))
-    assert np.isnan(none).all() and not rules.labels_confirm(*none)
+    assert labels_confirm(share, rest)
+    assert not labels_confirm(0.8, 0.45)  # other labels everywhere in the class
+    assert not labels_confirm(0.4, 0.0)  # most of its rows are the class's own
+    own = label_evidence(t, drop, dose, pred, pred)
+    assert own == (0.0, 0.0) and not labels_confirm(*own)
+    none = label_evidence(t, drop, dose, pred, np.full(n, -1))
+    assert np.isnan(none).all() and not labels_confirm(*none)
+    # the labels' word: confirm, disown (the class's own rows), or nothing to say
+    assert labels_verdict(share, rest) is True and labels_verdict(*own) is False
+    assert labels_verdict(0.8, 0.45) is None and labels_verdict(*none) is None
+    assert labels_verdict(0.4, 0.0) is False
 
 
 def test_a_colour_lead_the_labels_confirm_comes_after_a_region_finding_the_same_rows():
@@ -672,8 +685,8 @@ def test_a_region_s_label_evidence_counts_every_row_it_knocks_out():
     dose = np.zeros((60, 1))
     dose[:2, 0] = 1.0  # as a global probe's, only 2 rows would be dosed
     t = S.ProbeTest(0, 0, 10, 30, 0, 30, 9.0, 1e-9, 9.0, collapse=1.0)
-    assert rules.label_evidence(t, drop, None, pred, labels) == (0.6, 0.0)
-    assert rules.label_evidence(t, drop, dose, pred, labels) == (1.0, 4 / 28)
+    assert label_evidence(t, drop, None, pred, labels) == (0.6, 0.0)
+    assert label_evidence(t, drop, dose, pred, labels) == (1.0, 4 / 28)
 
 
 def _only_here_reference(hit, compare, families):

@@ -109,7 +109,7 @@ def sample_size(n_classes: int) -> int:
 
 def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
     """The reliance test's settings by name (recorded in the manifest)."""
-    from fastfem.audit.reliance import rules, stats
+    from fastfem.audit.reliance import labels, rules, stats
 
     auto = f"auto ({PER_CLASS} per class, {MIN_SAMPLE} to {MAX_SAMPLE})"
     return {
@@ -130,9 +130,10 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
             f"{rules.NEAR_MISS:g} of every floor, at most {rules.MAX_NEAR_MISSES}"
         ),
         "reliance_colour_leads": "+".join(COLOUR_FILLS)
-        + " (leads, never flagged, unless the labels confirm them)",
+        + f" (without labels candidates where they knock out at most {rules.MAX_COLOUR_RATE:g}"
+        " of their class, else leads; with labels, the labels decide)",
         "reliance_label_other": (
-            f"{rules.MIN_LABEL_OTHER:g} of the hit rows and {rules.LABEL_OTHER_LIFT:g}x the "
+            f"{labels.MIN_LABEL_OTHER:g} of the hit rows and {labels.LABEL_OTHER_LIFT:g}x the "
             "class's others labelled another class"
         ),
     }

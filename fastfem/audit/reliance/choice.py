@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fastfem.audit.reliance.labels import label_evidence, labelled_other, labels_verdict
 from fastfem.audit.reliance.probes import (
     Probe,
     adjacent_pairs,
@@ -21,9 +22,6 @@ from fastfem.audit.reliance.probes import (
 )
 from fastfem.audit.reliance.rules import (
     ROW_PLACE_LIFT,
-    label_evidence,
-    labelled_other,
-    labels_confirm,
     near_misses,
     needs_labels,
     row_places,
@@ -74,7 +72,7 @@ class Candidate:
     #: other classes' rows; NaN for a global probe (not asked)
     transplant: float = float("nan")
     transplant_null: float = float("nan")
-    #: with labels, a lead's evidence (`rules.label_evidence`): the share of the class's
+    #: with labels, a lead's evidence (`labels.label_evidence`): the share of the class's
     #: sampled hit rows labelled another class, and of its other rows (a grown lead's: at the
     #: region the labels confirmed); a candidate the labels confirm (`rules.needs_labels`)
     #: flags only rows labelled another class
@@ -133,7 +131,7 @@ class Sweep:
         self.extents = self.counted(self.pred, classes)
         self.tests = [t for t in self.extents if t.probe < self.swept]
         unlabelled = np.full(len(self.pred), -1)
-        #: `rules.labelled_other` of the sample (all -1 without labels)
+        #: `labels.labelled_other` of the sample (all -1 without labels)
         self.flaggable = labelled_other(
             self.pred, unlabelled if self.labels is None else self.labels
         )
@@ -161,7 +159,7 @@ class Sweep:
 
     def lead_extent(self, t: ProbeTest) -> ProbeTest:
         """The lead ``t`` grown (`rules.widest_extent`) on the rows it may flag, those
-        labelled another class (`rules.labelled_other`): the test over every row of the
+        labelled another class (`labels.labelled_other`): the test over every row of the
         region it grows to, ``t`` itself where it does not grow."""
         tests = self.counted(self.flaggable, np.asarray([t.cls]))
         mine = next((u for u in tests if u.probe == t.probe), None)
@@ -184,8 +182,9 @@ class Sweep:
         place = row_places(t, self.drop, self.pred, self.regions, self.dose)
         return max(place.values()) >= ROW_PLACE_LIFT
 
-    def by_labels(self, t: ProbeTest) -> bool:
-        """Whether the labels confirm the lead ``t`` (`rules.labels_confirm`; the shares
+    def by_labels(self, t: ProbeTest) -> bool | None:
+        """The labels' word on the lead ``t`` (`labels.labels_verdict`: True where they
+        confirm it, False where they disown it, None where they say nothing; the shares
         recorded in ``label_shares``); False without labels. A test counted on the rows only
         its region knocks out is asked on those rows, then, as a lead is, on every row its
         region knocks out (the shares recorded: those that confirm it, else its own rows')."""
@@ -196,9 +195,9 @@ class Sweep:
             label_evidence(t, drop, dose, self.pred, self.labels)
             for drop in ([self.here_drop, self.drop] if t.only_here else [self.drop])
         ]
-        got = next((s for s in shares if labels_confirm(*s)), shares[0])
+        got = next((s for s in shares if labels_verdict(*s)), shares[0])
         self.label_shares[t.probe, t.cls] = got
-        return labels_confirm(*got)
+        return labels_verdict(*got)
 
 
 def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
@@ -213,7 +212,8 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     # flag only rows labelled another class: (probe, class) -> the lead the labels confirmed
     on_labels: dict[tuple[int, int], tuple[int, int]] = {}
     for t in taken:
-        lead = needs_labels(t, n_tests, sw.colour, labelled)
+        # a colour lead on part of its class the labels say nothing of flags every row
+        lead = needs_labels(t, n_tests, sw.colour, labelled) and sw.by_labels(t) is True
         if not lead:
             wide = sw.grown(widest_extent([t], sw.extents, drop, pred, sw.regions, n_tests)[0], t)
             # counted on the rows only its region knocks out, a candidate still flags every
@@ -221,7 +221,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
             # labels that confirm it, only those labelled another class, unless its flags
             # on every row are clean (`Sweep.clean`: the objects' share bounded as a row
             # threshold bounds it, the labels would take away rows of the mark alone)
-            lead = t.only_here and sw.by_labels(t) and not sw.clean(wide)
+            lead = t.only_here and sw.by_labels(t) is True and not sw.clean(wide)
         if lead:
             wide = sw.grown(sw.lead_extent(t), t)
         if wide not in found:  # two candidates may grow into the same region

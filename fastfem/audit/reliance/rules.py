@@ -65,28 +65,18 @@ candidate, taken after every other (`needs_labels`); one that knocks out more st
 marks, knock out 0.09-0.57 of their class, a class that *is* a colour 1.00; held out, a
 line over 5 classes of letters 0.60. A class whose own colour is on at most three quarters
 of its images would be flagged: the labels, given, decide).
-With labels, the labels decide. A mark moves images of *other* classes to its class (what the
-ground truth of a shortcut asks); a class's own colour knocks out images of the class. So when
-the audit has labels (`label_evidence`: each label matched to the prediction most of its rows
-get), a *lead* — a colour lead, or a test of any other probe that reaches ``NEAR_MISS`` of
-every rule's floor (`standing`) and, for a region, passes the transplant test — is a
-candidate when at least ``MIN_LABEL_OTHER`` (0.5) of its hit rows are labelled another class,
-and ``LABEL_OTHER_LIFT`` (2) times the share among the class's other rows (`labels_confirm`; a
-model that often mistakes one class for another puts rows of other labels in every class, the
-hit rows must stand out from them); it then flags only the rows of the class labelled another
-class that it knocks out (`needs_labels`). It is taken after every other candidate, so that a
-mark a probe finds by itself (a red line in a band) is that candidate's finding, flagged on
-every row it knocks out. Measured on the shortcut benchmark's stored sweeps (both splits, 74
-audits): the colour leads of planted marks have 0.68-1.00 of their hit rows labelled another
-class, against 0.05-0.33 of the class's other rows (the photos' red line excepted: 0.69-0.78
-against 0.61-0.73: its model puts many rows of other labels in that class); the colour tests
-of the bases' own objects, 0.00-0.50. Of the 33 tests of other probes at 0.8 of every floor
-that are no candidate, the 15 the labels confirm are all of planted marks (0.60-1.00 against
-0.00-0.22); the 8 of objects have 0.00-0.09 of their hit rows labelled another class.
+With labels, the labels decide (`fastfem.audit.reliance.labels`): a *lead* — a colour lead, or
+a test of any other probe that reaches ``NEAR_MISS`` of every rule's floor (`standing`) and,
+for a region, passes the transplant test — is a candidate where they confirm it, and then
+flags only the rows of the class labelled another class that it knocks out (`needs_labels`);
+a colour lead on part of its class (`colour_part`) also where they neither confirm nor
+disown it (`labels.labels_verdict`: a model that mixes classes), flagging every row. Leads
+are taken after every other candidate, so that a mark a probe finds by itself (a red line in
+a band) is that candidate's finding, flagged on every row it knocks out.
 
 Such a candidate may flag only the class's rows labelled another class, so it is grown
 (`widest_extent`) and given its row threshold (`row_threshold`) on those rows alone
-(`labelled_other`), the place test unchanged: the class's own images, whose objects a wider
+(`labels.labelled_other`), the place test unchanged: the class's own images, whose objects a wider
 band hides too, are out of the way there (the shapes' lower band's 16 px band: place lift
 2.31 over every row of the class, 8.3 over those). The labels are not asked again of the
 grown region: they confirmed the lead, and it keeps most of its hit rows. A candidate counted on
@@ -116,7 +106,6 @@ from fastfem.audit.reliance.stats import (
     ProbeTest,
     RegionInfo,
     binomial_tail,
-    dose_floor,
     probe_tests,
 )
 
@@ -150,11 +139,6 @@ MAX_CANDIDATES = 8  # candidates tested on every row (each costs one forward per
 #: A test that is no candidate but reaches this share of every rule's floor (`standing`) is
 #: a *near miss* (`near_misses`), at most ``MAX_NEAR_MISSES`` of them. Never flagged.
 NEAR_MISS = 0.8
-#: A lead is a candidate when the audit has labels and at least this share of its hit rows
-#: are labelled another class than the one they are predicted ...
-MIN_LABEL_OTHER = 0.5
-#: ... and this many times the share among the class's other rows (module docstring).
-LABEL_OTHER_LIFT = 2.0
 MAX_NEAR_MISSES = 8
 
 MAX_COLOUR_RATE = 0.75  # without labels, a colour lead's largest hit rate as a candidate
@@ -263,14 +247,15 @@ def select_candidates(
     n_tests: int | None = None,
     enough: Callable[[ProbeTest], bool] | None = None,
     colour: Collection[int] = (),
-    by_labels: Callable[[ProbeTest], bool] | None = None,
+    by_labels: Callable[[ProbeTest], bool | None] | None = None,
 ) -> list[ProbeTest]:
     """The candidates among ``tests`` (module docstring), most significant first; ``enough``
     the transplant test of a region candidate (asked only of a test that would be taken;
     default: every test passes); a test that fails a rule, and a test of the ``colour``
     probes (`needs_labels`), is at most a lead (module docstring, `near_misses`), a candidate
-    only where ``by_labels`` (None: the audit has no labels) confirms it (`labels_confirm`);
-    leads and colour candidates after every other."""
+    only where ``by_labels`` (None: the audit has no labels; `labels_verdict`) confirms it,
+    or for a colour lead on part of its class (`colour_part`) does not disown it; leads and
+    colour candidates after every other."""
     n_tests = n_tests or max(len(tests), 1)
     labelled = by_labels is not None
 
@@ -278,7 +263,10 @@ def select_candidates(
         if not needs_labels(t, n_tests, colour, labelled):
             return True
         lead = colour_lead(t, n_tests) if t.probe in colour else standing(t, n_tests) >= NEAR_MISS
-        return by_labels is not None and lead and by_labels(t)
+        if by_labels is None or not lead:
+            return False
+        said = by_labels(t)
+        return said is True or (said is None and t.probe in colour and colour_part(t, n_tests))
 
     passing = [t for t in tests if eligible(t)]
     # a lead the labels confirm comes after every other candidate: the same finding shown by
@@ -307,50 +295,19 @@ def select_candidates(
 def needs_labels(
     t: ProbeTest, n_tests: int, colour: Collection[int] = (), labelled: bool = True
 ) -> bool:
-    """Whether ``t`` is a candidate only by its labels' word (`labels_confirm`), and flags
+    """Whether ``t`` is a candidate only by its labels' word (`labels.labels_verdict`), and flags
     only the rows labelled another class: a test that fails a rule of `rule_margins`, or one
     of a ``colour`` probe — without labels (not ``labelled``) only where it is no colour lead
     or knocks out more than ``MAX_COLOUR_RATE`` of its class (module docstring)."""
     if t.probe in colour:
-        return labelled or not (colour_lead(t, n_tests) and t.rate <= MAX_COLOUR_RATE)
+        return labelled or not colour_part(t, n_tests)
     return not passes(t, n_tests)
 
 
-def label_evidence(
-    t: ProbeTest,
-    drop: np.ndarray,
-    dose: np.ndarray | None,
-    pred: np.ndarray,
-    labels: np.ndarray,
-) -> tuple[float, float]:
-    """For the test ``t``: the share of its hit rows (the class's rows its probe knocks out;
-    a global probe's, ``dose`` given, only its dosed rows, `stats.global_test`) whose label is
-    matched to another class than ``t.cls``, and the same share among the class's other rows,
-    over the rows with a label (``labels`` (N,): each sampled row's label's class, -1 without
-    one; NaN where none has one)."""
-    mine = (pred == t.cls) & (labels >= 0)
-    hits = mine & (drop[:, t.probe] >= TAU)
-    if dose is not None:
-        hits &= dose[:, t.probe] >= dose_floor(dose[:, t.probe])
-    rest = mine & ~hits
-    other = labels != t.cls
-    share = float(np.mean(other[hits])) if hits.any() else float("nan")
-    return share, float(np.mean(other[rest])) if rest.any() else float("nan")
-
-
-def labelled_other(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(N,) each row's predicted class where its label (``labels`` (N,): the label's class, -1
-    without one) is another class, else -1: the rows a lead the labels confirm may flag
-    (`needs_labels`), on which it is grown and given its row threshold (module docstring)."""
-    return np.where((labels >= 0) & (labels != pred), pred, -1)
-
-
-def labels_confirm(share: float, share_rest: float) -> bool:
-    """Whether a lead's rows are moved by a mark, by their labels (module docstring):
-    at least ``MIN_LABEL_OTHER`` of its hit rows are labelled another class, and at least
-    ``LABEL_OTHER_LIFT`` times the share among the class's other rows."""
-    rest = share_rest if share_rest == share_rest else 0.0  # NaN: no other labelled row
-    return share >= MIN_LABEL_OTHER and share >= LABEL_OTHER_LIFT * rest
+def colour_part(t: ProbeTest, n_tests: int) -> bool:
+    """Whether ``t`` is a colour lead (`colour_lead`) that knocks out at most
+    ``MAX_COLOUR_RATE`` of its class's rows: a candidate without labels (module docstring)."""
+    return colour_lead(t, n_tests) and t.rate <= MAX_COLOUR_RATE
 
 
 def colour_lead(t: ProbeTest, n_tests: int) -> bool:
@@ -481,7 +438,7 @@ def why_not(
     """A near miss's status: the rules it fails (`shortfall`), else its failed transplant
     test (``moved``: the shares asked, by (probe, class)), else that it was not tested; a
     ``colour`` probe's says so first (and its share of the class, `needs_labels`); each ends
-    with its labels' evidence where ``label_shares`` holds it (`rules.label_evidence`)."""
+    with its labels' evidence where ``label_shares`` holds it (`labels.label_evidence`)."""
     lacks = shortfall(t, n_tests, colour)
     if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
         a, b = moved[t.probe, t.cls]

@@ -28,7 +28,7 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
                       classes' rows (`rules.sufficient`); null for a global probe
     label_other, label_other_rest  float64  with labels: the share of the class's sampled
                       hit rows labelled another class, and of its other rows
-                      (`rules.label_evidence`; what confirms a lead): a near miss's, and
+                      (`labels.label_evidence`; what confirms a lead): a near miss's, and
                       a candidate's only where the labels confirmed it (the lead's, at the
                       region it grew from); null otherwise
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
