@@ -8,8 +8,8 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    source and run under every probe of a fixed, map-free family — bands, columns, cells,
    border rings, the centre (each inpainted from its surroundings; `probes`) and the whole
    image under the global fills (low-pass, colour moments, 3x3 median, grey-world balance,
-   six hues turned grey; the colour fills only leads, candidates only where the audit's
-   labels say that the rows they knock out belong to other classes) — plus the hot
+   six hues turned grey; a colour fill a candidate where it knocks out part of its class
+   only, and the labels, given, do not disown it: `rules`, `labels`) — plus the hot
    spots of the map detectors' candidate clusters (maps propose, occlusion tests). One
    forward pass per probe per sampled row, in one jitted step (`step`).
 2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
