@@ -9,7 +9,7 @@ import numpy as np
 
 from fastfem.audit.reliance import rules, stats
 from fastfem.audit.reliance.choice import Sweep, choose
-from fastfem.audit.reliance.labels import labelled_other
+from fastfem.audit.reliance.labels import labelled_other, labels_verdict
 from fastfem.audit.reliance.probes import (
     Probe,
     adjacent_pairs,
@@ -285,3 +285,43 @@ def test_pairs_do_not_change_the_swept_probes_tests():
     assert compare[centre].any() and not compare[centre][n:].any()
     pooled = stats.translates(*sw.regions[:3])
     assert pooled[centre][n:].any()  # without ``derived`` the pairs would stand in
+
+
+def _red_mark(labels: np.ndarray | None = None) -> tuple[_Enough, int]:
+    """Real 64 px probe family; a red mark on class 1's rows 80-104 that only `no red` takes
+    away (it changes those rows alone, and knocks them out): a colour lead on part of its
+    class."""
+    probes = sweep_probes(64, 64)
+    red = [p.name for p in probes].index("whole image (no red)")
+    rng = np.random.default_rng(4)
+    pred = np.repeat(np.arange(4), 80)
+    drop = np.where(rng.uniform(size=(320, len(probes))) < 0.01, 0.6, 0.0)
+    dose = np.full_like(drop, 0.05)
+    drop[80:105, red], dose[80:105, red] = 0.8, 1.0
+    sw = _Enough(None, np.zeros((320, 1)), probes, pred, drop, dose, labels=labels)
+    return sw, red
+
+
+def test_a_colour_lead_on_part_of_its_class_flags_every_row_unless_the_labels_speak():
+    # without labels a candidate flagging every row it knocks out; labels that confirm it
+    # (the marked rows are images of other classes) make it flag those rows only; labels
+    # that say nothing (the class's other rows as often labelled another class: a model that
+    # mixes classes) leave it flagging every row; labels that disown it (the marked rows are
+    # the class's own) leave no candidate
+    sw, red = _red_mark()
+    cands, _ = choose(sw)
+    assert [(c.test.probe, c.cls, c.by_labels) for c in cands] == [(red, 1, False)]
+    assert cands[0].test.rate <= rules.MAX_COLOUR_RATE
+    confirm = np.repeat(np.arange(4), 80)
+    confirm[80:105] = np.resize([0, 2, 3], 25)
+    cands, _ = choose(_red_mark(confirm)[0])
+    assert [(c.test.probe, c.cls, c.by_labels) for c in cands] == [(red, 1, True)]
+    mixed = confirm.copy()
+    mixed[105:140] = 0  # 35 of the class's 55 other rows labelled another class
+    sw, _ = _red_mark(mixed)
+    cands, _ = choose(sw)
+    assert labels_verdict(*sw.label_shares[red, 1]) is None
+    assert [(c.test.probe, c.cls, c.by_labels) for c in cands] == [(red, 1, False)]
+    disown = np.repeat(np.arange(4), 80)
+    cands, misses = choose(_red_mark(disown)[0])
+    assert cands == [] and [(m.test.probe, m.cls) for m in misses] == [(red, 1)]
