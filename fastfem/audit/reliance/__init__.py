@@ -9,7 +9,8 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    border rings, the centre (each inpainted from its surroundings; `probes`) and the whole
    image under the global fills (low-pass, colour moments, 3x3 median, grey-world balance,
    six hues turned grey; a colour fill a candidate where it knocks out part of its class
-   only, and the labels, given, do not disown it: `rules`, `labels`) — plus the hot
+   only and the labels, given, do not disown it, or where they confirm it: `rules`,
+   `labels`) — plus the hot
    spots of the map detectors' candidate clusters (maps propose, occlusion tests). One
    forward pass per probe per sampled row, in one jitted step (`step`).
 2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
@@ -130,8 +131,9 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
             f"{rules.NEAR_MISS:g} of every floor, at most {rules.MAX_NEAR_MISSES}"
         ),
         "reliance_colour_leads": "+".join(COLOUR_FILLS)
-        + f" (without labels candidates where they knock out at most {rules.MAX_COLOUR_RATE:g}"
-        " of their class, else leads; with labels, the labels decide)",
+        + f" (candidates where they knock out at most {rules.MAX_COLOUR_RATE:g} of their class"
+        " and the labels, given, do not disown them, or where the labels confirm them; else"
+        " leads)",
         "reliance_label_other": (
             f"{labels.MIN_LABEL_OTHER:g} of the hit rows and {labels.LABEL_OTHER_LIFT:g}x the "
             "class's others labelled another class"

@@ -187,9 +187,12 @@ class Sweep:
         confirm it, False where they disown it, None where they say nothing; the shares
         recorded in ``label_shares``); False without labels. A test counted on the rows only
         its region knocks out is asked on those rows, then, as a lead is, on every row its
-        region knocks out (the shares recorded: those that confirm it, else its own rows')."""
+        region knocks out (the shares recorded: those that confirm it, else its own rows').
+        Asked once per test: again, the recorded shares answer."""
         if self.labels is None:
             return False
+        if (t.probe, t.cls) in self.label_shares:
+            return labels_verdict(*self.label_shares[t.probe, t.cls])
         dose = self.dose if self.probes[t.probe].region.kind == "image" else None
         shares = [
             label_evidence(t, drop, dose, self.pred, self.labels)
@@ -232,8 +235,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     for t in near:  # near misses are few: is the region enough by itself? the labels?
         if (t.probe, t.cls) not in sw.moved:
             sw.enough(t)
-        if (t.probe, t.cls) not in sw.label_shares:
-            sw.by_labels(t)
+        sw.by_labels(t)
     cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found]
     misses = [
         Candidate(
