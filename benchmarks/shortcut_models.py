@@ -117,8 +117,10 @@ def relies(record: dict) -> bool | None:
     return None if share != share else bool(share >= RELY_SHARE)
 
 
-def train_one(name: str, base: str) -> dict:
-    """Train, extend while the model ignores its mark, save; returns the model's record."""
+def train_one(name: str, base: str, build=None, path: Path | None = None) -> dict:
+    """Train, extend while the model ignores its mark, save; returns the model's record.
+    ``build``: another architecture (`fit_sample_cnn`'s), saved to ``path`` (default:
+    `model_path`)."""
     from benchmarks.shortcut_data import generate_shortcut, get_base
     from fastfem.sample.train import fine_tune, fit_sample_cnn
 
@@ -135,6 +137,7 @@ def train_one(name: str, base: str) -> dict:
             seed=seed,
             verbose=0,
             num_classes=k,
+            build=build,
         )
         epochs = EPOCHS + FINETUNE_EPOCHS
         record = measure(model, name, base)
@@ -147,18 +150,19 @@ def train_one(name: str, base: str) -> dict:
         fine_tune(model, data.images, data.labels, epochs=MORE_EPOCHS, lr=LR / 3)
         epochs += MORE_EPOCHS
         record = measure(model, name, base)
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    fresh = _uncompiled_copy(model, k, data.images.shape[1])
-    fresh.save(model_path(name, base))
+    fresh = _uncompiled_copy(model, k, data.images.shape[1], build)
+    path = path or model_path(name, base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh.save(path)
     record.update(epochs=epochs, train_seconds=round(time.perf_counter() - t0, 1))
     record["relies"] = relies(record)
     return record
 
 
-def _uncompiled_copy(model, num_classes: int, size: int):
+def _uncompiled_copy(model, num_classes: int, size: int, build=None):
     from fastfem.sample.model import build_model
 
-    fresh = build_model(num_classes, size)
+    fresh = (build or build_model)(num_classes, size)
     fresh.set_weights(model.get_weights())
     return fresh
 

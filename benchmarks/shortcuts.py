@@ -123,23 +123,33 @@ def candidate_evidence(store: Path) -> list[dict[str, Any]]:
     return [{k: r[k] for k in EVIDENCE.split()} for r in table]
 
 
-def evaluate(base: str, name: str, split: str, work: Path, labels: bool = False) -> dict[str, Any]:
-    """Audit one configuration's split with its cached model and score it; ``labels``: the
-    audited source carries each image's label (the class of its object), as a labelled
-    dataset's would (an ``.npz`` with ``labels``)."""
+def evaluate(
+    base: str,
+    name: str,
+    split: str,
+    work: Path,
+    labels: bool = False,
+    model: Path | None = None,
+) -> dict[str, Any]:
+    """Audit one configuration's split with its cached model (or the ``.keras`` file
+    ``model``) and score it; ``labels``: the audited source carries each image's label (the
+    class of its object), as a labelled dataset's would (an ``.npz`` with ``labels``)."""
+    import keras
+
     from benchmarks.shortcut_data import generate_shortcut, relied_on
     from benchmarks.shortcut_models import load, model_path, predictor
     from fastfem.audit import audit
 
     s = generate_shortcut(name, split, base=base)
-    relied = relied_on(predictor(load(name, base)), s)
+    net = load(name, base) if model is None else keras.saving.load_model(model, safe_mode=True)
+    relied = relied_on(predictor(net), s)
     store = work / f"{base}-{name.replace('@', '-')}-{split}"
     source: Any = s.images
     if labels:
         source = str(work / f"{store.name}.npz")
         np.savez(source, images=s.images, labels=np.asarray(s.labels).astype(str))
     t0 = time.perf_counter()
-    summary = audit(source, str(model_path(name, base)), out=store)
+    summary = audit(source, str(model or model_path(name, base)), out=store)
     seconds = time.perf_counter() - t0
     every, maps, rel = flagged_rows(store, len(s))
     row: dict[str, Any] = {

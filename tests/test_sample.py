@@ -139,3 +139,35 @@ def test_bundled_model_accuracy(test_set):
     probs = np.asarray(model.predict(test_set.images, batch_size=256, verbose=0))
     acc = float(np.mean(probs.argmax(-1) == test_set.labels))
     assert acc >= 0.95, acc
+
+
+def test_the_training_recipe_takes_another_architecture():
+    # benchmarks.shortcut_resnet trains a ResNet (batch norm, residual blocks: not a chain of
+    # layers) with the sample's recipe: centred training, the centring folded into conv1, and a
+    # fresh copy of the same architecture holding the folded model's weights.
+    from benchmarks.shortcut_resnet import build_resnet
+    from fastfem.sample.train import fit_sample_cnn
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(32, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 32)
+    seen = {}
+
+    def evaluate(model, tag):
+        seen[tag] = np.asarray(model.predict(x, verbose=0))
+
+    model = fit_sample_cnn(
+        x,
+        y,
+        epochs=1,
+        finetune_epochs=0,
+        batch_size=16,
+        verbose=0,
+        evaluate=evaluate,
+        num_classes=3,
+        build=build_resnet,
+    )
+    assert model.name == "shortcut_resnet" and model.get_layer("b3_a") is not None
+    assert getattr(model, "optimizer", None) is None  # uncompiled
+    np.testing.assert_allclose(model.predict(x, verbose=0), seen["folded model"], atol=1e-6)
+    assert set(seen) == {"centred model", "folded model"}

@@ -33,17 +33,21 @@ DEFAULT_OUT = Path(__file__).with_name("sample_cnn.keras")
 SEED = 1234
 
 
-def _centred_model(num_classes: int, image_size: int = 64):
-    """``build_model`` with a ``Rescaling(2, -1)`` in front (training only)."""
+def _centred_model(num_classes: int, image_size: int = 64, build=None):
+    """``build(num_classes, image_size)`` (default `build_model`) with a ``Rescaling(2, -1)``
+    in front (training only; the layers are the plain model's)."""
     import keras
 
     from fastfem.sample.model import build_model
 
-    plain = build_model(num_classes, image_size)
+    plain = (build or build_model)(num_classes, image_size)
     inputs = keras.Input(shape=plain.input_shape[1:], name="image")
     x = keras.layers.Rescaling(2.0, offset=-1.0, name="centre")(inputs)
-    for layer in plain.layers[1:]:
-        x = layer(x)
+    if build is None:  # a chain of layers, replayed as is
+        for layer in plain.layers[1:]:
+            x = layer(x)
+    else:  # any functional model, called whole
+        x = plain(x)
     return keras.Model(inputs, x, name="centred_train_model"), plain
 
 
@@ -77,6 +81,7 @@ def fit_sample_cnn(
     verbose: int = 2,
     evaluate=None,
     num_classes: int | None = None,
+    build=None,
 ):
     """Train :func:`fastfem.sample.model.build_model` on ``images`` (N, S, S, 3) in [0, 1]
     (S = 64 for the bundled sample) and integer ``labels`` (N,) with the recipe of the module
@@ -84,6 +89,8 @@ def fit_sample_cnn(
     trained weights. ``num_classes`` defaults to the bundled sample's 4.
 
     ``evaluate(model, tag)``, when given, is called after the centred phase and the fold.
+    ``build(num_classes, image_size)``: another architecture (a functional Keras model whose
+    first convolution, named ``conv1``, reads the input image); default `build_model`.
     """
     import keras
     import numpy as np
@@ -94,7 +101,7 @@ def fit_sample_cnn(
     k = len(CLASS_NAMES) if num_classes is None else int(num_classes)
     size = int(images.shape[1])
     keras.utils.set_random_seed(seed)
-    centred, model = _centred_model(k, size)
+    centred, model = _centred_model(k, size, build)
     steps_per_epoch = int(np.ceil(len(images) / batch_size))
     _compile(centred, lr, epochs * steps_per_epoch)
     centred.fit(images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
@@ -114,7 +121,7 @@ def fit_sample_cnn(
             verbose=verbose,
         )
     # A fresh, uncompiled copy: weights only, no optimizer or compile state.
-    bundled = build_model(k, size)
+    bundled = (build or build_model)(k, size)
     bundled.set_weights(model.get_weights())
     return bundled
 

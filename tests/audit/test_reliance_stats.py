@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from fastfem.audit.reliance import rules
+from fastfem.audit.reliance import others, rules
 from fastfem.audit.reliance import stats as S
 from fastfem.audit.reliance.labels import label_evidence, labels_confirm, labels_verdict
 
@@ -359,7 +359,7 @@ def test_one_fragile_other_class_does_not_hide_a_mark_of_another():
     marked = np.flatnonzero(pred == 2)[:40]
     drop[marked, 7] = 0.8
     hit = drop >= S.TAU
-    q = S.others_rate(hit, pred, 2)
+    q = others.others_rate(hit, pred, 2)
     per_class = sorted((hit[pred == k, 7].sum() + 1) / (np.sum(pred == k) + 2) for k in (0, 1, 3))
     assert q[7] == pytest.approx(per_class[1])  # the median of the three other classes
     pooled = (np.sum(hit[:, 7] & (pred != 2)) + 1) / (np.sum(pred != 2) + 2)
@@ -370,8 +370,55 @@ def test_one_fragile_other_class_does_not_hide_a_mark_of_another():
     assert found[0].lift > 5
     # fewer than MEDIAN_OTHERS other classes: the pooled rate
     two = pred % 2
-    q2 = S.others_rate(hit, two, 1)
+    q2 = others.others_rate(hit, two, 1)
     assert q2[7] == pytest.approx((np.sum(hit[:, 7] & (two == 0)) + 1) / (np.sum(two == 0) + 2))
+
+
+def _fragile_sweep(everywhere: float, at_mark: float):
+    """Classes 0 and 1 fall under every region on ``everywhere`` of their rows (on ``at_mark``
+    at region 7), class 3 on 2%; class 2 on none, but region 7 knocks out 40 of its rows."""
+    drop, pred = _null_sweep(rate=0.02)
+    rng = np.random.default_rng(5)
+    for k in (0, 1):
+        rows = pred == k
+        u = rng.uniform(size=(rows.sum(), drop.shape[1]))
+        drop[rows] = np.where(u < everywhere, 0.7, 0.0)
+        drop[rows, 7] = np.where(u[:, 7] < at_mark, 0.7, 0.0)
+    drop[pred == 2] = 0.0
+    drop[np.flatnonzero(pred == 2)[:40], 7] = 0.8
+    return drop, pred
+
+
+def test_classes_fragile_everywhere_do_not_hide_a_mark_of_a_robust_class(monkeypatch):
+    # Two of the three other classes fall under any region (measured: a ResNet's photos
+    # classes, 0.4-0.75 of their rows at every region): their rate at region 7 says how
+    # fragile they are, not that region 7 hides their objects. At class 2's fragility they
+    # would fall there on few rows; the mark class 2 relies on is found.
+    drop, pred = _fragile_sweep(everywhere=0.5, at_mark=0.5)
+    hit = drop >= S.TAU
+    plain = others.others_rate(hit, pred, 2)
+    assert (40 / np.sum(pred == 2)) / plain[7] < 1.0  # the unmatched lift: no candidate
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    found = rules.select_candidates(tests, drop, pred)
+    assert [(t.probe, t.cls) for t in found] == [(7, 2)]
+    assert found[0].lift > 5
+    monkeypatch.setattr(others, "FRAGILE_RATIO", 1000.0)  # none fragile enough: not matched
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    assert rules.select_candidates(tests, drop, pred) == []
+
+
+def test_a_region_that_hides_every_class_is_no_mark_of_the_robust_one(monkeypatch):
+    # Region 7 knocks out the fragile classes three times as often as any other region (it
+    # hides their objects: the centre of centred objects): it is special for them too, so
+    # their rate there is not scaled to class 2's fragility, and class 2, knocked out there
+    # alone on 40 rows, has no lift over them. Scaled anyway, it would pass.
+    drop, pred = _fragile_sweep(everywhere=0.3, at_mark=0.9)
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    t = next(t for t in tests if (t.probe, t.cls) == (7, 2))
+    assert t.lift < 1.0 and rules.select_candidates(tests, drop, pred) == []
+    monkeypatch.setattr(others, "PLAIN_EXCESS", 100.0)
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    assert [(t.probe, t.cls) for t in rules.select_candidates(tests, drop, pred)] == [(7, 2)]
 
 
 def test_a_candidate_must_collapse_its_class_not_dent_it():
@@ -780,3 +827,20 @@ def test_a_test_that_passes_on_every_hit_is_kept_as_it_is():
     t = next(u for u in every if (u.probe, u.cls) == (6, 0))
     u = next(u for u in here if (u.probe, u.cls) == (6, 0))
     assert rules.passes(t, len(every)) and rules.stronger(t, u, len(every)) is t
+
+
+def test_a_test_that_passes_without_matching_comes_before_one_that_needs_it():
+    # Region 7 (a band at the edge, no fragile class's object there) knocks out the 40 rows of
+    # class 2's mark and nothing else; region 8 (larger, around it) those and 15 more of class
+    # 2, and half the fragile classes' rows, as every region does. Region 8 passes its lift only
+    # with those classes matched to class 2's fragility; its p-value is the smaller (more
+    # hits), but region 7, which passes as it is, stands for the mark.
+    drop, pred = _fragile_sweep(everywhere=0.5, at_mark=0.0)
+    mine = np.flatnonzero(pred == 2)
+    drop[mine[:55], 8] = 0.8
+    tests = S.probe_tests(drop, pred, np.unique(pred))
+    band, wide = (next(t for t in tests if (t.probe, t.cls) == (p, 2)) for p in (7, 8))
+    assert band.plain_lift >= rules.MIN_LIFT > wide.plain_lift and wide.lift >= rules.MIN_LIFT
+    assert wide.p_value < band.p_value
+    found = rules.select_candidates(tests, drop, pred)
+    assert [(t.probe, t.cls) for t in found] == [(7, 2)]

@@ -272,11 +272,13 @@ def select_candidates(
     # a lead the labels confirm comes after every other candidate: the same finding shown by
     # a probe that passes every rule stands by itself and flags every row it knocks out; a
     # test counted on the rows only its region knocks out (`stronger`) after those counted
-    # on every hit, whose p-values it would undercut (its place null is lower)
+    # on every hit, whose p-values it would undercut (its place null is lower); one whose
+    # lift passes only with fragile classes matched (`others`) after those that pass without
     passing.sort(
         key=lambda t: (
             needs_labels(t, n_tests, colour, labelled),
             t.probe in colour,
+            t.plain_lift < MIN_LIFT,
             t.only_here,
             t.p_value,
             -min(t.lift, t.place_lift),

@@ -14,7 +14,8 @@ sits and pushes ONE class. So for each probe and class ``c`` the hits among the 
     lift = (h_c / n_c) / q
     p-value = P(Binomial(n_c, q) >= h_c)            (one-sided, exact)
 
-where, with at least ``MEDIAN_OTHERS`` other classes, ``q`` is instead the median over them of
+where, with at least ``MEDIAN_OTHERS`` (`fastfem.audit.reliance.others`, where the lift's
+comparison is made) other classes, ``q`` is instead the median over them of
 each one's rate ``(h_k + 1) / (n_k + 2)``: some class of a model often falls under almost any
 occlusion (one predicted from weak, spread-out evidence), and pooled in, it lifts the other
 classes' rate at a region that holds a mark of class ``c`` to the level of ``c``'s own
@@ -24,7 +25,9 @@ classes, 45 of them of the ring class that every region knocks out: lift 1.8 poo
 the median class). A region that hides objects hides the objects of most classes; a mark
 pushes one. (The pool without the most-hit other class, lower than the median, was tried: on
 a shapes model whose classes' objects the centre cell hides on 14, 9, 4 and 2 of 80 rows, it
-made the first class a candidate there; the median keeps it out.)
+made the first class a candidate there; the median keeps it out.) Where most other classes
+fall under any region, those at least 4 times as fragile as ``c`` are compared at its
+fragility first (`fastfem.audit.reliance.others`).
 
 That alone does not separate a mark from objects of one class that a region's *shape* hides
 more often (thin objects and thin columns). A mark sits at one place; objects of a class sit
@@ -121,6 +124,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastfem.audit.reliance.others import class_fragility, others_rate
+
 TAU = 0.25  # a drop of the predicted class's probability that counts as a hit
 
 MIN_HITS = 5  # hits among the class's rows
@@ -133,9 +138,6 @@ AREA_RATIO = 1.5  # regions "of the same size" for the place lift
 
 MIN_FAMILY = 3  # the fewest regions a place lift compares with
 
-#: With at least this many other classes, a class's lift compares with the median of their
-#: rates, not with their pooled rate (module docstring).
-MEDIAN_OTHERS = 3
 
 #: A family of at least this many regions (bands, columns, cells, quarters; not the map's hot
 #: spots) also asks the *family lift*: the class's hits at the region over the median of its
@@ -200,6 +202,9 @@ class ProbeTest:
     #: counted on the rows only this region knocks out, none of its translates
     #: (`only_here_hits`, module docstring)
     only_here: bool = False
+    #: the lift over the other classes' rates as they are, none matched to this class's
+    #: fragility (`fastfem.audit.reliance.others`); inf: as ``lift``
+    plain_lift: float = float("inf")
 
     @property
     def rate(self) -> float:
@@ -296,19 +301,6 @@ def only_here_hits(
     return out
 
 
-def others_rate(hit: np.ndarray, pred: np.ndarray, c: int) -> np.ndarray:
-    """(P,) the other classes' hit rate a class ``c``'s lift compares with: per probe, with at
-    least ``MEDIAN_OTHERS`` other classes the median over them of each one's smoothed rate
-    ``(h_k + 1) / (n_k + 2)`` under ``hit`` (N, P) (``pred`` the rows' predicted classes),
-    else the pooled ``(h_o + 1) / (n_o + 2)`` (module docstring)."""
-    others = [k for k in np.unique(pred) if k != c]
-    if len(others) < MEDIAN_OTHERS:
-        rest = pred != c
-        return (hit[rest].sum(axis=0) + 1.0) / (rest.sum() + 2.0)
-    rates = [(hit[pred == k].sum(axis=0) + 1.0) / (np.sum(pred == k) + 2.0) for k in others]
-    return np.median(np.stack(rates), axis=0)
-
-
 def probe_tests(
     drop: np.ndarray,
     pred: np.ndarray,
@@ -346,6 +338,10 @@ def probe_tests(
             bool(only_here[p]) and has_translates(p, compare[p], fams) for p in range(len(areas))
         ]
     deep = hit & (drop >= COLLAPSE_DROP)
+    regional = (areas > 0) & ~np.asarray(
+        np.zeros(len(areas), bool) if derived is None else derived, bool
+    )
+    fragility = class_fragility(hit, pred, regional, compare, TYPICAL_PERCENTILE)
     tests = []
     for c in classes:
         mine = pred == c
@@ -357,7 +353,8 @@ def probe_tests(
         collapse = deep[mine].sum(axis=0) / np.maximum(h_c, 1)
         h_o = hit[~mine].sum(axis=0)
         q = (h_o + 1.0) / (n_o + 2.0)  # every other class: the place lift's excesses
-        q_lift = others_rate(hit, pred, int(c))  # the lift's: the median other class
+        q_lift = others_rate(hit, pred, int(c), fragility)  # the lift's: the median other class
+        q_plain = others_rate(hit, pred, int(c))  # ... none matched to c's fragility
         for p in range(drop.shape[1]):
             if not asked[p]:
                 continue
@@ -391,6 +388,7 @@ def probe_tests(
                     family_lift=family,
                     collapse=float(collapse[p]),
                     only_here=only_here is not None,
+                    plain_lift=float((h_c[p] / n_c) / q_plain[p]),
                 )
             )
     return tests
