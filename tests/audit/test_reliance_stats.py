@@ -359,7 +359,7 @@ def test_one_fragile_other_class_does_not_hide_a_mark_of_another():
     marked = np.flatnonzero(pred == 2)[:40]
     drop[marked, 7] = 0.8
     hit = drop >= S.TAU
-    q = others.others_rate(hit, pred, 2)
+    q = others.others_rate(others.class_hits(hit, pred), 2)
     per_class = sorted((hit[pred == k, 7].sum() + 1) / (np.sum(pred == k) + 2) for k in (0, 1, 3))
     assert q[7] == pytest.approx(per_class[1])  # the median of the three other classes
     pooled = (np.sum(hit[:, 7] & (pred != 2)) + 1) / (np.sum(pred != 2) + 2)
@@ -370,7 +370,7 @@ def test_one_fragile_other_class_does_not_hide_a_mark_of_another():
     assert found[0].lift > 5
     # fewer than MEDIAN_OTHERS other classes: the pooled rate
     two = pred % 2
-    q2 = others.others_rate(hit, two, 1)
+    q2 = others.others_rate(others.class_hits(hit, two), 1)
     assert q2[7] == pytest.approx((np.sum(hit[:, 7] & (two == 0)) + 1) / (np.sum(two == 0) + 2))
 
 
@@ -396,7 +396,7 @@ def test_classes_fragile_everywhere_do_not_hide_a_mark_of_a_robust_class(monkeyp
     # would fall there on few rows; the mark class 2 relies on is found.
     drop, pred = _fragile_sweep(everywhere=0.5, at_mark=0.5)
     hit = drop >= S.TAU
-    plain = others.others_rate(hit, pred, 2)
+    plain = others.others_rate(others.class_hits(hit, pred), 2)
     assert (40 / np.sum(pred == 2)) / plain[7] < 1.0  # the unmatched lift: no candidate
     tests = S.probe_tests(drop, pred, np.unique(pred))
     found = rules.select_candidates(tests, drop, pred)

@@ -67,60 +67,71 @@ PLAIN_EXCESS = 1.5
 FRAGILE_RATIO = 4.0
 
 
-def others_rate(
-    hit: np.ndarray, pred: np.ndarray, c: int, fragility: Fragility | None = None
-) -> np.ndarray:
-    """(P,) the other classes' hit rate a class ``c``'s lift compares with: per probe, with at
-    least ``MEDIAN_OTHERS`` other classes the median over them of each one's smoothed rate
-    ``(h_k + 1) / (n_k + 2)`` under ``hit`` (N, P) (``pred`` the rows' predicted classes),
-    else the pooled ``(h_o + 1) / (n_o + 2)``. With ``fragility`` (`class_fragility`), a
-    class ``k`` more fragile than ``c`` counts, at the probes that are nothing special for it,
-    ``h_k f_c / f_k`` hits (module docstring)."""
-    others = [k for k in np.unique(pred) if k != c]
-    hits = {k: hit[pred == k].sum(axis=0).astype(np.float64) for k in others}
-    if fragility is not None:
-        f = fragility.median
-        for k in others:
-            if f[int(k)] >= FRAGILE_RATIO * f[int(c)]:
-                hits[k] *= np.where(fragility.plain[k], f[int(c)] / f[int(k)], 1.0)
-    if len(others) < MEDIAN_OTHERS:
-        rest = pred != c
-        return (sum(hits.values(), np.zeros(hit.shape[1])) + 1.0) / (rest.sum() + 2.0)
-    rates = [(hits[k] + 1.0) / (np.sum(pred == k) + 2.0) for k in others]
-    return np.median(np.stack(rates), axis=0)
+class ClassHits(NamedTuple):
+    """A sweep's hits per predicted class (`class_hits`): ``classes`` (K,) sorted, ``hits``
+    (K, P) each class's hit rows per probe, ``rows`` (K,) its rows."""
+
+    classes: np.ndarray
+    hits: np.ndarray
+    rows: np.ndarray
+
+
+def class_hits(hit: np.ndarray, pred: np.ndarray) -> ClassHits:
+    """Per predicted class of ``pred`` (N,), its rows and its hits under ``hit`` (N, P): one
+    pass over the rows, shared by every class's lift and the fragilities."""
+    classes, row_class = np.unique(pred, return_inverse=True)
+    hits = np.zeros((len(classes), hit.shape[1]), np.float64)
+    np.add.at(hits, row_class, hit)
+    return ClassHits(classes, hits, np.bincount(row_class, minlength=len(classes)))
 
 
 class Fragility(NamedTuple):
-    """How readily hiding any region knocks each class out (`class_fragility`): ``median``
-    class -> ``f_k``, and ``plain`` class -> (P,) bool, the probes that are nothing special
-    for it."""
+    """How readily hiding any region knocks each class out (`class_fragility`), per class of
+    a `ClassHits`: ``median`` (K,) ``f_k``, and ``plain`` (K, P) the probes that are nothing
+    special for it."""
 
-    median: dict[int, float]
-    plain: dict[int, np.ndarray]
+    median: np.ndarray
+    plain: np.ndarray
+
+
+def others_rate(counts: ClassHits, c: int, fragility: Fragility | None = None) -> np.ndarray:
+    """(P,) the other classes' hit rate a class ``c``'s lift compares with: per probe, with at
+    least ``MEDIAN_OTHERS`` other classes the median over them of each one's smoothed rate
+    ``(h_k + 1) / (n_k + 2)`` (``counts``, `class_hits`), else the pooled ``(h_o + 1) / (n_o +
+    2)``. With ``fragility`` (`class_fragility`), a class ``k`` at least ``FRAGILE_RATIO``
+    times as fragile as ``c`` counts, at the probes that are nothing special for it,
+    ``h_k f_c / f_k`` hits (module docstring)."""
+    own = counts.classes == c
+    hits, rows = counts.hits[~own], counts.rows[~own]
+    if fragility is not None:
+        f_c, f_k = fragility.median[own][0], fragility.median[~own]
+        scale = np.where(f_k >= FRAGILE_RATIO * f_c, f_c / f_k, 1.0)[:, None]
+        hits = hits * np.where(fragility.plain[~own], scale, 1.0)
+    if len(rows) < MEDIAN_OTHERS:
+        return (hits.sum(axis=0) + 1.0) / (rows.sum() + 2.0)
+    return np.median((hits + 1.0) / (rows[:, None] + 2.0), axis=0)
 
 
 def class_fragility(
-    hit: np.ndarray,
-    pred: np.ndarray,
+    counts: ClassHits,
     regional: np.ndarray,
     compare: Sequence[np.ndarray],
     percentile: float = 75.0,
 ) -> Fragility:
-    """Per class ``k`` of ``pred``: ``f_k``, its median hit rate under ``hit`` (N, P) over the
+    """Per class ``k`` of ``counts`` (`class_hits`): ``f_k``, its median hit rate over the
     ``regional`` (P,) probes ``+ 1 / n_k``; and the probes ``p`` where its rate is at most
     ``PLAIN_EXCESS`` times its ``percentile`` rate ``+ 1 / n_k`` at the regions ``p`` is
     compared with (``compare[p]``, `translates`; a probe compared with none: never)."""
-    median, plain = {}, {}
-    for k in np.unique(pred):
-        mine = pred == k
-        n_k = max(int(mine.sum()), 1)
-        rate = hit[mine].sum(axis=0) / n_k
-        median[int(k)] = float(np.median(rate[regional])) + 1.0 / n_k
-        typical = np.asarray(
-            [
-                float(np.percentile(rate[o], percentile)) + 1.0 / n_k if o.any() else 0.0
-                for o in compare
-            ]
-        )
-        plain[int(k)] = rate <= PLAIN_EXCESS * typical
-    return Fragility(median, plain)
+    n = np.maximum(counts.rows, 1)[:, None].astype(np.float64)
+    rate = counts.hits / n
+    median = np.median(rate[:, regional], axis=1) + 1.0 / n[:, 0]
+    typical = np.stack(
+        [
+            np.percentile(rate[:, o], percentile, axis=1) + 1.0 / n[:, 0]
+            if o.any()
+            else np.zeros(len(n))
+            for o in compare
+        ],
+        axis=1,
+    )
+    return Fragility(median, rate <= PLAIN_EXCESS * typical)

@@ -124,7 +124,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastfem.audit.reliance.others import class_fragility, others_rate
+from fastfem.audit.reliance.others import class_fragility, class_hits, others_rate
 
 TAU = 0.25  # a drop of the predicted class's probability that counts as a hit
 
@@ -341,7 +341,8 @@ def probe_tests(
     regional = (areas > 0) & ~np.asarray(
         np.zeros(len(areas), bool) if derived is None else derived, bool
     )
-    fragility = class_fragility(hit, pred, regional, compare, TYPICAL_PERCENTILE)
+    counts = class_hits(hit, pred)
+    fragility = class_fragility(counts, regional, compare, TYPICAL_PERCENTILE)
     tests = []
     for c in classes:
         mine = pred == c
@@ -353,8 +354,8 @@ def probe_tests(
         collapse = deep[mine].sum(axis=0) / np.maximum(h_c, 1)
         h_o = hit[~mine].sum(axis=0)
         q = (h_o + 1.0) / (n_o + 2.0)  # every other class: the place lift's excesses
-        q_lift = others_rate(hit, pred, int(c), fragility)  # the lift's: the median other class
-        q_plain = others_rate(hit, pred, int(c))  # ... none matched to c's fragility
+        q_lift = others_rate(counts, int(c), fragility)  # the lift's: the median other class
+        q_plain = others_rate(counts, int(c))  # ... none matched to c's fragility
         for p in range(drop.shape[1]):
             if not asked[p]:
                 continue
