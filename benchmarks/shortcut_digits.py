@@ -25,10 +25,7 @@ cores) and writes ``benchmarks/results/shortcut_digits.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -200,21 +197,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # this script's own process
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="*", default=list(MARK_CLASS))
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in args.only:
-            rows.append(evaluate(kind, Path(tmp)))
-            print(json.dumps(rows[-1]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "shortcut_digits.json").write_text(json.dumps(rows, indent=1))
-    table = markdown_table(rows)
-    (args.out / "shortcut_digits.md").write_text(table)
-    print(table)
-    return 0
+    from benchmarks.shortcuts import run_check
+
+    description = __doc__.split("\n\n")[0]
+    return run_check(argv, description, MARK_CLASS, evaluate, "shortcut_digits", markdown_table)
 
 
 if __name__ == "__main__":

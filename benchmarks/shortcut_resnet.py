@@ -23,10 +23,7 @@ and writes ``benchmarks/results/shortcut_resnet.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,28 +74,24 @@ def model_for(name: str) -> tuple[Path, dict]:
     return path, train_one(name, BASE, build=build_resnet, path=path)
 
 
+def evaluate(name: str, work: Path) -> dict:
+    """Audit configuration ``name``'s test split with its ResNet and score it like the
+    benchmark (`benchmarks.shortcuts.evaluate`), with the model's clean accuracy and
+    relied-on share."""
+    from benchmarks.shortcuts import evaluate as evaluate_config
+
+    path, record = model_for(name)
+    row = evaluate_config(BASE, name, "test", work, model=path)
+    row["model"] = {k: record[k] for k in ("clean_accuracy", "relied_on_share")}
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # this script's own process
-    from benchmarks.shortcuts import evaluate, markdown_table
+    from benchmarks.shortcuts import markdown_table, run_check
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="*", default=list(CONFIGS))
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.only:
-            path, record = model_for(name)
-            row = evaluate(BASE, name, "test", Path(tmp), model=path)
-            row["model"] = {k: record[k] for k in ("clean_accuracy", "relied_on_share")}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "shortcut_resnet.json").write_text(json.dumps(rows, indent=1))
-    table = markdown_table(rows)
-    (args.out / "shortcut_resnet.md").write_text(table)
-    print(table)
-    return 0
+    description = __doc__.split("\n\n")[0]
+    return run_check(argv, description, CONFIGS, evaluate, "shortcut_resnet", markdown_table)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,35 @@ def evaluate(
     if name != "none":
         row["spray"] = spray_scores(store, s.marked, relied)
     return row
+
+
+def run_check(
+    argv: list[str] | None,
+    description: str,
+    names: Sequence[str],
+    evaluate_one: Callable[[str, Path], dict[str, Any]],
+    stem: str,
+    table: Callable[[list[dict]], str],
+) -> int:
+    """The command of a check beside the benchmark (`benchmarks.shortcut_digits`,
+    `benchmarks.shortcut_resnet`): each name of ``--only`` (default ``names``) evaluated by
+    ``evaluate_one(name, work)`` in a temporary folder and printed as JSON, then the rows
+    written to ``--out/{stem}.json`` and their ``table(rows)`` to ``--out/{stem}.md``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--only", nargs="*", default=list(names))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only:
+            rows.append(evaluate_one(name, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(rows, indent=1))
+    text = table(rows)
+    (args.out / f"{stem}.md").write_text(text)
+    print(text)
+    return 0
 
 
 def cost(base: str, name: str, n: int, work: Path, reps: int = 2) -> dict[str, Any]:
