@@ -215,6 +215,13 @@ class ProbeTest:
         return self.other_hits / max(self.other_rows, 1)
 
 
+def swept_regions(areas: Sequence[float], derived: Sequence[bool] | None = None) -> np.ndarray:
+    """(P,) bool: the region probes (area > 0) whose drops the sweep measured itself, not
+    ``derived`` from others' (`translates`; default: none derived)."""
+    a = np.asarray(areas, np.float64)
+    return (a > 0) & ~np.asarray(np.zeros(len(a), bool) if derived is None else derived, bool)
+
+
 def translates(
     areas: Sequence[float],
     families: Sequence[str] | None = None,
@@ -235,8 +242,7 @@ def translates(
     regional = (a > 0)[None, :] & apart
     ratio = np.abs(np.log(np.maximum(a, 1e-12)[:, None] / np.maximum(a, 1e-12)[None, :]))
     out = []
-    swept = ~np.asarray(np.zeros(n, bool) if derived is None else derived, bool)
-    anywhere = (a > 0)[None, :] & swept[None, :] & ~np.eye(n, dtype=bool)
+    anywhere = swept_regions(a, derived)[None, :] & ~np.eye(n, dtype=bool)
     for p in range(n):
         for choice in (
             regional[p] & (fam == fam[p]) if fam[p] else np.zeros(n, bool),
@@ -338,9 +344,7 @@ def probe_tests(
             bool(only_here[p]) and has_translates(p, compare[p], fams) for p in range(len(areas))
         ]
     deep = hit & (drop >= COLLAPSE_DROP)
-    regional = (areas > 0) & ~np.asarray(
-        np.zeros(len(areas), bool) if derived is None else derived, bool
-    )
+    regional = swept_regions(areas, derived)
     counts = class_hits(hit, pred)
     fragility = class_fragility(counts, regional, compare, TYPICAL_PERCENTILE)
     tests = []
