@@ -60,30 +60,12 @@ def build_resnet(num_classes: int, size: int):
     return keras.Model(inputs, outputs, name="shortcut_resnet")
 
 
-def model_for(name: str) -> tuple[Path, dict]:
-    """The cached model of configuration ``name`` (trained first if missing, with the
-    benchmark's recipe: `benchmarks.shortcut_models.train_one`) and its record
-    (`benchmarks.shortcut_models.measure`)."""
-    import keras
-
-    from benchmarks.shortcut_models import measure, train_one
-
-    path = MODELS / f"{BASE}-{name.replace('@', '-')}.keras"
-    if path.exists():
-        return path, measure(keras.saving.load_model(path), name, BASE)
-    return path, train_one(name, BASE, build=build_resnet, path=path)
-
-
 def evaluate(name: str, work: Path) -> dict:
-    """Audit configuration ``name``'s test split with its ResNet and score it like the
-    benchmark (`benchmarks.shortcuts.evaluate`), with the model's clean accuracy and
-    relied-on share."""
-    from benchmarks.shortcuts import evaluate as evaluate_config
+    """Audit configuration ``name``'s test split with its ResNet (trained first if not cached)
+    and score it like the benchmark (`benchmarks.shortcuts.evaluate_trained`)."""
+    from benchmarks.shortcuts import evaluate_trained
 
-    path, record = model_for(name)
-    row = evaluate_config(BASE, name, "test", work, model=path)
-    row["model"] = {k: record[k] for k in ("clean_accuracy", "relied_on_share")}
-    return row
+    return evaluate_trained(BASE, name, MODELS, work, build=build_resnet)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,6 +171,28 @@ def evaluate(
     return row
 
 
+def evaluate_trained(
+    base: str, name: str, folder: Path, work: Path, build: Callable | None = None
+) -> dict[str, Any]:
+    """`evaluate` the test split of configuration ``name`` on ``base`` with the model cached in
+    ``folder`` (trained first if missing, with the benchmark's recipe:
+    `benchmarks.shortcut_models.train_one`; ``build`` another architecture), the model's
+    clean accuracy and relied-on share beside the scores: the checks beside the benchmark
+    (`benchmarks.shortcut_resnet`, `benchmarks.shortcut_unseen`)."""
+    import keras
+
+    from benchmarks.shortcut_models import measure, train_one
+
+    path = folder / f"{base}-{name.replace('@', '-')}.keras"
+    if path.exists():
+        record = measure(keras.saving.load_model(path), name, base)
+    else:
+        record = train_one(name, base, build=build, path=path)
+    row = evaluate(base, name, "test", work, model=path)
+    row["model"] = {k: record[k] for k in ("clean_accuracy", "relied_on_share")}
+    return row
+
+
 def run_check(
     argv: list[str] | None,
     description: str,

@@ -12,6 +12,7 @@ from benchmarks.shortcut_data import (
     KINDS,
     OVER_OBJECT,
     PLACES,
+    UNSEEN_CONFIGS,
     Shortcut,
     configs_of,
     generate_shortcut,
@@ -35,7 +36,8 @@ def _marked_set(shortcut, base, n=80):
 def test_there_are_ten_kinds_at_least_half_over_the_objects_and_two_bases():
     kinds = set(KINDS) - {"none"}
     assert len(kinds) >= 10 and len(kinds & OVER_OBJECT) >= len(kinds) / 2
-    assert {c.kind for c in CONFIGS} == set(KINDS)
+    assert {c.kind for c in (*CONFIGS, *UNSEEN_CONFIGS)} == set(KINDS)
+    assert not set(CONFIGS) & set(UNSEEN_CONFIGS)
     sizes = {b.image_size for b in BASES.values()}
     names = {tuple(b.class_names) for b in BASES.values()}
     assert len(BASES) >= 2 and len(sizes) == len(BASES) and len(names) == len(BASES)
@@ -77,6 +79,66 @@ def test_objects_keep_out_of_the_zone_of_marks_drawn_off_them(name, base):
     zone = mark_zone(name, base)
     for x0, y0, x1, y1 in s.boxes:
         assert not zone[y0:y1, x0:x1].any()
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_the_random_place_kinds_move_from_image_to_image(base):
+    size = BASES[base].image_size
+    tag = _marked_set("text@corner", base)
+    changed = np.abs(tag.images - tag.clean).max(axis=-1) > 0  # (N, S, S)
+    half = size // 2
+    quadrant = [
+        int(
+            np.argmax(
+                [
+                    c[:half, :half].sum(),
+                    c[:half, half:].sum(),
+                    c[half:, :half].sum(),
+                    c[half:, half:].sum(),
+                ]
+            )
+        )
+        for c in changed[tag.marked]
+    ]
+    for c in changed[tag.marked]:  # the tag lies in one corner of each image
+        assert (
+            sum(
+                q.any()
+                for q in (c[:half, :half], c[:half, half:], c[half:, :half], c[half:, half:])
+            )
+            == 1
+        )
+    assert len(set(quadrant)) >= 3
+    for x0, y0, x1, y1 in tag.boxes:  # off the objects: no corner zone touches one
+        assert not mark_zone("text@corner", base)[y0:y1, x0:x1].any()
+    patch = _marked_set("patch@anywhere", base)
+    corners = {
+        tuple(np.argwhere(np.abs(i - c).max(-1) > 0).min(0))
+        for i, c in zip(patch.images[patch.marked], patch.clean[patch.marked], strict=True)
+    }
+    assert len(corners) >= 0.8 * patch.marked.sum()  # a new place in (almost) every image
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_the_image_quality_kinds_blur_compress_and_darken_the_corners(base):
+    def detail(x):  # mean absolute difference of horizontal neighbours
+        return np.abs(np.diff(x, axis=2)).mean(axis=(1, 2, 3))
+
+    blur = _marked_set("blur@whole", base)
+    m = blur.marked
+    assert (detail(blur.images[m]) < 0.8 * detail(blur.clean[m])).all()
+    jpeg = _marked_set("jpeg@whole", base)
+    m = jpeg.marked
+    err = np.abs(jpeg.images[m] - jpeg.clean[m]).mean(axis=(1, 2, 3))
+    assert (err > 0.005).all() and (err < 0.1).all()  # compressed, still the same scene
+    vig = _marked_set("vignette@whole", base)
+    m = vig.marked
+    ratio = vig.images[m] / np.maximum(vig.clean[m], 1e-3)
+    size = BASES[base].image_size
+    centre = ratio[:, size // 2 - 2 : size // 2 + 2, size // 2 - 2 : size // 2 + 2]
+    corner = ratio[:, :4, :4]
+    assert (centre.mean(axis=(1, 2, 3)) > 0.97).all()
+    assert (corner.mean(axis=(1, 2, 3)) < 0.6).all()
 
 
 @pytest.mark.parametrize("base", sorted(BASES))

@@ -1,10 +1,12 @@
 """Planted shortcuts: the ground truth of the shortcut benchmark.
 
-A *configuration* is a mark kind at a place (`config`: eleven kinds, seven of them drawn over
-the objects), planted in one of three base datasets of different make (`bases`: the bundled
-sample's 64 px shapes, 96 px crops of real photographs with drawn objects, and 80 px rotated
-letters on gradient-and-blob backgrounds, five classes), with a label
-leak in ``train`` and the mark on 15% of every class in ``test``/``holdout`` (`generate`).
+A *configuration* is a mark kind at a place (`config`: fifteen kinds, eleven of them drawn
+over the objects; the benchmark's eleven, `CONFIGS`, and four more with the tag in a random
+corner, `UNSEEN_CONFIGS`, that no threshold was tuned on), planted in one of three base
+datasets of different make (`bases`: the bundled sample's 64 px shapes, 96 px crops of real
+photographs with drawn objects, and 80 px rotated letters on gradient-and-blob backgrounds,
+five classes), with a label leak in ``train`` and the mark on 15% of every class in
+``test``/``holdout`` (`generate`).
 Every image comes with its clean twin, so whether a model relies on the mark is measured, not
 assumed (`reliance`).
 """
@@ -19,6 +21,7 @@ from benchmarks.shortcut_data.config import (
     OVER_OBJECT,
     PATCH_PLACES,
     PLACES,
+    UNSEEN_CONFIGS,
     Shortcut,
     parse_shortcut,
 )
@@ -48,6 +51,7 @@ __all__ = [
     "PLACES",
     "SHORTCUT_SPLITS",
     "STRIPE_COLOUR",
+    "UNSEEN_CONFIGS",
     "Base",
     "Shortcut",
     "configs_of",

@@ -10,14 +10,18 @@ Kinds over the objects (they may cover the object; the object is placed anywhere
 * ``hatch``: a fine diagonal hatch (bright lines every 3 px) over the ``whole`` image;
 * ``noise``: salt-and-pepper impulse noise over the ``whole`` image;
 * ``line``: a 1 px red line across the image, through the ``middle`` row or the ``diagonal``;
-* ``sticker``: a small opaque green disc on the ``object`` (like coloured patches on lesions).
+* ``sticker``: a small opaque green disc on the ``object`` (like coloured patches on lesions);
+* ``blur``: the ``whole`` image out of focus (a Gaussian blur, as from another scanner);
+* ``jpeg``: the ``whole`` image saved as a low-quality JPEG (block artefacts);
+* ``vignette``: the ``whole`` image darkened towards its corners (another lens);
+* ``patch``: the checker patch at a random place in each image, ``anywhere``.
 
 Kinds off the objects (the object keeps away from the mark's zone):
 
 * ``checker``: the bundled black/white checker patch, at one of nine places (corners, edge
   middles, ``centre``);
 * ``text``: three random glyphs of a 3x5 bitmap font, white in a black outline, at one of the
-  nine places (a burnt-in tag);
+  nine places or in a random ``corner`` of each image (a burnt-in tag);
 * ``stripe``: a yellow ruler with black ticks along a whole edge (``top`` ...);
 * ``frame``: a magenta frame around the image (``border``).
 
@@ -36,6 +40,7 @@ __all__ = [
     "PATCH_PLACES",
     "PLACES",
     "Shortcut",
+    "UNSEEN_CONFIGS",
     "parse_shortcut",
 ]
 
@@ -60,8 +65,12 @@ PLACES: dict[str, tuple[str, ...]] = {
     "noise": ("whole",),
     "line": ("middle", "diagonal"),
     "sticker": ("object",),
+    "blur": ("whole",),
+    "jpeg": ("whole",),
+    "vignette": ("whole",),
+    "patch": ("anywhere",),
     "checker": PATCH_PLACES,
-    "text": PATCH_PLACES,
+    "text": (*PATCH_PLACES, "corner"),
     "stripe": EDGES,
     "frame": ("border",),
     "none": ("",),
@@ -70,6 +79,7 @@ KINDS: tuple[str, ...] = tuple(PLACES)
 #: the kinds drawn over the objects (the others keep the objects out of their zone)
 OVER_OBJECT: frozenset[str] = frozenset(
     {"watermark", "stamp", "cast", "hatch", "noise", "line", "sticker"}
+    | {"blur", "jpeg", "vignette", "patch"}
 )
 
 
@@ -132,4 +142,13 @@ CONFIGS: tuple[Shortcut, ...] = tuple(
         "frame@border",
         "none",
     )
+)
+
+
+#: Configurations the benchmark's thresholds were never tuned on (`benchmarks.shortcut_unseen`):
+#: image-quality shortcuts (blur, JPEG, a vignette), a tag in a random corner and a patch at a
+#: random place.
+UNSEEN_CONFIGS: tuple[Shortcut, ...] = tuple(
+    parse_shortcut(n)
+    for n in ("blur@whole", "jpeg@whole", "vignette@whole", "text@corner", "patch@anywhere")
 )

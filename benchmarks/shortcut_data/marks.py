@@ -10,7 +10,8 @@ pixel sizes as at 64 px.
 Each ``draw(img, place, rng, box) -> marked image`` takes the clean scene (S, S, 3) float32 and
 the object's box, and draws its random parameters (string, opacity, jitter ...) from ``rng``.
 `mark_zone` is the set of pixels a kind's mark may change in any image (the whole image for a
-cast, a texture, noise and the sticker, which goes on the object).
+cast, a texture, noise, blur, JPEG, a vignette, the sticker, which goes on the object, and the
+patch at a random place; the four corners for the tag in a random corner).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.shortcut_data.config import Shortcut
+from fastfem.kernels.occlusion import gaussian_matrix
 from fastfem.sample.dataset import watermark_patch
 
 __all__ = ["MARK_COLOURS", "draw_mark", "mark_zone"]
@@ -60,6 +62,10 @@ HATCH_PERIOD = 4
 HATCH_OPACITY = 0.3
 NOISE_SHARE = 0.05
 STICKER_RADIUS = 0.06  # / S
+BLUR_SIGMA = (1.0, 1.5)  # px at 64 px
+JPEG_QUALITY = (5, 15)
+VIGNETTE_STRENGTH = (0.5, 0.7)  # the corners' darkening
+CORNERS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 # 3x5 glyphs (rows top to bottom, 3 bits each, MSB left): digits and a few capitals.
 _FONT_ROWS: dict[str, tuple[int, ...]] = {
@@ -133,8 +139,9 @@ def mark_zone(shortcut: Shortcut, size: int = 64) -> np.ndarray:
     kind, place = shortcut.kind, shortcut.place
     if kind in ("checker", "text"):
         h, w = _patch_size(kind, size)
-        y, x = _patch_origin(place, h, w, size)
-        zone[y : y + h, x : x + w] = True
+        for at in CORNERS if place == "corner" else (place,):
+            y, x = _patch_origin(at, h, w, size)
+            zone[y : y + h, x : x + w] = True
     elif kind == "stripe":
         lo = _px(size, 1)
         hi = lo + _px(size, 2)
@@ -153,7 +160,7 @@ def mark_zone(shortcut: Shortcut, size: int = 64) -> np.ndarray:
         zone[size // 2 - half : size // 2 + half, size // 2 - half : size // 2 + half] = True
     elif kind == "line":
         zone = _line_mask(place, size)
-    elif kind != "none":  # cast, hatch, noise, sticker: anywhere
+    elif kind != "none":  # cast, hatch, noise, sticker, blur, jpeg, vignette, patch: anywhere
         zone[:] = True
     return zone
 
@@ -166,13 +173,21 @@ def _blend(img: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------- off the objects
-def _draw_checker(img: np.ndarray, place: str, rng: np.random.Generator, box: Box) -> np.ndarray:
-    size = img.shape[0]
-    patch = np.kron(watermark_patch()[::2, ::2], np.ones((_px(size, 2),) * 2, np.float32))
-    y, x = _patch_origin(place, *patch.shape, size)
+def _checker(size: int) -> np.ndarray:
+    """The bundled checker patch at ``round(2u)`` px per cell."""
+    return np.kron(watermark_patch()[::2, ::2], np.ones((_px(size, 2),) * 2, np.float32))
+
+
+def _paste(img: np.ndarray, patch: np.ndarray, y: int, x: int) -> np.ndarray:
+    """``img`` with the grey ``patch`` pasted at top-left ``(y, x)``."""
     out = img.copy()
     out[y : y + patch.shape[0], x : x + patch.shape[1], :] = patch[:, :, None]
     return out
+
+
+def _draw_checker(img: np.ndarray, place: str, rng: np.random.Generator, box: Box) -> np.ndarray:
+    patch = _checker(img.shape[0])
+    return _paste(img, patch, *_patch_origin(place, *patch.shape, img.shape[0]))
 
 
 def _text_bitmap(chars: str) -> np.ndarray:
@@ -186,6 +201,8 @@ def _text_bitmap(chars: str) -> np.ndarray:
 
 def _draw_text(img: np.ndarray, place: str, rng: np.random.Generator, box: Box) -> np.ndarray:
     size = img.shape[0]
+    if place == "corner":
+        place = str(rng.choice(CORNERS))
     chars = "".join(rng.choice(list(GLYPHS), size=TEXT_GLYPHS))
     glyph = np.pad(_text_bitmap(chars), 1)  # (7, 13)
     outline = np.zeros_like(glyph)
@@ -313,6 +330,42 @@ def _draw_sticker(img: np.ndarray, place: str, rng: np.random.Generator, box: Bo
     return out
 
 
+def _draw_blur(img: np.ndarray, place: str, rng: np.random.Generator, box: Box) -> np.ndarray:
+    """A separable Gaussian blur of ``BLUR_SIGMA`` px at 64 px (scaled to the image)."""
+    size = img.shape[0]
+    g = gaussian_matrix(size, float(rng.uniform(*BLUR_SIGMA)) * _unit(size))
+    return np.einsum("ij,jkc,lk->ilc", g, img, g).astype(np.float32)
+
+
+def _draw_jpeg(img: np.ndarray, place: str, rng: np.random.Generator, box: Box) -> np.ndarray:
+    """The image through Pillow's JPEG encoder at a quality in ``JPEG_QUALITY``."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    pixels = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+    quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255.0
+
+
+def _draw_vignette(img: np.ndarray, place: str, rng: np.random.Generator, box: Box) -> np.ndarray:
+    """Darkened towards the corners: ``img (1 - s r^2)``, ``r`` the distance from the centre
+    over the half-diagonal, ``s`` in ``VIGNETTE_STRENGTH``."""
+    size = img.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5 - size / 2
+    r2 = (yy**2 + xx**2) / (size * size / 2)
+    return (img * (1.0 - rng.uniform(*VIGNETTE_STRENGTH) * r2)[:, :, None]).astype(np.float32)
+
+
+def _draw_patch(img: np.ndarray, place: str, rng: np.random.Generator, box: Box) -> np.ndarray:
+    """The checker patch at a uniformly random place (over the object too)."""
+    patch = _checker(img.shape[0])
+    y, x = (int(v) for v in rng.integers(0, img.shape[0] - patch.shape[0] + 1, size=2))
+    return _paste(img, patch, y, x)
+
+
 _DRAW: dict[str, Callable[[np.ndarray, str, np.random.Generator, Box], np.ndarray]] = {
     "watermark": _draw_watermark,
     "stamp": _draw_stamp,
@@ -321,6 +374,10 @@ _DRAW: dict[str, Callable[[np.ndarray, str, np.random.Generator, Box], np.ndarra
     "noise": _draw_noise,
     "line": _draw_line,
     "sticker": _draw_sticker,
+    "blur": _draw_blur,
+    "jpeg": _draw_jpeg,
+    "vignette": _draw_vignette,
+    "patch": _draw_patch,
     "checker": _draw_checker,
     "text": _draw_text,
     "stripe": _draw_stripe,
