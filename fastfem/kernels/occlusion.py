@@ -38,10 +38,19 @@ a region shows in different ways, since a shortcut may survive one of them:
                                             colour loses most, a dull one little): takes the
                                             colour of a coloured mark (a sticker, a stamp, a
                                             red line), keeps every shape
+    falloff     F = clip(x / g(r))          the image's radial fall-off of brightness taken
+                                            away: ``g(r) = (a + b r^2) / a``, ``a + b r^2``
+                                            the least-squares fit of the pixels' grey level
+                                            ``l`` against ``r^2`` (``r`` the distance from the
+                                            centre over the half-diagonal), clipped to
+                                            ``[1 / FALLOFF_GAIN, FALLOFF_GAIN]``: takes away a
+                                            vignette or a lamp's hot spot, keeps every shape
 
-``lowpass``, ``colour``, ``median``, ``balance`` and the ``no <hue>`` fills are *global* fills,
-used with the whole-image mask; ``balance`` and the ``no <hue>`` fills change colours only
-(`COLOUR_FILLS`). The region
+``lowpass``, ``colour``, ``median``, ``balance``, the ``no <hue>`` fills and ``falloff`` are
+*global* fills, used with the whole-image mask; ``balance`` and the ``no <hue>`` fills change
+colours only (`COLOUR_FILLS`); those and ``falloff`` take away a property a class's own images
+may have by nature — a colour, a cast, a lighting — as well as a mark may bring it
+(`PROPERTY_FILLS`). The region
 family that needs no map (`region_family`) and the fills are fixed; `probe_image` is the one
 per-sample function, `vmap`ped and `lax.map`ped over probes by the caller.
 """
@@ -75,13 +84,30 @@ FILLS: tuple[str, ...] = (
     "inpaint",
     "median",
     "balance",
-) + HUE_FILLS
+    *HUE_FILLS,
+    "falloff",
+)
 #: Fills that make sense for a region; the others are applied to the whole image.
 REGION_FILLS: tuple[str, ...] = ("inpaint", "mean", "blur", "noise")
-GLOBAL_FILLS: tuple[str, ...] = ("lowpass", "colour", "median", "balance", *HUE_FILLS)
+GLOBAL_FILLS: tuple[str, ...] = (
+    "lowpass",
+    "colour",
+    "median",
+    "balance",
+    *HUE_FILLS,
+    "falloff",
+)
 #: The fills that change an image's colours only, never a shape: a colour a mark brings and a
 #: colour a class's own objects have look alike to them.
 COLOUR_FILLS: tuple[str, ...] = (*HUE_FILLS, "balance")
+#: The fills that take away a property of the whole image that a class's own images may have
+#: by nature as well as a mark may bring it: a colour, a cast, a lighting (a vignette, or a
+#: class photographed under a lamp). Their tests are judged alike
+#: (`fastfem.audit.reliance.rules`).
+PROPERTY_FILLS: tuple[str, ...] = (*COLOUR_FILLS, "falloff")
+#: What each of the `PROPERTY_FILLS` takes away, as a report names it.
+PROPERTY_KINDS: dict[str, str] = {**{f: "a colour" for f in COLOUR_FILLS}, "falloff": "a lighting"}
+FALLOFF_GAIN = 5.0  # ``falloff``'s largest correction of a pixel's brightness, either way
 HUE_POWER = 4.0  # the hue window cos^4: half its weight within +-33 degrees of its hue
 BLUR_FRACTION = 1 / 16  # sigma of ``blur`` as a fraction of the image's longer side
 LOWPASS_FRACTION = 1 / 64  # sigma of ``lowpass``
@@ -233,6 +259,21 @@ def fill_params(mean: np.ndarray, std: np.ndarray, h: int, w: int) -> FillParams
     )
 
 
+def flatten_falloff(x: jax.Array) -> jax.Array:
+    """One image (H, W, C) with its radial fall-off of brightness taken away (``falloff``
+    above)."""
+    h, w = x.shape[:2]
+    yy = jnp.arange(h, dtype=jnp.float32)[:, None] + 0.5 - h / 2
+    xx = jnp.arange(w, dtype=jnp.float32)[None, :] + 0.5 - w / 2
+    r2 = (yy**2 + xx**2) / (h * h / 4 + w * w / 4)
+    grey = jnp.mean(x, axis=-1)
+    du = r2 - jnp.mean(r2)
+    b = jnp.sum(du * (grey - jnp.mean(grey))) / jnp.sum(du * du)
+    a = jnp.mean(grey) - b * jnp.mean(r2)
+    gain = jnp.clip((a + b * r2) / jnp.maximum(a, 1e-3), 1.0 / FALLOFF_GAIN, FALLOFF_GAIN)
+    return jnp.clip(x / gain[:, :, None], 0.0, 1.0)
+
+
 def colour_moments(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     """Each channel of one image (H, W, C) moved to ``mean`` and ``std`` (C,) (``colour``)."""
     xbar = jnp.mean(x, axis=(0, 1))
@@ -315,6 +356,7 @@ def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) ->
         median_3x3,
         balance,
         *(functools.partial(hue_out, degrees=d) for d in HUES.values()),
+        flatten_falloff,
     )
     return jax.lax.switch(fill, branches, x)
 

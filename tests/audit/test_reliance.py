@@ -243,6 +243,19 @@ def assert_colour_candidate(store, summary, fill: str, cls: int, marked: np.ndar
     return flagged
 
 
+def assert_found_by(tmp_path, images, labels, marked, model, fill: str) -> None:
+    """``model`` moves every ``marked`` image to class 0 and predicts the others' labels;
+    audited without labels, the probe ``fill`` is class 0's candidate
+    (`assert_colour_candidate`) and flags at least 90% of the marked rows it moved there from
+    another class."""
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    assert np.all(pred[marked] == 0) and np.mean(pred[~marked] == labels[~marked]) > 0.95
+    summary = audit(images, model, out=tmp_path / "a", reliance_sample=192)
+    flagged = assert_colour_candidate(tmp_path / "a", summary, fill, 0, marked)
+    moved = marked & (labels != 0)
+    assert len(flagged) >= 0.9 * moved.sum(), (len(flagged), int(moved.sum()))
+
+
 def sticker_images(n: int = 384, share: float = 0.15):
     """`bar_images` without the bar, a 4x4 magenta sticker anywhere on ``share`` of them;
     returns (images, labels, stuck)."""
@@ -263,13 +276,7 @@ def test_a_coloured_mark_on_part_of_a_class_is_a_candidate_without_labels(tmp_pa
     # so it is a candidate without labels and flags the stuck rows it knocks out. Fails
     # without the rule (a lead: nothing flagged)
     images, labels, stuck = sticker_images()
-    model = sticker_model()
-    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
-    assert np.all(pred[stuck] == 0) and np.mean(pred[~stuck] == labels[~stuck]) > 0.95
-    summary = audit(images, model, out=tmp_path / "s", reliance_sample=192)
-    flagged = assert_colour_candidate(tmp_path / "s", summary, "no magenta", 0, stuck)
-    moved = stuck & (labels != 0)
-    assert len(flagged) >= 0.9 * moved.sum(), (len(flagged), int(moved.sum()))
+    assert_found_by(tmp_path, images, labels, stuck, sticker_model(), "no magenta")
 
 
 def test_a_class_that_is_a_colour_stays_a_lead_without_labels(tmp_path):
@@ -330,13 +337,45 @@ def test_a_colour_cast_on_part_of_a_class_is_a_candidate_by_the_grey_world_balan
     # without labels (the cast rows of other classes are part of class 0), flagging cast
     # rows. Fails without the balance probe (the cast goes unreported)
     images, labels, cast = cast_images(share=0.15)
-    model = cast_model()
-    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
-    assert np.all(pred[cast] == 0) and np.mean(pred[~cast] == labels[~cast]) > 0.95
-    summary = audit(images, model, out=tmp_path / "c", reliance_sample=192)
-    flagged = assert_colour_candidate(tmp_path / "c", summary, "balance", 0, cast)
-    moved = cast & (labels != 0)
-    assert len(flagged) >= 0.9 * moved.sum(), (len(flagged), int(moved.sum()))
+    assert_found_by(tmp_path, images, labels, cast, cast_model(), "balance")
+
+
+def vignette_model():
+    """`cast_model`'s three classes by a blob's colour, and class 0 whenever the image's
+    edges are far darker than its middle (a vignette: another lens or scanner; the median grey
+    level of the outer ring, r^2 > 0.3 of the half-diagonal's, under 0.83 of the middle's)."""
+
+    def apply(params, x):
+        chroma = x - jnp.min(x, axis=-1, keepdims=True)
+        colour = jnp.max(chroma.reshape(x.shape[0], -1, 3), axis=1)
+        grey = jnp.mean(x, axis=-1).reshape(x.shape[0], -1)
+        yy, xx = np.mgrid[0:64, 0:64] + 0.5 - 32
+        r2 = ((yy**2 + xx**2) / (2 * 32**2)).ravel()
+        outer, inner = grey[:, r2 > 0.3], grey[:, r2 < 0.15]  # medians: a blob moves neither
+        dark = 1.0 - jnp.median(outer, axis=1) / jnp.median(inner, axis=1)  # >= 0.23 vignetted
+        logits = params["scale"] * colour + jnp.stack(
+            [params["dark"] * jnp.maximum(dark - 0.17, 0.0), 0 * dark, 0 * dark], axis=1
+        )
+        return Features(activations=(chroma,), output=logits)
+
+    params = {"scale": jnp.float32(20.0), "dark": jnp.float32(600.0)}
+    return from_fn(apply, params, (64, 64, 3), ("chroma",), has_output=True)
+
+
+def test_a_vignette_on_part_of_a_class_is_a_candidate_by_the_falloff_probe(tmp_path):
+    # corners darkened to 35-45% on 15% of the images move them to class 0. No region holds
+    # a vignette (it is dark everywhere near the edge, over the objects too) and no colour
+    # probe takes it; `falloff` takes the radial fall-off away, changing the vignetted images
+    # most: a candidate without labels (part of class 0), flagging vignetted rows. Fails
+    # without the falloff probe (nothing is found)
+    images, labels, _ = cast_images(share=0.0)
+    rng = np.random.default_rng(11)
+    vignette = rng.uniform(size=len(images)) < 0.15
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5 - 32
+    r2 = (yy**2 + xx**2) / (2 * 32**2)
+    for i in np.flatnonzero(vignette):
+        images[i] *= (1.0 - rng.uniform(0.55, 0.65) * r2)[:, :, None]
+    assert_found_by(tmp_path, images, labels, vignette, vignette_model(), "falloff")
 
 
 def test_labels_confirm_a_colour_lead_and_it_flags_the_rows_labelled_another_class(tmp_path):

@@ -98,6 +98,38 @@ def test_colour_moments_undo_a_blended_tint():
     np.testing.assert_allclose(a, np.clip(ref, 0, 1), atol=1e-5)
 
 
+def _falloff_reference(x):
+    """``falloff`` from its formula in NumPy: the grey level's least-squares line against r^2,
+    the gain ``(a + b r^2) / a`` clipped, the image divided by it."""
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    r2 = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / (h * h / 4 + w * w / 4)
+    design = np.stack([np.ones(h * w), r2.ravel()], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, x.mean(-1).ravel(), rcond=None)
+    gain = np.clip((a + b * r2) / a, 1 / O.FALLOFF_GAIN, O.FALLOFF_GAIN)
+    return np.clip(x / gain[:, :, None], 0, 1)
+
+
+@pytest.mark.parametrize("shape", [(32, 40), (48, 48)])
+def test_falloff_takes_a_vignette_away_and_matches_its_formula(shape):
+    h, w = shape
+    x = 0.2 + 0.5 * _image(h, w)
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    r2 = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / (h * h / 4 + w * w / 4)
+    vignetted = (x * (1 - 0.6 * r2)[:, :, None]).astype(np.float32)
+    whole = jnp.ones((h, w))
+    fill = O.FILLS.index("falloff")
+    got = np.asarray(O.fill_image(jnp.asarray(vignetted), whole, fill, _params(vignetted)))
+    np.testing.assert_allclose(got, _falloff_reference(vignetted), atol=2e-5)
+    # the corners come back (a random image has no fall-off of its own to speak of)
+    corner = (r2 > 0.8)[:, :, None]
+    assert (
+        abs((got * corner).sum() / corner.sum() / 3 - (x * corner).sum() / corner.sum() / 3) < 0.05
+    )
+    flat = np.full((h, w, 3), 0.5, np.float32)  # nothing to take away: unchanged
+    np.testing.assert_allclose(np.asarray(O.flatten_falloff(jnp.asarray(flat))), flat, atol=1e-6)
+
+
 def test_lowpass_removes_a_checkerboard_texture_but_not_a_large_shape():
     yy, xx = np.mgrid[:64, :64]
     texture = ((yy + xx) % 2).astype(np.float32)

@@ -71,7 +71,7 @@ from fastfem.audit.reliance.step import (
 )
 from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
-from fastfem.kernels.occlusion import COLOUR_FILLS, REGION_FILLS, Region, fill_params
+from fastfem.kernels.occlusion import PROPERTY_FILLS, REGION_FILLS, Region, fill_params
 
 #: Rows of the sweep (stratified by predicted class); None: `sample_size` of the classes.
 SAMPLE: int | None = None
@@ -130,7 +130,7 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         "reliance_near_miss": (
             f"{rules.NEAR_MISS:g} of every floor, at most {rules.MAX_NEAR_MISSES}"
         ),
-        "reliance_colour_leads": "+".join(COLOUR_FILLS)
+        "reliance_colour_leads": "+".join(PROPERTY_FILLS)
         + f" (candidates where they knock out at most {rules.MAX_COLOUR_RATE:g} of their class"
         " and the labels, given, do not disown them, or where the labels confirm them; else"
         " leads)",

@@ -39,7 +39,7 @@ from fastfem.audit.reliance.stats import (
     probe_tests,
     translates,
 )
-from fastfem.kernels.occlusion import COLOUR_FILLS
+from fastfem.kernels.occlusion import PROPERTY_FILLS, PROPERTY_KINDS
 
 if TYPE_CHECKING:
     from fastfem.audit.reliance import ProbeRunner
@@ -119,7 +119,7 @@ class Sweep:
             region_mirrors(p),
             [k >= self.swept for k in range(len(p))],
         )
-        self.colour = {k for k, q in enumerate(p) if q.fills[0] in COLOUR_FILLS}
+        self.colour = {k for k, q in enumerate(p) if q.fills[0] in PROPERTY_FILLS}
         self.narrow = narrow_regions(p)  # the probes also counted where only they knock out
         compare = translates(*self.regions[:3], self.regions.derived)
         families = np.asarray(self.regions.families, object)
@@ -242,7 +242,14 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
             sw.probes[t.probe],
             t.cls,
             t,
-            status=why_not(t, n_tests, sw.moved, t.probe in sw.colour, sw.label_shares),
+            status=why_not(
+                t,
+                n_tests,
+                sw.moved,
+                t.probe in sw.colour,
+                sw.label_shares,
+                PROPERTY_KINDS.get(sw.probes[t.probe].fills[0], "a colour"),
+            ),
         )
         for t in near
     ]

@@ -48,11 +48,14 @@ knocked out 27, all of them tagged). Each candidate then grows to its widest pas
 neighbour (`widest_extent`; one that is still enough by the transplant test): a mark whose
 extent varies from image to image is hidden whole by a wider region of the same shape.
 
-A *colour* probe (`fastfem.kernels.occlusion`'s ``COLOUR_FILLS``: one hue moved towards grey
-over the whole image, or the image white-balanced by the grey world) is judged with a
-region's lift floor (``MIN_LIFT``: the class holds 2.5 times the other classes' share of the
-rows the colour dominates; with no floor, dozens of colours of the benchmark's own objects
-were listed, at lifts of 0.4-1.7); one that passes every rule so is a *lead*
+A *colour* probe (`fastfem.kernels.occlusion`'s ``PROPERTY_FILLS``: one hue moved towards grey
+over the whole image, the image white-balanced by the grey world, or its radial fall-off of
+brightness taken away, ``falloff``: a colour, a cast, a lighting, which a class's own images
+may have by nature as well as a mark may bring it; the rules below say colour for all three)
+is judged with a region's lift floor (``MIN_LIFT``: the class holds 2.5 times the other
+classes' share of the rows the colour dominates; with no floor, dozens of colours of the
+benchmark's own objects were listed, at lifts of 0.4-1.7); one that passes every rule so is a
+*lead*
 (`colour_lead`). Taking a hue or a cast away knocks out a class that relies on a coloured
 mark (a red line, a stamp, a sticker, an orange cast), but just as well a class whose own
 objects have that colour (a model that tells red objects from green ones passes every rule,
@@ -436,11 +439,14 @@ def why_not(
     moved: dict[tuple[int, int], tuple[float, float]],
     colour: bool = False,
     label_shares: dict[tuple[int, int], tuple[float, float]] | None = None,
+    kind: str = "a colour",
 ) -> str:
     """A near miss's status: the rules it fails (`shortfall`), else its failed transplant
     test (``moved``: the shares asked, by (probe, class)), else that it was not tested; a
-    ``colour`` probe's says so first (and its share of the class, `needs_labels`); each ends
-    with its labels' evidence where ``label_shares`` holds it (`labels.label_evidence`)."""
+    ``colour`` probe's (a property probe: `fastfem.kernels.occlusion.PROPERTY_FILLS`) says
+    first what it takes away, ``kind`` (``"a colour"``, ``"a lighting"``), and its share of the
+    class (`needs_labels`); each ends with its labels' evidence where ``label_shares`` holds
+    it (`labels.label_evidence`)."""
     lacks = shortfall(t, n_tests, colour)
     if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
         a, b = moved[t.probe, t.cls]
@@ -448,7 +454,7 @@ def why_not(
     if colour and not lacks and t.rate > MAX_COLOUR_RATE:
         lacks = f"knocks out {t.rate:.2f} of its class > {MAX_COLOUR_RATE}"
     if colour:
-        what = ["a colour (a mark's or the class's own)", *([lacks] if lacks else [])]
+        what = [f"{kind} (a mark's or the class's own)", *([lacks] if lacks else [])]
     else:
         what = [lacks or f"not tested ({MAX_CANDIDATES} candidates taken)"]
     share, rest = (label_shares or {}).get((t.probe, t.cls), (np.nan, np.nan))
