@@ -25,7 +25,6 @@ cores) and writes ``benchmarks/results/shortcut_digits.{json,md}``.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -33,7 +32,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "runs" / "shortcut_digits"
-RESULTS = ROOT / "benchmarks" / "results"
 SIZE = 32
 MARK_CLASS = {"tag": 3, "line": 7, "dots": 5, "corners": 8, "none": -1}
 TRAIN_RATE, TEST_RATE = 0.12, 0.15
@@ -196,11 +194,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # this script's own process
     from benchmarks.shortcuts import run_check
 
-    description = __doc__.split("\n\n")[0]
-    return run_check(argv, description, MARK_CLASS, evaluate, "shortcut_digits", markdown_table)
+    return run_check(argv, __doc__, MARK_CLASS, evaluate, "shortcut_digits", markdown_table)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,10 @@ SEEDS = (1234, 1235, 1236)
 MIN_ACCURACY = 0.45  # clean test accuracy below this: the run stayed near chance (0.25)
 
 
-def model_path(name: str, base: str = "shapes") -> Path:
-    """Cached model of configuration ``name`` (``"kind@place"`` or ``"none"``) on ``base``."""
-    return MODEL_DIR / f"{base}-{name.replace('@', '-')}.keras"
+def model_path(name: str, base: str = "shapes", folder: Path = MODEL_DIR) -> Path:
+    """Cached model of configuration ``name`` (``"kind@place"`` or ``"none"``) on ``base``
+    (in ``folder``: the benchmark's, or a check's beside it)."""
+    return folder / f"{base}-{name.replace('@', '-')}.keras"
 
 
 def load(name: str, base: str = "shapes"):

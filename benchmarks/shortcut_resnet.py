@@ -23,12 +23,10 @@ and writes ``benchmarks/results/shortcut_resnet.{json,md}``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "runs" / "shortcut_resnet"
-RESULTS = ROOT / "benchmarks" / "results"
 BASE = "photos"
 CONFIGS = ("watermark@middle", "stamp@centre", "text@bottom", "frame@border", "none")
 
@@ -69,11 +67,9 @@ def evaluate(name: str, work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # this script's own process
     from benchmarks.shortcuts import markdown_table, run_check
 
-    description = __doc__.split("\n\n")[0]
-    return run_check(argv, description, CONFIGS, evaluate, "shortcut_resnet", markdown_table)
+    return run_check(argv, __doc__, CONFIGS, evaluate, "shortcut_resnet", markdown_table)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ and writes ``benchmarks/results/shortcut_unseen.{json,md}``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,13 +40,11 @@ def evaluate(name: str, work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # this script's own process
     from benchmarks.shortcut_data import UNSEEN_CONFIGS
     from benchmarks.shortcuts import markdown_table, run_check
 
-    description = __doc__.split("\n\n")[0]
     names = [c.name for c in UNSEEN_CONFIGS]
-    return run_check(argv, description, names, evaluate, "shortcut_unseen", markdown_table)
+    return run_check(argv, __doc__, names, evaluate, "shortcut_unseen", markdown_table)
 
 
 if __name__ == "__main__":

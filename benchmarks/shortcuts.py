@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -181,9 +182,9 @@ def evaluate_trained(
     (`benchmarks.shortcut_resnet`, `benchmarks.shortcut_unseen`)."""
     import keras
 
-    from benchmarks.shortcut_models import measure, train_one
+    from benchmarks.shortcut_models import measure, model_path, train_one
 
-    path = folder / f"{base}-{name.replace('@', '-')}.keras"
+    path = model_path(name, base, folder)
     if path.exists():
         record = measure(keras.saving.load_model(path), name, base)
     else:
@@ -195,17 +196,20 @@ def evaluate_trained(
 
 def run_check(
     argv: list[str] | None,
-    description: str,
+    doc: str,
     names: Sequence[str],
     evaluate_one: Callable[[str, Path], dict[str, Any]],
     stem: str,
     table: Callable[[list[dict]], str],
 ) -> int:
     """The command of a check beside the benchmark (`benchmarks.shortcut_digits`,
-    `benchmarks.shortcut_resnet`): each name of ``--only`` (default ``names``) evaluated by
-    ``evaluate_one(name, work)`` in a temporary folder and printed as JSON, then the rows
-    written to ``--out/{stem}.json`` and their ``table(rows)`` to ``--out/{stem}.md``."""
-    parser = argparse.ArgumentParser(description=description)
+    `benchmarks.shortcut_resnet`, `benchmarks.shortcut_unseen`; its module docstring ``doc``
+    gives the description): Keras on TensorFlow unless the process chose a backend, each name
+    of ``--only`` (default ``names``) evaluated by ``evaluate_one(name, work)`` in a temporary
+    folder and printed as JSON, then the rows written to ``--out/{stem}.json`` and their
+    ``table(rows)`` to ``--out/{stem}.md``."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # a check's own process
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", default=list(names))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
