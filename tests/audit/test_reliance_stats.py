@@ -608,7 +608,7 @@ def test_without_labels_a_colour_lead_on_part_of_its_class_is_a_candidate():
     assert whole.rate > rules.MAX_COLOUR_RATE >= t.rate and rules.colour_lead(whole, n)
     assert rules.select_candidates([whole], drop, pred, n, colour={3}) == []
     assert rules.needs_labels(whole, n, {3}, labelled=False)
-    status = rules.why_not(whole, n, {}, colour=True)
+    status = rules.why_not(whole, n, {}, kind="a colour")
     assert "a colour" in status and "knocks out 0.88 of its class > 0.75" in status, status
     assert rules.select_candidates([replace(t, lift=2.2)], drop, pred, n, colour={3}) == []
     assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: False) == []

@@ -246,9 +246,8 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
                 t,
                 n_tests,
                 sw.moved,
-                t.probe in sw.colour,
+                PROPERTY_KINDS.get(sw.probes[t.probe].fills[0]) if t.probe in sw.colour else None,
                 sw.label_shares,
-                PROPERTY_KINDS.get(sw.probes[t.probe].fills[0], "a colour"),
             ),
         )
         for t in near

@@ -437,16 +437,16 @@ def why_not(
     t: ProbeTest,
     n_tests: int,
     moved: dict[tuple[int, int], tuple[float, float]],
-    colour: bool = False,
+    kind: str | None = None,
     label_shares: dict[tuple[int, int], tuple[float, float]] | None = None,
-    kind: str = "a colour",
 ) -> str:
     """A near miss's status: the rules it fails (`shortfall`), else its failed transplant
     test (``moved``: the shares asked, by (probe, class)), else that it was not tested; a
-    ``colour`` probe's (a property probe: `fastfem.kernels.occlusion.PROPERTY_FILLS`) says
-    first what it takes away, ``kind`` (``"a colour"``, ``"a lighting"``), and its share of the
-    class (`needs_labels`); each ends with its labels' evidence where ``label_shares`` holds
-    it (`labels.label_evidence`)."""
+    property probe's (`fastfem.kernels.occlusion.PROPERTY_FILLS`; ``kind`` what it takes
+    away, ``"a colour"`` or ``"a lighting"``, None for a region or another global probe) says
+    that first, and its share of the class (`needs_labels`); each ends with its labels'
+    evidence where ``label_shares`` holds it (`labels.label_evidence`)."""
+    colour = kind is not None
     lacks = shortfall(t, n_tests, colour)
     if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
         a, b = moved[t.probe, t.cls]
