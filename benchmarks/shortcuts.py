@@ -173,22 +173,28 @@ def evaluate(
 
 
 def evaluate_trained(
-    base: str, name: str, folder: Path, work: Path, build: Callable | None = None
+    base: str,
+    name: str,
+    folder: Path,
+    work: Path,
+    build: Callable | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """`evaluate` the test split of configuration ``name`` on ``base`` with the model cached in
     ``folder`` (trained first if missing, with the benchmark's recipe:
-    `benchmarks.shortcut_models.train_one`; ``build`` another architecture), the model's
-    clean accuracy and relied-on share beside the scores: the checks beside the benchmark
-    (`benchmarks.shortcut_resnet`, `benchmarks.shortcut_unseen`)."""
+    `benchmarks.shortcut_models.train_one`; ``build`` another architecture, ``seeds`` other
+    training seeds), the model's clean accuracy and relied-on share beside the scores: the
+    checks beside the benchmark (`benchmarks.shortcut_resnet`, `benchmarks.shortcut_unseen`,
+    `benchmarks.shortcut_retrained`)."""
     import keras
 
-    from benchmarks.shortcut_models import measure, model_path, train_one
+    from benchmarks.shortcut_models import SEEDS, measure, model_path, train_one
 
     path = model_path(name, base, folder)
     if path.exists():
         record = measure(keras.saving.load_model(path), name, base)
     else:
-        record = train_one(name, base, build=build, path=path)
+        record = train_one(name, base, build=build, path=path, seeds=seeds or SEEDS)
     row = evaluate(base, name, "test", work, model=path)
     row["model"] = {k: record[k] for k in ("clean_accuracy", "relied_on_share")}
     return row
