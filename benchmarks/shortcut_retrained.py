@@ -1,19 +1,20 @@
 #!/usr/bin/env python
-"""A check of the shortcut audit on other models of the same data: the benchmark's shapes
-configurations trained again from other seeds.
+"""A check of the shortcut audit on other models of the same data: the benchmark's shapes and
+letters configurations trained again from other seeds.
 
 The benchmark's models (`benchmarks.shortcut_models`, committed) are one training run each.
 The audit's thresholds were set while those models' marks were being found, so some of what
 they find may be those weights' accident. This check trains every configuration of the
-``shapes`` base again with the same recipe and data from other seeds (``SEEDS``; with the
-benchmark's own seeds, TensorFlow's CPU kernels give weights that differ only a little),
+``shapes`` and ``letters`` bases again with the same recipe and data from other seeds
+(``SEEDS``; with the benchmark's own seeds, TensorFlow's CPU kernels give weights that
+differ only a little),
 audits each test split with the default audit and scores it like the benchmark
 (`benchmarks.shortcuts.evaluate`), beside the committed models' scores
 (`benchmarks/results/shortcuts.json`).
 
 Usage::
 
-    python -m benchmarks.shortcut_retrained [--only watermark@middle ...]
+    python -m benchmarks.shortcut_retrained [--only shapes/watermark@middle ...]
 
 trains the models it has not cached (``runs/shortcut_retrained/``, 2-4 min each on 2 CPU
 cores) and writes ``benchmarks/results/shortcut_retrained.{json,md}``.
@@ -26,20 +27,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "runs" / "shortcut_retrained"
-BASE = "shapes"
+BASES = ("shapes", "letters")
 SEEDS = (2026, 2027, 2028)  # the benchmark's are 1234-1236
 COMMITTED = ROOT / "benchmarks" / "results" / "shortcuts.json"
 
 
 def evaluate(name: str, work: Path) -> dict:
-    """Audit configuration ``name``'s test split with its model trained from ``SEEDS``
-    (first, if not cached) and score it like the benchmark, the committed model's scores
-    beside it."""
+    """Audit ``name``'s (``"base/configuration"``) test split with its model trained from
+    ``SEEDS`` (first, if not cached) and score it like the benchmark, the committed model's
+    scores beside it."""
     from benchmarks.shortcuts import evaluate_trained
 
-    row = evaluate_trained(BASE, name, MODELS, work, seeds=SEEDS)
+    base, config = name.split("/")
+    row = evaluate_trained(base, config, MODELS, work, seeds=SEEDS)
     committed = json.loads(COMMITTED.read_text())["results"]
-    before = next(r for r in committed if (r["base"], r["config"]) == (BASE, name))
+    before = next(r for r in committed if (r["base"], r["config"]) == (base, config))
     row["committed"] = {k: before[k] for k in ("fastfem", "reliance")}
     return row
 
@@ -50,9 +52,9 @@ def markdown_table(rows: list[dict]) -> str:
     from benchmarks.shortcuts import _fmt, found_text
 
     head = (
-        "| shortcut | clean acc. | relied on / marked (committed) | P / R | P / R committed | "
-        "F1 (committed) | SpRAy oracle F1 | what the reliance test found |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "| base | shortcut | clean acc. | relied on / marked (committed) | P / R | "
+        "P / R committed | F1 (committed) | SpRAy oracle F1 | what the reliance test found |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -60,12 +62,13 @@ def markdown_table(rows: list[dict]) -> str:
         acc = _fmt(r["model"]["clean_accuracy"])
         if r["config"] == "none":
             lines.append(
-                f"| none (control) | {acc} | – | flags {f['flagged']} of {f['rows']} | flags "
-                f"{c['flagged']} of {c['rows']} | – | – | {found_text(r)} |"
+                f"| {r['base']} | none (control) | {acc} | – | flags {f['flagged']} of "
+                f"{f['rows']} | flags {c['flagged']} of {c['rows']} | – | – | {found_text(r)} |"
             )
             continue
         lines.append(
-            f"| {r['config']} | {acc} | {f['relied_on']} / {f['marked']} ({c['relied_on']}) | "
+            f"| {r['base']} | {r['config']} | {acc} | "
+            f"{f['relied_on']} / {f['marked']} ({c['relied_on']}) | "
             f"{_fmt(f['precision'])} / {_fmt(f['recall'])} | "
             f"{_fmt(c['precision'])} / {_fmt(c['recall'])} | "
             f"{_fmt(f['f1'])} ({_fmt(c['f1'])}) | {_fmt(r['spray']['oracle']['f1'])} | "
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.shortcut_data import configs_of
     from benchmarks.shortcuts import run_check
 
-    names = list(configs_of(BASE))
+    names = [f"{base}/{config}" for base in BASES for config in configs_of(base)]
     return run_check(argv, __doc__, names, evaluate, "shortcut_retrained", markdown_table)
 
 
