@@ -22,6 +22,7 @@ cores) and writes ``benchmarks/results/shortcut_retrained.{json,md}``.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -40,10 +41,16 @@ def evaluate(name: str, work: Path) -> dict:
 
     base, config = name.split("/")
     row = evaluate_trained(base, config, MODELS, work, seeds=SEEDS)
-    committed = json.loads(COMMITTED.read_text())["results"]
-    before = next(r for r in committed if (r["base"], r["config"]) == (base, config))
-    row["committed"] = {k: before[k] for k in ("fastfem", "reliance")}
+    row["committed"] = committed_scores()[base, config]
     return row
+
+
+@functools.cache
+def committed_scores() -> dict[tuple[str, str], dict]:
+    """The committed models' ``fastfem`` scores and ``reliance`` line by (base, configuration),
+    read once from ``COMMITTED``."""
+    rows = json.loads(COMMITTED.read_text())["results"]
+    return {(r["base"], r["config"]): {k: r[k] for k in ("fastfem", "reliance")} for r in rows}
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -246,7 +246,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
                 t,
                 n_tests,
                 sw.moved,
-                PROPERTY_KINDS.get(sw.probes[t.probe].fills[0]) if t.probe in sw.colour else None,
+                PROPERTY_KINDS.get(sw.probes[t.probe].fills[0]),  # None: no property probe
                 sw.label_shares,
             ),
         )
