@@ -175,7 +175,7 @@ def evaluate(kind: str, work: Path) -> dict:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    from benchmarks.shortcuts import _fmt, near_miss_text
+    from benchmarks.shortcuts import fmt, near_miss_text
 
     lines = [
         "| mark (class) | clean accuracy | marked / relied on | flagged | precision | recall "
@@ -187,7 +187,7 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['kind']} ({r['mark_class'] if r['mark_class'] >= 0 else 'control'}) "
             f"| {r['clean_accuracy']:.2f} | {f['marked']} / {f['relied_on']} | {f['flagged']} "
-            f"| {_fmt(f['precision'])} | {_fmt(f['recall'])} | {_fmt(f['f1'])} "
+            f"| {fmt(f['precision'])} | {fmt(f['recall'])} | {fmt(f['f1'])} "
             f"| {'; '.join([r['reliance'], *near_miss_text(r)])} |"
         )
     return "\n".join(lines) + "\n"

@@ -82,13 +82,10 @@ def predictor(model):
 
 def measure(model, name: str, base: str, split: str = "test") -> dict:
     """Accuracy on the clean images of ``split`` and the reliance counts of its marked ones."""
-    import numpy as np
-
     from benchmarks.shortcut_data import generate_shortcut, reliance_summary, relied_on
 
     s = generate_shortcut(name, split, base=base)
     predict = predictor(model)
-    pred_clean = np.argmax(predict(s.clean), axis=1)
     relied = relied_on(predict, s)
     return {
         "base": base,
@@ -96,9 +93,17 @@ def measure(model, name: str, base: str, split: str = "test") -> dict:
         "mark_class": s.mark_class,
         "split": split,
         "rows": len(s),
-        "clean_accuracy": float(np.mean(pred_clean == s.objects)),
+        "clean_accuracy": clean_accuracy(predict, s),
         **reliance_summary(relied, s),
     }
+
+
+def clean_accuracy(predict, s) -> float:
+    """The share of the clean twins of ``s`` whose prediction by ``predict`` (images -> (n,
+    classes) probabilities) is their object's class."""
+    import numpy as np
+
+    return float(np.mean(np.argmax(predict(s.clean), axis=1) == s.objects))
 
 
 def control_share(name: str, base: str) -> float | None:

@@ -56,7 +56,7 @@ def committed_scores() -> dict[tuple[str, str], dict]:
 def markdown_table(rows: list[dict]) -> str:
     """One row per configuration: the model trained from other seeds — its clean accuracy,
     relied-on rows, scores, SpRAy's oracle beside them — and the committed model's."""
-    from benchmarks.shortcuts import _fmt, found_text
+    from benchmarks.shortcuts import fmt, found_text
 
     head = (
         "| base | shortcut | clean acc. | relied on / marked (committed) | P / R | "
@@ -66,7 +66,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = []
     for r in rows:
         f, c = r["fastfem"], r["committed"]["fastfem"]
-        acc = _fmt(r["model"]["clean_accuracy"])
+        acc = fmt(r["model"]["clean_accuracy"])
         if r["config"] == "none":
             lines.append(
                 f"| {r['base']} | none (control) | {acc} | – | flags {f['flagged']} of "
@@ -76,9 +76,9 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['base']} | {r['config']} | {acc} | "
             f"{f['relied_on']} / {f['marked']} ({c['relied_on']}) | "
-            f"{_fmt(f['precision'])} / {_fmt(f['recall'])} | "
-            f"{_fmt(c['precision'])} / {_fmt(c['recall'])} | "
-            f"{_fmt(f['f1'])} ({_fmt(c['f1'])}) | {_fmt(r['spray']['oracle']['f1'])} | "
+            f"{fmt(f['precision'])} / {fmt(f['recall'])} | "
+            f"{fmt(c['precision'])} / {fmt(c['recall'])} | "
+            f"{fmt(f['f1'])} ({fmt(c['f1'])}) | {fmt(r['spray']['oracle']['f1'])} | "
             f"{found_text(r)} |"
         )
     return head + "\n".join(lines) + "\n"

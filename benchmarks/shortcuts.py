@@ -132,19 +132,22 @@ def evaluate(
     work: Path,
     labels: bool = False,
     model: Path | None = None,
+    record: bool = False,
 ) -> dict[str, Any]:
     """Audit one configuration's split with its cached model (or the ``.keras`` file
     ``model``) and score it; ``labels``: the audited source carries each image's label (the
-    class of its object), as a labelled dataset's would (an ``.npz`` with ``labels``)."""
+    class of its object), as a labelled dataset's would (an ``.npz`` with ``labels``);
+    ``record``: the model's clean accuracy and relied-on share beside the scores (``model``)."""
     import keras
 
-    from benchmarks.shortcut_data import generate_shortcut, relied_on
-    from benchmarks.shortcut_models import load, model_path, predictor
+    from benchmarks.shortcut_data import generate_shortcut, reliance_summary, relied_on
+    from benchmarks.shortcut_models import clean_accuracy, load, model_path, predictor
     from fastfem.audit import audit
 
     s = generate_shortcut(name, split, base=base)
     net = load(name, base) if model is None else keras.saving.load_model(model, safe_mode=True)
-    relied = relied_on(predictor(net), s)
+    predict = predictor(net)
+    relied = relied_on(predict, s)
     store = work / f"{base}-{name.replace('@', '-')}-{split}"
     source: Any = s.images
     if labels:
@@ -169,6 +172,9 @@ def evaluate(
     }
     if name != "none":
         row["spray"] = spray_scores(store, s.marked, relied)
+    if record:
+        share = reliance_summary(relied, s)["relied_on_share"]
+        row["model"] = {"clean_accuracy": clean_accuracy(predict, s), "relied_on_share": share}
     return row
 
 
@@ -186,18 +192,12 @@ def evaluate_trained(
     training seeds), the model's clean accuracy and relied-on share beside the scores: the
     checks beside the benchmark (`benchmarks.shortcut_resnet`, `benchmarks.shortcut_unseen`,
     `benchmarks.shortcut_retrained`)."""
-    import keras
-
-    from benchmarks.shortcut_models import SEEDS, measure, model_path, train_one
+    from benchmarks.shortcut_models import SEEDS, model_path, train_one
 
     path = model_path(name, base, folder)
-    if path.exists():
-        record = measure(keras.saving.load_model(path), name, base)
-    else:
-        record = train_one(name, base, build=build, path=path, seeds=seeds or SEEDS)
-    row = evaluate(base, name, "test", work, model=path)
-    row["model"] = {k: record[k] for k in ("clean_accuracy", "relied_on_share")}
-    return row
+    if not path.exists():
+        train_one(name, base, build=build, path=path, seeds=seeds or SEEDS)
+    return evaluate(base, name, "test", work, model=path, record=True)
 
 
 def run_check(
@@ -273,7 +273,8 @@ def _cost_key(row: dict) -> tuple[str, str, int]:
     return row["base"], row["config"], row["images"]
 
 
-def _fmt(v: float) -> str:
+def fmt(v: float) -> str:
+    """A score with two decimals, "–" for NaN (none to score)."""
     return "–" if v != v else f"{v:.2f}"
 
 
@@ -320,10 +321,10 @@ def markdown_table(results: list[dict]) -> str:
         sp = r["spray"]
         lines.append(
             f"| {r['base']} | {r['config']} | {f['relied_on']} / {f['marked']} | "
-            f"{_fmt(f['precision'])} / {_fmt(f['recall'])} ({_fmt(f['recall_marked'])}) | "
-            f"{_fmt(f['f1'])} | {_fmt(m['precision'])} / {_fmt(m['recall'])} | "
-            f"{_fmt(rel['precision'])} / {_fmt(rel['recall'])} | "
-            f"{_fmt(sp['eigengap']['f1'])} | {_fmt(sp['oracle']['f1'])} | {found_text(r)} |"
+            f"{fmt(f['precision'])} / {fmt(f['recall'])} ({fmt(f['recall_marked'])}) | "
+            f"{fmt(f['f1'])} | {fmt(m['precision'])} / {fmt(m['recall'])} | "
+            f"{fmt(rel['precision'])} / {fmt(rel['recall'])} | "
+            f"{fmt(sp['eigengap']['f1'])} | {fmt(sp['oracle']['f1'])} | {found_text(r)} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -421,9 +422,9 @@ def main(argv: list[str] | None = None) -> int:
                 row = evaluate(base, name, args.split, Path(tmp), args.labels)
                 f = row["fastfem"]
                 print(
-                    f"{base:7s} {name:18s} P {_fmt(f['precision'])} R {_fmt(f['recall'])} "
-                    f"F1 {_fmt(f['f1'])} flagged {f['flagged']} relied {f['relied_on']} "
-                    f"SpRAy oracle {_fmt(row.get('spray', {}).get('oracle', {}).get('f1', 0))} "
+                    f"{base:7s} {name:18s} P {fmt(f['precision'])} R {fmt(f['recall'])} "
+                    f"F1 {fmt(f['f1'])} flagged {f['flagged']} relied {f['relied_on']} "
+                    f"SpRAy oracle {fmt(row.get('spray', {}).get('oracle', {}).get('f1', 0))} "
                     f"({row['audit_seconds']} s) {row['reliance']}",
                     flush=True,
                 )
