@@ -142,6 +142,54 @@ def test_a_binary_model_with_one_output_is_read_and_tested(tmp_path):
     assert found[relied].mean() >= 0.95 and barred[found].mean() >= 0.95
 
 
+GREY_DEPTHS = (0.25, 0.12, 0.0)  # each class's blob: this far below the background (0.3)
+GREY_BAR = slice(28, 32)  # 4 px: a 1 px blur (``lowpass``) leaves it whole
+
+
+def grey_bar_model():
+    """`bar_model` on one-channel images, as an X-ray's: three classes by the depth of the
+    image's darkest pixel below the grey background, ``d = 0.3 - min x`` (a dark blob, a
+    dimmer one, none: ``logit_c = -min(((d - d_c) / 0.04)^2, 12)``, ``d_c`` the class's
+    depth; a blur keeps a blob's inside, a bright bar leaves ``d`` as it is), and class 0
+    whenever a white bar lies across rows 28-31."""
+
+    def apply(params, x):
+        depth = 0.3 - jnp.min(x.reshape(x.shape[0], -1), axis=1)
+        miss = (depth[:, None] - jnp.asarray(GREY_DEPTHS)) / 0.04
+        bar = jnp.mean(x[:, GREY_BAR, :, 0], axis=(1, 2))
+        logits = -jnp.minimum(miss**2, 12.0) + jnp.stack(
+            [60.0 * jnp.maximum(bar - 0.6, 0.0), 0 * bar, 0 * bar], axis=1
+        )
+        return Features(activations=(jnp.abs(x - 0.3),), output=logits)
+
+    return from_fn(apply, {}, (64, 64, 1), ("excess",), has_output=True)
+
+
+def test_a_one_channel_model_s_band_is_found_and_its_rows_flagged(tmp_path):
+    rgb, labels, barred = bar_images(n=384, seed=5)  # the blobs' places, off the bar's band
+    rng = np.random.default_rng(5)
+    images = 0.3 + 0.01 * rng.standard_normal((len(rgb), 64, 64, 1))
+    blob = np.ptp(rgb, axis=-1, keepdims=True) > 0.5  # one channel high: the blob, not the bar
+    level = 0.3 - np.asarray(GREY_DEPTHS)[labels][:, None, None, None]
+    images = np.where(blob, level, images)
+    images[barred, GREY_BAR] = 1.0
+    images = np.clip(images, 0, 1).astype(np.float32)
+    model = grey_bar_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    relied = barred & (labels != 0)
+    assert np.all(pred[relied] == 0) and np.all(pred[~barred] == labels[~barred])
+
+    summary = audit(images, model, out=tmp_path / "a", reliance_sample=192)
+    cands = pq.read_table(tmp_path / "a" / RELIANCE_FILE).to_pydict()
+    assert cands["predicted_class"] == [0], (cands["region"], summary.reliance)
+    x0, y0, x1, y1 = cands["box"][0]
+    assert y0 <= 28 and y1 >= 32 and (y1 - y0) <= 16, cands["region"]  # a band over the bar
+    flags = pq.read_table(tmp_path / "a" / "flags.parquet").to_pydict()
+    found = np.zeros(len(images), bool)
+    found[[int(i) for i, r in zip(flags["id"], flags["reason"], strict=True) if "relies" in r]] = 1
+    assert found[relied].mean() >= 0.95 and barred[found].mean() >= 0.95
+
+
 def part_model():
     """Three classes by the colour of a blob (its largest excess over the pixel's least
     channel), as `bar_model`, but class 0 (red) needs its
