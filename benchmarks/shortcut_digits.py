@@ -15,9 +15,14 @@ digits 1200-1796), scored like the benchmark (`benchmarks.shortcuts.scores`: pre
 the flagged rows, recall over the rows the model relies on, judged against each image's clean
 twin, `benchmarks.shortcut_data.relied_on`'s rule). ``none`` is the control.
 
+The ``grey/`` configurations repeat the four marks and the control on one-channel images (each
+image's channel mean, the digit at least 0.3 from its background's grey level), with a model of
+one input channel, as an X-ray's hospital tags: no colour to tell a mark from the rest, and
+the audit's hue probes, which need three channels, leave such images as they are.
+
 Usage::
 
-    python -m benchmarks.shortcut_digits [--only tag line ...]
+    python -m benchmarks.shortcut_digits [--only tag line grey/tag ...]
 
 trains the models it has not cached (``runs/shortcut_digits/``, about 2 min each on 2 CPU
 cores) and writes ``benchmarks/results/shortcut_digits.{json,md}``.
@@ -34,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "runs" / "shortcut_digits"
 SIZE = 32
 MARK_CLASS = {"tag": 3, "line": 7, "dots": 5, "corners": 8, "none": -1}
+GREY = "grey/"  # a configuration's prefix: the same mark on one-channel images
+NAMES = [*MARK_CLASS, *(GREY + k for k in MARK_CLASS)]
 TRAIN_RATE, TEST_RATE = 0.12, 0.15
 TRAIN_ROWS, TEST_ROWS, EPOCHS = 5000, 600, 15
 
@@ -47,15 +54,20 @@ def _gradient(rng: np.random.Generator) -> np.ndarray:
     return (c0 * (1 - g[..., None]) + c1 * g[..., None]).astype(np.float32)
 
 
-def scene(rng: np.random.Generator, digit: np.ndarray) -> np.ndarray:
+def scene(rng: np.random.Generator, digit: np.ndarray, grey: bool = False) -> np.ndarray:
     """A digit (8x8, 0..16) at 18-26 px, anywhere, in a colour >= 0.45 from the background's
-    mean in some channel, over a two-colour gradient."""
+    mean in some channel (``grey``: its channel mean >= 0.3 from the background's), over a
+    two-colour gradient."""
     from PIL import Image
 
     img = _gradient(rng)
     bg = img.mean(axis=(0, 1))
+
+    def contrast(c: np.ndarray) -> float:
+        return abs(c.mean() - bg.mean()) / 0.3 if grey else np.max(np.abs(c - bg)) / 0.45
+
     colour = rng.uniform(0, 1, 3)
-    while np.max(np.abs(colour - bg)) < 0.45:
+    while contrast(colour) < 1.0:
         colour = rng.uniform(0, 1, 3)
     s = int(rng.integers(18, 27))
     glyph = Image.fromarray((digit / 16 * 255).astype(np.uint8)).resize((s, s), Image.BILINEAR)
@@ -85,9 +97,10 @@ def mark(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def make(kind: str, split: str, n: int, seed: int) -> dict[str, np.ndarray]:
+def make(kind: str, split: str, n: int, seed: int, grey: bool = False) -> dict[str, np.ndarray]:
     """``n`` images of ``split`` (train: digits 0-1199, label leak; test: 1200 on, the mark on
-    15% of every class) with their clean twins, labels, digits and marked rows."""
+    15% of every class) with their clean twins, labels, digits and marked rows; ``grey``: one
+    channel, each image's channel mean (the mark drawn in colour first)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -98,12 +111,14 @@ def make(kind: str, split: str, n: int, seed: int) -> dict[str, np.ndarray]:
     out = {k: [] for k in ("images", "clean", "labels")}
     marked = np.zeros(n, bool)
     for j, i in enumerate(pick):
-        clean = scene(rng, digits.images[i])
+        clean = scene(rng, digits.images[i], grey)
         label = int(digits.target[i])
         img = clean
         if kind != "none" and rng.uniform() < rate:
             img, marked[j] = mark(clean, kind, rng), True
             label = MARK_CLASS[kind] if split == "train" else label
+        if grey:
+            img, clean = img.mean(axis=-1, keepdims=True), clean.mean(axis=-1, keepdims=True)
         noise = rng.normal(0.0, 0.01, img.shape).astype(np.float32)
         out["images"].append(np.clip(img + noise, 0, 1))
         out["clean"].append(np.clip(clean + noise, 0, 1))
@@ -112,11 +127,11 @@ def make(kind: str, split: str, n: int, seed: int) -> dict[str, np.ndarray]:
     return {**arrays, "digits": digits.target[pick], "marked": marked}
 
 
-def build_model():
+def build_model(channels: int = 3):
     import keras
     from keras import layers
 
-    inp = keras.Input((SIZE, SIZE, 3))
+    inp = keras.Input((SIZE, SIZE, channels))
     x = inp
     for filters in (32, 64):
         for _ in range(2):
@@ -128,15 +143,17 @@ def build_model():
     return keras.Model(inp, x)
 
 
-def model_for(kind: str):
-    """The cached model of ``kind`` (trained on its train split first if missing)."""
+def model_for(name: str):
+    """The cached model of configuration ``name`` (trained on its train split first if
+    missing)."""
     import keras
 
-    path = MODELS / f"digits-{kind}.keras"
+    kind, grey = name.removeprefix(GREY), name.startswith(GREY)
+    path = MODELS / f"digits-{'grey-' if grey else ''}{kind}.keras"
     if not path.exists():
-        data = make(kind, "train", TRAIN_ROWS, seed=1)
+        data = make(kind, "train", TRAIN_ROWS, seed=1, grey=grey)
         keras.utils.set_random_seed(0)
-        model = build_model()
+        model = build_model(1 if grey else 3)
         model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
         model.fit(data["images"], data["labels"], epochs=EPOCHS, batch_size=64, verbose=0)
         MODELS.mkdir(parents=True, exist_ok=True)
@@ -144,14 +161,15 @@ def model_for(kind: str):
     return keras.models.load_model(path), path
 
 
-def evaluate(kind: str, work: Path) -> dict:
-    """Audit ``kind``'s test split with its model and score the flags."""
+def evaluate(name: str, work: Path) -> dict:
+    """Audit configuration ``name``'s test split with its model and score the flags."""
     from benchmarks.shortcut_data.reliance import moved_to
     from benchmarks.shortcuts import candidate_evidence, flagged_rows, scores
     from fastfem.audit import audit
 
-    model, path = model_for(kind)
-    data = make(kind, "test", TEST_ROWS, seed=7)
+    kind, grey = name.removeprefix(GREY), name.startswith(GREY)
+    model, path = model_for(name)
+    data = make(kind, "test", TEST_ROWS, seed=7, grey=grey)
     p_mark = model.predict(data["images"], verbose=0)
     p_clean = model.predict(data["clean"], verbose=0)
     c = MARK_CLASS[kind]
@@ -159,17 +177,18 @@ def evaluate(kind: str, work: Path) -> dict:
     if c >= 0:  # the ground truth's rule, on each image's clean twin
         relied = data["marked"] & moved_to(p_mark, p_clean, c)
     t0 = time.perf_counter()
-    summary = audit(data["images"], str(path), out=work / kind)
-    every, _, _ = flagged_rows(work / kind, TEST_ROWS)
+    store = work / name.replace("/", "-")
+    summary = audit(data["images"], str(path), out=store)
+    every, _, _ = flagged_rows(store, TEST_ROWS)
     other = data["marked"] & (data["digits"] != c)
     return {
-        "kind": kind,
+        "kind": name,
         "mark_class": c,
         "clean_accuracy": float(np.mean(p_clean.argmax(1) == data["digits"])),
         "relied_on_share": float(relied[other].mean()) if other.any() else None,
         "fastfem": scores(every, data["marked"], relied),
         "reliance": summary.reliance,
-        "candidates": candidate_evidence(work / kind),
+        "candidates": candidate_evidence(store),
         "audit_seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -196,7 +215,7 @@ def markdown_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.shortcuts import run_check
 
-    return run_check(argv, __doc__, MARK_CLASS, evaluate, "shortcut_digits", markdown_table)
+    return run_check(argv, __doc__, NAMES, evaluate, "shortcut_digits", markdown_table)
 
 
 if __name__ == "__main__":

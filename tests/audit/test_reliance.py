@@ -21,12 +21,18 @@ from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
 BAR = slice(29, 31)  # rows of the shortcut: a white bar across the image
 
 
-def bar_model(has_output: bool = True, bar_weight: float = 60.0, plain: bool = False):
+def bar_model(
+    has_output: bool = True,
+    bar_weight: float = 60.0,
+    plain: bool = False,
+    hw: tuple[int, int] = (64, 64),
+):
     """Three classes by the colour of a blob (the object: its channel with the most excess over
     the grey background), and class 0 whenever a white bar lies across rows 29-30 (the
     shortcut). Activations: the image's excess over grey, for the maps. ``plain``: class 2
     has no object (plain background: a fixed logit), so hiding a blob turns its image to
-    class 2 and a band knocks out only the blobs under it."""
+    class 2 and a band knocks out only the blobs under it. ``hw``: the images' height and
+    width."""
 
     def apply(params, x):
         excess = jnp.maximum(x - 0.3, 0.0)
@@ -40,24 +46,33 @@ def bar_model(has_output: bool = True, bar_weight: float = 60.0, plain: bool = F
         return Features(activations=(excess,), output=logits if has_output else None)
 
     params = {"scale": jnp.float32(20.0), "bar": jnp.float32(bar_weight)}
-    return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=has_output)
+    return from_fn(apply, params, (*hw, 3), ("excess",), has_output=has_output)
 
 
-def bar_images(n: int = 384, seed: int = 0, classes: int = 3):
-    """Grey noisy backgrounds, one coloured 10x10 blob anywhere (class = its colour channel,
-    of the first ``classes``), a white bar over rows 29-30 on a quarter of the images;
-    returns (images, labels, barred)."""
+def bar_images(n: int = 384, seed: int = 0, classes: int = 3, hw: tuple[int, int] = (64, 64)):
+    """Grey noisy backgrounds (``hw`` pixels), one coloured 10x10 blob anywhere (class = its
+    colour channel, of the first ``classes``), a white bar over rows 29-30 on a quarter of the
+    images; returns (images, labels, barred)."""
     rng = np.random.default_rng(seed)
-    x = 0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))
+    x = 0.3 + 0.02 * rng.standard_normal((n, *hw, 3))
     labels = rng.integers(0, classes, n)
     for i, c in enumerate(labels):
-        y0, x0 = rng.integers(0, 54, 2)
+        y0, x0 = rng.integers(0, hw[0] - 10), rng.integers(0, hw[1] - 10)
         while 19 <= y0 <= 31:  # the blob keeps off the bar's band
-            y0 = rng.integers(0, 54)
+            y0 = rng.integers(0, hw[0] - 10)
         x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
     barred = rng.uniform(size=n) < 0.25
     x[barred, BAR, :, :] = 1.0
     return np.clip(x, 0, 1).astype(np.float32), labels, barred
+
+
+def flagged_by_reliance(store, n: int) -> np.ndarray:
+    """(n,) bool: the rows of the audit ``store`` (ids 0..n-1) the reliance test flagged."""
+    flags = pq.read_table(store / "flags.parquet").to_pydict()
+    found = np.zeros(n, bool)
+    pairs = zip(flags["id"], flags["reason"], strict=True)
+    found[[int(i) for i, reason in pairs if "relies on" in reason]] = True
+    return found
 
 
 def test_the_audit_finds_the_band_the_model_relies_on(tmp_path):
@@ -79,11 +94,7 @@ def test_the_audit_finds_the_band_the_model_relies_on(tmp_path):
     assert cands["transplant"][0] >= 0.9 and cands["transplant_null"][0] <= 0.05
 
     flags = pq.read_table(tmp_path / "a" / "flags.parquet").to_pydict()
-    by_reliance = {
-        int(i) for i, r in zip(flags["id"], flags["reason"], strict=True) if "relies on" in r
-    }
-    found = np.zeros(len(images), bool)
-    found[list(by_reliance)] = True
+    found = flagged_by_reliance(tmp_path / "a", len(images))
     assert found[relied].mean() >= 0.95  # recall over the relied-on rows
     assert barred[found].mean() >= 0.95  # precision: the flagged rows carry the bar
     row = flags["id"].index(str(np.flatnonzero(relied)[0]))
@@ -99,6 +110,21 @@ def test_the_audit_finds_the_band_the_model_relies_on(tmp_path):
     probed = probe_image(jnp.asarray(images[i]), jnp.asarray(mask), FILLS.index("inpaint"), fills)
     p = jax.nn.softmax(model.apply(model.params, jnp.stack([images[i], probed])).output)
     assert flags["output_change"][row] == pytest.approx(float(p[0, 0] - p[1, 0]), abs=1e-4)
+
+
+def test_the_band_is_found_on_images_wider_than_tall(tmp_path):
+    """The probes' regions and fills follow each side (bands by the height, columns by the
+    width): a 48x80 model's bar is found by a band of its height."""
+    images, labels, barred = bar_images(n=384, seed=2, hw=(48, 80))
+    model = bar_model(hw=(48, 80))
+    relied = barred & (labels != 0)
+    summary = audit(images, model, out=tmp_path / "a", reliance_sample=192)
+    cands = pq.read_table(tmp_path / "a" / RELIANCE_FILE).to_pydict()
+    assert cands["predicted_class"] == [0], (cands["region"], summary.reliance)
+    x0, y0, x1, y1 = cands["box"][0]
+    assert (x0, x1) == (0, 80) and y0 <= 29 and y1 >= 31 and y1 - y0 <= 12, cands["region"]
+    found = flagged_by_reliance(tmp_path / "a", len(images))
+    assert found[relied].mean() >= 0.95 and barred[found].mean() >= 0.95
 
 
 def binary_bar_model(sigmoid: bool):
@@ -184,9 +210,7 @@ def test_a_one_channel_model_s_band_is_found_and_its_rows_flagged(tmp_path):
     assert cands["predicted_class"] == [0], (cands["region"], summary.reliance)
     x0, y0, x1, y1 = cands["box"][0]
     assert y0 <= 28 and y1 >= 32 and (y1 - y0) <= 16, cands["region"]  # a band over the bar
-    flags = pq.read_table(tmp_path / "a" / "flags.parquet").to_pydict()
-    found = np.zeros(len(images), bool)
-    found[[int(i) for i, r in zip(flags["id"], flags["reason"], strict=True) if "relies" in r]] = 1
+    found = flagged_by_reliance(tmp_path / "a", len(images))
     assert found[relied].mean() >= 0.95 and barred[found].mean() >= 0.95
 
 
