@@ -3,10 +3,11 @@
 
 An array (N, H, W, C) — NumPy, memory-mapped ``.npy``, a ``.npz`` read image by image
 (`fastfem.data.npz`), or anything with ``shape`` and ``dtype`` — is checked once from its shape
-and dtype, then read image by image. A ``tf.data.Dataset`` (elements images ``x``, ``(x,)`` or
-``(x, y, ...)``, batched or not) or any iterable of such elements is streamed in order, never
-materialised, and numbered from 0. TensorFlow is not imported here: datasets are recognised by
-their methods.
+and dtype, then read image by image; for a model of one input channel, (N, H, W) is a batch of
+one-channel images (MNIST's arrays, an X-ray set's), as Keras reads it for such a model. A
+``tf.data.Dataset`` (elements images ``x``, ``(x,)`` or ``(x, y, ...)``, batched or not) or any
+iterable of such elements is streamed in order, never materialised, and numbered from 0.
+TensorFlow is not imported here: datasets are recognised by their methods.
 """
 
 from __future__ import annotations
@@ -48,6 +49,20 @@ def as_given(x: np.ndarray, what: str = "array") -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+class ChannelAxis:
+    """A batch of one-channel images ``x`` (N, H, W) seen as (N, H, W, 1), image by image
+    (nothing copied up front)."""
+
+    def __init__(self, x: Any):
+        self.x, self.dtype, self.shape, self.ndim = x, x.dtype, (*x.shape, 1), 4
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self.x[i])[..., None]
+
+
 def array_source(
     x: Any,
     expected: Shape,
@@ -61,11 +76,20 @@ def array_source(
     image, is fine) read by `fastfem.data.decode.array_pixels` (`as_given` with
     ``options.as_given``): the rank, dtype, channels and the pixels per image (the pixel budget
     ``max_pixels``) are checked once, up front, from the shape and dtype alone (nothing is
-    read); the size too unless ``fit`` fits each image."""
-    if x.ndim == 3:
+    read); the size too unless ``fit`` fits each image. For a model of one input channel, a
+    rank-3 array (N, H, W) whose last axis is not 1 is a batch of one-channel images."""
+    if x.ndim == 3 and expected[2] == 1 and x.shape[-1] != 1:
+        x = ChannelAxis(x)
+    if x.ndim == 3 and expected[2] in (None, x.shape[-1]):
         raise ValueError(
             f"{what}: got a single image of shape {x.shape}; expected a batch (N, H, W, C) — add "
             "a batch axis, e.g. x[None]"
+        )
+    if x.ndim == 3:
+        raise ValueError(
+            f"{what}: got rank 3 {x.shape}; expected a batch (N, H, W, C) of {expected[2]} "
+            "channels (a batch (N, H, W) is read as one-channel images only for a model of one "
+            "input channel)"
         )
     if x.ndim != 4:
         raise ValueError(f"{what}: expected rank 4 (N, H, W, C); got rank {x.ndim} {x.shape}")

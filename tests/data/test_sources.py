@@ -361,3 +361,26 @@ def test_array_source_with_a_fit_and_a_model_of_free_size_keeps_each_image_size(
     np.testing.assert_array_equal(np.stack([r.image for r in recs]), x)
     with pytest.raises(ValueError, match="model/source mismatch"):
         array_source(x, (None, None, 1), "arr", ReadOptions(fit="crop"))
+
+
+def test_a_batch_without_a_channel_axis_is_one_channel_images_for_a_one_channel_model(tmp_path):
+    """MNIST-style (N, H, W) arrays: read as (N, H, W, 1) for a model of one input channel (as
+    Keras reads them), the same rows as the array with its channel axis; refused, naming the
+    rank, for a model of three channels."""
+    from tiny_models import small_cnn
+
+    grey = (RNG.random((12, 32, 32)) * 255).astype(np.uint8)
+    one = small_cnn((32, 32, 1))
+    audit(grey, one, out=tmp_path / "hw", batch_size=8)
+    audit(grey[..., None], one, out=tmp_path / "hwc", batch_size=8)
+    a, b = rows_by_id(tmp_path / "hw"), rows_by_id(tmp_path / "hwc")
+    assert a.keys() == b.keys() and len(a) == 12
+    for rid in a:
+        assert a[rid]["status"] == "ok"
+        for col in ("prediction", "confidence", "peak_y", "peak_x", "entropy", "border_energy"):
+            assert a[rid][col] == pytest.approx(b[rid][col], abs=1e-6), (rid, col)
+    np.save(tmp_path / "grey.npy", grey)  # memory-mapped, read image by image
+    audit(str(tmp_path / "grey.npy"), one, out=tmp_path / "npy", batch_size=8)
+    assert rows_by_id(tmp_path / "npy").keys() == a.keys()
+    with pytest.raises(ValueError, match=r"got rank 3 \(12, 32, 32\).*one input channel"):
+        audit(grey, small_cnn((32, 32, 3)), out=tmp_path / "rgb")
