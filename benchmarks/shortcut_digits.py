@@ -143,12 +143,17 @@ def build_model(channels: int = 3):
     return keras.Model(inp, x)
 
 
+def split_name(name: str) -> tuple[str, bool]:
+    """A configuration's mark kind and whether it is on one channel (``grey/`` + kind)."""
+    return name.removeprefix(GREY), name.startswith(GREY)
+
+
 def model_for(name: str):
     """The cached model of configuration ``name`` (trained on its train split first if
     missing)."""
     import keras
 
-    kind, grey = name.removeprefix(GREY), name.startswith(GREY)
+    kind, grey = split_name(name)
     path = MODELS / f"digits-{'grey-' if grey else ''}{kind}.keras"
     if not path.exists():
         data = make(kind, "train", TRAIN_ROWS, seed=1, grey=grey)
@@ -167,7 +172,7 @@ def evaluate(name: str, work: Path) -> dict:
     from benchmarks.shortcuts import candidate_evidence, flagged_rows, scores
     from fastfem.audit import audit
 
-    kind, grey = name.removeprefix(GREY), name.startswith(GREY)
+    kind, grey = split_name(name)
     model, path = model_for(name)
     data = make(kind, "test", TEST_ROWS, seed=7, grey=grey)
     p_mark = model.predict(data["images"], verbose=0)

@@ -159,11 +159,7 @@ def test_a_binary_model_with_one_output_is_read_and_tested(tmp_path):
     assert cands["predicted_class"] == [1], cands["region"]
     x0, y0, x1, y1 = cands["box"][0]
     assert y0 <= 29 and y1 >= 31 and (y1 - y0) <= 16, cands["region"]
-    flags = pq.read_table(tmp_path / "True" / "flags.parquet").to_pydict()
-    found = np.zeros(len(images), bool)
-    found[
-        [int(i) for i, r in zip(flags["id"], flags["reason"], strict=True) if "relies on" in r]
-    ] = 1
+    found = flagged_by_reliance(tmp_path / "True", len(images))
     relied = barred & (labels == 0)
     assert found[relied].mean() >= 0.95 and barred[found].mean() >= 0.95
 
