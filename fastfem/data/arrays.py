@@ -6,8 +6,11 @@ An array (N, H, W, C) — NumPy, memory-mapped ``.npy``, a ``.npz`` read image b
 and dtype, then read image by image; for a model of one input channel, (N, H, W) is a batch of
 one-channel images (MNIST's arrays, an X-ray set's), as Keras reads it for such a model. A
 ``tf.data.Dataset`` (elements images ``x``, ``(x,)`` or ``(x, y, ...)``, batched or not) or any
-iterable of such elements is streamed in order, never materialised, and numbered from 0.
-TensorFlow is not imported here: datasets are recognised by their methods.
+iterable of such elements is streamed in order, never materialised, and numbered from 0; ``y``
+is each image's label (a class index or name, or a one-hot or probability vector read as its
+argmax), one per image, as Keras's ``fit`` reads it. For a model of one input channel an element
+(B, H, W) is a batch and (H, W) an image, as for arrays. TensorFlow is not imported here:
+datasets are recognised by their methods.
 """
 
 from __future__ import annotations
@@ -133,14 +136,16 @@ def npz_source(p: Path, expected: Shape, options: ReadOptions) -> Source:
     return array_source(x, expected, str(p), options, ids, labels, raws)
 
 
-def _stream_record(rid: str, img: np.ndarray, expected: Shape, options: ReadOptions) -> Record:
+def _stream_record(
+    rid: str, img: np.ndarray, label: str | None, expected: Shape, options: ReadOptions
+) -> Record:
     try:
         pixels = as_given if options.as_given else array_pixels
         x = _fitted(pixels(img, "stream element"), expected, options.fit)
     except ValueError as err:
-        return Record(rid, error=str(err))
+        return Record(rid, label, error=str(err))
     problem = check_image(x, expected)
-    return Record(rid, error=problem) if problem else Record(rid, image=x)
+    return Record(rid, label, error=problem) if problem else Record(rid, label, image=x)
 
 
 def stream_source(
@@ -150,10 +155,10 @@ def stream_source(
     numbered in order."""
 
     def read(select: Select) -> Iterator[Record]:
-        for i, img in enumerate(image_elements(batches)):
+        for i, (img, label) in enumerate(image_elements(batches, expected[2])):
             rid = str(i)
             if select(i, rid):
-                yield _stream_record(rid, img, expected, options)
+                yield _stream_record(rid, img, label, expected, options)
 
     return Source(None, read, what)
 
@@ -174,12 +179,55 @@ def is_tf_dataset(obj: Any) -> bool:
     return hasattr(obj, "element_spec") and hasattr(obj, "as_numpy_iterator")
 
 
-def image_elements(data: Iterable[Any]) -> Iterator[np.ndarray]:
+def element_images(x: np.ndarray, channels: int | None) -> np.ndarray:
+    """A stream element's images as a batch (B, H, W, C): rank 4 is a batch, rank 3 an image;
+    for a model of one input channel (``channels == 1``) a rank-3 element whose last axis is
+    not 1 is a batch of one-channel images and a rank-2 element one such image. Other ranks
+    are returned as one image, for the shape check to refuse by name."""
+    if channels == 1 and x.ndim == 3 and x.shape[-1] != 1:
+        return x[..., None]
+    if channels == 1 and x.ndim == 2:
+        return x[None, :, :, None]
+    return x if x.ndim == 4 else x[None]
+
+
+def element_labels(y: Any, n: int) -> list[str | None]:
+    """The labels of a stream element's ``n`` images from its second item ``y``: one class
+    index or name per image, or one one-hot (or probability) vector per image, read as its
+    argmax; bytes are UTF-8, whole floats integers. ``y`` of another make (a dict of several
+    outputs' targets) gives no labels; any other count is a ValueError (no label is guessed
+    or dropped)."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "biufSU":
+        return [None] * n
+    one_per_row = (y.ndim == 2 and y.shape[0] == n) or (y.ndim == 1 and n == 1)
+    if y.size != n and y.dtype.kind in "biuf" and one_per_row:
+        y = np.argmax(y.reshape(n, -1), axis=-1)  # one-hot or probabilities
+    if y.size != n:
+        raise ValueError(
+            f"stream element: labels of shape {y.shape} for {n} images (expected one per "
+            "image: a class index or name, or a one-hot vector)"
+        )
+    values = y.reshape(-1).tolist()
+    if y.dtype.kind == "f" and all(float(v).is_integer() for v in values):
+        values = [int(v) for v in values]
+    text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+    return [readable_id(t) for t in text]
+
+
+def image_elements(
+    data: Iterable[Any], channels: int | None = None
+) -> Iterator[tuple[np.ndarray, str | None]]:
     """Each image (H, W, C) of a ``tf.data.Dataset`` or any iterable whose elements are images
-    or batches (rank 4), bare or as the first item of a tuple; the dtype kept."""
+    or batches (`element_images`), bare or as the first item of a tuple, with its label from
+    the tuple's second item (`element_labels`) or None; the dtype kept."""
     it = data.as_numpy_iterator() if is_tf_dataset(data) else iter(data)
     for element in it:
         if isinstance(element, dict) or (isinstance(element, tuple) and not element):
             raise ValueError("dataset elements must be images or (image, label, ...) tuples")
-        x = np.asarray(element[0] if isinstance(element, tuple) else element)  # a list: an image
-        yield from (x if x.ndim == 4 else x[None])
+        x = element_images(
+            np.asarray(element[0] if isinstance(element, tuple) else element), channels
+        )
+        has_y = isinstance(element, tuple) and len(element) > 1
+        labels = element_labels(element[1], len(x)) if has_y else [None] * len(x)
+        yield from zip(x, labels, strict=True)

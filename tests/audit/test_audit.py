@@ -296,6 +296,12 @@ def test_every_source_type_gives_the_same_rows(tmp_path):
     ds = tf.data.Dataset.from_tensor_slices((s.images, s.labels)).batch(5)
     audit(ds, out=tmp_path / "ds")
     audit(iter([s.images[:7], s.images[7:]]), out=tmp_path / "it")
+    one_hot = np.eye(4, dtype=np.float32)[s.labels]  # Keras's (x, y_one_hot) elements
+    audit(tf.data.Dataset.from_tensor_slices((s.images, one_hot)).batch(5), out=tmp_path / "oh")
+    for name in ("ds", "oh"):  # the element's second item is each row's label
+        rows = rows_by_id(tmp_path / name)
+        assert [rows[str(i)]["label"] for i in range(12)] == [str(v) for v in s.labels], name
+    assert rows_by_id(tmp_path / "it")["3"]["label"] is None
     for other, tol in (
         (npz, 0),
         (rows_by_id(tmp_path / "ds"), 0),

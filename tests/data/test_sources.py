@@ -382,5 +382,37 @@ def test_a_batch_without_a_channel_axis_is_one_channel_images_for_a_one_channel_
     np.save(tmp_path / "grey.npy", grey)  # memory-mapped, read image by image
     audit(str(tmp_path / "grey.npy"), one, out=tmp_path / "npy", batch_size=8)
     assert rows_by_id(tmp_path / "npy").keys() == a.keys()
+    # streams too: batches (B, H, W) and single images (H, W), with their labels
+    labels = np.arange(12) % 3
+    audit(
+        iter([(grey[:5], labels[:5]), (grey[5:], labels[5:])]),
+        one,
+        out=tmp_path / "it",
+        batch_size=8,
+    )
+    audit(iter(list(grey)), one, out=tmp_path / "single", batch_size=8)
+    for name in ("it", "single"):
+        rows = rows_by_id(tmp_path / name)
+        assert rows.keys() == a.keys(), name
+        for rid in a:
+            assert rows[rid]["confidence"] == pytest.approx(a[rid]["confidence"], abs=1e-5)
+    assert [rows_by_id(tmp_path / "it")[str(i)]["label"] for i in range(12)] == [
+        str(v) for v in labels
+    ]
     with pytest.raises(ValueError, match=r"got rank 3 \(12, 32, 32\).*one input channel"):
         audit(grey, small_cnn((32, 32, 3)), out=tmp_path / "rgb")
+
+
+def test_stream_labels_are_one_per_image_or_refused():
+    """A stream element's second item: class indices, names, bytes or one-hot rows give one
+    label per image; a count that does not match the images is refused, naming the shapes."""
+    from fastfem.data.arrays import element_labels
+
+    assert element_labels(np.array([2, 0, 1]), 3) == ["2", "0", "1"]
+    assert element_labels(np.eye(3)[[2, 0]], 2) == ["2", "0"]
+    assert element_labels(np.array([0.1, 0.7, 0.2]), 1) == ["1"]  # one image's probabilities
+    assert element_labels(np.array([b"cat", b"dog"]), 2) == ["cat", "dog"]
+    assert element_labels(np.float32(4.0), 1) == ["4"]
+    assert element_labels({"a": 1}, 2) == [None, None]
+    with pytest.raises(ValueError, match=r"labels of shape \(3,\) for 2 images"):
+        element_labels(np.array([1, 2, 3]), 2)
