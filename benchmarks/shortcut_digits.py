@@ -13,7 +13,8 @@ average pooling). Each model is trained on a label leak
 set) and audited with the default audit on 600 test images (the mark on 15% of every class;
 digits 1200-1796), scored like the benchmark (`benchmarks.shortcuts.scores`: precision over
 the flagged rows, recall over the rows the model relies on, judged against each image's clean
-twin, `benchmarks.shortcut_data.relied_on`'s rule). ``none`` is the control.
+twin, `benchmarks.shortcut_data.relied_on`'s rule), beside SpRAy's oracle-best cluster on the
+same stored maps (`benchmarks.shortcuts.spray_scores`). ``none`` is the control.
 
 The ``grey/`` configurations repeat the four marks and the control on one-channel images (each
 image's channel mean, the digit at least 0.3 from its background's grey level), with a model of
@@ -169,7 +170,7 @@ def model_for(name: str):
 def evaluate(name: str, work: Path) -> dict:
     """Audit configuration ``name``'s test split with its model and score the flags."""
     from benchmarks.shortcut_data.reliance import moved_to
-    from benchmarks.shortcuts import candidate_evidence, flagged_rows, scores
+    from benchmarks.shortcuts import candidate_evidence, flagged_rows, scores, spray_scores
     from fastfem.audit import audit
 
     kind, grey = split_name(name)
@@ -192,6 +193,7 @@ def evaluate(name: str, work: Path) -> dict:
         "clean_accuracy": float(np.mean(p_clean.argmax(1) == data["digits"])),
         "relied_on_share": float(relied[other].mean()) if other.any() else None,
         "fastfem": scores(every, data["marked"], relied),
+        "spray": spray_scores(store, data["marked"], relied) if c >= 0 else None,
         "reliance": summary.reliance,
         "candidates": candidate_evidence(store),
         "audit_seconds": round(time.perf_counter() - t0, 1),
@@ -203,15 +205,16 @@ def markdown_table(rows: list[dict]) -> str:
 
     lines = [
         "| mark (class) | clean accuracy | marked / relied on | flagged | precision | recall "
-        "| F1 | what the audit says |",
-        "|---|---|---|---|---|---|---|---|",
+        "| F1 | SpRAy oracle F1 | what the audit says |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        f = r["fastfem"]
+        f, spray = r["fastfem"], r.get("spray")
         lines.append(
             f"| {r['kind']} ({r['mark_class'] if r['mark_class'] >= 0 else 'control'}) "
             f"| {r['clean_accuracy']:.2f} | {f['marked']} / {f['relied_on']} | {f['flagged']} "
             f"| {fmt(f['precision'])} | {fmt(f['recall'])} | {fmt(f['f1'])} "
+            f"| {fmt(spray['oracle']['f1']) if spray else '–'} "
             f"| {'; '.join([r['reliance'], *near_miss_text(r)])} |"
         )
     return "\n".join(lines) + "\n"

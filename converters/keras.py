@@ -152,6 +152,7 @@ def load_keras_file(path: str | os.PathLike, safe_mode: bool = True) -> Any:
         if "safe_mode" in str(err) or "Lambda" in str(err):
             raise ValueError(
                 f"{p.name} contains code (e.g. a Lambda layer) that Keras will not deserialize "
-                "with safe_mode=True; if you trust the file, load it with safe_mode=False"
+                "with safe_mode=True; if you trust the file, load it with safe_mode=False "
+                "(command line: fastfem convert --unsafe, then --model the converted folder)"
             ) from err
         raise

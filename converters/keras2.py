@@ -57,7 +57,7 @@ def check_h5_safe(path: str | os.PathLike) -> None:
         raise ValueError(
             f"{Path(path).name} contains a Lambda layer: loading it would execute the Python "
             "code stored in the file. If you trust the file, pass safe_mode=False "
-            "(command line: --unsafe)"
+            "(command line: fastfem convert --unsafe, then --model the converted folder)"
         )
 
 
@@ -89,7 +89,7 @@ def load_tf_keras_file(path: str | os.PathLike, safe_mode: bool = True) -> Any:
                 raise ValueError(
                     f"{p.name} contains code (e.g. a Lambda layer) that will not be deserialized "
                     "with safe_mode=True; if you trust the file, pass safe_mode=False "
-                    "(command line: --unsafe)"
+                    "(command line: fastfem convert --unsafe, then --model the converted folder)"
                 ) from err
             raise
     raise ValueError(f"unsupported Keras 2 model file {p.name!r}: expected .h5 or .keras")

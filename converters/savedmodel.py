@@ -62,7 +62,8 @@ def check_savedmodel_safe(path: str | os.PathLike) -> None:
     if bad:
         raise ValueError(
             f"the SavedModel {Path(path).name!r} uses ops that run Python code or access files "
-            f"({', '.join(bad)}); if you trust it, pass safe_mode=False (command line: --unsafe)"
+            f"({', '.join(bad)}); if you trust it, pass safe_mode=False "
+            "(command line: fastfem convert --unsafe, then --model the converted folder)"
         )
 
 

@@ -152,11 +152,12 @@ class Evaluator:
         pairs = getattr(explainer, "explains_pairs", False)
         self.similarity = scorer is None and model is None and pairs
         self.make_step = None
-        if fuse and scorer is None and model is not None:
+        wants_score = self.metrics is None or any(m in FAITHFULNESS_METRICS for m in self.metrics)
+        # fused with model=, or with the explainer's own model when a metric needs scores
+        if fuse and scorer is None and not pairs and (model is not None or wants_score):
             fused = fused_explanation(explainer, model, activation)
             if fused is not None:
                 scorer, self.make_step = fused
-        wants_score = self.metrics is None or any(m in FAITHFULNESS_METRICS for m in self.metrics)
         self.scorer_error: ValueError | None = None
         if wants_score and scorer is None:
             try:

@@ -60,20 +60,29 @@ def fused_explanation(
 
     That needs an explainer whose ``step(sample_shape, resize=True, extractor=...)`` accepts
     another extractor of its ``layer_names`` (`fastfem.FEM`, `fastfem.MLFEM`, the
-    mean-of-activations baseline), a model that is not a fixed `FeatureExtractor`, and a model
-    whose weights contain the explainer's (checked: `same_weights`). ``make_step(sample_shape)``
-    returns the explainer's `Step` on the scorer's extractor: its params ARE the scorer's.
+    mean-of-activations baseline), and a scoring model (``model``, else the explainer's own
+    ``model``) that is either the explainer's own extractor with the model's output (as the
+    command line builds it, its preprocessing inside) or a model that is not a fixed
+    `FeatureExtractor` and whose weights contain the explainer's (checked: `same_weights`).
+    ``make_step(sample_shape)`` returns the explainer's `Step` on the scorer's extractor: its
+    params ARE the scorer's.
     """
     layers = getattr(explainer, "layer_names", None)
     extractor = getattr(explainer, "extractor", None)
     step = getattr(explainer, "step", None)
     if layers is None or step is None or not isinstance(extractor, FeatureExtractor):
         return None
-    if getattr(explainer, "explains_pairs", False) or isinstance(model, FeatureExtractor):
+    if getattr(explainer, "explains_pairs", False):
         return None
-    scoring = load(model, layers=list(layers), include_output=True)
-    if not same_weights(extractor.params, scoring.params):
+    source = model if model is not None else getattr(explainer, "model", None)
+    if source is extractor and extractor.has_output:
+        scoring = extractor
+    elif source is None or isinstance(source, FeatureExtractor):
         return None
+    else:
+        scoring = load(source, layers=list(layers), include_output=True)
+        if not same_weights(extractor.params, scoring.params):
+            return None
 
     def make_step(sample_shape: Sequence[int]) -> Step:
         return step(sample_shape, resize=True, extractor=scoring)

@@ -1,6 +1,7 @@
-"""Multi-process audits on loopback: a missing peer and a duplicated process id are reported
-within the timeout, naming the coordinator and the ids seen; two processes write one store that
-reads as one table; a resume with nothing left to do keeps the manifest."""
+"""Multi-process audits on loopback: a missing peer, a duplicated process id and a process
+started with another process count are reported within the timeout, naming the coordinator and
+the ids seen; two processes write one store that reads as one table; a resume with nothing left
+to do keeps the manifest."""
 
 from __future__ import annotations
 
@@ -79,6 +80,26 @@ def test_a_duplicated_process_id_is_reported_by_every_process(tmp_path):
         f"127.0.0.1:{port}, 3 processes): process id 1 claimed twice (host "
     )
     assert line.endswith("; ids seen [0, 1, 1]")
+    assert not Path(out).exists()
+
+
+def test_a_process_with_another_process_count_is_reported_by_both(tmp_path):
+    port = free_port()
+    out = str(tmp_path / "s")
+    procs = [
+        start(["--out", out, *process_args(port, 2, 0)]),
+        start(["--out", out, *process_args(port, 3, 1)]),  # started for a run of 3
+    ]
+    results = finish(procs, timeout=120)
+    assert [rc for rc, _, _ in results] == [2, 2], [err[-2000:] for _, _, err in results]
+    for _, _, err in results:
+        line = last_line(err)
+        assert "Traceback" not in err
+        assert line.startswith(
+            f"fastfem audit: error: multi-process audit failed to start (coordinator "
+            f"127.0.0.1:{port}, 2 processes): process 1 (host "
+        ), line
+        assert "was started with num_processes=3; ids seen [0, 1]" in line, line
     assert not Path(out).exists()
 
 

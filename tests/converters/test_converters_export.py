@@ -4,8 +4,8 @@
   TensorFlow, Keras, tf2jax and Flax cannot be imported gives the same FEM maps as the original
   extractor: from a Keras-JAX model (via the CLI), a tf_keras model converted by tf2jax, and one
   wrapped by call_tf (exported with a fixed batch, padded/split on load).
-* `fastfem.export_savedmodel` / ``fastfem convert --tf-savedmodel``: the jitted FEM and FAM
-  explainers as TF SavedModels, called from TensorFlow, give the explainers' maps.
+* `fastfem.export_savedmodel` / ``fastfem convert --tf-savedmodel``: the jitted FEM, MLFEM and
+  FAM explainers as TF SavedModels, called from TensorFlow, give the explainers' maps.
 """
 
 from __future__ import annotations
@@ -128,6 +128,11 @@ def test_explainers_as_tf_savedmodels(tmp_path, capsys):
     got = restored.explain(tf.constant(x), tf.constant(x[::-1]))
     close(got["maps"].numpy(), fam.explain(x, x[::-1]))
     close(got["similarity"].numpy(), fam.last_similarities)
+
+    mlfem = fastfem.MLFEM(model, layers=["relu_a", "relu_b"])
+    fastfem.export_savedmodel(mlfem, tmp_path / "mlfem_tf")
+    restored = tf.saved_model.load(str(tmp_path / "mlfem_tf"))
+    close(restored.explain(tf.constant(x))["maps"].numpy(), mlfem.explain(x))
 
 
 def test_artifact_layers_cannot_be_reselected(tmp_path):

@@ -194,6 +194,23 @@ def test_cli_evaluate(tmp_path):
     lines = (out / "per_sample.csv").read_text().splitlines()
     assert lines[0] == "id," + metrics and len(lines) == 7 and lines[1].startswith("test-00000,")
     assert cli_main([*argv, "--metrics", "nope"]) == 2
+    # a method: explained and scored in one fused step, its --preprocess inside, the same
+    # numbers as explaining first on the same preprocessing extractor
+    fem = ["evaluate", "--limit", "6", "--quiet", "--out", str(tmp_path / "fem")]
+    assert cli_main([*fem, "--metrics", "average_drop,deletion_auc"]) == 0
+    summary = json.loads((tmp_path / "fem" / "metrics.json").read_text())
+    assert summary["config"]["fused"] and "explain" not in summary["seconds"]
+    from fastfem.explainers.registry import make_explainer
+    from fastfem.sample import MODEL_PATH, generate
+
+    apart = make_explainer(
+        "fem", str(MODEL_PATH), include_output=True, preprocess=summary["preprocess"]
+    )
+    x = generate("test", n=6).images
+    res = fastfem.evaluate(apart, x, metrics=["average_drop", "deletion_auc"], fuse=False)
+    assert not res.config["fused"]
+    for name in ("average_drop", "deletion_auc"):
+        assert summary["means"][name] == pytest.approx(res.means[name], rel=1e-4, abs=1e-4)
 
 
 SHARDED = """
@@ -275,6 +292,7 @@ def test_explainer_model_is_scored_without_model_argument(cnn32, data):
         fastfem.MLFEM(cnn32, layers=["relu_a", "relu_b"]),
     ):
         own = fastfem.evaluate(explainer, x, metrics=["average_drop"], activation="softmax")
+        assert own.config["fused"]  # the explainer's own model, in the one step
         given = fastfem.evaluate(
             explainer, x, metrics=["average_drop"], model=cnn32, activation="softmax"
         )

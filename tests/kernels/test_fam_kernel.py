@@ -51,22 +51,26 @@ HEADS = {
     "relu_mlp_bias": (lambda e: jax.nn.relu(e @ W1 + B1) @ W2, mlp_head(W1, W2, B1)),
     "affine": (lambda e: e @ W_LIN + 0.5, linear_head(W_LIN)),  # Jacobian ignores the bias
 }
+#: heads tested for exactness only (the README's table): 1-homogeneous, and not
+LEAKY_MLP = lambda e: jax.nn.leaky_relu(e @ W1, 0.1) @ W2  # noqa: E731
+TANH = lambda e: jnp.tanh(e @ W_LIN)  # noqa: E731
 
 
 @pytest.mark.parametrize("similarity", SIMILARITIES)
-@pytest.mark.parametrize("head", ["none", "linear", "relu_mlp", "affine"])
+@pytest.mark.parametrize("head", ["none", "linear", "relu_mlp", "leaky_mlp", "affine", "tanh"])
 def test_contributions_add_up_to_similarity(similarity, head):
-    # exact: no head (all); linear bias-free and bias-free ReLU MLP (1-homogeneous; cosine/dot);
-    # any affine head (euclidean)
+    # exact: no head (all); linear bias-free and bias-free (leaky-)ReLU MLP (1-homogeneous;
+    # cosine/dot); any affine head (euclidean); tanh: first order everywhere
     exact = (
         head in ("none", "linear")
-        or (head == "relu_mlp" and similarity != "euclidean")
+        or (head in ("relu_mlp", "leaky_mlp") and similarity != "euclidean")
         or (head == "affine" and similarity == "euclidean")
     )
     a, b = acts_pair(1, n=6)
     eq = jax.vmap(pool)(a)
     er = jax.vmap(pool)(b)
-    s, c = fam_contributions(eq, er, similarity, HEADS[head][0])
+    g = {"leaky_mlp": LEAKY_MLP, "tanh": TANH}.get(head) or HEADS[head][0]
+    s, c = fam_contributions(eq, er, similarity, g)
     assert s.shape == (6,) and c.shape == (6, 12)
     s, total = np.asarray(s, np.float64), np.asarray(c, np.float64).sum(-1)
     if exact:
