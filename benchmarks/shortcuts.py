@@ -113,7 +113,7 @@ def spray_scores(store: Path, marked: np.ndarray, relied: np.ndarray) -> dict[st
 #: The columns of ``reliance.parquet`` kept per candidate in the results' JSON.
 EVIDENCE = (
     "status predicted_class region fill lift place_lift collapse transplant transplant_null "
-    "label_other label_other_rest flagged"
+    "label_other label_other_rest flagged same_rows_region"
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastfem.converters import Features, from_fn
@@ -747,7 +748,21 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
     cands = pq.read_table(tmp_path / "screened" / RELIANCE_FILE).to_pylist()
     found = [c for c in cands if c["status"] == "confirmed"]
     assert [(c["predicted_class"], c["region"]) for c in found] == [(0, "whole image")], cands
+    assert found[0]["same_rows_region"] is None  # grain all over: no region knocks them out
     assert "screened out by confidence or dose" in summary.reliance, summary.reliance
+    # a store written before the place columns existed still shows its candidates
+    path = tmp_path / "screened" / RELIANCE_FILE
+    old = pq.read_table(path).drop_columns(["same_rows_region", "same_rows_overlap"])
+    pq.write_table(old, path)
+    html = write_report(tmp_path / "screened").read_text()
+    assert "Class 0 relies on whole image" in html and "No reliance test" not in html
+    assert "knocks out most nearly the same sampled rows" not in html
+    # a global candidate with a place (`Sweep.same_rows`) shows it in its block
+    n = old.num_rows
+    placed = old.append_column("same_rows_region", pa.array(["band y24-32"] * n))
+    pq.write_table(placed.append_column("same_rows_overlap", pa.array([0.9] * n)), path)
+    html = write_report(tmp_path / "screened").read_text()
+    assert "knocks out most nearly the same sampled rows" in html and "band y24-32 (90%)" in html
     monkeypatch.setattr(M, "screen", lambda runner, batches, *a: batches)  # every row runs
     every = audit(images, model, out=tmp_path / "every", reliance_sample=192)
     assert "screened out" not in every.reliance

@@ -325,3 +325,36 @@ def test_a_colour_lead_on_part_of_its_class_flags_every_row_unless_the_labels_sp
     disown = np.repeat(np.arange(4), 80)
     cands, misses = choose(_red_mark(disown)[0])
     assert cands == [] and [(m.test.probe, m.cls) for m in misses] == [(red, 1)]
+
+
+def test_a_global_candidate_names_the_region_that_knocks_out_the_same_rows():
+    """A 1 px line of class 2 at row 30 (rows 160-199 rely on it): the 3x3 median and the
+    bands that hold row 30 knock out those rows; the median's place is the band with the
+    largest overlap, passing every rule itself. A global test whose rows no region shares
+    (class 3: a texture, rows 240-279) and a region's own test have none."""
+    probes = sweep_probes(64, 64)
+    names = [p.name for p in probes]
+    median, lowpass = names.index("whole image (median)"), names.index("whole image (lowpass)")
+    pred = np.repeat(np.arange(4), 80)
+    drop = np.zeros((320, len(probes)))
+    dose = np.full_like(drop, 0.01)
+    for j, p in enumerate(probes):
+        y0, y1 = p.region.box[1], p.region.box[3]
+        if p.region.kind in ("band", "band wide") and y0 <= 30 < y1:
+            drop[160:200, j] = 0.8
+    drop[160:200, median] = 0.8
+    drop[240:280, lowpass] = 0.8
+    dose[160:200, median] = dose[240:280, lowpass] = 0.1  # the probes changed those images
+    sw = _Enough(None, np.zeros((320, 1)), probes, pred, drop, dose)
+    t = next(u for u in sw.tests if (u.probe, u.cls) == (median, 2))
+    region, overlap = sw.same_rows(t)
+    band = next(p.region for p in probes if p.region.name == region)
+    assert band.kind.startswith("band") and band.box[1] <= 30 < band.box[3], region
+    assert overlap == 1.0
+    assert sw.same_rows(next(u for u in sw.tests if (u.probe, u.cls) == (lowpass, 3))) is None
+    assert sw.same_rows(next(u for u in sw.tests if u.probe != median and u.cls == 2)) is None
+    cands, _ = choose(sw)  # the bands repeat the median's rows: the same finding
+    assert sorted((c.probe.name, c.cls, c.same_rows_region) for c in cands) == [
+        ("whole image (lowpass)", 3, ""),
+        ("whole image (median)", 2, region),
+    ]

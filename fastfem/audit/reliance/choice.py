@@ -21,9 +21,11 @@ from fastfem.audit.reliance.probes import (
     region_overlaps,
 )
 from fastfem.audit.reliance.rules import (
+    MAX_OVERLAP,
     ROW_PLACE_LIFT,
     near_misses,
     needs_labels,
+    passes,
     row_places,
     select_candidates,
     stronger,
@@ -82,6 +84,11 @@ class Candidate:
     #: "confirmed" (tested on every row of the class), or for a near miss
     #: (`rules.near_misses`; not flagged) "not confirmed: " and what it lacks
     status: str = "confirmed"
+    #: a global candidate's place, where the sample shows one (`Sweep.same_rows`): the region
+    #: that knocks out most nearly the same sampled rows of the class, passing every rule,
+    #: and the overlap of the two sets of rows (Jaccard); "" and NaN where none
+    same_rows_region: str = ""
+    same_rows_overlap: float = float("nan")
 
 
 @dataclass
@@ -182,6 +189,28 @@ class Sweep:
         place = row_places(t, self.drop, self.pred, self.regions, self.dose)
         return max(place.values()) >= ROW_PLACE_LIFT
 
+    def same_rows(self, t: ProbeTest) -> tuple[str, float] | None:
+        """For a global candidate ``t`` (a blur, a median, a colour taken away from the whole
+        image), the swept region of its class that knocks out most nearly the same sampled
+        rows — Jaccard overlap ``|A & B| / |A | B|`` of the two sets of hit rows at least
+        ``rules.MAX_OVERLAP`` — among those that pass every rule themselves (`rules.passes`):
+        where in the image what the probe takes away lies (a 1 px line a median removes,
+        the band that holds it). None for a region, or where no region does. Evidence for the
+        report; it changes no flag."""
+        if self.probes[t.probe].region.kind != "image":
+            return None
+        mine = (self.pred == t.cls) & (self.drop[:, t.probe] >= TAU)
+        best: tuple[str, float] | None = None
+        for u in self.tests:
+            if u.cls != t.cls or self.probes[u.probe].region.kind == "image":
+                continue
+            theirs = (self.pred == t.cls) & (self.drop[:, u.probe] >= TAU)
+            overlap = np.sum(mine & theirs) / max(np.sum(mine | theirs), 1)
+            better = overlap >= MAX_OVERLAP and (best is None or overlap > best[1])
+            if better and passes(u, self.n_tests):
+                best = (self.probes[u.probe].region.name, float(overlap))
+        return best
+
     def by_labels(self, t: ProbeTest) -> bool | None:
         """The labels' word on the lead ``t`` (`labels.labels_verdict`: True where they
         confirm it, False where they disown it, None where they say nothing; the shares
@@ -252,6 +281,8 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
         )
         for t in near
     ]
+    for c in cands:
+        c.same_rows_region, c.same_rows_overlap = sw.same_rows(c.test) or ("", np.nan)
     for c in [*cands, *misses]:
         c.transplant, c.transplant_null = sw.moved.get((c.test.probe, c.cls), (np.nan, np.nan))
         c.by_labels = c.status == "confirmed" and (c.test.probe, c.cls) in on_labels

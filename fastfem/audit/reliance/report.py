@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastfem.audit.detectors.tables import read_table
-from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
+from fastfem.audit.reliance.table import RELIANCE_FILE, as_current
 from fastfem.audit.report.markup import Markup, join, render
 
 ROWS_SHOWN = 12  # flagged ids listed per candidate
@@ -30,7 +30,7 @@ the class's knocked-out rows / from other classes' rows</th><td>{transplant}</td
 <td>{mdrop:.3f}, {mhits} of {mrows}</td></tr>
 <tr><th>non-members (the sample's other rows): mean drop, knocked out</th>
 <td>{ndrop:.3f}, {nhits} of {nrows}</td></tr>
-<tr><th>rows flagged</th><td>{flagged}</td></tr>{labels}
+<tr><th>rows flagged</th><td>{flagged}</td></tr>{labels}{where}
 </table>
 <p>Flagged rows, largest output change first: {ids}</p></section>"""
 
@@ -63,6 +63,18 @@ def _labels(share: float | None, rest: float | None) -> Markup | str:
     return render(_LABELS, share=share, rest="–" if rest is None else f"{rest:.0%}")
 
 
+_SAME_ROWS = """
+<tr><th>where: the region that knocks out most nearly the same sampled rows (overlap)</th>
+<td>{region} ({overlap:.0%})</td></tr>"""
+
+
+def _same_rows(region: str | None, overlap: float | None) -> Markup | str:
+    """A global candidate's place row (`choice.Sweep.same_rows`), else nothing."""
+    if not region:
+        return ""
+    return render(_SAME_ROWS, region=region, overlap=overlap)
+
+
 def _ids(flags: dict[str, list], region: str) -> Markup:
     rows = [
         (c, i)
@@ -78,8 +90,8 @@ def _ids(flags: dict[str, list], region: str) -> Markup:
 def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> Markup:
     """The section: what the test did (``summary``, the manifest's line), one block per
     candidate of ``root/reliance.parquet`` and a table of its near misses."""
-    table = read_table(root, RELIANCE_FILE)
-    if table is None or list(table) != reliance_schema().names:
+    table = as_current(read_table(root, RELIANCE_FILE))
+    if table is None:
         return render("<p>No reliance test in this store ({s}).</p>", s=summary or "not run")
     blocks, near = [], []
     for k in range(len(table["candidate"])):
@@ -122,6 +134,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 nrows=t["nonmember_rows"],
                 flagged=t["flagged"],
                 labels=_labels(t["label_other"], t["label_other_rest"]),
+                where=_same_rows(t["same_rows_region"], t["same_rows_overlap"]),
                 ids=_ids(flags, t["region"]) if "region" in flags else "",
             )
         )

@@ -39,6 +39,12 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
                                                         a near miss)
     nonmember_rows, nonmember_hits, nonmember_mean_drop  the sample's other rows
     flagged           int64    rows flagged for this candidate
+    same_rows_region, same_rows_overlap  string, float64  a global candidate's place where the
+                      sample shows one: the region, passing every rule itself, that knocks
+                      out most nearly the same sampled rows of the class, and the Jaccard
+                      overlap of the two (`choice.Sweep.same_rows`; >= 0.5); null otherwise
+
+A store written before the last two columns existed reads as if they were null.
 """
 
 from __future__ import annotations
@@ -88,8 +94,26 @@ def reliance_schema():
             f("nonmember_hits", pa.int64(), nullable=False),
             f("nonmember_mean_drop", pa.float64(), nullable=False),
             f("flagged", pa.int64(), nullable=False),
+            f("same_rows_region", pa.string(), nullable=True),
+            f("same_rows_overlap", pa.float64(), nullable=True),
         ]
     )
+
+
+#: The columns added last: a store written before them reads as if they were null.
+ADDED_COLUMNS: tuple[str, ...] = ("same_rows_region", "same_rows_overlap")
+
+
+def as_current(table: dict[str, list] | None) -> dict[str, list] | None:
+    """``reliance.parquet`` read as a dict of columns, in the current schema: one written
+    before `ADDED_COLUMNS` gets them as nulls; None for any other set of columns."""
+    names = reliance_schema().names
+    if table is None:
+        return None
+    if list(table) == [n for n in names if n not in ADDED_COLUMNS]:
+        rows = len(table["candidate"])
+        table = {**table, **{n: [None] * rows for n in ADDED_COLUMNS}}
+    return table if list(table) == names else None
 
 
 def reliance_columns(result: Any) -> dict[str, list]:
@@ -131,6 +155,8 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "nonmember_hits": c.nonmember_hits,
             "nonmember_mean_drop": c.nonmember_mean_drop,
             "flagged": sum(1 for j in result.candidate if j == k),
+            "same_rows_region": c.same_rows_region or None,
+            "same_rows_overlap": _nullable(c.same_rows_overlap),
         }
         for n in names:
             cols[n].append(row[n])
