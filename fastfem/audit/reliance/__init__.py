@@ -24,9 +24,10 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    sample's rows of other classes, it must move them to the class far more often than the
    same region copied from other classes' rows does (the transplant test,
    `rules.sufficient`; one step, `transplant`). Each candidate region is then tried with
-   every region fill (mean, blur, noise) on the sample and keeps the fill with the strongest
-   effect. The *near misses* (`rules.near_misses`: close to every rule, or needed but not
-   enough) are reported beside them with their transplant test (regions), never flagged.
+   every region fill (mean, blur, noise) on the sample, each fill's hit rate kept as evidence
+   (`fill_effects`; the candidate keeps its own fill). The *near misses*
+   (`rules.near_misses`: close to every rule, or needed but not enough) are reported beside
+   them with their transplant test (regions), never flagged.
 3. **Every row** (streaming; `members`): each row predicted a candidate's class is read again
    and run under that candidate's probe (one forward per candidate, two for a pair; the
    unprobed prediction and confidence are the audit's, from the store); a row whose

@@ -400,12 +400,12 @@ def widest_extent(
     among them, `probes.adjacent_pairs`; columns with columns, ...),
     overlaps the candidate's, is at most ``MAX_EXTENT`` times its area, knocks out at least
     ``MAX_OVERLAP`` of the candidate's hit rows and more rows of the class in all, and still
-    passes the place test (``place_lift >= MIN_LIFT``, binomial p-value against the place
-    null below ``ALPHA / n_tests``). A mark's extent varies from image to image (a watermark
-    band at several heights): the candidate says *that* the class relies on something there,
-    its widest passing neighbour how far it reaches. The class-vs-other-classes lift is not
-    asked again — a wider region hides more of every class's objects, and the member pass
-    only tests rows of the candidate's class."""
+    passes the place test (``place_lift`` and ``family_lift >= MIN_LIFT``, binomial p-value
+    against the place null below ``ALPHA / n_tests``). A mark's extent varies from image to
+    image (a watermark band at several heights): the candidate says *that* the class relies
+    on something there, its widest passing neighbour how far it reaches. The
+    class-vs-other-classes lift is not asked again — a wider region hides more of every
+    class's objects, and the member pass only tests rows of the candidate's class."""
     a = np.asarray(regions.areas, np.float64)
     shape = [str(f).split(" ")[0] for f in regions.families]
     by_key = {(t.probe, t.cls): t for t in tests}
