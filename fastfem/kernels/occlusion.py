@@ -107,6 +107,9 @@ COLOUR_FILLS: tuple[str, ...] = (*HUE_FILLS, "balance")
 PROPERTY_FILLS: tuple[str, ...] = (*COLOUR_FILLS, "falloff")
 #: What each of the `PROPERTY_FILLS` takes away, as a report names it.
 PROPERTY_KINDS: dict[str, str] = {**{f: "a colour" for f in COLOUR_FILLS}, "falloff": "a lighting"}
+#: The fewest channels an image needs for a fill to change it: a hue needs three, the grey
+#: world two (`hue_out` and `balance` return an image of fewer as it is); others need one.
+MIN_CHANNELS: dict[str, int] = {**{f: 3 for f in HUE_FILLS}, "balance": 2}
 FALLOFF_GAIN = 5.0  # ``falloff``'s largest correction of a pixel's brightness, either way
 HUE_POWER = 4.0  # the hue window cos^4: half its weight within +-33 degrees of its hue
 BLUR_FRACTION = 1 / 16  # sigma of ``blur`` as a fraction of the image's longer side

@@ -301,7 +301,7 @@ def reliance_test(
     del kept  # not held twice
     h, w = plan.image_hw
     fills = fill_params(*pixel_moments(x), h, w)
-    probes = sweep_probes(h, w, proposed)
+    probes = sweep_probes(h, w, proposed, x.shape[-1])
     doses: list[np.ndarray] = []
     pred, drop = sweep(runner, x, probes, fills, doses)
     labels = label_classes(rows)  # (rows,) or None: each label's class

@@ -14,7 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastfem.audit.reliance.step import ProbeParams
-from fastfem.kernels.occlusion import FILLS, GLOBAL_FILLS, Region, region_family, whole_image
+from fastfem.kernels.occlusion import (
+    FILLS,
+    GLOBAL_FILLS,
+    MIN_CHANNELS,
+    Region,
+    region_family,
+    whole_image,
+)
 
 PROBE_BUCKET = 8  # probes per step: a power of two up to this, then multiples of it (few shapes)
 
@@ -51,12 +58,16 @@ class Probe:
         return self.parts or (self.region,)
 
 
-def sweep_probes(h: int, w: int, proposed: Sequence[Region] = ()) -> list[Probe]:
+def sweep_probes(h: int, w: int, proposed: Sequence[Region] = (), channels: int = 3) -> list[Probe]:
     """The sweep: every region of `region_family` and every ``proposed`` region (map hot spots)
-    hidden by ``HIDE_FILLS``, and the whole image under each global fill."""
+    hidden by ``HIDE_FILLS``, and the whole image under each global fill that can change an
+    image of ``channels`` channels (`MIN_CHANNELS`: on one channel the hues and the grey world
+    would leave every image as it is — a test with no hit, counted in the correction all the
+    same)."""
     regions = [*region_family(h, w), *proposed]
+    globals_ = [f for f in GLOBAL_FILLS if channels >= MIN_CHANNELS.get(f, 1)]
     return [Probe(r, HIDE_FILLS) for r in regions] + [
-        Probe(whole_image(h, w), (f,)) for f in GLOBAL_FILLS
+        Probe(whole_image(h, w), (f,)) for f in globals_
     ]
 
 
