@@ -418,7 +418,9 @@ def describe_reliance(result: RelianceResult) -> str:
     if result.skipped:
         return f"not run: {result.skipped}"
     found = "; ".join(
-        f"class {c.cls} relies on {c.probe.name}: {sum(1 for j in result.candidate if j == k)} rows"
+        f"class {c.cls} relies on {c.probe.name}"
+        + (f", at {c.same_rows_region}" if c.same_rows_region else "")  # a global's place
+        + f": {sum(1 for j in result.candidate if j == k)} rows"
         for k, c in enumerate(result.candidates)
     )
     screened = result.tested - result.forwarded

@@ -358,6 +358,13 @@ def test_a_global_candidate_names_the_region_that_knocks_out_the_same_rows():
         ("whole image (lowpass)", 3, ""),
         ("whole image (median)", 2, region),
     ]
+    # the summary line names the median's place, the texture's none
+    from fastfem.audit.reliance import RelianceResult
+    from fastfem.audit.run import describe_reliance
+
+    line = describe_reliance(RelianceResult(candidates=cands, candidate=[0, 1, 1], probes=92))
+    assert f"relies on whole image (median), at {region}: " in line, line
+    assert "relies on whole image (lowpass): " in line, line
 
 
 def test_the_sweep_runs_only_the_fills_that_can_change_the_model_s_images():
