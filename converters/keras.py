@@ -30,6 +30,11 @@ LayerSpec = str | int | None
 _MODEL_CLASSES = ("Model", "Functional", "Sequential")
 
 
+#: How a command-line user loads a model file that holds code (a Lambda layer) they trust:
+#: only ``fastfem convert`` takes ``--unsafe``; the other commands then run its artifact.
+UNSAFE_HINT = "(command line: fastfem convert --unsafe, then --model the converted folder)"
+
+
 def import_keras() -> Any:
     """``import keras`` (Keras 3), with the backend the process chose; fastfem sets none."""
     import keras
@@ -153,6 +158,6 @@ def load_keras_file(path: str | os.PathLike, safe_mode: bool = True) -> Any:
             raise ValueError(
                 f"{p.name} contains code (e.g. a Lambda layer) that Keras will not deserialize "
                 "with safe_mode=True; if you trust the file, load it with safe_mode=False "
-                "(command line: fastfem convert --unsafe, then --model the converted folder)"
+                f"{UNSAFE_HINT}"
             ) from err
         raise

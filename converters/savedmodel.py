@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .feature_extractor import FeatureExtractor
+from .keras import UNSAFE_HINT
 from .tf_bridge import check_method, import_tf
 from .tf_graph import GraphFunction, graph_extractor
 
@@ -62,8 +63,7 @@ def check_savedmodel_safe(path: str | os.PathLike) -> None:
     if bad:
         raise ValueError(
             f"the SavedModel {Path(path).name!r} uses ops that run Python code or access files "
-            f"({', '.join(bad)}); if you trust it, pass safe_mode=False "
-            "(command line: fastfem convert --unsafe, then --model the converted folder)"
+            f"({', '.join(bad)}); if you trust it, pass safe_mode=False {UNSAFE_HINT}"
         )
 
 

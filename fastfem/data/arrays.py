@@ -52,6 +52,13 @@ def as_given(x: np.ndarray, what: str = "array") -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+def is_grey_batch(shape: tuple[int, ...], channels: int | None) -> bool:
+    """Whether a rank-3 array or stream element of ``shape`` is a batch (B, H, W) of
+    one-channel images: for a model of one input channel, where the last axis is not 1 (an
+    image (H, W, 1) has it), as Keras reads such an array."""
+    return len(shape) == 3 and channels == 1 and shape[-1] != 1
+
+
 class ChannelAxis:
     """A batch of one-channel images ``x`` (N, H, W) seen as (N, H, W, 1), image by image
     (nothing copied up front)."""
@@ -81,7 +88,7 @@ def array_source(
     ``max_pixels``) are checked once, up front, from the shape and dtype alone (nothing is
     read); the size too unless ``fit`` fits each image. For a model of one input channel, a
     rank-3 array (N, H, W) whose last axis is not 1 is a batch of one-channel images."""
-    if x.ndim == 3 and expected[2] == 1 and x.shape[-1] != 1:
+    if is_grey_batch(x.shape, expected[2]):
         x = ChannelAxis(x)
     if x.ndim == 3 and expected[2] in (None, x.shape[-1]):
         raise ValueError(
@@ -184,7 +191,7 @@ def element_images(x: np.ndarray, channels: int | None) -> np.ndarray:
     for a model of one input channel (``channels == 1``) a rank-3 element whose last axis is
     not 1 is a batch of one-channel images and a rank-2 element one such image. Other ranks
     are returned as one image, for the shape check to refuse by name."""
-    if channels == 1 and x.ndim == 3 and x.shape[-1] != 1:
+    if is_grey_batch(x.shape, channels):
         return x[..., None]
     if channels == 1 and x.ndim == 2:
         return x[None, :, :, None]

@@ -199,12 +199,13 @@ class Sweep:
         report; it changes no flag."""
         if self.probes[t.probe].region.kind != "image":
             return None
-        mine = (self.pred == t.cls) & (self.drop[:, t.probe] >= TAU)
+        own = self.pred == t.cls
+        mine = own & (self.drop[:, t.probe] >= TAU)
         best: tuple[str, float] | None = None
         for u in self.tests:
             if u.cls != t.cls or self.probes[u.probe].region.kind == "image":
                 continue
-            theirs = (self.pred == t.cls) & (self.drop[:, u.probe] >= TAU)
+            theirs = own & (self.drop[:, u.probe] >= TAU)
             overlap = np.sum(mine & theirs) / max(np.sum(mine | theirs), 1)
             better = overlap >= MAX_OVERLAP and (best is None or overlap > best[1])
             if better and passes(u, self.n_tests):
