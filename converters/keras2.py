@@ -7,8 +7,8 @@ Keras 3 on JAX in the same process. Its models are converted by
 
 Safety: ``tf_keras`` deserializes a Lambda layer's Python bytecode from an ``.h5`` file even in
 its own safe mode, so `check_h5_safe` reads the file's JSON ``model_config`` with h5py first
-and refuses Lambda layers before anything is deserialized. Of the other converters modules
-it imports only `converters.keras`, for the command line's hint (`UNSAFE_HINT`).
+and refuses Lambda layers before anything is deserialized. This module imports no other
+converters module.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-
-from .keras import UNSAFE_HINT
 
 
 def is_tf_keras_model(obj: Any) -> bool:
@@ -58,7 +56,8 @@ def check_h5_safe(path: str | os.PathLike) -> None:
     if _config_has_lambda(json.loads(raw)):
         raise ValueError(
             f"{Path(path).name} contains a Lambda layer: loading it would execute the Python "
-            f"code stored in the file. If you trust the file, pass safe_mode=False {UNSAFE_HINT}"
+            "code stored in the file. If you trust the file, pass safe_mode=False "
+            "(command line: fastfem convert --unsafe, then --model the converted folder)"
         )
 
 
@@ -90,7 +89,7 @@ def load_tf_keras_file(path: str | os.PathLike, safe_mode: bool = True) -> Any:
                 raise ValueError(
                     f"{p.name} contains code (e.g. a Lambda layer) that will not be deserialized "
                     "with safe_mode=True; if you trust the file, pass safe_mode=False "
-                    + UNSAFE_HINT
+                    "(command line: fastfem convert --unsafe, then --model the converted folder)"
                 ) from err
             raise
     raise ValueError(f"unsupported Keras 2 model file {p.name!r}: expected .h5 or .keras")
