@@ -206,6 +206,45 @@ def region_family(h: int, w: int) -> list[Region]:
     return out
 
 
+#: The families a region may grow by a margin (`grown_region`), and the axes it grows along:
+#: a band across its height, a column across its width, a cell both ways.
+GROWN_AXES: dict[str, str] = {
+    "band": "y",
+    "band wide": "y",
+    "column": "x",
+    "column wide": "x",
+    "cell": "xy",
+}
+
+
+def region_margin(h: int, w: int) -> int:
+    """The margin a region grows by (`grown_region`): half the cells' stride, max(1, H/16)
+    px. A mark of up to a stride across lies whole in some cell of `region_family` only away
+    from the image's edges (its two grids meet nowhere along them), and a mark up to half a
+    cell larger than a stride lies whole in none; grown by this margin, the cell it mostly
+    lies in holds it."""
+    return max(1, round(min(h, w) / 16))
+
+
+def grown_region(r: Region, margin: int) -> Region:
+    """The region ``r`` of a `GROWN_AXES` family, its box grown by ``margin`` px on each side
+    along its family's axes (clipped to the image); its kind ``"<kind> grown"``."""
+    h, w = r.mask.shape
+    x0, y0, x1, y1 = r.box
+    axes = GROWN_AXES[r.kind]
+    if "y" in axes:
+        y0, y1 = max(0, y0 - margin), min(h, y1 + margin)
+    if "x" in axes:
+        x0, x1 = max(0, x0 - margin), min(w, x1 + margin)
+    shape = r.kind.split(" ")[0]
+    name = {
+        "band": f"band y{y0}-{y1}",
+        "column": f"column x{x0}-{x1}",
+        "cell": f"cell y{y0}-{y1} x{x0}-{x1}",
+    }[shape]
+    return _box_region(name, f"{r.kind} grown", h, w, (x0, y0, x1, y1))
+
+
 def whole_image(h: int, w: int) -> Region:
     """The whole image, the region of the global fills."""
     return Region("whole image", "image", (0, 0, w, h), np.ones((h, w), np.float32))

@@ -287,6 +287,99 @@ def test_pairs_do_not_change_the_swept_probes_tests():
     assert pooled[centre][n:].any()  # without ``derived`` the pairs would stand in
 
 
+def _geometric_drops(marks: dict[int, tuple[int, int, int, int]], seed: int = 5):
+    """A geometric stand-in for the model on 320 rows of 64 px images (4 classes of 80):
+    a row falls by 0.8 under a region that covers its mark's box ``marks[row]`` (x0, y0, x1,
+    y1) whole; every row of every class by 0.6 under 40% of the regions of a quarter of the
+    image or more (they hide objects); else on 1% of (row, region) at random. The same rule
+    gives the swept probes' drops and those of the probes swept later (``sweep_more``)."""
+    rng = np.random.default_rng(seed)
+
+    def drops(probes: list) -> tuple[np.ndarray, np.ndarray]:
+        drop = np.where(rng.uniform(size=(320, len(probes))) < 0.01, 0.6, 0.0)
+        for j, p in enumerate(probes):
+            if p.region.kind == "image":
+                continue
+            if p.region.mask.mean() >= 0.2:
+                drop[rng.uniform(size=320) < 0.4, j] = 0.6
+            for row, (x0, y0, x1, y1) in marks.items():
+                if p.region.mask[y0:y1, x0:x1].all():
+                    drop[row, j] = 0.8
+        return drop, np.zeros_like(drop)
+
+    return drops
+
+
+def _corner_mark(straddling: int) -> tuple[_Enough, list[list]]:
+    """Class 1's rows 80-139 carry a 12 px mark near the top-right corner, at y2-14 (inside
+    the cell y0-16 x48-64) on all but ``straddling`` of them, at y6-18 (across the cell's
+    lower edge, whole in no region of the family) on those. Returns the sweep, with
+    ``sweep_more`` recording the probes it is asked for."""
+    marks = {r: (50, 2, 62, 14) for r in range(80, 140 - straddling)}
+    marks.update({r: (50, 6, 62, 18) for r in range(140 - straddling, 140)})
+    drops = _geometric_drops(marks)
+    asked: list[list] = []
+
+    def sweep_more(probes: list) -> tuple[np.ndarray, np.ndarray]:
+        asked.append(probes)
+        return drops(probes)
+
+    probes = sweep_probes(64, 64)
+    drop, dose = drops(probes)
+    pred = np.repeat(np.arange(4), 80)
+    sw = _Enough(None, np.zeros((320, 1)), probes, pred, drop, dose, sweep_more=sweep_more)
+    return sw, asked
+
+
+def test_a_cell_grows_by_the_margin_over_a_mark_that_straddles_its_edge():
+    sw, asked = _corner_mark(straddling=30)
+    cands, _ = choose(sw)
+    (c,) = cands
+    assert c.cls == 1 and c.probe.region.kind == "cell grown"
+    assert c.probe.region.name == "cell y0-20 x44-64"  # 4 px (64 / 16) each way, clipped
+    (family,) = asked  # the cells grown, once: the grown cell's translates and mirrors
+    assert [q.region.kind for q in family] == ["cell grown"] * 25
+    tau, _ = rules.row_threshold(c.test, sw.drop, sw.pred, sw.regions, sw.dose)
+    flagged = np.flatnonzero((sw.pred == 1) & (sw.drop[:, c.test.probe] >= tau))
+    assert flagged.tolist() == list(range(80, 140))  # every marked row; the cell had 30
+    cell = [p.region.name for p in sw.probes].index("cell y0-16 x48-64")
+    assert np.sum(sw.drop[80:140, cell] >= stats.TAU) == 30
+    # the grown probes are counted in no swept test and no Bonferroni count
+    assert all(t.probe < sw.swept for t in sw.tests) and sw.n_tests == 4 * sw.swept
+
+
+def test_a_cell_that_holds_its_mark_whole_does_not_grow():
+    sw, asked = _corner_mark(straddling=0)
+    (c,) = choose(sw)[0]
+    assert c.probe.region.name == "cell y0-16 x48-64"  # the margin adds no row of the mark
+    assert len(asked) == 1  # asked all the same
+
+
+def test_without_sweep_more_or_for_a_ring_there_is_no_margin():
+    sw, asked = _corner_mark(straddling=30)
+    sw.sweep_more = None
+    (c,) = choose(sw)[0]
+    assert c.probe.region.name == "cell y0-16 x48-64" and not asked
+    # a frame: a border ring is its own shape, no margin swept
+    drops = _geometric_drops({})
+    probes = sweep_probes(64, 64)
+    ring = [p.region.name for p in probes].index("border 2 px")
+    drop, dose = drops(probes)
+    drop[80:140, ring] = 0.8
+    called = []
+    sw = _Enough(
+        None,
+        np.zeros((320, 1)),
+        probes,
+        np.repeat(np.arange(4), 80),
+        drop,
+        dose,
+        sweep_more=lambda q: called.append(q) or drops(q),
+    )
+    (c,) = choose(sw)[0]
+    assert c.probe.region.kind == "border" and not called
+
+
 def _red_mark(labels: np.ndarray | None = None) -> tuple[_Enough, int]:
     """Real 64 px probe family; a red mark on class 1's rows 80-104 that only `no red` takes
     away (it changes those rows alone, and knocks them out): a colour lead on part of its

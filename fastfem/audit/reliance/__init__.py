@@ -19,7 +19,9 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    passing neighbour of the same shape (among them a pair of adjacent bands hidden one at a
    time, `probes.adjacent_pairs`: a mark whose place varies; with labels, a test close to
    every rule too, where the rows it knocks out are mostly labelled another class: it grows,
-   and flags, on the class's rows labelled another class; `choice`). A region must also be
+   and flags, on the class's rows labelled another class; `choice`), and a band, column or
+   cell by a margin where its mark straddles the grid (`choice.Sweep.margin`: its family
+   swept again, grown by H/16; `rules.margin_taken`). A region must also be
    *enough* for the class: copied from the class's sampled rows it knocks out into the
    sample's rows of other classes, it must move them to the class far more often than the
    same region copied from other classes' rows does (the transplant test,
@@ -306,7 +308,12 @@ def reliance_test(
     pred, drop = sweep(runner, x, probes, fills, doses)
     labels = label_classes(rows)  # (rows,) or None: each label's class
     sample_labels = None if labels is None else labels[sample_rows]
-    sw = Sweep(runner, x, probes, pred, drop, doses[0], labels=sample_labels)
+
+    def sweep_more(more: list[Probe]) -> tuple[np.ndarray, np.ndarray]:
+        more_doses: list[np.ndarray] = []
+        return sweep(runner, x, more, fills, more_doses)[1], more_doses[0]
+
+    sw = Sweep(runner, x, probes, pred, drop, doses[0], labels=sample_labels, sweep_more=sweep_more)
     cands, misses = choose(sw)
     for c in cands:
         judged = sw.flaggable if c.by_labels else pred  # the rows it may flag
@@ -319,7 +326,7 @@ def reliance_test(
         candidates=cands,
         near_misses=misses,
         sampled=got,
-        probes=len(probes),
+        probes=len(probes) + len(sw.margin_of),
         classes=len(np.unique(sampled_pred)),
         thin=thin_classes(sampled_pred, pred_all[idx]),
     )

@@ -6,6 +6,7 @@ transplant test of a region about to be taken (`rules.sufficient`, one step per 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from fastfem.audit.reliance.labels import label_evidence, labelled_other, labels
 from fastfem.audit.reliance.probes import (
     Probe,
     adjacent_pairs,
+    grown_family,
     narrow_regions,
     pair_drops,
     region_mirrors,
@@ -23,6 +25,7 @@ from fastfem.audit.reliance.probes import (
 from fastfem.audit.reliance.rules import (
     MAX_OVERLAP,
     ROW_PLACE_LIFT,
+    margin_taken,
     near_misses,
     needs_labels,
     passes,
@@ -41,7 +44,7 @@ from fastfem.audit.reliance.stats import (
     probe_tests,
     translates,
 )
-from fastfem.kernels.occlusion import PROPERTY_FILLS, PROPERTY_KINDS
+from fastfem.kernels.occlusion import GROWN_AXES, PROPERTY_FILLS, PROPERTY_KINDS, region_margin
 
 if TYPE_CHECKING:
     from fastfem.audit.reliance import ProbeRunner
@@ -100,7 +103,11 @@ class Sweep:
     The adjacent pairs of bands and columns (`probes.adjacent_pairs`, their drops from their
     parts', no forward) are appended to ``probes``, ``drop`` and ``dose``: ``tests`` holds
     the tests of the swept probes (candidates, near misses, Bonferroni's count), ``extents``
-    those of every probe, pairs included (what a candidate may grow to)."""
+    those of every probe, pairs included (what a candidate may grow to).
+    ``sweep_more`` runs more probes on the same sample (their (S, Q) drops and doses): the
+    families a candidate's region grows in by the margin (`margin`; None: no margin), appended
+    to ``probes``, ``drop``, ``dose`` and ``extents`` like the pairs (``margin_of``: each grown
+    probe by the probe it grew from)."""
 
     runner: ProbeRunner
     x: np.ndarray
@@ -111,13 +118,33 @@ class Sweep:
     moved: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
     labels: np.ndarray | None = None
     label_shares: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+    sweep_more: Callable[[list[Probe]], tuple[np.ndarray, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         self.swept = len(self.probes)
+        classes = np.unique(self.pred)
+        self.n_tests = self.swept * max(len(classes), 1)
+        self.margin_of: dict[int, int] = {}
         pairs = adjacent_pairs(self.probes)
-        self.probes = [*self.probes, *(q for q, _, _ in pairs)]
-        self.drop = np.concatenate([self.drop, pair_drops(self.drop, pairs)], axis=1)
-        self.dose = np.concatenate([self.dose, pair_drops(self.dose, pairs)], axis=1)
+        self.append(
+            [q for q, _, _ in pairs], pair_drops(self.drop, pairs), pair_drops(self.dose, pairs)
+        )
+        self.tests = [t for t in self.extents if t.probe < self.swept]
+        unlabelled = np.full(len(self.pred), -1)
+        #: `labels.labelled_other` of the sample (all -1 without labels)
+        self.flaggable = labelled_other(
+            self.pred, unlabelled if self.labels is None else self.labels
+        )
+
+    def append(self, probes: Sequence[Probe], drop: np.ndarray, dose: np.ndarray) -> None:
+        """Append ``probes`` (not swept by themselves: pairs, grown regions; never counted in
+        ``tests`` or the Bonferroni count) with their (S, Q) ``drop`` and ``dose``, and count
+        every test again (``extents``); the swept probes' tests come out as they were, since
+        the appended ones are derived (`stats.translates`: compared with nothing outside their
+        family, and nothing outside it with them)."""
+        self.probes = [*self.probes, *probes]
+        self.drop = np.concatenate([self.drop, drop], axis=1)
+        self.dose = np.concatenate([self.dose, dose], axis=1)
         p = self.probes
         self.regions = RegionInfo(
             [0.0 if q.region.kind == "image" else float(q.region.mask.mean()) for q in p],
@@ -133,15 +160,7 @@ class Sweep:
         here = only_here_hits(self.drop >= TAU, compare, families, self.narrow)
         #: the drops counted where only the probe's region knocks a row out (0 elsewhere)
         self.here_drop = np.where(here, self.drop, 0.0)
-        classes = np.unique(self.pred)
-        self.n_tests = self.swept * max(len(classes), 1)
-        self.extents = self.counted(self.pred, classes)
-        self.tests = [t for t in self.extents if t.probe < self.swept]
-        unlabelled = np.full(len(self.pred), -1)
-        #: `labels.labelled_other` of the sample (all -1 without labels)
-        self.flaggable = labelled_other(
-            self.pred, unlabelled if self.labels is None else self.labels
-        )
+        self.extents = self.counted(self.pred, np.unique(self.pred))
 
     def counted(self, pred: np.ndarray, classes: np.ndarray) -> list[ProbeTest]:
         """Every (probe, class) test of the rows predicted ``pred``, each the stronger
@@ -176,6 +195,28 @@ class Sweep:
         if wide[0].probe == t.probe:
             return t
         return next(u for u in self.extents if (u.probe, u.cls) == (wide[0].probe, t.cls))
+
+    def margin(self, t: ProbeTest) -> ProbeTest:
+        """The candidate ``t`` grown by the margin (`occlusion.grown_region`, by
+        `occlusion.region_margin` px, of a band, a column or a cell) where `rules.margin_taken`
+        takes it and the transplant test passes (`enough`), else ``t``. The first candidate of
+        a family sweeps the family grown (`probes.grown_family`: one forward per member per
+        sampled row, ``sweep_more``), so that the grown region has translates and mirror
+        images to be compared with."""
+        region = self.probes[t.probe].region
+        if self.sweep_more is None or region.kind not in GROWN_AXES or t.probe >= self.swept:
+            return t
+        if t.probe not in self.margin_of:
+            family = grown_family(
+                self.probes[: self.swept], region.kind, region_margin(*region.mask.shape)
+            )
+            drop, dose = self.sweep_more([q for q, _ in family])
+            start = len(self.probes)
+            self.margin_of.update({k: start + i for i, (_, k) in enumerate(family)})
+            self.append([q for q, _ in family], drop, dose)
+        g = next(u for u in self.extents if (u.probe, u.cls) == (self.margin_of[t.probe], t.cls))
+        taken = margin_taken(t, g, self.drop, self.pred, self.n_tests)
+        return g if taken and self.enough(g) else t
 
     def grown(self, wide: ProbeTest, t: ProbeTest) -> ProbeTest:
         """``wide``, the region ``t`` grew to, where it passes the transplant test (`enough`),
@@ -237,31 +278,34 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     """Stage 2 (module docstring): the candidates, each grown to its widest passing
     neighbour, and the near misses (their transplant test asked: evidence), both with the
     evidence the sample gives (the non-members: the sample's rows of other classes)."""
-    tests, drop, pred, n_tests = sw.tests, sw.drop, sw.pred, sw.n_tests
+    tests, pred, n_tests = sw.tests, sw.pred, sw.n_tests  # sw.drop grows with the margins
     found: list[ProbeTest] = []
     labelled = sw.labels is not None
     asked = sw.by_labels if labelled else None
-    taken = select_candidates(tests, drop, pred, n_tests, sw.enough, sw.colour, asked)
+    taken = select_candidates(tests, sw.drop, pred, n_tests, sw.enough, sw.colour, asked)
     # flag only rows labelled another class: (probe, class) -> the lead the labels confirmed
     on_labels: dict[tuple[int, int], tuple[int, int]] = {}
     for t in taken:
         # a colour lead on part of its class the labels say nothing of flags every row
         lead = needs_labels(t, n_tests, sw.colour, labelled) and sw.by_labels(t) is True
         if not lead:
-            wide = sw.grown(widest_extent([t], sw.extents, drop, pred, sw.regions, n_tests)[0], t)
+            wide = sw.grown(
+                widest_extent([t], sw.extents, sw.drop, pred, sw.regions, n_tests)[0], t
+            )
             # counted on the rows only its region knocks out, a candidate still flags every
             # row the region knocks out, the class's own objects it hides included: with
             # labels that confirm it, only those labelled another class, unless its flags
             # on every row are clean (`Sweep.clean`: the objects' share bounded as a row
             # threshold bounds it, the labels would take away rows of the mark alone)
             lead = t.only_here and sw.by_labels(t) is True and not sw.clean(wide)
-        if lead:
-            wide = sw.grown(sw.lead_extent(t), t)
+        # a lead grows on the rows it may flag; a candidate also by a margin (a mark that
+        # straddles the edge of its family's grid)
+        wide = sw.grown(sw.lead_extent(t), t) if lead else sw.margin(wide)
         if wide not in found:  # two candidates may grow into the same region
             found.append(wide)
             if lead:
                 on_labels[wide.probe, wide.cls] = (t.probe, t.cls)
-    near = near_misses(tests, [*taken, *found], drop, pred, n_tests, sw.colour)
+    near = near_misses(tests, [*taken, *found], sw.drop, pred, n_tests, sw.colour)
     for t in near:  # near misses are few: is the region enough by itself? the labels?
         if (t.probe, t.cls) not in sw.moved:
             sw.enough(t)
@@ -294,5 +338,5 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
         other = pred != c.cls
         c.nonmember_rows = int(other.sum())
         c.nonmember_hits = c.test.other_hits
-        c.nonmember_mean_drop = float(np.mean(drop[other, c.test.probe])) if other.any() else 0.0
+        c.nonmember_mean_drop = float(np.mean(sw.drop[other, c.test.probe])) if other.any() else 0.0
     return cands, misses

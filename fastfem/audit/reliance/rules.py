@@ -46,7 +46,12 @@ gives the stronger evidence for stands for it (the most specific, largest lift f
 weaker instrument: a 3x3 median that knocked out 17 of a tag's rows where the cell around it
 knocked out 27, all of them tagged). Each candidate then grows to its widest passing
 neighbour (`widest_extent`; one that is still enough by the transplant test): a mark whose
-extent varies from image to image is hidden whole by a wider region of the same shape.
+extent varies from image to image is hidden whole by a wider region of the same shape. A
+band, column or cell then grows by a margin (`margin_taken`; its family swept again, each
+region grown by H/16 px: `choice.Sweep.margin`): a mark that straddles the edge of the
+family's grid is hidden whole by no region of it (measured: a digits tag whose rim ends one
+row below its cell's edge, 49 of its 72 relied-on rows knocked out by the cell, 71 by the
+cell grown by 2 px).
 
 A *colour* probe (`fastfem.kernels.occlusion`'s ``PROPERTY_FILLS``: one hue moved towards grey
 over the whole image, the image white-balanced by the grey world, or its radial fall-off of
@@ -407,7 +412,9 @@ def widest_extent(
     class-vs-other-classes lift is not asked again — a wider region hides more of every
     class's objects, and the member pass only tests rows of the candidate's class."""
     a = np.asarray(regions.areas, np.float64)
-    shape = [str(f).split(" ")[0] for f in regions.families]
+    # a band grows among bands, wide ones and pairs; a region grown by the margin is no
+    # neighbour (`margin_taken` judges it)
+    shape = [None if str(f).endswith(" grown") else str(f).split(" ")[0] for f in regions.families]
     by_key = {(t.probe, t.cls): t for t in tests}
     hit = drop >= TAU
     out = []
@@ -418,19 +425,43 @@ def widest_extent(
             u = by_key.get((int(j), t.cls))
             if (
                 u is None
+                or shape[j] is None
                 or shape[j] != shape[t.probe]
                 or not 0 < a[j] <= MAX_EXTENT * a[t.probe]
-                or min(u.place_lift, u.family_lift) < MIN_LIFT
                 or u.hits <= best.hits
                 or np.sum(mine & hit[:, j]) < MAX_OVERLAP * mine.sum()
             ):
                 continue
-            typical = min(u.rate / u.place_lift, 1.0)
-            if binomial_tail(u.hits, u.rows, typical) <= ALPHA / n_tests:
+            if holds_place(u, n_tests):
                 best = u
         if best not in out:  # two candidates may grow into the same region
             out.append(best)
     return out
+
+
+def holds_place(u: ProbeTest, n_tests: int) -> bool:
+    """Whether a region ``t`` may grow to, ``u``, still passes the place test: ``place_lift``
+    and ``family_lift >= MIN_LIFT`` and the binomial p-value of its hits against the place
+    null (the class's typical rate elsewhere) below ``ALPHA / n_tests``."""
+    if min(u.place_lift, u.family_lift) < MIN_LIFT:
+        return False
+    typical = min(u.rate / u.place_lift, 1.0)
+    return binomial_tail(u.hits, u.rows, typical) <= ALPHA / n_tests
+
+
+def margin_taken(
+    t: ProbeTest, g: ProbeTest, drop: np.ndarray, pred: np.ndarray, n_tests: int
+) -> bool:
+    """Whether a candidate ``t`` is replaced by ``g``, its region grown by the margin
+    (`fastfem.kernels.occlusion.grown_region`): ``g`` knocks out at least ``MIN_HITS`` more
+    rows of the class, among them ``MAX_OVERLAP`` of ``t``'s, and passes every rule itself
+    (`passes`: its lift over the other classes, its place and family lifts over the grown
+    translates, collapse, significance). A mark that straddles the edge of the family's
+    grid is hidden whole by no region of it: the region it mostly lies in knocks out the rows
+    whose mark it happens to cover, the grown one every row of the mark."""
+    mine = (pred == t.cls) & (drop[:, t.probe] >= TAU)
+    both = np.sum(mine & (drop[:, g.probe] >= TAU))
+    return g.hits >= t.hits + MIN_HITS and both >= MAX_OVERLAP * mine.sum() and passes(g, n_tests)
 
 
 def why_not(
