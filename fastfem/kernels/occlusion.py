@@ -136,6 +136,17 @@ def _spans(size: int, parts: int) -> list[tuple[int, int]]:
     return [(edges[i], edges[i + 2]) for i in range(2 * parts - 1)]
 
 
+def box_name(shape: str, box: tuple[int, int, int, int]) -> str:
+    """The name of a ``band``, ``column`` or ``cell`` region with ``box`` (x0, y0, x1, y1):
+    ``band y0-y1``, ``column x0-x1``, ``cell y0-y1 x0-x1``."""
+    x0, y0, x1, y1 = box
+    return {
+        "band": f"band y{y0}-{y1}",
+        "column": f"column x{x0}-{x1}",
+        "cell": f"cell y{y0}-{y1} x{x0}-{x1}",
+    }[shape]
+
+
 def _box_region(name: str, kind: str, h: int, w: int, box: tuple[int, int, int, int]) -> Region:
     x0, y0, x1, y1 = box
     mask = np.zeros((h, w), np.float32)
@@ -180,9 +191,11 @@ def region_family(h: int, w: int) -> list[Region]:
     out: list[Region] = []
     for parts, tag in ((8, ""), (4, " wide")):
         for y0, y1 in _spans(h, parts):
-            out.append(_box_region(f"band y{y0}-{y1}", f"band{tag}", h, w, (0, y0, w, y1)))
+            box = (0, y0, w, y1)
+            out.append(_box_region(box_name("band", box), f"band{tag}", h, w, box))
         for x0, x1 in _spans(w, parts):
-            out.append(_box_region(f"column x{x0}-{x1}", f"column{tag}", h, w, (x0, 0, x1, h)))
+            box = (x0, 0, x1, h)
+            out.append(_box_region(box_name("column", box), f"column{tag}", h, w, box))
     ys = [round(i * h / 8) for i in range(9)]
     xs = [round(i * w / 8) for i in range(9)]
     for offset, n in ((0, 4), (1, 3)):
@@ -190,9 +203,8 @@ def region_family(h: int, w: int) -> list[Region]:
             for j in range(n):
                 y0, y1 = ys[offset + 2 * i], ys[offset + 2 * i + 2]
                 x0, x1 = xs[offset + 2 * j], xs[offset + 2 * j + 2]
-                out.append(
-                    _box_region(f"cell y{y0}-{y1} x{x0}-{x1}", "cell", h, w, (x0, y0, x1, y1))
-                )
+                box = (x0, y0, x1, y1)
+                out.append(_box_region(box_name("cell", box), "cell", h, w, box))
     for width in sorted({max(1, round(min(h, w) / 32)), max(2, round(min(h, w) / 16))}):
         out.append(border_region(h, w, width))
     out.append(corners_region(h, w))
@@ -215,6 +227,8 @@ GROWN_AXES: dict[str, str] = {
     "column wide": "x",
     "cell": "xy",
 }
+#: A grown region's kind: its family's with this suffix (``cell grown``), a family of its own.
+GROWN = " grown"
 
 
 def region_margin(h: int, w: int) -> int:
@@ -228,7 +242,7 @@ def region_margin(h: int, w: int) -> int:
 
 def grown_region(r: Region, margin: int) -> Region:
     """The region ``r`` of a `GROWN_AXES` family, its box grown by ``margin`` px on each side
-    along its family's axes (clipped to the image); its kind ``"<kind> grown"``."""
+    along its family's axes (clipped to the image); its kind ``kind + GROWN``."""
     h, w = r.mask.shape
     x0, y0, x1, y1 = r.box
     axes = GROWN_AXES[r.kind]
@@ -236,13 +250,8 @@ def grown_region(r: Region, margin: int) -> Region:
         y0, y1 = max(0, y0 - margin), min(h, y1 + margin)
     if "x" in axes:
         x0, x1 = max(0, x0 - margin), min(w, x1 + margin)
-    shape = r.kind.split(" ")[0]
-    name = {
-        "band": f"band y{y0}-{y1}",
-        "column": f"column x{x0}-{x1}",
-        "cell": f"cell y{y0}-{y1} x{x0}-{x1}",
-    }[shape]
-    return _box_region(name, f"{r.kind} grown", h, w, (x0, y0, x1, y1))
+    box = (x0, y0, x1, y1)
+    return _box_region(box_name(r.kind.split(" ")[0], box), r.kind + GROWN, h, w, box)
 
 
 def whole_image(h: int, w: int) -> Region:

@@ -204,7 +204,7 @@ class Sweep:
         sampled row, ``sweep_more``), so that the grown region has translates and mirror
         images to be compared with."""
         region = self.probes[t.probe].region
-        if self.sweep_more is None or region.kind not in GROWN_AXES or t.probe >= self.swept:
+        if self.sweep_more is None or region.kind not in GROWN_AXES:  # pairs, grown: others
             return t
         if t.probe not in self.margin_of:
             family = grown_family(

@@ -17,7 +17,6 @@ from fastfem.audit.reliance.step import ProbeParams
 from fastfem.kernels.occlusion import (
     FILLS,
     GLOBAL_FILLS,
-    GROWN_AXES,
     MIN_CHANNELS,
     Region,
     grown_region,
@@ -101,16 +100,14 @@ def adjacent_pairs(probes: Sequence[Probe]) -> list[tuple[Probe, int, int]]:
 
 def grown_family(probes: Sequence[Probe], kind: str, margin: int) -> list[tuple[Probe, int]]:
     """Every probe of ``probes`` whose region is of the family ``kind`` (one of
-    `occlusion.GROWN_AXES`; pairs left out), its region grown by ``margin``
+    `occlusion.GROWN_AXES`; a pair's kind is another), its region grown by ``margin``
     (`occlusion.grown_region`) — a candidate's grown region and its translates and mirror
     images, which its place lift compares it with — each with the index of the probe it
     grew from."""
-    if kind not in GROWN_AXES:
-        return []
     return [
         (Probe(grown_region(p.region, margin), p.fills), k)
         for k, p in enumerate(probes)
-        if p.region.kind == kind and not p.parts
+        if p.region.kind == kind
     ]
 
 

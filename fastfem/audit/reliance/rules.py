@@ -116,6 +116,7 @@ from fastfem.audit.reliance.stats import (
     binomial_tail,
     probe_tests,
 )
+from fastfem.kernels.occlusion import GROWN
 
 MIN_LIFT = 2.5  # the class's hit rate over the other rows' and over its translates' (smoothed)
 
@@ -414,7 +415,7 @@ def widest_extent(
     a = np.asarray(regions.areas, np.float64)
     # a band grows among bands, wide ones and pairs; a region grown by the margin is no
     # neighbour (`margin_taken` judges it)
-    shape = [None if str(f).endswith(" grown") else str(f).split(" ")[0] for f in regions.families]
+    shape = [None if str(f).endswith(GROWN) else str(f).split(" ")[0] for f in regions.families]
     by_key = {(t.probe, t.cls): t for t in tests}
     hit = drop >= TAU
     out = []
