@@ -229,6 +229,74 @@ def test_the_row_threshold_follows_how_cleanly_the_probe_hides_the_mark():
     assert flagged[:24].all() and not flagged[24:].any()
 
 
+def _centre_mark(dented: int):
+    """240 rows of 3 classes; probe 0 is a region without translates (the centre: the only
+    member of its family), compared with 8 columns of its area that objects knock out at
+    random (4% of (row, column)). 32 rows of class 0 carry a mark at the centre, 16 hidden
+    whole by the probe (drop 0.7), 16 partly (0.4); ``dented`` rows of each other class have
+    objects the centre dents by 0.4."""
+    rng = np.random.default_rng(3)
+    pred = np.repeat(np.arange(3), 80)
+    drop = np.where(rng.uniform(size=(240, 9)) < 0.04, 0.6, 0.0)
+    drop[:, 0] = 0.0
+    drop[:16, 0] = 0.7
+    drop[16:32, 0] = 0.4
+    drop[80 : 80 + dented, 0] = drop[160 : 160 + dented, 0] = 0.4
+    regions = S.RegionInfo([0.25] * 9, ["quarter"] + ["column wide"] * 8, np.eye(9, dtype=bool))
+    tests = S.probe_tests(drop, pred, np.unique(pred), *regions)
+    return next(t for t in tests if (t.probe, t.cls) == (0, 0)), drop, pred, regions
+
+
+def test_a_region_without_translates_goes_down_to_the_threshold_its_flags_score_best_at():
+    # 0.5 is clean (place lift 11.6 on the 16 rows hidden whole); at 0.35 the other classes'
+    # dented objects raise the place null, an upper bound here, to a place lift of 4.4, but the
+    # 16 partly hidden rows double the flags: expected F1 0.87 against 0.72
+    test, drop, pred, regions = _centre_mark(dented=4)
+    places = rules.row_places(test, drop, pred, regions, None)
+    assert places[(0.5, S.MIN_DOSE_LIFT)] >= rules.ROW_PLACE_LIFT > places[(0.35, S.MIN_DOSE_LIFT)]
+    tau, _ = rules.row_threshold(test, drop, pred, regions, None)
+    flagged = (pred == 0) & (drop[:, 0] >= tau)
+    assert tau == 0.35 and flagged[:32].all() and not flagged[32:].any()
+    # where the other classes are dented at the centre as often as the class's extra rows
+    # (place lift 1.2 at 0.35), the expected F1 keeps the clean threshold
+    test, drop, pred, regions = _centre_mark(dented=20)
+    assert rules.row_threshold(test, drop, pred, regions, None)[0] == 0.5
+
+
+def test_expected_f1_counts_the_rows_the_place_null_expects_from_objects():
+    # h hits at place lift L: h (1 - 1/L) from the mark; M the most any threshold expects
+    tests = {
+        (0.5, 1.5): S.ProbeTest(
+            0,
+            0,
+            hits=12,
+            rows=80,
+            other_hits=0,
+            other_rows=160,
+            lift=9.0,
+            p_value=1e-9,
+            place_lift=12.0,
+        ),
+        (0.35, 1.5): S.ProbeTest(
+            0,
+            0,
+            hits=19,
+            rows=80,
+            other_hits=0,
+            other_rows=160,
+            lift=9.0,
+            p_value=1e-9,
+            place_lift=6.0,
+        ),
+    }
+    m = {k: t.hits * (1 - 1 / t.place_lift) for k, t in tests.items()}
+    most = max(m.values())
+    got = rules.expected_f1(tests)
+    for k, t in tests.items():
+        assert got[k] == pytest.approx(2 * m[k] / (t.hits + most))
+    assert got[(0.35, 1.5)] > got[(0.5, 1.5)]
+
+
 def _corner_and_centre_sweep(hit_centre_mirrors: bool):
     """A 4x4 grid of cells (probe = row * 4 + col, 64 px): class 0 is knocked out at the
     central cell (1, 1) on 24 of its 80 rows; its mirror images (1, 2), (2, 1), (2, 2) knock out

@@ -35,7 +35,8 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    unprobed prediction and confidence are the audit's, from the store); a row whose
    predicted class's probability falls by at least the candidate's ``row_tau``
    (`rules.row_threshold`: 0.5, 0.35 or 0.25, the lowest at which the class's own objects
-   would give at most 1 flag in 10) is flagged ``relies on <region> (<fill>)``, score
+   would give at most 1 flag in 10; a region without translates may go lower, where the
+   flags' expected F1 is higher) is flagged ``relies on <region> (<fill>)``, score
    ``drop / row_tau``. A row less confident than a candidate's ``row_tau`` cannot fall by it,
    and a global candidate counts a row only where its probe changed it by at least its dose
    floor: the rows no candidate of their class counts are screened out first, with no
