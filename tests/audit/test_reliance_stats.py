@@ -265,30 +265,10 @@ def test_a_region_without_translates_goes_down_to_the_threshold_its_flags_score_
 
 def test_expected_f1_counts_the_rows_the_place_null_expects_from_objects():
     # h hits at place lift L: h (1 - 1/L) from the mark; M the most any threshold expects
-    tests = {
-        (0.5, 1.5): S.ProbeTest(
-            0,
-            0,
-            hits=12,
-            rows=80,
-            other_hits=0,
-            other_rows=160,
-            lift=9.0,
-            p_value=1e-9,
-            place_lift=12.0,
-        ),
-        (0.35, 1.5): S.ProbeTest(
-            0,
-            0,
-            hits=19,
-            rows=80,
-            other_hits=0,
-            other_rows=160,
-            lift=9.0,
-            p_value=1e-9,
-            place_lift=6.0,
-        ),
-    }
+    def counted(hits: int, place_lift: float) -> S.ProbeTest:
+        return S.ProbeTest(0, 0, hits, 80, 0, 160, 9.0, 1e-9, place_lift=place_lift)
+
+    tests = {(0.5, 1.5): counted(12, 12.0), (0.35, 1.5): counted(19, 6.0)}
     m = {k: t.hits * (1 - 1 / t.place_lift) for k, t in tests.items()}
     most = max(m.values())
     got = rules.expected_f1(tests)
