@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastfem.audit.reliance import rules, stats
+from fastfem.audit.reliance import rules, stats, thresholds
 from fastfem.audit.reliance.choice import Sweep, choose
 from fastfem.audit.reliance.labels import labelled_other, labels_verdict
 from fastfem.audit.reliance.probes import (
@@ -74,9 +74,11 @@ def test_a_lead_s_row_threshold_is_set_on_the_rows_it_may_flag():
     # place lift of 10; over every row the objects they half hide hold it higher
     sw, narrow, _ = _watermark_sweep()
     lead = next(t for t in sw.tests if (t.probe, t.cls) == (narrow, 1))
-    assert rules.row_threshold(lead, sw.drop, sw.pred, sw.regions, sw.dose)[0] > min(rules.ROW_TAUS)
-    tau, _ = rules.row_threshold(lead, sw.drop, sw.flaggable, sw.regions, sw.dose)
-    assert tau == min(rules.ROW_TAUS)
+    assert thresholds.row_threshold(lead, sw.drop, sw.pred, sw.regions, sw.dose)[0] > min(
+        thresholds.ROW_TAUS
+    )
+    tau, _ = thresholds.row_threshold(lead, sw.drop, sw.flaggable, sw.regions, sw.dose)
+    assert tau == min(thresholds.ROW_TAUS)
 
 
 def test_the_rows_a_lead_may_flag_are_those_labelled_another_class():
@@ -152,7 +154,7 @@ def test_with_labels_such_a_candidate_whose_flags_are_clean_flags_every_row():
     assert u.only_here and sw.by_labels(u) and sw.clean(u)
     cands, _ = choose(sw)
     assert [(c.test.probe, c.cls, c.by_labels) for c in cands] == [(narrow, 1, False)]
-    tau, _ = rules.row_threshold(cands[0].test, sw.drop, sw.pred, sw.regions, sw.dose)
+    tau, _ = thresholds.row_threshold(cands[0].test, sw.drop, sw.pred, sw.regions, sw.dose)
     flagged = (sw.pred == 1) & (sw.drop[:, narrow] >= tau)
     assert np.flatnonzero(flagged).tolist() == list(range(80, 105))
     sw, _ = _band_over_objects(labels)  # hidden (0.6), the objects would be flagged too
@@ -258,7 +260,7 @@ def test_a_band_grows_into_the_pair_that_hides_a_mark_whose_height_varies():
     (c,) = cands
     assert c.probe.region.name == "band y44-52 or band y48-56"
     assert [r.name for r in c.probe.parts] == ["band y44-52", "band y48-56"]
-    tau, _ = rules.row_threshold(c.test, sw.drop, sw.pred, sw.regions, sw.dose)
+    tau, _ = thresholds.row_threshold(c.test, sw.drop, sw.pred, sw.regions, sw.dose)
     flagged = (sw.pred == 1) & (sw.drop[:, c.test.probe] >= tau)
     assert np.flatnonzero(flagged).tolist() == list(range(80, 116))  # every marked row
 
@@ -339,7 +341,7 @@ def test_a_cell_grows_by_the_margin_over_a_mark_that_straddles_its_edge():
     assert c.probe.region.name == "cell y0-20 x44-64"  # 4 px (64 / 16) each way, clipped
     (family,) = asked  # the cells grown, once: the grown cell's translates and mirrors
     assert [q.region.kind for q in family] == ["cell grown"] * 25
-    tau, _ = rules.row_threshold(c.test, sw.drop, sw.pred, sw.regions, sw.dose)
+    tau, _ = thresholds.row_threshold(c.test, sw.drop, sw.pred, sw.regions, sw.dose)
     flagged = np.flatnonzero((sw.pred == 1) & (sw.drop[:, c.test.probe] >= tau))
     assert flagged.tolist() == list(range(80, 140))  # every marked row; the cell had 30
     cell = [p.region.name for p in sw.probes].index("cell y0-16 x48-64")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from fastfem.audit.reliance import others, rules
+from fastfem.audit.reliance import others, rules, thresholds
 from fastfem.audit.reliance import stats as S
 from fastfem.audit.reliance.labels import label_evidence, labels_confirm, labels_verdict
 
@@ -219,11 +219,11 @@ def test_the_row_threshold_follows_how_cleanly_the_probe_hides_the_mark():
     # flag none of them; the class's objects elsewhere fall by more (0.6) and no more often at
     # 0.25 than at 0.5, so the lowest threshold is clean
     test, drop, pred, regions = _partly_hidden_mark(0.3, object_drop=0.6, object_rows=0)
-    assert rules.row_threshold(test, drop, pred, regions, None) == (0.25, S.MIN_DOSE_LIFT)
+    assert thresholds.row_threshold(test, drop, pred, regions, None) == (0.25, S.MIN_DOSE_LIFT)
     # objects fall by 0.3 where hidden, in the band too (20 rows of class 0): flagging at 0.25
     # would take them with the mark's rows (place lift 8.8 < 10); 0.35 keeps the mark's rows
     test, drop, pred, regions = _partly_hidden_mark(0.4, object_drop=0.3, object_rows=20)
-    tau, _ = rules.row_threshold(test, drop, pred, regions, None)
+    tau, _ = thresholds.row_threshold(test, drop, pred, regions, None)
     assert tau == 0.35
     flagged = (pred == 0) & (drop[:, 3] >= tau)
     assert flagged[:24].all() and not flagged[24:].any()
@@ -252,15 +252,19 @@ def test_a_region_without_translates_goes_down_to_the_threshold_its_flags_score_
     # dented objects raise the place null, an upper bound here, to a place lift of 4.4, but the
     # 16 partly hidden rows double the flags: expected F1 0.87 against 0.72
     test, drop, pred, regions = _centre_mark(dented=4)
-    places = rules.row_places(test, drop, pred, regions, None)
-    assert places[(0.5, S.MIN_DOSE_LIFT)] >= rules.ROW_PLACE_LIFT > places[(0.35, S.MIN_DOSE_LIFT)]
-    tau, _ = rules.row_threshold(test, drop, pred, regions, None)
+    places = thresholds.row_places(test, drop, pred, regions, None)
+    assert (
+        places[(0.5, S.MIN_DOSE_LIFT)]
+        >= thresholds.ROW_PLACE_LIFT
+        > places[(0.35, S.MIN_DOSE_LIFT)]
+    )
+    tau, _ = thresholds.row_threshold(test, drop, pred, regions, None)
     flagged = (pred == 0) & (drop[:, 0] >= tau)
     assert tau == 0.35 and flagged[:32].all() and not flagged[32:].any()
     # where the other classes are dented at the centre as often as the class's extra rows
     # (place lift 1.2 at 0.35), the expected F1 keeps the clean threshold
     test, drop, pred, regions = _centre_mark(dented=20)
-    assert rules.row_threshold(test, drop, pred, regions, None)[0] == 0.5
+    assert thresholds.row_threshold(test, drop, pred, regions, None)[0] == 0.5
 
 
 def test_expected_f1_counts_the_rows_the_place_null_expects_from_objects():
@@ -271,7 +275,7 @@ def test_expected_f1_counts_the_rows_the_place_null_expects_from_objects():
     tests = {(0.5, 1.5): counted(12, 12.0), (0.35, 1.5): counted(19, 6.0)}
     m = {k: t.hits * (1 - 1 / t.place_lift) for k, t in tests.items()}
     most = max(m.values())
-    got = rules.expected_f1(tests)
+    got = thresholds.expected_f1(tests)
     for k, t in tests.items():
         assert got[k] == pytest.approx(2 * m[k] / (t.hits + most))
     assert got[(0.35, 1.5)] > got[(0.5, 1.5)]
@@ -345,14 +349,14 @@ def _global_mark(natural_hits: int):
 def test_a_global_candidates_dose_floor_goes_down_while_its_flags_stay_clean():
     test, drop, pred, regions, dose = _global_mark(natural_hits=0)
     assert rules.select_candidates([test], drop, pred)  # found on its strongly changed rows
-    tau, lift = rules.row_threshold(test, drop, pred, regions, dose)
+    tau, lift = thresholds.row_threshold(test, drop, pred, regions, dose)
     counted = (pred == 0) & (drop[:, 0] >= tau) & (dose[:, 0] >= S.dose_floor(dose[:, 0], lift))
-    assert lift == min(rules.ROW_DOSE_LIFTS) and counted[:24].all() and not counted[24:].any()
+    assert lift == min(thresholds.ROW_DOSE_LIFTS) and counted[:24].all() and not counted[24:].any()
     # where the class's ordinary rows fall under the fill too, the floor stops above them
     test, drop, pred, regions, dose = _global_mark(natural_hits=30)
-    tau, lift = rules.row_threshold(test, drop, pred, regions, dose)
+    tau, lift = thresholds.row_threshold(test, drop, pred, regions, dose)
     counted = (pred == 0) & (drop[:, 0] >= tau) & (dose[:, 0] >= S.dose_floor(dose[:, 0], lift))
-    assert min(rules.ROW_DOSE_LIFTS) < lift < S.MIN_DOSE_LIFT
+    assert min(thresholds.ROW_DOSE_LIFTS) < lift < S.MIN_DOSE_LIFT
     assert counted[:24].all() and not counted[24:].any()
 
 

@@ -34,7 +34,7 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    and run under that candidate's probe (one forward per candidate, two for a pair; the
    unprobed prediction and confidence are the audit's, from the store); a row whose
    predicted class's probability falls by at least the candidate's ``row_tau``
-   (`rules.row_threshold`: 0.5, 0.35 or 0.25, the lowest at which the class's own objects
+   (`thresholds.row_threshold`: 0.5, 0.35 or 0.25, the lowest at which the class's own objects
    would give at most 1 flag in 10; a region without translates may go lower, where the
    flags' expected F1 is higher) is flagged ``relies on <region> (<fill>)``, score
    ``drop / row_tau``. A row less confident than a candidate's ``row_tau`` cannot fall by it,
@@ -65,7 +65,7 @@ from fastfem.audit.detectors.summary import label_classes
 from fastfem.audit.reliance.choice import Candidate, Sweep, choose
 from fastfem.audit.reliance.members import member_pass
 from fastfem.audit.reliance.probes import HIDE_FILLS, Probe, probe_drops, probe_params, sweep_probes
-from fastfem.audit.reliance.rules import TRANSPLANT_ROWS, row_threshold
+from fastfem.audit.reliance.rules import TRANSPLANT_ROWS
 from fastfem.audit.reliance.stats import COLLAPSE_DROP, TAU, dose_floor
 from fastfem.audit.reliance.step import (
     ProbeParams,
@@ -73,6 +73,7 @@ from fastfem.audit.reliance.step import (
     make_probe_step,
     make_transplant_step,
 )
+from fastfem.audit.reliance.thresholds import row_threshold
 from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
 from fastfem.kernels.occlusion import PROPERTY_FILLS, REGION_FILLS, Region, fill_params
@@ -114,16 +115,16 @@ def sample_size(n_classes: int) -> int:
 
 def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
     """The reliance test's settings by name (recorded in the manifest)."""
-    from fastfem.audit.reliance import labels, rules, stats
+    from fastfem.audit.reliance import labels, rules, stats, thresholds
 
     auto = f"auto ({PER_CLASS} per class, {MIN_SAMPLE} to {MAX_SAMPLE})"
     return {
         "reliance_sample": auto if sample is None else sample,
         "reliance_fill": "+".join(HIDE_FILLS),
         "reliance_tau": stats.TAU,
-        "reliance_row_taus": "/".join(f"{t:g}" for t in rules.ROW_TAUS),
-        "reliance_row_place_lift": rules.ROW_PLACE_LIFT,
-        "reliance_row_dose_lifts": "/".join(f"{v:g}" for v in rules.ROW_DOSE_LIFTS),
+        "reliance_row_taus": "/".join(f"{t:g}" for t in thresholds.ROW_TAUS),
+        "reliance_row_place_lift": thresholds.ROW_PLACE_LIFT,
+        "reliance_row_dose_lifts": "/".join(f"{v:g}" for v in thresholds.ROW_DOSE_LIFTS),
         "reliance_min_hits": stats.MIN_HITS,
         "reliance_min_lift": rules.MIN_LIFT,
         "reliance_min_global_lift": rules.MIN_GLOBAL_LIFT,

@@ -24,12 +24,10 @@ from fastfem.audit.reliance.probes import (
 )
 from fastfem.audit.reliance.rules import (
     MAX_OVERLAP,
-    ROW_PLACE_LIFT,
     margin_taken,
     near_misses,
     needs_labels,
     passes,
-    row_places,
     select_candidates,
     stronger,
     sufficient,
@@ -44,6 +42,7 @@ from fastfem.audit.reliance.stats import (
     probe_tests,
     translates,
 )
+from fastfem.audit.reliance.thresholds import ROW_PLACE_LIFT, row_places
 from fastfem.kernels.occlusion import GROWN_AXES, PROPERTY_FILLS, PROPERTY_KINDS, region_margin
 
 if TYPE_CHECKING:
@@ -67,10 +66,10 @@ class Candidate:
     nonmember_mean_drop: float = 0.0
     nonmember_hits: int = 0
     #: a global probe's rows count only where it changed the image this much
-    #: (`stats.dose_floor` of the sample at `rules.row_threshold`'s lift); 0 for regions
+    #: (`stats.dose_floor` of the sample at `thresholds.row_threshold`'s lift); 0 for regions
     dose_floor: float = 0.0
     #: a member row is flagged when its class's probability falls by this much
-    #: (`rules.row_threshold`)
+    #: (`thresholds.row_threshold`)
     row_tau: float = 0.5
     #: the transplant test (`rules.sufficient`): the share of the sample's rows of other
     #: classes the region moves to the class, copied from the class's hit rows and from
@@ -225,8 +224,8 @@ class Sweep:
 
     def clean(self, t: ProbeTest) -> bool:
         """Whether ``t``'s flags over every row of its class are clean: its row threshold
-        (`rules.row_threshold`) reaches a place lift of ``rules.ROW_PLACE_LIFT`` (at most 1
-        flag in 10 expected from the class's objects the region hides)."""
+        (`thresholds.row_threshold`) reaches a place lift of ``thresholds.ROW_PLACE_LIFT``
+        (at most 1 flag in 10 expected from the class's objects the region hides)."""
         place = row_places(t, self.drop, self.pred, self.regions, self.dose)
         return max(place.values()) >= ROW_PLACE_LIFT
 

@@ -33,7 +33,7 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
                       region it grew from); null otherwise
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
                       knocked out by each single fill (evidence)
-    row_tau           float64  the drop that flags a member row (`rules.row_threshold`);
+    row_tau           float64  the drop that flags a member row (`thresholds.row_threshold`);
                                null for a near miss (its rows are not tested)
     member_rows, member_hits, member_mean_drop         every row of the class (stage 3; 0 for
                                                         a near miss)
