@@ -113,7 +113,7 @@ def spray_scores(store: Path, marked: np.ndarray, relied: np.ndarray) -> dict[st
 #: The columns of ``reliance.parquet`` kept per candidate in the results' JSON.
 EVIDENCE = (
     "status predicted_class region fill lift place_lift collapse transplant transplant_null "
-    "label_other label_other_rest flagged same_rows_region"
+    "label_other label_other_rest flagged same_rows_region places"
 )
 
 
@@ -293,7 +293,9 @@ def found_text(row: dict) -> str:
     """The reliance test's findings (its confirmed candidates, as the summary line words
     them), then its near misses (`near_miss_text`)."""
     found = [
-        f"class {c['predicted_class']} relies on {c['region']} ({c['fill']}): {c['flagged']} rows"
+        f"class {c['predicted_class']} relies on {c['region']} ({c['fill']})"
+        + (f", where {c['places']} lies" if c.get("places") else "")  # a global's place
+        + f": {c['flagged']} rows"
         for c in row.get("candidates", [])
         if c.get("status", "confirmed") == "confirmed"
     ]

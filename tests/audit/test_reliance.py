@@ -752,7 +752,7 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
     assert "screened out by confidence or dose" in summary.reliance, summary.reliance
     # a store written before the place columns existed still shows its candidates
     path = tmp_path / "screened" / RELIANCE_FILE
-    old = pq.read_table(path).drop_columns(["same_rows_region", "same_rows_overlap"])
+    old = pq.read_table(path).drop_columns(["same_rows_region", "same_rows_overlap", "places"])
     pq.write_table(old, path)
     html = write_report(tmp_path / "screened").read_text()
     assert "Class 0 relies on whole image" in html and "No reliance test" not in html
@@ -763,6 +763,13 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
     pq.write_table(placed.append_column("same_rows_overlap", pa.array([0.9] * n)), path)
     html = write_report(tmp_path / "screened").read_text()
     assert "knocks out most nearly the same sampled rows" in html and "band y24-32 (90%)" in html
+    # one written before `places` existed reads too; a region placing a global candidate
+    # (`Sweep.place`) names it in its block
+    placed = pq.read_table(path)
+    pq.write_table(placed.append_column("places", pa.array(["whole image (no red)"] * n)), path)
+    html = write_report(tmp_path / "screened").read_text()
+    assert "the global candidate this region places" in html
+    assert "whole image (no red)" in html and "knocks out most nearly" not in html
     monkeypatch.setattr(M, "screen", lambda runner, batches, *a: batches)  # every row runs
     every = audit(images, model, out=tmp_path / "every", reliance_sample=192)
     assert "screened out" not in every.reliance

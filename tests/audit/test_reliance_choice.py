@@ -22,18 +22,24 @@ from fastfem.audit.reliance.probes import (
 from fastfem.kernels.occlusion import FILLS, region_family
 
 
+def _background(seed: int) -> tuple[list[Probe], list[str], np.ndarray, np.ndarray]:
+    """The real 64 px probe family (its probes and their names), 320 rows of 4 classes (80
+    each) and their drops: 0.6 on 1% of (row, probe) pairs at random, else 0."""
+    probes = sweep_probes(64, 64)
+    rng = np.random.default_rng(seed)
+    drop = np.where(rng.uniform(size=(320, len(probes))) < 0.01, 0.6, 0.0)
+    return probes, [p.name for p in probes], np.repeat(np.arange(4), 80), drop
+
+
 def _watermark_sweep(labelled: bool = True) -> tuple[Sweep, int, int]:
     """A sweep of 320 rows (4 classes) on the real 64 px probe family: class 1's first 40
     rows are images of other classes a mark moved to it, its height varying — the band y48-56
     hides it on 20 of them and half hides it on 8 more (a drop of 0.3), the band y40-56 hides
     it on 35. Every wide band also hides the class's own objects on 30 of its other rows,
     every other narrow band half hides them on 8. Returns the sweep and the two probes."""
-    probes = sweep_probes(64, 64)
-    names = [p.name for p in probes]
+    probes, names, pred, drop = _background(3)
+    rng = np.random.default_rng(30)
     narrow, wide = names.index("band y48-56 (inpaint)"), names.index("band y40-56 (inpaint)")
-    rng = np.random.default_rng(3)
-    pred = np.repeat(np.arange(4), 80)
-    drop = np.where(rng.uniform(size=(320, len(probes))) < 0.01, 0.6, 0.0)
     mine = np.flatnonzero(pred == 1)
     labels = pred.copy()
     labels[mine[:40]] = rng.choice([0, 2, 3], 40)
@@ -422,6 +428,91 @@ def test_a_colour_lead_on_part_of_its_class_flags_every_row_unless_the_labels_sp
     assert cands == [] and [(m.test.probe, m.cls) for m in misses] == [(red, 1)]
 
 
+def _stamp_over_objects(own_objects: int = 0) -> tuple[_Enough, int, int]:
+    """Real 64 px probe family: a red stamp over the centre on class 1's rows 80-112 (images
+    of other classes it moved to the class); `no red` knocks out 25 of them (80-104), hiding
+    the centre all 33, and the objects of every other class on 36 of their 80 rows (they sit
+    at the centre), so the centre is no candidate by itself; ``own_objects`` of class 1's
+    unstamped rows are knocked out at the centre too."""
+    probes, names, pred, drop = _background(4)
+    rng = np.random.default_rng(40)
+    red, centre = names.index("whole image (no red)"), names.index("centre (inpaint)")
+    dose = np.full_like(drop, 0.05)
+    drop[80:160] = 0.0
+    drop[80:105, red], dose[80:105, red] = 0.8, 1.0
+    drop[80:113, centre] = 0.7
+    drop[113 : 113 + own_objects, centre] = 0.7
+    for k in (0, 2, 3):
+        drop[k * 80 + rng.choice(80, 36, replace=False), centre] = 0.7
+    sw = _Enough(None, np.zeros((320, 1)), probes, pred, drop, dose)
+    return sw, red, centre
+
+
+def test_a_region_that_knocks_out_a_global_candidate_s_rows_places_it():
+    # the centre hides the other classes' objects as often as the stamp: lift < 2.5, no
+    # candidate; but it knocks out every row `no red` does and few of the class's others
+    # (8 of 55, the stamped rows the colour missed): contrast (1 / (9 / 57)) = 6.3; tested
+    # beside the colour, flagging at the ground truth's 0.5
+    sw, red, centre = _stamp_over_objects()
+    t = next(u for u in sw.tests if (u.probe, u.cls) == (centre, 1))
+    assert t.lift < rules.MIN_LIFT
+    cands, misses = choose(sw)
+    assert [(c.test.probe, c.cls, c.places) for c in cands] == [
+        (red, 1, ""),
+        (centre, 1, "whole image (no red)"),
+    ]
+    assert centre not in [m.test.probe for m in misses]
+    hit = (sw.pred == 1) & (sw.drop[:, red] >= stats.TAU)
+    rest = (sw.pred == 1) & ~hit
+    assert rules.places(hit, sw.drop[:, centre] >= stats.COLLAPSE_DROP, rest) == 1 / (9 / 57)
+    from fastfem.audit.reliance import RelianceResult
+    from fastfem.audit.run import describe_reliance
+
+    line = describe_reliance(RelianceResult(candidates=cands, candidate=[0, 1, 1], probes=92))
+    assert "relies on centre (inpaint), where whole image (no red) lies: 2 rows" in line, line
+
+
+def test_no_region_places_a_global_candidate_whose_class_it_hides_as_well():
+    # the centre hides class 1's own objects on 20 of its 55 other rows too: contrast
+    # 1 / (29 / 57) = 2.0 < 2.5; a region that covers less than 0.8 of the colour's rows
+    # (none here but the centre covers them) places nothing either
+    sw, red, _ = _stamp_over_objects(own_objects=20)
+    cands, _ = choose(sw)
+    assert [(c.test.probe, c.places) for c in cands] == [(red, "")]
+    hit = (sw.pred == 1) & (sw.drop[:, red] >= stats.TAU)
+    rest = (sw.pred == 1) & ~hit
+    partial = np.zeros(len(hit), bool)
+    partial[80:99] = True  # 19 of the 25
+    assert rules.places(hit, partial, rest) == 0.0
+    partial[99] = True  # 20 of 25: the cover floor
+    assert rules.places(hit, partial, rest) == 0.8 / (1 / 57)
+
+
+def test_with_labels_a_region_places_a_lead_against_the_class_s_own_images():
+    # the stamped rows (80-112) are labelled other classes: the colour is a lead the labels
+    # confirm, flagging only those. Among them `no red` knocks out 25 and the centre all 33:
+    # counted against the class's other rows, the 8 the colour missed would count against
+    # the centre; the labels give the null, the class's rows labelled the class (the centre
+    # knocks out none of the 47): placed. Where it knocks out 20 of them too, not.
+    labels = np.repeat(np.arange(4), 80)
+    labels[80:113] = np.resize([0, 2, 3], 33)
+    for own_objects, placed in ((0, True), (20, False)):
+        sw, red, centre = _stamp_over_objects(own_objects)
+        sw = _Enough(
+            None,
+            sw.x,
+            sw.probes[: sw.swept],
+            sw.pred,
+            sw.drop[:, : sw.swept],
+            sw.dose[:, : sw.swept],
+            labels=labels,
+        )
+        cands, _ = choose(sw)
+        got = [(c.test.probe, c.by_labels, c.places) for c in cands]
+        want = [(red, True, "")] + [(centre, True, "whole image (no red)")] * placed
+        assert got == want, got
+
+
 def test_a_global_candidate_names_the_region_that_knocks_out_the_same_rows():
     """A 1 px line of class 2 at row 30 (rows 160-199 rely on it): the 3x3 median and the
     bands that hold row 30 knock out those rows; the median's place is the band with the
@@ -448,11 +539,21 @@ def test_a_global_candidate_names_the_region_that_knocks_out_the_same_rows():
     assert overlap == 1.0
     assert sw.same_rows(next(u for u in sw.tests if (u.probe, u.cls) == (lowpass, 3))) is None
     assert sw.same_rows(next(u for u in sw.tests if u.probe != median and u.cls == 2)) is None
-    cands, _ = choose(sw)  # the bands repeat the median's rows: the same finding
-    assert sorted((c.probe.name, c.cls, c.same_rows_region) for c in cands) == [
-        ("whole image (lowpass)", 3, ""),
-        ("whole image (median)", 2, region),
+    # the bands repeat the median's rows: the same finding, no candidate by itself; the
+    # narrowest of them places the median (`Sweep.place`), tested beside it
+    cands, _ = choose(sw)
+    got = sorted((c.probe.name, c.cls, c.same_rows_region, c.places) for c in cands)
+    narrowest = got[0][0]
+    assert got == [
+        (narrowest, 2, "", "whole image (median)"),
+        ("whole image (lowpass)", 3, "", ""),
+        ("whole image (median)", 2, region, ""),
     ]
+    placing = next(p.region for p in probes if p.name == narrowest)
+    assert placing.kind == "band" and placing.box[1] <= 30 < placing.box[3]
+    assert placing.mask.sum() == min(
+        p.region.mask.sum() for p in probes if p.region.kind.startswith("band")
+    )
     # the summary line names the median's place, the texture's none
     from fastfem.audit.reliance import RelianceResult
     from fastfem.audit.run import describe_reliance

@@ -109,3 +109,7 @@ def test_the_readme_table_is_rewritten_between_its_markers(tmp_path):
         "class 0 relies on band y24-40 (inpaint): 52 rows; "
         "near miss, class 2 band y40-56 (inpaint): place lift 2.42 < 2.5"
     )
+    placing = found | {"region": "centre", "places": "whole image (no red)", "flagged": 30}
+    assert found_text({"candidates": [placing]}) == (
+        "class 0 relies on centre (inpaint), where whole image (no red) lies: 30 rows"
+    )

@@ -29,7 +29,11 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    every region fill (mean, blur, noise) on the sample, each fill's hit rate kept as evidence
    (`fill_effects`; the candidate keeps its own fill). The *near misses*
    (`rules.near_misses`: close to every rule, or needed but not enough) are reported beside
-   them with their transplant test (regions), never flagged.
+   them with their transplant test (regions), never flagged. A global candidate is *placed*
+   by a region of its class that lowers by 0.5 most of the rows it knocks out and few of the
+   class's others, and is enough (`choice.Sweep.place`, `rules.places`): a stamp whose
+   colour a hue probe takes away, which the region hides whole; that region is tested
+   beside it, flagging at 0.5.
 3. **Every row** (streaming; `members`): each row predicted a candidate's class is read again
    and run under that candidate's probe (one forward per candidate, two for a pair; the
    unprobed prediction and confidence are the audit's, from the store); a row whose
@@ -319,7 +323,10 @@ def reliance_test(
     cands, misses = choose(sw)
     for c in cands:
         judged = sw.flaggable if c.by_labels else pred  # the rows it may flag
-        c.row_tau, lift = row_threshold(c.test, sw.drop, judged, sw.regions, sw.dose)
+        if c.places:  # a region placing a global candidate: the ground truth's change
+            c.row_tau = COLLAPSE_DROP
+        else:
+            c.row_tau, lift = row_threshold(c.test, sw.drop, judged, sw.regions, sw.dose)
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)

@@ -23,11 +23,14 @@ from fastfem.audit.reliance.probes import (
     region_overlaps,
 )
 from fastfem.audit.reliance.rules import (
+    MAX_CANDIDATES,
     MAX_OVERLAP,
+    MIN_LIFT,
     margin_taken,
     near_misses,
     needs_labels,
     passes,
+    places,
     select_candidates,
     stronger,
     sufficient,
@@ -35,9 +38,12 @@ from fastfem.audit.reliance.rules import (
     widest_extent,
 )
 from fastfem.audit.reliance.stats import (
+    COLLAPSE_DROP,
+    MIN_DOSE_LIFT,
     TAU,
     ProbeTest,
     RegionInfo,
+    dose_floor,
     only_here_hits,
     probe_tests,
     translates,
@@ -47,6 +53,11 @@ from fastfem.kernels.occlusion import GROWN_AXES, PROPERTY_FILLS, PROPERTY_KINDS
 
 if TYPE_CHECKING:
     from fastfem.audit.reliance import ProbeRunner
+
+
+#: The regions that place a global candidate asked the transplant test, largest contrast first
+#: (`Sweep.place`: each costs two forwards per transplanted row).
+MAX_PLACES_TRIED = 3
 
 
 @dataclass
@@ -91,6 +102,9 @@ class Candidate:
     #: and the overlap of the two sets of rows (Jaccard); "" and NaN where none
     same_rows_region: str = ""
     same_rows_overlap: float = float("nan")
+    #: a region that places a global candidate (`Sweep.place`): that candidate's probe name,
+    #: tested beside it and flagging rows it lowers by ``stats.COLLAPSE_DROP``; "" otherwise
+    places: str = ""
 
 
 @dataclass
@@ -252,6 +266,31 @@ class Sweep:
                 best = (self.probes[u.probe].region.name, float(overlap))
         return best
 
+    def place(self, t: ProbeTest, lead: bool = False) -> ProbeTest | None:
+        """For a global candidate ``t``, the swept region of its class that places it
+        (`rules.places`: the rows it lowers by ``COLLAPSE_DROP`` against ``t``'s hit rows and
+        the class's other rows; for a ``lead`` the labels confirmed, its hit rows among those
+        it may flag, `flaggable`, against the class's rows labelled the class) with the
+        largest contrast, at least ``rules.MIN_LIFT`` (ties: the smallest region), that
+        passes the transplant test (`enough`); None for a region, or where none does."""
+        if self.probes[t.probe].region.kind != "image":
+            return None
+        mine = self.pred == t.cls
+        may = mine & (self.flaggable == t.cls) if lead else mine
+        dose = self.dose[:, t.probe]
+        hit = may & (self.drop[:, t.probe] >= TAU) & (dose >= dose_floor(dose, MIN_DOSE_LIFT))
+        rest = mine & (self.labels == t.cls) if lead else mine & ~hit
+        scored = []
+        for u in self.tests:
+            if u.cls == t.cls and self.probes[u.probe].region.kind != "image":
+                contrast = places(hit, self.drop[:, u.probe] >= COLLAPSE_DROP, rest)
+                if contrast >= MIN_LIFT:  # ties: the smallest region, the most specific
+                    scored.append((-contrast, self.regions.areas[u.probe], u.probe, u))
+        for *_, u in sorted(scored, key=lambda s: s[:3])[:MAX_PLACES_TRIED]:
+            if self.enough(u):
+                return u
+        return None
+
     def by_labels(self, t: ProbeTest) -> bool | None:
         """The labels' word on the lead ``t`` (`labels.labels_verdict`: True where they
         confirm it, False where they disown it, None where they say nothing; the shares
@@ -304,12 +343,24 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
             found.append(wide)
             if lead:
                 on_labels[wide.probe, wide.cls] = (t.probe, t.cls)
-    near = near_misses(tests, [*taken, *found], sw.drop, pred, n_tests, sw.colour)
+    # a region that places a global candidate (`Sweep.place`) is tested beside it
+    placed: list[tuple[ProbeTest, ProbeTest]] = []  # (region, the global candidate)
+    for t in found:
+        lead = on_labels.get((t.probe, t.cls))
+        u = sw.place(t, lead is not None)
+        if u is not None and u not in found and len(found) + len(placed) < MAX_CANDIDATES:
+            placed.append((u, t))
+            if lead:
+                on_labels[u.probe, u.cls] = lead
+    regions = [u for u, _ in placed]
+    near = near_misses(tests, [*taken, *found, *regions], sw.drop, pred, n_tests, sw.colour)
     for t in near:  # near misses are few: is the region enough by itself? the labels?
         if (t.probe, t.cls) not in sw.moved:
             sw.enough(t)
         sw.by_labels(t)
-    cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found]
+    cands = [Candidate(sw.probes[t.probe], t.cls, t) for t in found] + [
+        Candidate(sw.probes[u.probe], u.cls, u, places=sw.probes[t.probe].name) for u, t in placed
+    ]
     misses = [
         Candidate(
             sw.probes[t.probe],

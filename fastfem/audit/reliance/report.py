@@ -68,8 +68,18 @@ _SAME_ROWS = """
 <td>{region} ({overlap:.0%})</td></tr>"""
 
 
-def _same_rows(region: str | None, overlap: float | None) -> Markup | str:
-    """A global candidate's place row (`choice.Sweep.same_rows`), else nothing."""
+_PLACES = """
+<tr><th>what: the global candidate this region places (it knocks out most of that one's rows,
+few of the class's others)</th><td>{places}</td></tr>"""
+
+
+def _same_rows(
+    region: str | None, overlap: float | None, places: str | None = None
+) -> Markup | str:
+    """A global candidate's place row (`choice.Sweep.same_rows`), or the global candidate a
+    region places (`choice.Sweep.place`), else nothing."""
+    if places:
+        return render(_PLACES, places=places)
     if not region:
         return ""
     return render(_SAME_ROWS, region=region, overlap=overlap)
@@ -134,7 +144,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 nrows=t["nonmember_rows"],
                 flagged=t["flagged"],
                 labels=_labels(t["label_other"], t["label_other_rest"]),
-                where=_same_rows(t["same_rows_region"], t["same_rows_overlap"]),
+                where=_same_rows(t["same_rows_region"], t["same_rows_overlap"], t["places"]),
                 ids=_ids(flags, t["region"]) if "region" in flags else "",
             )
         )

@@ -43,8 +43,11 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
                       sample shows one: the region, passing every rule itself, that knocks
                       out most nearly the same sampled rows of the class, and the Jaccard
                       overlap of the two (`choice.Sweep.same_rows`; >= 0.5); null otherwise
+    places            string   a region that places a global candidate (`choice.Sweep.place`):
+                               that candidate's probe, e.g. "whole image (no red)"; null
+                               otherwise
 
-A store written before the last two columns existed reads as if they were null.
+A store written before the last columns existed (`ADDED_COLUMNS`) reads as if they were null.
 """
 
 from __future__ import annotations
@@ -96,23 +99,28 @@ def reliance_schema():
             f("flagged", pa.int64(), nullable=False),
             f("same_rows_region", pa.string(), nullable=True),
             f("same_rows_overlap", pa.float64(), nullable=True),
+            f("places", pa.string(), nullable=True),
         ]
     )
 
 
-#: The columns added last: a store written before them reads as if they were null.
-ADDED_COLUMNS: tuple[str, ...] = ("same_rows_region", "same_rows_overlap")
+#: The columns added last, oldest first: a store written before some of them reads as if
+#: they were null.
+ADDED_COLUMNS: tuple[str, ...] = ("same_rows_region", "same_rows_overlap", "places")
 
 
 def as_current(table: dict[str, list] | None) -> dict[str, list] | None:
     """``reliance.parquet`` read as a dict of columns, in the current schema: one written
-    before `ADDED_COLUMNS` gets them as nulls; None for any other set of columns."""
+    before some of `ADDED_COLUMNS` (its columns the current ones up to one of them) gets
+    those as nulls; None for any other set of columns."""
     names = reliance_schema().names
     if table is None:
         return None
-    if list(table) == [n for n in names if n not in ADDED_COLUMNS]:
+    given = list(table)
+    missing = names[len(given) :]
+    if given == names[: len(given)] and set(missing) <= set(ADDED_COLUMNS):
         rows = len(table["candidate"])
-        table = {**table, **{n: [None] * rows for n in ADDED_COLUMNS}}
+        table = {**table, **{n: [None] * rows for n in missing}}
     return table if list(table) == names else None
 
 
@@ -157,6 +165,7 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "flagged": sum(1 for j in result.candidate if j == k),
             "same_rows_region": c.same_rows_region or None,
             "same_rows_overlap": _nullable(c.same_rows_overlap),
+            "places": c.places or None,
         }
         for n in names:
             cols[n].append(row[n])
