@@ -472,6 +472,21 @@ def test_a_region_that_knocks_out_a_global_candidate_s_rows_places_it():
     assert "relies on centre (inpaint), where whole image (no red) lies: 2 rows" in line, line
 
 
+def test_a_region_that_places_two_global_candidates_is_tested_once():
+    # the stamp red on rows 80-94 (`no red` knocks them out) and grainy on rows 95-112 (the
+    # median does): two global candidates of class 1, the centre places both, tested once
+    sw, red, centre = _stamp_over_objects()
+    median = [p.name for p in sw.probes].index("whole image (median)")
+    drop, dose = sw.drop[:, : sw.swept].copy(), sw.dose[:, : sw.swept].copy()
+    drop[95:105, red], dose[95:105, red] = 0.0, 0.05
+    drop[95:113, median], dose[95:113, median] = 0.8, 1.0
+    sw = _Enough(None, sw.x, sw.probes[: sw.swept], sw.pred, drop, dose)
+    cands, _ = choose(sw)
+    got = sorted((c.test.probe, c.places) for c in cands)
+    assert got == sorted([(red, ""), (median, ""), (centre, cands[-1].places)]), got
+    assert cands[-1].places in ("whole image (no red)", "whole image (median)")
+
+
 def test_no_region_places_a_global_candidate_whose_class_it_hides_as_well():
     # the centre hides class 1's own objects on 20 of its 55 other rows too: contrast
     # 1 / (29 / 57) = 2.0 < 2.5; a region that covers less than 0.8 of the colour's rows

@@ -348,7 +348,8 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     for t in found:
         lead = on_labels.get((t.probe, t.cls))
         u = sw.place(t, lead is not None)
-        if u is not None and u not in found and len(found) + len(placed) < MAX_CANDIDATES:
+        taken_regions = [*found, *(v for v, _ in placed)]  # one region may place two
+        if u is not None and u not in taken_regions and len(taken_regions) < MAX_CANDIDATES:
             placed.append((u, t))
             if lead:
                 on_labels[u.probe, u.cls] = lead
