@@ -39,11 +39,10 @@ from fastfem.audit.reliance.rules import (
 )
 from fastfem.audit.reliance.stats import (
     COLLAPSE_DROP,
-    MIN_DOSE_LIFT,
     TAU,
     ProbeTest,
     RegionInfo,
-    dose_floor,
+    hit_rows,
     only_here_hits,
     probe_tests,
     translates,
@@ -277,8 +276,7 @@ class Sweep:
             return None
         mine = self.pred == t.cls
         may = mine & (self.flaggable == t.cls) if lead else mine
-        dose = self.dose[:, t.probe]
-        hit = may & (self.drop[:, t.probe] >= TAU) & (dose >= dose_floor(dose, MIN_DOSE_LIFT))
+        hit = may & hit_rows(t, self.drop, self.pred, self.dose)
         rest = mine & (self.labels == t.cls) if lead else mine & ~hit
         scored = []
         for u in self.tests:
@@ -346,10 +344,12 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     # a region that places a global candidate (`Sweep.place`) is tested beside it
     placed: list[tuple[ProbeTest, ProbeTest]] = []  # (region, the global candidate)
     for t in found:
+        tested = [*found, *(v for v, _ in placed)]  # one region may place two
+        if len(tested) >= MAX_CANDIDATES:  # no room: no transplant test run for nothing
+            break
         lead = on_labels.get((t.probe, t.cls))
         u = sw.place(t, lead is not None)
-        taken_regions = [*found, *(v for v, _ in placed)]  # one region may place two
-        if u is not None and u not in taken_regions and len(taken_regions) < MAX_CANDIDATES:
+        if u is not None and u not in tested:
             placed.append((u, t))
             if lead:
                 on_labels[u.probe, u.cls] = lead

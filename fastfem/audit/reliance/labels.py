@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastfem.audit.reliance.stats import TAU, ProbeTest, dose_floor
+from fastfem.audit.reliance.stats import ProbeTest, hit_rows
 
 #: A lead is a candidate when the audit has labels and at least this share of its hit rows
 #: are labelled another class than the one they are predicted ...
@@ -48,9 +48,7 @@ def label_evidence(
     over the rows with a label (``labels`` (N,): each sampled row's label's class, -1 without
     one; NaN where none has one)."""
     mine = (pred == t.cls) & (labels >= 0)
-    hits = mine & (drop[:, t.probe] >= TAU)
-    if dose is not None:
-        hits &= dose[:, t.probe] >= dose_floor(dose[:, t.probe])
+    hits = mine & hit_rows(t, drop, pred, dose)
     rest = mine & ~hits
     other = labels != t.cls
     share = float(np.mean(other[hits])) if hits.any() else float("nan")

@@ -417,6 +417,18 @@ def dose_floor(dose: np.ndarray, lift: float = MIN_DOSE_LIFT) -> float:
     return lift * float(np.mean(dose))
 
 
+def hit_rows(
+    t: ProbeTest, drop: np.ndarray, pred: np.ndarray, dose: np.ndarray | None = None
+) -> np.ndarray:
+    """(S,) the sampled rows the test ``t`` counts as hits: the rows of its class (``pred``)
+    its probe knocks out (``drop`` (S, P) ``>= TAU``), a global probe's (``dose`` (S, P)
+    given) only its dosed rows (`global_test`)."""
+    hits = (pred == t.cls) & (drop[:, t.probe] >= TAU)
+    if dose is not None:
+        hits &= dose[:, t.probe] >= dose_floor(dose[:, t.probe])
+    return hits
+
+
 def global_test(
     p: int,
     cls: int,
