@@ -350,14 +350,21 @@ def results_suffix(split: str, labels: bool) -> str:
 
 
 def write_results(
-    results: list[dict], out: Path, split: str, readme: bool, labels: bool = False
+    results: list[dict],
+    out: Path,
+    split: str,
+    readme: bool,
+    labels: bool = False,
+    command: str | None = None,
 ) -> str:
     """``out/shortcuts[-split][-labels].{json,md}`` and, for a whole test-split run without
-    labels, the README's table."""
+    labels, the README's table; the JSON's ``command`` is this process's (default) or the
+    ``command`` given (a table regenerated keeps the command that measured its rows)."""
     suffix = results_suffix(split, labels)
     out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(sys.argv) if command is None else command
     (out / f"shortcuts{suffix}.json").write_text(
-        json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1, default=str)
+        json.dumps({"command": command, "results": results}, indent=1, default=str)
     )
     table = markdown_table(results)
     (out / f"shortcuts{suffix}.md").write_text(table)
@@ -398,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.table_only:
         suffix = results_suffix(args.split, args.labels)
-        results = json.loads((args.out / f"shortcuts{suffix}.json").read_text())["results"]
-        print(write_results(results, args.out, args.split, whole, args.labels))
+        stored = json.loads((args.out / f"shortcuts{suffix}.json").read_text())
+        results, command = stored["results"], stored.get("command")
+        print(write_results(results, args.out, args.split, whole, args.labels, command))
         return 0
     if args.cost:
         name = (args.only or ["watermark@middle"])[0]

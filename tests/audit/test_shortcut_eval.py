@@ -113,3 +113,20 @@ def test_the_readme_table_is_rewritten_between_its_markers(tmp_path):
     assert found_text({"candidates": [placing]}) == (
         "class 0 relies on centre (inpaint), where whole image (no red) lies: 30 rows"
     )
+
+
+def test_a_regenerated_table_keeps_the_command_that_measured_its_rows(tmp_path):
+    import json
+
+    from benchmarks.shortcuts import main
+
+    row = {"base": "shapes", "config": "none", "candidates": [], "reliance": "0 candidates"}
+    control = {"flagged": 0, "rows": 512, "flag_rate": 0.0}
+    row |= {"fastfem": control, "maps_only": control, "reliance_only": control}
+    command = "benchmarks/shortcuts.py --split holdout; a row rerun with --only"
+    stored = tmp_path / "shortcuts-holdout.json"
+    stored.write_text(json.dumps({"command": command, "results": [row]}))
+    assert main(["--table-only", "--split", "holdout", "--out", str(tmp_path)]) == 0
+    assert json.loads(stored.read_text()) == {"command": command, "results": [row]}
+    table = (tmp_path / "shortcuts-holdout.md").read_text()
+    assert "| shapes | none (control) |" in table and "flags 0 of 512" in table

@@ -131,6 +131,7 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         "reliance_row_dose_lifts": "/".join(f"{v:g}" for v in thresholds.ROW_DOSE_LIFTS),
         "reliance_min_hits": stats.MIN_HITS,
         "reliance_min_lift": rules.MIN_LIFT,
+        "reliance_min_colour_lift": rules.MIN_COLOUR_LIFT,
         "reliance_min_global_lift": rules.MIN_GLOBAL_LIFT,
         "reliance_min_collapse": f"{rules.MIN_COLLAPSE:.3g} at {stats.COLLAPSE_DROP:g}",
         "reliance_min_transplant": f"+{rules.MIN_TRANSPLANT:g} and {rules.MIN_TRANSPLANT_LIFT:g}x",
