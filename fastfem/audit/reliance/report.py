@@ -73,9 +73,7 @@ _PLACES = """
 few of the class's others)</th><td>{places}</td></tr>"""
 
 
-def _same_rows(
-    region: str | None, overlap: float | None, places: str | None = None
-) -> Markup | str:
+def _where(region: str | None, overlap: float | None, places: str | None = None) -> Markup | str:
     """A global candidate's place row (`choice.Sweep.same_rows`), or the global candidate a
     region places (`choice.Sweep.place`), else nothing."""
     if places:
@@ -144,7 +142,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 nrows=t["nonmember_rows"],
                 flagged=t["flagged"],
                 labels=_labels(t["label_other"], t["label_other_rest"]),
-                where=_same_rows(t["same_rows_region"], t["same_rows_overlap"], t["places"]),
+                where=_where(t["same_rows_region"], t["same_rows_overlap"], t["places"]),
                 ids=_ids(flags, t["region"]) if "region" in flags else "",
             )
         )

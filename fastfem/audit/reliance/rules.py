@@ -211,7 +211,7 @@ def rule_margins(
     collapse, a global probe's dose lift, and the significance ``-log10 p`` against
     ``-log10(ALPHA / n_tests)`` (Bonferroni over the ``n_tests`` tests). A rule that does
     not apply has value inf."""
-    is_global = t.dose_lift != float("inf") and not colour
+    is_global = t.dose_lift != float("inf")  # a dose measured: a global probe
     lift_floor = max(MIN_GLOBAL_LIFT, MIN_LIFT) if is_global else MIN_LIFT
     return {
         "hits": (float(t.hits), float(MIN_HITS)),
