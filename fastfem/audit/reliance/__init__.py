@@ -68,8 +68,9 @@ from fastfem.audit.batches import RecordBatcher
 from fastfem.audit.detectors.summary import label_classes
 from fastfem.audit.reliance.choice import Candidate, Sweep, choose
 from fastfem.audit.reliance.members import member_pass
+from fastfem.audit.reliance.peaks import has_peaks, peak_candidates, row_peaks
 from fastfem.audit.reliance.probes import HIDE_FILLS, Probe, probe_drops, probe_params, sweep_probes
-from fastfem.audit.reliance.rules import TRANSPLANT_ROWS
+from fastfem.audit.reliance.rules import MAX_CANDIDATES, TRANSPLANT_ROWS
 from fastfem.audit.reliance.stats import COLLAPSE_DROP, TAU, dose_floor
 from fastfem.audit.reliance.step import (
     ProbeParams,
@@ -231,24 +232,36 @@ class ProbeRunner:
         moved = (_concat(outs, "rise") >= COLLAPSE_DROP) | _concat(outs, "turned").astype(bool)
         return float(np.mean(moved[:take])), float(np.mean(moved[take:]))
 
-    def even_batches(self, x: np.ndarray) -> tuple[list, int]:
-        """The in-memory images ``x`` cut into as few host batches as the full device batch
-        needs, of equal size (320 rows at a batch of 256: two of 160, not 256 and 64 padded to
-        256: every probe is a forward pass of the padded batch), and that size."""
+    def even_batches(self, x: np.ndarray, peaks: np.ndarray | None = None) -> tuple[list, int]:
+        """The in-memory images ``x`` (and their map ``peaks``, given) cut into as few host
+        batches as the full device batch needs, of equal size (320 rows at a batch of 256: two
+        of 160, not 256 and 64 padded to 256: every probe is a forward pass of the padded
+        batch), and that size."""
         full = self.plan.explainer.device_batch()
         size = -(-len(x) // -(-len(x) // full)) if len(x) else full
-        return [{"x": x[i : i + size]} for i in range(0, len(x), size)], size
+        cut = range(0, len(x), size)
+        if peaks is None:
+            return [{"x": x[i : i + size]} for i in cut], size
+        return [{"x": x[i : i + size], "peak": peaks[i : i + size]} for i in cut], size
 
 
 def _concat(outs: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
     return np.concatenate([o[key] for o in outs]) if outs else np.zeros((0,))
 
 
-def sweep(runner: ProbeRunner, x: np.ndarray, probes: list[Probe], fills: Any, doses=None):
+def sweep(
+    runner: ProbeRunner,
+    x: np.ndarray,
+    probes: list[Probe],
+    fills: Any,
+    doses=None,
+    peaks: np.ndarray | None = None,
+):
     """``(pred (S,), drop (S, P))`` of the sample's images ``x`` under ``probes``; with a list
-    ``doses``, the (S, P) doses (how much each probe changed each image) are appended to it."""
+    ``doses``, the (S, P) doses (how much each probe changed each image) are appended to it;
+    ``peaks`` (S, 2): the rows' map peaks, for a probe that follows them (`peaks`)."""
     params, owner = probe_params(probes, fills)
-    even, size = runner.even_batches(x)
+    even, size = runner.even_batches(x, peaks)
     outs = list(runner.run(even, params, size))
     pred = _concat(outs, "prediction")
     if doses is not None:
@@ -265,14 +278,21 @@ def pixel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fill_effects(
-    runner: ProbeRunner, x: np.ndarray, cand: Candidate, pred: np.ndarray, fills: Any
+    runner: ProbeRunner,
+    x: np.ndarray,
+    cand: Candidate,
+    pred: np.ndarray,
+    fills: Any,
+    peaks: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The hit rate of ``cand``'s class's sampled rows with its region hidden by each single
-    region fill (evidence: which ways of hiding it matter); only those rows are run."""
+    region fill (evidence: which ways of hiding it matter); only those rows are run
+    (``peaks``: the sample's map peaks, for the probe that follows them)."""
     if cand.probe.region.kind == "image":
         return {cand.probe.fills[0]: cand.test.rate}
     probes = [dataclasses.replace(cand.probe, fills=(f,)) for f in REGION_FILLS]
-    _, drop = sweep(runner, x[pred == cand.cls], probes, fills)
+    mine = pred == cand.cls
+    _, drop = sweep(runner, x[mine], probes, fills, peaks=None if peaks is None else peaks[mine])
     return {f: float(np.mean(drop[:, j] >= TAU)) for j, f in enumerate(REGION_FILLS)}
 
 
@@ -331,12 +351,19 @@ def reliance_test(
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)
+    followed = sample_labels is not None and has_peaks(rows) and len(cands) < MAX_CANDIDATES
+    if followed:  # with labels, the probe that follows each row's map peak (`peaks`)
+        peaks = row_peaks(rows, sample_rows, h, w)
+        more = peak_candidates(runner, x, peaks, pred, sample_labels, fills, sweep)
+        for c in more[: MAX_CANDIDATES - len(cands)]:
+            c.fill_effects = fill_effects(runner, x, c, pred, fills, peaks)
+            cands.append(c)
     sampled_pred = pred_all[idx[chosen]]  # as stratified (the store's predictions)
     result = RelianceResult(
         candidates=cands,
         near_misses=misses,
         sampled=got,
-        probes=len(probes) + len(sw.margin_of),
+        probes=len(probes) + len(sw.margin_of) + int(followed),
         classes=len(np.unique(sampled_pred)),
         thin=thin_classes(sampled_pred, pred_all[idx]),
     )

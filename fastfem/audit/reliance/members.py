@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastfem.audit.reliance.peaks import row_peaks
 from fastfem.audit.reliance.probes import probe_drops, probe_params
 from fastfem.engine.step import Step
 
@@ -54,11 +55,14 @@ def member_pass(
     member_pred = pred_all[members].astype(np.int32)
     member_base = np.asarray(rows["confidence"])[members].astype(np.float32)
     member_lab = np.full(len(members), -1) if labels is None else labels[members]
+    follows = any(c.probe.region.kind == "peak" for c in cands)
+    member_peak = row_peaks(rows, members, *runner.plan.image_hw) if follows else None
 
     def read() -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
         for batch_ids, batch in runner.read(set(stored)):
             at = np.asarray([stored[i] for i in batch_ids])
             result.tested += len(batch_ids)
+            more = {} if member_peak is None else {"peak": member_peak[at]}
             yield (
                 batch_ids,
                 {
@@ -66,6 +70,7 @@ def member_pass(
                     "pred": member_pred[at],
                     "base": member_base[at],
                     "lab": member_lab[at],
+                    **more,
                 },
             )
 

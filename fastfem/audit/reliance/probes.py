@@ -38,6 +38,10 @@ HIDE_FILLS: tuple[str, ...] = ("inpaint",)
 #: and hides whole objects.
 PAIRED_KINDS: tuple[str, ...] = ("band", "column")
 
+#: The side of the window around each row's map peak (`peak_probe`), as a fraction of the
+#: image's longer side.
+PEAK_FRACTION = 1 / 4
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -70,6 +74,31 @@ def sweep_probes(h: int, w: int, proposed: Sequence[Region] = (), channels: int 
     return [Probe(r, HIDE_FILLS) for r in regions] + [
         Probe(whole_image(h, w), (f,)) for f in globals_
     ]
+
+
+def peak_probe(h: int, w: int) -> Probe:
+    """The probe that follows each row's map peak: on every row it hides (``HIDE_FILLS``) the
+    square of `peak_side` px around the peak of the row's stored map (the step's
+    ``follow``; `fastfem.audit.reliance.step.peak_windows`), wherever it lies. Its region's
+    mask is empty (no fixed pixel), its box the whole image. A mark at a random place lies in
+    no fixed region; a class's own objects lie under the peak as often (`fastfem.audit.
+    reliance.peaks`)."""
+    side = peak_side(h, w)
+    region = Region(f"each row's map peak ({side} px)", "peak", (0, 0, w, h), np.zeros((h, w)))
+    return Probe(region, HIDE_FILLS)
+
+
+def peak_side(h: int, w: int) -> int:
+    """The side of `peak_probe`'s window on (H, W) images (at least 1 px)."""
+    return max(1, round(max(h, w) * PEAK_FRACTION))
+
+
+def peak_pixels(peak_y: np.ndarray, peak_x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(N, 2) int32 (row, column): the stored peaks ``peak_y``, ``peak_x`` (fractions of the
+    height and width, the peak cell's centre) as pixels of (H, W) images."""
+    y = np.clip(np.floor(np.asarray(peak_y, np.float64) * h), 0, h - 1)
+    x = np.clip(np.floor(np.asarray(peak_x, np.float64) * w), 0, w - 1)
+    return np.stack([y, x], axis=1).astype(np.int32)
 
 
 def adjacent_pairs(probes: Sequence[Probe]) -> list[tuple[Probe, int, int]]:
@@ -144,14 +173,14 @@ def region_mirrors(probes: Sequence[Probe], min_iou: float = 0.75) -> list[list[
     image — its mask reflected left-right, top-bottom or both, matched by intersection over
     union ``>= min_iou`` (the family's edges are rounded) — for `stats.typical_rate`. A region
     that is its own mirror image (a border ring, the centre, a middle band), global probes and
-    hot spots have none."""
+    hot spots and the peak probe have none."""
     masks = np.stack([p.region.mask.ravel() > 0 for p in probes]).astype(np.float32)
     kinds = np.asarray([p.region.kind for p in probes], dtype=object)
     sizes = masks.sum(axis=1)
     out = []
     for k, p in enumerate(probes):
         found: set[int] = set()
-        if p.region.kind not in ("image", "hot spot"):
+        if p.region.kind not in ("image", "hot spot", "peak"):
             m = p.region.mask > 0
             for flipped in (m[:, ::-1], m[::-1, :], m[::-1, ::-1]):
                 inter = masks @ flipped.ravel().astype(np.float32)
@@ -198,7 +227,16 @@ def probe_params(probes: Sequence[Probe], fills: Any) -> tuple[ProbeParams, np.n
     masks = np.stack([m for *_, m, _ in steps]).astype(np.float32)
     idx = np.asarray([FILLS.index(f) for *_, f in steps], np.int32)
     owner = np.asarray([(k, i) for k, i, _, _ in steps], np.int64)
-    return ProbeParams(jnp.asarray(masks), jnp.asarray(idx), fills), owner
+    follow = np.asarray([k >= 0 and probes[k].region.kind == "peak" for k, *_ in steps])
+    side = peak_side(*masks.shape[1:])
+    params = ProbeParams(
+        jnp.asarray(masks),
+        jnp.asarray(idx),
+        fills,
+        jnp.asarray(follow, jnp.float32),
+        jnp.int32(side),
+    )
+    return params, owner
 
 
 def probe_drops(drop: np.ndarray, owner: np.ndarray, n_probes: int) -> np.ndarray:

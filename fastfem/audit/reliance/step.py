@@ -13,6 +13,10 @@ A batch that carries ``pred`` (B,) int32 and ``base`` (B,) float32 — the audit
 prediction and confidence ``P(y_i | x_i)`` of the same images through the same extractor —
 skips the unprobed forward pass: one forward per probe, none more.
 
+A probe that *follows the peak* (``follow`` in the params) hides on each image its own region:
+the square of ``side`` px around the image's map peak, ``peak`` (B, 2) int32 (row, column) in
+the batch (`peak_windows`); the others hide their one mask on every image.
+
 The probes run one after the other (``lax.map``), each a forward pass of the whole batch, so
 memory is one batch whatever the number of probes; the batch is sharded over the devices by the
 runner like every step. Images arrive as the audit decodes them (uint8 0..255 or float in
@@ -49,19 +53,46 @@ from fastfem.kernels.occlusion import FILLS, HUE_FILLS, FillParams, probe_image
 
 class ProbeParams(NamedTuple):
     """The probes: ``masks`` (P, H, W) float32, ``fills`` (P,) int32 indices into
-    `fastfem.kernels.occlusion.FILLS`, and the fills' `FillParams`."""
+    `fastfem.kernels.occlusion.FILLS`, the fills' `FillParams`, ``follow`` (P,) float32 (1: the
+    probe hides each image's peak window instead of its mask) and the windows' ``side`` (px)."""
 
     masks: jax.Array
     fills: jax.Array
     fill: FillParams
+    follow: jax.Array
+    side: jax.Array
 
 
-def probed(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) -> tuple[jax.Array, ...]:
-    """The batch ``x`` (B, H, W, C) in [0, 1] under one probe, and each image's dose (B,):
-    ``mean |probe(x_i) - x_i|``, and for a ``no <hue>`` fill the size-weighted change
+def peak_windows(peak: jax.Array, h: int, w: int, side: jax.Array) -> jax.Array:
+    """(B, H, W) float32: for each image the square of ``side`` px whose centre pixel is its
+    peak ``peak`` (B, 2) int32 (row, column; top-left of the centre for an even side), clipped
+    to the image."""
+    lo = peak - side // 2
+    ys = jnp.arange(h)[None, :]
+    xs = jnp.arange(w)[None, :]
+    in_y = (ys >= lo[:, :1]) & (ys < lo[:, :1] + side)
+    in_x = (xs >= lo[:, 1:]) & (xs < lo[:, 1:] + side)
+    return (in_y[:, :, None] & in_x[:, None, :]).astype(jnp.float32)
+
+
+def probed(
+    x: jax.Array,
+    mask: jax.Array,
+    fill: jax.Array,
+    p: FillParams,
+    windows: jax.Array | None = None,
+    follow: jax.Array | None = None,
+) -> tuple[jax.Array, ...]:
+    """The batch ``x`` (B, H, W, C) in [0, 1] under one probe — its ``mask``, or where
+    ``follow`` is 1 each image's own window of ``windows`` (B, H, W) — and each image's dose
+    (B,): ``mean |probe(x_i) - x_i|``, and for a ``no <hue>`` fill the size-weighted change
     ``sum d^2 / sum d`` (``d = |probe(x_i) - x_i|``): a small mark of a vivid colour changes
     few pixels by much, and its mean change is lost among an image's many small ones."""
-    xs = jax.vmap(probe_image, in_axes=(0, None, None, None))(x, mask, fill, p)
+    if windows is None:
+        xs = jax.vmap(probe_image, in_axes=(0, None, None, None))(x, mask, fill, p)
+    else:
+        masks = jnp.where(follow > 0, windows, mask[None])
+        xs = jax.vmap(probe_image, in_axes=(0, 0, None, None))(x, masks, fill, p)
     d = jnp.abs(xs - x)
     mean = jnp.mean(d, axis=(1, 2, 3))
     weighted = jnp.sum(d * d, axis=(1, 2, 3)) / jnp.maximum(jnp.sum(d, axis=(1, 2, 3)), 1e-12)
@@ -69,12 +100,23 @@ def probed(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) -> tup
     return xs, jnp.where(is_hue, weighted, mean)
 
 
+def batch_windows(batch: dict[str, jax.Array], x: jax.Array, probes: ProbeParams):
+    """The batch's peak windows (`peak_windows`) where it carries ``peak``, else None."""
+    if "peak" not in batch:
+        return None
+    return peak_windows(batch["peak"], x.shape[1], x.shape[2], probes.side)
+
+
 def make_dose_step() -> StepFn:
     """The dose step of the module docstring; its params are a `ProbeParams`."""
 
     def step(probes: ProbeParams, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         x = pixels_255(batch["x"]) / 255.0
-        dose = jax.lax.map(lambda q: probed(x, *q, probes.fill)[1], (probes.masks, probes.fills))
+        windows = batch_windows(batch, x, probes)
+        dose = jax.lax.map(
+            lambda q: probed(x, q[0], q[1], probes.fill, windows, q[2])[1],
+            (probes.masks, probes.fills, probes.follow),
+        )
         return {"dose": dose.T}
 
     return step
@@ -97,13 +139,16 @@ def make_probe_step(extractor: FeatureExtractor) -> StepFn:
             pred = jnp.argmax(p0, axis=1)
             base = jnp.take_along_axis(p0, pred[:, None], axis=1)[:, 0]
 
-        def one_probe(probe: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
-            xs, dose = probed(x, *probe, probes.fill)
+        windows = batch_windows(batch, x, probes)
+
+        def one_probe(probe: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+            mask, fill, follow = probe
+            xs, dose = probed(x, mask, fill, probes.fill, windows, follow)
             p = classify(model_params, xs)
             kept = jnp.take_along_axis(p, pred[:, None], axis=1)[:, 0]
             return base - kept, dose
 
-        drop, dose = jax.lax.map(one_probe, (probes.masks, probes.fills))  # (P, B)
+        drop, dose = jax.lax.map(one_probe, (probes.masks, probes.fills, probes.follow))  # (P, B)
         return {"prediction": pred.astype(jnp.int32), "drop": drop.T, "dose": dose.T}
 
     return step

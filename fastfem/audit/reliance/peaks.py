@@ -1,0 +1,139 @@
+"""The reliance test's probe that follows each row's map peak (`probes.peak_probe`), asked where
+the audit has labels, for a class the fixed family gave no candidate.
+
+A mark at a random place in each image — a coloured patch a clinic sticks on some images, a
+logo wherever there was room — lies in no fixed region of the sweep, and a fixed region that
+holds it on one row holds an object on the next. What does follow it is the map: the peak of a
+row's stored map lies on the mark where the model relies on it (measured on the unseen check's
+patch at a random place: on all 63 rows relied on the peak cell lies within 6 px of the patch's
+centre). So this probe hides, on each row, the square of `probes.peak_side` px around its
+own peak (one forward per sampled row; the step's ``follow``).
+
+It hides whatever the map peaks on, the class's own objects as often as a mark: on the clean
+photographs' model it knocks out 20 of the ring class's 139 test rows (a sixth of the side),
+and no place lift can tell the two apart, since the region is everywhere. The labels can: a
+mark moves images of *other* classes into its class, and hiding it moves them back
+(`labels.labels_confirm`: at least half of the hit rows labelled another class, twice the
+share among the class's other rows). So the probe is a candidate only where
+
+* the audit has labels and the map peaks (``peak_y``, ``peak_x``, every FEM store's),
+* the class has no candidate of the fixed family (a last resort: it does not add to, or
+  compete with, what the fixed regions found),
+* its hits, labelled another class, are as many, and collapse as often, as every candidate
+  needs, the class's rows labelled another class are hit significantly more often than
+  those labelled the class (`labels_p_value`, Bonferroni over the classes asked) and the
+  labels confirm it (`confirmed`; no lift or place lift floor: the window hides objects in
+  every class, a class's own as often as another's).
+
+It then flags, like every candidate the labels confirm, only the rows of the class labelled
+another class whose probability its window lowers by ``stats.COLLAPSE_DROP``. Where the
+model mixes its classes the labels cannot confirm it: on the photographs' patch model 0.76 of
+the hits are labelled another class, but so are 0.56 of the class's other rows
+(`benchmarks.shortcut_peak_window` measures every model of the benchmark).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fastfem.audit.reliance.choice import Candidate
+from fastfem.audit.reliance.labels import label_evidence, labels_confirm
+from fastfem.audit.reliance.probes import Probe, peak_pixels, peak_probe
+from fastfem.audit.reliance.rules import ALPHA, MIN_COLLAPSE
+from fastfem.audit.reliance.stats import (
+    COLLAPSE_DROP,
+    MIN_HITS,
+    TAU,
+    ProbeTest,
+    binomial_tail,
+    probe_tests,
+)
+
+if TYPE_CHECKING:
+    from fastfem.audit.reliance import ProbeRunner
+
+
+def has_peaks(rows: dict[str, np.ndarray]) -> bool:
+    """Whether the store keeps each row's map peak (``peak_y``, ``peak_x``)."""
+    return "peak_y" in rows and "peak_x" in rows
+
+
+def row_peaks(rows: dict[str, np.ndarray], at: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(len(at), 2) int32: the map peaks of the stored rows ``at`` as pixels of (H, W) images
+    (`probes.peak_pixels`); a row without a finite peak gets the centre."""
+    py = np.asarray(rows["peak_y"], np.float64)[at]
+    px = np.asarray(rows["peak_x"], np.float64)[at]
+    return peak_pixels(np.nan_to_num(py, nan=0.5), np.nan_to_num(px, nan=0.5), h, w)
+
+
+def peak_tests(
+    drop: np.ndarray, pred: np.ndarray, classes: np.ndarray, labels: np.ndarray
+) -> list[tuple[ProbeTest, float, float]]:
+    """For each class of ``classes``: the peak probe's test on the sample (``drop`` (S,) its
+    drops, ``pred`` (S,) the predictions; `stats.probe_tests` of one region with nothing to
+    compare its place with), its p-value that of the labels (`labels_p_value`), with the
+    labels' shares (`labels.label_evidence`; ``labels`` (S,) each row's label's class, -1
+    without one)."""
+    d = drop[:, None]
+    out = []
+    for t in probe_tests(d, pred, np.asarray(classes), areas=[1.0]):
+        p = labels_p_value(drop >= TAU, pred == t.cls, labels, t.cls)
+        out.append((dataclasses.replace(t, p_value=p), *label_evidence(t, d, None, pred, labels)))
+    return out
+
+
+def labels_p_value(hit: np.ndarray, own: np.ndarray, labels: np.ndarray, cls: int) -> float:
+    """``P(Binomial(n_f, q) >= h_f)``: how likely the class's rows labelled another class
+    (``n_f``, of which ``h_f`` are ``hit``) would be hit as often if they were hit at the rate
+    of the class's rows labelled the class, ``q = (h_o + 1) / (n_o + 2)`` (``own``: the class's
+    rows; ``labels`` (S,) each row's label's class, -1 without one)."""
+    other = own & (labels >= 0) & (labels != cls)
+    mine = own & (labels == cls)
+    q = (np.sum(hit & mine) + 1.0) / (np.sum(mine) + 2.0)
+    return binomial_tail(int(np.sum(hit & other)), int(np.sum(other)), float(q))
+
+
+def peak_candidates(
+    runner: ProbeRunner,
+    x: np.ndarray,
+    peaks: np.ndarray,
+    pred: np.ndarray,
+    labels: np.ndarray,
+    fills: Any,
+    sweep: Any,
+) -> list[Candidate]:
+    """The peak probe's candidates (module docstring) on the sample ``x`` (its rows' peaks
+    ``peaks`` (S, 2), predictions ``pred``, label classes ``labels``); ``sweep`` runs probes
+    on the sample (`fastfem.audit.reliance.sweep`)."""
+    classes = np.unique(pred)
+    h, w = x.shape[1:3]
+    probe: Probe = peak_probe(h, w)
+    _, drop = sweep(runner, x, [probe], fills, peaks=peaks)
+    out = []
+    for t, share, share_rest in peak_tests(drop[:, 0], pred, classes, labels):
+        if confirmed(t, share, share_rest, len(classes)):
+            c = Candidate(probe, t.cls, t, label_other=share, label_other_rest=share_rest)
+            c.by_labels, c.row_tau = True, COLLAPSE_DROP
+            other = pred != t.cls
+            c.nonmember_rows, c.nonmember_hits = int(other.sum()), t.other_hits
+            c.nonmember_mean_drop = float(np.mean(drop[other, 0])) if other.any() else 0.0
+            out.append(c)
+    return out
+
+
+def confirmed(t: ProbeTest, share: float, share_rest: float, n_tests: int) -> bool:
+    """Whether the peak probe's test ``t`` (with the labels' shares) is a candidate: at
+    least ``MIN_HITS`` hits labelled another class, a collapse of ``MIN_COLLAPSE``, the
+    labels' test significant (`labels_p_value`, Bonferroni over the ``n_tests`` classes
+    asked) and the labels confirm it (`labels.labels_confirm`). No lift floor over the other
+    classes: the window hides objects in every class, and a class's own rows it knocks out
+    are told from a mark's by their labels, not by how often it knocks out other classes."""
+    return (
+        t.hits * share >= MIN_HITS - 1e-9
+        and t.collapse >= MIN_COLLAPSE
+        and t.p_value <= ALPHA / n_tests
+        and labels_confirm(share, share_rest)
+    )

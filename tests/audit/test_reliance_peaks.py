@@ -1,0 +1,185 @@
+"""The probe that follows each row's map peak (`fastfem.audit.reliance.peaks`): its windows, its
+labels' test against references written from their formulas, and a JAX model that relies on a
+white square at a random place, audited for real with and without labels."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from fastfem.converters import Features, from_fn
+
+from fastfem.audit import audit
+from fastfem.audit.reliance.labels import labels_confirm
+from fastfem.audit.reliance.peaks import confirmed, labels_p_value, peak_tests
+from fastfem.audit.reliance.probes import peak_pixels, peak_probe, peak_side, probe_params
+from fastfem.audit.reliance.rules import ALPHA, MIN_COLLAPSE
+from fastfem.audit.reliance.stats import MIN_HITS, ProbeTest
+from fastfem.audit.reliance.step import peak_windows, probed
+from fastfem.audit.reliance.table import RELIANCE_FILE
+from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
+
+SQUARE = 6  # the shortcut: a white square this many px across, anywhere
+
+
+def test_a_window_is_the_square_around_its_peak_clipped_to_the_image():
+    h, w, side = 12, 10, 4
+    peaks = np.asarray([[6, 5], [0, 5], [11, 9]], np.int32)  # middle, top edge, corner
+    got = np.asarray(peak_windows(jnp.asarray(peaks), h, w, jnp.int32(side)))
+    for k, (cy, cx) in enumerate(peaks):
+        want = np.zeros((h, w), np.float32)
+        for y in range(cy - side // 2, cy - side // 2 + side):
+            for x in range(cx - side // 2, cx - side // 2 + side):
+                if 0 <= y < h and 0 <= x < w:
+                    want[y, x] = 1.0
+        np.testing.assert_array_equal(got[k], want)
+    np.testing.assert_array_equal(
+        peak_pixels(np.asarray([0.5, 0.999, 0.0]), np.asarray([0.25, 0.999, 1.2]), h, w),
+        [[6, 2], [11, 9], [0, 9]],
+    )
+
+
+def test_the_peak_probe_hides_each_images_own_window():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(3, 16, 16, 3)).astype(np.float32)
+    peaks = np.asarray([[2, 3], [8, 8], [15, 0]], np.int32)
+    probe = peak_probe(16, 16)
+    params, _ = probe_params([probe], fill_params(x.mean((0, 1, 2)), x.std((0, 1, 2)), 16, 16))
+    assert float(params.follow[0]) == 1.0 and int(params.side) == peak_side(16, 16) == 4
+    windows = peak_windows(jnp.asarray(peaks), 16, 16, params.side)
+    got, _ = probed(
+        jnp.asarray(x), params.masks[0], params.fills[0], params.fill, windows, params.follow[0]
+    )
+    for k in range(3):
+        want = probe_image(jnp.asarray(x[k]), windows[k], FILLS.index("inpaint"), params.fill)
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want), atol=1e-6)
+        outside = np.asarray(windows[k]) == 0
+        np.testing.assert_array_equal(np.asarray(got[k])[outside], x[k][outside])
+
+
+def binomial_tail_reference(k: int, n: int, q: float) -> float:
+    return sum(math.comb(n, j) * q**j * (1 - q) ** (n - j) for j in range(k, n + 1))
+
+
+def test_the_labels_p_value_is_the_binomial_tail_at_the_own_labelled_rate():
+    rng = np.random.default_rng(1)
+    own = rng.uniform(size=200) < 0.5
+    labels = np.where(rng.uniform(size=200) < 0.3, 2, 1)
+    labels[rng.uniform(size=200) < 0.1] = -1  # no label
+    hit = rng.uniform(size=200) < np.where(labels == 2, 0.6, 0.2)
+    other = own & (labels == 2)
+    mine = own & (labels == 1)
+    q = (np.sum(hit & mine) + 1) / (np.sum(mine) + 2)
+    want = binomial_tail_reference(int(np.sum(hit & other)), int(np.sum(other)), q)
+    assert labels_p_value(hit, own, labels, 1) == pytest.approx(want, rel=1e-9)
+
+
+def a_test(hits: int, collapse: float, p: float) -> ProbeTest:
+    return ProbeTest(0, 1, hits, 80, 30, 240, 1.0, p, collapse=collapse)
+
+
+def test_a_peak_test_is_a_candidate_only_where_every_rule_and_the_labels_hold():
+    n = 4
+    ok = a_test(20, 0.6, ALPHA / n / 10)
+    assert confirmed(ok, 0.8, 0.1, n) and labels_confirm(0.8, 0.1)
+    assert not confirmed(ok, 0.8, 0.5, n)  # the class's other rows as often labelled another
+    assert not confirmed(ok, 0.4, 0.0, n)  # the hits are the class's own images
+    assert not confirmed(a_test(20, MIN_COLLAPSE * 0.9, ALPHA / n / 10), 0.8, 0.1, n)
+    assert not confirmed(a_test(20, 0.6, ALPHA / n * 2), 0.8, 0.1, n)
+    # MIN_HITS hits labelled another class, not MIN_HITS hits
+    assert confirmed(a_test(MIN_HITS * 2, 0.6, 1e-9), 0.5, 0.0, n)
+    assert not confirmed(a_test(MIN_HITS * 2 - 1, 0.6, 1e-9), 0.5, 0.0, n)
+
+
+def test_peak_tests_count_the_sample_and_take_the_labels_p_value():
+    rng = np.random.default_rng(2)
+    pred = rng.integers(0, 3, 240)
+    labels = np.where(rng.uniform(size=240) < 0.8, pred, (pred + 1) % 3)
+    drop = rng.uniform(size=240)
+    got = peak_tests(drop, pred, np.asarray([0, 2]), labels)
+    assert [t.cls for t, *_ in got] == [0, 2]
+    for t, share, rest in got:
+        own = pred == t.cls
+        hit = drop >= 0.25
+        assert (t.hits, t.rows) == (np.sum(own & hit), np.sum(own))
+        assert (t.other_hits, t.other_rows) == (np.sum(~own & hit), np.sum(~own))
+        assert t.p_value == labels_p_value(hit, own, labels, t.cls)
+        assert share == pytest.approx(np.mean(labels[own & hit] != t.cls))
+        assert rest == pytest.approx(np.mean(labels[own & ~hit] != t.cls))
+
+
+def square_model():
+    """Three classes by the colour of a blob (its channel with the most excess over the grey
+    background) and class 0 whenever a white square of ``SQUARE`` px lies anywhere (the
+    shortcut: its smallest channel's excess, box-averaged over the square, is high).
+    Activations: the image's excess over grey (the square lights every channel, a blob one)."""
+
+    def apply(params, x):
+        excess = jnp.maximum(x - 0.3, 0.0)
+        colour = jnp.max(excess.reshape(x.shape[0], -1, 3), axis=1)
+        white = jnp.min(excess, axis=-1)  # (B, H, W): high on white only
+        k = jnp.ones((SQUARE, SQUARE)) / SQUARE**2
+        boxed = jax_box(white, k)
+        square = jnp.max(boxed.reshape(x.shape[0], -1), axis=1)
+        logits = 20.0 * colour + jnp.stack(
+            [80.0 * jnp.maximum(square - 0.5, 0.0), 0 * square, 0 * square], axis=1
+        )
+        return Features(activations=(excess,), output=logits)
+
+    return from_fn(apply, {}, (64, 64, 3), ("excess",), has_output=True)
+
+
+def jax_box(white: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
+    import jax
+
+    return jax.vmap(lambda im: jax.scipy.signal.convolve2d(im, k, mode="valid"))(white)
+
+
+def square_images(n: int = 480, seed: int = 0):
+    """Grey noisy 64 px backgrounds, a coloured 10x10 blob anywhere (the label: its colour
+    channel) and on a quarter of the images a white ``SQUARE`` px square anywhere else."""
+    rng = np.random.default_rng(seed)
+    x = 0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))
+    labels = rng.integers(0, 3, n)
+    marked = rng.uniform(size=n) < 0.25
+    for i, c in enumerate(labels):
+        y0, x0 = rng.integers(0, 54, size=2)
+        x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
+        while marked[i]:
+            sy, sx = rng.integers(0, 64 - SQUARE, size=2)
+            if sy + SQUARE <= y0 or sy >= y0 + 10 or sx + SQUARE <= x0 or sx >= x0 + 10:
+                x[i, sy : sy + SQUARE, sx : sx + SQUARE, :] = 1.0
+                break
+    return np.clip(x, 0, 1).astype(np.float32), labels, marked
+
+
+@pytest.mark.slow
+def test_a_square_at_a_random_place_is_found_by_the_peak_with_labels_only(tmp_path):
+    images, labels, marked = square_images()
+    model = square_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    relied = marked & (labels != 0)
+    assert np.all(pred[relied] == 0) and np.mean(pred[~marked] == labels[~marked]) > 0.95
+    source = tmp_path / "squares.npz"
+    np.savez(source, images=images, labels=np.asarray(labels).astype(str))
+    audit(str(source), model, out=tmp_path / "labelled", reliance_sample=240)
+    cands = pq.read_table(tmp_path / "labelled" / RELIANCE_FILE).to_pydict()
+    at = [k for k, kind in enumerate(cands["region_kind"]) if kind == "peak"]
+    assert len(at) == 1 and cands["predicted_class"][at[0]] == 0, cands["region"]
+    assert cands["status"][at[0]] == "confirmed" and cands["label_other"][at[0]] >= 0.5
+    flags = pq.read_table(tmp_path / "labelled" / "flags.parquet").to_pydict()
+    found = np.zeros(len(images), bool)  # by any candidate (a fixed one may flag a row first)
+    by_peak = np.zeros(len(images), bool)
+    for rid, region in zip(flags["id"], flags["region"], strict=True):
+        found[int(rid)] = True
+        by_peak[int(rid)] = region == cands["region"][at[0]]
+    assert found[relied].mean() >= 0.95 and marked[found].mean() >= 0.95
+    assert by_peak.sum() >= 0.5 * relied.sum() and marked[by_peak].all()
+    assert not np.any(by_peak & (labels == 0))  # only rows labelled another class
+    # without labels the probe is not asked: the class's own blobs lie under the peak too
+    audit(images, model, out=tmp_path / "unlabelled", reliance_sample=240)
+    kinds = pq.read_table(tmp_path / "unlabelled" / RELIANCE_FILE).to_pydict()["region_kind"]
+    assert "peak" not in kinds
