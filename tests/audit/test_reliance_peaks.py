@@ -20,6 +20,7 @@ from fastfem.audit.reliance.rules import ALPHA, MIN_COLLAPSE
 from fastfem.audit.reliance.stats import MIN_HITS, ProbeTest
 from fastfem.audit.reliance.step import peak_windows, probed
 from fastfem.audit.reliance.table import RELIANCE_FILE
+from fastfem.audit.report.page import write_report
 from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
 
 SQUARE = 6  # the shortcut: a white square this many px across, anywhere
@@ -158,6 +159,9 @@ def square_images(n: int = 480, seed: int = 0):
 
 @pytest.mark.slow
 def test_a_square_at_a_random_place_is_found_by_the_peak_with_labels_only(tmp_path):
+    """The model relies on the square wherever it lies; the audit with labels finds it by the
+    peak probe and flags only rows labelled another class, the report shows its evidence; the
+    audit without labels does not ask the probe."""
     images, labels, marked = square_images()
     model = square_model()
     pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
@@ -179,6 +183,8 @@ def test_a_square_at_a_random_place_is_found_by_the_peak_with_labels_only(tmp_pa
     assert found[relied].mean() >= 0.95 and marked[found].mean() >= 0.95
     assert by_peak.sum() >= 0.5 * relied.sum() and marked[by_peak].all()
     assert not np.any(by_peak & (labels == 0))  # only rows labelled another class
+    html = write_report(tmp_path / "labelled").read_text()
+    assert "(its own on each row)" in html and "a lead the labels confirm" in html
     # without labels the probe is not asked: the class's own blobs lie under the peak too
     audit(images, model, out=tmp_path / "unlabelled", reliance_sample=240)
     kinds = pq.read_table(tmp_path / "unlabelled" / RELIANCE_FILE).to_pydict()["region_kind"]

@@ -12,7 +12,9 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    only and the labels, given, do not disown it, or where they confirm it: `rules`,
    `labels`) — plus the hot
    spots of the map detectors' candidate clusters (maps propose, occlusion tests). One
-   forward pass per probe per sampled row, in one jitted step (`step`).
+   forward pass per probe per sampled row, in one jitted step (`step`). With labels, one more
+   probe hides each row's own map peak (`peaks`: a mark at a random place; a candidate only
+   where the labels confirm it).
 2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
    that class far more often than of the others (exact binomial test, Bonferroni-corrected,
    lift and hit-count floors; a global probe by the rows it changes most), grown to its widest
@@ -69,7 +71,14 @@ from fastfem.audit.detectors.summary import label_classes
 from fastfem.audit.reliance.choice import Candidate, Sweep, choose
 from fastfem.audit.reliance.members import member_pass
 from fastfem.audit.reliance.peaks import has_peaks, peak_candidates, row_peaks
-from fastfem.audit.reliance.probes import HIDE_FILLS, Probe, probe_drops, probe_params, sweep_probes
+from fastfem.audit.reliance.probes import (
+    HIDE_FILLS,
+    PEAK_FRACTION,
+    Probe,
+    probe_drops,
+    probe_params,
+    sweep_probes,
+)
 from fastfem.audit.reliance.rules import MAX_CANDIDATES, TRANSPLANT_ROWS
 from fastfem.audit.reliance.stats import COLLAPSE_DROP, TAU, dose_floor
 from fastfem.audit.reliance.step import (
@@ -145,6 +154,9 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         + f" (candidates where they knock out at most {rules.MAX_COLOUR_RATE:g} of their class"
         " and the labels, given, do not disown them, or where the labels confirm them; else"
         " leads)",
+        "reliance_peak": (
+            f"each row's map peak, a window of {PEAK_FRACTION:g} of the side, with labels only"
+        ),
         "reliance_label_other": (
             f"{labels.MIN_LABEL_OTHER:g} of the hit rows and {labels.LABEL_OTHER_LIFT:g}x the "
             "class's others labelled another class"

@@ -128,7 +128,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 _CANDIDATE,
                 **shared,
                 kind=t["region_kind"],
-                box=tuple(t["box"]),
+                box=tuple(t["box"]) if t["region_kind"] != "peak" else "(its own on each row)",
                 rate=t["sample_hits"] / max(t["sample_rows"], 1),
                 orate=t["other_hits"] / max(t["other_rows"], 1),
                 p=t["p_value"],
