@@ -20,10 +20,10 @@ the class's other rows are labelled another class as often as its hits are.
 
 Usage::
 
-    python -m benchmarks.shortcut_peak_window [--only photos:patch@anywhere ...] [--sides 4 6 8]
+    python -m benchmarks.shortcut_peak_window [--only photos:patch@anywhere ...] [--sides 3 4 6 8]
 
 audits each model's test split without the reliance test (into a temporary folder), hides a
-window of a quarter, a sixth and an eighth of the image's side around each row's peak, and
+window of a third, a quarter, a sixth and an eighth of the image's side around each row's peak, and
 writes ``benchmarks/results/shortcut_peak_window.{json,md}``. The models: the benchmark's
 committed ones (`benchmarks.shortcut_models`) and the patch at a random place on each base
 (``runs/shortcut_unseen``, trained first where not cached, with the benchmark's recipe: the
@@ -47,7 +47,7 @@ from fastfem.audit.reliance.stats import MIN_HITS
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DROP = 0.5  # a hit: P(c) falls by this much when the window is hidden
-SIDES = (4, 6, 8)  # the window's side: the image's side over this
+SIDES = (3, 4, 6, 8)  # the window's side: the image's side over this
 
 
 def class_tests(
