@@ -30,18 +30,14 @@ RUNS = tuple(f"{b}{s}" for b in BASES for s in ("", "+labels"))
 
 def evaluate(run: str, work: Path) -> dict[str, Any]:
     """Audit the test split of run ``run`` (a base, ``+labels``: with labels) with its model
-    (trained first if not cached) and score it (`benchmarks.shortcuts.evaluate`)."""
-    from benchmarks.shortcut_models import SEEDS, model_path, train_one
+    (trained first if not cached) and score it (`benchmarks.shortcuts.evaluate_trained`)."""
     from benchmarks.shortcut_unseen import MODELS
-    from benchmarks.shortcuts import evaluate as audit_and_score
+    from benchmarks.shortcuts import evaluate_trained
 
     base, _, labels = run.partition("+")
-    path = model_path(NAME, base, MODELS)
-    if not path.exists():
-        train_one(NAME, base, path=path, seeds=SEEDS)
     folder = work / run  # a store of its own per run
     folder.mkdir(parents=True, exist_ok=True)
-    return audit_and_score(base, NAME, "test", folder, labels=bool(labels), model=path, record=True)
+    return evaluate_trained(base, NAME, MODELS, folder, labels=bool(labels))
 
 
 def markdown_table(results: list[dict]) -> str:

@@ -185,19 +185,21 @@ def evaluate_trained(
     work: Path,
     build: Callable | None = None,
     seeds: Sequence[int] | None = None,
+    labels: bool = False,
 ) -> dict[str, Any]:
     """`evaluate` the test split of configuration ``name`` on ``base`` with the model cached in
     ``folder`` (trained first if missing, with the benchmark's recipe:
     `benchmarks.shortcut_models.train_one`; ``build`` another architecture, ``seeds`` other
-    training seeds), the model's clean accuracy and relied-on share beside the scores: the
-    checks beside the benchmark (`benchmarks.shortcut_resnet`, `benchmarks.shortcut_unseen`,
-    `benchmarks.shortcut_retrained`)."""
+    training seeds; ``labels``: audited with its labels), the model's clean accuracy and
+    relied-on share beside the scores: the checks beside the benchmark
+    (`benchmarks.shortcut_resnet`, `benchmarks.shortcut_unseen`, `benchmarks.shortcut_retrained`,
+    `benchmarks.shortcut_patch`)."""
     from benchmarks.shortcut_models import SEEDS, model_path, train_one
 
     path = model_path(name, base, folder)
     if not path.exists():
         train_one(name, base, build=build, path=path, seeds=seeds or SEEDS)
-    return evaluate(base, name, "test", work, model=path, record=True)
+    return evaluate(base, name, "test", work, labels=labels, model=path, record=True)
 
 
 def run_check(

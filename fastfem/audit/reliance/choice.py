@@ -105,6 +105,15 @@ class Candidate:
     #: tested beside it and flagging rows it lowers by ``stats.COLLAPSE_DROP``; "" otherwise
     places: str = ""
 
+    def set_nonmembers(self, pred: np.ndarray, drop: np.ndarray) -> None:
+        """The evidence on the non-members: the sample's rows of other classes (``pred`` (S,)
+        the sample's predictions, ``drop`` (S,) its probe's drops), their count, hits (its
+        test's) and mean drop."""
+        other = pred != self.cls
+        self.nonmember_rows = int(other.sum())
+        self.nonmember_hits = self.test.other_hits
+        self.nonmember_mean_drop = float(np.mean(drop[other])) if other.any() else 0.0
+
 
 @dataclass
 class Sweep:
@@ -386,8 +395,5 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
             key = on_labels.get((c.test.probe, c.cls), (c.test.probe, c.cls))
             got = sw.label_shares.get(key, (np.nan, np.nan))  # a grown lead's: before it grew
             c.label_other, c.label_other_rest = got
-        other = pred != c.cls
-        c.nonmember_rows = int(other.sum())
-        c.nonmember_hits = c.test.other_hits
-        c.nonmember_mean_drop = float(np.mean(sw.drop[other, c.test.probe])) if other.any() else 0.0
+        c.set_nonmembers(pred, sw.drop[:, c.test.probe])
     return cands, misses

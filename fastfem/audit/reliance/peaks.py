@@ -120,9 +120,7 @@ def peak_candidates(
         if confirmed(t, share, share_rest, len(classes)):
             c = Candidate(probe, t.cls, t, label_other=share, label_other_rest=share_rest)
             c.by_labels, c.row_tau = True, COLLAPSE_DROP
-            other = pred != t.cls
-            c.nonmember_rows, c.nonmember_hits = int(other.sum()), t.other_hits
-            c.nonmember_mean_drop = float(np.mean(drop[other, 0])) if other.any() else 0.0
+            c.set_nonmembers(pred, drop[:, 0])
             out.append(c)
     return out
 
