@@ -14,7 +14,7 @@ from fastfem.converters import Features, from_fn
 
 from fastfem.audit import audit
 from fastfem.audit.reliance.labels import labels_confirm
-from fastfem.audit.reliance.peaks import confirmed, labels_p_value, peak_tests
+from fastfem.audit.reliance.peaks import PeakTest, confirmed, labels_p_value, peak_tests
 from fastfem.audit.reliance.probes import peak_pixels, peak_probe, peak_side, probe_params
 from fastfem.audit.reliance.rules import ALPHA, MIN_COLLAPSE
 from fastfem.audit.reliance.stats import MIN_HITS, ProbeTest
@@ -82,34 +82,46 @@ def a_test(hits: int, collapse: float, p: float) -> ProbeTest:
     return ProbeTest(0, 1, hits, 80, 30, 240, 1.0, p, collapse=collapse)
 
 
+def evidence(t: ProbeTest, share: float, rest: float, other: int | None = None) -> PeakTest:
+    return PeakTest(t, share, rest, round(t.hits * share) if other is None else other)
+
+
 def test_a_peak_test_is_a_candidate_only_where_every_rule_and_the_labels_hold():
     n = 4
     ok = a_test(20, 0.6, ALPHA / n / 10)
-    assert confirmed(ok, 0.8, 0.1, n) and labels_confirm(0.8, 0.1)
-    assert not confirmed(ok, 0.8, 0.5, n)  # the class's other rows as often labelled another
-    assert not confirmed(ok, 0.4, 0.0, n)  # the hits are the class's own images
-    assert not confirmed(a_test(20, MIN_COLLAPSE * 0.9, ALPHA / n / 10), 0.8, 0.1, n)
-    assert not confirmed(a_test(20, 0.6, ALPHA / n * 2), 0.8, 0.1, n)
+    assert confirmed(evidence(ok, 0.8, 0.1), n) and labels_confirm(0.8, 0.1)
+    # the class's other rows as often labelled another
+    assert not confirmed(evidence(ok, 0.8, 0.5), n)
+    assert not confirmed(evidence(ok, 0.4, 0.0), n)  # the hits are the class's own images
+    assert not confirmed(evidence(a_test(20, MIN_COLLAPSE * 0.9, ALPHA / n / 10), 0.8, 0.1), n)
+    assert not confirmed(evidence(a_test(20, 0.6, ALPHA / n * 2), 0.8, 0.1), n)
     # MIN_HITS hits labelled another class, not MIN_HITS hits
-    assert confirmed(a_test(MIN_HITS * 2, 0.6, 1e-9), 0.5, 0.0, n)
-    assert not confirmed(a_test(MIN_HITS * 2 - 1, 0.6, 1e-9), 0.5, 0.0, n)
+    assert confirmed(evidence(a_test(MIN_HITS * 2, 0.6, 1e-9), 0.5, 0.0), n)
+    assert not confirmed(evidence(a_test(MIN_HITS * 2 - 1, 0.6, 1e-9), 0.5, 0.0), n)
+    # the count of hits labelled another class, not hits x share: with unlabelled hit rows
+    # (share over the labelled ones only) the product overcounts
+    assert not confirmed(evidence(a_test(MIN_HITS * 2, 0.6, 1e-9), 1.0, 0.0, MIN_HITS - 1), n)
 
 
 def test_peak_tests_count_the_sample_and_take_the_labels_p_value():
     rng = np.random.default_rng(2)
     pred = rng.integers(0, 3, 240)
     labels = np.where(rng.uniform(size=240) < 0.8, pred, (pred + 1) % 3)
+    labels[rng.uniform(size=240) < 0.2] = -1  # no label
     drop = rng.uniform(size=240)
     got = peak_tests(drop, pred, np.asarray([0, 2]), labels)
-    assert [t.cls for t, *_ in got] == [0, 2]
-    for t, share, rest in got:
+    assert [e.test.cls for e in got] == [0, 2]
+    for t, share, rest, other in got:
         own = pred == t.cls
         hit = drop >= 0.25
+        labelled = labels >= 0
         assert (t.hits, t.rows) == (np.sum(own & hit), np.sum(own))
         assert (t.other_hits, t.other_rows) == (np.sum(~own & hit), np.sum(~own))
         assert t.p_value == labels_p_value(hit, own, labels, t.cls)
-        assert share == pytest.approx(np.mean(labels[own & hit] != t.cls))
-        assert rest == pytest.approx(np.mean(labels[own & ~hit] != t.cls))
+        assert share == pytest.approx(np.mean(labels[own & hit & labelled] != t.cls))
+        assert rest == pytest.approx(np.mean(labels[own & ~hit & labelled] != t.cls))
+        assert other == np.sum(own & hit & labelled & (labels != t.cls))
+        assert other < round(t.hits * share)  # unlabelled hit rows are not counted
 
 
 def square_model():

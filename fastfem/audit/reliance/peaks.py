@@ -38,7 +38,7 @@ labels no longer confirm two marks they confirm at a quarter).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -72,19 +72,34 @@ def row_peaks(rows: dict[str, np.ndarray], at: np.ndarray, h: int, w: int) -> np
     return peak_pixels(np.nan_to_num(py, nan=0.5), np.nan_to_num(px, nan=0.5), h, w)
 
 
+class PeakTest(NamedTuple):
+    """The peak probe's test of one class (`peak_tests`): ``test`` its counts on the sample,
+    its p-value that of the labels (`labels_p_value`); ``share`` and ``share_rest`` the
+    labels' shares (`labels.label_evidence`); ``other_labelled`` its hit rows labelled
+    another class (the ``h_f`` of `labels_p_value`; rows without a label not counted)."""
+
+    test: ProbeTest
+    share: float
+    share_rest: float
+    other_labelled: int
+
+
 def peak_tests(
     drop: np.ndarray, pred: np.ndarray, classes: np.ndarray, labels: np.ndarray
-) -> list[tuple[ProbeTest, float, float]]:
+) -> list[PeakTest]:
     """For each class of ``classes``: the peak probe's test on the sample (``drop`` (S,) its
     drops, ``pred`` (S,) the predictions; `stats.probe_tests` of one region with nothing to
     compare its place with), its p-value that of the labels (`labels_p_value`), with the
-    labels' shares (`labels.label_evidence`; ``labels`` (S,) each row's label's class, -1
-    without one)."""
+    labels' evidence (``labels`` (S,) each row's label's class, -1 without one)."""
     d = drop[:, None]
+    hit = drop >= TAU
     out = []
     for t in probe_tests(d, pred, np.asarray(classes), areas=[1.0]):
-        p = labels_p_value(drop >= TAU, pred == t.cls, labels, t.cls)
-        out.append((dataclasses.replace(t, p_value=p), *label_evidence(t, d, None, pred, labels)))
+        own = pred == t.cls
+        p = labels_p_value(hit, own, labels, t.cls)
+        other = int(np.sum(hit & own & (labels >= 0) & (labels != t.cls)))
+        share, rest = label_evidence(t, d, None, pred, labels)
+        out.append(PeakTest(dataclasses.replace(t, p_value=p), share, rest, other))
     return out
 
 
@@ -116,25 +131,26 @@ def peak_candidates(
     probe: Probe = peak_probe(h, w)
     _, drop = sweep(runner, x, [probe], fills, peaks=peaks)
     out = []
-    for t, share, share_rest in peak_tests(drop[:, 0], pred, classes, labels):
-        if confirmed(t, share, share_rest, len(classes)):
-            c = Candidate(probe, t.cls, t, label_other=share, label_other_rest=share_rest)
+    for e in peak_tests(drop[:, 0], pred, classes, labels):
+        if confirmed(e, len(classes)):
+            t = e.test
+            c = Candidate(probe, t.cls, t, label_other=e.share, label_other_rest=e.share_rest)
             c.by_labels, c.row_tau = True, COLLAPSE_DROP
             c.set_nonmembers(pred, drop[:, 0])
             out.append(c)
     return out
 
 
-def confirmed(t: ProbeTest, share: float, share_rest: float, n_tests: int) -> bool:
-    """Whether the peak probe's test ``t`` (with the labels' shares) is a candidate: at
-    least ``MIN_HITS`` hits labelled another class, a collapse of ``MIN_COLLAPSE``, the
-    labels' test significant (`labels_p_value`, Bonferroni over the ``n_tests`` classes
-    asked) and the labels confirm it (`labels.labels_confirm`). No lift floor over the other
-    classes: the window hides objects in every class, and a class's own rows it knocks out
-    are told from a mark's by their labels, not by how often it knocks out other classes."""
+def confirmed(e: PeakTest, n_tests: int) -> bool:
+    """Whether the peak probe's test ``e`` is a candidate: at least ``MIN_HITS`` hit rows
+    labelled another class, a collapse of ``MIN_COLLAPSE``, the labels' test significant
+    (`labels_p_value`, Bonferroni over the ``n_tests`` classes asked) and the labels confirm
+    it (`labels.labels_confirm`). No lift floor over the other classes: the window hides
+    objects in every class, and a class's own rows it knocks out are told from a mark's by
+    their labels, not by how often it knocks out other classes."""
     return (
-        t.hits * share >= MIN_HITS - 1e-9
-        and t.collapse >= MIN_COLLAPSE
-        and t.p_value <= ALPHA / n_tests
-        and labels_confirm(share, share_rest)
+        e.other_labelled >= MIN_HITS
+        and e.test.collapse >= MIN_COLLAPSE
+        and e.test.p_value <= ALPHA / n_tests
+        and labels_confirm(e.share, e.share_rest)
     )
