@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fastfem.audit.reliance.labels import labels_confirm
+from fastfem.audit.reliance.peaks import labels_mark, labels_p_value
 from fastfem.audit.reliance.stats import MIN_HITS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,10 +60,13 @@ def class_tests(
     """Per predicted class with at least ``MIN_HITS`` hits (``drop >= DROP``): its rows, hits,
     the hits that carry the mark and that the model relies on, the share of the hits whose
     label (``label_cls``: each row's label's class) is another class and the same share among
-    the class's other rows, and whether the labels rule confirms the test."""
+    the class's other rows, the labels' p-value (`fastfem.audit.reliance.peaks.labels_p_value`)
+    and whether the labels confirm the test (`peaks.labels_mark`, over the predicted
+    classes)."""
     out = []
     hit = drop >= DROP
-    for c in np.unique(pred):
+    classes = np.unique(pred)
+    for c in classes:
         own = pred == c
         hits, rest = own & hit, own & ~hit
         if hits.sum() < MIN_HITS:
@@ -71,6 +74,7 @@ def class_tests(
         other = label_cls != c
         share = float(np.mean(other[hits]))
         share_rest = float(np.mean(other[rest])) if rest.any() else float("nan")
+        p = labels_p_value(hit, own, label_cls, int(c))
         out.append(
             {
                 "class": int(c),
@@ -80,7 +84,8 @@ def class_tests(
                 "relied_on": int(np.sum(hits & relied)),
                 "label_other": round(share, 3),
                 "label_other_rest": round(share_rest, 3),
-                "labels_confirm": bool(labels_confirm(share, share_rest)),
+                "p_value": float(p),
+                "labels_confirm": bool(labels_mark(share, p, len(classes))),
                 "flagged_with_labels": int(np.sum(hits & other)),
                 "flagged_marked": int(np.sum(hits & other & marked)),
             }

@@ -5,7 +5,14 @@ For a map ``m`` (h, w) at feature resolution, the *energy* is its positive part
 model "looks"), and ``q = p / sum(p)`` its distribution (uniform when ``sum(p) = 0``, so every
 statistic stays finite for a constant or all-negative map).
 
-- ``peak_y``, ``peak_x``: the argmax cell's centre, as a fraction of the height/width, in (0, 1).
+- ``peak_y``, ``peak_x``: where the map peaks, at sub-cell precision, as a fraction of the
+  height/width, in (0, 1): the centre of the argmax cell ``(i, j)`` moved by the centroid
+  ``(dy, dx) = sum_k v_k (a_k, b_k) / sum_k v_k`` of the 3 x 3 cells ``(i + a_k, j + b_k)``,
+  ``a_k, b_k`` in {-1, 0, 1}, around it (cells outside the map left out), each weighted by its
+  value above the block's minimum, ``v_k = m[i + a_k, j + b_k] - min_k m[...]`` (no move
+  when the block is flat): ``peak_y = (i + 0.5 + dy) / h``. A mark that lies across two
+  cells of a coarse map has its peak between them, not on the cell that happens to be a
+  little higher (`peak_refinement`).
 - ``border_energy``: ``sum q`` over the band of ``b = max(1, round(band * min(h, w)))`` cells
   along the four edges.
 - ``corner_energy``: the largest ``sum q`` over the four ``b x b`` corner blocks.
@@ -50,6 +57,23 @@ def energy_distribution(m: jax.Array) -> jax.Array:
     return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), uniform)
 
 
+def peak_refinement(m: jax.Array, i: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(dy, dx)`` in [-1, 1] (cells): the centroid of the 3 x 3 block of the (h, w) map
+    ``m`` around cell ``(i, j)``, cells outside the map left out, each weighted by its value
+    above the block's minimum; ``(0, 0)`` for a flat block (module docstring)."""
+    padded = jnp.pad(m.astype(jnp.float32), 1, constant_values=jnp.nan)
+    block = jax.lax.dynamic_slice(padded, (i, j), (3, 3))
+    inside = ~jnp.isnan(block)
+    floor = jnp.min(jnp.where(inside, block, jnp.inf))
+    v = jnp.where(inside, block - floor, 0.0)
+    total = jnp.sum(v)
+    offsets = jnp.arange(-1.0, 2.0)
+    safe = jnp.where(total > 0, total, 1.0)
+    dy = jnp.where(total > 0, jnp.sum(v.sum(axis=1) * offsets) / safe, 0.0)
+    dx = jnp.where(total > 0, jnp.sum(v.sum(axis=0) * offsets) / safe, 0.0)
+    return dy, dx
+
+
 def map_stats(
     m: jax.Array, band: float = DEFAULT_BAND, threshold: float = DEFAULT_THRESHOLD
 ) -> MapStats:
@@ -58,8 +82,10 @@ def map_stats(
     q = energy_distribution(m)
     b = band_cells(h, w, band)
     flat = jnp.argmax(m)
-    peak_y = (flat // w + 0.5) / h
-    peak_x = (flat % w + 0.5) / w
+    i, j = flat // w, flat % w
+    dy, dx = peak_refinement(m, i, j)
+    peak_y = (i + 0.5 + dy) / h
+    peak_x = (j + 0.5 + dx) / w
     inner = q[b : h - b, b : w - b] if (h > 2 * b and w > 2 * b) else jnp.zeros((0,))
     border = 1.0 - jnp.sum(inner)
     corners = jnp.stack(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.shortcut_peak_window import DROP, class_tests, markdown_table
+from fastfem.audit.reliance.peaks import labels_mark, labels_p_value
 from fastfem.audit.reliance.stats import MIN_HITS
 
 
@@ -30,7 +31,9 @@ def test_class_tests_count_hits_marks_and_what_the_labels_read():
         assert t["marked"] == (hits & marked).sum() and t["relied_on"] == (hits & relied).sum()
         assert t["label_other"] == pytest.approx(share, abs=1e-3)
         assert t["label_other_rest"] == pytest.approx(rest, abs=1e-3)
-        assert t["labels_confirm"] == (share >= 0.5 and share >= 2 * rest)
+        p = labels_p_value(hits, own, label_cls, t["class"])
+        assert t["p_value"] == pytest.approx(p)
+        assert t["labels_confirm"] == labels_mark(share, p, 3)
         assert t["flagged_with_labels"] == (hits & other).sum()
 
 
@@ -41,12 +44,17 @@ def test_labels_confirm_a_class_whose_hits_are_labelled_another_class():
     marked = label_cls == 1
     (t,) = class_tests(pred, drop, marked, marked, label_cls)
     assert t["labels_confirm"] and t["flagged_with_labels"] == 8 == t["flagged_marked"]
-    label_cls = np.r_[np.ones(8, int), np.ones(20, int), np.zeros(12, int)]  # 20 of 30 others
+    # a class that mixes: 8 of 10 hits labelled another class, and 24 of 30 other rows
+    label_cls = np.r_[np.ones(8, int), np.zeros(2, int), np.ones(24, int), np.zeros(6, int)]
     (t,) = class_tests(pred, drop, marked, marked, label_cls)
-    assert not t["labels_confirm"]
+    assert not t["labels_confirm"]  # the hits do not stand out
     assert "**confirmed**" not in markdown_table(
         [{"base": "b", "config": "c", "relied_on": 8, "1/4": [t]}], (4,)
     )
+    # 10 of 10 hits and 18 of 30 other rows: the rows labelled the class are never hit
+    label_cls = np.r_[np.ones(28, int), np.zeros(12, int)]
+    (t,) = class_tests(pred, drop, marked, marked, label_cls)
+    assert t["labels_confirm"] and t["label_other_rest"] == pytest.approx(0.6)
 
 
 @pytest.mark.slow

@@ -16,9 +16,10 @@ def numpy_stats(m: np.ndarray, band=0.125, threshold=0.5) -> dict:
     inner[b : h - b, b : w - b] = True
     y, x = np.unravel_index(np.argmax(m), m.shape)
     nz = q[q > 0]
+    dy, dx = numpy_refinement(m, y, x)
     return {
-        "peak_y": (y + 0.5) / h,
-        "peak_x": (x + 0.5) / w,
+        "peak_y": (y + 0.5 + dy) / h,
+        "peak_x": (x + 0.5 + dx) / w,
         "border_energy": q[~inner].sum(),
         "corner_energy": max(
             q[:b, :b].sum(), q[:b, -b:].sum(), q[-b:, :b].sum(), q[-b:, -b:].sum()
@@ -26,6 +27,25 @@ def numpy_stats(m: np.ndarray, band=0.125, threshold=0.5) -> dict:
         "entropy": -(nz * np.log(nz)).sum() / np.log(h * w),
         "frac_above": (m >= threshold * m.max()).mean() if m.max() > 0 else 0.0,
     }
+
+
+def numpy_refinement(m: np.ndarray, y: int, x: int) -> tuple[float, float]:
+    """The centroid of the 3 x 3 cells around (y, x) inside the map, weighted by each cell's
+    value above the block's minimum, written as loops."""
+    cells = [
+        (a, b, float(m[y + a, x + b]))
+        for a in (-1, 0, 1)
+        for b in (-1, 0, 1)
+        if 0 <= y + a < m.shape[0] and 0 <= x + b < m.shape[1]
+    ]
+    floor = min(v for *_, v in cells)
+    total = sum(v - floor for *_, v in cells)
+    if total <= 0:
+        return 0.0, 0.0
+    return (
+        sum(a * (v - floor) for a, _, v in cells) / total,
+        sum(b * (v - floor) for _, b, v in cells) / total,
+    )
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (7, 9), (2, 2), (1, 5)])
@@ -49,6 +69,19 @@ def test_hand_cases():
     centre[6:10, 6:10] = 1.0
     s = map_stats(centre)
     assert float(s.border_energy) == 0.0 and float(s.frac_above) == 16 / 256
+    # the argmax is the block's first cell (6, 6); its 3 x 3 neighbours hold the block's
+    # cells (6..7, 6..7) above a floor of 0: the peak moves half a cell to (7, 7) / 16
+    assert float(s.peak_y) == float(s.peak_x) == pytest.approx(7.0 / 16)
+
+
+def test_the_peak_lies_between_two_equal_cells_and_leans_to_the_higher():
+    m = np.zeros((8, 8), np.float32)
+    m[3, 4], m[3, 5] = 2.0, 2.0  # a mark across two cells
+    s = map_stats(m)
+    assert float(s.peak_y) == pytest.approx(3.5 / 8) and float(s.peak_x) == pytest.approx(5 / 8)
+    m[3, 5] = 1.0  # the right one lower: a third of a cell to the right
+    s = map_stats(m)
+    assert float(s.peak_x) == pytest.approx((4.5 + 1 / 3) / 8)
 
 
 @pytest.mark.parametrize("value", [0.0, -1.0, 2.0])
