@@ -13,10 +13,13 @@ import pytest
 from fastfem.converters import Features, from_fn
 
 from fastfem.audit import audit
+from fastfem.audit.reliance import evenly_spaced
 from fastfem.audit.reliance.labels import labels_confirm
 from fastfem.audit.reliance.peaks import (
+    LEAD_ALPHA,
     PeakTest,
     confirmed,
+    is_lead,
     labels_mark,
     labels_p_value,
     peak_tests,
@@ -121,15 +124,34 @@ def test_peak_tests_count_the_sample_and_take_the_labels_p_value():
     assert [e.test.cls for e in got] == [0, 2]
     for t, share, rest, other in got:
         own = pred == t.cls
-        hit = drop >= 0.25
+        hit = drop >= 0.25  # the test's hits, at TAU
+        flag = drop >= 0.5  # what the labels read: the rows it would flag
         labelled = labels >= 0
         assert (t.hits, t.rows) == (np.sum(own & hit), np.sum(own))
         assert (t.other_hits, t.other_rows) == (np.sum(~own & hit), np.sum(~own))
-        assert t.p_value == labels_p_value(hit, own, labels, t.cls)
-        assert share == pytest.approx(np.mean(labels[own & hit & labelled] != t.cls))
-        assert rest == pytest.approx(np.mean(labels[own & ~hit & labelled] != t.cls))
-        assert other == np.sum(own & hit & labelled & (labels != t.cls))
-        assert other < round(t.hits * share)  # unlabelled hit rows are not counted
+        assert t.p_value == labels_p_value(flag, own, labels, t.cls)
+        assert share == pytest.approx(np.mean(labels[own & flag & labelled] != t.cls))
+        assert rest == pytest.approx(np.mean(labels[own & ~flag & labelled] != t.cls))
+        assert other == np.sum(own & flag & labelled & (labels != t.cls))
+        assert other < round(np.sum(own & flag) * share)  # unlabelled rows are not counted
+
+
+def test_a_lead_is_counted_again_where_only_the_counts_or_the_correction_fail():
+    n = 4
+    lead = a_test(20, 0.6, 0.02)  # significant at LEAD_ALPHA, not at ALPHA / n
+    assert is_lead(evidence(lead, 0.8, 0.1), n) and not confirmed(evidence(lead, 0.8, 0.1), n)
+    few = a_test(6, 0.6, 1e-4)  # 3 hits labelled another class: too few to confirm
+    assert is_lead(evidence(few, 0.5, 0.0), n)
+    assert not is_lead(evidence(a_test(20, 0.6, 1e-6), 0.8, 0.1), n)  # confirmed already
+    assert not is_lead(evidence(a_test(20, 0.6, LEAD_ALPHA * 2), 0.8, 0.1), n)
+    assert not is_lead(evidence(lead, 0.4, 0.0), n)  # the class's own images
+    assert not is_lead(evidence(a_test(20, MIN_COLLAPSE * 0.9, 0.02), 0.8, 0.1), n)
+
+
+def test_evenly_spaced_rows_take_the_first_and_the_last_and_never_more_than_there_are():
+    np.testing.assert_array_equal(evenly_spaced(10, 4), [0, 3, 6, 9])
+    np.testing.assert_array_equal(evenly_spaced(3, 8), [0, 1, 2])
+    assert evenly_spaced(0, 5).size == 0 and evenly_spaced(5, 0).size == 0
 
 
 def square_model():
@@ -209,3 +231,23 @@ def test_a_square_at_a_random_place_is_found_by_the_peak_with_labels_only(tmp_pa
     audit(images, model, out=tmp_path / "unlabelled", reliance_sample=240)
     kinds = pq.read_table(tmp_path / "unlabelled" / RELIANCE_FILE).to_pydict()["region_kind"]
     assert "peak" not in kinds
+
+
+@pytest.mark.slow
+def test_a_lead_on_a_small_sample_is_counted_again_on_more_of_its_class(tmp_path):
+    """With 10 sampled rows per class the square's class is a lead only (3 hits labelled
+    another class); counted again with up to three times as many of its rows read again, it
+    is confirmed, and its test counts those rows."""
+    images, labels, marked = square_images()
+    model = square_model()
+    source = tmp_path / "squares.npz"
+    np.savez(source, images=images, labels=np.asarray(labels).astype(str))
+    audit(str(source), model, out=tmp_path / "small", reliance_sample=30)
+    cands = pq.read_table(tmp_path / "small" / RELIANCE_FILE).to_pydict()
+    at = [k for k, kind in enumerate(cands["region_kind"]) if kind == "peak"]
+    assert len(at) == 1 and cands["status"][at[0]] == "confirmed", cands
+    assert cands["sample_rows"][at[0]] > 10  # the class's 10 sampled rows and more
+    assert cands["p_value"][at[0]] <= ALPHA / 3
+    flags = pq.read_table(tmp_path / "small" / "flags.parquet").to_pydict()
+    flagged = np.asarray([int(i) for i in flags["id"]])
+    assert len(flagged) and marked[flagged].all() and np.all(labels[flagged] != 0)

@@ -70,7 +70,7 @@ from fastfem.audit.batches import RecordBatcher
 from fastfem.audit.detectors.summary import label_classes
 from fastfem.audit.reliance.choice import Candidate, Sweep, choose
 from fastfem.audit.reliance.members import member_pass
-from fastfem.audit.reliance.peaks import has_peaks, peak_candidates, row_peaks
+from fastfem.audit.reliance.peaks import PeakRows, has_peaks, peak_candidates, row_peaks
 from fastfem.audit.reliance.probes import (
     HIDE_FILLS,
     PEAK_FRACTION,
@@ -179,7 +179,7 @@ def thin_classes(sampled: np.ndarray, every: np.ndarray) -> int:
 
 def stratified_sample(pred: np.ndarray, size: int) -> np.ndarray:
     """Indices of at most ``size`` rows, the same number per predicted class where the class
-    has enough rows (evenly spaced within each class, so deterministic), sorted."""
+    has enough rows (`evenly_spaced` within each class, so deterministic), sorted."""
     classes = np.unique(pred)
     if len(classes) == 0:
         return np.zeros((0,), np.int64)
@@ -187,9 +187,29 @@ def stratified_sample(pred: np.ndarray, size: int) -> np.ndarray:
     out = []
     for c in classes:
         rows = np.flatnonzero(pred == c)
-        take = min(per, len(rows))
-        out.append(rows[np.linspace(0, len(rows) - 1, take).round().astype(np.int64)])
+        out.append(rows[evenly_spaced(len(rows), per)])
     return np.unique(np.concatenate(out))
+
+
+def evenly_spaced(n: int, take: int) -> np.ndarray:
+    """Indices of ``min(take, n)`` of ``n`` rows, evenly spaced from the first to the last."""
+    if n == 0 or take <= 0:
+        return np.zeros((0,), np.int64)
+    return np.unique(np.linspace(0, n - 1, min(take, n)).round().astype(np.int64))
+
+
+def read_again(
+    runner: ProbeRunner, ids: np.ndarray, stored: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The images of the stored rows ``stored`` (indices into the store's ``ids``) read again
+    from the source, as one host array, and the stored rows in their read order; ``None``
+    for the images where some could not be read (the rows read are still returned)."""
+    row_of = {str(ids[i]): i for i in stored}
+    kept = list(runner.read(set(row_of)))
+    at = np.asarray([row_of[i] for batch_ids, _ in kept for i in batch_ids], np.int64)
+    if len(at) < len(row_of) or not kept:
+        return None, at
+    return np.concatenate([b["x"] for _, b in kept]), at
 
 
 class ProbeRunner:
@@ -329,17 +349,12 @@ def reliance_test(
     if sample is None:
         sample = sample_size(len(np.unique(pred_all[idx])))
     chosen = stratified_sample(pred_all[idx], sample)
-    row_of = {str(ids_all[i]): i for i in idx[chosen]}  # the sample's ids -> stored rows
-    want = set(row_of)
-    kept = list(runner.read(want))
-    got = sum(len(i) for i, _ in kept)
-    if got < len(want):
+    x, sample_rows = read_again(runner, ids_all, idx[chosen])  # the sample, one host array
+    if x is None:
         return RelianceResult(
-            skipped=f"the source could not be read again ({got} of {len(want)} sampled rows)"
+            skipped=f"the source could not be read again ({len(sample_rows)} of {len(chosen)} "
+            "sampled rows)"
         )
-    x = np.concatenate([b["x"] for _, b in kept])  # the sample, one host array
-    sample_rows = np.asarray([row_of[i] for ids, _ in kept for i in ids])  # in read order
-    del kept  # not held twice
     h, w = plan.image_hw
     fills = fill_params(*pixel_moments(x), h, w)
     probes = sweep_probes(h, w, proposed, x.shape[-1])
@@ -366,7 +381,16 @@ def reliance_test(
     followed = sample_labels is not None and has_peaks(rows) and len(cands) < MAX_CANDIDATES
     if followed:  # with labels, the probe that follows each row's map peak (`peaks`)
         peaks = row_peaks(rows, sample_rows, h, w)
-        more = peak_candidates(runner, x, peaks, pred, sample_labels, fills, sweep)
+
+        def read_more(cls: int, n: int) -> PeakRows | None:  # unsampled rows of a lead's class
+            mine = idx[pred_all[idx] == cls]
+            rest = np.setdiff1d(mine, sample_rows)
+            xm, at = read_again(runner, ids_all, rest[evenly_spaced(len(rest), n)])
+            return None if xm is None else PeakRows(xm, row_peaks(rows, at, h, w), labels[at])
+
+        more = peak_candidates(
+            runner, PeakRows(x, peaks, sample_labels), pred, fills, sweep, read_more
+        )
         for c in more[: MAX_CANDIDATES - len(cands)]:
             c.fill_effects = fill_effects(runner, x, c, pred, fills, peaks)
             cands.append(c)
@@ -374,7 +398,7 @@ def reliance_test(
     result = RelianceResult(
         candidates=cands,
         near_misses=misses,
-        sampled=got,
+        sampled=len(sample_rows),
         probes=len(probes) + len(sw.margin_of) + int(followed),
         classes=len(np.unique(sampled_pred)),
         thin=thin_classes(sampled_pred, pred_all[idx]),

@@ -46,12 +46,20 @@ def label_evidence(
     a global probe's, ``dose`` given, only its dosed rows, `stats.global_test`) whose label is
     matched to another class than ``t.cls``, and the same share among the class's other rows,
     over the rows with a label (``labels`` (N,): each sampled row's label's class, -1 without
-    one; NaN where none has one)."""
-    mine = (pred == t.cls) & (labels >= 0)
-    hits = mine & hit_rows(t, drop, pred, dose)
-    rest = mine & ~hits
-    other = labels != t.cls
-    share = float(np.mean(other[hits])) if hits.any() else float("nan")
+    one; NaN where none has one; `label_shares`)."""
+    return label_shares(hit_rows(t, drop, pred, dose), pred == t.cls, labels, t.cls)
+
+
+def label_shares(
+    hits: np.ndarray, own: np.ndarray, labels: np.ndarray, cls: int
+) -> tuple[float, float]:
+    """The share of the rows ``hits & own`` whose label (``labels`` (N,): the label's class,
+    -1 without one) is another class than ``cls``, and the same share among the rows of
+    ``own`` not hit, over the rows with a label; NaN where none has one."""
+    mine = own & (labels >= 0)
+    hit, rest = mine & hits, mine & ~hits
+    other = labels != cls
+    share = float(np.mean(other[hit])) if hit.any() else float("nan")
     return share, float(np.mean(other[rest])) if rest.any() else float("nan")
 
 

@@ -12,11 +12,13 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
                                adjacent bands hidden one at a time (`probes.adjacent_pairs`):
                                "band y10-20 or band y15-25"
     region_kind       string   band, column, cell, border, centre, image, hot spot, band
-                               pair, column pair
+                               pair, column pair, peak
     box               list<int32>  x0, y0, x1, y1 of the region (model-input pixels; a pair's:
                                    their union)
     fill              string   how the region was hidden (inpaint, or a global fill)
     sample_hits / sample_rows             the class's sampled rows knocked out / sampled
+                                          (the peak probe's lead counted again: with the
+                                          class's rows read for it, `peaks.is_lead`)
     other_hits / other_rows               the same for the other classes' sampled rows
     lift, place_lift, p_value             `fastfem.audit.reliance.stats` (the lift: over
                                           the median other class, of 3 or more)
@@ -28,7 +30,8 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
                       classes' rows (`rules.sufficient`); null for a global probe
     label_other, label_other_rest  float64  with labels: the share of the class's sampled
                       hit rows labelled another class, and of its other rows
-                      (`labels.label_evidence`; what confirms a lead): a near miss's, and
+                      (`labels.label_evidence`; what confirms a lead; the peak probe's at a
+                      drop of 0.5, `peaks.peak_tests`): a near miss's, and
                       a candidate's only where the labels confirmed it (the lead's, at the
                       region it grew from); null otherwise
     fills             list<string>, fill_hit_rates list<float64>: the class's sampled rows
