@@ -582,7 +582,8 @@ def test_the_manifest_records_the_reliance_settings(tmp_path):
     assert body["detectors"]["reliance_near_miss"] == "0.8 of every floor, at most 8"
     assert body["detectors"]["reliance_colour_leads"].startswith("no red+no yellow+")
     assert body["detectors"]["reliance_peak"] == (
-        "each row's map peak, a window of 0.25 of the side, with labels only"
+        "each row's map peak, a window of 0.25 of the side, with labels only;"
+        " a lead (p <= 0.05) counted again on up to 3x its sampled rows"
     )
     # 32 rows over the classes: each has fewer than PER_CLASS, and the line says so
     assert body["reliance"].endswith(

@@ -129,7 +129,7 @@ def sample_size(n_classes: int) -> int:
 
 def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
     """The reliance test's settings by name (recorded in the manifest)."""
-    from fastfem.audit.reliance import labels, rules, stats, thresholds
+    from fastfem.audit.reliance import labels, peaks, rules, stats, thresholds
 
     auto = f"auto ({PER_CLASS} per class, {MIN_SAMPLE} to {MAX_SAMPLE})"
     return {
@@ -155,7 +155,9 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         " and the labels, given, do not disown them, or where the labels confirm them; else"
         " leads)",
         "reliance_peak": (
-            f"each row's map peak, a window of {PEAK_FRACTION:g} of the side, with labels only"
+            f"each row's map peak, a window of {PEAK_FRACTION:g} of the side, with labels only;"
+            f" a lead (p <= {peaks.LEAD_ALPHA:g}) counted again on up to {peaks.MORE_ROWS}x its"
+            " sampled rows"
         ),
         "reliance_label_other": (
             f"{labels.MIN_LABEL_OTHER:g} of the hit rows and {labels.LABEL_OTHER_LIFT:g}x the "
