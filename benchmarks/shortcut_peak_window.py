@@ -1,22 +1,25 @@
 #!/usr/bin/env python
-"""Why the sweep has no probe that follows each row's map peak: the window around it, measured.
+"""The window around each row's map peak, measured on every model: why the reliance test's
+probe that follows it (`fastfem.audit.reliance.peaks`) is asked with labels only, and what the
+labels read.
 
 A mark at a random place in each image (the unseen check's ``patch@anywhere``) lies in no
-fixed region of the sweep (`fastfem.audit.reliance.probes`). The region that would follow it
-is each row's own hot spot: a square window around the peak of the row's stored map (the
+fixed region of the sweep (`fastfem.audit.reliance.probes`). The region that follows it is
+each row's own hot spot: a square window around the peak of the row's stored map (the
 audit's ``peak_y``, ``peak_x``), filled from its surroundings (``inpaint``) like every region.
 This check asks, for each model, which rows such a probe knocks out, per predicted class
 ``c``: a row of class ``c`` is a *hit* when hiding the window lowers ``P(c)`` by at least
 ``DROP`` (0.5). It reports, per class with at least `MIN_HITS` hits, the hits, how many carry
 the mark and how many the model relies on (the benchmark's ground truth,
-`benchmarks.shortcut_data.relied_on`), and what the audit's labels rule would read
-(`fastfem.audit.reliance.labels`): the share of the hits labelled another class, against the
-share among the class's other rows, and whether that confirms the test.
+`benchmarks.shortcut_data.relied_on`), and what the audit's labels would read: the share of
+the hits labelled another class, against the share among the class's other rows, the labels'
+p-value (`peaks.labels_p_value`) and whether they confirm the test (`peaks.labels_mark`).
 
 A test whose hits carry no mark is a class's own objects passing for a shortcut: a probe that
 hides whatever the map peaks on hides the objects the map peaks on as often as a mark. The
-labels rule tells them apart where the model keeps its classes apart; where it mixes them,
-the class's other rows are labelled another class as often as its hits are.
+labels tell them apart: a class's own objects under the window are its images, labelled the
+class; a mark's hits are images of other classes it moved there, and where the model mixes
+its classes they are still hit significantly more often than the class's own.
 
 Usage::
 
