@@ -18,12 +18,18 @@ only where
 
 * the audit has labels and the map peaks (``peak_y``, ``peak_x``, every FEM store's, at
   sub-cell precision: `fastfem.kernels.map_stats`),
-* its hits labelled another class are as many, and its hits collapse as often, as every
-  candidate needs (``MIN_HITS``, ``MIN_COLLAPSE``),
-* the class's rows labelled another class are hit significantly more often than those
-  labelled the class (`labels_p_value`, Bonferroni over the classes asked), and at least
-  ``MIN_LABEL_OTHER`` (half) of its hits are labelled another class (`labels_mark`; no lift
-  or place lift floor: the window hides objects in every class).
+* its hits collapse as often as every candidate's (``MIN_COLLAPSE``),
+* and the labels say its rows are a mark's, read on the rows it would flag (those whose
+  probability falls by ``stats.COLLAPSE_DROP``; the window lowers a class's own objects a
+  little on many rows): at least ``MIN_HITS`` and at least ``MIN_LABEL_OTHER`` (half) of them
+  labelled another class, and the class's rows labelled another class hit significantly more
+  often than those labelled the class (`labels_p_value`, Bonferroni over the classes asked;
+  `labels_mark`). No lift or place lift floor: the window hides objects in every class.
+
+A class's test on the sample that passes the labels' test before the correction but not every
+rule (`is_lead`) is counted again with up to ``MORE_ROWS`` times its sampled rows more of the
+class's rows, read again from the source (one forward each): the sample's rows of a class are
+too few for the labels' test where the model mixes its classes.
 
 The significance, not the fixed regions' lift of ``LABEL_OTHER_LIFT`` over the class's other
 rows (`labels.labels_confirm`), says the hits stand out: a model that mixes its classes has
@@ -92,10 +98,12 @@ def row_peaks(rows: dict[str, np.ndarray], at: np.ndarray, h: int, w: int) -> np
 
 
 class PeakTest(NamedTuple):
-    """The peak probe's test of one class (`peak_tests`): ``test`` its counts on the sample,
-    its p-value that of the labels (`labels_p_value`); ``share`` and ``share_rest`` the
-    labels' shares (`labels.label_evidence`); ``other_labelled`` its hit rows labelled
-    another class (the ``h_f`` of `labels_p_value`; rows without a label not counted)."""
+    """The peak probe's test of one class (`peak_tests`): ``test`` its counts on the rows run
+    (the sample, with a lead's rows read again), its p-value that of the labels
+    (`labels_p_value`); ``share`` and ``share_rest`` the labels' shares of the rows it would
+    flag and of the class's others (`labels.label_shares`); ``other_labelled`` the rows it
+    would flag labelled another class (the ``h_f`` of `labels_p_value`; rows without a label
+    not counted)."""
 
     test: ProbeTest
     share: float
