@@ -431,7 +431,9 @@ def describe_reliance(result: RelianceResult) -> str:
     )
     return (
         f"{len(result.candidates)} candidates from {result.probes} probes on {result.sampled} "
-        f"sampled rows, {len(result.near_misses)} near misses, {result.tested} rows tested"
+        "sampled rows"
+        + (f" (+{result.read_for_leads} read for leads)" if result.read_for_leads else "")
+        + f", {len(result.near_misses)} near misses, {result.tested} rows tested"
         + (f", {screened} of them screened out by confidence or dose" if screened else "")
         + (f" ({found})" if found else "")
         + (thin if result.thin else "")

@@ -4,6 +4,7 @@ white square at a random place, audited for real with and without labels."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax.numpy as jnp
@@ -248,6 +249,9 @@ def test_a_lead_on_a_small_sample_is_counted_again_on_more_of_its_class(tmp_path
     assert len(at) == 1 and cands["status"][at[0]] == "confirmed", cands
     assert cands["sample_rows"][at[0]] > 10  # the class's 10 sampled rows and more
     assert cands["p_value"][at[0]] <= ALPHA / 3
+    grown = cands["sample_rows"][at[0]] - 10  # the class's rows read again for the lead
+    summary = json.loads((tmp_path / "small" / "manifest.json").read_text())["reliance"]
+    assert f"on 30 sampled rows (+{grown} read for leads)," in summary, summary
     flags = pq.read_table(tmp_path / "small" / "flags.parquet").to_pydict()
     flagged = np.asarray([int(i) for i in flags["id"]])
     assert len(flagged) and marked[flagged].all() and np.all(labels[flagged] != 0)

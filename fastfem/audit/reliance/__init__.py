@@ -113,6 +113,7 @@ class RelianceResult:
     drop: list[float] = field(default_factory=list)
     candidate: list[int] = field(default_factory=list)
     sampled: int = 0
+    read_for_leads: int = 0  # more rows read again to count the peak probe's leads
     tested: int = 0  # rows of the candidates' classes read by the member pass
     forwarded: int = 0  # of those, the rows run under their probes (the rest: `screen`)
     probes: int = 0
@@ -381,6 +382,7 @@ def reliance_test(
             c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)
     followed = sample_labels is not None and has_peaks(rows) and len(cands) < MAX_CANDIDATES
+    read_for_leads: list[int] = []
     if followed:  # with labels, the probe that follows each row's map peak (`peaks`)
         peaks = row_peaks(rows, sample_rows, h, w)
 
@@ -388,6 +390,7 @@ def reliance_test(
             mine = idx[pred_all[idx] == cls]
             rest = np.setdiff1d(mine, sample_rows)
             xm, at = read_again(runner, ids_all, rest[evenly_spaced(len(rest), n)])
+            read_for_leads.append(len(at))
             return None if xm is None else PeakRows(xm, row_peaks(rows, at, h, w), labels[at])
 
         more = peak_candidates(
@@ -401,6 +404,7 @@ def reliance_test(
         candidates=cands,
         near_misses=misses,
         sampled=len(sample_rows),
+        read_for_leads=sum(read_for_leads),
         probes=len(probes) + len(sw.margin_of) + int(followed),
         classes=len(np.unique(sampled_pred)),
         thin=thin_classes(sampled_pred, pred_all[idx]),
