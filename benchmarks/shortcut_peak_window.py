@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from fastfem.audit.reliance.peaks import labels_mark, labels_p_value
+from fastfem.audit.reliance.labels import label_shares
+from fastfem.audit.reliance.peaks import labelled_other_rows, labels_mark, labels_p_value
 from fastfem.audit.reliance.stats import MIN_HITS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,12 +72,11 @@ def class_tests(
     classes = np.unique(pred)
     for c in classes:
         own = pred == c
-        hits, rest = own & hit, own & ~hit
+        hits = own & hit
         if hits.sum() < MIN_HITS:
             continue
-        other = label_cls != c
-        share = float(np.mean(other[hits]))
-        share_rest = float(np.mean(other[rest])) if rest.any() else float("nan")
+        other = labelled_other_rows(own, label_cls, int(c))  # every row has a label here
+        share, share_rest = label_shares(hit, own, label_cls, int(c))
         p = labels_p_value(hit, own, label_cls, int(c))
         out.append(
             {

@@ -127,9 +127,15 @@ def peak_tests(
         own = pred == t.cls
         p = labels_p_value(hit, own, labels, t.cls)
         share, rest = label_shares(hit, own, labels, t.cls)
-        other = int(np.sum(hit & own & (labels >= 0) & (labels != t.cls)))
+        other = int(np.sum(hit & labelled_other_rows(own, labels, t.cls)))
         out.append(PeakTest(dataclasses.replace(t, p_value=p), share, rest, other))
     return out
+
+
+def labelled_other_rows(own: np.ndarray, labels: np.ndarray, cls: int) -> np.ndarray:
+    """(S,) the rows of ``own`` (the class ``cls``'s) whose label's class (``labels``, -1
+    without one) is another class."""
+    return own & (labels >= 0) & (labels != cls)
 
 
 def labels_p_value(hit: np.ndarray, own: np.ndarray, labels: np.ndarray, cls: int) -> float:
@@ -137,7 +143,7 @@ def labels_p_value(hit: np.ndarray, own: np.ndarray, labels: np.ndarray, cls: in
     (``n_f``, of which ``h_f`` are ``hit``) would be hit as often if they were hit at the rate
     of the class's rows labelled the class, ``q = (h_o + 1) / (n_o + 2)`` (``own``: the class's
     rows; ``labels`` (S,) each row's label's class, -1 without one)."""
-    other = own & (labels >= 0) & (labels != cls)
+    other = labelled_other_rows(own, labels, cls)
     mine = own & (labels == cls)
     q = (np.sum(hit & mine) + 1.0) / (np.sum(mine) + 2.0)
     return binomial_tail(int(np.sum(hit & other)), int(np.sum(other)), float(q))
@@ -171,17 +177,19 @@ def peak_candidates(
     _, drop = sweep(runner, sample.x, [probe], fills, peaks=sample.peaks)
     out = []
     for e in peak_tests(drop[:, 0], pred, classes, sample.labels):
+        counted = (pred, drop[:, 0])  # the rows its test counts (and its non-members)
         lead = read_more is not None and is_lead(e, len(classes))
         more = read_more(e.test.cls, MORE_ROWS * e.test.rows) if lead else None
         if more is not None:
             more_pred, more_drop = sweep(runner, more.x, [probe], fills, peaks=more.peaks)
-            both = (np.r_[drop[:, 0], more_drop[:, 0]], np.r_[pred, more_pred])
-            (e,) = peak_tests(*both, [e.test.cls], np.r_[sample.labels, more.labels])
+            counted = (np.r_[pred, more_pred], np.r_[drop[:, 0], more_drop[:, 0]])
+            labels = np.r_[sample.labels, more.labels]
+            (e,) = peak_tests(counted[1], counted[0], [e.test.cls], labels)
         if confirmed(e, len(classes)):
             t = e.test
             c = Candidate(probe, t.cls, t, label_other=e.share, label_other_rest=e.share_rest)
             c.by_labels, c.row_tau = True, COLLAPSE_DROP
-            c.set_nonmembers(pred, drop[:, 0])
+            c.set_nonmembers(*counted)
             out.append(c)
     return out
 
