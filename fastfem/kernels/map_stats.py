@@ -18,6 +18,11 @@ statistic stays finite for a constant or all-negative map).
 - ``corner_energy``: the largest ``sum q`` over the four ``b x b`` corner blocks.
 - ``entropy``: ``-sum q log q / log(h w)`` in [0, 1] (1 = spread evenly, 0 = one cell).
 - ``frac_above``: fraction of cells with ``m >= threshold * max(m)`` (when ``max(m) > 0``, else 0).
+
+Not stored, read by the reliance test's probe that follows each row's map peak
+(`fastfem.audit.reliance.peaks`): the map's **peak contrast** ``h w max q``, the peak cell's
+share of the energy over a uniform map's (1 for a flat map, ``h w`` for a single hot cell):
+how much one place dominates the map (`peak_contrast`).
 """
 
 from __future__ import annotations
@@ -72,6 +77,13 @@ def peak_refinement(m: jax.Array, i: jax.Array, j: jax.Array) -> tuple[jax.Array
     dy = jnp.where(total > 0, jnp.sum(v.sum(axis=1) * offsets) / safe, 0.0)
     dx = jnp.where(total > 0, jnp.sum(v.sum(axis=0) * offsets) / safe, 0.0)
     return dy, dx
+
+
+def peak_contrast(m: jax.Array) -> jax.Array:
+    """``h w max q`` of ONE map (h, w), float32: its peak cell's share of the energy over a
+    uniform map's (module docstring; 1 for a flat or all-negative map). Vmap it for a batch."""
+    q = energy_distribution(m)
+    return (q.size * jnp.max(q)).astype(jnp.float32)
 
 
 def map_stats(

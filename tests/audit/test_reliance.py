@@ -15,7 +15,7 @@ from fastfem.audit import ResultStore, audit
 from fastfem.audit.reliance import rules, sample_size, stratified_sample, thin_classes
 from fastfem.audit.reliance.labels import LABEL_OTHER_LIFT, MIN_LABEL_OTHER
 from fastfem.audit.reliance.probes import hot_spot_regions
-from fastfem.audit.reliance.table import RELIANCE_FILE, reliance_schema
+from fastfem.audit.reliance.table import ADDED_COLUMNS, RELIANCE_FILE, reliance_schema
 from fastfem.audit.report.page import write_report
 from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
 
@@ -582,8 +582,11 @@ def test_the_manifest_records_the_reliance_settings(tmp_path):
     assert body["detectors"]["reliance_near_miss"] == "0.8 of every floor, at most 8"
     assert body["detectors"]["reliance_colour_leads"].startswith("no red+no yellow+")
     assert body["detectors"]["reliance_peak"] == (
-        "each row's map peak, a window of 0.25 of the side, with labels only;"
-        " a lead (p <= 0.05) counted again on up to 3x its sampled rows"
+        "each row's map peak, a window of 0.25 of the side; a candidate where 0.5 of its"
+        " knocked-out rows lose a salient extra (peak contrast down 1.25x to >= 0.8x the"
+        " sample's median; significantly more often than the other rows; for a class with"
+        " no other candidate) or where the labels confirm it; a lead (p <= 0.05) counted"
+        " again on up to 3x its sampled rows"
     )
     # 32 rows over the classes: each has fewer than PER_CLASS, and the line says so
     assert body["reliance"].endswith(
@@ -756,7 +759,7 @@ def test_a_global_candidates_member_pass_runs_only_rows_its_dose_floor_lets_thro
     assert "screened out by confidence or dose" in summary.reliance, summary.reliance
     # a store written before the place columns existed still shows its candidates
     path = tmp_path / "screened" / RELIANCE_FILE
-    old = pq.read_table(path).drop_columns(["same_rows_region", "same_rows_overlap", "places"])
+    old = pq.read_table(path).drop_columns(list(ADDED_COLUMNS))
     pq.write_table(old, path)
     html = write_report(tmp_path / "screened").read_text()
     assert "Class 0 relies on whole image" in html and "No reliance test" not in html

@@ -17,12 +17,17 @@ from fastfem.audit import audit
 from fastfem.audit.reliance import evenly_spaced
 from fastfem.audit.reliance.labels import labels_confirm
 from fastfem.audit.reliance.peaks import (
+    CONTRAST_FALL,
     LEAD_ALPHA,
+    MIN_EXTRA,
+    ORDINARY,
     PeakTest,
     confirmed,
     is_lead,
     labels_mark,
     labels_p_value,
+    lost_extra,
+    maps_mark,
     peak_tests,
 )
 from fastfem.audit.reliance.probes import peak_pixels, peak_probe, peak_side, probe_params
@@ -121,10 +126,19 @@ def test_peak_tests_count_the_sample_and_take_the_labels_p_value():
     labels = np.where(rng.uniform(size=240) < 0.8, pred, (pred + 1) % 3)
     labels[rng.uniform(size=240) < 0.2] = -1  # no label
     drop = rng.uniform(size=240)
-    got = peak_tests(drop, pred, np.asarray([0, 2]), labels)
+    extra = rng.uniform(size=240) < np.where(drop >= 0.5, 0.6, 0.2)
+    got = peak_tests(drop, pred, np.asarray([0, 2]), labels, extra)
     assert [e.test.cls for e in got] == [0, 2]
-    for t, share, rest, other in got:
+    flag_all = drop >= 0.5
+    rest_rate = (np.sum(extra & ~flag_all) + 1) / (np.sum(~flag_all) + 2)
+    for t, share, rest, other, fell, fell_rest, fell_p, fell_rows in got:
         own = pred == t.cls
+        k, n = np.sum(own & flag_all & extra), np.sum(own & flag_all)
+        assert (fell_rows, fell, fell_rest) == (k, pytest.approx(k / n), pytest.approx(rest_rate))
+        tail = sum(
+            math.comb(n, j) * rest_rate**j * (1 - rest_rate) ** (n - j) for j in range(k, n + 1)
+        )
+        assert fell_p == pytest.approx(tail, rel=1e-9)
         hit = drop >= 0.25  # the test's hits, at TAU
         flag = drop >= 0.5  # what the labels read: the rows it would flag
         labelled = labels >= 0
@@ -135,6 +149,49 @@ def test_peak_tests_count_the_sample_and_take_the_labels_p_value():
         assert rest == pytest.approx(np.mean(labels[own & ~flag & labelled] != t.cls))
         assert other == np.sum(own & flag & labelled & (labels != t.cls))
         assert other < round(np.sum(own & flag) * share)  # unlabelled rows are not counted
+    # without labels or maps: no label evidence, and the maps' test says nothing
+    for e in peak_tests(drop, pred, np.asarray([0, 2]), None):
+        assert math.isnan(e.share) and e.other_labelled == 0 and e.test.p_value == 1.0
+        assert e.extra_p == 1.0 and e.extra_rows == 0
+
+
+def test_a_map_loses_a_salient_extra_where_its_contrast_falls_to_an_ordinary_maps():
+    typical = 10.0
+    contrast = np.asarray([30.0, 30.0, 30.0, 12.0, 12.0, 9.0])
+    hidden = np.asarray([10.0, 7.0, 29.0, 9.6, 9.7, 12.0])
+    want = [
+        hidden[i] * CONTRAST_FALL <= contrast[i] and hidden[i] >= ORDINARY * typical
+        for i in range(len(contrast))
+    ]
+    # an extra on an ordinary map; the only thing in the image (what is left is below an
+    # ordinary map); a map that barely changes; a fall of exactly CONTRAST_FALL; one just
+    # short of it; a map that peaks harder without the window
+    assert want == [True, False, False, True, False, False]
+    np.testing.assert_array_equal(lost_extra(contrast, hidden, typical), want)
+
+
+def maps_evidence(t: ProbeTest, extra: float, p: float, share=float("nan")) -> PeakTest:
+    return PeakTest(t, share, float("nan"), 0, extra, 0.1, p, round(t.hits * extra))
+
+
+def test_the_maps_make_a_peak_test_a_candidate_without_labels_where_every_rule_holds():
+    n = 4
+    ok = a_test(20, 0.6, 1.0)  # the labels say nothing (no labels)
+    assert maps_mark(maps_evidence(ok, 0.8, ALPHA / n / 10), n)
+    assert not confirmed(maps_evidence(ok, 0.8, ALPHA / n / 10), n)  # not by the labels
+    assert not maps_mark(maps_evidence(ok, 0.8, ALPHA / n * 2), n)  # not significant
+    assert not maps_mark(maps_evidence(ok, MIN_EXTRA * 0.9, 1e-9), n)  # too few lose one
+    assert not maps_mark(maps_evidence(a_test(20, MIN_COLLAPSE * 0.9, 1.0), 0.8, 1e-9), n)
+    assert not maps_mark(maps_evidence(a_test(MIN_HITS + 1, 0.6, 1.0), 0.5, 1e-9), n)  # 3 rows
+    # labels, given, may disown it (its flagged rows mostly labelled the class) ...
+    assert not maps_mark(maps_evidence(ok, 0.8, 1e-9, share=0.3), n)
+    # ... and need not confirm it (the class's own images carry the mark too)
+    assert maps_mark(maps_evidence(ok, 0.8, 1e-9, share=0.5), n)
+    # a lead by the maps only where they are asked for the class
+    lead = maps_evidence(ok, 0.8, 0.02)
+    assert is_lead(lead, n, by_maps=True) and not is_lead(lead, n)
+    assert not is_lead(maps_evidence(ok, 0.8, 1e-9), n, by_maps=True)  # a candidate already
+    assert not is_lead(maps_evidence(ok, MIN_EXTRA * 0.9, 0.02), n, by_maps=True)
 
 
 def test_a_lead_is_counted_again_where_only_the_counts_or_the_correction_fail():
@@ -182,18 +239,19 @@ def jax_box(white: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
     return jax.vmap(lambda im: jax.scipy.signal.convolve2d(im, k, mode="valid"))(white)
 
 
-def square_images(n: int = 480, seed: int = 0):
+def square_images(n: int = 480, seed: int = 0, margin: int = 0, rate: float = 0.25):
     """Grey noisy 64 px backgrounds, a coloured 10x10 blob anywhere (the label: its colour
-    channel) and on a quarter of the images a white ``SQUARE`` px square anywhere else."""
+    channel) and on a share ``rate`` of the images a white ``SQUARE`` px square anywhere
+    else, at least ``margin`` px from the image's edges."""
     rng = np.random.default_rng(seed)
     x = 0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))
     labels = rng.integers(0, 3, n)
-    marked = rng.uniform(size=n) < 0.25
+    marked = rng.uniform(size=n) < rate
     for i, c in enumerate(labels):
         y0, x0 = rng.integers(0, 54, size=2)
         x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
         while marked[i]:
-            sy, sx = rng.integers(0, 64 - SQUARE, size=2)
+            sy, sx = rng.integers(margin, 64 - SQUARE - margin, size=2)
             if sy + SQUARE <= y0 or sy >= y0 + 10 or sx + SQUARE <= x0 or sx >= x0 + 10:
                 x[i, sy : sy + SQUARE, sx : sx + SQUARE, :] = 1.0
                 break
@@ -201,10 +259,11 @@ def square_images(n: int = 480, seed: int = 0):
 
 
 @pytest.mark.slow
-def test_a_square_at_a_random_place_is_found_by_the_peak_with_labels_only(tmp_path):
+def test_a_square_at_a_random_place_is_found_by_the_peak_with_labels(tmp_path):
     """The model relies on the square wherever it lies; the audit with labels finds it by the
-    peak probe and flags only rows labelled another class, the report shows its evidence; the
-    audit without labels does not ask the probe."""
+    peak probe (where a border ring takes the squares near the edge, the maps' rule is not
+    asked for the class) and flags only rows labelled another class; the report shows its
+    evidence."""
     images, labels, marked = square_images()
     model = square_model()
     pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
@@ -228,10 +287,33 @@ def test_a_square_at_a_random_place_is_found_by_the_peak_with_labels_only(tmp_pa
     assert not np.any(by_peak & (labels == 0))  # only rows labelled another class
     html = write_report(tmp_path / "labelled").read_text()
     assert "(its own on each row)" in html and "a lead the labels confirm" in html
-    # without labels the probe is not asked: the class's own blobs lie under the peak too
+
+
+@pytest.mark.slow
+def test_a_square_at_a_random_place_is_found_by_the_maps_without_labels(tmp_path):
+    """Without labels: the window knocks out the square's rows and the blob classes' own
+    blobs alike, and only the square's rows lose a salient extra (what is left is a blob's
+    ordinary map; a hidden blob leaves noise): the square's class is a candidate, flagged on
+    every row its window knocks out, the blobs' classes are not; the same images without a
+    square give no candidate at all."""
+    images, labels, marked = square_images(margin=8)  # no fixed ring holds a square
+    model = square_model()
+    relied = marked & (labels != 0)
     audit(images, model, out=tmp_path / "unlabelled", reliance_sample=240)
-    kinds = pq.read_table(tmp_path / "unlabelled" / RELIANCE_FILE).to_pydict()["region_kind"]
-    assert "peak" not in kinds
+    cands = pq.read_table(tmp_path / "unlabelled" / RELIANCE_FILE).to_pydict()
+    assert cands["region_kind"] == ["peak"] and cands["predicted_class"] == [0], cands
+    assert cands["label_other"] == [None] and cands["lost_extra"][0] >= MIN_EXTRA
+    assert cands["lost_extra_rest"][0] < 0.5 * cands["lost_extra"][0]
+    flags = pq.read_table(tmp_path / "unlabelled" / "flags.parquet").to_pydict()
+    flagged = np.zeros(len(images), bool)
+    flagged[[int(i) for i in flags["id"]]] = True
+    assert flagged[relied].all()  # every image the square moved to class 0
+    assert np.all(labels[flagged & ~marked] == 0)  # the rest: class 0's own blobs it hides
+    html = write_report(tmp_path / "unlabelled").read_text()
+    assert "lost a salient extra" in html and "a lead the labels confirm" not in html
+    clean, _, _ = square_images(margin=8, rate=0.0)
+    audit(clean, model, out=tmp_path / "clean", reliance_sample=240)
+    assert pq.read_table(tmp_path / "clean" / RELIANCE_FILE).num_rows == 0
 
 
 @pytest.mark.slow

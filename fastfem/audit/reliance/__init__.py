@@ -12,9 +12,9 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    only and the labels, given, do not disown it, or where they confirm it: `rules`,
    `labels`) — plus the hot
    spots of the map detectors' candidate clusters (maps propose, occlusion tests). One
-   forward pass per probe per sampled row, in one jitted step (`step`). With labels, one more
-   probe hides each row's own map peak (`peaks`: a mark at a random place; a candidate only
-   where the labels confirm it).
+   forward pass per probe per sampled row, in one jitted step (`step`). One more probe hides
+   each row's own map peak (`peaks`: a mark at a random place; a candidate where hiding it
+   takes away what dominated the maps, or where the labels confirm it).
 2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
    that class far more often than of the others (exact binomial test, Bonferroni-corrected,
    lift and hit-count floors; a global probe by the rows it changes most), grown to its widest
@@ -75,6 +75,7 @@ from fastfem.audit.reliance.probes import (
     HIDE_FILLS,
     PEAK_FRACTION,
     Probe,
+    peak_probe,
     probe_drops,
     probe_params,
     sweep_probes,
@@ -84,6 +85,7 @@ from fastfem.audit.reliance.stats import COLLAPSE_DROP, TAU, dose_floor
 from fastfem.audit.reliance.step import (
     ProbeParams,
     make_dose_step,
+    make_peak_step,
     make_probe_step,
     make_transplant_step,
 )
@@ -156,8 +158,12 @@ def reliance_settings(sample: int | None) -> dict[str, float | int | str]:
         " and the labels, given, do not disown them, or where the labels confirm them; else"
         " leads)",
         "reliance_peak": (
-            f"each row's map peak, a window of {PEAK_FRACTION:g} of the side, with labels only;"
-            f" a lead (p <= {peaks.LEAD_ALPHA:g}) counted again on up to {peaks.MORE_ROWS}x its"
+            f"each row's map peak, a window of {PEAK_FRACTION:g} of the side; a candidate where"
+            f" {peaks.MIN_EXTRA:g} of its knocked-out rows lose a salient extra (peak contrast"
+            f" down {peaks.CONTRAST_FALL:g}x to >= {peaks.ORDINARY:g}x the sample's median;"
+            " significantly more often than the other rows; for a class with no other"
+            " candidate) or where the labels confirm it; a lead"
+            f" (p <= {peaks.LEAD_ALPHA:g}) counted again on up to {peaks.MORE_ROWS}x its"
             " sampled rows"
         ),
         "reliance_label_other": (
@@ -266,6 +272,24 @@ class ProbeRunner:
         outs = list(self.plan.explainer.run(step, [batch], half))
         moved = (_concat(outs, "rise") >= COLLAPSE_DROP) | _concat(outs, "turned").astype(bool)
         return float(np.mean(moved[:take])), float(np.mean(moved[take:]))
+
+    def follow(self, x: np.ndarray, peaks: np.ndarray, fills: Any) -> tuple[np.ndarray, ...]:
+        """``(pred, drop, contrast, contrast_hidden)``, each (S,), of the probe that follows
+        each row's map peak on
+        the images ``x`` with their ``peaks`` (S, 2): the peak step (`step.make_peak_step`)
+        through the audit's own map step, at half the device batch (two forwards a row)."""
+        plan = self.plan
+        shape = (*plan.image_hw, plan.extractor.input_shape[2])
+        explain = plan.method.audit.step(plan.explainer, shape, None)
+        fn = cached_step(explain.fn, ("reliance", "peak"), lambda: make_peak_step(explain.fn))
+        params, _ = probe_params([peak_probe(*plan.image_hw)], fills)
+        half = max(1, plan.explainer.device_batch() // 2)
+        batches = [
+            {"x": x[i : i + half], "peak": peaks[i : i + half]} for i in range(0, len(x), half)
+        ]
+        outs = list(plan.explainer.run(Step(fn, (explain.params, params)), batches, half))
+        keys = ("prediction", "drop", "contrast", "contrast_hidden")
+        return tuple(_concat(outs, k).reshape(len(x)) for k in keys)
 
     def even_batches(self, x: np.ndarray, peaks: np.ndarray | None = None) -> tuple[list, int]:
         """The in-memory images ``x`` (and their map ``peaks``, given) cut into as few host
@@ -381,9 +405,9 @@ def reliance_test(
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)
-    followed = sample_labels is not None and has_peaks(rows) and len(cands) < MAX_CANDIDATES
+    followed = has_peaks(rows) and len(cands) < MAX_CANDIDATES
     read_for_leads: list[int] = []
-    if followed:  # with labels, the probe that follows each row's map peak (`peaks`)
+    if followed:  # the probe that follows each row's map peak (`peaks`)
         peaks = row_peaks(rows, sample_rows, h, w)
 
         def read_more(cls: int, n: int) -> PeakRows | None:  # unsampled rows of a lead's class
@@ -391,10 +415,15 @@ def reliance_test(
             rest = np.setdiff1d(mine, sample_rows)
             xm, at = read_again(runner, ids_all, rest[evenly_spaced(len(rest), n)])
             read_for_leads.append(len(at))
-            return None if xm is None else PeakRows(xm, row_peaks(rows, at, h, w), labels[at])
+            got = None if labels is None else labels[at]
+            return None if xm is None else PeakRows(xm, row_peaks(rows, at, h, w), got)
 
         more = peak_candidates(
-            runner, PeakRows(x, peaks, sample_labels), pred, fills, sweep, read_more
+            lambda xs, ps: runner.follow(xs, ps, fills),
+            PeakRows(x, peaks, sample_labels),
+            pred,
+            {c.cls for c in cands},
+            read_more,
         )
         for c in more[: MAX_CANDIDATES - len(cands)]:
             c.fill_effects = fill_effects(runner, x, c, pred, fills, peaks)

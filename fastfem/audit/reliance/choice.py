@@ -93,6 +93,11 @@ class Candidate:
     label_other: float = float("nan")
     label_other_rest: float = float("nan")
     by_labels: bool = False
+    #: the peak probe's (`peaks`): the share of the sampled rows it would flag whose map lost
+    #: a salient extra with the window hidden (`peaks.lost_extra`), and the same share among
+    #: the rows it would not flag; NaN for every other probe
+    lost_extra: float = float("nan")
+    lost_extra_rest: float = float("nan")
     #: "confirmed" (tested on every row of the class), or for a near miss
     #: (`rules.near_misses`; not flagged) "not confirmed: " and what it lacks
     status: str = "confirmed"

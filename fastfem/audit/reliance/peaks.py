@@ -58,12 +58,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fastfem.audit.reliance.choice import Candidate
-from fastfem.audit.reliance.labels import MIN_LABEL_OTHER, label_shares
+from fastfem.audit.reliance.labels import MIN_LABEL_OTHER, label_shares, labels_verdict
 from fastfem.audit.reliance.probes import Probe, peak_pixels, peak_probe
 from fastfem.audit.reliance.rules import ALPHA, MIN_COLLAPSE
 from fastfem.audit.reliance.stats import (
@@ -74,14 +74,18 @@ from fastfem.audit.reliance.stats import (
     probe_tests,
 )
 
-if TYPE_CHECKING:
-    from fastfem.audit.reliance import ProbeRunner
-
 #: A class's test that is a lead on the sample (`is_lead`) is counted again with up to this
 #: many times its sampled rows more of the class's rows, read again ...
 MORE_ROWS = 3
-#: ... a lead: the labels' test significant at this level (before the correction).
+#: ... a lead: the labels' or the maps' test significant at this level (before the correction).
 LEAD_ALPHA = 0.05
+#: Without labels (or with labels that do not disown it) the peak probe is a candidate where at
+#: least this share of the rows it would flag lose a salient extra (`maps_mark`, `lost_extra`):
+MIN_EXTRA = 0.5
+#: ... their map's peak contrast falls by this factor with the window hidden ...
+CONTRAST_FALL = 1.25
+#: ... to at least this share of the sample's median contrast (an ordinary image's map).
+ORDINARY = 0.8
 
 
 def has_peaks(rows: dict[str, np.ndarray]) -> bool:
@@ -100,36 +104,81 @@ def row_peaks(rows: dict[str, np.ndarray], at: np.ndarray, h: int, w: int) -> np
 class PeakTest(NamedTuple):
     """The peak probe's test of one class (`peak_tests`): ``test`` its counts on the rows run
     (the sample, with a lead's rows read again), its p-value that of the labels
-    (`labels_p_value`); ``share`` and ``share_rest`` the labels' shares of the rows it would
-    flag and of the class's others (`labels.label_shares`); ``other_labelled`` the rows it
-    would flag labelled another class (the ``h_f`` of `labels_p_value`; rows without a label
-    not counted)."""
+    (`labels_p_value`; 1 without labels); ``share`` and ``share_rest`` the labels' shares of
+    the rows it would flag and of the class's others (`labels.label_shares`; NaN without
+    labels); ``other_labelled`` the rows it would flag labelled another class (the ``h_f`` of
+    `labels_p_value`; rows without a label not counted); ``extra`` the share of the rows it
+    would flag whose map lost a salient extra with the window hidden (`lost_extra`),
+    ``extra_rest`` the same share among every row it would not flag (``(k + 1) / (n + 2)``),
+    ``extra_p`` the binomial tail of the first at the second (`extra_p_value`) and
+    ``extra_rows`` their count."""
 
     test: ProbeTest
     share: float
     share_rest: float
     other_labelled: int
+    extra: float = float("nan")
+    extra_rest: float = float("nan")
+    extra_p: float = 1.0
+    extra_rows: int = 0
 
 
 def peak_tests(
-    drop: np.ndarray, pred: np.ndarray, classes: np.ndarray, labels: np.ndarray
+    drop: np.ndarray,
+    pred: np.ndarray,
+    classes: np.ndarray,
+    labels: np.ndarray | None,
+    extra: np.ndarray | None = None,
 ) -> list[PeakTest]:
     """For each class of ``classes``: the peak probe's test on the sample (``drop`` (S,) its
     drops, ``pred`` (S,) the predictions; `stats.probe_tests` of one region with nothing to
     compare its place with), with what the labels say of the rows it would flag, those whose
     probability falls by ``COLLAPSE_DROP`` (``labels`` (S,) each row's label's class, -1
-    without one): the test's p-value that of the labels (`labels_p_value`), their shares
-    (`labels.label_shares`) and count. The window lowers a class's own objects a little on
-    many rows, a mark's rows by far more: counted at the flags' drop, not at ``stats.TAU``."""
+    without one; None: no labels): the test's p-value that of the labels (`labels_p_value`),
+    their shares (`labels.label_shares`) and count; and what the maps say (``extra`` (S,) the
+    rows whose map lost a salient extra with the window hidden, `lost_extra`; None: not
+    measured): their share of those rows, against the rows it would not flag
+    (`extra_p_value`). The window lowers a class's own objects a little on many
+    rows, a mark's rows by far more: counted at the flags' drop, not at ``stats.TAU``."""
     hit = drop >= COLLAPSE_DROP
+    labels = np.full(len(pred), -1) if labels is None else labels
     out = []
     for t in probe_tests(drop[:, None], pred, np.asarray(classes), areas=[1.0]):
         own = pred == t.cls
         p = labels_p_value(hit, own, labels, t.cls)
         share, rest = label_shares(hit, own, labels, t.cls)
         other = int(np.sum(hit & labelled_other_rows(own, labels, t.cls)))
-        out.append(PeakTest(dataclasses.replace(t, p_value=p), share, rest, other))
+        e = PeakTest(dataclasses.replace(t, p_value=p), share, rest, other)
+        if extra is not None:
+            e = e._replace(**extra_p_value(hit & own, hit, extra))
+        out.append(e)
     return out
+
+
+def extra_p_value(mine: np.ndarray, hit: np.ndarray, extra: np.ndarray) -> dict[str, Any]:
+    """What the maps say of a class's rows ``mine`` the window knocks out (of the sample's
+    knocked-out rows ``hit``; ``extra`` (S,): the rows whose map lost a salient extra,
+    `lost_extra`): their share ``extra`` of ``mine``, the rate among the rows not knocked out
+    ``extra_rest = (k + 1) / (n + 2)``, ``extra_p = P(Binomial(|mine|, extra_rest) >=
+    extra_rows)`` and ``extra_rows``, as `PeakTest`'s fields."""
+    k, n = int(np.sum(mine & extra)), int(np.sum(mine))
+    rest = (np.sum(extra & ~hit) + 1.0) / (np.sum(~hit) + 2.0)
+    return {
+        "extra": k / n if n else float("nan"),
+        "extra_rest": float(rest),
+        "extra_p": binomial_tail(k, n, rest),
+        "extra_rows": k,
+    }
+
+
+def lost_extra(contrast: np.ndarray, hidden: np.ndarray, typical: float) -> np.ndarray:
+    """(S,) the rows whose map *lost a salient extra* with the window around its peak hidden
+    (module docstring): its peak contrast (`fastfem.kernels.map_stats.peak_contrast`)
+    ``contrast`` fell by at least ``CONTRAST_FALL`` to ``hidden``, which is still at least
+    ``ORDINARY`` of ``typical`` (the sample's median contrast): the window held something
+    that dominated the map, and what is left is an ordinary image's map."""
+    c, h = np.asarray(contrast, np.float64), np.asarray(hidden, np.float64)
+    return (h * CONTRAST_FALL <= c) & (h >= ORDINARY * typical)
 
 
 def labelled_other_rows(own: np.ndarray, labels: np.ndarray, cls: int) -> np.ndarray:
@@ -152,68 +201,99 @@ def labels_p_value(hit: np.ndarray, own: np.ndarray, labels: np.ndarray, cls: in
 class PeakRows(NamedTuple):
     """Rows read again for the peak probe: their images ``x`` (N, H, W, C), map peaks
     ``peaks`` (N, 2) int32 pixels (`row_peaks`) and label classes ``labels`` (N,), -1
-    without one."""
+    without one (None: the audit has no labels)."""
 
     x: np.ndarray
     peaks: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None
+
+
+#: ``follow(x, peaks) -> (pred, drop, contrast, contrast_hidden)``, each (S,): the peak step
+#: on rows (`fastfem.audit.reliance.ProbeRunner.follow`).
+Follow = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
 
 
 def peak_candidates(
-    runner: ProbeRunner,
+    follow: Follow,
     sample: PeakRows,
     pred: np.ndarray,
-    fills: Any,
-    sweep: Any,
+    taken: set[int] = frozenset(),
     read_more: Callable[[int, int], PeakRows | None] | None = None,
 ) -> list[Candidate]:
     """The peak probe's candidates (module docstring) on the ``sample`` (its predictions
-    ``pred``); ``sweep`` runs probes on rows (`fastfem.audit.reliance.sweep`);
+    ``pred``); ``follow`` runs the peak step on rows; ``taken``: the classes that have a
+    candidate of the fixed sweep already (the maps' rule is not asked for them);
     ``read_more(cls, n)``: up to ``n`` unsampled rows predicted ``cls``, read again, or None
     where they cannot be (a lead is counted again with them: `is_lead`)."""
     classes = np.unique(pred)
     h, w = sample.x.shape[1:3]
     probe: Probe = peak_probe(h, w)
-    _, drop = sweep(runner, sample.x, [probe], fills, peaks=sample.peaks)
+    _, drop, contrast, hidden = follow(sample.x, sample.peaks)
+    typical = float(np.median(contrast))
+    extra = lost_extra(contrast, hidden, typical)
     out = []
-    for e in peak_tests(drop[:, 0], pred, classes, sample.labels):
-        counted = (pred, drop[:, 0])  # the rows its test counts (and its non-members)
-        lead = read_more is not None and is_lead(e, len(classes))
+    for e in peak_tests(drop, pred, classes, sample.labels, extra):
+        by_maps = e.test.cls not in taken
+        counted = (pred, drop)  # the rows its test counts (and its non-members)
+        lead = read_more is not None and is_lead(e, len(classes), by_maps)
         more = read_more(e.test.cls, MORE_ROWS * e.test.rows) if lead else None
         if more is not None:
-            more_pred, more_drop = sweep(runner, more.x, [probe], fills, peaks=more.peaks)
-            counted = (np.r_[pred, more_pred], np.r_[drop[:, 0], more_drop[:, 0]])
-            labels = np.r_[sample.labels, more.labels]
-            (e,) = peak_tests(counted[1], counted[0], [e.test.cls], labels)
-        if confirmed(e, len(classes)):
-            t = e.test
+            more_pred, more_drop, *more_contrast = follow(more.x, more.peaks)
+            counted = (np.r_[pred, more_pred], np.r_[drop, more_drop])
+            labels = None if sample.labels is None else np.r_[sample.labels, more.labels]
+            extra_all = np.r_[extra, lost_extra(*more_contrast, typical)]
+            (e,) = peak_tests(counted[1], counted[0], [e.test.cls], labels, extra_all)
+        t = e.test
+        if by_maps and maps_mark(e, len(classes)):
+            c = Candidate(probe, t.cls, dataclasses.replace(t, p_value=e.extra_p))
+        elif confirmed(e, len(classes)):
             c = Candidate(probe, t.cls, t, label_other=e.share, label_other_rest=e.share_rest)
-            c.by_labels, c.row_tau = True, COLLAPSE_DROP
-            c.set_nonmembers(*counted)
-            out.append(c)
+            c.by_labels = True
+        else:
+            continue
+        c.row_tau, c.lost_extra, c.lost_extra_rest = COLLAPSE_DROP, e.extra, e.extra_rest
+        c.set_nonmembers(*counted)
+        out.append(c)
     return out
 
 
-def is_lead(e: PeakTest, n_tests: int) -> bool:
-    """Whether the peak probe's test ``e`` on the sample, no candidate, is counted again on
-    more of its class's rows: it collapses like a candidate, half its hits are labelled
-    another class, and the labels' test reaches ``LEAD_ALPHA`` (before the correction over
-    the ``n_tests`` classes), but not every rule of `confirmed` holds (the hits labelled
-    another class may be too few, or the test not significant after the correction).
-    The sample holds ``PER_CLASS`` rows of a class; where the model mixes its classes, the
-    labels' test needs more (the photographs' patch model: p = 0.011 on its 80 sampled rows of
-    the patch class, 4e-6 on the split's 177)."""
+def maps_mark(e: PeakTest, n_tests: int) -> bool:
+    """Whether the maps say a class's window hits are a mark's, labels or not (module
+    docstring): at least ``MIN_HITS`` and ``MIN_EXTRA`` of the rows it would flag lose a
+    salient extra with the window hidden (`lost_extra`), significantly more often than the
+    rows it does not flag (``extra_p`` at most ``ALPHA`` over the ``n_tests`` classes), its hits
+    collapse like every candidate's, and the labels, given, do not disown it
+    (`labels.labels_verdict`: fewer than half of its flagged rows labelled another class)."""
     return (
-        not confirmed(e, n_tests)
+        e.extra_rows >= MIN_HITS
+        and e.extra >= MIN_EXTRA
         and e.test.collapse >= MIN_COLLAPSE
-        and e.share >= MIN_LABEL_OTHER
-        and e.test.p_value <= LEAD_ALPHA
+        and e.extra_p <= ALPHA / n_tests
+        and labels_verdict(e.share, e.share_rest) is not False
     )
 
 
+def is_lead(e: PeakTest, n_tests: int, by_maps: bool = False) -> bool:
+    """Whether the peak probe's test ``e`` on the sample, no candidate, is counted again on
+    more of its class's rows: it collapses like a candidate and either half its hits are
+    labelled another class and the labels' test reaches ``LEAD_ALPHA``, or (``by_maps``: the
+    maps' rule is asked for its class) ``MIN_EXTRA`` of them lose a salient extra and that
+    test reaches ``LEAD_ALPHA`` (each before the correction over the ``n_tests``
+    classes), but not every rule of `confirmed` or `maps_mark` holds (too few rows, or the
+    test not significant after the correction). The sample holds ``PER_CLASS`` rows of a
+    class; where the model mixes its classes, the labels' test needs more (the photographs'
+    patch model: p = 0.011 on its 80 sampled rows of the patch class, 4e-6 on the split's
+    177)."""
+    if confirmed(e, n_tests) or (by_maps and maps_mark(e, n_tests)):
+        return False
+    labels = e.share >= MIN_LABEL_OTHER and e.test.p_value <= LEAD_ALPHA
+    maps = by_maps and e.extra >= MIN_EXTRA and e.extra_p <= LEAD_ALPHA
+    return e.test.collapse >= MIN_COLLAPSE and (labels or maps)
+
+
 def confirmed(e: PeakTest, n_tests: int) -> bool:
-    """Whether the peak probe's test ``e`` is a candidate: at least ``MIN_HITS`` hit rows
-    labelled another class, a collapse of ``MIN_COLLAPSE`` and the labels' word
+    """Whether the labels make the peak probe's test ``e`` a candidate: at least ``MIN_HITS``
+    hit rows labelled another class, a collapse of ``MIN_COLLAPSE`` and the labels' word
     (`labels_mark`, Bonferroni over the ``n_tests`` classes asked). No lift floor over the
     other classes: the window hides objects in every class, and a class's own rows it
     knocks out are told from a mark's by their labels, not by how often it knocks out other

@@ -30,7 +30,7 @@ the class's knocked-out rows / from other classes' rows</th><td>{transplant}</td
 <td>{mdrop:.3f}, {mhits} of {mrows}</td></tr>
 <tr><th>non-members (the sample's other rows): mean drop, knocked out</th>
 <td>{ndrop:.3f}, {nhits} of {nrows}</td></tr>
-<tr><th>rows flagged</th><td>{flagged}</td></tr>{labels}{where}
+<tr><th>rows flagged</th><td>{flagged}</td></tr>{maps}{labels}{where}
 </table>
 <p>Flagged rows, largest output change first: {ids}</p></section>"""
 
@@ -61,6 +61,18 @@ def _labels(share: float | None, rest: float | None) -> Markup | str:
     if share is None:
         return ""
     return render(_LABELS, share=share, rest="–" if rest is None else f"{rest:.0%}")
+
+
+_MAPS = """
+<tr><th>maps: the class's knocked-out sampled rows whose map lost a salient extra with the
+window hidden (its peak contrast fell to an ordinary map's) / the sample's other
+rows</th><td>{extra:.0%} / {rest:.0%}</td></tr>"""
+
+
+def _maps(extra: float | None, rest: float | None) -> Markup | str:
+    """The peak probe's maps row (`peaks.lost_extra`; ``reliance.parquet`` holds its
+    shares), else nothing."""
+    return "" if extra is None or rest is None else render(_MAPS, extra=extra, rest=rest)
 
 
 _SAME_ROWS = """
@@ -141,6 +153,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 nhits=t["nonmember_hits"],
                 nrows=t["nonmember_rows"],
                 flagged=t["flagged"],
+                maps=_maps(t["lost_extra"], t["lost_extra_rest"]),
                 labels=_labels(t["label_other"], t["label_other_rest"]),
                 where=_where(t["same_rows_region"], t["same_rows_overlap"], t["places"]),
                 ids=_ids(flags, t["region"]) if "region" in flags else "",

@@ -33,6 +33,14 @@ region mask ``m`` and class ``c`` in its params,
 
 two forwards per row (the image and the pasted image in one batch).
 
+The *peak* step (`make_peak_step`) runs the one probe that follows each image's map peak
+through the audit's own map step (its method, layer and settings: ``explain``), on the image
+and on the image with its window hidden, two forwards per row:
+
+    drop[i]             as above
+    contrast[i]         = C(x_i)              C: the map's peak contrast
+    contrast_hidden[i]  = C(probe(x_i))       (`fastfem.kernels.map_stats.peak_contrast`)
+
 The *dose* step (`make_dose_step`) gives ``dose`` alone, with no forward: the member pass's
 screen, which runs the model only on the rows whose dose can reach a global candidate's floor.
 """
@@ -48,6 +56,7 @@ from fastfem.audit.steps import probabilities
 from fastfem.converters import FeatureExtractor
 from fastfem.data.preprocess import pixels_255
 from fastfem.engine.step import StepFn
+from fastfem.kernels.map_stats import peak_contrast
 from fastfem.kernels.occlusion import FILLS, HUE_FILLS, FillParams, probe_image
 
 
@@ -168,5 +177,32 @@ def make_transplant_step(extractor: FeatureExtractor) -> StepFn:
         before, after = jnp.split(p, 2)
         turned = (jnp.argmax(after, axis=1) == cls) & (jnp.argmax(before, axis=1) != cls)
         return {"rise": after[:, cls] - before[:, cls], "turned": turned}
+
+    return step
+
+
+def make_peak_step(explain: StepFn) -> StepFn:
+    """The peak step of the module docstring around ``explain``, the audit's map step
+    (``(params, {"x"}) -> {maps, output, ...}``, images in [0, 1]); its params are
+    ``(explain's params, ProbeParams)`` whose first probe follows the peak, its batch ``x``
+    and ``peak`` (B, 2). Outputs ``prediction`` (B,), ``drop`` (B, 1), ``contrast`` and
+    ``contrast_hidden`` (B,)."""
+
+    def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        explain_params, probes = params
+        x = pixels_255(batch["x"]) / 255.0
+        windows = batch_windows(batch, x, probes)
+        xs, _ = probed(x, probes.masks[0], probes.fills[0], probes.fill, windows, probes.follow[0])
+        out = explain(explain_params, {"x": jnp.concatenate([x, xs])})
+        before, after = jnp.split(probabilities(out["output"]), 2)
+        pred = jnp.argmax(before, axis=1)
+        kept = jnp.take_along_axis(after - before, pred[:, None], axis=1)
+        clean, hidden = jnp.split(jax.vmap(peak_contrast)(out["maps"]), 2)
+        return {
+            "prediction": pred.astype(jnp.int32),
+            "drop": -kept,
+            "contrast": clean,
+            "contrast_hidden": hidden,
+        }
 
     return step

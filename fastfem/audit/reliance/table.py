@@ -49,6 +49,11 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
     places            string   a region that places a global candidate (`choice.Sweep.place`):
                                that candidate's probe, e.g. "whole image (no red)"; null
                                otherwise
+    lost_extra, lost_extra_rest  float64  the peak probe's: the share of the class's
+                      sampled rows it would flag (drop >= 0.5) whose map lost a salient extra
+                      with the window hidden (`peaks.lost_extra`), and the same share among
+                      the sample's rows it would not flag (`peaks.maps_mark`); null for every
+                      other probe
 
 A store written before the last columns existed (`ADDED_COLUMNS`) reads as if they were null.
 """
@@ -103,13 +108,21 @@ def reliance_schema():
             f("same_rows_region", pa.string(), nullable=True),
             f("same_rows_overlap", pa.float64(), nullable=True),
             f("places", pa.string(), nullable=True),
+            f("lost_extra", pa.float64(), nullable=True),
+            f("lost_extra_rest", pa.float64(), nullable=True),
         ]
     )
 
 
 #: The columns added last, oldest first: a store written before some of them reads as if
 #: they were null.
-ADDED_COLUMNS: tuple[str, ...] = ("same_rows_region", "same_rows_overlap", "places")
+ADDED_COLUMNS: tuple[str, ...] = (
+    "same_rows_region",
+    "same_rows_overlap",
+    "places",
+    "lost_extra",
+    "lost_extra_rest",
+)
 
 
 def as_current(table: dict[str, list] | None) -> dict[str, list] | None:
@@ -169,6 +182,8 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "same_rows_region": c.same_rows_region or None,
             "same_rows_overlap": _nullable(c.same_rows_overlap),
             "places": c.places or None,
+            "lost_extra": _nullable(c.lost_extra),
+            "lost_extra_rest": _nullable(c.lost_extra_rest),
         }
         for n in names:
             cols[n].append(row[n])
