@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""The window around each row's map peak, measured on every model: why the reliance test's
-probe that follows it (`fastfem.audit.reliance.peaks`) is asked with labels only, and what the
-labels read.
+"""The window around each row's map peak, measured on every model: what the reliance test's
+probe that follows it (`fastfem.audit.reliance.peaks`) is decided by, the maps or the labels,
+and what each reads.
 
 A mark at a random place in each image (the unseen check's ``patch@anywhere``) lies in no
 fixed region of the sweep (`fastfem.audit.reliance.probes`). The region that follows it is
@@ -13,13 +13,21 @@ This check asks, for each model, which rows such a probe knocks out, per predict
 the mark and how many the model relies on (the benchmark's ground truth,
 `benchmarks.shortcut_data.relied_on`), and what the audit's labels would read: the share of
 the hits labelled another class, against the share among the class's other rows, the labels'
-p-value (`peaks.labels_p_value`) and whether they confirm the test (`peaks.labels_mark`).
+p-value (`peaks.labels_p_value`) and whether they confirm the test (`peaks.labels_mark`); and
+what the maps read without labels: the share of the hits whose map *lost a salient extra*
+with the window hidden (`peaks.lost_extra`: the map's peak contrast falls 1.25x, to an
+ordinary image's), against the share among every row the window does not knock out, its
+p-value and whether the maps make the class a candidate (`peaks.maps_mark`).
 
 A test whose hits carry no mark is a class's own objects passing for a shortcut: a probe that
 hides whatever the map peaks on hides the objects the map peaks on as often as a mark. The
 labels tell them apart: a class's own objects under the window are its images, labelled the
 class; a mark's hits are images of other classes it moved there, and where the model mixes
-its classes they are still hit significantly more often than the class's own.
+its classes they are still hit significantly more often than the class's own. So can the
+maps: a mark's row is an ordinary image of another class with something more on it, which
+dominates its map; hidden, it leaves an ordinary map. A class's object under the window is
+what the map of an ordinary image shows; hidden, it leaves a map that peaks as hard or harder
+on what is left, or (alone on a plain background) one that is not an ordinary map.
 
 Usage::
 
@@ -45,7 +53,14 @@ from typing import Any
 import numpy as np
 
 from fastfem.audit.reliance.labels import label_shares
-from fastfem.audit.reliance.peaks import labelled_other_rows, labels_mark, labels_p_value
+from fastfem.audit.reliance.peaks import (
+    labelled_other_rows,
+    labels_mark,
+    labels_p_value,
+    lost_extra,
+    maps_mark,
+    peak_tests,
+)
 from fastfem.audit.reliance.stats import MIN_HITS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,16 +75,20 @@ def class_tests(
     marked: np.ndarray,
     relied: np.ndarray,
     label_cls: np.ndarray,
+    extra: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Per predicted class with at least ``MIN_HITS`` hits (``drop >= DROP``): its rows, hits,
     the hits that carry the mark and that the model relies on, the share of the hits whose
     label (``label_cls``: each row's label's class) is another class and the same share among
     the class's other rows, the labels' p-value (`fastfem.audit.reliance.peaks.labels_p_value`)
     and whether the labels confirm the test (`peaks.labels_mark`, over the predicted
-    classes)."""
+    classes); with ``extra`` (the rows whose map lost a salient extra, `peaks.lost_extra`),
+    the maps' reading without labels (`peaks.peak_tests`, `peaks.maps_mark`)."""
     out = []
     hit = drop >= DROP
     classes = np.unique(pred)
+    read = [] if extra is None else peak_tests(drop, pred, classes, None, extra)
+    maps = {e.test.cls: e for e in read}
     for c in classes:
         own = pred == c
         hits = own & hit
@@ -93,6 +112,14 @@ def class_tests(
                 "flagged_marked": int(np.sum(hits & other & marked)),
             }
         )
+        if int(c) in maps:
+            e = maps[int(c)]
+            out[-1].update(
+                lost_extra=round(e.extra, 3),
+                lost_extra_rest=round(e.extra_rest, 3),
+                maps_p_value=float(e.extra_p),
+                maps_confirm=bool(maps_mark(e, len(classes))),
+            )
     return out
 
 
@@ -118,15 +145,18 @@ def measure(base: str, name: str, model: Path, work: Path, sides=SIDES) -> dict[
     """The check of the module docstring for configuration ``name`` on ``base`` with the
     ``.keras`` file ``model``: its test split audited into ``work`` without the reliance test,
     each row's window hidden at each side."""
+    import jax
     import jax.numpy as jnp
     import keras
 
+    import fastfem
     from benchmarks.shortcut_data import generate_shortcut, relied_on
     from benchmarks.shortcut_models import predictor
     from fastfem.audit import ResultStore, audit
     from fastfem.audit.detectors.summary import label_classes
     from fastfem.audit.reliance.probes import peak_pixels
     from fastfem.audit.reliance.step import peak_windows
+    from fastfem.kernels.map_stats import peak_contrast
 
     s = generate_shortcut(name, "test", base=base)
     predict = predictor(keras.saving.load_model(model, safe_mode=True))
@@ -140,13 +170,20 @@ def measure(base: str, name: str, model: Path, work: Path, sides=SIDES) -> dict[
     labelled = {"label": s.objects.astype(str).astype(object), "prediction": pred}
     label_cls = label_classes(labelled)
     n, h, w = len(s), *s.images.shape[1:3]
+    fem = fastfem.FEM(str(model), batch_size=128)  # the audit's maps (its default FEM)
+
+    def contrast(images: np.ndarray) -> np.ndarray:
+        return np.asarray(jax.vmap(peak_contrast)(jnp.asarray(fem.explain(images, resize=False))))
+
+    clean = contrast(s.images)
     out: dict[str, Any] = {"base": base, "config": name, "relied_on": int(relied.sum())}
     for side in sides:
         peaks = peak_pixels(rows["peak_y"][order], rows["peak_x"][order], h, w)
         masks = np.asarray(peak_windows(jnp.asarray(peaks), h, w, jnp.int32(h // side)))
-        p = predict(hidden(s.images, masks, h, w))
-        drop = base_p - p[np.arange(n), pred]
-        out[f"1/{side}"] = class_tests(pred, drop, s.marked, relied, label_cls)
+        x = hidden(s.images, masks, h, w)
+        drop = base_p - predict(x)[np.arange(n), pred]
+        extra = lost_extra(clean, contrast(x), float(np.median(clean)))
+        out[f"1/{side}"] = class_tests(pred, drop, s.marked, relied, label_cls, extra)
     return out
 
 
@@ -174,11 +211,12 @@ def models(only: list[str] | None) -> list[tuple[str, str, Path]]:
 
 def markdown_table(results: list[dict[str, Any]], sides=SIDES) -> str:
     """One line per model and window side with a class of ``MIN_HITS`` hits or more: each such
-    class's hits, marked and relied-on hits, and the labels' reading."""
+    class's hits, marked and relied-on hits, the labels' reading and the maps' (without
+    labels)."""
     lines = [
         "| model | window | class: hits / rows (marked, relied on of the model's) | labels: "
-        "hits / rest labelled another class |",
-        "|---|---|---|---|",
+        "hits / rest labelled another class | maps: hits / rest losing a salient extra |",
+        "|---|---|---|---|---|",
     ]
     for r in results:
         for side in sides:
@@ -200,7 +238,13 @@ def markdown_table(results: list[dict[str, Any]], sides=SIDES) -> str:
                 )
                 for t in tests
             )
-            lines.append(f"| {r['base']} {r['config']} | 1/{side} | {found} | {read} |")
+            maps = "; ".join(
+                f"{t['class']}: {t['lost_extra']:.2f} / {t['lost_extra_rest']:.2f}"
+                + (" **candidate**" if t["maps_confirm"] else "")
+                for t in tests
+                if "lost_extra" in t
+            )
+            lines.append(f"| {r['base']} {r['config']} | 1/{side} | {found} | {read} | {maps} |")
     return "\n".join(lines) + "\n"
 
 
