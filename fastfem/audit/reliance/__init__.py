@@ -275,9 +275,9 @@ class ProbeRunner:
 
     def follow(self, x: np.ndarray, peaks: np.ndarray, fills: Any) -> tuple[np.ndarray, ...]:
         """``(pred, drop, contrast, contrast_hidden)``, each (S,), of the probe that follows
-        each row's map peak on
-        the images ``x`` with their ``peaks`` (S, 2): the peak step (`step.make_peak_step`)
-        through the audit's own map step, at half the device batch (two forwards a row)."""
+        each row's map peak on the images ``x`` with their ``peaks`` (S, 2): the peak step
+        (`step.make_peak_step`) through the audit's own map step, at half the device batch
+        (two forwards a row)."""
         plan = self.plan
         shape = (*plan.image_hw, plan.extractor.input_shape[2])
         explain = plan.method.audit.step(plan.explainer, shape, None)

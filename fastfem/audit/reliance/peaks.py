@@ -40,10 +40,11 @@ checkers, a text tag; 0.63-0.96 of their hits lose an extra, against 0.02-0.08 o
 the window does not knock out); no class's own objects, the clean controls included (the
 most: 3 of a class's 5 hits, short of ``MIN_HITS`` and of the significance; no other above
 0.43). At a third of the side two classes' own objects pass too (the window hides them
-whole). The two conditions are needed both: a fall alone is
-also what hiding a small object alone on a plain background gives (the tests' blob classes:
-every hit falls, to 0.65 of the median), and "an ordinary map is left" alone is every row
-whose object is larger than the window.
+whole). Both conditions are needed: a fall alone is also what hiding a small object alone on
+a plain background gives (the tests' blob classes: every hit falls, to 0.65 of the median),
+and "an ordinary map is left" alone holds on every row whose object is larger than the
+window. Not measured: small objects (a quarter of the image or less) on busy backgrounds,
+where hiding the object would leave an ordinary map of the clutter.
 
 **The labels** (`confirmed`): a mark moves images of *other* classes into its class, and
 hiding it moves them back. A class's test is a candidate where its hits collapse as often as
