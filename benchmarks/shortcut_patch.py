@@ -5,10 +5,11 @@ The checker patch at a uniformly random place (over the objects too: the generat
 ``patch@anywhere``) lies in no fixed region of the sweep; the probe that follows each row's
 map peak (`fastfem.audit.reliance.peaks`) finds it, by the maps with or without labels. This
 check plants it in each of the benchmark's three bases with the benchmark's label leak, trains
-a model with the benchmark's recipe (`benchmarks.shortcut_models.train_one`; the photographs' model is the
-unseen check's), and audits its test split without and with labels (an ``.npz`` with each
-image's object class as its label), scored like the benchmark (`benchmarks.shortcuts.evaluate`:
-precision over the flagged rows, recall over the rows the model relies on, SpRAy beside it).
+a model with the benchmark's recipe (`benchmarks.shortcut_models.train_one`; the photographs'
+model is the unseen check's), and audits its test split without and with labels (an ``.npz``
+with each image's object class as its label), scored like the benchmark
+(`benchmarks.shortcuts.evaluate`: precision over the flagged rows, recall over the rows the
+model relies on, SpRAy beside it).
 
 Usage::
 
