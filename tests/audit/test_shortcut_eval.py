@@ -72,24 +72,30 @@ def test_mlfem_audit_gets_the_same_detectors(tmp_path):
 @pytest.mark.slow
 def test_fam_audit_gets_the_detectors_and_the_reliance_test(tmp_path):
     """A FAM audit (each image against its class prototype) of a model with a classifier head
-    runs the same detectors on its maps, and the reliance test on the model's output."""
+    runs the same detectors on its maps, and the reliance test on the model's output. FAM has
+    no map of an image alone, so the probe that follows each row's map peak is asked by the
+    labels only: not without them, and with them it runs (its maps' contrasts unmeasured)."""
+    import numpy as np
     import pyarrow.parquet as pq
 
     from benchmarks.shortcut_data import generate_shortcut
     from benchmarks.shortcut_models import model_path
     from fastfem.audit import audit
+    from fastfem.audit.reliance.table import RELIANCE_FILE
 
     s = generate_shortcut("watermark@middle", "test", n=256)
-    summary = audit(
-        s.images,
-        str(model_path("watermark@middle")),
-        out=tmp_path / "fam",
-        method="fam",
-        reliance_sample=128,
-    )
+    model = str(model_path("watermark@middle"))
+    summary = audit(s.images, model, out=tmp_path / "fam", method="fam", reliance_sample=128)
     flags = pq.read_table(tmp_path / "fam" / "flags.parquet").to_pydict()
     assert summary.flagged_total == len(flags["id"])
     assert summary.reliance and not summary.reliance.startswith("not run"), summary.reliance
+    source = tmp_path / "labelled.npz"
+    np.savez(source, images=s.images, labels=s.objects.astype(str))
+    labelled = audit(str(source), model, out=tmp_path / "l", method="fam", reliance_sample=128)
+    probes = [int(t.split(" probes")[0].split()[-1]) for t in (summary.reliance, labelled.reliance)]
+    table = pq.read_table(tmp_path / "l" / RELIANCE_FILE).to_pydict()
+    assert all(v is None for v in table["lost_extra"]), table  # no contrast measured
+    assert probes[1] >= probes[0] + 1, (summary.reliance, labelled.reliance)
 
 
 def test_the_readme_table_is_rewritten_between_its_markers(tmp_path):

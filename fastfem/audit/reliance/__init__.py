@@ -277,8 +277,14 @@ class ProbeRunner:
         """``(pred, drop, contrast, contrast_hidden)``, each (S,), of the probe that follows
         each row's map peak on the images ``x`` with their ``peaks`` (S, 2): the peak step
         (`step.make_peak_step`) through the audit's own map step, at half the device batch
-        (two forwards a row)."""
+        (two forwards a row). A method that explains pairs (FAM: each image against its class
+        prototype) has no map of an image alone: its rows get the drops only (one forward a
+        row), their contrasts NaN (no row loses a salient extra: `peaks.lost_extra`)."""
         plan = self.plan
+        if plan.explainer.explains_pairs:
+            pred, drop = sweep(self, x, [peak_probe(*plan.image_hw)], fills, peaks=peaks)
+            nan = np.full(len(x), np.nan, np.float32)
+            return pred, drop[:, 0], nan, nan
         shape = (*plan.image_hw, plan.extractor.input_shape[2])
         explain = plan.method.audit.step(plan.explainer, shape, None)
         fn = cached_step(explain.fn, ("reliance", "peak"), lambda: make_peak_step(explain.fn))
@@ -405,7 +411,10 @@ def reliance_test(
         if c.probe.region.kind == "image":
             c.dose_floor = dose_floor(sw.dose[:, c.test.probe], lift)
         c.fill_effects = fill_effects(runner, x, c, pred, fills)
-    followed = has_peaks(rows) and len(cands) < MAX_CANDIDATES
+    # the probe that follows each row's map peak: by the maps where the method has a map of
+    # an image alone, by the labels where the audit has them (`peaks`)
+    asked = sample_labels is not None or not plan.explainer.explains_pairs
+    followed = asked and has_peaks(rows) and len(cands) < MAX_CANDIDATES
     read_for_leads: list[int] = []
     if followed:  # the probe that follows each row's map peak (`peaks`)
         peaks = row_peaks(rows, sample_rows, h, w)
