@@ -289,20 +289,20 @@ class ProbeRunner:
         explain = plan.method.audit.step(plan.explainer, shape, None)
         fn = cached_step(explain.fn, ("reliance", "peak"), lambda: make_peak_step(explain.fn))
         params, _ = probe_params([peak_probe(*plan.image_hw)], fills)
-        half = max(1, plan.explainer.device_batch() // 2)
-        batches = [
-            {"x": x[i : i + half], "peak": peaks[i : i + half]} for i in range(0, len(x), half)
-        ]
-        outs = list(plan.explainer.run(Step(fn, (explain.params, params)), batches, half))
+        half = max(1, plan.explainer.device_batch() // 2)  # the step runs 2 x its batch
+        batches, size = self.even_batches(x, peaks, half)
+        outs = list(plan.explainer.run(Step(fn, (explain.params, params)), batches, size))
         keys = ("prediction", "drop", "contrast", "contrast_hidden")
         return tuple(_concat(outs, k).reshape(len(x)) for k in keys)
 
-    def even_batches(self, x: np.ndarray, peaks: np.ndarray | None = None) -> tuple[list, int]:
+    def even_batches(
+        self, x: np.ndarray, peaks: np.ndarray | None = None, full: int | None = None
+    ) -> tuple[list, int]:
         """The in-memory images ``x`` (and their map ``peaks``, given) cut into as few host
-        batches as the full device batch needs, of equal size (320 rows at a batch of 256: two
-        of 160, not 256 and 64 padded to 256: every probe is a forward pass of the padded
-        batch), and that size."""
-        full = self.plan.explainer.device_batch()
+        batches as the full device batch (or ``full`` rows) needs, of equal size (320 rows at
+        a batch of 256: two of 160, not 256 and 64 padded to 256: every probe is a forward
+        pass of the padded batch), and that size."""
+        full = self.plan.explainer.device_batch() if full is None else full
         size = -(-len(x) // -(-len(x) // full)) if len(x) else full
         cut = range(0, len(x), size)
         if peaks is None:
