@@ -45,12 +45,29 @@ a region shows in different ways, since a shortcut may survive one of them:
                                             centre over the half-diagonal), clipped to
                                             ``[1 / FALLOFF_GAIN, FALLOFF_GAIN]``: takes away a
                                             vignette or a lamp's hot spot, keeps every shape
+    grain       F = clip(x + k max(0, D - d(x)) z)
+                                            fine grain where the image lacks fine detail:
+                                            ``d(x)`` the RMS of ``x - G_l * x`` (what the
+                                            ``lowpass`` blur takes away: the image's fine
+                                            detail), ``D`` the sample's median ``d``
+                                            (`fine_detail`), ``z`` a fixed standard normal
+                                            grey image (H, W, 1; seed 0: the same in every
+                                            channel, so no colour changes), ``k =
+                                            GRAIN_GAIN``: an image
+                                            softer than the sample's typical one is given the
+                                            fine detail it lacks, one as sharp or sharper is
+                                            left as it is; takes away a softness (out of
+                                            focus, a soft camera or scanner, a blurred copy),
+                                            keeps every shape and colour
 
-``lowpass``, ``colour``, ``median``, ``balance``, the ``no <hue>`` fills and ``falloff`` are
-*global* fills, used with the whole-image mask; ``balance`` and the ``no <hue>`` fills change
-colours only (`COLOUR_FILLS`); those and ``falloff`` take away a property a class's own images
-may have by nature — a colour, a cast, a lighting — as well as a mark may bring it
-(`PROPERTY_FILLS`). The region
+``lowpass``, ``colour``, ``median``, ``balance``, the ``no <hue>`` fills, ``falloff`` and
+``grain`` are *global* fills, used with the whole-image mask; ``balance`` and the ``no <hue>``
+fills change colours only (`COLOUR_FILLS`); those, ``falloff`` and ``grain`` take away a
+property a class's own images may have by nature — a colour, a cast, a lighting, a softness —
+as well as a mark may bring it (`PROPERTY_FILLS`). ``grain`` is the one fill that *adds*
+something: a softness is an absence (of fine detail), and what takes it away is what it lacks;
+its change is largest on the softest images, as the other global fills' is on the images that
+carry most of what they remove (the reliance test's *dose*). The region
 family that needs no map (`region_family`) and the fills are fixed; `probe_image` is the one
 per-sample function, `vmap`ped and `lax.map`ped over probes by the caller.
 """
@@ -86,6 +103,7 @@ FILLS: tuple[str, ...] = (
     "balance",
     *HUE_FILLS,
     "falloff",
+    "grain",
 )
 #: Fills that make sense for a region; the others are applied to the whole image.
 REGION_FILLS: tuple[str, ...] = ("inpaint", "mean", "blur", "noise")
@@ -96,21 +114,32 @@ GLOBAL_FILLS: tuple[str, ...] = (
     "balance",
     *HUE_FILLS,
     "falloff",
+    "grain",
 )
 #: The fills that change an image's colours only, never a shape: a colour a mark brings and a
 #: colour a class's own objects have look alike to them.
 COLOUR_FILLS: tuple[str, ...] = (*HUE_FILLS, "balance")
 #: The fills that take away a property of the whole image that a class's own images may have
 #: by nature as well as a mark may bring it: a colour, a cast, a lighting (a vignette, or a
-#: class photographed under a lamp). Their tests are judged alike
-#: (`fastfem.audit.reliance.rules`).
-PROPERTY_FILLS: tuple[str, ...] = (*COLOUR_FILLS, "falloff")
+#: class photographed under a lamp), a softness (a blur, or a class of smooth things). Their
+#: tests are judged alike (`fastfem.audit.reliance.rules`).
+PROPERTY_FILLS: tuple[str, ...] = (*COLOUR_FILLS, "falloff", "grain")
 #: What each of the `PROPERTY_FILLS` takes away, as a report names it.
-PROPERTY_KINDS: dict[str, str] = {**{f: "a colour" for f in COLOUR_FILLS}, "falloff": "a lighting"}
+PROPERTY_KINDS: dict[str, str] = {
+    **{f: "a colour" for f in COLOUR_FILLS},
+    "falloff": "a lighting",
+    "grain": "a softness",
+}
 #: The fewest channels an image needs for a fill to change it: a hue needs three, the grey
 #: world two (`hue_out` and `balance` return an image of fewer as it is); others need one.
 MIN_CHANNELS: dict[str, int] = {**{f: 3 for f in HUE_FILLS}, "balance": 2}
 FALLOFF_GAIN = 5.0  # ``falloff``'s largest correction of a pixel's brightness, either way
+#: ``grain``'s gain ``k``: the grain's RMS per unit of the image's missing fine detail. At 1
+#: a blurred image keeps less detail than a sharp one after the grain (the blur also took the
+#: coarser detail the grain does not give back); at 4 the grain alone knocks out classes of a
+#: clean model of flat synthetic shapes (measured on the shortcut benchmark's models: at 2
+#: no clean model loses a row).
+GRAIN_GAIN = 2.0
 HUE_POWER = 4.0  # the hue window cos^4: half its weight within +-33 degrees of its hue
 BLUR_FRACTION = 1 / 16  # sigma of ``blur`` as a fraction of the image's longer side
 LOWPASS_FRACTION = 1 / 64  # sigma of ``lowpass``
@@ -275,13 +304,16 @@ def separable_blur(x: jax.Array, gy: jax.Array, gx: jax.Array) -> jax.Array:
 
 class FillParams(NamedTuple):
     """What the fills need beside the image: the dataset's mean colour ``mean`` (C,) and its
-    per-channel ``std`` (C,), the noise image ``noise`` (H, W, C), the blur matrices
-    (``blur_y``, ``blur_x``: sigma H/16; ``low_y``, ``low_x``: sigma H/64; ``fill_y``,
-    ``fill_x``: sigma H/8)."""
+    per-channel ``std`` (C,), the noise image ``noise`` (H, W, C), the standard normal grey
+    image ``grain`` (H, W, 1) and the sample's median fine detail ``detail`` () (`fine_detail`;
+    ``grain``'s ``z`` and ``D``), the blur matrices (``blur_y``, ``blur_x``: sigma H/16;
+    ``low_y``, ``low_x``: sigma H/64; ``fill_y``, ``fill_x``: sigma H/8)."""
 
     mean: jax.Array
     std: jax.Array
     noise: jax.Array
+    grain: jax.Array
+    detail: jax.Array
     blur_y: jax.Array
     blur_x: jax.Array
     low_y: jax.Array
@@ -290,24 +322,51 @@ class FillParams(NamedTuple):
     fill_x: jax.Array
 
 
-def fill_params(mean: np.ndarray, std: np.ndarray, h: int, w: int) -> FillParams:
-    """`FillParams` for (H, W) images whose pixels have per-channel ``mean`` and ``std``."""
+def fill_params(
+    mean: np.ndarray, std: np.ndarray, h: int, w: int, detail: float = 0.0
+) -> FillParams:
+    """`FillParams` for (H, W) images whose pixels have per-channel ``mean`` and ``std`` and
+    whose median fine detail (`fine_detail`) is ``detail`` (0: ``grain`` leaves every image
+    as it is)."""
     mean = np.asarray(mean, np.float32)
     std = np.asarray(std, np.float32)
     z = np.random.default_rng(NOISE_SEED).standard_normal((h, w, mean.shape[0]))
     noise = np.clip(mean + std * z, 0.0, 1.0).astype(np.float32)
     side = max(h, w)
+    low_y, low_x = lowpass_matrices(h, w)
     return FillParams(
         mean=jnp.asarray(mean),
         std=jnp.asarray(std),
         noise=jnp.asarray(noise),
+        grain=jnp.asarray(
+            np.random.default_rng(NOISE_SEED).standard_normal((h, w, 1)), jnp.float32
+        ),
+        detail=jnp.asarray(detail, jnp.float32),
         blur_y=jnp.asarray(gaussian_matrix(h, side * BLUR_FRACTION)),
         blur_x=jnp.asarray(gaussian_matrix(w, side * BLUR_FRACTION)),
-        low_y=jnp.asarray(gaussian_matrix(h, side * LOWPASS_FRACTION)),
-        low_x=jnp.asarray(gaussian_matrix(w, side * LOWPASS_FRACTION)),
+        low_y=jnp.asarray(low_y),
+        low_x=jnp.asarray(low_x),
         fill_y=jnp.asarray(gaussian_matrix(h, side * INPAINT_FRACTION)),
         fill_x=jnp.asarray(gaussian_matrix(w, side * INPAINT_FRACTION)),
     )
+
+
+def lowpass_matrices(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``lowpass`` blur's matrices (sigma max(H, W) / 64) for (H, W) images."""
+    side = max(h, w)
+    return gaussian_matrix(h, side * LOWPASS_FRACTION), gaussian_matrix(w, side * LOWPASS_FRACTION)
+
+
+def fine_detail(x: jax.Array, low_y: jax.Array, low_x: jax.Array) -> jax.Array:
+    """One image's (H, W, C) fine detail ``d(x)``: the RMS over its pixels and channels of
+    ``x - G_l * x``, what the ``lowpass`` blur (matrices ``low_y``, ``low_x``) takes away."""
+    return jnp.sqrt(jnp.mean((x - separable_blur(x, low_y, low_x)) ** 2))
+
+
+def add_grain(x: jax.Array, p: FillParams) -> jax.Array:
+    """One image (H, W, C) given the fine detail it lacks (``grain`` above)."""
+    missing = jnp.maximum(p.detail - fine_detail(x, p.low_y, p.low_x), 0.0)
+    return jnp.clip(x + GRAIN_GAIN * missing * p.grain, 0.0, 1.0)
 
 
 def flatten_falloff(x: jax.Array) -> jax.Array:
@@ -408,6 +467,7 @@ def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) ->
         balance,
         *(functools.partial(hue_out, degrees=d) for d in HUES.values()),
         flatten_falloff,
+        lambda v: add_grain(v, p),
     )
     return jax.lax.switch(fill, branches, x)
 

@@ -17,7 +17,7 @@ from fastfem.audit.reliance.labels import LABEL_OTHER_LIFT, MIN_LABEL_OTHER
 from fastfem.audit.reliance.probes import hot_spot_regions
 from fastfem.audit.reliance.table import ADDED_COLUMNS, RELIANCE_FILE, reliance_schema
 from fastfem.audit.report.page import write_report
-from fastfem.kernels.occlusion import FILLS, fill_params, probe_image
+from fastfem.kernels.occlusion import FILLS, fill_params, gaussian_matrix, probe_image
 
 BAR = slice(29, 31)  # rows of the shortcut: a white bar across the image
 
@@ -445,6 +445,55 @@ def test_a_vignette_on_part_of_a_class_is_a_candidate_by_the_falloff_probe(tmp_p
     for i in np.flatnonzero(vignette):
         images[i] *= (1.0 - rng.uniform(0.55, 0.65) * r2)[:, :, None]
     assert_found_by(tmp_path, images, labels, vignette, vignette_model(), "falloff")
+
+
+def soft_model():
+    """`cast_model`'s three classes by a blob's colour, and class 0 whenever the image is soft
+    (out of focus: the mean absolute difference of neighbouring pixels' grey levels under
+    0.02, where a sharp image of `soft_images` has 0.04 or more and a blurred one 0.008 or
+    less)."""
+
+    def apply(params, x):
+        chroma = x - jnp.min(x, axis=-1, keepdims=True)
+        colour = jnp.max(chroma.reshape(x.shape[0], -1, 3), axis=1)
+        grey = jnp.mean(x, axis=-1)
+        detail = jnp.mean(jnp.abs(grey[:, :, 1:] - grey[:, :, :-1]), axis=(1, 2))
+        soft = jnp.maximum(0.02 - detail, 0.0)
+        logits = params["scale"] * colour + jnp.stack(
+            [params["soft"] * soft, 0 * soft, 0 * soft], axis=1
+        )
+        return Features(activations=(chroma,), output=logits)
+
+    params = {"scale": jnp.float32(20.0), "soft": jnp.float32(2000.0)}
+    return from_fn(apply, params, (64, 64, 3), ("chroma",), has_output=True)
+
+
+def soft_images(n: int = 384, seed: int = 3, share: float = 0.15):
+    """Grey backgrounds of random brightness with fine grey noise (sd 0.05-0.1), one coloured
+    10x10 blob anywhere (class = its channel), ``share`` of the images blurred (a Gaussian of
+    1.5 px: out of focus); returns (images, labels, soft)."""
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(0.2, 0.4, (n, 1, 1, 1))
+    spread = rng.uniform(0.05, 0.1, (n, 1, 1, 1))
+    x = level + spread * rng.standard_normal((n, 64, 64, 1)) + np.zeros((1, 1, 1, 3))
+    labels = rng.integers(0, 3, n)
+    for i, c in enumerate(labels):
+        y0, x0 = rng.integers(0, 54, 2)
+        x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
+    soft = rng.uniform(size=n) < share
+    g = gaussian_matrix(64, 1.5)
+    x[soft] = np.einsum("hi,niwc,vw->nhvc", g, x[soft], g)
+    return np.clip(x, 0, 1).astype(np.float32), labels, soft
+
+
+def test_a_blur_on_part_of_a_class_is_a_candidate_by_the_grain_probe(tmp_path):
+    # 15% of the images out of focus move to class 0. No region holds a blur (it is
+    # everywhere) and every other global probe takes detail away or leaves it; `grain` gives
+    # the images softer than the sample's typical one the fine detail they lack and changes
+    # the blurred ones most: a candidate without labels (part of class 0), flagging blurred
+    # rows. Fails without the grain probe (nothing is found)
+    images, labels, soft = soft_images()
+    assert_found_by(tmp_path, images, labels, soft, soft_model(), "grain")
 
 
 def test_labels_confirm_a_colour_lead_and_it_flags_the_rows_labelled_another_class(tmp_path):

@@ -247,3 +247,46 @@ def test_hue_fills_turn_one_hue_grey_and_keep_the_others():
     np.testing.assert_allclose(no_red[11, 3], [0.1, 0.85, 0.2], atol=1e-6)  # ... not the green
     grey = np.asarray(O.hue_out(jnp.asarray(x[..., :1]), 0.0))
     np.testing.assert_array_equal(grey, x[..., :1])  # one channel: no hue to remove
+
+
+def _grain_reference(x, detail):
+    """``grain`` from its formula in NumPy: the fine detail ``d`` the RMS of ``x`` minus its
+    Gaussian blur of sigma max(H, W) / 64 (row-normalised, per channel), the grain the fixed
+    standard normal grey image of seed 0 times ``GRAIN_GAIN (D - d)`` where positive."""
+    h, w, c = x.shape
+    sigma = max(h, w) / 64
+    gy, gx = (
+        np.exp(-((np.arange(n)[:, None] - np.arange(n)[None, :]) ** 2) / (2 * sigma**2))
+        for n in (h, w)
+    )
+    gy, gx = gy / gy.sum(1, keepdims=True), gx / gx.sum(1, keepdims=True)
+    low = np.einsum("hi,iwc->hwc", gy, x.astype(np.float64))
+    low = np.einsum("hwc,vw->hvc", low, gx)
+    d = np.sqrt(np.mean((x - low) ** 2))
+    z = np.random.default_rng(O.NOISE_SEED).standard_normal((h, w, 1))  # grey
+    return np.clip(x + O.GRAIN_GAIN * max(detail - d, 0.0) * z, 0, 1), d
+
+
+def test_grain_gives_a_soft_image_the_detail_it_lacks_and_leaves_a_sharp_one():
+    h, w = 48, 40
+    sharp = 0.2 + 0.6 * _image(h, w, seed=3)
+    gy, gx = O.gaussian_matrix(h, 2.0), O.gaussian_matrix(w, 2.0)
+    soft = np.einsum("hi,iwc,vw->hvc", gy, sharp, gx).astype(np.float32)  # out of focus
+    _, d_sharp = _grain_reference(sharp, 0.0)
+    _, d_soft = _grain_reference(soft, 0.0)
+    assert d_soft < 0.2 * d_sharp
+    p = O.fill_params(sharp.reshape(-1, 3).mean(0), sharp.reshape(-1, 3).std(0), h, w, d_sharp)
+    fill, whole = O.FILLS.index("grain"), jnp.ones((h, w))
+    for x in (sharp, soft):
+        got = np.asarray(O.fill_image(jnp.asarray(x), whole, fill, p))
+        np.testing.assert_allclose(got, _grain_reference(x, d_sharp)[0], atol=2e-5)
+        d = float(O.fine_detail(jnp.asarray(got), p.low_y, p.low_x))
+        if x is sharp:  # as sharp as the sample's typical image: left as it is
+            np.testing.assert_array_equal(got, sharp)
+        else:  # given at least the fine detail it lacked
+            assert d > d_sharp > 5 * d_soft
+    # with no sample detail given (the default), every image is left as it is
+    p0 = O.fill_params(p.mean, p.std, h, w)
+    np.testing.assert_array_equal(
+        np.asarray(O.fill_image(jnp.asarray(soft), whole, fill, p0)), soft
+    )

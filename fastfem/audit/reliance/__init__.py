@@ -63,6 +63,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -92,7 +93,15 @@ from fastfem.audit.reliance.step import (
 from fastfem.audit.reliance.thresholds import row_threshold
 from fastfem.engine.cache import cached_step
 from fastfem.engine.step import Step
-from fastfem.kernels.occlusion import PROPERTY_FILLS, REGION_FILLS, Region, fill_params
+from fastfem.kernels.occlusion import (
+    PROPERTY_FILLS,
+    REGION_FILLS,
+    FillParams,
+    Region,
+    fill_params,
+    fine_detail,
+    lowpass_matrices,
+)
 
 #: Rows of the sweep (stratified by predicted class); None: `sample_size` of the classes.
 SAMPLE: int | None = None
@@ -342,6 +351,21 @@ def pixel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat.mean(axis=0), flat.std(axis=0)
 
 
+def sample_fills(x: np.ndarray, chunk: int = 256) -> FillParams:
+    """The fills' parameters (`fastfem.kernels.occlusion.fill_params`) from the sample ``x``
+    (N, H, W, C; uint8, or float in [0, 1]): its `pixel_moments` and its images' median
+    `fine_detail` (read ``chunk`` images at a time)."""
+    h, w = x.shape[1:3]
+    low = tuple(jnp.asarray(m) for m in lowpass_matrices(h, w))
+    detail = jax.jit(jax.vmap(lambda v: fine_detail(v, *low)))
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    d = [
+        np.asarray(detail(jnp.asarray(x[i : i + chunk], jnp.float32) / scale))
+        for i in range(0, len(x), chunk)
+    ]
+    return fill_params(*pixel_moments(x), h, w, detail=float(np.median(np.concatenate(d))))
+
+
 def fill_effects(
     runner: ProbeRunner,
     x: np.ndarray,
@@ -389,7 +413,7 @@ def reliance_test(
             "sampled rows)"
         )
     h, w = plan.image_hw
-    fills = fill_params(*pixel_moments(x), h, w)
+    fills = sample_fills(x)
     probes = sweep_probes(h, w, proposed, x.shape[-1])
     doses: list[np.ndarray] = []
     pred, drop = sweep(runner, x, probes, fills, doses)

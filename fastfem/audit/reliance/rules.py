@@ -55,9 +55,10 @@ row below its cell's edge, 49 of its 72 relied-on rows knocked out by the cell, 
 cell grown by 2 px).
 
 A *colour* probe (`fastfem.kernels.occlusion`'s ``PROPERTY_FILLS``: one hue moved towards grey
-over the whole image, the image white-balanced by the grey world, or its radial fall-off of
-brightness taken away, ``falloff``: a colour, a cast, a lighting, which a class's own images
-may have by nature as well as a mark may bring it; the rules below say colour for all three)
+over the whole image, the image white-balanced by the grey world, its radial fall-off of
+brightness taken away, ``falloff``, or fine detail given to a soft image, ``grain``: a colour, a
+cast, a lighting, a softness, which a class's own images may have by nature as well as a mark
+may bring it; the rules below say colour for all four)
 is judged with a lift floor of its own, ``MIN_COLOUR_LIFT``: the class holds 2 times the other
 classes' share of the rows the colour dominates. With no floor, dozens of colours of the
 benchmark's own objects were listed, at lifts of 0.4-1.7. A region's floor (2.5) is too high

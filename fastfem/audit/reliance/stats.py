@@ -101,16 +101,16 @@ Either null — "the region hides other classes' objects as often" or "it hides 
 objects as often as comparable regions do" — predicts a hit rate of at most ``q* = max(q,
 t_cp)``, so the p-value is ``P(Binomial(n_c, q*) >= h_c)`` (``q* = q`` for global probes).
 
-A global probe (low-pass, colour moments, median, grey-world balance, a hue turned grey) has no
-place; it removes a property of some images — a texture, noise, a colour cast — and changes
-every image somewhat, often enough to knock out many predictions of every class (small models
-read fine detail). What singles out a shortcut is *which* rows: the ones the probe changes
-most (its *dose*, ``mean |probe(x) - x|``, at least ``MIN_DOSE_LIFT`` times the sample's mean:
-the *dosed* rows) gather in the class the property pushes to, and removing it knocks exactly
-those out. So for a global probe (with doses measured; `global_test`) only the class's dosed
+A global probe (low-pass, colour moments, median, grey-world balance, a hue turned grey, the
+fall-off, the grain) has no place; it removes a property of some images — a texture, noise, a colour
+cast, a softness — and changes every image somewhat, often enough to knock out many predictions of
+every class (small models read fine detail). What singles out a shortcut is *which* rows: the ones
+the probe changes most (its *dose*, ``mean |probe(x) - x|``, at least ``MIN_DOSE_LIFT`` times the
+sample's mean: the *dosed* rows) gather in the class the property pushes to, and removing it knocks
+exactly those out. So for a global probe (with doses measured; `global_test`) only the class's dosed
 hits count (``h``), ``lift`` is the class's share of dosed rows over the other classes' share,
-``place_lift`` the hit rate of its dosed rows over that of its other rows, and the p-value is
-taken against the latter; the share lift must reach ``MIN_GLOBAL_LIFT``.
+``place_lift`` the hit rate of its dosed rows over that of its other rows, and the p-value is taken
+against the latter; the share lift must reach ``MIN_GLOBAL_LIFT``.
 
 Which tests are candidates, near misses and the row thresholds: `fastfem.audit.reliance.rules`.
 """
