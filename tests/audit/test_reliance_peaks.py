@@ -21,6 +21,7 @@ from fastfem.audit.reliance.peaks import (
     LEAD_ALPHA,
     MIN_EXTRA,
     ORDINARY,
+    PeakRows,
     PeakTest,
     confirmed,
     is_lead,
@@ -28,6 +29,7 @@ from fastfem.audit.reliance.peaks import (
     labels_p_value,
     lost_extra,
     maps_mark,
+    peak_candidates,
     peak_tests,
 )
 from fastfem.audit.reliance.probes import peak_pixels, peak_probe, peak_side, probe_params
@@ -194,6 +196,36 @@ def test_the_maps_make_a_peak_test_a_candidate_without_labels_where_every_rule_h
     assert not is_lead(maps_evidence(ok, MIN_EXTRA * 0.9, 0.02), n, by_maps=True)
 
 
+def test_a_class_the_maps_confirm_is_a_candidate_only_where_its_windows_are_enough():
+    # 20 rows of class 0 knocked out by their windows, each map losing its peak (3.0 -> 1.0,
+    # the median); 60 rows of classes 1-3 untouched: the maps confirm class 0. A mark's window
+    # pasted into other images moves them (0.9 against a null of 0.1); a digit's stroke
+    # junction does not (0.05 against 0.03: an object part), and is no candidate
+    pred = np.repeat([0, 1, 2, 3], 20)
+    drop = np.where(pred == 0, 0.9, 0.0)
+    contrast = np.where(pred == 0, 3.0, 1.0)
+
+    def follow(x, peaks):
+        return pred, drop, contrast, np.ones(len(x))
+
+    sample = PeakRows(np.zeros((80, 16, 16, 3), np.float32), np.full((80, 2), 8), None)
+    asked = []
+
+    def transplant(moved):
+        def test(cls, hit):
+            asked.append((cls, hit.copy()))
+            return moved
+
+        return test
+
+    (found,) = peak_candidates(follow, sample, pred, transplant=transplant((0.9, 0.1)))
+    assert found.cls == 0 and (found.transplant, found.transplant_null) == (0.9, 0.1)
+    assert asked[0][0] == 0 and np.array_equal(asked[0][1], drop >= 0.5)  # the hits flagged
+    assert peak_candidates(follow, sample, pred, transplant=transplant((0.05, 0.03))) == []
+    assert peak_candidates(follow, sample, pred, {0}, transplant=transplant((0.9, 0.1))) == []
+    assert len(peak_candidates(follow, sample, pred)) == 1  # not asked: the maps alone
+
+
 def test_a_lead_is_counted_again_where_only_the_counts_or_the_correction_fail():
     n = 4
     lead = a_test(20, 0.6, 0.02)  # significant at LEAD_ALPHA, not at ALPHA / n
@@ -304,6 +336,7 @@ def test_a_square_at_a_random_place_is_found_by_the_maps_without_labels(tmp_path
     assert cands["region_kind"] == ["peak"] and cands["predicted_class"] == [0], cands
     assert cands["label_other"] == [None] and cands["lost_extra"][0] >= MIN_EXTRA
     assert cands["lost_extra_rest"][0] < 0.5 * cands["lost_extra"][0]
+    assert cands["transplant"][0] >= 2 * cands["transplant_null"][0] + 0.2  # the square: enough
     flags = pq.read_table(tmp_path / "unlabelled" / "flags.parquet").to_pydict()
     flagged = np.zeros(len(images), bool)
     flagged[[int(i) for i in flags["id"]]] = True

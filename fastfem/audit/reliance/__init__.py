@@ -77,6 +77,7 @@ from fastfem.audit.reliance.probes import (
     PEAK_FRACTION,
     Probe,
     peak_probe,
+    peak_side,
     probe_drops,
     probe_params,
     sweep_probes,
@@ -89,6 +90,7 @@ from fastfem.audit.reliance.step import (
     make_peak_step,
     make_probe_step,
     make_transplant_step,
+    peak_windows,
 )
 from fastfem.audit.reliance.thresholds import row_threshold
 from fastfem.engine.cache import cached_step
@@ -258,14 +260,21 @@ class ProbeRunner:
         return self.plan.explainer.run(step, batches, size)
 
     def transplant(
-        self, x: np.ndarray, pred: np.ndarray, hit: np.ndarray, probe: Probe, cls: int
+        self,
+        x: np.ndarray,
+        pred: np.ndarray,
+        hit: np.ndarray,
+        probe: Probe,
+        cls: int,
+        windows: np.ndarray | None = None,
     ) -> tuple[float, float]:
         """``(transplant, transplant_null)`` of `rules.sufficient` for ``probe``'s region and class
         ``cls`` on the sample ``x`` (its predictions ``pred``; ``hit`` its rows the probe knocks
         out): the share of at most ``TRANSPLANT_ROWS`` rows of other classes (evenly spaced) whose
         class-``cls`` probability rises by ``COLLAPSE_DROP`` or whose prediction turns to ``cls``
         with the region pasted from the class's hit rows (each recipient the next donor in turn),
-        and with it pasted from the next of those recipients."""
+        and with it pasted from the next of those recipients. ``windows`` (S, H, W): each row's
+        own region (its peak window), the donor's pasted where it lies in the donor."""
         donors = np.flatnonzero((pred == cls) & hit)
         others = np.flatnonzero(pred != cls)
         if len(donors) == 0 or len(others) < 2:
@@ -275,6 +284,8 @@ class ProbeRunner:
         real = donors[np.arange(take) % len(donors)]
         null = np.roll(rec, -1)
         batch = {"x": np.concatenate([x[rec], x[rec]]), "donor": np.concatenate([x[real], x[null]])}
+        if windows is not None:
+            batch["mask"] = np.concatenate([windows[real], windows[null]]).astype(np.float32)
         params = (self.plan.extractor.params, (jnp.asarray(probe.region.mask), jnp.int32(cls)))
         half = max(1, self.plan.explainer.device_batch() // 2)  # the step runs 2 x its batch
         step = Step(self.transplant_fn, params)
@@ -451,12 +462,14 @@ def reliance_test(
             got = None if labels is None else labels[at]
             return None if xm is None else PeakRows(xm, row_peaks(rows, at, h, w), got)
 
+        windows = np.asarray(peak_windows(jnp.asarray(peaks), h, w, jnp.int32(peak_side(h, w))))
         more = peak_candidates(
             lambda xs, ps: runner.follow(xs, ps, fills),
             PeakRows(x, peaks, sample_labels),
             pred,
             {c.cls for c in cands},
             read_more,
+            lambda cls, hit: runner.transplant(x, pred, hit, peak_probe(h, w), cls, windows),
         )
         for c in more[: MAX_CANDIDATES - len(cands)]:
             c.fill_effects = fill_effects(runner, x, c, pred, fills, peaks)

@@ -166,13 +166,15 @@ def make_probe_step(extractor: FeatureExtractor) -> StepFn:
 def make_transplant_step(extractor: FeatureExtractor) -> StepFn:
     """The transplant step of the module docstring for ``extractor``; its params are
     ``(extractor.params, (mask (H, W) float32, cls () int32))``, its batch ``x`` and
-    ``donor`` (B, H, W, C) in the audit's pixel convention."""
+    ``donor`` (B, H, W, C) in the audit's pixel convention, and optionally ``mask`` (B, H, W):
+    each pair's own region (a donor's peak window), in place of the params' one."""
 
     def step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         model_params, (mask, cls) = params
         x = pixels_255(batch["x"]) / 255.0
         donor = pixels_255(batch["donor"]) / 255.0
-        pasted = x + mask[None, :, :, None] * (donor - x)
+        m = batch["mask"][..., None] if "mask" in batch else mask[None, :, :, None]
+        pasted = x + m * (donor - x)
         p = probabilities(extractor.apply(model_params, jnp.concatenate([x, pasted])).output)
         before, after = jnp.split(p, 2)
         turned = (jnp.argmax(after, axis=1) == cls) & (jnp.argmax(before, axis=1) != cls)
