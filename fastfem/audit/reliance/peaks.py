@@ -288,10 +288,11 @@ def peak_candidates(
             extra_all = np.r_[extra, lost_extra(*more_contrast, typical)]
             (e,) = peak_tests(counted[1], counted[0], [e.test.cls], labels, extra_all)
         t = e.test
+        marked = by_maps and maps_mark(e, len(classes))
         moved = (float("nan"), float("nan"))
-        if by_maps and maps_mark(e, len(classes)) and transplant is not None:
+        if marked and transplant is not None:
             moved = transplant(t.cls, drop >= COLLAPSE_DROP)  # the sample's hits, as flagged
-        if by_maps and maps_mark(e, len(classes)) and (transplant is None or sufficient(*moved)):
+        if marked and (transplant is None or sufficient(*moved)):
             c = Candidate(probe, t.cls, dataclasses.replace(t, p_value=e.extra_p))
             c.transplant, c.transplant_null = moved
         elif confirmed(e, len(classes)):
