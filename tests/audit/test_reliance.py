@@ -380,18 +380,28 @@ def cast_model():
     return from_fn(apply, params, (64, 64, 3), ("chroma",), has_output=True)
 
 
+def blob_scenes(
+    rng: np.random.Generator, n: int, level: tuple[float, float], spread: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` 64x64 grey backgrounds, each of a brightness drawn from ``level`` with grey noise
+    of an sd drawn from ``spread``, one coloured 10x10 blob anywhere (class = its channel,
+    0.9 there); returns (images, unclipped float64; labels)."""
+    lo = rng.uniform(*level, (n, 1, 1, 1))
+    sd = rng.uniform(*spread, (n, 1, 1, 1))
+    x = lo + sd * rng.standard_normal((n, 64, 64, 1)) + np.zeros((1, 1, 1, 3))
+    labels = rng.integers(0, 3, n)
+    for i, c in enumerate(labels):
+        y0, x0 = rng.integers(0, 54, 2)
+        x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
+    return x, labels
+
+
 def cast_images(n: int = 384, seed: int = 3, share: float = 0.25):
     """Grey backgrounds of random brightness and contrast (photographs differ in both; their
     colours balance out), one coloured 10x10 blob anywhere (class = its channel), an orange
     blend (35%) over ``share`` of the images; returns (images, labels, cast)."""
     rng = np.random.default_rng(seed)
-    level = rng.uniform(0.15, 0.45, (n, 1, 1, 1))
-    spread = rng.uniform(0.01, 0.12, (n, 1, 1, 1))
-    x = level + spread * rng.standard_normal((n, 64, 64, 1)) + np.zeros((1, 1, 1, 3))
-    labels = rng.integers(0, 3, n)
-    for i, c in enumerate(labels):
-        y0, x0 = rng.integers(0, 54, 2)
-        x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
+    x, labels = blob_scenes(rng, n, (0.15, 0.45), (0.01, 0.12))
     x = np.clip(x, 0, 1)
     cast = rng.uniform(size=n) < share
     x[cast] = 0.65 * x[cast] + 0.35 * np.asarray([1.0, 0.55, 0.15])
@@ -473,13 +483,7 @@ def soft_images(n: int = 384, seed: int = 3, share: float = 0.15):
     10x10 blob anywhere (class = its channel), ``share`` of the images blurred (a Gaussian of
     1.5 px: out of focus); returns (images, labels, soft)."""
     rng = np.random.default_rng(seed)
-    level = rng.uniform(0.2, 0.4, (n, 1, 1, 1))
-    spread = rng.uniform(0.05, 0.1, (n, 1, 1, 1))
-    x = level + spread * rng.standard_normal((n, 64, 64, 1)) + np.zeros((1, 1, 1, 3))
-    labels = rng.integers(0, 3, n)
-    for i, c in enumerate(labels):
-        y0, x0 = rng.integers(0, 54, 2)
-        x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
+    x, labels = blob_scenes(rng, n, (0.2, 0.4), (0.05, 0.1))
     soft = rng.uniform(size=n) < share
     g = gaussian_matrix(64, 1.5)
     x[soft] = np.einsum("hi,niwc,vw->nhvc", g, x[soft], g)
