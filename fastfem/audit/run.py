@@ -421,6 +421,7 @@ def describe_reliance(result: RelianceResult) -> str:
         f"class {c.cls} relies on {c.probe.name}"
         + (f", at {c.same_rows_region}" if c.same_rows_region else "")  # a global's place
         + (f", where {c.places} lies" if c.places else "")  # a region placing a global
+        + (f", not on the {len(c.neighbours)} regions beside it" * bool(c.neighbours))
         + f": {sum(1 for j in result.candidate if j == k)} rows"
         for k, c in enumerate(result.candidates)
     )

@@ -910,3 +910,84 @@ def test_a_pair_of_bands_runs_as_its_two_parts_in_the_real_probe_step(tmp_path, 
     np.testing.assert_array_equal(drop[:, 0], np.maximum(drop[:, 1], drop[:, 2]))
     assert moved.sum() >= 3 and drop[moved, 2].min() >= 0.5 > drop[moved, 1].max()
     assert np.isfinite(doses[0]).all()
+
+
+def tall_object_model():
+    """Three object classes — a red column 6 px wide and 40 tall (class 0), a green or a blue
+    10x10 blob (1, 2) — and a background class 3 (a fixed logit) that an image falls to when
+    its object is gone; a white bar across rows 29-30 makes class 0 (the shortcut). Class 0
+    counts its object's *area* (red pixels over the column's 240): hiding any 8 rows of the
+    column knocks it out, so every band over the bar knocks out every red column too, and so
+    do the bands beside it. The blobs count their strongest pixel: a band hides one whole or
+    not at all."""
+
+    def apply(params, x):
+        excess = jnp.maximum(x - 0.3, 0.0)
+        red = (excess[..., 0] > 0.4) & (excess[..., 1] < 0.2) & (excess[..., 2] < 0.2)
+        area = jnp.sum(red, axis=(1, 2)) / 240.0
+        blob = jnp.max(excess.reshape(x.shape[0], -1, 3), axis=1)  # (B, 3) strongest excess
+        bar = jnp.mean(jnp.min(x[:, BAR, :, :], axis=-1), axis=(1, 2))
+        logits = jnp.stack(
+            [
+                20.0 * area + 150.0 * jnp.maximum(bar - 0.6, 0.0),
+                40.0 * blob[:, 1],
+                40.0 * blob[:, 2],
+                jnp.full_like(area, 18.0),  # between a whole red column (20) and 0.9 of it
+            ],
+            axis=1,
+        )
+        return Features(activations=(excess,), output=logits)
+
+    return from_fn(apply, {}, (64, 64, 3), ("excess",), has_output=True)
+
+
+def tall_object_images(n: int = 480, seed: int = 4):
+    """Grey backgrounds, one object each (a red column at rows y0..y0+40, y0 in 0..24, or a
+    green or blue blob off the bar's rows), the white bar on a quarter of the images;
+    returns (images, labels, barred)."""
+    rng = np.random.default_rng(seed)
+    x = 0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))
+    labels = rng.integers(0, 3, n)
+    for i, c in enumerate(labels):
+        x0 = rng.integers(0, 54)
+        if c == 0:
+            y0 = rng.integers(0, 25)
+            x[i, y0 : y0 + 40, x0 : x0 + 6] = [0.95, 0.3, 0.3]
+        else:
+            y0 = rng.choice([*range(0, 18), *range(33, 54)])
+            x[i, y0 : y0 + 10, x0 : x0 + 10, c] = 0.9
+    barred = rng.uniform(size=n) < 0.25
+    x[barred, BAR, :, :] = 1.0
+    return np.clip(x, 0, 1).astype(np.float32), labels, barred
+
+
+def test_a_region_over_objects_flags_only_the_rows_its_neighbours_leave_standing(tmp_path):
+    # every region over the bar (a band, the maps' hot spot there) also cuts every red
+    # column, and so do the same region moved up or down by its height, which does not
+    # reach the bar: the candidate's flags over every row would not be clean, so the member
+    # pass runs those neighbours too and spares the rows they knock out (the red columns),
+    # flagging the barred rows.
+    images, labels, barred = tall_object_images()
+    model = tall_object_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    assert np.all(pred[barred] == 0) and np.all(pred[~barred] == labels[~barred])
+    red = ~barred & (labels == 0)
+    summary = audit(images, model, out=tmp_path / "a", reliance_sample=240)
+    cands = pq.read_table(tmp_path / "a" / RELIANCE_FILE).to_pylist()
+    found = [c for c in cands if c["status"] == "confirmed"]
+    assert [c["predicted_class"] for c in found] == [0], summary.reliance
+    (c,) = found
+    x0, y0, x1, y1 = c["box"]
+    assert y0 <= 29 and y1 >= 31 and (x0, x1) == (0, 64), c  # across the image, over the bar
+    assert c["member_hits"] >= 0.9 * (red.sum() + barred.sum())  # it knocks out the columns
+    height = y1 - y0
+    assert sorted(c["neighbours"]) == sorted(
+        [f"{c['region']} moved up {height} px", f"{c['region']} moved down {height} px"]
+    )
+    assert c["member_spared"] >= 0.9 * red.sum(), (c, red.sum())
+    flagged = flagged_by_reliance(tmp_path / "a", len(images))
+    assert flagged[barred & (labels != 0)].mean() >= 0.95  # recall over the relied-on rows
+    assert barred[flagged].mean() >= 0.95  # precision: the red columns are not flagged
+    assert "not on the 2 regions beside it" in summary.reliance
+    html = write_report(tmp_path / "a").read_text()
+    assert "moved by its own size" in html and f"{c['member_spared']} rows spared" in html

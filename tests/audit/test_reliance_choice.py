@@ -591,3 +591,31 @@ def test_the_sweep_runs_only_the_fills_that_can_change_the_model_s_images():
     assert global_fills(2) == set(GLOBAL_FILLS) - set(HUE_FILLS)
     assert global_fills(1) == set(GLOBAL_FILLS) - set(HUE_FILLS) - {"balance"}
     assert len(sweep_probes(64, 64, channels=1)) == len(sweep_probes(64, 64)) - 7
+
+
+def test_a_region_s_neighbours_are_itself_moved_by_its_size_inside_the_image():
+    from fastfem.audit.reliance.probes import HIDE_FILLS, Probe, adjacent_pairs, neighbour_probes
+    from fastfem.kernels.occlusion import region_family
+
+    family = {r.name: Probe(r, HIDE_FILLS) for r in region_family(64, 64)}
+    band = family["band y24-32"]
+    near = neighbour_probes(band)
+    assert [q.region.box for q in near] == [(0, 16, 64, 24), (0, 32, 64, 40)]
+    assert [q.region.name for q in near] == [
+        "band y24-32 moved up 8 px",
+        "band y24-32 moved down 8 px",
+    ]
+    for q in near:  # the same shape, moved: as many pixels, none shared with the band
+        assert q.region.mask.sum() == band.region.mask.sum() and q.fills == band.fills
+        assert not (q.region.mask * band.region.mask).any()
+    top = neighbour_probes(family["band y0-8"])  # nothing above the image's top
+    assert [q.region.box for q in top] == [(0, 8, 64, 16)]
+    cell = next(p for name, p in family.items() if name.startswith("cell y16-32 x16-32"))
+    boxes = {q.region.box for q in neighbour_probes(cell)}
+    assert boxes == {(16, 0, 32, 16), (16, 32, 32, 48), (0, 16, 16, 32), (32, 16, 48, 32)}
+    (pair, _, _), *_ = adjacent_pairs([family["band y24-32"], family["band y28-36"]])
+    moved = neighbour_probes(pair)  # a pair's parts move with it, one at a time as before
+    assert [[r.box for r in q.hidden] for q in moved] == [
+        [(0, 12, 64, 20), (0, 16, 64, 24)],
+        [(0, 36, 64, 44), (0, 40, 64, 48)],
+    ]

@@ -43,10 +43,14 @@ itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
    (`thresholds.row_threshold`: 0.5, 0.35 or 0.25, the lowest at which the class's own objects
    would give at most 1 flag in 10; a region without translates may go lower, where the
    flags' expected F1 is higher) is flagged ``relies on <region> (<fill>)``, score
-   ``drop / row_tau``. A row less confident than a candidate's ``row_tau`` cannot fall by it,
-   and a global candidate counts a row only where its probe changed it by at least its dose
-   floor: the rows no candidate of their class counts are screened out first, with no
-   forward (`members.screen`; the doses by a step that runs no model). The evidence —
+   ``drop / row_tau``; a region whose flags over every row would not be that clean, but
+   which stands on the sampled rows its neighbours (the region moved by its own size each
+   way) leave standing, is also run under them and flags only those rows
+   (`choice.Sweep.neighbours`: up to four more forwards per row). A row less confident
+   than a candidate's ``row_tau`` cannot fall by it, and a global candidate counts a row only
+   where its probe changed it by at least its dose floor: the rows no candidate of their
+   class counts are screened out first, with no forward (`members.screen`; the doses by a
+   step that runs no model). The evidence —
    region, fill, the output change on members (rows of the class) and on non-members (the
    sample's other rows), rates, lift, p-value — goes to ``DIR/reliance.parquet`` (`table`)
    and the report.

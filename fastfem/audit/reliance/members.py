@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastfem.audit.reliance.peaks import row_peaks
-from fastfem.audit.reliance.probes import probe_drops, probe_params
+from fastfem.audit.reliance.probes import Probe, probe_drops, probe_params
+from fastfem.audit.reliance.stats import TAU
 from fastfem.engine.step import Step
 
 if TYPE_CHECKING:
@@ -42,12 +43,14 @@ def member_pass(
     ids = np.asarray(rows["id"], dtype=object)
     cls = np.asarray([c.cls for c in cands])
     members = idx[np.isin(pred_all[idx], cls)]
-    params, owner = probe_params([c.probe for c in cands], fills)
+    run, looked = neighbour_columns(cands)
+    params, owner = probe_params(run, fills)
     floors = np.asarray([c.dose_floor for c in cands])
     taus = np.asarray([c.row_tau for c in cands])
     need = np.asarray([c.by_labels for c in cands])
     drops = np.zeros((len(cands),))
     hits = np.zeros((len(cands),), np.int64)
+    spared = np.zeros((len(cands),), np.int64)
     counts = np.zeros((len(cands),), np.int64)
     pending: collections.deque[tuple[list[str], np.ndarray]] = collections.deque()
 
@@ -81,13 +84,17 @@ def member_pass(
 
     for out in runner.run(batches(), params):
         batch_ids, base, lab = pending.popleft()
-        drop = probe_drops(out["drop"], owner, len(cands))
-        dose = -probe_drops(-out["dose"], owner, len(cands))
+        every = probe_drops(out["drop"], owner, len(run))
+        drop = every[:, : len(cands)]
+        dose = -probe_drops(-out["dose"], owner, len(run))[:, : len(cands)]
         mine = counted(out["prediction"], base, dose, cls, floors, taus, lab, need)  # (B, K)
-        score = np.where(mine, drop / taus[None, :], -np.inf)  # >= 1: flagged
+        out_here = mine & (drop >= taus[None, :])  # knocked out
+        shared = elsewhere(every, looked)  # knocked out by one of a region's neighbours too
+        score = np.where(mine & ~shared, drop / taus[None, :], -np.inf)  # >= 1: flagged
         drops += np.where(mine, drop, 0.0).sum(axis=0)
         counts += mine.sum(axis=0)
-        hits += (score >= 1.0).sum(axis=0)
+        hits += out_here.sum(axis=0)
+        spared += (out_here & shared).sum(axis=0)
         best = np.argmax(score, axis=1)
         for j in np.flatnonzero(score[np.arange(len(best)), best] >= 1.0):
             result.ids.append(batch_ids[j])
@@ -98,6 +105,30 @@ def member_pass(
         c.member_rows = int(counts[k])
         c.member_hits = int(hits[k])
         c.member_mean_drop = float(drops[k] / max(counts[k], 1))
+        c.member_spared = int(spared[k])
+
+
+def neighbour_columns(cands: list[Candidate]) -> tuple[list[Probe], list[list[int]]]:
+    """The probes the member pass runs — the candidates' own, then each region candidate's
+    ``neighbours`` (`choice.Sweep.neighbours`) — and per candidate the columns of its
+    neighbours among them."""
+    run = [c.probe for c in cands]
+    looked = []
+    for c in cands:
+        looked.append(list(range(len(run), len(run) + len(c.neighbours))))
+        run += c.neighbours
+    return run, looked
+
+
+def elsewhere(drop: np.ndarray, looked: list[list[int]]) -> np.ndarray:
+    """(B, K) bool: which rows one of candidate ``k``'s neighbours (``looked[k]``, columns of
+    ``drop`` (B, P), `neighbour_columns`) knocks out (a drop of at least ``stats.TAU``):
+    those it does not flag. False for a candidate with none."""
+    out = np.zeros((drop.shape[0], len(looked)), bool)
+    for k, cols in enumerate(looked):
+        if cols:
+            out[:, k] = (drop[:, cols] >= TAU).any(axis=1)
+    return out
 
 
 def counted(

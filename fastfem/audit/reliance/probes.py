@@ -168,6 +168,36 @@ def narrow_regions(probes: Sequence[Probe]) -> np.ndarray:
     return np.asarray(out, bool)
 
 
+def shifted_region(r: Region, dy: int, dx: int) -> Region | None:
+    """The region ``r`` moved by ``dy`` rows and ``dx`` columns (its kind kept, its name saying
+    how far), None where its box would leave the image."""
+    h, w = r.mask.shape
+    x0, y0, x1, y1 = r.box
+    if y0 + dy < 0 or y1 + dy > h or x0 + dx < 0 or x1 + dx > w:
+        return None
+    mask = np.zeros_like(r.mask)
+    mask[y0 + dy : y1 + dy, x0 + dx : x1 + dx] = r.mask[y0:y1, x0:x1]
+    way = "down" if dy > 0 else "up" if dy < 0 else "right" if dx > 0 else "left"
+    name = f"{r.name} moved {way} {abs(dy) + abs(dx)} px"
+    return Region(name, r.kind, (x0 + dx, y0 + dy, x1 + dx, y1 + dy), mask)
+
+
+def neighbour_probes(probe: Probe) -> list[Probe]:
+    """``probe``'s region moved by its own height up and down and by its own width left and
+    right, each where it stays in the image (a band's the bands just above and below it, a
+    cell's the four beside it; a pair's parts moved alike), hidden by its fills: what a
+    class's own object the region hides lies partly under them too; a mark that lies in the
+    region does not."""
+    x0, y0, x1, y1 = probe.region.box
+    out = []
+    for dy, dx in ((y0 - y1, 0), (y1 - y0, 0), (0, x0 - x1), (0, x1 - x0)):
+        region = shifted_region(probe.region, dy, dx)
+        parts = [shifted_region(r, dy, dx) for r in probe.parts]
+        if region is not None and all(q is not None for q in parts):
+            out.append(Probe(region, probe.fills, tuple(q for q in parts if q is not None)))
+    return out
+
+
 def region_mirrors(probes: Sequence[Probe], min_iou: float = 0.75) -> list[list[int]]:
     """Per probe, the other probes of its family (`Region.kind`) whose region is its mirror
     image — its mask reflected left-right, top-bottom or both, matched by intersection over

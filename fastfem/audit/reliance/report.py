@@ -30,7 +30,7 @@ the class's knocked-out rows / from other classes' rows</th><td>{transplant}</td
 <td>{mdrop:.3f}, {mhits} of {mrows}</td></tr>
 <tr><th>non-members (the sample's other rows): mean drop, knocked out</th>
 <td>{ndrop:.3f}, {nhits} of {nrows}</td></tr>
-<tr><th>rows flagged</th><td>{flagged}</td></tr>{maps}{labels}{where}
+<tr><th>rows flagged</th><td>{flagged}</td></tr>{maps}{labels}{where}{alone}
 </table>
 <p>Flagged rows, largest output change first: {ids}</p></section>"""
 
@@ -83,6 +83,20 @@ _SAME_ROWS = """
 _PLACES = """
 <tr><th>what: the global candidate this region places (it knocks out most of that one's rows,
 few of the class's others)</th><td>{places}</td></tr>"""
+
+
+_ALONE = """
+<tr><th>alone: its region moved by its own size each way, also run on every row of the class;
+a row one of them knocks out too (the class's own object, larger than the gap) is not
+flagged</th>
+<td>{names}: {spared} rows spared</td></tr>"""
+
+
+def _alone(names: list | None, spared: int | None) -> Markup | str:
+    """A region's neighbours row (`choice.Sweep.neighbours`), else nothing."""
+    if not names:
+        return ""
+    return render(_ALONE, names=", ".join(names), spared=spared or 0)
 
 
 def _where(region: str | None, overlap: float | None, places: str | None = None) -> Markup | str:
@@ -156,6 +170,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 maps=_maps(t["lost_extra"], t["lost_extra_rest"]),
                 labels=_labels(t["label_other"], t["label_other_rest"]),
                 where=_where(t["same_rows_region"], t["same_rows_overlap"], t["places"]),
+                alone=_alone(t["neighbours"], t["member_spared"]),
                 ids=_ids(flags, t["region"]) if "region" in flags else "",
             )
         )

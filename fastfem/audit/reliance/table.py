@@ -54,6 +54,12 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
                       with the window hidden (`peaks.lost_extra`), and the same share among
                       the sample's rows it would not flag (`peaks.maps_mark`); null for every
                       other probe
+    neighbours        list<string>  a region whose flags over every row would not be clean:
+                      the region moved by its own size each way, run on every member row
+                      too; a row one of them knocks out is not flagged
+                      (`choice.Sweep.neighbours`); empty otherwise
+    member_spared     int64    member rows it knocked out that one of its neighbours knocked
+                               out too (not flagged by it)
 
 A store written before the last columns existed (`ADDED_COLUMNS`) reads as if they were null.
 """
@@ -110,6 +116,8 @@ def reliance_schema():
             f("places", pa.string(), nullable=True),
             f("lost_extra", pa.float64(), nullable=True),
             f("lost_extra_rest", pa.float64(), nullable=True),
+            f("neighbours", pa.list_(pa.string()), nullable=True),
+            f("member_spared", pa.int64(), nullable=True),
         ]
     )
 
@@ -122,6 +130,8 @@ ADDED_COLUMNS: tuple[str, ...] = (
     "places",
     "lost_extra",
     "lost_extra_rest",
+    "neighbours",
+    "member_spared",
 )
 
 
@@ -184,6 +194,8 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "places": c.places or None,
             "lost_extra": _nullable(c.lost_extra),
             "lost_extra_rest": _nullable(c.lost_extra_rest),
+            "neighbours": [q.region.name for q in c.neighbours],
+            "member_spared": c.member_spared,
         }
         for n in names:
             cols[n].append(row[n])
