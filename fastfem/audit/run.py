@@ -413,13 +413,6 @@ def audit_my_slice(run: AuditRun, group: ProcessGroup, progress: bool) -> None:
     summary.images_per_second = round(summary.processed / max(steady, 1e-9), 1)
 
 
-def beside(n: int) -> str:
-    """A candidate's words for its ``n`` neighbours (`choice.Sweep.neighbours`)."""
-    if n == 0:
-        return ""
-    return ", not on the region beside it" if n == 1 else f", not on the {n} regions beside it"
-
-
 def describe_reliance(result: RelianceResult) -> str:
     """One line on the reliance test for the summary and the manifest."""
     if result.skipped:
@@ -428,7 +421,7 @@ def describe_reliance(result: RelianceResult) -> str:
         f"class {c.cls} relies on {c.probe.name}"
         + (f", at {c.same_rows_region}" if c.same_rows_region else "")  # a global's place
         + (f", where {c.places} lies" if c.places else "")  # a region placing a global
-        + beside(len(c.neighbours))
+        + c.beside  # a region flagging only the rows its neighbours leave standing
         + f": {sum(1 for j in result.candidate if j == k)} rows"
         for k, c in enumerate(result.candidates)
     )

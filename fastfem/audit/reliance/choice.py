@@ -119,6 +119,14 @@ class Candidate:
     #: (the class's own objects the region hides)
     member_spared: int = 0
 
+    @property
+    def beside(self) -> str:
+        """The summary line's words for its ``neighbours`` ("" where it has none)."""
+        n = len(self.neighbours)
+        if n == 0:
+            return ""
+        return ", not on the region beside it" if n == 1 else f", not on the {n} regions beside it"
+
     def set_nonmembers(self, pred: np.ndarray, drop: np.ndarray) -> None:
         """The evidence on the non-members: the sample's rows of other classes (``pred`` (S,)
         the sample's predictions, ``drop`` (S,) its probe's drops), their count, hits (its
