@@ -205,14 +205,22 @@ class Sweep:
         self.here_drop = np.where(here, self.drop, 0.0)
         self.extents = self.counted(self.pred, np.unique(self.pred))
 
+    def both_counts(
+        self, drop: np.ndarray, pred: np.ndarray, classes: np.ndarray
+    ) -> tuple[list[ProbeTest], list[ProbeTest]]:
+        """Every (probe, class) test of the rows predicted ``pred`` on the drops ``drop``
+        (S, P), counted on every hit and on the rows only its region knocks out
+        (`stats.probe_tests`' ``only_here``, for the regions of `probes.narrow_regions`)."""
+        every, here = (
+            probe_tests(drop, pred, classes, *self.regions, self.dose, only_here=only)
+            for only in (None, self.narrow)
+        )
+        return every, here
+
     def counted(self, pred: np.ndarray, classes: np.ndarray) -> list[ProbeTest]:
         """Every (probe, class) test of the rows predicted ``pred``, each the stronger
-        (`rules.stronger`) of its count on every hit and on the rows only its region knocks
-        out (`stats.probe_tests`' ``only_here``, for the regions of `probes.narrow_regions`)."""
-        tests = probe_tests(self.drop, pred, classes, *self.regions, self.dose)
-        here = probe_tests(
-            self.drop, pred, classes, *self.regions, self.dose, only_here=self.narrow
-        )
+        (`rules.stronger`) of its two counts (`both_counts`)."""
+        tests, here = self.both_counts(self.drop, pred, classes)
         by_key = {(u.probe, u.cls): u for u in here}
         return [stronger(t, by_key.get((t.probe, t.cls)), self.n_tests) for t in tests]
 
@@ -278,7 +286,7 @@ class Sweep:
         clean (`clean`): its region moved by its own size each way (`probes.neighbour_probes`),
         where the rows none of them knocks out (swept on the sample: one forward per
         neighbour per row) still stand at ``rules.NEAR_MISS`` of every rule's floor
-        (`rules.standing`, counted as the sweep counts, `counted`). The member pass flags only
+        (`rules.standing`, either count of `both_counts`). The member pass flags only
         the rows none of them knocks out: a row that relies on what lies in the region alone
         is knocked out by it and by none of its neighbours, and the class's own objects, larger
         than the gap, lie under a neighbour too (measured: the digits check's grey line, whose
@@ -295,11 +303,7 @@ class Sweep:
         alone = ~(drop >= TAU).any(axis=1)
         kept = self.drop.copy()
         kept[:, t.probe] = np.where(alone, kept[:, t.probe], 0.0)
-        cls = np.asarray([t.cls])
-        counts = [
-            probe_tests(kept, self.pred, cls, *self.regions, self.dose, only_here=only)
-            for only in (None, self.narrow)
-        ]
+        counts = self.both_counts(kept, self.pred, np.asarray([t.cls]))
         best = max(standing(u, self.n_tests) for c in counts for u in c if u.probe == t.probe)
         return near if best >= NEAR_MISS else []
 
