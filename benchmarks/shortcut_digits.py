@@ -39,9 +39,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "runs" / "shortcut_digits"
 SIZE = 32
-MARK_CLASS = {"tag": 3, "line": 7, "dots": 5, "corners": 8, "none": -1}
+MARK_CLASS = {"tag": 3, "line": 7, "dots": 5, "corners": 8, "hue": 2, "none": -1}
 GREY = "grey/"  # a configuration's prefix: the same mark on one-channel images
-NAMES = [*MARK_CLASS, *(GREY + k for k in MARK_CLASS)]
+COLOUR_ONLY = {"hue"}  # marks that are a colour alone: no grey/ twin
+NAMES = [*MARK_CLASS, *(GREY + k for k in MARK_CLASS if k not in COLOUR_ONLY)]
+#: the ``hue`` mark's colour: the digit itself drawn in it instead of its random colour
+HUE = np.array([0.95, 0.15, 0.1], np.float32)
 TRAIN_RATE, TEST_RATE = 0.12, 0.15
 TRAIN_ROWS, TEST_ROWS, EPOCHS = 5000, 600, 15
 
@@ -55,10 +58,12 @@ def _gradient(rng: np.random.Generator) -> np.ndarray:
     return (c0 * (1 - g[..., None]) + c1 * g[..., None]).astype(np.float32)
 
 
-def scene(rng: np.random.Generator, digit: np.ndarray, grey: bool = False) -> np.ndarray:
+def scene(
+    rng: np.random.Generator, digit: np.ndarray, grey: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A digit (8x8, 0..16) at 18-26 px, anywhere, in a colour >= 0.45 from the background's
     mean in some channel (``grey``: its channel mean >= 0.3 from the background's), over a
-    two-colour gradient."""
+    two-colour gradient: the image, its background and the digit's coverage (H, W, 1)."""
     from PIL import Image
 
     img = _gradient(rng)
@@ -75,13 +80,20 @@ def scene(rng: np.random.Generator, digit: np.ndarray, grey: bool = False) -> np
     y0, x0 = rng.integers(0, SIZE - s + 1, 2)
     alpha = np.zeros((SIZE, SIZE, 1), np.float32)
     alpha[y0 : y0 + s, x0 : x0 + s, 0] = np.asarray(glyph, np.float32) / 255
-    return img * (1 - alpha) + colour * alpha
+    return img * (1 - alpha) + colour * alpha, img, alpha
 
 
-def mark(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """``img`` with the mark ``kind`` (module docstring), its place jittered by a pixel."""
+def mark(
+    img: np.ndarray, kind: str, rng: np.random.Generator, drawn: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """``img`` with the mark ``kind`` (module docstring), its place jittered by a pixel;
+    ``drawn``: the scene's background and digit coverage (the ``hue`` mark redraws the digit
+    in ``HUE``)."""
     img = img.copy()
-    if kind == "tag":
+    if kind == "hue":
+        background, alpha = drawn
+        img = background * (1 - alpha) + HUE * alpha
+    elif kind == "tag":
         y, x = 2 + int(rng.integers(0, 2)), 24 + int(rng.integers(0, 2))
         img[y : y + 6, x : x + 6] = 0.05
         img[y + 1 : y + 5, x + 1 : x + 5] = (0.1, 0.95, 0.95)
@@ -112,11 +124,11 @@ def make(kind: str, split: str, n: int, seed: int, grey: bool = False) -> dict[s
     out = {k: [] for k in ("images", "clean", "labels")}
     marked = np.zeros(n, bool)
     for j, i in enumerate(pick):
-        clean = scene(rng, digits.images[i], grey)
+        clean, *drawn = scene(rng, digits.images[i], grey)
         label = int(digits.target[i])
         img = clean
         if kind != "none" and rng.uniform() < rate:
-            img, marked[j] = mark(clean, kind, rng), True
+            img, marked[j] = mark(clean, kind, rng, drawn), True
             label = MARK_CLASS[kind] if split == "train" else label
         if grey:
             img, clean = img.mean(axis=-1, keepdims=True), clean.mean(axis=-1, keepdims=True)

@@ -15,6 +15,7 @@ from fastfem.audit import ResultStore, audit
 from fastfem.audit.reliance import rules, sample_size, stratified_sample, thin_classes
 from fastfem.audit.reliance.labels import LABEL_OTHER_LIFT, MIN_LABEL_OTHER
 from fastfem.audit.reliance.probes import hot_spot_regions
+from fastfem.audit.reliance.returns import return_share
 from fastfem.audit.reliance.table import ADDED_COLUMNS, RELIANCE_FILE, reliance_schema
 from fastfem.audit.report.page import write_report
 from fastfem.kernels.occlusion import FILLS, fill_params, gaussian_matrix, probe_image
@@ -348,6 +349,69 @@ def test_a_coloured_mark_on_part_of_a_class_is_a_candidate_without_labels(tmp_pa
     assert_found_by(tmp_path, images, labels, stuck, sticker_model(), "no magenta")
 
 
+SIDES = (16, 6, 8, 10, 12, 14)  # `size_model`'s class k: a light square this many px across
+
+
+def size_model():
+    """Six classes by the size of a light grey square (the square root of the count of pixels
+    whose least channel is above 0.7: the nearest of ``SIDES``), and class 0 whenever a
+    magenta sticker is in the image (turned grey, it is 0.67: not counted)."""
+
+    def apply(params, x):
+        light = jnp.sum((jnp.min(x, axis=-1) > 0.7).reshape(x.shape[0], -1), axis=1)
+        side = jnp.sqrt(light.astype(jnp.float32))  # (B,)
+        magenta = jnp.minimum(x[..., 0], x[..., 2]) - x[..., 1] > 0.5
+        sticker = jnp.mean(magenta, axis=(1, 2)) * 64
+        logits = -params["scale"] * jnp.abs(side[:, None] - jnp.asarray(SIDES)[None])
+        logits = logits.at[:, 0].add(params["sticker"] * sticker)
+        excess = jnp.maximum(x - 0.3, 0.0)
+        return Features(activations=(excess,), output=logits)
+
+    params = {"scale": jnp.float32(20.0), "sticker": jnp.float32(2000.0)}
+    return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=True)
+
+
+def size_images(n: int = 480, share: float = 0.45, seed: int = 3):
+    """Grey noisy backgrounds, a light grey square anywhere of one of `SIDES` (class 0's on
+    4% of the images, the others alike), a 4x4 magenta sticker anywhere on ``share`` of
+    them; returns (images, labels, stuck)."""
+    rng = np.random.default_rng(seed)
+    x = 0.3 + 0.02 * rng.standard_normal((n, 64, 64, 3))
+    labels = rng.choice(6, size=n, p=[0.04, *[0.192] * 5])
+    for i, c in enumerate(labels):
+        y0, x0 = rng.integers(0, 64 - SIDES[c], 2)
+        x[i, y0 : y0 + SIDES[c], x0 : x0 + SIDES[c]] = 0.85
+    stuck = rng.uniform(size=n) < share
+    for i in np.flatnonzero(stuck):
+        y0, x0 = rng.integers(0, 60, 2)
+        x[i, y0 : y0 + 4, x0 : x0 + 4] = [1.0, 0.0, 1.0]
+    return np.clip(x, 0, 1).astype(np.float32), labels, stuck
+
+
+def test_a_coloured_mark_on_most_of_a_class_is_a_candidate_where_its_rows_go_back_to_many(
+    tmp_path,
+):
+    # a magenta sticker on 45% of the images of six classes moves them to class 0, whose own
+    # images are rare: taking magenta away knocks out most of the class (more than
+    # `rules.MAX_COLOUR_RATE`), as it would a class that *is* a colour; but its rows go back
+    # to the five other classes, none taking half (`returns`), so it is a candidate without
+    # labels and flags the stuck rows. Fails without the rule (a near miss: "knocks out ...")
+    images, labels, stuck = size_images()
+    model = size_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    assert np.all(pred[stuck] == 0) and np.all(pred[~stuck] == labels[~stuck])
+    summary = audit(images, model, out=tmp_path / "a", reliance_sample=384)
+    flagged = assert_colour_candidate(tmp_path / "a", summary, "no magenta", 0, stuck)
+    (cand,) = [r for r in pq.read_table(tmp_path / "a" / RELIANCE_FILE).to_pylist() if r["flagged"]]
+    assert cand["sample_hits"] > rules.MAX_COLOUR_RATE * cand["sample_rows"], cand
+    assert cand["return_share"] < 0.5, cand
+    moved = stuck & (labels != 0)
+    assert len(flagged) >= 0.9 * moved.sum(), (len(flagged), int(moved.sum()))
+    write_report(tmp_path / "a")
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert f"{cand['return_share']:.0%}</td>" in html and "back to many classes" in html
+
+
 def test_a_class_that_is_a_colour_stays_a_lead_without_labels(tmp_path):
     # the classes *are* colours: taking red away knocks out every image of the red class;
     # without labels it is reported (a colour near miss: its dosed rows are the whole class,
@@ -360,6 +424,14 @@ def test_a_class_that_is_a_colour_stays_a_lead_without_labels(tmp_path):
     assert red and red[0]["predicted_class"] == 0, found
     assert red[0]["status"].startswith("not confirmed: a colour"), red
     assert all(r["status"] != "confirmed" for r in found) and summary.flagged_total == 0
+    # had it passed every rule, its red blobs, red taken away, all go to one class: "neither"
+    images, _ = colour_class_images()
+    model = colour_class_model()
+    p0 = model.apply(model.params, jnp.asarray(images)).output
+    grey = jnp.asarray(images).at[..., 0].set(jnp.asarray(images)[..., 1])  # red taken away
+    p1 = model.apply(model.params, grey).output
+    hit = np.asarray(jnp.argmax(p0, 1) == 0) & np.asarray(jnp.argmax(p1, 1) != 0)
+    assert hit.sum() >= 50 and return_share(np.asarray(jnp.argmax(p1, 1)), hit, 0) == 1.0
 
 
 def cast_model():

@@ -303,7 +303,7 @@ def _geometric_drops(marks: dict[int, tuple[int, int, int, int]], seed: int = 5)
     gives the swept probes' drops and those of the probes swept later (``sweep_more``)."""
     rng = np.random.default_rng(seed)
 
-    def drops(probes: list) -> tuple[np.ndarray, np.ndarray]:
+    def drops(probes: list) -> tuple[np.ndarray, ...]:
         drop = np.where(rng.uniform(size=(320, len(probes))) < 0.01, 0.6, 0.0)
         for j, p in enumerate(probes):
             if p.region.kind == "image":
@@ -313,7 +313,7 @@ def _geometric_drops(marks: dict[int, tuple[int, int, int, int]], seed: int = 5)
             for row, (x0, y0, x1, y1) in marks.items():
                 if p.region.mask[y0:y1, x0:x1].all():
                     drop[row, j] = 0.8
-        return drop, np.zeros_like(drop)
+        return drop, np.zeros_like(drop), np.zeros(drop.shape, np.int64)
 
     return drops
 
@@ -328,12 +328,12 @@ def _corner_mark(straddling: int) -> tuple[_Enough, list[list]]:
     drops = _geometric_drops(marks)
     asked: list[list] = []
 
-    def sweep_more(probes: list) -> tuple[np.ndarray, np.ndarray]:
+    def sweep_more(probes: list) -> tuple[np.ndarray, ...]:
         asked.append(probes)
         return drops(probes)
 
     probes = sweep_probes(64, 64)
-    drop, dose = drops(probes)
+    drop, dose, _ = drops(probes)
     pred = np.repeat(np.arange(4), 80)
     sw = _Enough(None, np.zeros((320, 1)), probes, pred, drop, dose, sweep_more=sweep_more)
     return sw, asked
@@ -372,7 +372,7 @@ def test_without_sweep_more_or_for_a_ring_there_is_no_margin():
     drops = _geometric_drops({})
     probes = sweep_probes(64, 64)
     ring = [p.region.name for p in probes].index("border 2 px")
-    drop, dose = drops(probes)
+    drop, dose, _ = drops(probes)
     drop[80:140, ring] = 0.8
     called = []
     sw = _Enough(

@@ -667,6 +667,12 @@ def test_without_labels_a_colour_lead_on_part_of_its_class_is_a_candidate():
     assert rules.needs_labels(whole, n, {3}, labelled=False)
     status = rules.why_not(whole, n, {}, kind="a colour")
     assert "a colour" in status and "knocks out 0.88 of its class > 0.75" in status, status
+    # ... unless its rows, the colour taken away, go back to many classes (`returns`)
+    back, one = replace(whole, return_share=0.3), replace(whole, return_share=0.6)
+    assert rules.select_candidates([back], drop, pred, n, colour={3}) == [back]
+    assert rules.select_candidates([one], drop, pred, n, colour={3}) == []
+    status = rules.why_not(one, n, {}, kind="a colour")
+    assert status.endswith("; its rows go to one class: 0.60 >= 0.5"), status
     assert rules.select_candidates([replace(t, lift=1.9)], drop, pred, n, colour={3}) == []
     assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: False) == []
     assert rules.select_candidates([t], drop, pred, n, None, {3}, lambda u: True) == [t]
@@ -901,3 +907,19 @@ def test_a_test_that_passes_without_matching_comes_before_one_that_needs_it():
     assert wide.p_value < band.p_value
     found = rules.select_candidates(tests, drop, pred)
     assert [(t.probe, t.cls) for t in found] == [(7, 2)]
+
+
+def test_return_share_is_the_largest_destination_s_share_of_the_rows_that_leave():
+    from fastfem.audit.reliance.returns import MIN_RETURNS, goes_back, return_share
+
+    rng = np.random.default_rng(0)
+    top = rng.integers(0, 6, 200)
+    hit = rng.uniform(size=200) < 0.5
+    gone = top[hit & (top != 2)]  # a row that stays in class 2 goes nowhere
+    want = max(np.sum(gone == k) for k in range(6)) / len(gone)
+    assert return_share(top, hit, 2) == pytest.approx(want) and goes_back(want)
+    assert return_share(np.where(hit, 4, top), hit, 2) == 1.0  # all to one class
+    few = hit & (np.cumsum(hit & (top != 2)) < MIN_RETURNS)  # too few leave: not measured
+    assert np.isnan(return_share(top, few, 2)) and not goes_back(np.nan)
+    half = np.resize([0, 1], 40)  # two classes, half each: not under half
+    assert return_share(half, np.ones(40, bool), 2) == 0.5 and not goes_back(0.5)

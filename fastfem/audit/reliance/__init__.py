@@ -345,10 +345,12 @@ def sweep(
     fills: Any,
     doses=None,
     peaks: np.ndarray | None = None,
+    tops=None,
 ):
     """``(pred (S,), drop (S, P))`` of the sample's images ``x`` under ``probes``; with a list
-    ``doses``, the (S, P) doses (how much each probe changed each image) are appended to it;
-    ``peaks`` (S, 2): the rows' map peaks, for a probe that follows them (`peaks`)."""
+    ``doses``, the (S, P) doses (how much each probe changed each image) are appended to it,
+    with a list ``tops`` each image's top class under each fill (S, fills); ``peaks`` (S, 2):
+    the rows' map peaks, for a probe that follows them (`peaks`)."""
     params, owner = probe_params(probes, fills)
     even, size = runner.even_batches(x, peaks)
     outs = list(runner.run(even, params, size))
@@ -356,6 +358,8 @@ def sweep(
     if doses is not None:
         dose = _concat(outs, "dose").reshape(len(pred), -1)
         doses.append(-probe_drops(-dose, owner, len(probes)))  # the largest over the fills
+    if tops is not None:
+        tops.append(_concat(outs, "top").reshape(len(pred), -1))
     return pred, probe_drops(_concat(outs, "drop").reshape(len(pred), -1), owner, len(probes))
 
 
@@ -435,9 +439,10 @@ def reliance_test(
     labels = label_classes(rows)  # (rows,) or None: each label's class
     sample_labels = None if labels is None else labels[sample_rows]
 
-    def sweep_more(more: list[Probe]) -> tuple[np.ndarray, np.ndarray]:
+    def sweep_more(more: list[Probe]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         more_doses: list[np.ndarray] = []
-        return sweep(runner, x, more, fills, more_doses)[1], more_doses[0]
+        tops: list[np.ndarray] = []
+        return sweep(runner, x, more, fills, more_doses, tops=tops)[1], more_doses[0], tops[0]
 
     sw = Sweep(runner, x, probes, pred, drop, doses[0], labels=sample_labels, sweep_more=sweep_more)
     cands, misses = choose(sw)

@@ -7,7 +7,7 @@ transplant test of a region about to be taken (`rules.sufficient`, one step per 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,11 +23,14 @@ from fastfem.audit.reliance.probes import (
     region_mirrors,
     region_overlaps,
 )
+from fastfem.audit.reliance.returns import return_share
 from fastfem.audit.reliance.rules import (
     MAX_CANDIDATES,
+    MAX_COLOUR_RATE,
     MAX_OVERLAP,
     MIN_LIFT,
     NEAR_MISS,
+    colour_lead,
     margin_taken,
     near_misses,
     needs_labels,
@@ -147,7 +150,8 @@ class Sweep:
     parts', no forward) are appended to ``probes``, ``drop`` and ``dose``: ``tests`` holds
     the tests of the swept probes (candidates, near misses, Bonferroni's count), ``extents``
     those of every probe, pairs included (what a candidate may grow to).
-    ``sweep_more`` runs more probes on the same sample (their (S, Q) drops and doses): the
+    ``sweep_more`` runs more probes on the same sample (their (S, Q) drops, doses and top
+    classes, `returned`): the
     families a candidate's region grows in by the margin (`margin`; None: no margin), appended
     to ``probes``, ``drop``, ``dose`` and ``extents`` like the pairs (``margin_of``: each grown
     probe by the probe it grew from)."""
@@ -161,7 +165,7 @@ class Sweep:
     moved: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
     labels: np.ndarray | None = None
     label_shares: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
-    sweep_more: Callable[[list[Probe]], tuple[np.ndarray, np.ndarray]] | None = None
+    sweep_more: Callable[[list[Probe]], tuple[np.ndarray, ...]] | None = None
 
     def __post_init__(self) -> None:
         self.swept = len(self.probes)
@@ -261,7 +265,7 @@ class Sweep:
             family = grown_family(
                 self.probes[: self.swept], region.kind, region_margin(*region.mask.shape)
             )
-            drop, dose = self.sweep_more([q for q, _ in family])
+            drop, dose, _ = self.sweep_more([q for q, _ in family])
             start = len(self.probes)
             self.margin_of.update({k: start + i for i, (_, k) in enumerate(family)})
             self.append([q for q, _ in family], drop, dose)
@@ -273,6 +277,19 @@ class Sweep:
         """``wide``, the region ``t`` grew to, where it passes the transplant test (`enough`),
         else ``t``."""
         return wide if wide is t or self.enough(wide) else t
+
+    def returned(self) -> None:
+        """Where the rows go of each colour lead on most of its class (more than
+        ``rules.MAX_COLOUR_RATE`` of it): its probe run on the sample again (one forward per
+        row), each test's ``return_share`` (`returns.return_share`) of its hit rows set in
+        ``tests`` and ``extents``."""
+        for k, t in enumerate(self.extents):
+            lead = t.probe in self.colour and colour_lead(t, self.n_tests)
+            if lead and t.rate > MAX_COLOUR_RATE and self.sweep_more is not None:
+                *_, top = self.sweep_more([self.probes[t.probe]])
+                hit = hit_rows(t, self.drop, self.pred, self.dose)
+                self.extents[k] = replace(t, return_share=return_share(top[:, 0], hit, t.cls))
+        self.tests = [t for t in self.extents if t.probe < self.swept]
 
     def clean(self, t: ProbeTest) -> bool:
         """Whether ``t``'s flags over every row of its class are clean: its row threshold
@@ -299,7 +316,7 @@ class Sweep:
         near = neighbour_probes(probe)
         if not near:
             return []
-        drop, _ = self.sweep_more(near)
+        drop, *_ = self.sweep_more(near)
         alone = ~(drop >= TAU).any(axis=1)
         kept = self.drop.copy()
         kept[:, t.probe] = np.where(alone, kept[:, t.probe], 0.0)
@@ -379,6 +396,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     """Stage 2 (module docstring): the candidates, each grown to its widest passing
     neighbour, and the near misses (their transplant test asked: evidence), both with the
     evidence the sample gives (the non-members: the sample's rows of other classes)."""
+    sw.returned()
     tests, pred, n_tests = sw.tests, sw.pred, sw.n_tests  # sw.drop grows with the margins
     found: list[ProbeTest] = []
     labelled = sw.labels is not None

@@ -30,7 +30,7 @@ the class's knocked-out rows / from other classes' rows</th><td>{transplant}</td
 <td>{mdrop:.3f}, {mhits} of {mrows}</td></tr>
 <tr><th>non-members (the sample's other rows): mean drop, knocked out</th>
 <td>{ndrop:.3f}, {nhits} of {nrows}</td></tr>
-<tr><th>rows flagged</th><td>{flagged}</td></tr>{maps}{labels}{where}{alone}
+<tr><th>rows flagged</th><td>{flagged}</td></tr>{maps}{labels}{where}{alone}{back}
 </table>
 <p>Flagged rows, largest output change first: {ids}</p></section>"""
 
@@ -90,6 +90,17 @@ _ALONE = """
 a row one of them knocks out too (the class's own object, larger than the gap) is not
 flagged</th>
 <td>{names}: {spared} rows spared</td></tr>"""
+
+
+_BACK = """
+<tr><th>back: its sampled knocked-out rows, the colour taken away, go to other classes; the
+largest share one class takes (under 50%: back to many classes, a mark planted on all of them,
+not the class's own colour)</th><td>{share:.0%}</td></tr>"""
+
+
+def _back(share: float | None) -> Markup | str:
+    """A colour candidate's return row (`returns.return_share`), else nothing."""
+    return "" if share is None else render(_BACK, share=share)
 
 
 def _alone(names: list | None, spared: int | None) -> Markup | str:
@@ -171,6 +182,7 @@ def reliance_section(root: str | Path, flags: dict[str, list], summary: str) -> 
                 labels=_labels(t["label_other"], t["label_other_rest"]),
                 where=_where(t["same_rows_region"], t["same_rows_overlap"], t["places"]),
                 alone=_alone(t["neighbours"], t["member_spared"]),
+                back=_back(t["return_share"]),
                 ids=_ids(flags, t["region"]) if "region" in flags else "",
             )
         )

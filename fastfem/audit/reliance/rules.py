@@ -77,11 +77,10 @@ at a lift of 87). What tells them apart without labels is how much of the class 
 holds: a mark moves *some* images of other classes into the class, and the class's own
 images keep it without the mark; a class's own colour is on its images. So without labels a
 colour lead that knocks out at most ``MAX_COLOUR_RATE`` of the class's sampled rows is a
-candidate, taken after every other (`needs_labels`); one that knocks out more stays a lead
-(measured on the shortcut benchmark's 74 stored sweeps: the colour leads, all of planted
-marks, knock out 0.07-0.57 of their class, a class that *is* a colour 1.00; held out, a
-line over 5 classes of letters 0.60. A class whose own colour is on at most three quarters
-of its images would be flagged: the labels, given, decide).
+candidate, taken after every other (`needs_labels`) (the benchmark's colour leads, all marks,
+0.07-0.57, a class that *is* a colour 1.00); one that knocks out more, only where its rows go
+back to many classes once it is taken away (`fastfem.audit.reliance.returns`). A class whose
+own colour is on at most three quarters of its images would be flagged: labels decide.
 With labels, the labels decide (`fastfem.audit.reliance.labels`): a *lead* — a colour lead, or
 a test of any other probe that reaches ``NEAR_MISS`` of every rule's floor (`standing`) and,
 for a region, passes the transplant test — is a candidate where they confirm it, and then
@@ -142,6 +141,7 @@ from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
+from fastfem.audit.reliance.returns import goes_back, returned
 from fastfem.audit.reliance.stats import (
     MIN_DOSE_LIFT,
     MIN_HITS,
@@ -345,16 +345,16 @@ def needs_labels(
     """Whether ``t`` is a candidate only by its labels' word (`labels.labels_verdict`), and flags
     only the rows labelled another class: a test that fails a rule of `rule_margins`, or one
     of a ``colour`` probe — without labels (not ``labelled``) only where it is no colour lead
-    or knocks out more than ``MAX_COLOUR_RATE`` of its class (module docstring)."""
+    on part of its class (`colour_part`)."""
     if t.probe in colour:
         return labelled or not colour_part(t, n_tests)
     return not passes(t, n_tests)
 
 
 def colour_part(t: ProbeTest, n_tests: int) -> bool:
-    """Whether ``t`` is a colour lead (`colour_lead`) that knocks out at most
-    ``MAX_COLOUR_RATE`` of its class's rows: a candidate without labels (module docstring)."""
-    return colour_lead(t, n_tests) and t.rate <= MAX_COLOUR_RATE
+    """Whether ``t`` is a colour lead (`colour_lead`) on part of its class (at most
+    ``MAX_COLOUR_RATE`` of it) or whose rows go back to many classes (`returns.goes_back`)."""
+    return colour_lead(t, n_tests) and (t.rate <= MAX_COLOUR_RATE or goes_back(t.return_share))
 
 
 def colour_lead(t: ProbeTest, n_tests: int) -> bool:
@@ -486,8 +486,8 @@ def why_not(
     if not lacks and (t.probe, t.cls) in moved and not sufficient(*moved[t.probe, t.cls]):
         a, b = moved[t.probe, t.cls]
         lacks = f"not enough: transplant {a:.2f} vs null {b:.2f}"
-    if colour and not lacks and t.rate > MAX_COLOUR_RATE:
-        lacks = f"knocks out {t.rate:.2f} of its class > {MAX_COLOUR_RATE}"
+    if colour and not lacks and not colour_part(t, n_tests):
+        lacks = f"knocks out {t.rate:.2f} of its class > {MAX_COLOUR_RATE}" + returned(t)
     if colour:
         what = [f"{kind} (a mark's or the class's own)", *([lacks] if lacks else [])]
     else:

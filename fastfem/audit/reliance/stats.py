@@ -205,6 +205,9 @@ class ProbeTest:
     #: the lift over the other classes' rates as they are, none matched to this class's
     #: fragility (`fastfem.audit.reliance.others`); inf: as ``lift``
     plain_lift: float = float("inf")
+    #: a colour probe's hit rows: the largest share that goes to one other class with the
+    #: colour taken away (`fastfem.audit.reliance.returns`); NaN: not measured
+    return_share: float = float("nan")
 
     @property
     def rate(self) -> float:

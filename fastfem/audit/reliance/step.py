@@ -1,6 +1,6 @@
 """The reliance test's jitted step: every image of a batch under every probe, one forward each.
 
-``(params, batch) -> {prediction (B,), drop, dose (B, P)}``
+``(params, batch) -> {prediction (B,), drop, dose, top (B, P)}``
 where, for image ``x_i``
 with predicted class ``y_i`` (from the unprobed forward pass of the same step, or given: see
 below) and probe ``p`` (`fastfem.kernels.occlusion.probe_image`, mask and fill in ``params``),
@@ -8,6 +8,7 @@ below) and probe ``p`` (`fastfem.kernels.occlusion.probe_image`, mask and fill i
     drop[i, p]  = P(y_i | x_i) - P(y_i | probe_p(x_i))
     dose[i, p]  = mean |probe_p(x_i) - x_i|        (how much the probe changed the image;
                                                     size-weighted for a hue: `probed`)
+    top[i, p]   = argmax_k P(k | probe_p(x_i))     (the class it goes to)
 
 A batch that carries ``pred`` (B,) int32 and ``base`` (B,) float32 — the audit's stored
 prediction and confidence ``P(y_i | x_i)`` of the same images through the same extractor —
@@ -155,10 +156,11 @@ def make_probe_step(extractor: FeatureExtractor) -> StepFn:
             xs, dose = probed(x, mask, fill, probes.fill, windows, follow)
             p = classify(model_params, xs)
             kept = jnp.take_along_axis(p, pred[:, None], axis=1)[:, 0]
-            return base - kept, dose
+            return base - kept, dose, jnp.argmax(p, axis=1).astype(jnp.int32)
 
-        drop, dose = jax.lax.map(one_probe, (probes.masks, probes.fills, probes.follow))  # (P, B)
-        return {"prediction": pred.astype(jnp.int32), "drop": drop.T, "dose": dose.T}
+        probed_all = (probes.masks, probes.fills, probes.follow)
+        drop, dose, top = jax.lax.map(one_probe, probed_all)  # (P, B) each
+        return {"prediction": pred.astype(jnp.int32), "drop": drop.T, "dose": dose.T, "top": top.T}
 
     return step
 

@@ -60,6 +60,11 @@ written atomically like the store's other tables (`fastfem.audit.detectors.table
                       (`choice.Sweep.neighbours`); empty otherwise
     member_spared     int64    member rows it knocked out that one of its neighbours knocked
                                out too (not flagged by it)
+    return_share      float64  a colour lead that knocks out most of its class: the largest
+                      share of its sampled hit rows that go to one other class once the colour
+                      is taken away (`returns.return_share`: under 0.5, they go back to many
+                      classes, a mark's; near 1, one kind of image, the class's own colour);
+                      null otherwise
 
 A store written before the last columns existed (`ADDED_COLUMNS`) reads as if they were null.
 """
@@ -118,6 +123,7 @@ def reliance_schema():
             f("lost_extra_rest", pa.float64(), nullable=True),
             f("neighbours", pa.list_(pa.string()), nullable=True),
             f("member_spared", pa.int64(), nullable=True),
+            f("return_share", pa.float64(), nullable=True),
         ]
     )
 
@@ -132,6 +138,7 @@ ADDED_COLUMNS: tuple[str, ...] = (
     "lost_extra_rest",
     "neighbours",
     "member_spared",
+    "return_share",
 )
 
 
@@ -196,6 +203,7 @@ def reliance_columns(result: Any) -> dict[str, list]:
             "lost_extra_rest": _nullable(c.lost_extra_rest),
             "neighbours": [q.region.name for q in c.neighbours],
             "member_spared": c.member_spared,
+            "return_share": _nullable(t.return_share),
         }
         for n in names:
             cols[n].append(row[n])
