@@ -6,7 +6,10 @@ architecture. This check changes all three: scikit-learn's bundled handwritten d
 1,797 images, 10 classes) drawn at 32x32 (18-26 px, anywhere, in a random colour over a
 random two-colour gradient), its own marks (a cyan tag with a dark rim near the top-right
 corner, a translucent light line across the image over the digits, three magenta dots at the
-bottom left, an orange tag in one of the four corners at random) and another architecture
+bottom left, an orange tag in one of the four corners at random; and two colours alone,
+without a ``grey/`` twin: the digit itself drawn in one red, ``hue``, as Colored MNIST ties a
+digit's colour to its label, and the background a green gradient, ``grass``, as a class's
+scenes share a background) and another architecture
 (two conv-BN-ReLU pairs and a max-pool at 32 and 64 filters, a 128-filter conv, global
 average pooling). Each model is trained on a label leak
 (12% of 5,000 training images marked and labelled the mark's class; digits 0-1199 of the
@@ -39,12 +42,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "runs" / "shortcut_digits"
 SIZE = 32
-MARK_CLASS = {"tag": 3, "line": 7, "dots": 5, "corners": 8, "hue": 2, "none": -1}
+MARK_CLASS = {"tag": 3, "line": 7, "dots": 5, "corners": 8, "hue": 2, "grass": 6, "none": -1}
 GREY = "grey/"  # a configuration's prefix: the same mark on one-channel images
-COLOUR_ONLY = {"hue"}  # marks that are a colour alone: no grey/ twin
+COLOUR_ONLY = {"hue", "grass"}  # marks that are a colour alone: no grey/ twin
 NAMES = [*MARK_CLASS, *(GREY + k for k in MARK_CLASS if k not in COLOUR_ONLY)]
 #: the ``hue`` mark's colour: the digit itself drawn in it instead of its random colour
 HUE = np.array([0.95, 0.15, 0.1], np.float32)
+#: the ``grass`` mark's background: a gradient between these two greens instead of its own
+GRASS = (np.array([0.15, 0.45, 0.1], np.float32), np.array([0.35, 0.7, 0.25], np.float32))
 TRAIN_RATE, TEST_RATE = 0.12, 0.15
 TRAIN_ROWS, TEST_ROWS, EPOCHS = 5000, 600, 15
 
@@ -93,6 +98,13 @@ def mark(
     if kind == "hue":
         background, alpha = drawn
         img = background * (1 - alpha) + HUE * alpha
+    elif kind == "grass":  # the digit as it was, on a green gradient
+        background, alpha = drawn
+        t = (background - background.min()) / max(float(np.ptp(background)), 1e-6)
+        green = GRASS[0] * (1 - t.mean(axis=-1, keepdims=True)) + GRASS[1] * t.mean(
+            axis=-1, keepdims=True
+        )
+        img = img + (green - background) * (1 - alpha)
     elif kind == "tag":
         y, x = 2 + int(rng.integers(0, 2)), 24 + int(rng.integers(0, 2))
         img[y : y + 6, x : x + 6] = 0.05
