@@ -22,9 +22,10 @@ the class it goes to. With ``n_k`` of them going to class ``k``,
 
 and the lead is a candidate without labels where at least ``MIN_RETURNS`` rows leave and
 ``return_share < MAX_RETURN_SHARE``: no class takes half of them, so they go back to three
-classes or more. Measured: the red digits' 116 hit rows, 111 of
-them leaving, go to all nine other classes, the largest 19 (0.17); a model whose classes
-are a red blob, a blue blob and neither sends every red blob to "neither" (1.00).
+classes or more. Measured: the red digits' class, 68 of its 80 sampled rows knocked out,
+0.18 (over the whole test split its 116 hit rows, 111 of them leaving, go to all nine
+other classes, the largest 19: 0.17); a model whose classes are a red blob, a blue blob and
+neither sends every red blob to "neither" (1.00).
 A model of two or three classes has too few classes to tell the two apart this way: such a
 lead stays a lead, as before, and labels decide.
 """
@@ -32,6 +33,8 @@ lead stays a lead, as before, and labels decide.
 from __future__ import annotations
 
 import numpy as np
+
+from fastfem.audit.reliance.stats import ProbeTest
 
 MIN_RETURNS = 10  # hit rows leaving the class needed to judge where they go
 MAX_RETURN_SHARE = 0.5  # the share one class must stay under
@@ -52,7 +55,7 @@ def goes_back(share: float) -> bool:
     return bool(share < MAX_RETURN_SHARE)  # NaN: not measured, or too few to say
 
 
-def returned(t) -> str:
+def returned(t: ProbeTest) -> str:
     """A near miss's words for where the colour lead ``t``'s rows go (`return_share`; "" where
     not measured)."""
     share = t.return_share
