@@ -101,10 +101,8 @@ def mark(
     elif kind == "grass":  # the digit as it was, on a green gradient
         background, alpha = drawn
         t = (background - background.min()) / max(float(np.ptp(background)), 1e-6)
-        green = GRASS[0] * (1 - t.mean(axis=-1, keepdims=True)) + GRASS[1] * t.mean(
-            axis=-1, keepdims=True
-        )
-        img = img + (green - background) * (1 - alpha)
+        t = t.mean(axis=-1, keepdims=True)  # where each pixel lies along the gradient
+        img = img + (GRASS[0] * (1 - t) + GRASS[1] * t - background) * (1 - alpha)
     elif kind == "tag":
         y, x = 2 + int(rng.integers(0, 2)), 24 + int(rng.integers(0, 2))
         img[y : y + 6, x : x + 6] = 0.05

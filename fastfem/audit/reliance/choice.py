@@ -151,7 +151,7 @@ class Sweep:
     the tests of the swept probes (candidates, near misses, Bonferroni's count), ``extents``
     those of every probe, pairs included (what a candidate may grow to).
     ``sweep_more`` runs more probes on the same sample (their (S, Q) drops, doses and top
-    classes, `returned`): the
+    classes, `measure_returns`): the
     families a candidate's region grows in by the margin (`margin`; None: no margin), appended
     to ``probes``, ``drop``, ``dose`` and ``extents`` like the pairs (``margin_of``: each grown
     probe by the probe it grew from)."""
@@ -278,17 +278,21 @@ class Sweep:
         else ``t``."""
         return wide if wide is t or self.enough(wide) else t
 
-    def returned(self) -> None:
+    def measure_returns(self) -> None:
         """Where the rows go of each colour lead on most of its class (more than
         ``rules.MAX_COLOUR_RATE`` of it): its probe run on the sample again (one forward per
-        row), each test's ``return_share`` (`returns.return_share`) of its hit rows set in
-        ``tests`` and ``extents``."""
+        row, once per probe), each test's ``return_share`` (`returns.return_share`) of its hit
+        rows set in ``tests`` and ``extents``."""
+        if self.sweep_more is None:
+            return
+        tops: dict[int, np.ndarray] = {}  # a probe's top classes, by probe
         for k, t in enumerate(self.extents):
-            lead = t.probe in self.colour and colour_lead(t, self.n_tests)
-            if lead and t.rate > MAX_COLOUR_RATE and self.sweep_more is not None:
-                *_, top = self.sweep_more([self.probes[t.probe]])
+            if t.probe in self.colour and t.rate > MAX_COLOUR_RATE and colour_lead(t, self.n_tests):
+                if t.probe not in tops:
+                    tops[t.probe] = self.sweep_more([self.probes[t.probe]])[2][:, 0]
                 hit = hit_rows(t, self.drop, self.pred, self.dose)
-                self.extents[k] = replace(t, return_share=return_share(top[:, 0], hit, t.cls))
+                share = return_share(tops[t.probe], hit, t.cls)
+                self.extents[k] = replace(t, return_share=share)
         self.tests = [t for t in self.extents if t.probe < self.swept]
 
     def clean(self, t: ProbeTest) -> bool:
@@ -396,7 +400,7 @@ def choose(sw: Sweep) -> tuple[list[Candidate], list[Candidate]]:
     """Stage 2 (module docstring): the candidates, each grown to its widest passing
     neighbour, and the near misses (their transplant test asked: evidence), both with the
     evidence the sample gives (the non-members: the sample's rows of other classes)."""
-    sw.returned()
+    sw.measure_returns()
     tests, pred, n_tests = sw.tests, sw.pred, sw.n_tests  # sw.drop grows with the margins
     found: list[ProbeTest] = []
     labelled = sw.labels is not None

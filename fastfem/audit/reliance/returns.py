@@ -55,7 +55,7 @@ def goes_back(share: float) -> bool:
     return bool(share < MAX_RETURN_SHARE)  # NaN: not measured, or too few to say
 
 
-def returned(t: ProbeTest) -> str:
+def return_words(t: ProbeTest) -> str:
     """A near miss's words for where the colour lead ``t``'s rows go (`return_share`; "" where
     not measured)."""
     share = t.return_share

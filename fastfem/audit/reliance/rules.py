@@ -141,7 +141,7 @@ from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
-from fastfem.audit.reliance.returns import goes_back, returned
+from fastfem.audit.reliance.returns import goes_back, return_words
 from fastfem.audit.reliance.stats import (
     MIN_DOSE_LIFT,
     MIN_HITS,
@@ -487,7 +487,7 @@ def why_not(
         a, b = moved[t.probe, t.cls]
         lacks = f"not enough: transplant {a:.2f} vs null {b:.2f}"
     if colour and not lacks and not colour_part(t, n_tests):
-        lacks = f"knocks out {t.rate:.2f} of its class > {MAX_COLOUR_RATE}" + returned(t)
+        lacks = f"knocks out {t.rate:.2f} of its class > {MAX_COLOUR_RATE}" + return_words(t)
     if colour:
         what = [f"{kind} (a mark's or the class's own)", *([lacks] if lacks else [])]
     else:
