@@ -38,6 +38,12 @@ a region shows in different ways, since a shortcut may survive one of them:
                                             colour loses most, a dull one little): takes the
                                             colour of a coloured mark (a sticker, a stamp, a
                                             red line), keeps every shape
+    no <hue> area                           the same image as ``no <hue>``; a probe of its own
+                                            because the reliance test counts its change of an
+                                            image by area (the mean change: a background or a
+                                            large part of the hue), ``no <hue>``'s by
+                                            vividness (a small vivid mark; `fastfem.audit.
+                                            reliance.step.probed`)
     falloff     F = clip(x / g(r))          the image's radial fall-off of brightness taken
                                             away: ``g(r) = (a + b r^2) / a``, ``a + b r^2``
                                             the least-squares fit of the pixels' grey level
@@ -60,16 +66,16 @@ a region shows in different ways, since a shortcut may survive one of them:
                                             scanner, a blurred copy), keeps every shape and
                                             colour
 
-``lowpass``, ``colour``, ``median``, ``balance``, the ``no <hue>`` fills, ``falloff`` and
-``grain`` are *global* fills, used with the whole-image mask; ``balance`` and the ``no <hue>``
-fills change colours only (`COLOUR_FILLS`); those, ``falloff`` and ``grain`` take away a
-property a class's own images may have by nature — a colour, a cast, a lighting, a softness —
-as well as a mark may bring it (`PROPERTY_FILLS`). ``grain`` is the one fill that *adds*
-something: a softness is an absence (of fine detail), and what takes it away is what it lacks;
-its change is largest on the softest images, as the other global fills' is on the images that
-carry most of what they remove (the reliance test's *dose*). The region
-family that needs no map (`region_family`) and the fills are fixed; `probe_image` is the one
-per-sample function, `vmap`ped and `lax.map`ped over probes by the caller.
+``lowpass``, ``colour``, ``median``, ``balance``, the ``no <hue>`` fills, ``falloff``, ``grain``
+and the ``no <hue> area`` fills are *global* fills, used with the whole-image mask; ``balance`` and
+the ``no <hue>`` and ``no <hue> area`` fills change colours only (`COLOUR_FILLS`); those,
+``falloff`` and ``grain`` take away a property a class's own images may have by nature — a colour,
+a cast, a lighting, a softness — as well as a mark may bring it (`PROPERTY_FILLS`). ``grain`` is
+the one fill that *adds* something: a softness is an absence (of fine detail), and what takes it
+away is what it lacks; its change is largest on the softest images, as the other global fills' is
+on the images that carry most of what they remove (the reliance test's *dose*). The region family
+that needs no map (`region_family`) and the fills are fixed; `probe_image` is the one per-sample
+function, `vmap`ped and `lax.map`ped over probes by the caller.
 """
 
 from __future__ import annotations
@@ -91,6 +97,8 @@ HUES: dict[str, float] = {
     "magenta": 300.0,
 }
 HUE_FILLS: tuple[str, ...] = tuple(f"no {h}" for h in HUES)
+#: The same fills, each a probe of its own whose change of an image is counted by area.
+AREA_HUE_FILLS: tuple[str, ...] = tuple(f"no {h} area" for h in HUES)
 #: The fills, in the order of a probe's fill index.
 FILLS: tuple[str, ...] = (
     "mean",
@@ -104,6 +112,7 @@ FILLS: tuple[str, ...] = (
     *HUE_FILLS,
     "falloff",
     "grain",
+    *AREA_HUE_FILLS,
 )
 #: Fills that make sense for a region; the others are applied to the whole image.
 REGION_FILLS: tuple[str, ...] = ("inpaint", "mean", "blur", "noise")
@@ -115,10 +124,11 @@ GLOBAL_FILLS: tuple[str, ...] = (
     *HUE_FILLS,
     "falloff",
     "grain",
+    *AREA_HUE_FILLS,
 )
 #: The fills that change an image's colours only, never a shape: a colour a mark brings and a
 #: colour a class's own objects have look alike to them.
-COLOUR_FILLS: tuple[str, ...] = (*HUE_FILLS, "balance")
+COLOUR_FILLS: tuple[str, ...] = (*HUE_FILLS, *AREA_HUE_FILLS, "balance")
 #: The fills that take away a property of the whole image that a class's own images may have
 #: by nature as well as a mark may bring it: a colour, a cast, a lighting (a vignette, or a
 #: class photographed under a lamp), a softness (a blur, or a class of smooth things). Their
@@ -132,7 +142,7 @@ PROPERTY_KINDS: dict[str, str] = {
 }
 #: The fewest channels an image needs for a fill to change it: a hue needs three, the grey
 #: world two (`hue_out` and `balance` return an image of fewer as it is); others need one.
-MIN_CHANNELS: dict[str, int] = {**{f: 3 for f in HUE_FILLS}, "balance": 2}
+MIN_CHANNELS: dict[str, int] = {**{f: 3 for f in (*HUE_FILLS, *AREA_HUE_FILLS)}, "balance": 2}
 FALLOFF_GAIN = 5.0  # ``falloff``'s largest correction of a pixel's brightness, either way
 #: ``grain``'s gain ``k``: the grain's RMS per unit of the image's missing fine detail.
 #: Measured on the shortcut benchmark's models (every test row, the grain drawn per channel):
@@ -468,6 +478,7 @@ def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) ->
         *(functools.partial(hue_out, degrees=d) for d in HUES.values()),
         flatten_falloff,
         lambda v: add_grain(v, p),
+        *(functools.partial(hue_out, degrees=d) for d in HUES.values()),  # the area views
     )
     return jax.lax.switch(fill, branches, x)
 

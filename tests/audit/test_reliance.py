@@ -955,6 +955,78 @@ def test_a_hue_probe_doses_a_small_vivid_mark_by_its_size_not_its_area():
     np.testing.assert_allclose(dose, np.abs(np.asarray(xs) - x).mean((1, 2, 3)), rtol=1e-5)
 
 
+def lawn_images(n: int = 480, share: float = 0.3, seed: int = 5):
+    """`size_images`' squares on a background of a vivid colour — red, blue or magenta at
+    random, on ``share`` of the images green (0.1, 0.8, 0.1) — and a small vivid green
+    sticker (6x6, (0, 1, 0), anywhere) on another 30%; returns (images, labels, lawn)."""
+    x, labels, _ = size_images(n, share=0.0, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    lawn = rng.uniform(size=n) < share
+    stuck = ~lawn & (rng.uniform(size=n) < 0.3 / (1 - share))
+    others = np.float32([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.8]])
+    colour = np.where(lawn[:, None], [0.1, 0.8, 0.1], others[rng.integers(0, 3, n)])
+    grey = np.abs(x - 0.3) < 0.1  # the background's pixels (the squares are 0.85)
+    x = np.where(grey, x - 0.3 + colour[:, None, None, :].astype(np.float32), x)
+    for i in np.flatnonzero(stuck):
+        y0, x0 = rng.integers(0, 58, 2)
+        x[i, y0 : y0 + 6, x0 : x0 + 6] = [0.0, 1.0, 0.0]
+    return np.clip(x, 0, 1).astype(np.float32), labels, lawn
+
+
+def lawn_model():
+    """`size_model`'s classes by the square's size, and class 0 whenever the image is mostly
+    green: its mean greenness ``g - max(r, b)`` above 0.3 (a green background: 0.6; a sticker:
+    under 0.01; the background with green taken away: under 0.2)."""
+
+    def apply(params, x):
+        light = jnp.sum((jnp.min(x, axis=-1) > 0.7).reshape(x.shape[0], -1), axis=1)
+        side = jnp.sqrt(light.astype(jnp.float32))  # (B,)
+        green = jnp.mean(x[..., 1] - jnp.maximum(x[..., 0], x[..., 2]), axis=(1, 2))
+        logits = -params["scale"] * jnp.abs(side[:, None] - jnp.asarray(SIDES)[None])
+        logits = logits.at[:, 0].add(params["lawn"] * jnp.maximum(green - 0.3, 0.0))
+        excess = jnp.maximum(x - 0.3, 0.0)
+        return Features(activations=(excess,), output=logits)
+
+    params = {"scale": jnp.float32(20.0), "lawn": jnp.float32(2000.0)}
+    return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=True)
+
+
+def test_a_hue_counts_its_vivid_marks_and_its_areas_as_two_probes():
+    # `step.probed` against NumPy: `no green` and `no green area` make the same image; the
+    # first's dose is the size-weighted change, the second's the mean change. A green
+    # background changes many pixels by a little, a vivid green sticker few by much: by the
+    # size-weighted change the backgrounds are no more changed than the stickers and none is
+    # dosed (>= 1.5 x the sample's mean); by the mean change the backgrounds are the dosed rows
+    from fastfem.audit.reliance.step import probed
+
+    images, _, lawn = lawn_images(n=96)
+    whole = jnp.ones((64, 64))
+    p = fill_params(images.reshape(-1, 3).mean(0), images.reshape(-1, 3).std(0), 64, 64)
+    xs, vivid = probed(jnp.asarray(images), whole, jnp.int32(FILLS.index("no green")), p)
+    xa, area = probed(jnp.asarray(images), whole, jnp.int32(FILLS.index("no green area")), p)
+    np.testing.assert_array_equal(np.asarray(xs), np.asarray(xa))
+    d = np.abs(np.asarray(xs) - images)
+    np.testing.assert_allclose(area, d.mean((1, 2, 3)), rtol=1e-5)
+    weighted = (d**2).sum((1, 2, 3)) / np.maximum(d.sum((1, 2, 3)), 1e-12)
+    np.testing.assert_allclose(vivid, weighted, rtol=1e-5)
+    assert not np.any(lawn & (np.asarray(vivid) >= 1.5 * np.mean(vivid)))
+    np.testing.assert_array_equal(np.asarray(area) >= 1.5 * np.mean(area), lawn)
+
+
+def test_a_background_colour_a_class_relies_on_is_a_candidate_among_vivid_marks_of_it(tmp_path):
+    # a green background moves 30% of the images to class 0; vivid green stickers on another
+    # 30% do not move them: green taken away knocks out the background's rows, which it
+    # changes much by area only (the test above): `no green area` flags them
+    images, labels, lawn = lawn_images()
+    model = lawn_model()
+    pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
+    assert np.all(pred[lawn] == 0) and np.mean(pred[~lawn] == labels[~lawn]) > 0.95
+    summary = audit(images, model, out=tmp_path / "a", reliance_sample=384)
+    flagged = assert_colour_candidate(tmp_path / "a", summary, "no green area", 0, lawn)
+    moved = lawn & (labels != 0)
+    assert len(flagged) >= 0.9 * moved.sum(), (len(flagged), int(moved.sum()))
+
+
 def test_a_pair_of_bands_runs_as_its_two_parts_in_the_real_probe_step(tmp_path, monkeypatch):
     # the audit's own plan and probe step: a pair's drop is its parts' larger drop, each part
     # hidden on its own (the band y24-32 hides the bar, y20-28 does not)

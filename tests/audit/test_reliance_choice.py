@@ -581,15 +581,17 @@ def test_a_global_candidate_names_the_region_that_knocks_out_the_same_rows():
 def test_the_sweep_runs_only_the_fills_that_can_change_the_model_s_images():
     """One channel: no hue and no grey-world probe (each would leave every image as it is, a
     test with no hit counted in the correction); two channels: the grey world, no hue."""
-    from fastfem.kernels.occlusion import GLOBAL_FILLS, HUE_FILLS
+    from fastfem.kernels.occlusion import AREA_HUE_FILLS, GLOBAL_FILLS, HUE_FILLS
+
+    hues = {*HUE_FILLS, *AREA_HUE_FILLS}
 
     def global_fills(channels: int) -> set[str]:
         probes = sweep_probes(64, 64, channels=channels)
         return {p.fills[0] for p in probes if p.region.kind == "image"}
 
     assert global_fills(3) == set(GLOBAL_FILLS)
-    assert global_fills(2) == set(GLOBAL_FILLS) - set(HUE_FILLS)
-    assert global_fills(1) == set(GLOBAL_FILLS) - set(HUE_FILLS) - {"balance"}
+    assert global_fills(2) == set(GLOBAL_FILLS) - hues
+    assert global_fills(1) == set(GLOBAL_FILLS) - hues - {"balance"}
     assert len(sweep_probes(64, 64, channels=1)) == len(sweep_probes(64, 64)) - 7
 
 

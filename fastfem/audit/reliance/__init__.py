@@ -3,18 +3,17 @@
 Maps show where a model looks; a shortcut is what it decides by. This test asks the model
 itself, by occlusion (`fastfem.kernels.occlusion`), after the audit's pass:
 
-1. **Sweep** (a sample): committed rows stratified by predicted class (by default
-   `sample_size`: ``PER_CLASS`` rows per class, 320 to 2048 in all) are read again from the
-   source and run under every probe of a fixed, map-free family — bands, columns, cells,
-   border rings, the centre (each inpainted from its surroundings; `probes`) and the whole
-   image under the global fills (low-pass, colour moments, 3x3 median, grey-world balance,
-   six hues turned grey; a colour fill a candidate where it knocks out part of its class
-   only and the labels, given, do not disown it, or where they confirm it: `rules`,
-   `labels`) — plus the hot
-   spots of the map detectors' candidate clusters (maps propose, occlusion tests). One
-   forward pass per probe per sampled row, in one jitted step (`step`). One more probe hides
-   each row's own map peak (`peaks`: a mark at a random place; a candidate where hiding it
-   takes away what dominated the maps, or where the labels confirm it).
+1. **Sweep** (a sample): committed rows stratified by predicted class (by default `sample_size`:
+   ``PER_CLASS`` rows per class, 320 to 2048 in all) are read again from the source and run
+   under every probe of a fixed, map-free family — bands, columns, cells, border rings, the
+   centre (each inpainted from its surroundings; `probes`) and the whole image under the global
+   fills (low-pass, colour moments, 3x3 median, grey-world balance, six hues turned grey, each
+   by its vivid marks and by its area; a colour fill a candidate where it knocks out part of its
+   class only and the labels, given, do not disown it, or where they confirm it: `rules`,
+   `labels`) — plus the hot spots of the map detectors' candidate clusters (maps propose,
+   occlusion tests). One forward pass per probe per sampled row, in one jitted step (`step`).
+   One more probe hides each row's own map peak (`peaks`: a mark at a random place; a candidate
+   where hiding it takes away what dominated the maps, or where the labels confirm it).
 2. **Candidates** (`stats`, `rules`): a (probe, class) whose occlusion knocks out the predictions of
    that class far more often than of the others (exact binomial test, Bonferroni-corrected,
    lift and hit-count floors; a global probe by the rows it changes most), grown to its widest
