@@ -649,6 +649,20 @@ def test_a_colour_test_is_a_lead_at_the_colour_lift_and_never_without_it():
     assert rules.near_misses([t, close, weak], [], drop, pred, n) == []  # standing 3 / 5 < 0.8
 
 
+def test_a_hue_s_area_view_is_a_lead_only_at_the_global_lift():
+    from dataclasses import replace
+
+    # a hue by area (`no <hue> area`) is a colour probe held to the global floor (5): large
+    # areas of a colour are a class's own objects and scenes (the photos' class 1 magenta at
+    # 2.05); the same test by vividness is a lead at 2.05
+    n = 160
+    t = S.ProbeTest(3, 1, 30, 80, 2, 240, 2.05, 1e-12, 20.0, dose_lift=3.0, collapse=0.7)
+    area = replace(t, area=True)
+    assert rules.colour_lead(t, n) and not rules.colour_lead(area, n)
+    assert rules.shortfall(area, n, colour=True) == "lift 2.05 < 5"
+    assert rules.colour_lead(replace(area, lift=5.7), n)
+
+
 def test_without_labels_a_colour_lead_on_part_of_its_class_is_a_candidate():
     from dataclasses import replace
 

@@ -54,7 +54,13 @@ from fastfem.audit.reliance.stats import (
     translates,
 )
 from fastfem.audit.reliance.thresholds import ROW_PLACE_LIFT, row_places
-from fastfem.kernels.occlusion import GROWN_AXES, PROPERTY_FILLS, PROPERTY_KINDS, region_margin
+from fastfem.kernels.occlusion import (
+    AREA_HUE_FILLS,
+    GROWN_AXES,
+    PROPERTY_FILLS,
+    PROPERTY_KINDS,
+    region_margin,
+)
 
 if TYPE_CHECKING:
     from fastfem.audit.reliance import ProbeRunner
@@ -201,6 +207,7 @@ class Sweep:
             [k >= self.swept for k in range(len(p))],
         )
         self.colour = {k for k, q in enumerate(p) if q.fills[0] in PROPERTY_FILLS}
+        self.area = {k for k, q in enumerate(p) if q.fills[0] in AREA_HUE_FILLS}
         self.narrow = narrow_regions(p)  # the probes also counted where only they knock out
         compare = translates(*self.regions[:3], self.regions.derived)
         families = np.asarray(self.regions.families, object)
@@ -216,7 +223,10 @@ class Sweep:
         (S, P), counted on every hit and on the rows only its region knocks out
         (`stats.probe_tests`' ``only_here``, for the regions of `probes.narrow_regions`)."""
         every, here = (
-            probe_tests(drop, pred, classes, *self.regions, self.dose, only_here=only)
+            [
+                replace(t, area=True) if t.probe in self.area else t
+                for t in probe_tests(drop, pred, classes, *self.regions, self.dose, only_here=only)
+            ]
             for only in (None, self.narrow)
         )
         return every, here

@@ -54,41 +54,43 @@ family's grid is hidden whole by no region of it (measured: a digits tag whose r
 row below its cell's edge, 49 of its 72 relied-on rows knocked out by the cell, 71 by the
 cell grown by 2 px).
 
-A *colour* probe (`fastfem.kernels.occlusion`'s ``PROPERTY_FILLS``: one hue moved towards grey
-over the whole image, the image white-balanced by the grey world, its radial fall-off of
-brightness taken away, ``falloff``, or fine detail given to a soft image, ``grain``: a colour, a
-cast, a lighting, a softness, which a class's own images may have by nature as well as a mark
-may bring it; the rules below say colour for all four)
-is judged with a lift floor of its own, ``MIN_COLOUR_LIFT``: the class holds 2 times the other
-classes' share of the rows the colour dominates. With no floor, dozens of colours of the
-benchmark's own objects were listed, at lifts of 0.4-1.7. A region's floor (2.5) is too high
-for a mark: the marked images of other classes that the model does not follow keep their
-class and carry the colour there, so a mark the model follows on part of its images dilutes
-its own lift (the photos' green sticker: 17 of the other classes' 43 dosed rows are stickered
-rows the model left in their class, lift 2.43). Measured on the shortcut benchmark's 77 stored
-sweeps (its 74 audits, two held-out kinds, a retrained model): the colours that pass every other
-rule are the planted marks' at lifts of 2.05-12.1 and the objects' own at 1.68 or less. One
-that passes every rule so is a *lead* (`colour_lead`).
+A *colour* probe (`fastfem.kernels.occlusion`'s ``PROPERTY_FILLS``: one hue moved towards grey over
+the whole image, the image white-balanced by the grey world, its radial fall-off of brightness
+taken away, ``falloff``, or fine detail given to a soft image, ``grain``: a colour, a cast, a
+lighting, a softness, which a class's own images may have by nature as well as a mark may bring it;
+the rules below say colour for all four) is judged with a lift floor of its own,
+``MIN_COLOUR_LIFT``: the class holds 2 times the other classes' share of the rows the colour
+dominates. With no floor, dozens of colours of the benchmark's own objects were listed, at lifts of
+0.4-1.7. A region's floor (2.5) is too high for a mark: the marked images of other classes that the
+model does not follow keep their class and carry the colour there, so a mark the model follows on
+part of its images dilutes its own lift (the photos' green sticker: 17 of the other classes' 43
+dosed rows are stickered rows the model left in their class, lift 2.43). Measured on the shortcut
+benchmark's 77 stored sweeps (its 74 audits, two held-out kinds, a retrained model): the colours
+that pass every other rule are the planted marks' at lifts of 2.05-12.1 and the objects' own at
+1.68 or less. A hue's area view (``no <hue> area``) keeps the global floor: a class's own objects
+and scenes have large areas of a colour (the photos' class 1, magenta by area: 2.05 on the holdout
+split), a green background planted on a class's images gathers 5.7 (digits) and 271 (unit tests).
+One that passes every rule so is a *lead* (`colour_lead`).
 
-Taking a hue or a cast away knocks out a class that relies on a coloured
-mark (a red line, a stamp, a sticker, an orange cast), but just as well a class whose own
-objects have that colour (a model that tells red objects from green ones passes every rule,
-at a lift of 87). What tells them apart without labels is how much of the class the colour
-holds: a mark moves *some* images of other classes into the class, and the class's own
-images keep it without the mark; a class's own colour is on its images. So without labels a
-colour lead that knocks out at most ``MAX_COLOUR_RATE`` of the class's sampled rows is a
-candidate, taken after every other (`needs_labels`) (the benchmark's colour leads, all marks,
-0.07-0.57, a class that *is* a colour 1.00); one that knocks out more, only where its rows go
-back to many classes once it is taken away (`fastfem.audit.reliance.returns`). A class whose
-own colour is on at most three quarters of its images would be flagged: labels decide.
-With labels, the labels decide (`fastfem.audit.reliance.labels`): a *lead* — a colour lead, or
-a test of any other probe that reaches ``NEAR_MISS`` of every rule's floor (`standing`) and,
-for a region, passes the transplant test — is a candidate where they confirm it, and then
-flags only the rows of the class labelled another class that it knocks out (`needs_labels`);
-a colour lead on part of its class (`colour_part`) also where they neither confirm nor
-disown it (`labels.labels_verdict`: a model that mixes classes), flagging every row. Leads
-are taken after every other candidate, so that a mark a probe finds by itself (a red line in
-a band) is that candidate's finding, flagged on every row it knocks out.
+Taking a hue or a cast away knocks out a class that relies on a coloured mark (a red line, a stamp,
+a sticker, an orange cast), but just as well a class whose own objects have that colour (a model
+that tells red objects from green ones passes every rule, at a lift of 87). What tells them apart
+without labels is how much of the class the colour holds: a mark moves *some* images of other
+classes into the class, and the class's own images keep it without the mark; a class's own colour
+is on its images. So without labels a colour lead that knocks out at most ``MAX_COLOUR_RATE`` of
+the class's sampled rows is a candidate, taken after every other (`needs_labels`) (the benchmark's
+colour leads, all marks, 0.07-0.57, a class that *is* a colour 1.00); one that knocks out more,
+only where its rows go back to many classes once it is taken away
+(`fastfem.audit.reliance.returns`). A class whose own colour is on at most three quarters of its
+images would be flagged: labels decide. With labels, the labels decide
+(`fastfem.audit.reliance.labels`): a *lead* — a colour lead, or a test of any other probe that
+reaches ``NEAR_MISS`` of every rule's floor (`standing`) and, for a region, passes the transplant
+test — is a candidate where they confirm it, and then flags only the rows of the class labelled
+another class that it knocks out (`needs_labels`); a colour lead on part of its class
+(`colour_part`) also where they neither confirm nor disown it (`labels.labels_verdict`: a model
+that mixes classes), flagging every row. Leads are taken after every other candidate, so that a
+mark a probe finds by itself (a red line in a band) is that candidate's finding, flagged on every
+row it knocks out.
 
 Such a candidate may flag only the class's rows labelled another class, so it is grown
 (`widest_extent`) and given its row threshold (`thresholds.row_threshold`) on those rows alone
@@ -102,36 +104,35 @@ and the member pass, which runs the region alone, would flag those too (measured
 lower watermark band, 0.75 of its flags marked on every row, 1.00 on the rows labelled another
 class) — unless its flags over every row are clean (`choice.Sweep.clean`: the letters' top band).
 
-A global candidate names *what* a class relies on (a colour, a texture), not where. Where
-it lies in one place (a stamp, a logo, a coloured tag), a region hides it whole, the shape as
-well as the hue (a translucent red ring moved to grey is still a ring), and knocks out rows
-the global probe leaves standing; but that region may be no candidate by itself, where it
-hides the objects of other classes as often (the shapes' centre, where their objects sit:
-lift 1.29). The global candidate's hit rows ``G`` (of the class's rows ``C``) single it out:
-a swept region *places* the candidate (`places`) when the rows ``R`` it lowers by
-``COLLAPSE_DROP`` — the change the region will flag a row at — hold most of ``G`` and few of
-the class's other rows ``O = C - G``,
+A global candidate names *what* a class relies on (a colour, a texture), not where. Where it lies
+in one place (a stamp, a logo, a coloured tag), a region hides it whole, the shape as well as the
+hue (a translucent red ring moved to grey is still a ring), and knocks out rows the global probe
+leaves standing; but that region may be no candidate by itself, where it hides the objects of other
+classes as often (the shapes' centre, where their objects sit: lift 1.29). The global candidate's
+hit rows ``G`` (of the class's rows ``C``) single it out: a swept region *places* the candidate
+(`places`) when the rows ``R`` it lowers by ``COLLAPSE_DROP`` — the change the region will flag a
+row at — hold most of ``G`` and few of the class's other rows ``O = C - G``,
 
     cover = |R & G| / |G| >= MIN_COVER,   contrast = cover / ((|R & O| + 1) / (|O| + 2)) >= MIN_LIFT
 
 and it passes the transplant test; of several, the one of the largest contrast (ties: the
-smallest). It is tested on every row of the class beside the global candidate and flags a
-row it lowers by ``COLLAPSE_DROP``, the ground truth's own change: ``O`` holds the rows the
-global probe missed, so it gives no null for a lower threshold, and counted at ``TAU`` the
-contrast falls as the region finds more of them (the shapes' stamp on the holdout split:
-2.75 at ``TAU``). A lead the labels confirmed (flagging only the class's rows labelled another
-class) counts ``G`` among those rows, and ``O`` is the class's rows labelled the class: its own
-images, which hold no mark, and the null the labels give. Measured on the shortcut
-benchmark's 19 global candidates (both splits): only the shapes' stamp, found by ``no red``
-(15 and 16 hit rows of the class's 80, all stamped), has one, the centre: cover 0.93 and
-0.94, contrast 6.3 and 5.2; it lowers 23 and 26 of the class's sampled rows by 0.5, all
-stamped, 9 and 11 of them beyond the colour's; since the colour floor also the photos' frame
-(holdout: ``falloff``), by the 3 px border (cover 0.83, contrast 3.0; 25 rows, all framed).
+smallest). It is tested on every row of the class beside the global candidate and flags a row it
+lowers by ``COLLAPSE_DROP``, the ground truth's own change: ``O`` holds the rows the global probe
+missed, so it gives no null for a lower threshold, and counted at ``TAU`` the contrast falls as the
+region finds more of them (the shapes' stamp on the holdout split: 2.75 at ``TAU``). A lead the
+labels confirmed (flagging only the class's rows labelled another class) counts ``G`` among those
+rows, and ``O`` is the class's rows labelled the class: its own images, which hold no mark, and the
+null the labels give. Measured on the shortcut benchmark's 19 global candidates (both splits): only
+the shapes' stamp, found by ``no red`` (15 and 16 hit rows of the class's 80, all stamped), has
+one, the centre: cover 0.93 and 0.94, contrast 6.3 and 5.2; it lowers 23 and 26 of the class's
+sampled rows by 0.5, all stamped, 9 and 11 of them beyond the colour's; since the colour floor also
+the photos' frame (holdout: ``falloff``), by the 3 px border (cover 0.83, contrast 3.0; 25 rows,
+all framed).
 
-A test that is no candidate but reaches ``NEAR_MISS`` (0.8) of every rule's floor, or passes
-every rule and fails the transplant test, is a *near miss* (`near_misses`): reported with what
-it lacks (`shortfall`), never flagged: a shortcut the sample shows only weakly (a band whose
-neighbours hide the class's objects too: place lift 2.42) is still named for a person.
+A test that is no candidate but reaches ``NEAR_MISS`` (0.8) of every rule's floor, or passes every
+rule and fails the transplant test, is a *near miss* (`near_misses`): reported with what it lacks
+(`shortfall`), never flagged: a shortcut the sample shows only weakly (a band whose neighbours hide
+the class's objects too: place lift 2.42) is still named for a person.
 """
 
 from __future__ import annotations
@@ -169,7 +170,6 @@ MAX_OVERLAP = 0.5  # share of a candidate's hits already explained by an earlier
 #: A region candidate's transplant share must exceed its null by this much and be this many
 #: times it (`sufficient`).
 MIN_TRANSPLANT = 0.2
-
 MIN_TRANSPLANT_LIFT = 2.0
 
 #: Rows of other classes a region is transplanted into (evenly spaced over the sample's).
@@ -186,7 +186,7 @@ MAX_NEAR_MISSES = 8
 
 MAX_COLOUR_RATE = 0.75  # without labels, a colour lead's largest hit rate as a candidate
 
-MIN_COLOUR_LIFT = 2.0  # a colour probe's lift floor (module docstring)
+MIN_COLOUR_LIFT = 2.0  # a colour probe's lift floor but a hue's area view's (module docstring)
 
 MIN_COVER = 0.8  # the share of a global candidate's hit rows a region placing it knocks out
 
@@ -216,7 +216,7 @@ def rule_margins(
     lift_floor = max(MIN_GLOBAL_LIFT, MIN_LIFT) if is_global else MIN_LIFT
     return {
         "hits": (float(t.hits), float(MIN_HITS)),
-        "lift": (t.lift, MIN_COLOUR_LIFT if colour else lift_floor),
+        "lift": (t.lift, MIN_COLOUR_LIFT if colour and not t.area else lift_floor),
         "place lift": (t.place_lift, MIN_LIFT),
         "family lift": (t.family_lift, MIN_LIFT),
         "collapse": (t.collapse, MIN_COLLAPSE),
@@ -359,8 +359,8 @@ def colour_part(t: ProbeTest, n_tests: int) -> bool:
 
 def colour_lead(t: ProbeTest, n_tests: int) -> bool:
     """Whether the test ``t`` of a colour probe is a lead (module docstring): it passes every
-    rule of `rule_margins`, its lift against ``MIN_COLOUR_LIFT`` instead of a global probe's
-    ``MIN_GLOBAL_LIFT``."""
+    rule of `rule_margins`, its lift against ``MIN_COLOUR_LIFT`` (an area view's: a global
+    probe's ``MIN_GLOBAL_LIFT``)."""
     return standing(t, n_tests, colour=True) >= 1.0
 
 

@@ -208,6 +208,8 @@ class ProbeTest:
     #: a colour probe's hit rows: the largest share that goes to one other class with the
     #: colour taken away (`fastfem.audit.reliance.returns`); NaN: not measured
     return_share: float = float("nan")
+    #: a hue's area view (`fastfem.kernels.occlusion.AREA_HUE_FILLS`): held to the global lift
+    area: bool = False
 
     @property
     def rate(self) -> float:
