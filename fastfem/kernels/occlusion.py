@@ -466,6 +466,7 @@ def inpaint(x: jax.Array, mask: jax.Array, p: FillParams) -> jax.Array:
 def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) -> jax.Array:
     """The fill ``FILLS[fill]`` of one image (H, W, C) in [0, 1] over the region ``mask``
     (``fill`` a traced index; only ``inpaint`` reads the mask)."""
+    hues = tuple(functools.partial(hue_out, degrees=d) for d in HUES.values())
     branches = (
         lambda v: jnp.broadcast_to(p.mean, v.shape),
         lambda v: separable_blur(v, p.blur_y, p.blur_x),
@@ -475,10 +476,10 @@ def fill_image(x: jax.Array, mask: jax.Array, fill: jax.Array, p: FillParams) ->
         lambda v: inpaint(v, mask, p),
         median_3x3,
         balance,
-        *(functools.partial(hue_out, degrees=d) for d in HUES.values()),
+        *hues,
         flatten_falloff,
         lambda v: add_grain(v, p),
-        *(functools.partial(hue_out, degrees=d) for d in HUES.values()),  # the area views
+        *hues,  # the area views: the same images
     )
     return jax.lax.switch(fill, branches, x)
 

@@ -352,22 +352,27 @@ def test_a_coloured_mark_on_part_of_a_class_is_a_candidate_without_labels(tmp_pa
 SIDES = (16, 6, 8, 10, 12, 14)  # `size_model`'s class k: a light square this many px across
 
 
-def size_model():
+def magenta_sticker(x):
+    """(B,) a magenta sticker's cue for `size_model`: its pixels' share of the image x 64
+    (turned grey, a sticker is 0.67: not counted)."""
+    magenta = jnp.minimum(x[..., 0], x[..., 2]) - x[..., 1] > 0.5
+    return jnp.mean(magenta, axis=(1, 2)) * 64
+
+
+def size_model(cue=magenta_sticker):
     """Six classes by the size of a light grey square (the square root of the count of pixels
-    whose least channel is above 0.7: the nearest of ``SIDES``), and class 0 whenever a
-    magenta sticker is in the image (turned grey, it is 0.67: not counted)."""
+    whose least channel is above 0.7: the nearest of ``SIDES``), and class 0 wherever the
+    ``cue`` (B,) of the image is positive, by 2000 times it (default: a magenta sticker)."""
 
     def apply(params, x):
         light = jnp.sum((jnp.min(x, axis=-1) > 0.7).reshape(x.shape[0], -1), axis=1)
         side = jnp.sqrt(light.astype(jnp.float32))  # (B,)
-        magenta = jnp.minimum(x[..., 0], x[..., 2]) - x[..., 1] > 0.5
-        sticker = jnp.mean(magenta, axis=(1, 2)) * 64
         logits = -params["scale"] * jnp.abs(side[:, None] - jnp.asarray(SIDES)[None])
-        logits = logits.at[:, 0].add(params["sticker"] * sticker)
+        logits = logits.at[:, 0].add(params["cue"] * cue(x))
         excess = jnp.maximum(x - 0.3, 0.0)
         return Features(activations=(excess,), output=logits)
 
-    params = {"scale": jnp.float32(20.0), "sticker": jnp.float32(2000.0)}
+    params = {"scale": jnp.float32(20.0), "cue": jnp.float32(2000.0)}
     return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=True)
 
 
@@ -973,22 +978,12 @@ def lawn_images(n: int = 480, share: float = 0.3, seed: int = 5):
     return np.clip(x, 0, 1).astype(np.float32), labels, lawn
 
 
-def lawn_model():
-    """`size_model`'s classes by the square's size, and class 0 whenever the image is mostly
-    green: its mean greenness ``g - max(r, b)`` above 0.3 (a green background: 0.6; a sticker:
-    under 0.01; the background with green taken away: under 0.2)."""
-
-    def apply(params, x):
-        light = jnp.sum((jnp.min(x, axis=-1) > 0.7).reshape(x.shape[0], -1), axis=1)
-        side = jnp.sqrt(light.astype(jnp.float32))  # (B,)
-        green = jnp.mean(x[..., 1] - jnp.maximum(x[..., 0], x[..., 2]), axis=(1, 2))
-        logits = -params["scale"] * jnp.abs(side[:, None] - jnp.asarray(SIDES)[None])
-        logits = logits.at[:, 0].add(params["lawn"] * jnp.maximum(green - 0.3, 0.0))
-        excess = jnp.maximum(x - 0.3, 0.0)
-        return Features(activations=(excess,), output=logits)
-
-    params = {"scale": jnp.float32(20.0), "lawn": jnp.float32(2000.0)}
-    return from_fn(apply, params, (64, 64, 3), ("excess",), has_output=True)
+def green_lawn(x):
+    """(B,) a green background's cue for `size_model`: how far the image's mean greenness
+    ``g - max(r, b)`` is above 0.3 (a green background: 0.6; a sticker: under 0.01; the
+    background with green taken away: under 0.2)."""
+    green = jnp.mean(x[..., 1] - jnp.maximum(x[..., 0], x[..., 2]), axis=(1, 2))
+    return jnp.maximum(green - 0.3, 0.0)
 
 
 def test_a_hue_counts_its_vivid_marks_and_its_areas_as_two_probes():
@@ -1018,7 +1013,7 @@ def test_a_background_colour_a_class_relies_on_is_a_candidate_among_vivid_marks_
     # 30% do not move them: green taken away knocks out the background's rows, which it
     # changes much by area only (the test above): `no green area` flags them
     images, labels, lawn = lawn_images()
-    model = lawn_model()
+    model = size_model(green_lawn)
     pred = np.asarray(jnp.argmax(model.apply(model.params, jnp.asarray(images)).output, 1))
     assert np.all(pred[lawn] == 0) and np.mean(pred[~lawn] == labels[~lawn]) > 0.95
     summary = audit(images, model, out=tmp_path / "a", reliance_sample=384)
